@@ -1,0 +1,228 @@
+"""Catalogs: the GPUs, models and prices that scenarios name by id.
+
+A catalog is data, shipped with the package as YAML (`gpus.yaml`, `models.yaml`,
+`prices.yaml` beside this file). Every entry says where its numbers come from (`source:`) and
+when they were read (`as_of:`); a number that is an estimate says so in its source text. A
+scenario may name its own catalog file (`catalog: my_hw.yaml`), whose entries are added to the
+shipped ones or replace them id by id, field by field, so that a calibration or a negotiated
+price does not need a copy of the whole catalog.
+
+Quantities use the same human units as scenarios (`80GB`, `3.35TB/s`) and are held in SI.
+Peak FLOP/s are dense (no 2:4 sparsity), per GPU, per precision.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from sim.spec.units import Bytes, BytesPerSecond, Seconds
+
+CATALOG_DIR = Path(__file__).parent
+
+Precision = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
+
+# Bytes per weight element for each precision a model may be served in.
+BYTES_PER_PARAM: dict[str, float] = {
+    "fp32": 4.0,
+    "bf16": 2.0,
+    "fp16": 2.0,
+    "fp8": 1.0,
+    "int8": 1.0,
+    "int4": 0.5,
+}
+
+
+class Sourced(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(min_length=3, description="where the numbers come from; estimates say so")
+    as_of: dt.date = Field(description="when the source was read or published")
+
+
+class Efficiency(BaseModel):
+    """Fractions of the datasheet peaks that a serving engine reaches (see sim.kernels)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mfu: float = Field(gt=0, le=1, description="model FLOP utilisation in compute-bound phases")
+    mbu: float = Field(gt=0, le=1, description="memory-bandwidth utilisation in memory-bound phases")
+    iteration_overhead_s: Seconds = Field(ge=0, description="fixed cost per engine iteration")
+    allreduce_efficiency: float = Field(default=0.7, gt=0, le=1)
+    training_mfu: float = Field(default=0.4, gt=0, le=1, description="MFU of fine-tuning jobs")
+    fitted_to: str = Field(default="", description="measurements the factors were fitted to")
+
+
+class CloudPrice(Sourced):
+    provider: str
+    instance: str
+    gpus_per_instance: int = Field(ge=1)
+    usd_per_gpu_hour: float = Field(gt=0)
+    pricing: Literal["on_demand", "reserved", "spot", "capacity_block"] = "on_demand"
+    region: str = ""
+
+
+class GPU(Sourced):
+    name: str
+    vendor: str
+    peak_flops: dict[Precision, float] = Field(
+        description="dense FLOP/s (or OP/s for int) per GPU, per precision"
+    )
+    memory: Bytes = Field(gt=0)
+    memory_bandwidth: BytesPerSecond = Field(gt=0)
+    tdp_w: float = Field(gt=0)
+    idle_w: float = Field(gt=0)
+    interconnect_bandwidth: BytesPerSecond = Field(gt=0, description="per-GPU scale-up bandwidth")
+    purchase_usd: float = Field(gt=0, description="purchase price of one GPU")
+    server_usd_per_gpu: float = Field(ge=0, description="host server share per GPU")
+    efficiency: Efficiency
+    cloud_prices: list[CloudPrice] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _idle_below_tdp(self) -> GPU:
+        if self.idle_w >= self.tdp_w:
+            raise ValueError(f"idle_w ({self.idle_w}) must be below tdp_w ({self.tdp_w})")
+        return self
+
+    def peak(self, precision: str) -> float:
+        """Peak dense FLOP/s for a compute precision; int4 weights compute in fp16/bf16."""
+        if precision in self.peak_flops:
+            return self.peak_flops[precision]  # type: ignore[index]
+        for fallback in ("bf16", "fp16"):
+            if fallback in self.peak_flops:
+                return self.peak_flops[fallback]  # type: ignore[index]
+        raise KeyError(precision)
+
+
+class BatchLatency(Sourced):
+    """latency(b) = a + c*b seconds for a batch of b items, for classic (non-LLM) models."""
+
+    gpu: str
+    a_s: float = Field(ge=0)
+    c_s_per_item: float = Field(ge=0)
+
+
+class Model(Sourced):
+    name: str
+    kind: Literal["transformer", "classic"]
+    params: float = Field(gt=0, description="total parameters")
+    layers: int = Field(ge=1)
+    hidden: int | None = Field(default=None, ge=1)
+    heads: int | None = Field(default=None, ge=1)
+    kv_heads: int | None = Field(default=None, ge=1)
+    head_dim: int | None = Field(default=None, ge=1)
+    ffn: int | None = Field(default=None, ge=1, description="intermediate size of a dense FFN")
+    vocab: int | None = Field(default=None, ge=1)
+    max_context: int | None = Field(default=None, ge=1)
+    experts: int | None = Field(default=None, ge=1)
+    experts_per_token: int | None = Field(default=None, ge=1)
+    expert_ffn: int | None = Field(default=None, ge=1)
+    flops_per_item: float | None = Field(default=None, gt=0, description="classic models")
+    batch_latency: list[BatchLatency] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _transformer_has_shape(self) -> Model:
+        if self.kind == "transformer":
+            missing = [
+                f
+                for f in ("hidden", "heads", "kv_heads", "head_dim", "vocab", "max_context")
+                if getattr(self, f) is None
+            ]
+            if self.ffn is None and self.expert_ffn is None:
+                missing.append("ffn")
+            if missing:
+                raise ValueError(f"a transformer needs {', '.join(missing)}")
+        moe = (self.experts, self.experts_per_token, self.expert_ffn)
+        if any(v is not None for v in moe) and any(v is None for v in moe):
+            raise ValueError("a mixture-of-experts model needs experts, experts_per_token and expert_ffn")
+        return self
+
+    @property
+    def is_moe(self) -> bool:
+        return self.experts is not None
+
+    def weight_bytes(self, precision: str) -> float:
+        return self.params * BYTES_PER_PARAM[precision]
+
+    def kv_bytes_per_token(self, kv_precision: str = "bf16") -> float:
+        """2 (K and V) x layers x kv_heads x head_dim x bytes per element."""
+        if self.kind != "transformer":
+            return 0.0
+        assert self.kv_heads is not None and self.head_dim is not None
+        element = BYTES_PER_PARAM[kv_precision] if kv_precision in ("bf16", "fp16", "fp8") else 2.0
+        return 2.0 * self.layers * self.kv_heads * self.head_dim * element
+
+
+class EgressPrice(Sourced):
+    usd_per_gb: float = Field(ge=0, description="first-tier internet egress")
+    free_gb_per_month: float = Field(default=0, ge=0)
+    inter_region_usd_per_gb: float = Field(default=0, ge=0)
+
+
+class StoragePrice(Sourced):
+    usd_per_gb_month: float = Field(ge=0)
+
+
+class PowerPrice(Sourced):
+    usd_per_kwh: float = Field(gt=0)
+    pue: float = Field(ge=1)
+    grid_kgco2e_per_kwh: float = Field(ge=0)
+
+
+class Prices(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    egress: dict[str, EgressPrice] = Field(default_factory=dict, description="per cloud provider")
+    storage: dict[str, StoragePrice] = Field(default_factory=dict, description="per cloud provider")
+    power: dict[str, PowerPrice] = Field(default_factory=dict, description="per region / profile")
+
+
+class Catalog(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    gpus: dict[str, GPU] = Field(default_factory=dict)
+    models: dict[str, Model] = Field(default_factory=dict)
+    prices: Prices = Field(default_factory=Prices)
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+@cache
+def _shipped_raw() -> dict:
+    raw: dict = {}
+    for name in ("gpus", "models", "prices"):
+        with open(CATALOG_DIR / f"{name}.yaml", encoding="utf-8") as fh:
+            raw = _deep_merge(raw, yaml.safe_load(fh) or {})
+    return raw
+
+
+def catalog_raw(extra: dict | None = None) -> dict:
+    """The shipped catalog as a plain document, with `extra` merged over it id by id."""
+    raw = _shipped_raw()
+    return _deep_merge(raw, extra) if extra else dict(raw)
+
+
+@cache
+def shipped_catalog() -> Catalog:
+    """The catalog that ships with deploysim."""
+    return Catalog.model_validate(_shipped_raw())
+
+
+def load_catalog(extra: dict | None = None) -> Catalog:
+    """The shipped catalog, with a user's catalog document merged over it."""
+    if not extra:
+        return shipped_catalog()
+    return Catalog.model_validate(catalog_raw(extra))

@@ -1,0 +1,294 @@
+"""The `deploysim` command.
+
+Each subcommand is a thin layer over the public API (`sim.load_scenario`, ...). A user's
+mistake (a bad scenario, an unknown id, a malformed override) is printed as the one-screen
+`SpecError` text on stderr with exit code 2; a traceback means a bug in deploysim.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sim.spec import SpecError, SpecIssue, load_scenario
+from sim.spec.units import format_bandwidth, format_bytes, format_duration
+
+app = typer.Typer(
+    name="deploysim",
+    help="Where should an AI model be trained, hosted and run? Simulate and compare placements.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+catalog_app = typer.Typer(help="Show the shipped catalogs (GPUs, models, prices) with sources.", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+USER_ERROR = 2
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a field: --set workload.arrivals.rate_per_s=40 (repeatable)."),
+]
+
+
+def fail(error: SpecError) -> typer.Exit:
+    err.print(f"[bold red]error[/]: {error.render()}", markup=True, soft_wrap=True)
+    return typer.Exit(USER_ERROR)
+
+
+@app.command()
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="Scenario files to check.")],
+    set_: SetOption = None,
+) -> None:
+    """Check scenario files and print a short resolved summary of each (exit 2 on errors)."""
+    failed = False
+    for file in files:
+        try:
+            scenario = load_scenario(file, set_ or [])
+        except SpecError as exc:
+            failed = True
+            err.print(f"[bold red]error[/]: {exc.with_source(str(file)).render()}", soft_wrap=True)
+            continue
+        out.print(describe(scenario), soft_wrap=True)
+    if failed:
+        raise typer.Exit(USER_ERROR)
+
+
+def describe(scenario) -> str:  # noqa: ANN001 - Scenario, imported lazily for a fast CLI
+    """A few lines a person can check against the file: who runs what where, on what."""
+    from sim.catalog.sizing import replica_memory
+
+    catalog = scenario.resolved_catalog
+    model = catalog.models[scenario.model.id]
+    m = scenario.model
+    lines = [f"[bold green]ok[/] {scenario.source or scenario.name}: [bold]{scenario.name}[/]"]
+    if scenario.description:
+        lines.append(f"  {scenario.description}")
+    lines.append(
+        f"  run: horizon {format_duration(scenario.horizon)}, warm-up {format_duration(scenario.warmup)}, "
+        f"seed {scenario.seed}, {scenario.replications} replication(s)"
+    )
+    for name, site in scenario.sites.items():
+        pools = ", ".join(
+            f"{p.name}: {p.count}x {p.gpu}" + (f" (elastic to {p.max_count})" if p.elastic else "")
+            + f" ({'/'.join(p.roles)})"
+            for p in site.pools
+        ) or "no GPUs"
+        lines.append(f"  site {name} ({site.zone}): {pools}")
+    for name, link in scenario.links.items():
+        lines.append(
+            f"  link {name}: {link.ends[0]} <-> {link.ends[1]}, rtt {format_duration(link.rtt)}, "
+            f"{format_bandwidth(link.bandwidth)}"
+        )
+    site = scenario.sites[scenario.placement.inference]
+    pool = next(p for p in site.pools if "serving" in p.roles and p.capacity > 0)
+    memory = replica_memory(
+        model, catalog.gpus[pool.gpu], m.precision, m.tensor_parallel, m.serving.gpu_memory_utilization,
+        m.serving.max_model_len, m.serving.kv_cache_precision,
+    )
+    lines.append(
+        f"  model {m.id} at {m.precision}, TP={m.tensor_parallel}: {format_bytes(memory.weights_per_gpu_bytes)} "
+        f"weights per GPU, KV cache {memory.kv_tokens:,} tokens per replica on {pool.gpu}"
+    )
+    arrivals = scenario.workload.arrivals
+    rate = getattr(arrivals, "rate_per_s", None)
+    load = f"{arrivals.process}" + (f" at {rate:g} req/s" if rate is not None else "")
+    lines.append(f"  workload: {load} from {scenario.workload.origin}")
+    placed = ", ".join(f"{k}={v}" for k, v in scenario.placement.sites_named().items())
+    lines.append(f"  placement: {placed}")
+    return "\n".join(lines)
+
+
+@app.command()
+def run(
+    scenario_file: Annotated[Path, typer.Argument(help="Scenario file to run.")],
+    set_: SetOption = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder (default reports/<name>/run).")] = None,
+    replication: Annotated[int, typer.Option(help="Which replication's random streams to use.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Simulate one scenario and print its latency, throughput and utilisation summary."""
+    from sim.experiment import simulate
+    from sim.report.terminal import print_run_summary
+
+    try:
+        scenario = load_scenario(scenario_file, set_ or [])
+    except SpecError as exc:
+        raise fail(exc.with_source(str(scenario_file))) from None
+    if replication < 0:
+        raise fail(SpecError([SpecIssue("--replication", "must not be negative", replication, "0, 1, 2, ...")]))
+    result = _with_progress(lambda progress: simulate(scenario, replication, on_progress=progress),
+                            f"simulating {scenario.name}", quiet)
+    target = out_dir or Path("reports") / scenario.name / "run"
+    result.write(target)
+    print_run_summary(out, result)
+    out.print(f"[dim]wrote {target}/requests.parquet, summary.json, scenario.yaml "
+              f"({result.wall_s:.1f} s wall)[/]")
+
+
+@app.command()
+def predict(
+    model: Annotated[str, typer.Option(help="Model id from the catalog.")],
+    gpu: Annotated[str, typer.Option(help="GPU id from the catalog.")],
+    gpus: Annotated[int, typer.Option(help="GPUs per replica (tensor parallel).")] = 1,
+    precision: Annotated[str, typer.Option(help="bf16, fp16, fp8, int8 or int4.")] = "bf16",
+    input_tokens: Annotated[int, typer.Option(help="Prompt tokens per request.")] = 1000,
+    output_tokens: Annotated[int, typer.Option(help="Output tokens per request.")] = 1000,
+    batch: Annotated[int, typer.Option(help="Static batch: identical requests sent together.")] = 1,
+    concurrency: Annotated[int | None, typer.Option(help="Closed loop with this many clients.")] = None,
+    requests: Annotated[int | None, typer.Option(help="Requests in the closed loop.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The quick answer without a scenario: TTFT, TPOT, E2E and throughput of a batch."""
+    import json
+
+    from sim.predict import predict as run_predict
+
+    try:
+        answer = run_predict(model=model, gpu=gpu, gpus=gpus, precision=precision,
+                             input_tokens=input_tokens, output_tokens=output_tokens, batch=batch,
+                             concurrency=concurrency, requests=requests)
+    except SpecError as exc:
+        raise fail(exc) from None
+    if as_json:
+        out.print_json(json.dumps(answer))
+        return
+    table = Table(title=f"{model} on {gpus}x {gpu} at {precision}: {answer['mode']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, label, scale, unit in (("ttft_s", "TTFT", 1e3, "ms"), ("tpot_s", "TPOT", 1e3, "ms"),
+                                    ("e2e_s", "E2E", 1.0, "s"),
+                                    ("output_tokens_per_s", "output tokens/s", 1.0, "")):
+        table.add_row(label, f"{answer[key] * scale:,.4g} {unit}")
+    table.add_row("KV cache", f"{answer['kv_cache_tokens']:,} tokens")
+    out.print(table)
+
+
+def _with_progress(work, label: str, quiet: bool):  # noqa: ANN001, ANN202
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    if quiet or not err.is_terminal:
+        return work(None)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True) as bar:
+        task = bar.add_task(label, total=1.0)
+        return work(lambda fraction: bar.update(task, completed=fraction))
+
+
+@catalog_app.command("gpus")
+def catalog_gpus(
+    catalog_file: Annotated[Path | None, typer.Option("--catalog", help="Add a user catalog file.")] = None,
+) -> None:
+    """GPUs: dense peaks, memory, bandwidth, power, prices and where the numbers come from."""
+    catalog = _catalog(catalog_file)
+    table = Table(title="GPU catalog (dense peaks; sources below)", show_lines=False)
+    for column in ("id", "bf16 TFLOP/s", "fp8 TFLOP/s", "memory", "bandwidth", "TDP W", "idle W",
+                   "interconnect", "purchase $", "cloud $/GPU-h", "as of"):
+        table.add_column(column, justify="left" if column == "id" else "right")
+    for gpu_id, gpu in sorted(catalog.gpus.items()):
+        bf16 = gpu.peak_flops.get("bf16") or gpu.peak_flops.get("fp16")
+        fp8 = gpu.peak_flops.get("fp8")
+        prices = sorted(c.usd_per_gpu_hour for c in gpu.cloud_prices)
+        price = f"{prices[0]:.2f}-{prices[-1]:.2f}" if len(prices) > 1 else (f"{prices[0]:.2f}" if prices else "-")
+        table.add_row(
+            gpu_id, f"{bf16 / 1e12:,.0f}" if bf16 else "-", f"{fp8 / 1e12:,.0f}" if fp8 else "-",
+            format_bytes(gpu.memory), f"{format_bytes(gpu.memory_bandwidth)}/s", f"{gpu.tdp_w:g}",
+            f"{gpu.idle_w:g}", f"{format_bytes(gpu.interconnect_bandwidth)}/s", f"{gpu.purchase_usd:,.0f}",
+            price, str(gpu.as_of),
+        )
+    out.print(table)
+    for gpu_id, gpu in sorted(catalog.gpus.items()):
+        out.print(f"[dim]{gpu_id}: {gpu.source}[/]", soft_wrap=True)
+
+
+@catalog_app.command("models")
+def catalog_models(
+    catalog_file: Annotated[Path | None, typer.Option("--catalog", help="Add a user catalog file.")] = None,
+) -> None:
+    """Models: architecture numbers and their sources."""
+    catalog = _catalog(catalog_file)
+    table = Table(title="Model catalog")
+    for column in ("id", "kind", "params", "layers", "hidden", "heads", "kv heads", "ffn", "experts",
+                   "context", "KV/token bf16", "as of"):
+        table.add_column(column, justify="left" if column in ("id", "kind") else "right")
+    for model_id, model in sorted(catalog.models.items()):
+        experts = f"{model.experts_per_token}/{model.experts}" if model.is_moe else "-"
+        ffn = model.expert_ffn if model.is_moe else model.ffn
+        table.add_row(
+            model_id, model.kind, f"{model.params / 1e9:.2f}B", str(model.layers), _opt(model.hidden),
+            _opt(model.heads), _opt(model.kv_heads), _opt(ffn), experts, _opt(model.max_context),
+            format_bytes(model.kv_bytes_per_token("bf16")) if model.kind == "transformer" else "-",
+            str(model.as_of),
+        )
+    out.print(table)
+    for model_id, model in sorted(catalog.models.items()):
+        out.print(f"[dim]{model_id}: {model.source}[/]", soft_wrap=True)
+
+
+@catalog_app.command("prices")
+def catalog_prices(
+    catalog_file: Annotated[Path | None, typer.Option("--catalog", help="Add a user catalog file.")] = None,
+) -> None:
+    """Egress, storage and power prices, with sources."""
+    prices = _catalog(catalog_file).prices
+    table = Table(title="Prices")
+    for column in ("kind", "id", "price", "detail", "as of", "source"):
+        table.add_column(column)
+    for key, egress in sorted(prices.egress.items()):
+        table.add_row("egress", key, f"${egress.usd_per_gb}/GB", f"{egress.free_gb_per_month:g} GB/month free",
+                      str(egress.as_of), egress.source)
+    for key, storage in sorted(prices.storage.items()):
+        table.add_row("storage", key, f"${storage.usd_per_gb_month}/GB-month", "", str(storage.as_of), storage.source)
+    for key, power in sorted(prices.power.items()):
+        table.add_row("power", key, f"${power.usd_per_kwh}/kWh",
+                      f"PUE {power.pue}, {power.grid_kgco2e_per_kwh} kgCO2e/kWh", str(power.as_of), power.source)
+    out.print(table)
+
+
+def _opt(value: object) -> str:
+    return "-" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _catalog(path: Path | None):  # noqa: ANN202
+    from pydantic import ValidationError
+
+    from sim.catalog import Catalog, catalog_raw, shipped_catalog
+    from sim.spec.errors import issues_from_validation
+    from sim.spec.loader import read_yaml
+
+    if path is None:
+        return shipped_catalog()
+    try:
+        extra = read_yaml(path) or {}
+        return Catalog.model_validate(catalog_raw(extra))
+    except SpecError as exc:
+        raise fail(exc.with_source(str(path))) from None
+    except ValidationError as exc:
+        raise fail(SpecError(issues_from_validation(exc, Catalog), str(path))) from None
+
+
+def main() -> None:
+    try:
+        app()
+    except SpecError as exc:  # any user mistake that escaped a command
+        err.print(f"[bold red]error[/]: {exc.render()}", soft_wrap=True)
+        sys.exit(USER_ERROR)
+
+
+if __name__ == "__main__":
+    main()

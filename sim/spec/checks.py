@@ -1,0 +1,258 @@
+"""Checks that look at more than one field, or at the catalog.
+
+Pydantic checks each value on its own; these checks ask whether the scenario as a whole can
+run: that placement names sites that exist, that the GPUs and the model are in the catalog,
+that the model fits the GPUs that serve it, that sites which must exchange data are linked,
+and that training has GPUs where it is placed. Each returns `SpecIssue`s with the path of the
+field a user should change and what they may change it to.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sim.catalog import Catalog
+from sim.catalog.sizing import replica_memory, smallest_fitting_tp
+from sim.spec.errors import SpecIssue, suggest
+from sim.spec.scenario import NONE_SITE, Scenario
+from sim.spec.units import format_bytes, format_duration
+
+
+def _site_issue(path: str, name: str, sites: list[str], optional: bool) -> SpecIssue:
+    options = [*sites, NONE_SITE] if optional else sites
+    return SpecIssue(path, f"no site named {name!r}{suggest(name, options)}", name, ", ".join(options))
+
+
+def check_sites_named(s: Scenario) -> list[SpecIssue]:
+    sites = list(s.sites)
+    issues: list[SpecIssue] = []
+    for stage, site in s.placement.sites_named().items():
+        if site == NONE_SITE and stage != "inference":
+            continue
+        if site not in s.sites:
+            issues.append(_site_issue(f"placement.{stage}", site, sites, optional=stage != "inference"))
+    if s.workload.origin not in s.sites:
+        issues.append(_site_issue("workload.origin", s.workload.origin, sites, optional=False))
+    for name, link in s.links.items():
+        for i, end in enumerate(link.ends):
+            if end not in s.sites:
+                issues.append(_site_issue(f"links.{name}.ends[{i}]", end, sites, optional=False))
+    return issues
+
+
+def check_catalog_ids(s: Scenario, catalog: Catalog) -> list[SpecIssue]:
+    issues: list[SpecIssue] = []
+    gpus = sorted(catalog.gpus)
+    for site_name, site in s.sites.items():
+        for i, pool in enumerate(site.pools):
+            if pool.gpu not in catalog.gpus:
+                issues.append(SpecIssue(
+                    f"sites.{site_name}.pools[{i}].gpu",
+                    f"unknown GPU id{suggest(pool.gpu, gpus)}", pool.gpu, ", ".join(gpus)))
+    if s.model.id not in catalog.models:
+        models = sorted(catalog.models)
+        issues.append(SpecIssue("model.id", f"unknown model id{suggest(s.model.id, models)}",
+                                s.model.id, ", ".join(models)))
+    return issues
+
+
+def check_model_fits(s: Scenario, catalog: Catalog) -> list[SpecIssue]:
+    """Every pool that serves must hold a replica: weights, plus KV for one max-length sequence."""
+    issues: list[SpecIssue] = []
+    model = catalog.models.get(s.model.id)
+    if model is None or s.placement.inference not in s.sites:
+        return issues
+    tp = s.model.tensor_parallel
+    serving = s.model.serving
+    site = s.sites[s.placement.inference]
+    serving_pools = [(i, p) for i, p in enumerate(site.pools) if "serving" in p.roles]
+    if not serving_pools or all(p.capacity == 0 for _, p in serving_pools):
+        issues.append(SpecIssue(
+            f"sites.{s.placement.inference}.pools",
+            f"placement.inference is {s.placement.inference!r}, but that site has no GPUs for serving",
+            has_value=False,
+            allowed="a pool with count >= 1 (or elastic with max_count >= 1) and role 'serving'"))
+        return issues
+    for i, pool in serving_pools:
+        gpu = catalog.gpus.get(pool.gpu)
+        if gpu is None:
+            continue
+        path = f"sites.{s.placement.inference}.pools[{i}]"
+        if s.model.precision in ("fp8",) and "fp8" not in gpu.peak_flops:
+            issues.append(SpecIssue(
+                "model.precision", f"{pool.gpu} has no fp8 tensor cores", s.model.precision,
+                f"one of {', '.join(p for p in ('bf16', 'fp16', 'int8', 'int4') if p in gpu.peak_flops or p in ('int8', 'int4'))}"))
+            continue
+        if pool.capacity < tp:
+            issues.append(SpecIssue(
+                f"{path}.count", f"a replica needs tensor_parallel={tp} GPUs but the pool has {pool.capacity}",
+                pool.capacity, f"a value >= {tp}, or a smaller model.tensor_parallel"))
+            continue
+        if pool.count % tp or pool.capacity % tp:
+            issues.append(SpecIssue(
+                f"{path}.count", f"GPUs are grouped into replicas of tensor_parallel={tp}", pool.count,
+                f"a multiple of {tp}"))
+        memory = replica_memory(
+            model, gpu, s.model.precision, tp, serving.gpu_memory_utilization,
+            serving.max_model_len, serving.kv_cache_precision)
+        if not memory.fits:
+            need_tp = smallest_fitting_tp(
+                model, gpu, s.model.precision, gpu_memory_utilization=serving.gpu_memory_utilization,
+                max_model_len=serving.max_model_len, kv_precision=serving.kv_cache_precision)
+            hint = f"model.tensor_parallel >= {need_tp}" if need_tp else "a GPU with more memory"
+            issues.append(SpecIssue(
+                f"{path}.gpu",
+                f"{s.model.id} at {s.model.precision} with tensor_parallel={tp} does not fit a {pool.gpu}: "
+                f"{format_bytes(memory.weights_per_gpu_bytes)} of weights per GPU, "
+                f"{format_bytes(memory.usable_per_gpu_bytes)} usable, room for {memory.kv_tokens} KV tokens "
+                f"of the {memory.needed_tokens} one sequence needs",
+                pool.gpu, f"{hint}, a smaller precision (fp8, int8, int4), or a smaller serving.max_model_len"))
+    return issues
+
+
+def _linked(s: Scenario, a: str, b: str) -> bool:
+    return a == b or s.link_between(a, b) is not None
+
+
+def check_links(s: Scenario) -> list[SpecIssue]:
+    """Sites that exchange data must be joined by a link (no multi-hop routing)."""
+    p = s.placement
+    flows = [
+        ("workload.origin", s.workload.origin, p.inference, "requests and responses"),
+        ("placement.model_registry", p.model_registry, p.inference, "model weights"),
+        ("placement.monitoring", p.monitoring, p.inference, "monitoring data"),
+        ("placement.training_data", s.workload.origin, p.training_data, "labelled samples"),
+        ("placement.training", p.training_data, p.training, "training data"),
+        ("placement.training", p.training, p.model_registry, "trained artifacts"),
+    ]
+    issues: list[SpecIssue] = []
+    reported: set[frozenset[str]] = set()
+    for path, a, b, what in flows:
+        if NONE_SITE in (a, b) or a not in s.sites or b not in s.sites or _linked(s, a, b):
+            continue
+        pair = frozenset((a, b))
+        if pair in reported:
+            continue
+        reported.add(pair)
+        issues.append(SpecIssue(
+            path, f"sites {a!r} and {b!r} exchange {what} but no link joins them", has_value=False,
+            allowed=f"a link under links: with ends: [{a}, {b}]"))
+    return issues
+
+
+def check_training(s: Scenario) -> list[SpecIssue]:
+    site_name = s.placement.training
+    if site_name == NONE_SITE or site_name not in s.sites:
+        return []
+    site = s.sites[site_name]
+    gpus = sum(p.capacity for p in site.pools if "training" in p.roles)
+    if gpus == 0:
+        return [SpecIssue(
+            "placement.training", f"training is placed at {site_name!r}, which has no GPUs for training",
+            site_name, "a site with a pool whose roles include 'training', or 'none'")]
+    need = s.lifecycle.retraining.gpus
+    if need > gpus:
+        return [SpecIssue(
+            "lifecycle.retraining.gpus", f"retraining asks for {need} GPUs but {site_name!r} has {gpus} for training",
+            need, f"a value <= {gpus}")]
+    return []
+
+
+def check_cloud_pools(s: Scenario, catalog: Catalog) -> list[SpecIssue]:
+    issues: list[SpecIssue] = []
+    for site_name, site in s.sites.items():
+        for i, pool in enumerate(site.pools):
+            path = f"sites.{site_name}.pools[{i}]"
+            if pool.elastic and site.zone == "private":
+                issues.append(SpecIssue(
+                    f"{path}.elastic", "premises pools cannot grow on demand", True,
+                    "elastic: true only at third_party sites"))
+            gpu = catalog.gpus.get(pool.gpu)
+            if site.zone != "third_party" or gpu is None or pool.price_usd_per_gpu_hour is not None:
+                continue
+            prices = [c for c in gpu.cloud_prices if site.provider in (None, c.provider)]
+            if not any(c.pricing == pool.pricing for c in prices):
+                known = sorted({f"{c.provider}/{c.pricing}" for c in gpu.cloud_prices}) or ["none"]
+                issues.append(SpecIssue(
+                    f"{path}.price_usd_per_gpu_hour",
+                    f"the catalog has no {pool.pricing} price for {pool.gpu} at provider {site.provider!r}",
+                    has_value=False,
+                    allowed=f"set price_usd_per_gpu_hour, or a provider/pricing the catalog has: {', '.join(known)}"))
+    return issues
+
+
+def check_prices(s: Scenario, catalog: Catalog) -> list[SpecIssue]:
+    issues: list[SpecIssue] = []
+    profiles = sorted(catalog.prices.power)
+    for site_name, site in s.sites.items():
+        profile = site.power.profile
+        if profile is not None and profile not in catalog.prices.power:
+            issues.append(SpecIssue(
+                f"sites.{site_name}.power.profile", f"unknown power profile{suggest(profile, profiles)}",
+                profile, ", ".join(profiles)))
+        provider = site.provider
+        if site.zone == "third_party" and provider is not None and provider not in catalog.prices.egress:
+            providers = sorted(catalog.prices.egress)
+            issues.append(SpecIssue(
+                f"sites.{site_name}.provider", f"no egress prices for provider{suggest(provider, providers)}",
+                provider, ", ".join(providers)))
+    return issues
+
+
+def check_files(s: Scenario) -> list[SpecIssue]:
+    issues: list[SpecIssue] = []
+    parts = {"workload.arrivals": s.workload.arrivals, "workload.prompt_tokens": s.workload.prompt_tokens,
+             "workload.output_tokens": s.workload.output_tokens}
+    for path, part in parts.items():
+        file = getattr(part, "path", None)
+        if file is not None and not Path(file).is_file():
+            issues.append(SpecIssue(f"{path}.path", "file not found", file,
+                                    "a CSV file, relative to the scenario file"))
+    return issues
+
+
+def check_data_classes(s: Scenario) -> list[SpecIssue]:
+    classes = sorted(s.privacy.data_classes)
+    issues = []
+    for path, name in (("workload.data_class", s.workload.data_class),
+                       ("workload.response_data_class", s.workload.response_data_class)):
+        if name not in s.privacy.data_classes:
+            issues.append(SpecIssue(path, f"unknown data class{suggest(name, classes)}", name,
+                                    f"{', '.join(classes)}, or a class added under privacy.data_classes"))
+    return issues
+
+
+def check_bounds(s: Scenario) -> list[SpecIssue]:
+    """Relations between fields of one part, reported at the field to change."""
+    issues: list[SpecIssue] = []
+    for site_name, site in s.sites.items():
+        for i, pool in enumerate(site.pools):
+            path = f"sites.{site_name}.pools[{i}]"
+            if not pool.roles:
+                issues.append(SpecIssue(f"{path}.roles", "a pool must be usable for something", [],
+                                        "one or more of: serving, training"))
+            if pool.elastic and pool.max_count is None:
+                issues.append(SpecIssue(f"{path}.max_count", "an elastic pool needs max_count (the most GPUs it may hold)",
+                                        has_value=False, allowed=f"a value >= count ({pool.count})"))
+            if pool.max_count is not None and pool.max_count < pool.count:
+                issues.append(SpecIssue(f"{path}.max_count", f"max_count is below count ({pool.count})",
+                                        pool.max_count, f"a value >= {pool.count}"))
+    if s.warmup >= s.horizon:
+        horizon = format_duration(s.horizon)
+        issues.append(SpecIssue("warmup", f"warmup must be shorter than horizon ({horizon})",
+                                format_duration(s.warmup), f"a duration shorter than horizon ({horizon})"))
+    base = s.lifecycle.base_error_rate
+    for i, event in enumerate(s.lifecycle.drift):
+        if event.error_rate < base:
+            issues.append(SpecIssue(f"lifecycle.drift[{i}].error_rate",
+                                    f"drift raises the error rate, but this is below base_error_rate ({base})",
+                                    event.error_rate, f"a value between {base} and 1"))
+    return issues
+
+
+def check_scenario(s: Scenario, catalog: Catalog) -> list[SpecIssue]:
+    issues = check_bounds(s) + check_sites_named(s) + check_catalog_ids(s, catalog)
+    issues += check_data_classes(s) + check_files(s) + check_prices(s, catalog)
+    if issues:  # the checks below assume names resolve
+        return issues
+    return check_model_fits(s, catalog) + check_links(s) + check_training(s) + check_cloud_pools(s, catalog)

@@ -1,0 +1,297 @@
+"""Reading scenario files: YAML, `extends:`, `--set` overrides, the catalog, validation.
+
+A scenario file may start from another with `extends: base.yaml` (a path relative to the file,
+or a list of them, merged left to right). Mappings merge key by key, recursively; any other
+value, lists included, replaces what the base had. A file cannot extend itself, directly or
+through others: the chain is reported.
+
+Overrides are `path=value` strings, as `deploysim run --set` takes them:
+`workload.arrivals.rate_per_s=40`, `sites.premises.pools[0].count=8`, `links.wan.rtt=80ms`.
+The value is read as YAML (so `40` is a number and `[1, 2]` a list) and then validated by the
+models like anything written in the file.
+
+YAML is read with safe loading only: no tag can construct Python objects.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from pydantic import ValidationError
+
+from sim.spec.errors import SpecError, SpecIssue, format_path, issues_from_validation
+from sim.spec.scenario import Scenario
+
+if TYPE_CHECKING:
+    from sim.catalog import Catalog
+
+_INDEX = re.compile(r"^(?P<key>[^\[\]]*)(?P<indexes>(\[\d+\])*)$")
+
+
+# ------------------------------------------------------------------------------------------
+# Documents
+# ------------------------------------------------------------------------------------------
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([SpecIssue("", "file not found", has_value=False, allowed="an existing YAML file")],
+                        str(path)) from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise SpecError([SpecIssue("", f"cannot read the file: {exc}", has_value=False)], str(path)) from None
+    return parse_yaml(text, str(path))
+
+
+def parse_yaml(text: str, source: str = "<text>") -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(
+            [SpecIssue("", f"not valid YAML at {where}: {problem}", has_value=False)], source
+        ) from None
+
+
+def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge mappings recursively; every other value in `top` replaces the base's."""
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _rebase_paths(doc: dict[str, Any], directory: Path) -> None:
+    """File references in a document are relative to the file that wrote them."""
+    catalog = doc.get("catalog")
+    if isinstance(catalog, str) and not Path(catalog).is_absolute():
+        doc["catalog"] = str((directory / catalog).resolve())
+    workload = doc.get("workload")
+    if not isinstance(workload, Mapping):
+        return
+    for key in ("arrivals", "prompt_tokens", "output_tokens"):
+        part = workload.get(key)
+        if isinstance(part, dict) and isinstance(part.get("path"), str) and not Path(part["path"]).is_absolute():
+            part["path"] = str((directory / part["path"]).resolve())
+
+
+def load_document(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A scenario file with its `extends:` chain merged in, as a plain mapping."""
+    path = Path(path).resolve()
+    if path in _chain:
+        cycle = " -> ".join(p.name for p in (*_chain, path))
+        raise SpecError(
+            [SpecIssue("extends", f"extends forms a cycle: {cycle}", has_value=False,
+                       allowed="a chain of files that ends in a file without extends")],
+            str(_chain[0]),
+        )
+    raw = read_yaml(path)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SpecError(
+            [SpecIssue("", "a scenario file must be a mapping of keys to values", type(raw).__name__)],
+            str(path),
+        )
+    raw = copy.deepcopy(raw)
+    _rebase_paths(raw, path.parent)
+    parents = raw.pop("extends", None)
+    if parents is None:
+        return raw
+    if isinstance(parents, str):
+        parents = [parents]
+    if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+        raise SpecError(
+            [SpecIssue("extends", "extends must name a file or a list of files", parents,
+                       "a path relative to this file, e.g. 'base.yaml'")],
+            str(path),
+        )
+    merged: dict[str, Any] = {}
+    for parent in parents:
+        parent_path = (path.parent / parent).resolve()
+        if not parent_path.is_file():
+            raise SpecError(
+                [SpecIssue("extends", f"the file to extend does not exist: {parent_path}", parent,
+                           "a path relative to this file, e.g. 'base.yaml'")],
+                str(path),
+            )
+        try:
+            merged = deep_merge(merged, load_document(parent_path, (*_chain, path)))
+        except SpecError as exc:
+            raise exc.with_source(exc.source or str(parent_path)) from None
+    return deep_merge(merged, raw)
+
+
+# ------------------------------------------------------------------------------------------
+# Overrides
+# ------------------------------------------------------------------------------------------
+
+
+def parse_override_path(path: str) -> list[str | int]:
+    """'sites.premises.pools[0].count' -> ['sites', 'premises', 'pools', 0, 'count']."""
+    parts: list[str | int] = []
+    if not path or path.strip() != path:
+        raise ValueError(f"empty or padded path {path!r}")
+    for token in path.split("."):
+        match = _INDEX.match(token)
+        if not match or not match.group("key") and not match.group("indexes"):
+            raise ValueError(f"cannot read {token!r} in {path!r}")
+        if match.group("key"):
+            key = match.group("key")
+            parts.append(int(key) if key.isdigit() else key)
+        parts.extend(int(i) for i in re.findall(r"\[(\d+)\]", match.group("indexes")))
+    return parts
+
+
+def set_path(doc: dict[str, Any], parts: Sequence[str | int], value: Any) -> None:
+    """Set a value deep in a document, creating mappings on the way."""
+    node: Any = doc
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = format_path(parts[: i + 1])
+        if isinstance(node, list):
+            if not isinstance(part, int):
+                raise ValueError(f"{format_path(parts[:i])} is a list; use an index like [0], not {part!r}")
+            if part >= len(node):
+                raise ValueError(f"{where} is past the end of a list of {len(node)}")
+            if last:
+                node[part] = value
+            else:
+                node = node[part]
+            continue
+        if not isinstance(node, dict):
+            raise ValueError(f"{format_path(parts[:i])} holds a value, not a mapping")
+        key: str | int = str(part) if isinstance(part, int) and part not in node else part
+        if last:
+            node[key] = value
+        else:
+            if key not in node or node[key] is None:
+                node[key] = {}
+            node = node[key]
+
+
+def apply_overrides(doc: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply `path=value` overrides to a copy of a document."""
+    doc = copy.deepcopy(doc)
+    issues: list[SpecIssue] = []
+    for text in overrides:
+        if "=" not in text:
+            issues.append(SpecIssue(f"--set {text}", "an override needs '=': path=value", text,
+                                    "e.g. --set workload.arrivals.rate_per_s=40"))
+            continue
+        path, _, raw_value = text.partition("=")
+        path = path.strip()
+        try:
+            parts = parse_override_path(path)
+        except ValueError as exc:
+            issues.append(SpecIssue(f"--set {text}", f"bad path: {exc}", path,
+                                    "dotted keys with optional [index], e.g. sites.premises.pools[0].count"))
+            continue
+        try:
+            value = yaml.safe_load(raw_value) if raw_value.strip() else ""
+        except yaml.YAMLError:
+            value = raw_value
+        try:
+            set_path(doc, parts, value)
+        except ValueError as exc:
+            issues.append(SpecIssue(f"--set {text}", str(exc), has_value=False))
+    if issues:
+        raise SpecError(issues, "--set")
+    return doc
+
+
+# ------------------------------------------------------------------------------------------
+# Scenario
+# ------------------------------------------------------------------------------------------
+
+
+def _load_catalog(doc: dict[str, Any]) -> Catalog:
+    from sim.catalog import Catalog as CatalogModel
+    from sim.catalog import catalog_raw
+
+    extra: dict[str, Any] = {}
+    catalog_path = doc.get("catalog")
+    if isinstance(catalog_path, str):
+        path = Path(catalog_path)
+        loaded = read_yaml(path) if path.is_file() else None
+        if not path.is_file():
+            raise SpecError([SpecIssue("catalog", "catalog file not found", catalog_path,
+                                       "a YAML file with gpus:, models: or prices: entries")])
+        if loaded is not None and not isinstance(loaded, dict):
+            raise SpecError([SpecIssue("catalog", "a catalog file must be a mapping", type(loaded).__name__)])
+        extra = loaded or {}
+    try:
+        return CatalogModel.model_validate(catalog_raw(extra))
+    except ValidationError as exc:
+        raise SpecError(issues_from_validation(exc, CatalogModel), f"catalog {catalog_path}") from None
+
+
+def scenario_from_document(doc: Any, source: str = "") -> Scenario:
+    """Validate a merged document into a Scenario, with catalog and cross-field checks."""
+    from sim.spec.checks import check_scenario
+
+    if not isinstance(doc, dict):
+        raise SpecError([SpecIssue("", "a scenario must be a mapping of keys to values", type(doc).__name__)], source)
+    try:
+        scenario = Scenario.model_validate(doc)
+    except ValidationError as exc:
+        raise SpecError(issues_from_validation(exc, Scenario), source) from None
+    except (TypeError, ValueError, RecursionError) as exc:  # pydantic raises these on pathological input
+        raise SpecError([SpecIssue("", f"cannot read the scenario: {exc}", has_value=False)], source) from None
+    try:
+        catalog = _load_catalog(doc)
+    except SpecError as exc:
+        raise exc.with_source(source) from None
+    issues = check_scenario(scenario, catalog)
+    if issues:
+        raise SpecError(issues, source)
+    scenario.attach(catalog, source)
+    return scenario
+
+
+def load_scenario(
+    path: str | Path | Mapping[str, Any], overrides: Iterable[str] = ()
+) -> Scenario:
+    """Load, merge, override and validate a scenario.
+
+    >>> s = load_scenario("scenarios/s1_local.yaml", ["workload.arrivals.rate_per_s=8"])
+    >>> s.workload.arrivals.rate_per_s
+    8.0
+    """
+    overrides = list(overrides)
+    if isinstance(path, Mapping):
+        source = "<document>"
+        doc = copy.deepcopy(dict(path))
+    else:
+        source = str(path)
+        doc = load_document(path)
+    if overrides:
+        try:
+            doc = apply_overrides(doc, overrides)
+        except SpecError as exc:
+            raise exc.with_source(source) from None
+    return scenario_from_document(doc, source)
+
+
+def spec_hash(scenario: Scenario) -> str:
+    """A short, stable hash of everything the scenario says (after defaults and units)."""
+    canonical = json.dumps(scenario.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def dump_scenario(scenario: Scenario) -> str:
+    """The fully resolved scenario as YAML (SI units, every default spelled out)."""
+    return yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

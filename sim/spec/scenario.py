@@ -1,0 +1,555 @@
+"""The scenario language: what a user writes to describe their world.
+
+A scenario names the **sites** (premises and cloud regions, each in a trust zone, each with GPU
+pools), the **links** between them, the **model** and how it is served, the **workload**, the
+**placement** of every stage (inference, model registry, training, monitoring, training data),
+the model **lifecycle** (drift, monitoring, retraining, rollout, vendor updates), the
+**privacy** weights of each data class, the **SLO**, and the run settings (`horizon`, `warmup`,
+`seed`, `replications`).
+
+The four seed scenarios differ only in `placement` and resources: no code anywhere branches on
+a scenario's name. Quantities accept human units (`40ms`, `1Gbps`, `16GB`, `6h`) and are held
+in SI (seconds, bytes, bytes/s, USD) from here on; see `sim.spec.units`.
+
+Every model forbids unknown keys, so a typo is an error with a "did you mean" suggestion
+rather than a silently ignored line. Checks that need more than one field, or the catalog,
+live in `sim.spec.checks`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from sim.spec.units import Bytes, BytesPerSecond, Seconds
+
+if TYPE_CHECKING:
+    from sim.catalog import Catalog
+
+NONE_SITE = "none"
+
+Zone = Literal["private", "third_party"]
+Precision = Literal["bf16", "fp16", "fp8", "int8", "int4"]
+PoolRole = Literal["serving", "training"]
+
+
+class Spec(BaseModel):
+    """Base of every scenario model: unknown keys are errors, values are re-checked on edit."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Sites, pools and links
+# --------------------------------------------------------------------------------------------
+
+
+class Pool(Spec):
+    """A group of identical GPUs at one site."""
+
+    name: str | None = Field(default=None, description="defaults to '<gpu>' or '<gpu>-<index>'")
+    gpu: str = Field(description="GPU id from the catalog, e.g. 'h100-sxm'")
+    count: int = Field(ge=0, description="GPUs held from the start")
+    roles: list[PoolRole] = Field(
+        default_factory=lambda: ["serving", "training"],
+        description="what the pool may be used for; a shared pool has both",
+    )
+    elastic: bool = Field(default=False, description="cloud pools may grow on demand")
+    max_count: int | None = Field(default=None, ge=0, description="upper bound of an elastic pool")
+    provisioning_delay: Seconds = Field(default=0.0, ge=0, description="time to add a GPU")
+    pricing: Literal["on_demand", "reserved", "spot", "capacity_block"] = "on_demand"
+    price_usd_per_gpu_hour: float | None = Field(
+        default=None, gt=0, description="overrides the catalog's cloud price"
+    )
+
+    @property
+    def capacity(self) -> int:
+        """The most GPUs the pool can ever hold."""
+        return self.max_count if self.elastic and self.max_count is not None else self.count
+
+
+class Power(Spec):
+    """Premises power: the price paid per kWh at the meter and the facility overhead."""
+
+    profile: str | None = Field(default=None, description="a power profile from the price catalog")
+    price_usd_per_kwh: float | None = Field(default=None, gt=0)
+    pue: float | None = Field(default=None, ge=1.0, le=3.0)
+    grid_kgco2e_per_kwh: float | None = Field(default=None, ge=0)
+
+
+class Capex(Spec):
+    """How owned hardware is paid for: amortised linearly over its service life."""
+
+    amortisation: Seconds = Field(default=3 * 365 * 86400.0, gt=0, description="e.g. '3y'")
+    gpu_usd: float | None = Field(default=None, ge=0, description="overrides the catalog price")
+    server_usd_per_gpu: float | None = Field(default=None, ge=0)
+    ops_usd_per_year: float = Field(default=0.0, ge=0, description="staff and facility, if counted")
+
+
+class LocalNetwork(Spec):
+    """The network inside a site, between its clients and its GPUs.
+
+    Defaults: FACTS §5 puts a premises LAN below 1 ms RTT [E]; 10 Gbps is a common
+    data-centre access link [E].
+    """
+
+    rtt: Seconds = Field(default=0.0005, ge=0)
+    bandwidth: BytesPerSecond = Field(default=1.25e9, gt=0)
+
+
+class Site(Spec):
+    zone: Zone = Field(description="'private' (the customer's premises) or 'third_party' (cloud)")
+    provider: str | None = Field(default=None, description="cloud provider for prices: aws, gcp, azure")
+    region: str | None = None
+    pools: list[Pool] = Field(default_factory=list)
+    power: Power = Field(default_factory=Power)
+    capex: Capex = Field(default_factory=Capex)
+    storage_usd_per_gb_month: float | None = Field(default=None, ge=0)
+    lan: LocalNetwork = Field(default_factory=LocalNetwork)
+
+    @model_validator(mode="after")
+    def _name_pools(self) -> Site:
+        seen: dict[str, int] = {}
+        for pool in self.pools:
+            seen[pool.gpu] = seen.get(pool.gpu, 0) + 1
+        index: dict[str, int] = {}
+        for pool in self.pools:
+            if pool.name is None:
+                i = index.get(pool.gpu, 0)
+                index[pool.gpu] = i + 1
+                name = pool.gpu if seen[pool.gpu] == 1 else f"{pool.gpu}-{i}"
+                object.__setattr__(pool, "name", name)
+        names = [p.name for p in self.pools]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"pool names must be unique within a site: {', '.join(map(str, duplicates))}")
+        return self
+
+    @property
+    def gpu_count(self) -> int:
+        return sum(p.capacity for p in self.pools)
+
+
+class Link(Spec):
+    """A network path between two sites, symmetric except for its egress prices."""
+
+    ends: tuple[str, str] = Field(description="the two site names")
+    rtt: Seconds = Field(ge=0, description="round-trip time, e.g. '20ms'")
+    bandwidth: BytesPerSecond = Field(gt=0, description="e.g. '1Gbps' or '125MB/s'")
+    jitter: Seconds = Field(default=0.0, ge=0, description="std. dev. added to each one-way delay")
+    egress_usd_per_gb: dict[str, float] = Field(
+        default_factory=dict,
+        description="price per GB by direction, keyed 'from->to'; unset directions use the catalog",
+    )
+
+    @model_validator(mode="after")
+    def _directions(self) -> Link:
+        if self.ends[0] == self.ends[1]:
+            raise ValueError(f"a link joins two different sites, got {self.ends[0]!r} twice")
+        allowed = {f"{self.ends[0]}->{self.ends[1]}", f"{self.ends[1]}->{self.ends[0]}"}
+        for key, price in self.egress_usd_per_gb.items():
+            if key not in allowed:
+                raise ValueError(
+                    f"egress direction {key!r} is not one of this link's: {', '.join(sorted(allowed))}"
+                )
+            if price < 0:
+                raise ValueError(f"egress price for {key!r} is negative ({price})")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# Model and serving engine
+# --------------------------------------------------------------------------------------------
+
+
+class Serving(Spec):
+    """Serving-engine knobs, named as vLLM names them."""
+
+    max_num_seqs: int = Field(default=256, ge=1, description="most sequences in one batch")
+    max_num_batched_tokens: int = Field(default=8192, ge=1, description="token budget per iteration")
+    chunked_prefill: bool = True
+    prefix_caching: bool = True
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1, description="share of GPU memory for weights + KV cache")
+    max_model_len: int = Field(default=8192, ge=16, description="longest prompt + output a replica accepts")
+    kv_cache_precision: Literal["bf16", "fp16", "fp8"] = "bf16"
+    block_size: int = Field(default=16, ge=1, description="tokens per KV-cache block")
+    router: Literal["round_robin", "least_outstanding", "random"] = "least_outstanding"
+
+
+class EfficiencyOverride(Spec):
+    """Replace the catalog's efficiency factors for this scenario's GPUs."""
+
+    mfu: float | None = Field(default=None, gt=0, le=1)
+    mbu: float | None = Field(default=None, gt=0, le=1)
+    iteration_overhead: Seconds | None = Field(default=None, ge=0)
+    allreduce_efficiency: float | None = Field(default=None, gt=0, le=1)
+    training_mfu: float | None = Field(default=None, gt=0, le=1)
+
+
+class ModelSpec(Spec):
+    id: str = Field(description="model id from the catalog, e.g. 'llama-3.1-8b'")
+    precision: Precision = "bf16"
+    tensor_parallel: int = Field(default=1, ge=1, le=64)
+    serving: Serving = Field(default_factory=Serving)
+    efficiency: EfficiencyOverride = Field(default_factory=EfficiencyOverride)
+
+
+# --------------------------------------------------------------------------------------------
+# Workload
+# --------------------------------------------------------------------------------------------
+
+
+class Poisson(Spec):
+    process: Literal["poisson"]
+    rate_per_s: float = Field(gt=0)
+
+
+class Constant(Spec):
+    process: Literal["constant"]
+    rate_per_s: float = Field(gt=0)
+
+
+class Bursty(Spec):
+    """Two-state Markov-modulated Poisson process: quiet and burst, with exponential sojourns."""
+
+    process: Literal["bursty"]
+    rate_per_s: float = Field(gt=0, description="rate in the quiet state")
+    burst_rate_per_s: float = Field(gt=0, description="rate in the burst state")
+    mean_quiet: Seconds = Field(gt=0, description="mean sojourn in the quiet state")
+    mean_burst: Seconds = Field(gt=0, description="mean sojourn in the burst state")
+
+
+class Diurnal(Spec):
+    """A sinusoidal day: rate(t) = mean x (1 + amplitude x sin(2 pi (t - peak + period/4) / period))."""
+
+    process: Literal["diurnal"]
+    rate_per_s: float = Field(gt=0, description="mean rate over a period")
+    amplitude: float = Field(default=0.5, ge=0, le=1, description="peak-to-mean swing, 0..1")
+    period: Seconds = Field(default=86400.0, gt=0)
+    peak_at: Seconds = Field(default=14 * 3600.0, ge=0, description="time of the daily peak")
+
+
+class Stage(Spec):
+    duration: Seconds = Field(gt=0)
+    rate_per_s: float = Field(gt=0)
+    process: Literal["poisson", "constant"] = "poisson"
+
+
+class Stages(Spec):
+    """Piecewise load, as load tests ramp: one rate (and process) per stage, in order."""
+
+    process: Literal["stages"]
+    stages: list[Stage] = Field(min_length=1)
+    repeat: bool = Field(default=False, description="loop the stages until the horizon")
+
+
+class Concurrency(Spec):
+    """Closed loop: a fixed number of clients, each sending its next request when one ends."""
+
+    process: Literal["concurrency"]
+    clients: int = Field(ge=1)
+    think_time: Seconds = Field(default=0.0, ge=0)
+    requests: int | None = Field(default=None, ge=1, description="stop after this many requests")
+
+
+class Trace(Spec):
+    """Replay a request trace: the Azure LLM trace format or a CSV with a column mapping."""
+
+    process: Literal["trace"]
+    path: str = Field(description="CSV file, relative to the scenario file")
+    format: Literal["azure", "csv"] = "azure"
+    columns: dict[Literal["time", "prompt_tokens", "output_tokens"], str] = Field(
+        default_factory=dict, description="for format 'csv': which column holds what"
+    )
+    time_unit: Literal["s", "ms", "us", "datetime"] = "datetime"
+    time_scale: float = Field(default=1.0, gt=0, description="stretch (>1) or compress (<1) time")
+    loop: bool = Field(default=False, description="repeat the trace until the horizon")
+    use_token_counts: bool = Field(default=True, description="take token lengths from the trace")
+
+
+Arrivals = Annotated[
+    Poisson | Constant | Bursty | Diurnal | Stages | Concurrency | Trace,
+    Field(discriminator="process"),
+]
+
+
+class Fixed(Spec):
+    dist: Literal["fixed"]
+    value: int = Field(ge=1)
+
+
+class Uniform(Spec):
+    dist: Literal["uniform"]
+    low: int = Field(ge=1)
+    high: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Uniform:
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) is below low ({self.low})")
+        return self
+
+
+class LogNormal(Spec):
+    """Log-normal token counts given by their mean and the sigma of the underlying normal."""
+
+    dist: Literal["lognormal"]
+    mean: float = Field(gt=0, description="mean token count")
+    sigma: float = Field(default=0.8, gt=0, le=4)
+    min: int = Field(default=1, ge=1)
+    max: int = Field(default=32768, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LogNormal:
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) is below min ({self.min})")
+        return self
+
+
+class Empirical(Spec):
+    """Sample token counts from a trace file's column (with replacement)."""
+
+    dist: Literal["empirical"]
+    path: str
+    format: Literal["azure", "csv"] = "azure"
+    column: str | None = Field(default=None, description="defaults to the format's token column")
+
+
+TokenLengths = Annotated[Fixed | Uniform | LogNormal | Empirical, Field(discriminator="dist")]
+
+
+class PrefixGroups(Spec):
+    """Requests share system prompts: a share of requests belongs to one of `groups` prefixes."""
+
+    groups: int = Field(ge=1)
+    prefix_tokens: int = Field(ge=1)
+    share: float = Field(default=1.0, ge=0, le=1, description="share of requests with a prefix")
+
+
+class Workload(Spec):
+    origin: str = Field(description="site where requests come from (the clients)")
+    arrivals: Arrivals
+    prompt_tokens: TokenLengths
+    output_tokens: TokenLengths
+    prefixes: PrefixGroups | None = None
+    bytes_per_token: float = Field(default=4.0, gt=0, description="payload bytes per token on the wire")
+    request_overhead: Bytes = Field(default=1024.0, ge=0, description="headers etc. per request")
+    data_class: str = Field(default="prompt", description="data class of request payloads")
+    response_data_class: str = Field(default="response")
+
+
+# --------------------------------------------------------------------------------------------
+# Placement
+# --------------------------------------------------------------------------------------------
+
+
+class Placement(Spec):
+    """Where each stage lives: a site name, or 'none' for stages the scenario does not run."""
+
+    inference: str = Field(description="site whose GPUs serve requests")
+    model_registry: str = Field(description="site that hosts the model weights and updates")
+    training: str = Field(default=NONE_SITE, description="site that fine-tunes, or 'none'")
+    monitoring: str = Field(default=NONE_SITE, description="site running drift detection, or 'none'")
+    training_data: str = Field(default=NONE_SITE, description="site where labelled data is kept")
+    monitoring_sees: Literal["requests", "aggregates"] = Field(
+        default="aggregates",
+        description="'requests': every prompt/response goes to monitoring; 'aggregates': telemetry",
+    )
+    training_sample: float = Field(
+        default=1.0, gt=0, le=1, description="share of collected labelled data uploaded for training"
+    )
+
+    @field_validator("inference")
+    @classmethod
+    def _inference_somewhere(cls, value: str) -> str:
+        if value == NONE_SITE:
+            raise ValueError("inference must run at a site; 'none' is only for optional stages")
+        return value
+
+    def sites_named(self) -> dict[str, str]:
+        return {
+            "inference": self.inference,
+            "model_registry": self.model_registry,
+            "training": self.training,
+            "monitoring": self.monitoring,
+            "training_data": self.training_data,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Lifecycle
+# --------------------------------------------------------------------------------------------
+
+
+class AbruptDrift(Spec):
+    kind: Literal["abrupt"]
+    at: Seconds = Field(ge=0)
+    error_rate: float = Field(ge=0, le=1, description="error rate of a stale model after the drift")
+    feature_shift: float = Field(default=0.0, description="shift of the monitored feature, in std. devs")
+
+
+class GradualDrift(Spec):
+    kind: Literal["gradual"]
+    at: Seconds = Field(ge=0)
+    duration: Seconds = Field(gt=0, description="the error rate ramps linearly over this time")
+    error_rate: float = Field(ge=0, le=1)
+    feature_shift: float = 0.0
+
+
+class RecurringDrift(Spec):
+    kind: Literal["recurring"]
+    at: Seconds = Field(ge=0, description="start of the first occurrence")
+    period: Seconds = Field(gt=0)
+    duration: Seconds = Field(gt=0, description="how long each occurrence lasts")
+    error_rate: float = Field(ge=0, le=1)
+    feature_shift: float = 0.0
+
+    @model_validator(mode="after")
+    def _fits_period(self) -> RecurringDrift:
+        if self.duration > self.period:
+            raise ValueError(f"duration ({self.duration}s) is longer than period ({self.period}s)")
+        return self
+
+
+DriftEvent = Annotated[AbruptDrift | GradualDrift | RecurringDrift, Field(discriminator="kind")]
+
+DETECTORS = ("adwin", "page_hinkley", "kswin", "ddm", "eddm", "psi")
+
+
+class Monitor(Spec):
+    detector: Literal["adwin", "page_hinkley", "kswin", "ddm", "eddm", "psi"] = "adwin"
+    params: dict[str, float | int] = Field(
+        default_factory=dict, description="detector parameters, with River's names (delta, threshold, ...)"
+    )
+    signal: Literal["errors", "feature"] = Field(
+        default="errors", description="labelled outcomes, or a label-free input feature"
+    )
+    interval: Seconds = Field(default=300.0, gt=0, description="how often the monitor runs")
+    label_fraction: float = Field(default=0.1, gt=0, le=1, description="share of requests that get a label")
+    label_delay: Seconds = Field(default=3600.0, ge=0, description="time until a label arrives")
+    record_bytes: Bytes = Field(default=2048.0, gt=0, description="size of one labelled record")
+
+
+class Retraining(Spec):
+    method: Literal["full", "lora"] = "lora"
+    samples: int = Field(default=2000, ge=1, description="labelled post-detection samples to collect")
+    tokens_per_sample: int = Field(default=1024, ge=1)
+    epochs: float = Field(default=2.0, gt=0)
+    gpus: int = Field(default=4, ge=1)
+    scaling_efficiency: float = Field(default=0.9, gt=0, le=1, description="data-parallel efficiency")
+    validation: Seconds = Field(default=1800.0, ge=0, description="time to validate a candidate")
+    lora_rank: int = Field(default=16, ge=1)
+
+
+class Deployment(Spec):
+    artifact: Literal["full", "adapter"] = "adapter"
+    rollout: Literal["rolling", "blue_green"] = "rolling"
+    load_bandwidth: BytesPerSecond = Field(default=2e9, gt=0, description="weights load speed per replica")
+
+
+class VendorUpdates(Spec):
+    cadence: Seconds = Field(gt=0, description="time between vendor releases")
+    first_at: Seconds = Field(default=0.0, ge=0)
+    import_lead_time: Seconds = Field(default=86400.0, ge=0, description="from release to serving")
+    fixes_drift: bool = Field(default=False, description="does a release fix the domain drift?")
+
+
+class Lifecycle(Spec):
+    base_error_rate: float = Field(default=0.05, ge=0, le=1)
+    drift: list[DriftEvent] = Field(default_factory=list)
+    monitor: Monitor = Field(default_factory=Monitor)
+    retraining: Retraining = Field(default_factory=Retraining)
+    deployment: Deployment = Field(default_factory=Deployment)
+    vendor_updates: VendorUpdates | None = None
+
+
+
+# --------------------------------------------------------------------------------------------
+# Privacy, SLO and the scenario itself
+# --------------------------------------------------------------------------------------------
+
+
+class DataClass(Spec):
+    sensitivity: float = Field(ge=0, description="weight of one record in the exposure score")
+    retention: Seconds = Field(default=30 * 86400.0, ge=0, description="how long a third party keeps it")
+    anonymised: bool = Field(default=False, description="uploaded as aggregates, not records")
+
+
+DEFAULT_DATA_CLASSES: dict[str, dict[str, Any]] = {
+    "prompt": {"sensitivity": 1.0},
+    "response": {"sensitivity": 0.5},
+    "labelled_sample": {"sensitivity": 1.0},
+    "telemetry_aggregate": {"sensitivity": 0.01},
+    "model_weights": {"sensitivity": 0.1},
+}
+
+
+class Privacy(Spec):
+    data_classes: dict[str, DataClass] = Field(
+        default_factory=lambda: {k: DataClass(**v) for k, v in DEFAULT_DATA_CLASSES.items()}
+    )
+
+    @field_validator("data_classes")
+    @classmethod
+    def _builtin_classes(cls, value: dict[str, DataClass]) -> dict[str, DataClass]:
+        """The classes the simulator itself emits always exist; a file may re-weight them."""
+        for name, default in DEFAULT_DATA_CLASSES.items():
+            value.setdefault(name, DataClass(**default))
+        return value
+
+
+class SLO(Spec):
+    """Latency targets; a missing target is not checked."""
+
+    ttft_p99: Seconds | None = Field(default=None, gt=0)
+    ttft_p90: Seconds | None = Field(default=None, gt=0)
+    tpot_p99: Seconds | None = Field(default=None, gt=0)
+    e2e_p99: Seconds | None = Field(default=None, gt=0)
+    e2e_p90: Seconds | None = Field(default=None, gt=0)
+
+
+class Scenario(Spec):
+    name: str = Field(default="scenario", min_length=1)
+    description: str = ""
+    catalog: str | None = Field(default=None, description="a catalog file that adds or overrides entries")
+    seed: int = Field(default=0, ge=0, lt=2**63)
+    horizon: Seconds = Field(default=86400.0, gt=0, le=10 * 365 * 86400.0)
+    warmup: Seconds = Field(default=0.0, ge=0)
+    replications: int = Field(default=1, ge=1, le=1000)
+    sites: dict[str, Site] = Field(min_length=1)
+    links: dict[str, Link] = Field(default_factory=dict)
+    model: ModelSpec
+    workload: Workload
+    placement: Placement
+    lifecycle: Lifecycle = Field(default_factory=Lifecycle)
+    privacy: Privacy = Field(default_factory=Privacy)
+    slo: SLO = Field(default_factory=SLO)
+
+    _catalog: Catalog | None = PrivateAttr(default=None)
+    _source: str = PrivateAttr(default="")
+
+    def attach(self, catalog: Catalog, source: str = "") -> None:
+        """Bind the catalog this scenario was checked against (done by the loader)."""
+        self._catalog = catalog
+        self._source = source
+
+    @property
+    def resolved_catalog(self) -> Catalog:
+        """The shipped catalog merged with the scenario's own `catalog:` file."""
+        if self._catalog is None:
+            from sim.catalog import shipped_catalog
+
+            return shipped_catalog()
+        return self._catalog
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    def link_between(self, a: str, b: str) -> tuple[str, Link] | None:
+        """The link joining two sites (in either direction), or None."""
+        for name, link in self.links.items():
+            if set(link.ends) == {a, b}:
+                return name, link
+        return None

@@ -1,0 +1,149 @@
+"""The `deploysim` command: `validate` and `catalog`, with exit code 2 and no traceback on mistakes."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sim.cli import USER_ERROR, app
+
+SCENARIOS_DIR = Path(__file__).parent.parent / "scenarios"
+SHIPPED = sorted(SCENARIOS_DIR.glob("*.yaml"))
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def broken_file(write_yaml, minimal_doc) -> Path:
+    """A scenario whose one pool names a GPU that does not exist."""
+    minimal_doc["sites"]["edge"]["pools"][0]["gpu"] = "h100-sxx"
+    return write_yaml(minimal_doc, "broken.yaml")
+
+
+def test_validate_shipped_scenarios(runner: CliRunner) -> None:
+    """`validate scenarios/*.yaml` exits 0 and prints every scenario's name."""
+    result = runner.invoke(app, ["validate", *map(str, SHIPPED)])
+    assert result.exit_code == 0, result.output
+    for path in SHIPPED:
+        name = path.stem
+        assert f": {name}" in result.stdout
+    assert result.stdout.count("ok ") == len(SHIPPED)
+
+
+def test_validate_summarises_the_resolved_scenario(runner: CliRunner) -> None:
+    """The summary names the sites, the link, the model sizing, the workload and the placement."""
+    result = runner.invoke(app, ["validate", str(SCENARIOS_DIR / "s3_local_training.yaml")])
+    assert result.exit_code == 0, result.output
+    for text in ("site premises (private)", "link wan", "llama-3.1-8b", "poisson at 2 req/s",
+                 "training=premises", "horizon 1d"):
+        assert text in result.stdout
+
+
+def test_validate_broken_file_exits_2_with_the_field_path(runner: CliRunner, broken_file: Path) -> None:
+    """A bad file exits 2, naming the file, the field path and the allowed ids, with no traceback."""
+    result = runner.invoke(app, ["validate", str(broken_file)])
+    assert result.exit_code == USER_ERROR == 2
+    assert "sites.edge.pools[0].gpu" in result.stderr
+    assert "did you mean 'h100-sxm'?" in result.stderr
+    assert str(broken_file) in result.stderr
+    assert "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit)  # a clean exit, not an escaped error
+
+
+def test_validate_checks_every_file(runner: CliRunner, broken_file: Path) -> None:
+    """One broken file does not stop the others being checked, but the exit code is still 2."""
+    good = SCENARIOS_DIR / "s1_local.yaml"
+    result = runner.invoke(app, ["validate", str(broken_file), str(good)])
+    assert result.exit_code == 2
+    assert "s1_local" in result.stdout
+    assert "sites.edge.pools[0].gpu" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "shown"),
+    [
+        ("workload.arrivals.rate_per_s=-3", "workload.arrivals.rate_per_s"),
+        ("horizon=6x", "horizon"),
+        ("sites.premises.pools[9].count=1", "--set sites.premises.pools[9].count=1"),
+        ("workload.arrivals.rate_per_s", "--set workload.arrivals.rate_per_s"),
+    ],
+)
+def test_validate_with_bad_override_exits_2(runner: CliRunner, override: str, shown: str) -> None:
+    """A `--set` that breaks the scenario (bad value or malformed override) exits 2 and says where."""
+    result = runner.invoke(app, ["validate", str(SCENARIOS_DIR / "s1_local.yaml"), "--set", override])
+    assert result.exit_code == 2
+    assert shown in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_validate_with_good_override(runner: CliRunner) -> None:
+    """A valid `--set` is applied before the summary is printed."""
+    result = runner.invoke(
+        app, ["validate", str(SCENARIOS_DIR / "s1_local.yaml"), "--set", "workload.arrivals.rate_per_s=40"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "poisson at 40 req/s" in result.stdout
+
+
+def test_validate_missing_file_exits_2(runner: CliRunner, tmp_path: Path) -> None:
+    """A file that does not exist is a user mistake: exit 2 with its path, not a crash."""
+    missing = tmp_path / "nope.yaml"
+    result = runner.invoke(app, ["validate", str(missing)])
+    assert result.exit_code == 2
+    assert "file not found" in result.stderr
+    assert str(missing) in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("kind", "ids"),
+    [
+        ("gpus", ("h100-sxm", "l40s", "l4", "mi300x")),
+        ("models", ("llama-3.1-8b", "llama-3.1-70b", "mixtral-8x7b")),
+        ("prices", ("aws", "gcp", "azure")),
+    ],
+)
+def test_catalog_lists_ids(runner: CliRunner, kind: str, ids: tuple[str, ...]) -> None:
+    """`catalog gpus|models|prices` exits 0 and lists the shipped ids."""
+    result = runner.invoke(app, ["catalog", kind], terminal_width=400)
+    assert result.exit_code == 0, result.output
+    for catalog_id in ids:
+        assert catalog_id in result.stdout
+
+
+def test_catalog_with_broken_user_catalog_exits_2(runner: CliRunner, write_yaml) -> None:
+    """A user catalog that is not valid YAML exits 2 and names the file."""
+    path = write_yaml("gpus: {a: [1, 2\n", "catalog.yaml")
+    result = runner.invoke(app, ["catalog", "gpus", "--catalog", str(path)])
+    assert result.exit_code == 2
+    assert str(path) in result.stderr
+    assert "Traceback" not in result.output
+
+
+def _deploysim() -> list[str]:
+    """The installed console script, found next to this Python or on PATH."""
+    beside = Path(sys.executable).parent / "deploysim"
+    found = str(beside) if beside.is_file() else shutil.which("deploysim")
+    if found is None:
+        pytest.skip("the deploysim console script is not installed")
+    return [found]
+
+
+def test_console_script_exit_codes(broken_file: Path) -> None:
+    """The real `deploysim` exits 0 on good files and 2 on a broken one, without a traceback."""
+    good = subprocess.run([*_deploysim(), "validate", *map(str, SHIPPED)],
+                          capture_output=True, text=True, timeout=120)
+    assert good.returncode == 0, good.stderr
+    bad = subprocess.run([*_deploysim(), "validate", str(broken_file)],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert "sites.edge.pools[0].gpu" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    assert "Traceback" not in bad.stdout
