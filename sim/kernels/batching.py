@@ -1,0 +1,893 @@
+"""Continuous batching: the serving pool's data plane, as a numba kernel.
+
+A serving pool is a router in front of R replicas. Requests are not objects: they are rows of
+a few arrays, and the pool's whole state (queues, running batches, KV-cache use, prefix
+caches) is arrays too, so `advance(state, t)` can stop at any time t and resume exactly where
+it stopped. Advancing to t1 and then to t2 gives bit-identical results to advancing to t2.
+
+Semantics (the pure-SimPy oracle in tests/ implements exactly these; keep them in step):
+
+Events. Two kinds: a request *arrives* at the pool (time `arrival`, already including the
+network), and a replica's *iteration ends*. Events are taken in time order; at equal times
+arrivals go first (lowest request index first), then iteration ends (lowest replica first).
+`advance(t)` takes every event with time <= t.
+
+Dispatch (at arrival). A request whose prompt + output exceeds `max_model_len` or the
+replica's KV capacity is *rejected* (status REJECTED, done = arrival). Otherwise the router
+picks a queue: `shared_queue` puts every request in one FIFO that all replicas pull from;
+`round_robin` cycles over active replicas; `least_outstanding` picks the active replica with
+the fewest dispatched-but-unfinished requests (lowest index on ties); `random` picks active
+replica floor(u x n_active) with u drawn per request up front. With no active replica the
+request waits in the shared queue. Then every idle active replica (in index order) tries to
+start an iteration at that time.
+
+Iteration composition (when a replica is idle and woken, or when its iteration ends), with
+token budget B = max_num_batched_tokens and at most S = max_num_seqs running sequences:
+ 1. KV for decoding: every decoding sequence writes one KV token this iteration. While the
+    decoding count d does not fit (kv_used + d > capacity), evict the least recently used
+    unreferenced cached prefix; if none, preempt the newest running sequence (recompute: it
+    frees its KV, keeps the tokens it generated, and goes back to the head of its queue).
+ 2. Chunked prefill on: the decoding sequences take d tokens of the budget; sequences already
+    in prefill continue in admission order, each taking min(remaining prompt, budget left);
+    then new sequences are admitted (own queue first, then the shared queue; FIFO) while
+    fewer than S run, budget is left, and KV holds their whole prompt (after evicting
+    unreferenced cached prefixes if needed); each takes min(prompt, budget left).
+    Chunked prefill off (prefill first): if the queue head can be admitted (S, KV, and its
+    whole prompt within the budget, or it is alone), the iteration is prefill only: admit
+    FIFO while they fit, whole prompts; otherwise it decodes every decoding sequence.
+ 3. An empty batch leaves the replica idle. Otherwise the iteration ends after
+    `step_time(...)` (sim.kernels.roofline), or, in service-time mode, after the service
+    time of its single request.
+A draining or offline replica admits nothing; a draining one finishes what it runs.
+
+Prefix caching. A request in prefix group g whose prefix is cached on the replica skips the
+prefix's prefill and holds no KV for it (it references the cached copy). A request that
+computes the prefix hands those KV tokens to the cache when its prefill completes (unless the
+prefix was cached meanwhile). Cached prefixes count against KV capacity; only unreferenced
+ones are evicted, least recently used first (use = admission of a request that hits it).
+
+Iteration end. Chunks advance; a sequence whose prefill completes produces its first token
+(first_token = end time, if it had none yet) and starts decoding; every sequence that was
+decoding produced one token. A sequence with G generated tokens after decode step D (an iteration in which
+the decoding sequences advance; prefill-only iterations are not decode steps) finishes at
+step D + (output - G); sequences finishing at the same iteration complete in request
+order. KV accounting is per token (paged blocks are not modelled; vLLM wastes fewer than
+block_size tokens per sequence).
+
+Closed loop (clients > 0): requests beyond the first `clients` have no arrival time; when a
+request completes at time t, the next unreleased request arrives at t + loop_delay.
+
+Per request the kernel records the replica, the time it was first scheduled (dispatch), the
+first token, completion, the model version of the replica when it was last admitted, its
+status and the number of preemptions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from sim.kernels.roofline import step_time
+
+INF = np.inf
+
+# Request status.
+PENDING = 0  # not arrived yet (or not released, in a closed loop)
+WAITING = 1
+RUNNING = 2
+DONE = 3
+REJECTED = 4
+
+# Replica state.
+OFFLINE = 0
+ACTIVE = 1
+DRAINING = 2
+
+# Routers.
+ROUTER_SHARED = 0
+ROUTER_ROUND_ROBIN = 1
+ROUTER_LEAST_OUTSTANDING = 2
+ROUTER_RANDOM = 3
+ROUTERS = {"shared_queue": 0, "round_robin": 1, "least_outstanding": 2, "random": 3}
+
+# Service modes.
+MODE_ROOFLINE = 0
+MODE_SERVICE_TIME = 1
+
+# Integer request fields (req_i[:, F]).
+RI_PROMPT = 0
+RI_OUTPUT = 1
+RI_GROUP = 2
+RI_PREFIX = 3
+RI_STATUS = 4
+RI_REPLICA = 5
+RI_VERSION = 6
+RI_PREEMPTIONS = 7
+RI_TARGET = 8  # prompt tokens to prefill in the current admission (prompt + generated)
+RI_PREFILLED = 9
+RI_GEN0 = 10  # tokens generated before the current admission
+RI_FINISH_STEP = 11  # decode step at which the request produces its last token
+RI_KV_BASE = 12  # KV tokens held after prefill (target minus a shared prefix)
+RI_CHUNK = 13  # prefill tokens in the iteration in flight
+RI_NEXT = 14  # next request in the same queue (linked list), -1 = none
+RI_USES_PREFIX = 15  # 1 when it references a cached prefix
+RI_SIZE = 16
+
+# Float request fields (req_f[:, F]).
+RF_ARRIVAL = 0
+RF_DISPATCH = 1
+RF_FIRST_TOKEN = 2
+RF_DONE = 3
+RF_SERVICE = 4
+RF_RANDOM = 5
+RF_SIZE = 6
+
+# Integer replica fields (rep_i[:, F]).
+PI_STATE = 0
+PI_VERSION = 1
+PI_IN_FLIGHT = 2
+PI_ITERATIONS = 3
+PI_RUNNING = 4
+PI_PREFILLING = 5
+PI_DECODING = 6
+PI_DECODE_CONTEXT = 7
+PI_KV_USED = 8
+PI_OUTSTANDING = 9
+PI_HEAP = 10
+PI_ITER_DECODES = 11  # decoding sequences in the iteration in flight
+PI_DECODE_STEPS = 12  # iterations in which the decoding sequences advanced
+PI_SIZE = 13
+
+# Float replica fields (rep_f[:, F]).
+PF_BUSY_UNTIL = 0
+PF_BUSY_TIME = 1  # seconds spent in iterations (for utilisation)
+PF_ITER_START = 2
+PF_SIZE = 3
+
+# Configuration (cfg[F]).
+C_REPLICAS = 0
+C_MAX_SEQS = 1
+C_BUDGET = 2
+C_CHUNKED = 3
+C_PREFIX_CACHING = 4
+C_MODE = 5
+C_KV_CAPACITY = 6
+C_MAX_MODEL_LEN = 7
+C_ROUTER = 8
+C_CLIENTS = 9
+C_GROUPS = 10
+C_SIZE = 11
+
+# Global counters (glob[F]).
+G_NEXT_ARRIVAL = 0  # index into `order` of the next arrival to take
+G_RELEASED = 1  # requests in `order` (all of them in open loop)
+G_NEXT_UNRELEASED = 2  # next request a closed-loop client sends
+G_ROUND_ROBIN = 3
+G_USE_CLOCK = 4  # strictly increasing stamp for LRU order of cached prefixes
+G_SIZE = 5
+
+# Prefix cache fields (cache_i[r, g, F]).
+K_CACHED = 0
+K_REFS = 1
+K_LAST_USE = 2
+K_SIZE = 3
+
+
+# ------------------------------------------------------------------------------------------
+# Queues: singly linked lists of request ids; queue R is the shared queue.
+# ------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _queue_push(queues, req_i, q, i):
+    req_i[i, RI_NEXT] = -1
+    if queues[q, 1] < 0:
+        queues[q, 0] = i
+    else:
+        req_i[queues[q, 1], RI_NEXT] = i
+    queues[q, 1] = i
+
+
+@njit(cache=True)
+def _queue_push_front(queues, req_i, q, i):
+    req_i[i, RI_NEXT] = queues[q, 0]
+    queues[q, 0] = i
+    if queues[q, 1] < 0:
+        queues[q, 1] = i
+
+
+@njit(cache=True)
+def _queue_pop(queues, req_i, q):
+    i = queues[q, 0]
+    nxt = req_i[i, RI_NEXT]
+    queues[q, 0] = nxt
+    if nxt < 0:
+        queues[q, 1] = -1
+    req_i[i, RI_NEXT] = -1
+    return i
+
+
+# ------------------------------------------------------------------------------------------
+# Completion heap per replica, keyed by (finish iteration, request id).
+# ------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _heap_less(hk, hr, r, a, b):
+    return hk[r, a] < hk[r, b] or (hk[r, a] == hk[r, b] and hr[r, a] < hr[r, b])
+
+
+@njit(cache=True)
+def _heap_push(rep_i, hk, hr, r, key, req):
+    n = rep_i[r, PI_HEAP]
+    hk[r, n] = key
+    hr[r, n] = req
+    rep_i[r, PI_HEAP] = n + 1
+    while n > 0:
+        parent = (n - 1) // 2
+        if _heap_less(hk, hr, r, n, parent):
+            hk[r, n], hk[r, parent] = hk[r, parent], hk[r, n]
+            hr[r, n], hr[r, parent] = hr[r, parent], hr[r, n]
+            n = parent
+        else:
+            break
+
+
+@njit(cache=True)
+def _heap_pop(rep_i, hk, hr, r):
+    top = hr[r, 0]
+    n = rep_i[r, PI_HEAP] - 1
+    rep_i[r, PI_HEAP] = n
+    hk[r, 0] = hk[r, n]
+    hr[r, 0] = hr[r, n]
+    i = 0
+    while True:
+        left = 2 * i + 1
+        right = left + 1
+        smallest = i
+        if left < n and _heap_less(hk, hr, r, left, smallest):
+            smallest = left
+        if right < n and _heap_less(hk, hr, r, right, smallest):
+            smallest = right
+        if smallest == i:
+            break
+        hk[r, i], hk[r, smallest] = hk[r, smallest], hk[r, i]
+        hr[r, i], hr[r, smallest] = hr[r, smallest], hr[r, i]
+        i = smallest
+    return top
+
+
+@njit(cache=True)
+def _heap_remove(rep_i, hk, hr, r, req):
+    """Remove a request from the heap (preemption); O(n), preemptions are rare."""
+    n = rep_i[r, PI_HEAP]
+    pos = -1
+    for k in range(n):
+        if hr[r, k] == req:
+            pos = k
+            break
+    if pos < 0:
+        return
+    # Rebuild without it: simple and correct for the small heaps of one replica.
+    keys = np.empty(n - 1, dtype=np.int64)
+    reqs = np.empty(n - 1, dtype=np.int64)
+    m = 0
+    for k in range(n):
+        if k != pos:
+            keys[m] = hk[r, k]
+            reqs[m] = hr[r, k]
+            m += 1
+    rep_i[r, PI_HEAP] = 0
+    for k in range(m):
+        _heap_push(rep_i, hk, hr, r, keys[k], reqs[k])
+
+
+# ------------------------------------------------------------------------------------------
+# KV cache and prefix cache
+# ------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _evict_one(rep_i, cache_i, r, prefix_tokens_of_group, groups):
+    """Evict the least recently used unreferenced cached prefix; False when there is none."""
+    best = -1
+    for g in range(groups):
+        if cache_i[r, g, K_CACHED] == 1 and cache_i[r, g, K_REFS] == 0 and (
+            best < 0 or cache_i[r, g, K_LAST_USE] < cache_i[r, best, K_LAST_USE]
+        ):
+            best = g
+    if best < 0:
+        return False
+    cache_i[r, best, K_CACHED] = 0
+    rep_i[r, PI_KV_USED] -= prefix_tokens_of_group[best]
+    return True
+
+
+@njit(cache=True)
+def _generated(req_i, rep_i, i, r):
+    """Tokens generated so far by a running, decoding request, after the last ended iteration."""
+    return req_i[i, RI_OUTPUT] - (req_i[i, RI_FINISH_STEP] - rep_i[r, PI_DECODE_STEPS])
+
+
+@njit(cache=True)
+def _kv_held(req_i, rep_i, i, r):
+    if req_i[i, RI_PREFILLED] < req_i[i, RI_TARGET]:
+        return req_i[i, RI_KV_BASE]
+    g = _generated(req_i, rep_i, i, r)
+    return req_i[i, RI_KV_BASE] + (g - req_i[i, RI_GEN0] - 1)
+
+
+@njit(cache=True)
+def _remove_at(arr, r, count, pos):
+    for k in range(pos, count - 1):
+        arr[r, k] = arr[r, k + 1]
+
+
+@njit(cache=True)
+def _remove_value(arr, r, count, value):
+    for k in range(count):
+        if arr[r, k] == value:
+            _remove_at(arr, r, count, k)
+            return True
+    return False
+
+
+@njit(cache=True)
+def _release_prefix(req_i, cache_i, r, i):
+    if req_i[i, RI_USES_PREFIX] == 1:
+        cache_i[r, req_i[i, RI_GROUP], K_REFS] -= 1
+        req_i[i, RI_USES_PREFIX] = 0
+
+
+@njit(cache=True)
+def _preempt_newest(req_i, rep_i, running, prefilling, hk, hr, cache_i, queues, r):
+    n = rep_i[r, PI_RUNNING]
+    i = running[r, n - 1]
+    rep_i[r, PI_RUNNING] = n - 1
+    held = _kv_held(req_i, rep_i, i, r)
+    if req_i[i, RI_PREFILLED] < req_i[i, RI_TARGET]:
+        _remove_value(prefilling, r, rep_i[r, PI_PREFILLING], i)
+        rep_i[r, PI_PREFILLING] -= 1
+        generated = req_i[i, RI_GEN0]
+    else:
+        generated = _generated(req_i, rep_i, i, r)
+        rep_i[r, PI_DECODING] -= 1
+        rep_i[r, PI_DECODE_CONTEXT] -= req_i[i, RI_PROMPT] + generated
+        _heap_remove(rep_i, hk, hr, r, i)
+    rep_i[r, PI_KV_USED] -= held
+    _release_prefix(req_i, cache_i, r, i)
+    req_i[i, RI_GEN0] = generated
+    req_i[i, RI_TARGET] = req_i[i, RI_PROMPT] + generated
+    req_i[i, RI_PREFILLED] = 0
+    req_i[i, RI_STATUS] = WAITING
+    req_i[i, RI_PREEMPTIONS] += 1
+    _queue_push_front(queues, req_i, r, i)
+
+
+@njit(cache=True)
+def _try_admit(req_i, req_f, rep_i, running, prefilling, cache_i, prefix_tokens_of_group, glob, cfg, r, i, t,
+               kv_cap, from_shared):
+    """Admit request i to replica r if KV holds its prompt; returns the tokens it must prefill."""
+    shared = 0
+    group = req_i[i, RI_GROUP]
+    caching = cfg[C_PREFIX_CACHING] == 1 and group >= 0
+    if caching and cache_i[r, group, K_CACHED] == 1:
+        shared = req_i[i, RI_PREFIX]
+    need = req_i[i, RI_TARGET] - shared
+    while rep_i[r, PI_KV_USED] + need > kv_cap:
+        if not _evict_one(rep_i, cache_i, r, prefix_tokens_of_group, cfg[C_GROUPS]):
+            return -1
+        if caching and cache_i[r, group, K_CACHED] == 0 and shared > 0:
+            shared = 0  # evicted our own prefix: compute it after all
+            need = req_i[i, RI_TARGET]
+    if shared > 0:
+        cache_i[r, group, K_REFS] += 1
+        cache_i[r, group, K_LAST_USE] = glob[G_USE_CLOCK]
+        glob[G_USE_CLOCK] += 1
+        req_i[i, RI_USES_PREFIX] = 1
+    rep_i[r, PI_KV_USED] += need
+    req_i[i, RI_KV_BASE] = need
+    req_i[i, RI_PREFILLED] = shared
+    req_i[i, RI_STATUS] = RUNNING
+    req_i[i, RI_REPLICA] = r
+    req_i[i, RI_VERSION] = rep_i[r, PI_VERSION]
+    if np.isnan(req_f[i, RF_DISPATCH]):
+        req_f[i, RF_DISPATCH] = t
+    if from_shared:
+        rep_i[r, PI_OUTSTANDING] += 1
+    running[r, rep_i[r, PI_RUNNING]] = i
+    rep_i[r, PI_RUNNING] += 1
+    prefilling[r, rep_i[r, PI_PREFILLING]] = i
+    rep_i[r, PI_PREFILLING] += 1
+    return req_i[i, RI_TARGET] - shared
+
+
+@njit(cache=True)
+def _queue_head(queues, rep_i, r, shared_q):
+    """The next request replica r would admit: its own queue first, then the shared one."""
+    if queues[r, 0] >= 0:
+        return r
+    if rep_i[r, PI_STATE] == ACTIVE and queues[shared_q, 0] >= 0:
+        return shared_q
+    return -1
+
+
+@njit(cache=True)
+def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
+             prefix_tokens_of_group, glob, cfg, params, r, t):
+    """Decide replica r's next iteration at time t and start it; returns False if idle."""
+    if rep_i[r, PI_STATE] == OFFLINE:
+        return False
+    kv_cap = cfg[C_KV_CAPACITY]
+    shared_q = cfg[C_REPLICAS]
+    budget = cfg[C_BUDGET]
+    max_seqs = cfg[C_MAX_SEQS]
+    # 1. room for the decoding sequences' next KV token
+    while rep_i[r, PI_DECODING] > 0 and rep_i[r, PI_KV_USED] + rep_i[r, PI_DECODING] > kv_cap:
+        if not _evict_one(rep_i, cache_i, r, prefix_tokens_of_group, cfg[C_GROUPS]):
+            _preempt_newest(req_i, rep_i, running, prefilling, hk, hr, cache_i, queues, r)
+    prefill_tokens = 0
+    prefill_pairs = 0
+    prefill_context = 0
+    logit_tokens = 0
+    decodes = rep_i[r, PI_DECODING]
+    admitting = rep_i[r, PI_STATE] == ACTIVE or queues[r, 0] >= 0
+    if cfg[C_CHUNKED] == 1:
+        left = budget - decodes
+        # 2a. continuing prefills, in admission order
+        for k in range(rep_i[r, PI_PREFILLING]):
+            i = prefilling[r, k]
+            req_i[i, RI_CHUNK] = 0
+            if left <= 0:
+                continue
+            chunk = min(req_i[i, RI_TARGET] - req_i[i, RI_PREFILLED], left)
+            req_i[i, RI_CHUNK] = chunk
+            left -= chunk
+        # 2b. admissions
+        while admitting and left > 0 and rep_i[r, PI_RUNNING] < max_seqs:
+            q = _queue_head(queues, rep_i, r, shared_q)
+            if q < 0:
+                break
+            i = queues[q, 0]
+            if rep_i[r, PI_STATE] == DRAINING and q != r:
+                break
+            todo = _try_admit(req_i, req_f, rep_i, running, prefilling, cache_i,
+                              prefix_tokens_of_group, glob, cfg, r, i, t, kv_cap, q != r)
+            if todo < 0:
+                break
+            _queue_pop(queues, req_i, q)
+            chunk = min(todo, left)
+            req_i[i, RI_CHUNK] = chunk
+            left -= chunk
+        for k in range(rep_i[r, PI_PREFILLING]):
+            i = prefilling[r, k]
+            chunk = req_i[i, RI_CHUNK]
+            if chunk > 0:
+                done = req_i[i, RI_PREFILLED]
+                prefill_tokens += chunk
+                prefill_pairs += chunk * done + chunk * (chunk + 1) // 2
+                prefill_context += done
+                if done + chunk == req_i[i, RI_TARGET]:
+                    logit_tokens += 1
+    else:
+        # prefill first: a prefill-only iteration when the queue head can be admitted
+        left = budget
+        admitted = 0
+        while admitting and rep_i[r, PI_RUNNING] < max_seqs:
+            q = _queue_head(queues, rep_i, r, shared_q)
+            if q < 0:
+                break
+            i = queues[q, 0]
+            need = req_i[i, RI_TARGET]
+            if admitted > 0 and need > left:
+                break
+            todo = _try_admit(req_i, req_f, rep_i, running, prefilling, cache_i,
+                              prefix_tokens_of_group, glob, cfg, r, i, t, kv_cap, q != r)
+            if todo < 0:
+                break
+            _queue_pop(queues, req_i, q)
+            req_i[i, RI_CHUNK] = todo
+            left -= todo
+            admitted += 1
+            done = req_i[i, RI_PREFILLED]
+            prefill_tokens += todo
+            prefill_pairs += todo * done + todo * (todo + 1) // 2
+            prefill_context += done
+            logit_tokens += 1
+        if admitted > 0:
+            decodes = 0
+    if prefill_tokens == 0 and decodes == 0:
+        rep_i[r, PI_IN_FLIGHT] = 0
+        rep_f[r, PF_BUSY_UNTIL] = INF
+        return False
+    logit_tokens += decodes
+    rep_i[r, PI_KV_USED] += decodes
+    rep_i[r, PI_ITER_DECODES] = decodes
+    if cfg[C_MODE] == MODE_SERVICE_TIME:
+        dt = req_f[prefilling[r, 0], RF_SERVICE] if rep_i[r, PI_PREFILLING] > 0 else 0.0
+    else:
+        dt = step_time(params, prefill_tokens, prefill_pairs, prefill_context, decodes,
+                       rep_i[r, PI_DECODE_CONTEXT] if decodes > 0 else 0, logit_tokens)
+    rep_i[r, PI_IN_FLIGHT] = 1
+    rep_f[r, PF_ITER_START] = t
+    rep_f[r, PF_BUSY_UNTIL] = t + dt
+    rep_f[r, PF_BUSY_TIME] += dt
+    return True
+
+
+@njit(cache=True)
+def _complete(req_i, req_f, rep_i, running, cache_i, order, glob, cfg, r, i, t, loop_delay):
+    req_i[i, RI_STATUS] = DONE
+    req_f[i, RF_DONE] = t
+    rep_i[r, PI_KV_USED] -= req_i[i, RI_KV_BASE] + (req_i[i, RI_OUTPUT] - req_i[i, RI_GEN0] - 1)
+    _release_prefix(req_i, cache_i, r, i)
+    _remove_value(running, r, rep_i[r, PI_RUNNING], i)
+    rep_i[r, PI_RUNNING] -= 1
+    rep_i[r, PI_OUTSTANDING] -= 1
+    if cfg[C_CLIENTS] > 0 and glob[G_NEXT_UNRELEASED] < order.shape[0]:
+        nxt = glob[G_NEXT_UNRELEASED]
+        glob[G_NEXT_UNRELEASED] = nxt + 1
+        req_f[nxt, RF_ARRIVAL] = t + loop_delay
+        order[glob[G_RELEASED]] = nxt
+        glob[G_RELEASED] += 1
+
+
+@njit(cache=True)
+def _end_iteration(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i,
+                   prefix_tokens_of_group, order, glob, cfg, r, loop_delay):
+    t = rep_f[r, PF_BUSY_UNTIL]
+    rep_i[r, PI_ITERATIONS] += 1
+    if rep_i[r, PI_ITER_DECODES] > 0:
+        rep_i[r, PI_DECODE_STEPS] += 1
+        rep_i[r, PI_DECODE_CONTEXT] += rep_i[r, PI_ITER_DECODES]
+    step = rep_i[r, PI_DECODE_STEPS]
+    # prefill chunks advance; completed prefills produce their first token
+    k = 0
+    while k < rep_i[r, PI_PREFILLING]:
+        i = prefilling[r, k]
+        chunk = req_i[i, RI_CHUNK]
+        req_i[i, RI_CHUNK] = 0
+        if chunk == 0:
+            k += 1
+            continue
+        req_i[i, RI_PREFILLED] += chunk
+        if req_i[i, RI_PREFILLED] < req_i[i, RI_TARGET]:
+            k += 1
+            continue
+        _remove_at(prefilling, r, rep_i[r, PI_PREFILLING], k)
+        rep_i[r, PI_PREFILLING] -= 1
+        if np.isnan(req_f[i, RF_FIRST_TOKEN]):
+            req_f[i, RF_FIRST_TOKEN] = t
+        group = req_i[i, RI_GROUP]
+        if (cfg[C_PREFIX_CACHING] == 1 and group >= 0 and req_i[i, RI_USES_PREFIX] == 0
+                and cache_i[r, group, K_CACHED] == 0 and req_i[i, RI_PREFIX] < req_i[i, RI_TARGET]):
+            # hand the computed prefix to the cache; the request now references it
+            cache_i[r, group, K_CACHED] = 1
+            cache_i[r, group, K_REFS] += 1
+            cache_i[r, group, K_LAST_USE] = glob[G_USE_CLOCK]
+            glob[G_USE_CLOCK] += 1
+            req_i[i, RI_USES_PREFIX] = 1
+            req_i[i, RI_KV_BASE] -= req_i[i, RI_PREFIX]
+        generated = req_i[i, RI_GEN0] + 1
+        req_i[i, RI_FINISH_STEP] = step + (req_i[i, RI_OUTPUT] - generated)
+        if generated >= req_i[i, RI_OUTPUT]:
+            req_i[i, RI_FINISH_STEP] = step
+            _complete(req_i, req_f, rep_i, running, cache_i, order, glob, cfg, r, i, t, loop_delay)
+            continue
+        rep_i[r, PI_DECODING] += 1
+        rep_i[r, PI_DECODE_CONTEXT] += req_i[i, RI_PROMPT] + generated
+        _heap_push(rep_i, hk, hr, r, req_i[i, RI_FINISH_STEP], i)
+    # decoding sequences that produced their last token
+    while rep_i[r, PI_HEAP] > 0 and hk[r, 0] <= step:
+        i = _heap_pop(rep_i, hk, hr, r)
+        rep_i[r, PI_DECODING] -= 1
+        rep_i[r, PI_DECODE_CONTEXT] -= req_i[i, RI_PROMPT] + req_i[i, RI_OUTPUT]
+        _complete(req_i, req_f, rep_i, running, cache_i, order, glob, cfg, r, i, t, loop_delay)
+    rep_i[r, PI_IN_FLIGHT] = 0
+    rep_f[r, PF_BUSY_UNTIL] = INF
+    return t
+
+
+@njit(cache=True)
+def _route(req_i, req_f, rep_i, cfg, glob, i):
+    """The queue a new request joins (a replica index, or R for the shared queue)."""
+    n_rep = cfg[C_REPLICAS]
+    router = cfg[C_ROUTER]
+    if router == ROUTER_SHARED:
+        return n_rep
+    active = 0
+    for r in range(n_rep):
+        if rep_i[r, PI_STATE] == ACTIVE:
+            active += 1
+    if active == 0:
+        return n_rep
+    if router == ROUTER_ROUND_ROBIN:
+        for step in range(n_rep):
+            r = (glob[G_ROUND_ROBIN] + step) % n_rep
+            if rep_i[r, PI_STATE] == ACTIVE:
+                glob[G_ROUND_ROBIN] = (r + 1) % n_rep
+                return r
+    if router == ROUTER_LEAST_OUTSTANDING:
+        best = -1
+        for r in range(n_rep):
+            if rep_i[r, PI_STATE] == ACTIVE and (best < 0 or rep_i[r, PI_OUTSTANDING] < rep_i[best, PI_OUTSTANDING]):
+                best = r
+        return best
+    # random
+    pick = int(req_f[i, RF_RANDOM] * active)
+    if pick >= active:
+        pick = active - 1
+    for r in range(n_rep):
+        if rep_i[r, PI_STATE] == ACTIVE:
+            if pick == 0:
+                return r
+            pick -= 1
+    return n_rep
+
+
+@njit(cache=True)
+def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
+            prefix_tokens_of_group, order, glob, cfg, params, t_end, loop_delay):
+    """Run every arrival and iteration end with time <= t_end; returns events processed."""
+    n_rep = cfg[C_REPLICAS]
+    shared_q = n_rep
+    kv_cap = cfg[C_KV_CAPACITY]
+    events = 0
+    while True:
+        ta = INF
+        if glob[G_NEXT_ARRIVAL] < glob[G_RELEASED]:
+            ta = req_f[order[glob[G_NEXT_ARRIVAL]], RF_ARRIVAL]
+        te = INF
+        rmin = -1
+        for r in range(n_rep):
+            if rep_i[r, PI_IN_FLIGHT] == 1 and rep_f[r, PF_BUSY_UNTIL] < te:
+                te = rep_f[r, PF_BUSY_UNTIL]
+                rmin = r
+        if ta == INF and te == INF:
+            break
+        if ta <= te:
+            if ta > t_end:
+                break
+            i = order[glob[G_NEXT_ARRIVAL]]
+            glob[G_NEXT_ARRIVAL] += 1
+            events += 1
+            total = req_i[i, RI_PROMPT] + req_i[i, RI_OUTPUT]
+            if total > cfg[C_MAX_MODEL_LEN] or total > kv_cap:
+                req_i[i, RI_STATUS] = REJECTED
+                req_f[i, RF_DONE] = ta
+                if cfg[C_CLIENTS] > 0 and glob[G_NEXT_UNRELEASED] < order.shape[0]:
+                    nxt = glob[G_NEXT_UNRELEASED]
+                    glob[G_NEXT_UNRELEASED] = nxt + 1
+                    req_f[nxt, RF_ARRIVAL] = ta + loop_delay
+                    order[glob[G_RELEASED]] = nxt
+                    glob[G_RELEASED] += 1
+                continue
+            q = _route(req_i, req_f, rep_i, cfg, glob, i)
+            req_i[i, RI_STATUS] = WAITING
+            req_i[i, RI_TARGET] = req_i[i, RI_PROMPT]
+            _queue_push(queues, req_i, q, i)
+            if q < n_rep:
+                rep_i[q, PI_OUTSTANDING] += 1
+                if rep_i[q, PI_IN_FLIGHT] == 0:
+                    _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i,
+                             queues, prefix_tokens_of_group, glob, cfg, params, q, ta)
+            else:
+                for r in range(n_rep):
+                    if rep_i[r, PI_IN_FLIGHT] == 0 and rep_i[r, PI_STATE] == ACTIVE:
+                        _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i,
+                                 queues, prefix_tokens_of_group, glob, cfg, params, r, ta)
+                        if queues[shared_q, 0] < 0:
+                            break
+        else:
+            if te > t_end:
+                break
+            events += 1
+            _end_iteration(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i,
+                           prefix_tokens_of_group, order, glob, cfg, rmin, loop_delay)
+            _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
+                     prefix_tokens_of_group, glob, cfg, params, rmin, te)
+    return events
+
+
+# ------------------------------------------------------------------------------------------
+# The Python face of the kernel: owns the arrays, exposes a handful of calls.
+# ------------------------------------------------------------------------------------------
+
+
+class PoolKernel:
+    """The arrays of one serving pool and the calls that change them.
+
+    Build it with the requests (arrival times at the pool, token counts, prefix groups) and
+    the engine settings; then call `advance_to(t)` as often as you like, and the control
+    calls (`drain`, `activate`, `deactivate`, `set_version`) between advances. Results are
+    read from the request arrays (`arrival_s`, `dispatch_s`, `first_token_s`, `done_s`,
+    `replica`, `version`, `status`, `preemptions`).
+    """
+
+    def __init__(
+        self,
+        arrival_s: np.ndarray,
+        prompt_tokens: np.ndarray,
+        output_tokens: np.ndarray,
+        *,
+        replicas: int,
+        active_replicas: int | None = None,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
+        chunked_prefill: bool,
+        kv_capacity_tokens: int,
+        max_model_len: int,
+        params: np.ndarray | None = None,
+        router: str = "least_outstanding",
+        prefix_group: np.ndarray | None = None,
+        prefix_tokens: np.ndarray | None = None,
+        prefix_caching: bool = True,
+        service_s: np.ndarray | None = None,
+        router_u: np.ndarray | None = None,
+        clients: int = 0,
+        loop_delay_s: float = 0.0,
+    ) -> None:
+        n = len(arrival_s)
+        if not (len(prompt_tokens) == len(output_tokens) == n):
+            raise ValueError("request arrays differ in length")
+        if router not in ROUTERS:
+            raise ValueError(f"unknown router {router!r}; allowed: {', '.join(ROUTERS)}")
+        self.n = n
+        self.replicas = replicas
+        self.req_i = np.zeros((n, RI_SIZE), dtype=np.int64)
+        self.req_f = np.full((n, RF_SIZE), np.nan, dtype=np.float64)
+        self.req_i[:, RI_PROMPT] = prompt_tokens
+        self.req_i[:, RI_OUTPUT] = output_tokens
+        self.req_i[:, RI_GROUP] = -1 if prefix_group is None else prefix_group
+        self.req_i[:, RI_PREFIX] = 0 if prefix_tokens is None else prefix_tokens
+        self.req_i[:, RI_REPLICA] = -1
+        self.req_i[:, RI_VERSION] = -1
+        self.req_i[:, RI_NEXT] = -1
+        self.req_f[:, RF_ARRIVAL] = arrival_s
+        self.req_f[:, RF_SERVICE] = 0.0 if service_s is None else service_s
+        self.req_f[:, RF_RANDOM] = 0.0 if router_u is None else router_u
+        max_seqs = 1 if service_s is not None else max_num_seqs
+        self.rep_i = np.zeros((replicas, PI_SIZE), dtype=np.int64)
+        self.rep_f = np.zeros((replicas, PF_SIZE), dtype=np.float64)
+        self.rep_f[:, PF_BUSY_UNTIL] = np.inf
+        active = replicas if active_replicas is None else active_replicas
+        self.rep_i[:active, PI_STATE] = ACTIVE
+        self.running = np.zeros((replicas, max_seqs), dtype=np.int64)
+        self.prefilling = np.zeros((replicas, max_seqs), dtype=np.int64)
+        self.heap_key = np.zeros((replicas, max_seqs), dtype=np.int64)
+        self.heap_req = np.zeros((replicas, max_seqs), dtype=np.int64)
+        groups = int(self.req_i[:, RI_GROUP].max()) + 1 if n else 0
+        groups = max(groups, 1)
+        self.prefix_tokens_of_group = np.zeros(groups, dtype=np.int64)
+        grouped = self.req_i[:, RI_GROUP] >= 0
+        self.prefix_tokens_of_group[self.req_i[grouped, RI_GROUP]] = self.req_i[grouped, RI_PREFIX]
+        self.cache_i = np.zeros((replicas, groups, K_SIZE), dtype=np.int64)
+        self.queues = np.full((replicas + 1, 2), -1, dtype=np.int64)
+        self.glob = np.zeros(G_SIZE, dtype=np.int64)
+        if clients > 0:
+            self.order = np.full(n, -1, dtype=np.int64)
+            first = min(clients, n)
+            self.order[:first] = np.arange(first)
+            self.glob[G_RELEASED] = first
+            self.glob[G_NEXT_UNRELEASED] = first
+        else:
+            self.order = np.argsort(arrival_s, kind="stable").astype(np.int64)
+            self.glob[G_RELEASED] = n
+            self.glob[G_NEXT_UNRELEASED] = n
+        self.cfg = np.zeros(C_SIZE, dtype=np.int64)
+        self.cfg[C_REPLICAS] = replicas
+        self.cfg[C_MAX_SEQS] = max_seqs
+        self.cfg[C_BUDGET] = max_num_batched_tokens
+        self.cfg[C_CHUNKED] = 1 if chunked_prefill and service_s is None else 0
+        self.cfg[C_PREFIX_CACHING] = 1 if prefix_caching else 0
+        self.cfg[C_MODE] = MODE_SERVICE_TIME if service_s is not None else MODE_ROOFLINE
+        self.cfg[C_KV_CAPACITY] = kv_capacity_tokens
+        self.cfg[C_MAX_MODEL_LEN] = max_model_len
+        self.cfg[C_ROUTER] = ROUTERS[router]
+        self.cfg[C_CLIENTS] = clients
+        self.cfg[C_GROUPS] = groups
+        self.params = np.zeros(1) if params is None else params
+        self.loop_delay_s = float(loop_delay_s)
+        self.now = 0.0
+        self.events = 0
+
+    # -- the clock --------------------------------------------------------------------------
+
+    def advance_to(self, t: float) -> None:
+        """Run every arrival and iteration end up to and including time t."""
+        if t < self.now:
+            raise ValueError(f"cannot advance backwards from {self.now} to {t}")
+        self.events += advance(
+            self.req_i, self.req_f, self.rep_i, self.rep_f, self.running, self.prefilling,
+            self.heap_key, self.heap_req, self.cache_i, self.queues, self.prefix_tokens_of_group,
+            self.order, self.glob, self.cfg, self.params, float(t), self.loop_delay_s,
+        )
+        self.now = float(t)
+
+    def _wake(self, r: int) -> None:
+        if self.rep_i[r, PI_IN_FLIGHT] == 0:
+            _compose(self.req_i, self.req_f, self.rep_i, self.rep_f, self.running, self.prefilling,
+                     self.heap_key, self.heap_req, self.cache_i, self.queues,
+                     self.prefix_tokens_of_group, self.glob, self.cfg, self.params, r, self.now)
+
+    # -- control calls (made by the SimPy world, after advance_to(env.now)) -----------------
+
+    def drain(self, r: int) -> None:
+        """Stop admitting on replica r; its queued requests move to the shared queue."""
+        self.rep_i[r, PI_STATE] = DRAINING
+        shared = self.replicas
+        moved = 0
+        while self.queues[r, 0] >= 0:
+            i = _queue_pop(self.queues, self.req_i, r)
+            _queue_push(self.queues, self.req_i, shared, i)
+            moved += 1
+        self.rep_i[r, PI_OUTSTANDING] -= moved
+        for other in range(self.replicas):
+            if self.rep_i[other, PI_STATE] == ACTIVE:
+                self._wake(other)
+
+    def is_idle(self, r: int) -> bool:
+        """No running sequence and no iteration in flight."""
+        return self.rep_i[r, PI_RUNNING] == 0 and self.rep_i[r, PI_IN_FLIGHT] == 0
+
+    def deactivate(self, r: int) -> None:
+        """Take an idle replica offline (its GPUs are released)."""
+        if not self.is_idle(r):
+            raise RuntimeError(f"replica {r} still runs requests; drain it first")
+        self.rep_i[r, PI_STATE] = OFFLINE
+        self.cache_i[r, :, :] = 0
+        self.rep_i[r, PI_KV_USED] = 0
+
+    def activate(self, r: int) -> None:
+        """Bring replica r into service; it starts taking requests at once."""
+        self.rep_i[r, PI_STATE] = ACTIVE
+        self._wake(r)
+
+    def set_version(self, r: int, version: int) -> None:
+        self.rep_i[r, PI_VERSION] = version
+
+    def state(self, r: int) -> int:
+        return int(self.rep_i[r, PI_STATE])
+
+    # -- results ----------------------------------------------------------------------------
+
+    @property
+    def arrival_s(self) -> np.ndarray:
+        return self.req_f[:, RF_ARRIVAL]
+
+    @property
+    def dispatch_s(self) -> np.ndarray:
+        return self.req_f[:, RF_DISPATCH]
+
+    @property
+    def first_token_s(self) -> np.ndarray:
+        return self.req_f[:, RF_FIRST_TOKEN]
+
+    @property
+    def done_s(self) -> np.ndarray:
+        return self.req_f[:, RF_DONE]
+
+    @property
+    def status(self) -> np.ndarray:
+        return self.req_i[:, RI_STATUS]
+
+    @property
+    def replica(self) -> np.ndarray:
+        return self.req_i[:, RI_REPLICA]
+
+    @property
+    def version(self) -> np.ndarray:
+        return self.req_i[:, RI_VERSION]
+
+    @property
+    def preemptions(self) -> np.ndarray:
+        return self.req_i[:, RI_PREEMPTIONS]
+
+    @property
+    def busy_s(self) -> np.ndarray:
+        """Seconds each replica spent in iterations (started ones count in full)."""
+        return self.rep_f[:, PF_BUSY_TIME]
+
+    @property
+    def iterations(self) -> np.ndarray:
+        return self.rep_i[:, PI_ITERATIONS]

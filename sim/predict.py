@@ -1,0 +1,100 @@
+"""The quick answer: how fast is this model on that GPU, without writing a scenario?
+
+`predict(model="llama-3.1-8b", gpu="h100-sxm", precision="fp8", input_tokens=1000,
+output_tokens=1000, batch=8)` runs B identical requests sent together to one replica (a static
+batch, as offline benchmarks measure); with `concurrency=C, requests=N` it runs a closed loop
+of C clients instead, each sending its next request as soon as the last one ends (as a serving
+benchmark's max-concurrency mode does). Both go through the same serving kernel as full
+scenarios, with the engine defaults of `sim.spec.scenario.Serving`.
+
+    >>> from sim.predict import predict
+    >>> answer = predict(model="llama-3.1-8b", gpu="h100-sxm", input_tokens=128, output_tokens=128)
+    >>> 0.005 < answer["tpot_s"] < 0.05
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from sim.catalog import shipped_catalog
+from sim.catalog.sizing import replica_memory
+from sim.kernels.batching import DONE, PoolKernel
+from sim.kernels.roofline import EngineEfficiency, pack_params
+from sim.spec.errors import SpecError, SpecIssue, suggest
+from sim.spec.scenario import Serving
+
+PRECISIONS = ("bf16", "fp16", "fp8", "int8", "int4")
+
+
+def _check(name: str, value: Any, ok: bool, allowed: str, message: str = "not allowed") -> list[SpecIssue]:
+    return [] if ok else [SpecIssue(f"--{name}", message, value, allowed)]
+
+
+def predict(
+    *, model: str, gpu: str, gpus: int = 1, precision: str = "bf16", input_tokens: int = 1000,
+    output_tokens: int = 1000, batch: int = 1, concurrency: int | None = None, requests: int | None = None,
+    max_model_len: int | None = None,
+) -> dict[str, Any]:
+    catalog = shipped_catalog()
+    issues = []
+    if model not in catalog.models:
+        issues.append(SpecIssue("--model", f"unknown model id{suggest(model, catalog.models)}", model,
+                                ", ".join(sorted(catalog.models))))
+    if gpu not in catalog.gpus:
+        issues.append(SpecIssue("--gpu", f"unknown GPU id{suggest(gpu, catalog.gpus)}", gpu,
+                                ", ".join(sorted(catalog.gpus))))
+    issues += _check("precision", precision, precision in PRECISIONS, ", ".join(PRECISIONS))
+    for name, value in (("gpus", gpus), ("input-tokens", input_tokens), ("output-tokens", output_tokens),
+                        ("batch", batch)):
+        issues += _check(name, value, value >= 1, "a whole number >= 1", "out of range")
+    if concurrency is not None:
+        issues += _check("concurrency", concurrency, concurrency >= 1, "a whole number >= 1", "out of range")
+    if requests is not None:
+        issues += _check("requests", requests, requests >= 1, "a whole number >= 1", "out of range")
+    if issues:
+        raise SpecError(issues, "deploysim predict")
+    card, device = catalog.models[model], catalog.gpus[gpu]
+    if card.kind != "transformer":
+        raise SpecError([SpecIssue("--model", "predict models transformers; classic models have no roofline", model,
+                                   ", ".join(sorted(m for m, c in catalog.models.items() if c.kind == "transformer")))])
+    if precision == "fp8" and "fp8" not in device.peak_flops:
+        raise SpecError([SpecIssue("--precision", f"{gpu} has no fp8 tensor cores", precision, "bf16, fp16, int8, int4")])
+    engine = Serving()
+    length = max_model_len or max(engine.max_model_len, input_tokens + output_tokens)
+    memory = replica_memory(card, device, precision, gpus, engine.gpu_memory_utilization, length,
+                            engine.kv_cache_precision)
+    if not memory.fits:
+        raise SpecError([SpecIssue("--gpus", f"{model} at {precision} does not fit {gpus}x {gpu} with room for "
+                                   f"{length} tokens of KV cache", gpus, "more GPUs, a smaller precision, or shorter requests")])
+    e = device.efficiency
+    params = pack_params(card, device, precision, gpus,
+                         EngineEfficiency(e.mfu, e.mbu, e.iteration_overhead_s, e.allreduce_efficiency))
+    closed = concurrency is not None
+    n = (requests or 10 * concurrency) if closed else batch  # type: ignore[operator]
+    kernel = PoolKernel(
+        np.zeros(n), np.full(n, input_tokens, dtype=np.int64), np.full(n, output_tokens, dtype=np.int64),
+        replicas=1, max_num_seqs=max(engine.max_num_seqs, batch), max_num_batched_tokens=max(
+            engine.max_num_batched_tokens, input_tokens if not engine.chunked_prefill else 1),
+        chunked_prefill=engine.chunked_prefill, kv_capacity_tokens=memory.kv_tokens, max_model_len=length,
+        params=params, clients=concurrency or 0,
+    )
+    kernel.advance_to(np.inf)
+    done = kernel.status == DONE
+    ttft = kernel.first_token_s - kernel.arrival_s
+    e2e = kernel.done_s - kernel.arrival_s
+    tpot = (kernel.done_s - kernel.first_token_s) / max(output_tokens - 1, 1)
+    span = float(np.nanmax(kernel.done_s) - np.nanmin(kernel.arrival_s))
+    return {
+        "mode": f"closed loop, {concurrency} clients, {n} requests" if closed else f"static batch of {batch}",
+        "model": model, "gpu": gpu, "gpus": gpus, "precision": precision,
+        "input_tokens": input_tokens, "output_tokens": output_tokens,
+        "requests": int(n), "completed": int(done.sum()),
+        "ttft_s": float(np.nanmean(ttft[done])), "tpot_s": float(np.nanmean(tpot[done])),
+        "e2e_s": float(np.nanmean(e2e[done])),
+        "output_tokens_per_s": float(output_tokens * done.sum() / span) if span > 0 else 0.0,
+        "requests_per_s": float(done.sum() / span) if span > 0 else 0.0,
+        "kv_cache_tokens": int(memory.kv_tokens), "preemptions": int(kernel.preemptions.sum()),
+    }

@@ -1,0 +1,1 @@
+"""Reports: terminal tables now; figures and the HTML/Markdown report arrive with `compare`."""

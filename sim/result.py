@@ -1,0 +1,214 @@
+"""What a run leaves behind: tidy tables, a one-row summary, and the files they go to.
+
+A `Result` holds pandas DataFrames built once, at the end of a run, from the kernel's arrays:
+`requests` (one row per request, times in seconds from the start, units in column names).
+Its `summary` is a flat dictionary with the field names of DESIGN.md §2 (`ttft_p99_s`,
+`throughput_rps`, ...); breakdowns are nested dictionaries under the same stems.
+
+Latency is measured from the client: TTFT is the first token back at the client, E2E the
+whole response back at the client, TPOT the mean time per output token after the first (at
+the serving site). Each decomposes into network (both directions), queueing (arrival at the
+pool to first scheduled), prefill (first scheduled to first token) and decode (first token to
+last) parts. Steady-state metrics leave out requests that arrived during the warm-up.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from sim.kernels.batching import DONE, REJECTED
+
+if TYPE_CHECKING:
+    from sim.spec.scenario import Scenario
+    from sim.world.world import World
+
+STATUS_NAMES = {DONE: "completed", REJECTED: "rejected"}
+
+
+@dataclass
+class Result:
+    scenario: Scenario
+    replication: int
+    requests: pd.DataFrame
+    summary: dict[str, Any]
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    def summary_frame(self) -> pd.DataFrame:
+        """The summary as a one-row DataFrame (nested breakdowns flattened with dots)."""
+        return pd.json_normalize(self.summary)
+
+    def write(self, out_dir: str | Path) -> Path:
+        """Write requests.parquet, summary.json and the resolved scenario.yaml."""
+        from sim import __version__
+        from sim.spec import dump_scenario, spec_hash
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        meta = {"scenario": self.scenario.name, "seed": str(self.scenario.seed),
+                "replication": str(self.replication), "spec_hash": spec_hash(self.scenario),
+                "deploysim_version": __version__}
+        table = self.requests.copy()
+        table.attrs = meta
+        table.to_parquet(out / "requests.parquet", index=False)
+        for name, frame in self.tables.items():
+            frame.to_parquet(out / f"{name}.parquet", index=False)
+        payload = {"meta": meta, **self.summary}
+        (out / "summary.json").write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+        (out / "scenario.yaml").write_text(dump_scenario(self.scenario))
+        return out
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return None if np.isnan(value) else float(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def _percentiles(values: np.ndarray, stem: str) -> dict[str, float | None]:
+    values = values[~np.isnan(values)]
+    out: dict[str, float | None] = {}
+    for q in (50, 90, 99):
+        out[f"{stem}_p{q}_s"] = float(np.percentile(values, q)) if len(values) else None
+    out[f"{stem}_mean_s"] = float(values.mean()) if len(values) else None
+    return out
+
+
+def collect(world: World) -> Result:
+    started = time.perf_counter()
+    scenario = world.scenario
+    k = world.kernel
+    req = world.requests
+    status = k.status
+    done = status == DONE
+    pool_first = k.first_token_s
+    pool_done = k.done_s
+    # responses come back over the same path: the first token as a small payload, the whole
+    # response as its bytes, FIFO in the order the serving site sends them
+    first_bytes = np.full(req.count, scenario.workload.bytes_per_token + scenario.workload.request_overhead)
+    client_first = world.downlink(np.where(np.isnan(pool_first), np.nan, pool_first), first_bytes)
+    client_done = world.downlink(np.where(done, pool_done, np.nan), world.response_bytes)
+    arrival = req.arrival_s if req.clients == 0 else k.arrival_s - world.path.one_way_s
+    uplink = world.pool_arrival_s if req.clients == 0 else k.arrival_s
+    ttft = client_first - arrival
+    e2e = client_done - arrival
+    out_tokens = req.output_tokens.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(out_tokens > 1, (pool_done - pool_first) / (out_tokens - 1), np.nan)
+    tpot[~done] = np.nan
+    status_names = np.full(req.count, "unfinished", dtype=object)
+    status_names[done] = "completed"
+    status_names[status == REJECTED] = "rejected"
+    frame = pd.DataFrame({
+        "request": np.arange(req.count, dtype=np.int64),
+        "arrival_s": arrival,
+        "prompt_tokens": req.prompt_tokens,
+        "output_tokens": req.output_tokens,
+        "prefix_group": req.prefix_group,
+        "status": pd.Categorical(status_names, categories=["completed", "rejected", "failed", "unfinished"]),
+        "replica": k.replica,
+        "model_version": k.version,
+        "preemptions": k.preemptions,
+        "pool_arrival_s": uplink,
+        "dispatch_s": k.dispatch_s,
+        "first_token_s": client_first,
+        "done_s": client_done,
+        "ttft_s": ttft,
+        "tpot_s": tpot,
+        "e2e_s": e2e,
+        "network_s": (uplink - arrival) + (client_done - pool_done),
+        "queueing_s": k.dispatch_s - uplink,
+        "prefill_s": pool_first - k.dispatch_s,
+        "decode_s": pool_done - pool_first,
+    })
+    summary = summarise(frame, world)
+    return Result(scenario, world.replication, frame, summary, wall_s=time.perf_counter() - started)
+
+
+def summarise(frame: pd.DataFrame, world: World) -> dict[str, Any]:
+    scenario = world.scenario
+    horizon, warmup = scenario.horizon, scenario.warmup
+    steady = frame[frame["arrival_s"] >= warmup]
+    completed = steady["status"] == "completed"
+    summary: dict[str, Any] = {
+        "requests_total": int(len(frame)),
+        "requests_completed": int((frame["status"] == "completed").sum()),
+        "requests_failed": int((frame["status"] == "failed").sum()),
+        "requests_rejected": int((frame["status"] == "rejected").sum()),
+        "requests_unfinished": int((frame["status"] == "unfinished").sum()),
+        "steady_state_requests": int(len(steady)),
+    }
+    for stem in ("ttft", "tpot", "e2e"):
+        summary.update(_percentiles(steady.loc[completed, f"{stem}_s"].to_numpy(dtype=float), stem))
+    done = steady[completed]
+    ttft_network = (done["pool_arrival_s"] - done["arrival_s"]) + (done["first_token_s"] - (done["dispatch_s"] + done["prefill_s"]))
+    summary["ttft_parts_mean_s"] = {
+        "network": _mean(ttft_network), "queueing": _mean(done["queueing_s"]), "prefill": _mean(done["prefill_s"]),
+    }
+    summary["e2e_parts_mean_s"] = {
+        "network": _mean(done["network_s"]), "queueing": _mean(done["queueing_s"]),
+        "prefill": _mean(done["prefill_s"]), "decode": _mean(done["decode_s"]),
+    }
+    summary["slo_attainment"] = slo_attainment(steady, scenario)
+    summary["slo"] = slo_checks(summary, scenario)
+    window = horizon - warmup
+    finished_in_window = frame[(frame["status"] == "completed") & (frame["done_s"] >= warmup) & (frame["done_s"] <= horizon)]
+    summary["throughput_rps"] = len(finished_in_window) / window
+    summary["output_tokens_per_s"] = float(finished_in_window["output_tokens"].sum()) / window
+    summary["gpu_utilisation"] = {world.pool.name: gpu_utilisation(world)}
+    summary["preemptions"] = int(frame["preemptions"].sum())
+    return summary
+
+
+def _mean(series: pd.Series) -> float | None:
+    return float(series.mean()) if len(series) else None
+
+
+def gpu_utilisation(world: World) -> float:
+    """Busy fraction of the pool's serving GPUs over the horizon (iterations / time)."""
+    k = world.kernel
+    horizon = world.scenario.horizon
+    replicas = max(world.serving.active_replicas, 1)
+    return float(np.minimum(k.busy_s, horizon).sum() / (replicas * horizon))
+
+
+def slo_attainment(steady: pd.DataFrame, scenario: Scenario) -> float | None:
+    """Share of steady-state requests that completed within every per-request target.
+
+    The SLO's percentile targets double as per-request thresholds; rejected and unfinished
+    requests count as misses.
+    """
+    if len(steady) == 0:
+        return None
+    ok = (steady["status"] == "completed").to_numpy().copy()
+    slo = scenario.slo
+    for stem in ("ttft", "tpot", "e2e"):
+        targets = [getattr(slo, f"{stem}_{p}", None) for p in ("p90", "p99")]
+        targets = [t for t in targets if t is not None]
+        if not targets:
+            continue
+        values = steady[f"{stem}_s"].to_numpy(dtype=float)
+        with np.errstate(invalid="ignore"):
+            ok &= ~(values > max(targets))
+    return float(ok.mean())
+
+
+def slo_checks(summary: dict[str, Any], scenario: Scenario) -> dict[str, dict[str, Any]]:
+    """Each SLO target with the measured percentile and whether it was met."""
+    checks: dict[str, dict[str, Any]] = {}
+    for name, target in scenario.slo.model_dump().items():
+        if target is None:
+            continue
+        measured = summary.get(f"{name}_s")
+        checks[name] = {"target_s": target, "measured_s": measured,
+                        "met": measured is not None and measured <= target}
+    return checks

@@ -1,0 +1,89 @@
+"""A serving pool in the SimPy world: the control plane's handle on a batching kernel.
+
+A serving pool is a set of model replicas on one GPU pool, behind a router. The requests it
+serves live in the numba kernel (`sim.kernels.batching.PoolKernel`), which owns every
+per-request array and is advanced lazily. This class owns nothing but the kernel and the
+SimPy environment's clock, and it enforces one rule: **before the control plane changes the
+pool or reads its outcomes, the kernel is advanced to `env.now`**. Every control call here
+does that first, so a drifted model, a training job taking GPUs or a failed replica changes
+the pool at the right simulated time, and an iteration already running finishes as on a real
+GPU.
+
+Who may change it: the world's control processes (lifecycle, training, faults), only through
+these calls: `drain`, `release`, `activate`, `set_version`, `wait_idle`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import numpy as np
+import simpy
+
+from sim.kernels.batching import ACTIVE, DRAINING, OFFLINE, PoolKernel
+
+
+class ServingPool:
+    def __init__(self, env: simpy.Environment, name: str, kernel: PoolKernel, gpus_per_replica: int,
+                 poll_s: float = 1.0) -> None:
+        self.env = env
+        self.name = name
+        self.kernel = kernel
+        self.gpus_per_replica = gpus_per_replica
+        self.poll_s = poll_s
+        self.version = np.zeros(kernel.replicas, dtype=np.int64)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def sync(self) -> None:
+        """Advance the kernel to the current simulated time."""
+        self.kernel.advance_to(self.env.now)
+
+    @property
+    def replicas(self) -> int:
+        return self.kernel.replicas
+
+    def replicas_in(self, state: int) -> list[int]:
+        return [r for r in range(self.kernel.replicas) if self.kernel.state(r) == state]
+
+    def active_replicas(self) -> list[int]:
+        self.sync()
+        return self.replicas_in(ACTIVE)
+
+    def gpus_in_use(self) -> int:
+        """GPUs held by replicas that are active or draining."""
+        return self.gpus_per_replica * (len(self.replicas_in(ACTIVE)) + len(self.replicas_in(DRAINING)))
+
+    # -- control calls ---------------------------------------------------------------------
+
+    def drain(self, r: int) -> None:
+        self.sync()
+        self.kernel.drain(r)
+
+    def wait_idle(self, r: int) -> Generator[simpy.Event, Any, None]:
+        """SimPy process body: wait until replica r runs nothing (after a drain)."""
+        while True:
+            self.sync()
+            if self.kernel.is_idle(r):
+                return
+            yield self.env.timeout(self.poll_s)
+
+    def release(self, r: int) -> None:
+        """Take an idle replica offline, freeing its GPUs."""
+        self.sync()
+        self.kernel.deactivate(r)
+
+    def activate(self, r: int, version: int | None = None) -> None:
+        self.sync()
+        if version is not None:
+            self.set_version(r, version)
+        self.kernel.activate(r)
+
+    def set_version(self, r: int, version: int) -> None:
+        self.sync()
+        self.version[r] = version
+        self.kernel.set_version(r, version)
+
+    def is_offline(self, r: int) -> bool:
+        return self.kernel.state(r) == OFFLINE

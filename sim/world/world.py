@@ -1,0 +1,169 @@
+"""The simulated world: sites, GPU pools, links and serving pools on one SimPy clock.
+
+`World(scenario, replication)` builds everything a scenario describes. Requests are generated
+up front as arrays (`sim.workload`), carried to the inference site over the LAN or the link
+that joins the sites (`sim.kernels.links`, FIFO), served by the serving pool's kernel, and
+carried back. SimPy runs the control plane: a progress clock now, and the lifecycle, training
+and fault processes as they arrive; each advances the pool to `env.now` before it touches it.
+
+Placement decides the path: clients at `workload.origin` send to the site named by
+`placement.inference`; if that is the same site, the request pays the site's LAN, otherwise
+the WAN link between the two, both ways. No code here looks at a scenario's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import simpy
+
+from sim.catalog import GPU, Model
+from sim.catalog.sizing import replica_memory
+from sim.kernels.batching import PoolKernel
+from sim.kernels.links import carry
+from sim.kernels.roofline import EngineEfficiency, pack_params
+from sim.spec.scenario import Pool, Scenario
+from sim.streams import stream
+from sim.workload import Requests, generate_requests
+from sim.world.serving import ServingPool
+
+
+@dataclass(frozen=True)
+class Path:
+    """One direction of the network between clients and the serving site."""
+
+    name: str
+    one_way_s: float
+    bandwidth_bytes_per_s: float
+    jitter_s: float
+
+
+@dataclass(frozen=True)
+class ServingSetup:
+    site: str
+    pool: Pool
+    gpu: GPU
+    model: Model
+    replicas: int
+    active_replicas: int
+    tp: int
+    kv_capacity_tokens: int
+    params: np.ndarray
+    efficiency: EngineEfficiency
+
+
+def engine_efficiency(scenario: Scenario, gpu: GPU) -> EngineEfficiency:
+    """The catalog's factors for the GPU, with the scenario's overrides applied."""
+    base = gpu.efficiency
+    over = scenario.model.efficiency
+    return EngineEfficiency(
+        mfu=over.mfu if over.mfu is not None else base.mfu,
+        mbu=over.mbu if over.mbu is not None else base.mbu,
+        iteration_overhead_s=(over.iteration_overhead if over.iteration_overhead is not None
+                              else base.iteration_overhead_s),
+        allreduce_efficiency=(over.allreduce_efficiency if over.allreduce_efficiency is not None
+                              else base.allreduce_efficiency),
+    )
+
+
+def serving_setup(scenario: Scenario) -> ServingSetup:
+    catalog = scenario.resolved_catalog
+    site_name = scenario.placement.inference
+    pools = [p for p in scenario.sites[site_name].pools if "serving" in p.roles and p.capacity > 0]
+    pool = pools[0]  # checks guarantee one exists; further serving pools are not used yet
+    gpu = catalog.gpus[pool.gpu]
+    model = catalog.models[scenario.model.id]
+    m = scenario.model
+    tp = m.tensor_parallel
+    memory = replica_memory(model, gpu, m.precision, tp, m.serving.gpu_memory_utilization,
+                            m.serving.max_model_len, m.serving.kv_cache_precision)
+    efficiency = engine_efficiency(scenario, gpu)
+    params = pack_params(model, gpu, m.precision, tp, efficiency, m.serving.kv_cache_precision)
+    return ServingSetup(
+        site=site_name, pool=pool, gpu=gpu, model=model, replicas=pool.capacity // tp,
+        active_replicas=pool.count // tp, tp=tp, kv_capacity_tokens=memory.kv_tokens,
+        params=params, efficiency=efficiency,
+    )
+
+
+def request_path(scenario: Scenario) -> Path:
+    origin, site = scenario.workload.origin, scenario.placement.inference
+    if origin == site:
+        lan = scenario.sites[site].lan
+        return Path(f"{site} LAN", lan.rtt / 2, lan.bandwidth, 0.0)
+    found = scenario.link_between(origin, site)
+    assert found is not None, "checks guarantee a link"
+    name, link = found
+    return Path(name, link.rtt / 2, link.bandwidth, link.jitter)
+
+
+class World:
+    def __init__(self, scenario: Scenario, replication: int = 0) -> None:
+        self.scenario = scenario
+        self.replication = replication
+        self.env = simpy.Environment()
+        seed = scenario.seed
+        self.requests: Requests = generate_requests(scenario.workload, scenario.horizon, seed, replication)
+        self.serving = serving_setup(scenario)
+        self.path = request_path(scenario)
+        self._up_jitter, self._down_jitter = self._jitter(seed, replication)
+        self.request_bytes = self.requests.payload_bytes(scenario.workload.bytes_per_token,
+                                                         scenario.workload.request_overhead)
+        self.response_bytes = (self.requests.output_tokens * scenario.workload.bytes_per_token
+                               + scenario.workload.request_overhead)
+        self.pool_arrival_s = self._uplink()
+        setup = self.serving
+        serving = scenario.model.serving
+        loop_delay = 2 * self.path.one_way_s + self.requests.think_time_s
+        self.kernel = PoolKernel(
+            self.pool_arrival_s, self.requests.prompt_tokens, self.requests.output_tokens,
+            replicas=setup.replicas, active_replicas=setup.active_replicas,
+            max_num_seqs=serving.max_num_seqs, max_num_batched_tokens=serving.max_num_batched_tokens,
+            chunked_prefill=serving.chunked_prefill, kv_capacity_tokens=setup.kv_capacity_tokens,
+            max_model_len=serving.max_model_len, params=setup.params, router=serving.router,
+            prefix_group=self.requests.prefix_group, prefix_tokens=self.requests.prefix_tokens,
+            prefix_caching=serving.prefix_caching,
+            router_u=stream(seed, replication, "router").random(self.requests.count),
+            clients=self.requests.clients, loop_delay_s=loop_delay,
+        )
+        self.pool = ServingPool(self.env, f"{setup.site}/{setup.pool.name}", self.kernel, setup.tp)
+
+    def _jitter(self, seed: int, replication: int) -> tuple[np.ndarray, np.ndarray]:
+        n = self.requests.count
+        if self.path.jitter_s <= 0:
+            return np.zeros(n), np.zeros(n)
+        rng = stream(seed, replication, "jitter")
+        return rng.normal(0.0, self.path.jitter_s, n), rng.normal(0.0, self.path.jitter_s, n)
+
+    def _uplink(self) -> np.ndarray:
+        if self.requests.clients > 0:  # closed loop: the kernel releases requests itself
+            arrive = self.requests.arrival_s + self.path.one_way_s
+            return arrive
+        return carry(self.requests.arrival_s, self.request_bytes, self.path.bandwidth_bytes_per_s,
+                     self.path.one_way_s, self._up_jitter)
+
+    # -- running ---------------------------------------------------------------------------
+
+    def _clock(self, slices: int, on_progress: Callable[[float], None] | None):
+        horizon = self.scenario.horizon
+        for k in range(1, slices + 1):
+            yield self.env.timeout(horizon * k / slices - self.env.now)
+            self.pool.sync()
+            if on_progress is not None:
+                on_progress(self.env.now / horizon)
+
+    def run(self, on_progress: Callable[[float], None] | None = None, slices: int = 50):
+        """Run to the horizon and collect the results."""
+        from sim.result import collect
+
+        self.env.process(self._clock(slices, on_progress))
+        self.env.run(until=self.scenario.horizon)
+        self.pool.kernel.advance_to(self.scenario.horizon)
+        return collect(self)
+
+    def downlink(self, send_s: np.ndarray, size_bytes: np.ndarray) -> np.ndarray:
+        """Client arrival times of payloads the serving site sends back."""
+        return carry(send_s, size_bytes, self.path.bandwidth_bytes_per_s, self.path.one_way_s,
+                     self._down_jitter)
