@@ -178,7 +178,7 @@ K_SIZE = 3
 # ------------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _queue_push(queues, req_i, q, i):
     req_i[i, RI_NEXT] = -1
     if queues[q, 1] < 0:
@@ -188,7 +188,7 @@ def _queue_push(queues, req_i, q, i):
     queues[q, 1] = i
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _queue_push_front(queues, req_i, q, i):
     req_i[i, RI_NEXT] = queues[q, 0]
     queues[q, 0] = i
@@ -196,7 +196,7 @@ def _queue_push_front(queues, req_i, q, i):
         queues[q, 1] = i
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _queue_pop(queues, req_i, q):
     i = queues[q, 0]
     nxt = req_i[i, RI_NEXT]
@@ -212,12 +212,12 @@ def _queue_pop(queues, req_i, q):
 # ------------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _heap_less(hk, hr, r, a, b):
     return hk[r, a] < hk[r, b] or (hk[r, a] == hk[r, b] and hr[r, a] < hr[r, b])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _heap_push(rep_i, hk, hr, r, key, req):
     n = rep_i[r, PI_HEAP]
     hk[r, n] = key
@@ -233,7 +233,7 @@ def _heap_push(rep_i, hk, hr, r, key, req):
             break
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _heap_pop(rep_i, hk, hr, r):
     top = hr[r, 0]
     n = rep_i[r, PI_HEAP] - 1
@@ -303,13 +303,13 @@ def _evict_one(rep_i, cache_i, r, prefix_tokens_of_group, groups):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _generated(req_i, rep_i, i, r):
     """Tokens generated so far by a running, decoding request, after the last ended iteration."""
     return req_i[i, RI_OUTPUT] - (req_i[i, RI_FINISH_STEP] - rep_i[r, PI_DECODE_STEPS])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _kv_held(req_i, rep_i, i, r):
     if req_i[i, RI_PREFILLED] < req_i[i, RI_TARGET]:
         return req_i[i, RI_KV_BASE]
@@ -317,13 +317,13 @@ def _kv_held(req_i, rep_i, i, r):
     return req_i[i, RI_KV_BASE] + (g - req_i[i, RI_GEN0] - 1)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _remove_at(arr, r, count, pos):
     for k in range(pos, count - 1):
         arr[r, k] = arr[r, k + 1]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _remove_value(arr, r, count, value):
     for k in range(count):
         if arr[r, k] == value:
@@ -332,7 +332,7 @@ def _remove_value(arr, r, count, value):
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _release_prefix(req_i, cache_i, r, i):
     if req_i[i, RI_USES_PREFIX] == 1:
         cache_i[r, req_i[i, RI_GROUP], K_REFS] -= 1
@@ -402,7 +402,7 @@ def _try_admit(req_i, req_f, rep_i, running, prefilling, cache_i, prefix_tokens_
     return req_i[i, RI_TARGET] - shared
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _queue_head(queues, rep_i, r, shared_q):
     """The next request replica r would admit: its own queue first, then the shared one."""
     if queues[r, 0] >= 0:
@@ -515,7 +515,7 @@ def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, q
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _complete(req_i, req_f, rep_i, running, cache_i, order, glob, cfg, r, i, t, loop_delay):
     req_i[i, RI_STATUS] = DONE
     req_f[i, RF_DONE] = t
@@ -588,7 +588,7 @@ def _end_iteration(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cach
     return t
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _route(req_i, req_f, rep_i, cfg, glob, i):
     """The queue a new request joins (a replica index, or R for the shared queue)."""
     n_rep = cfg[C_REPLICAS]
@@ -734,7 +734,7 @@ class PoolKernel:
             raise ValueError(f"unknown router {router!r}; allowed: {', '.join(ROUTERS)}")
         self.n = n
         self.replicas = replicas
-        self.req_i = np.zeros((n, RI_SIZE), dtype=np.int64)
+        self.req_i = np.zeros((n, RI_SIZE), dtype=np.int32)
         self.req_f = np.full((n, RF_SIZE), np.nan, dtype=np.float64)
         self.req_i[:, RI_PROMPT] = prompt_tokens
         self.req_i[:, RI_OUTPUT] = output_tokens

@@ -1,0 +1,115 @@
+"""Serving kernel vs the pure-SimPy oracle: simulated requests per wall second, and memory.
+
+The workload is the one the serving issue names: 4 replicas of Llama-3.1-8B (bf16) on
+H100-SXM, Poisson arrivals at 80% of the pool's measured capacity, lognormal prompt and output
+lengths. The kernel runs N requests (default 1M); the oracle runs the first M of the same
+requests (default 20k). Prints one JSON object: both rates, their ratio, and the kernel's peak
+memory per request (tracemalloc: numpy arrays allocated while building and running the pool).
+
+    python benchmarks/serving.py [--requests 1000000] [--oracle-requests 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sim.catalog import shipped_catalog  # noqa: E402
+from sim.catalog.sizing import replica_memory  # noqa: E402
+from sim.kernels.batching import DONE, PoolKernel  # noqa: E402
+from sim.kernels.roofline import EngineEfficiency, pack_params  # noqa: E402
+
+REPLICAS = 4
+
+
+def setup():
+    catalog = shipped_catalog()
+    model, gpu = catalog.models["llama-3.1-8b"], catalog.gpus["h100-sxm"]
+    e = gpu.efficiency
+    params = pack_params(model, gpu, "bf16", 1, EngineEfficiency(e.mfu, e.mbu, e.iteration_overhead_s,
+                                                                 e.allreduce_efficiency))
+    kv = replica_memory(model, gpu, "bf16", 1).kv_tokens
+    return params, kv
+
+
+def lengths(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    prompt = np.clip(np.rint(rng.lognormal(np.log(512) - 0.32, 0.8, n)), 1, 4096).astype(np.int64)
+    output = np.clip(np.rint(rng.lognormal(np.log(128) - 0.18, 0.6, n)), 1, 1024).astype(np.int64)
+    return prompt, output
+
+
+def kernel(arrivals, prompt, output, params, kv) -> PoolKernel:
+    return PoolKernel(arrivals, prompt, output, replicas=REPLICAS, max_num_seqs=256,
+                      max_num_batched_tokens=8192, chunked_prefill=True, kv_capacity_tokens=kv,
+                      max_model_len=8192, params=params)
+
+
+def capacity_rps(params, kv, prompt, output) -> float:
+    """Requests/s the pool completes when saturated (all requests at t=0)."""
+    n = len(prompt)
+    k = kernel(np.zeros(n), prompt, output, params, kv)
+    k.advance_to(np.inf)
+    return n / float(np.nanmax(k.done_s))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=1_000_000)
+    parser.add_argument("--oracle-requests", type=int, default=20_000)
+    parser.add_argument("--load", type=float, default=0.8)
+    args = parser.parse_args()
+    params, kv = setup()
+    rng = np.random.default_rng(2026)
+    prompt, output = lengths(args.requests, rng)
+    warm = kernel(np.zeros(10), prompt[:10], output[:10], params, kv)
+    warm.advance_to(np.inf)  # compile (or load the numba cache) outside the timing
+    capacity = capacity_rps(params, kv, prompt[:20_000], output[:20_000])
+    rate = args.load * capacity
+    arrivals = np.cumsum(rng.exponential(1.0 / rate, args.requests))
+
+    tracemalloc.start()
+    started = time.perf_counter()
+    k = kernel(arrivals, prompt, output, params, kv)
+    k.advance_to(np.inf)
+    kernel_s = time.perf_counter() - started
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    completed = int((k.status == DONE).sum())
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from oracle import simulate_pool  # the pure-SimPy reference model
+
+    m = args.oracle_requests
+    started = time.perf_counter()
+    simulate_pool(arrivals[:m], prompt[:m], output[:m], replicas=REPLICAS, max_num_seqs=256,
+                  max_num_batched_tokens=8192, chunked_prefill=True, kv_capacity_tokens=kv,
+                  max_model_len=8192, params=params)
+    oracle_s = time.perf_counter() - started
+
+    kernel_rate = args.requests / kernel_s
+    oracle_rate = m / oracle_s
+    print(json.dumps({
+        "benchmark": "serving",
+        "replicas": REPLICAS, "model": "llama-3.1-8b", "gpu": "h100-sxm", "precision": "bf16",
+        "load": args.load, "capacity_rps": capacity, "arrival_rate_rps": rate,
+        "kernel_requests": args.requests, "kernel_completed": completed, "kernel_wall_s": kernel_s,
+        "kernel_requests_per_wall_s": kernel_rate, "kernel_events": int(k.events),
+        "kernel_iterations": int(k.iterations.sum()),
+        "oracle_requests": m, "oracle_wall_s": oracle_s, "oracle_requests_per_wall_s": oracle_rate,
+        "speedup_vs_oracle": kernel_rate / oracle_rate,
+        "peak_bytes_per_request": peak / args.requests,
+        "targets": {"speedup_vs_oracle": 100, "kernel_requests_per_wall_s": 3_000_000,
+                    "peak_bytes_per_request": 200},
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
