@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from sim.spec.scenario import Scenario
     from sim.world.world import World
 
-STATUS_NAMES = {DONE: "completed", REJECTED: "rejected"}
+STATUS_CATEGORIES = ["completed", "rejected", "failed", "unfinished"]
 
 
 @dataclass
@@ -105,16 +105,16 @@ def collect(world: World) -> Result:
     with np.errstate(invalid="ignore", divide="ignore"):
         tpot = np.where(out_tokens > 1, (pool_done - pool_first) / (out_tokens - 1), np.nan)
     tpot[~done] = np.nan
-    status_names = np.full(req.count, "unfinished", dtype=object)
-    status_names[done] = "completed"
-    status_names[status == REJECTED] = "rejected"
+    codes = np.full(req.count, STATUS_CATEGORIES.index("unfinished"), dtype=np.int8)
+    codes[done] = STATUS_CATEGORIES.index("completed")
+    codes[status == REJECTED] = STATUS_CATEGORIES.index("rejected")
     frame = pd.DataFrame({
         "request": np.arange(req.count, dtype=np.int64),
         "arrival_s": arrival,
         "prompt_tokens": req.prompt_tokens,
         "output_tokens": req.output_tokens,
         "prefix_group": req.prefix_group,
-        "status": pd.Categorical(status_names, categories=["completed", "rejected", "failed", "unfinished"]),
+        "status": pd.Categorical.from_codes(codes, categories=STATUS_CATEGORIES),
         "replica": k.replica,
         "model_version": k.version,
         "preemptions": k.preemptions,

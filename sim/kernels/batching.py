@@ -54,6 +54,13 @@ step D + (output - G); sequences finishing at the same iteration complete in req
 order. KV accounting is per token (paged blocks are not modelled; vLLM wastes fewer than
 block_size tokens per sequence).
 
+Service models. Besides the roofline (LLMs, continuous batching), two simpler ones run on
+the same queues: *service-time* mode (batch size 1, each request's service time drawn up
+front; how queueing theory checks the engine) and *dynamic batching* for classic models
+(CNN/BERT classifiers): an idle replica starts a batch of up to S queued requests when S are
+waiting or when the oldest has waited `max_queue_delay` since arriving at the pool, and the
+batch takes a + c x b seconds; all its requests complete (first token = done) at its end.
+
 Closed loop (clients > 0): requests beyond the first `clients` have no arrival time; when a
 request completes at time t, the next unreleased request arrives at t + loop_delay.
 
@@ -93,6 +100,12 @@ ROUTERS = {"shared_queue": 0, "round_robin": 1, "least_outstanding": 2, "random"
 # Service modes.
 MODE_ROOFLINE = 0
 MODE_SERVICE_TIME = 1
+MODE_DYNAMIC_BATCH = 2
+
+# In-flight states of a replica.
+IDLE = 0
+BUSY = 1
+TIMER = 2  # waiting for a dynamic batch to fill or its oldest request to wait long enough
 
 # Integer request fields (req_i[:, F]).
 RI_PROMPT = 0
@@ -111,7 +124,9 @@ RI_KV_BASE = 12  # KV tokens held after prefill (target minus a shared prefix)
 RI_CHUNK = 13  # prefill tokens in the iteration in flight
 RI_NEXT = 14  # next request in the same queue (linked list), -1 = none
 RI_USES_PREFIX = 15  # 1 when it references a cached prefix
-RI_SIZE = 16
+RI_RUN_POS = 16  # position in its replica's running array
+RI_ADMITTED = 17  # admission stamp: the newest running sequence has the largest
+RI_SIZE = 18
 
 # Float request fields (req_f[:, F]).
 RF_ARRIVAL = 0
@@ -333,6 +348,17 @@ def _remove_value(arr, r, count, value):
 
 
 @njit(cache=True, inline="always")
+def _drop_running(req_i, rep_i, running, r, i):
+    """Remove request i from replica r's running set (unordered: the last fills its slot)."""
+    last = rep_i[r, PI_RUNNING] - 1
+    pos = req_i[i, RI_RUN_POS]
+    moved = running[r, last]
+    running[r, pos] = moved
+    req_i[moved, RI_RUN_POS] = pos
+    rep_i[r, PI_RUNNING] = last
+
+
+@njit(cache=True, inline="always")
 def _release_prefix(req_i, cache_i, r, i):
     if req_i[i, RI_USES_PREFIX] == 1:
         cache_i[r, req_i[i, RI_GROUP], K_REFS] -= 1
@@ -342,8 +368,12 @@ def _release_prefix(req_i, cache_i, r, i):
 @njit(cache=True)
 def _preempt_newest(req_i, rep_i, running, prefilling, hk, hr, cache_i, queues, r):
     n = rep_i[r, PI_RUNNING]
-    i = running[r, n - 1]
-    rep_i[r, PI_RUNNING] = n - 1
+    newest = 0
+    for k in range(1, n):
+        if req_i[running[r, k], RI_ADMITTED] > req_i[running[r, newest], RI_ADMITTED]:
+            newest = k
+    i = running[r, newest]
+    _drop_running(req_i, rep_i, running, r, i)
     held = _kv_held(req_i, rep_i, i, r)
     if req_i[i, RI_PREFILLED] < req_i[i, RI_TARGET]:
         _remove_value(prefilling, r, rep_i[r, PI_PREFILLING], i)
@@ -396,6 +426,9 @@ def _try_admit(req_i, req_f, rep_i, running, prefilling, cache_i, prefix_tokens_
     if from_shared:
         rep_i[r, PI_OUTSTANDING] += 1
     running[r, rep_i[r, PI_RUNNING]] = i
+    req_i[i, RI_RUN_POS] = rep_i[r, PI_RUNNING]
+    req_i[i, RI_ADMITTED] = glob[G_USE_CLOCK]
+    glob[G_USE_CLOCK] += 1
     rep_i[r, PI_RUNNING] += 1
     prefilling[r, rep_i[r, PI_PREFILLING]] = i
     rep_i[r, PI_PREFILLING] += 1
@@ -413,11 +446,80 @@ def _queue_head(queues, rep_i, r, shared_q):
 
 
 @njit(cache=True)
+def _compose_dynamic_batch(req_i, req_f, rep_i, rep_f, running, prefilling, queues, glob, cfg, params, r, t):
+    """Classic models: run a batch when it is full or its oldest request waited long enough.
+
+    latency(b) = a + c x b (params[0], params[1]); the oldest queued request waits at most
+    params[2] seconds after arriving at the pool before a partial batch starts.
+    """
+    shared_q = cfg[C_REPLICAS]
+    max_batch = cfg[C_MAX_SEQS]
+    own = queues[r, 0]
+    pull_shared = rep_i[r, PI_STATE] == ACTIVE
+    waiting = 0
+    k = own
+    while k >= 0 and waiting < max_batch:
+        waiting += 1
+        k = req_i[k, RI_NEXT]
+    if pull_shared:
+        k = queues[shared_q, 0]
+        while k >= 0 and waiting < max_batch:
+            waiting += 1
+            k = req_i[k, RI_NEXT]
+    if waiting == 0:
+        rep_i[r, PI_IN_FLIGHT] = IDLE
+        rep_f[r, PF_BUSY_UNTIL] = INF
+        return False
+    head = own if own >= 0 else queues[shared_q, 0]
+    deadline = req_f[head, RF_ARRIVAL] + params[2]
+    if waiting < max_batch and t < deadline:
+        rep_i[r, PI_IN_FLIGHT] = TIMER
+        rep_f[r, PF_BUSY_UNTIL] = deadline
+        return False
+    for _ in range(waiting):
+        q = r if queues[r, 0] >= 0 else shared_q
+        i = _queue_pop(queues, req_i, q)
+        if q == shared_q:
+            rep_i[r, PI_OUTSTANDING] += 1
+        req_i[i, RI_STATUS] = RUNNING
+        req_i[i, RI_REPLICA] = r
+        req_i[i, RI_VERSION] = rep_i[r, PI_VERSION]
+        req_f[i, RF_DISPATCH] = t
+        running[r, rep_i[r, PI_RUNNING]] = i
+        req_i[i, RI_RUN_POS] = rep_i[r, PI_RUNNING]
+        rep_i[r, PI_RUNNING] += 1
+    dt = params[0] + params[1] * waiting
+    rep_i[r, PI_IN_FLIGHT] = BUSY
+    rep_i[r, PI_ITER_DECODES] = 0
+    rep_f[r, PF_ITER_START] = t
+    rep_f[r, PF_BUSY_UNTIL] = t + dt
+    rep_f[r, PF_BUSY_TIME] += dt
+    return True
+
+
+@njit(cache=True)
+def _end_dynamic_batch(req_i, req_f, rep_i, rep_f, running, cache_i, order, glob, cfg, r, loop_delay):
+    t = rep_f[r, PF_BUSY_UNTIL]
+    rep_i[r, PI_ITERATIONS] += 1
+    batch = np.sort(running[r, :rep_i[r, PI_RUNNING]].copy())  # complete in request order
+    for i in batch:
+        req_f[i, RF_FIRST_TOKEN] = t
+        req_i[i, RI_KV_BASE] = 0
+        req_i[i, RI_GEN0] = req_i[i, RI_OUTPUT] - 1  # holds no KV: _complete frees nothing
+        _complete(req_i, req_f, rep_i, running, cache_i, order, glob, cfg, r, i, t, loop_delay)
+    rep_i[r, PI_IN_FLIGHT] = IDLE
+    rep_f[r, PF_BUSY_UNTIL] = INF
+
+
+@njit(cache=True)
 def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
              prefix_tokens_of_group, glob, cfg, params, r, t):
     """Decide replica r's next iteration at time t and start it; returns False if idle."""
     if rep_i[r, PI_STATE] == OFFLINE:
         return False
+    if cfg[C_MODE] == MODE_DYNAMIC_BATCH:
+        return _compose_dynamic_batch(req_i, req_f, rep_i, rep_f, running, prefilling, queues, glob, cfg,
+                                      params, r, t)
     kv_cap = cfg[C_KV_CAPACITY]
     shared_q = cfg[C_REPLICAS]
     budget = cfg[C_BUDGET]
@@ -521,8 +623,7 @@ def _complete(req_i, req_f, rep_i, running, cache_i, order, glob, cfg, r, i, t, 
     req_f[i, RF_DONE] = t
     rep_i[r, PI_KV_USED] -= req_i[i, RI_KV_BASE] + (req_i[i, RI_OUTPUT] - req_i[i, RI_GEN0] - 1)
     _release_prefix(req_i, cache_i, r, i)
-    _remove_value(running, r, rep_i[r, PI_RUNNING], i)
-    rep_i[r, PI_RUNNING] -= 1
+    _drop_running(req_i, rep_i, running, r, i)
     rep_i[r, PI_OUTSTANDING] -= 1
     if cfg[C_CLIENTS] > 0 and glob[G_NEXT_UNRELEASED] < order.shape[0]:
         nxt = glob[G_NEXT_UNRELEASED]
@@ -626,6 +727,48 @@ def _route(req_i, req_f, rep_i, cfg, glob, i):
 
 
 @njit(cache=True)
+def _run_ahead(rep_i, rep_f, hk, queues, cfg, params, r, t_end, next_arrival):
+    """Fast-forward replica r through decode-only iterations that change nothing but itself.
+
+    While r's in-flight iteration is decode only, completes no sequence, ends before the next
+    arrival and before t_end, r's queues are empty and KV holds the next token of every
+    decoding sequence, the next iteration is the same batch one token longer: apply the end
+    of the iteration and start the next one in place. No other replica or request can see the
+    difference, so the result is bit-identical to taking each iteration end as an event; it
+    only skips the event machinery. (Closed loops are excluded: another replica's completion
+    may release an arrival earlier than r's next iteration end.)
+    """
+    if cfg[C_CLIENTS] > 0:
+        return
+    shared_q = cfg[C_REPLICAS]
+    kv_cap = cfg[C_KV_CAPACITY]
+    decodes = rep_i[r, PI_ITER_DECODES]
+    if decodes == 0 or rep_i[r, PI_PREFILLING] > 0 or rep_i[r, PI_IN_FLIGHT] == 0:
+        return
+    end = rep_f[r, PF_BUSY_UNTIL]
+    while True:
+        if end > t_end or end >= next_arrival:
+            return
+        if rep_i[r, PI_HEAP] > 0 and hk[r, 0] <= rep_i[r, PI_DECODE_STEPS] + 1:
+            return
+        if queues[r, 0] >= 0 or (rep_i[r, PI_STATE] == ACTIVE and queues[shared_q, 0] >= 0):
+            return
+        if rep_i[r, PI_KV_USED] + decodes > kv_cap:
+            return
+        # the iteration ending at `end`: every decoding sequence produced one token
+        rep_i[r, PI_ITERATIONS] += 1
+        rep_i[r, PI_DECODE_STEPS] += 1
+        rep_i[r, PI_DECODE_CONTEXT] += decodes
+        # the next one: the same sequences, one token further
+        rep_i[r, PI_KV_USED] += decodes
+        dt = step_time(params, 0, 0, 0, decodes, rep_i[r, PI_DECODE_CONTEXT], decodes)
+        rep_f[r, PF_ITER_START] = end
+        end = end + dt
+        rep_f[r, PF_BUSY_UNTIL] = end
+        rep_f[r, PF_BUSY_TIME] += dt
+
+
+@njit(cache=True)
 def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
             prefix_tokens_of_group, order, glob, cfg, params, t_end, loop_delay):
     """Run every arrival and iteration end with time <= t_end; returns events processed."""
@@ -640,7 +783,7 @@ def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
         te = INF
         rmin = -1
         for r in range(n_rep):
-            if rep_i[r, PI_IN_FLIGHT] == 1 and rep_f[r, PF_BUSY_UNTIL] < te:
+            if rep_i[r, PI_IN_FLIGHT] != IDLE and rep_f[r, PF_BUSY_UNTIL] < te:
                 te = rep_f[r, PF_BUSY_UNTIL]
                 rmin = r
         if ta == INF and te == INF:
@@ -668,12 +811,12 @@ def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
             _queue_push(queues, req_i, q, i)
             if q < n_rep:
                 rep_i[q, PI_OUTSTANDING] += 1
-                if rep_i[q, PI_IN_FLIGHT] == 0:
+                if rep_i[q, PI_IN_FLIGHT] != BUSY:
                     _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i,
                              queues, prefix_tokens_of_group, glob, cfg, params, q, ta)
             else:
                 for r in range(n_rep):
-                    if rep_i[r, PI_IN_FLIGHT] == 0 and rep_i[r, PI_STATE] == ACTIVE:
+                    if rep_i[r, PI_IN_FLIGHT] != BUSY and rep_i[r, PI_STATE] == ACTIVE:
                         _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i,
                                  queues, prefix_tokens_of_group, glob, cfg, params, r, ta)
                         if queues[shared_q, 0] < 0:
@@ -682,10 +825,20 @@ def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
             if te > t_end:
                 break
             events += 1
-            _end_iteration(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i,
-                           prefix_tokens_of_group, order, glob, cfg, rmin, loop_delay)
+            if rep_i[rmin, PI_IN_FLIGHT] == TIMER:
+                rep_i[rmin, PI_IN_FLIGHT] = IDLE
+            elif cfg[C_MODE] == MODE_DYNAMIC_BATCH:
+                _end_dynamic_batch(req_i, req_f, rep_i, rep_f, running, cache_i, order, glob, cfg, rmin,
+                                   loop_delay)
+            else:
+                _end_iteration(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i,
+                               prefix_tokens_of_group, order, glob, cfg, rmin, loop_delay)
             _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
                      prefix_tokens_of_group, glob, cfg, params, rmin, te)
+            next_arrival = INF
+            if glob[G_NEXT_ARRIVAL] < glob[G_RELEASED]:
+                next_arrival = req_f[order[glob[G_NEXT_ARRIVAL]], RF_ARRIVAL]
+            _run_ahead(rep_i, rep_f, hk, queues, cfg, params, rmin, t_end, next_arrival)
     return events
 
 
@@ -723,6 +876,8 @@ class PoolKernel:
         prefix_tokens: np.ndarray | None = None,
         prefix_caching: bool = True,
         service_s: np.ndarray | None = None,
+        batch_latency: tuple[float, float] | None = None,
+        max_queue_delay_s: float = 0.0,
         router_u: np.ndarray | None = None,
         clients: int = 0,
         loop_delay_s: float = 0.0,
@@ -736,8 +891,9 @@ class PoolKernel:
         self.replicas = replicas
         self.req_i = np.zeros((n, RI_SIZE), dtype=np.int32)
         self.req_f = np.full((n, RF_SIZE), np.nan, dtype=np.float64)
-        self.req_i[:, RI_PROMPT] = prompt_tokens
-        self.req_i[:, RI_OUTPUT] = output_tokens
+        # a service-time request is one unit of service: one "token" in, one out
+        self.req_i[:, RI_PROMPT] = prompt_tokens if service_s is None else 1
+        self.req_i[:, RI_OUTPUT] = output_tokens if service_s is None else 1
         self.req_i[:, RI_GROUP] = -1 if prefix_group is None else prefix_group
         self.req_i[:, RI_PREFIX] = 0 if prefix_tokens is None else prefix_tokens
         self.req_i[:, RI_REPLICA] = -1
@@ -746,6 +902,8 @@ class PoolKernel:
         self.req_f[:, RF_ARRIVAL] = arrival_s
         self.req_f[:, RF_SERVICE] = 0.0 if service_s is None else service_s
         self.req_f[:, RF_RANDOM] = 0.0 if router_u is None else router_u
+        if service_s is not None and batch_latency is not None:
+            raise ValueError("service_s and batch_latency are two different service models; pick one")
         max_seqs = 1 if service_s is not None else max_num_seqs
         self.rep_i = np.zeros((replicas, PI_SIZE), dtype=np.int64)
         self.rep_f = np.zeros((replicas, PF_SIZE), dtype=np.float64)
@@ -780,12 +938,16 @@ class PoolKernel:
         self.cfg[C_BUDGET] = max_num_batched_tokens
         self.cfg[C_CHUNKED] = 1 if chunked_prefill and service_s is None else 0
         self.cfg[C_PREFIX_CACHING] = 1 if prefix_caching else 0
-        self.cfg[C_MODE] = MODE_SERVICE_TIME if service_s is not None else MODE_ROOFLINE
+        self.cfg[C_MODE] = (MODE_SERVICE_TIME if service_s is not None
+                            else MODE_DYNAMIC_BATCH if batch_latency is not None else MODE_ROOFLINE)
         self.cfg[C_KV_CAPACITY] = kv_capacity_tokens
         self.cfg[C_MAX_MODEL_LEN] = max_model_len
         self.cfg[C_ROUTER] = ROUTERS[router]
         self.cfg[C_CLIENTS] = clients
         self.cfg[C_GROUPS] = groups
+        if batch_latency is not None:
+            params = np.array([batch_latency[0], batch_latency[1], max_queue_delay_s], dtype=np.float64)
+            self.cfg[C_CHUNKED] = 0
         self.params = np.zeros(1) if params is None else params
         self.loop_delay_s = float(loop_delay_s)
         self.now = 0.0
@@ -805,7 +967,7 @@ class PoolKernel:
         self.now = float(t)
 
     def _wake(self, r: int) -> None:
-        if self.rep_i[r, PI_IN_FLIGHT] == 0:
+        if self.rep_i[r, PI_IN_FLIGHT] != BUSY:
             _compose(self.req_i, self.req_f, self.rep_i, self.rep_f, self.running, self.prefilling,
                      self.heap_key, self.heap_req, self.cache_i, self.queues,
                      self.prefix_tokens_of_group, self.glob, self.cfg, self.params, r, self.now)
@@ -828,7 +990,7 @@ class PoolKernel:
 
     def is_idle(self, r: int) -> bool:
         """No running sequence and no iteration in flight."""
-        return self.rep_i[r, PI_RUNNING] == 0 and self.rep_i[r, PI_IN_FLIGHT] == 0
+        return self.rep_i[r, PI_RUNNING] == 0 and self.rep_i[r, PI_IN_FLIGHT] != BUSY
 
     def deactivate(self, r: int) -> None:
         """Take an idle replica offline (its GPUs are released)."""

@@ -78,6 +78,18 @@ def check_model_fits(s: Scenario, catalog: Catalog) -> list[SpecIssue]:
         if gpu is None:
             continue
         path = f"sites.{s.placement.inference}.pools[{i}]"
+        if s.model.service_time is not None:
+            continue  # a plain distribution: nothing to fit
+        if model.kind == "classic":
+            batching = s.model.batching
+            known = {b.gpu for b in model.batch_latency}
+            overridden = batching.latency_a is not None and batching.latency_c_per_item is not None
+            if pool.gpu not in known and not overridden:
+                issues.append(SpecIssue(
+                    f"{path}.gpu", f"the catalog has no batch latency for {s.model.id} on {pool.gpu}", pool.gpu,
+                    f"a GPU with catalog entries ({', '.join(sorted(known)) or 'none'}), or set "
+                    "model.batching.latency_a and model.batching.latency_c_per_item"))
+            continue
         if s.model.precision in ("fp8",) and "fp8" not in gpu.peak_flops:
             issues.append(SpecIssue(
                 "model.precision", f"{pool.gpu} has no fp8 tensor cores", s.model.precision,

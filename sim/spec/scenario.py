@@ -174,7 +174,7 @@ class Serving(Spec):
     max_model_len: int = Field(default=8192, ge=16, description="longest prompt + output a replica accepts")
     kv_cache_precision: Literal["bf16", "fp16", "fp8"] = "bf16"
     block_size: int = Field(default=16, ge=1, description="tokens per KV-cache block")
-    router: Literal["round_robin", "least_outstanding", "random"] = "least_outstanding"
+    router: Literal["round_robin", "least_outstanding", "random", "shared_queue"] = "least_outstanding"
 
 
 class EfficiencyOverride(Spec):
@@ -187,12 +187,33 @@ class EfficiencyOverride(Spec):
     training_mfu: float | None = Field(default=None, gt=0, le=1)
 
 
+class ServiceTime(Spec):
+    """Plain service-time distributions, batch size 1: the M/M/c and M/D/1 of queueing theory."""
+
+    dist: Literal["exponential", "deterministic", "lognormal"]
+    mean: Seconds = Field(gt=0)
+    sigma: float = Field(default=0.5, gt=0, le=4, description="lognormal: sigma of the underlying normal")
+
+
+class DynamicBatching(Spec):
+    """Classic models (kind 'classic'): latency(b) = a + c x b, batches of up to max_batch_size."""
+
+    max_batch_size: int = Field(default=8, ge=1)
+    max_queue_delay: Seconds = Field(default=0.005, ge=0, description="longest wait for a batch to fill")
+    latency_a: Seconds | None = Field(default=None, ge=0, description="overrides the catalog's a")
+    latency_c_per_item: Seconds | None = Field(default=None, ge=0, description="overrides the catalog's c")
+
+
 class ModelSpec(Spec):
     id: str = Field(description="model id from the catalog, e.g. 'llama-3.1-8b'")
     precision: Precision = "bf16"
     tensor_parallel: int = Field(default=1, ge=1, le=64)
     serving: Serving = Field(default_factory=Serving)
     efficiency: EfficiencyOverride = Field(default_factory=EfficiencyOverride)
+    batching: DynamicBatching = Field(default_factory=DynamicBatching)
+    service_time: ServiceTime | None = Field(
+        default=None, description="replace the engine by a service-time distribution (batch size 1)"
+    )
 
 
 # --------------------------------------------------------------------------------------------

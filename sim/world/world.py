@@ -27,7 +27,33 @@ from sim.kernels.roofline import EngineEfficiency, pack_params
 from sim.spec.scenario import Pool, Scenario
 from sim.streams import stream
 from sim.workload import Requests, generate_requests
+from sim.world.network import Network
 from sim.world.serving import ServingPool
+
+UNBOUNDED_TOKENS = 2**40  # "no limit" for service models without a KV cache
+
+
+def service_model(scenario: Scenario, setup: ServingSetup, count: int, seed: int, replication: int) -> dict:
+    """Kernel arguments for the scenario's service model: roofline, distribution or batching."""
+    m = scenario.model
+    if m.service_time is not None:
+        rng = stream(seed, replication, "service_time")
+        spec = m.service_time
+        if spec.dist == "exponential":
+            service = rng.exponential(spec.mean, count)
+        elif spec.dist == "deterministic":
+            service = np.full(count, spec.mean)
+        else:
+            service = rng.lognormal(np.log(spec.mean) - spec.sigma**2 / 2, spec.sigma, count)
+        return {"service_s": service, "kv_capacity_tokens": UNBOUNDED_TOKENS, "max_model_len": UNBOUNDED_TOKENS}
+    if setup.model.kind == "classic":
+        b = m.batching
+        entry = next((e for e in setup.model.batch_latency if e.gpu == setup.gpu_id), None)
+        a = b.latency_a if b.latency_a is not None else entry.a_s  # type: ignore[union-attr]
+        c = b.latency_c_per_item if b.latency_c_per_item is not None else entry.c_s_per_item  # type: ignore[union-attr]
+        return {"batch_latency": (a, c), "max_queue_delay_s": b.max_queue_delay, "max_num_seqs": b.max_batch_size,
+                "max_model_len": UNBOUNDED_TOKENS}
+    return {}
 
 
 @dataclass(frozen=True)
@@ -44,6 +70,7 @@ class Path:
 class ServingSetup:
     site: str
     pool: Pool
+    gpu_id: str
     gpu: GPU
     model: Model
     replicas: int
@@ -77,13 +104,18 @@ def serving_setup(scenario: Scenario) -> ServingSetup:
     model = catalog.models[scenario.model.id]
     m = scenario.model
     tp = m.tensor_parallel
-    memory = replica_memory(model, gpu, m.precision, tp, m.serving.gpu_memory_utilization,
-                            m.serving.max_model_len, m.serving.kv_cache_precision)
     efficiency = engine_efficiency(scenario, gpu)
-    params = pack_params(model, gpu, m.precision, tp, efficiency, m.serving.kv_cache_precision)
+    if model.kind == "transformer":
+        memory = replica_memory(model, gpu, m.precision, tp, m.serving.gpu_memory_utilization,
+                                m.serving.max_model_len, m.serving.kv_cache_precision)
+        kv_tokens = memory.kv_tokens
+        params = pack_params(model, gpu, m.precision, tp, efficiency, m.serving.kv_cache_precision)
+    else:  # classic models hold no KV cache; their service model is dynamic batching
+        kv_tokens = UNBOUNDED_TOKENS
+        params = np.zeros(1)
     return ServingSetup(
-        site=site_name, pool=pool, gpu=gpu, model=model, replicas=pool.capacity // tp,
-        active_replicas=pool.count // tp, tp=tp, kv_capacity_tokens=memory.kv_tokens,
+        site=site_name, pool=pool, gpu_id=pool.gpu, gpu=gpu, model=model, replicas=pool.capacity // tp,
+        active_replicas=pool.count // tp, tp=tp, kv_capacity_tokens=kv_tokens,
         params=params, efficiency=efficiency,
     )
 
@@ -117,18 +149,23 @@ class World:
         setup = self.serving
         serving = scenario.model.serving
         loop_delay = 2 * self.path.one_way_s + self.requests.think_time_s
-        self.kernel = PoolKernel(
-            self.pool_arrival_s, self.requests.prompt_tokens, self.requests.output_tokens,
-            replicas=setup.replicas, active_replicas=setup.active_replicas,
-            max_num_seqs=serving.max_num_seqs, max_num_batched_tokens=serving.max_num_batched_tokens,
-            chunked_prefill=serving.chunked_prefill, kv_capacity_tokens=setup.kv_capacity_tokens,
-            max_model_len=serving.max_model_len, params=setup.params, router=serving.router,
-            prefix_group=self.requests.prefix_group, prefix_tokens=self.requests.prefix_tokens,
-            prefix_caching=serving.prefix_caching,
-            router_u=stream(seed, replication, "router").random(self.requests.count),
-            clients=self.requests.clients, loop_delay_s=loop_delay,
-        )
+        settings = {
+            "replicas": setup.replicas, "active_replicas": setup.active_replicas,
+            "max_num_seqs": serving.max_num_seqs, "max_num_batched_tokens": serving.max_num_batched_tokens,
+            "chunked_prefill": serving.chunked_prefill, "kv_capacity_tokens": setup.kv_capacity_tokens,
+            "max_model_len": serving.max_model_len, "params": setup.params, "router": serving.router,
+            "prefix_group": self.requests.prefix_group, "prefix_tokens": self.requests.prefix_tokens,
+            "prefix_caching": serving.prefix_caching,
+            "router_u": stream(seed, replication, "router").random(self.requests.count),
+            "clients": self.requests.clients, "loop_delay_s": loop_delay,
+        }
+        settings.update(service_model(scenario, setup, self.requests.count, seed, replication))
+        self.kernel = PoolKernel(self.pool_arrival_s, self.requests.prompt_tokens, self.requests.output_tokens,
+                                 **settings)
         self.pool = ServingPool(self.env, f"{setup.site}/{setup.pool.name}", self.kernel, setup.tp)
+        self.network = Network(self.env)
+        for link in scenario.links.values():
+            self.network.add_link(link.ends[0], link.ends[1], link.bandwidth, link.rtt / 2)
 
     def _jitter(self, seed: int, replication: int) -> tuple[np.ndarray, np.ndarray]:
         n = self.requests.count

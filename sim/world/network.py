@@ -1,0 +1,136 @@
+"""Bulk transfers: datasets and model weights moving between sites over shared links.
+
+Request and response payloads cross links FIFO inside a kernel (`sim.kernels.links`); bulk
+transfers are few and long, so they are SimPy processes here. The transfers active on one
+direction of a link share its bandwidth fairly (processor sharing): with n transfers active,
+each progresses at bandwidth / n, and a transfer's share grows as others finish. A transfer
+is done when its last byte has been sent plus the one-way delay. Bulk traffic and request
+traffic do not slow each other down (a simplification: request payloads are small).
+
+Every transfer is recorded (start, end, from, to, data class, bytes, records), so that the
+privacy ledger can account for what left which site.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import simpy
+
+# Bytes left below which a transfer counts as finished (guards float round-off).
+EPSILON_BYTES = 1e-6
+
+
+@dataclass
+class TransferRecord:
+    start_s: float
+    from_site: str
+    to_site: str
+    data_class: str
+    bytes: float
+    records: float
+    purpose: str
+    end_s: float = float("nan")
+
+
+@dataclass
+class _Active:
+    remaining: float
+    done: simpy.Event
+    record: TransferRecord
+
+
+@dataclass
+class LinkDirection:
+    """One direction of a link, shared fairly by the bulk transfers on it."""
+
+    env: simpy.Environment
+    from_site: str
+    to_site: str
+    bandwidth_bytes_per_s: float
+    one_way_s: float
+    active: list[_Active] = field(default_factory=list)
+    _last_s: float = 0.0
+    _generation: int = 0
+
+    def send(self, nbytes: float, data_class: str, records: float = 0.0,
+             purpose: str = "") -> tuple[simpy.Event, TransferRecord]:
+        """Start a transfer; the event fires (with the record) when it has fully arrived."""
+        record = TransferRecord(self.env.now, self.from_site, self.to_site, data_class, float(nbytes),
+                                float(records), purpose)
+        done = self.env.event()
+        self._progress()
+        if nbytes <= EPSILON_BYTES:
+            self._deliver(_Active(0.0, done, record))
+        else:
+            self.active.append(_Active(float(nbytes), done, record))
+        self._reschedule()
+        return done, record
+
+    @property
+    def share_bytes_per_s(self) -> float:
+        return self.bandwidth_bytes_per_s / max(len(self.active), 1)
+
+    def _progress(self) -> None:
+        elapsed = self.env.now - self._last_s
+        if elapsed > 0 and self.active:
+            sent = self.share_bytes_per_s * elapsed
+            for transfer in self.active:
+                transfer.remaining -= sent
+        self._last_s = self.env.now
+
+    def _reschedule(self) -> None:
+        self._generation += 1
+        if not self.active:
+            return
+        shortest = min(t.remaining for t in self.active)
+        delay = max(shortest, 0.0) / self.share_bytes_per_s
+        generation = self._generation
+        timer = self.env.timeout(delay)
+        timer.callbacks.append(lambda _event: self._on_timer(generation))
+
+    def _on_timer(self, generation: int) -> None:
+        if generation != self._generation:
+            return  # the set of transfers changed since this timer was set
+        self._progress()
+        finished = [t for t in self.active if t.remaining <= EPSILON_BYTES * max(1.0, t.record.bytes)]
+        self.active = [t for t in self.active if t not in finished]
+        for transfer in finished:
+            self._deliver(transfer)
+        self._reschedule()
+
+    def _deliver(self, transfer: _Active) -> None:
+        arrival = self.env.timeout(self.one_way_s)
+
+        def land(_event: simpy.Event, transfer: _Active = transfer) -> None:
+            transfer.record.end_s = self.env.now
+            transfer.done.succeed(transfer.record)
+
+        arrival.callbacks.append(land)
+
+
+class Network:
+    """The directions of every link between sites, and the record of bulk transfers."""
+
+    def __init__(self, env: simpy.Environment) -> None:
+        self.env = env
+        self.directions: dict[tuple[str, str], LinkDirection] = {}
+        self.records: list[TransferRecord] = []
+
+    def add_link(self, a: str, b: str, bandwidth_bytes_per_s: float, one_way_s: float) -> None:
+        for src, dst in ((a, b), (b, a)):
+            self.directions[(src, dst)] = LinkDirection(self.env, src, dst, bandwidth_bytes_per_s, one_way_s)
+
+    def transfer(self, src: str, dst: str, nbytes: float, data_class: str, records: float = 0.0,
+                 purpose: str = "") -> simpy.Event:
+        """Move bytes from one site to another; within a site it is instant and unrecorded."""
+        if src == dst:
+            event = self.env.event()
+            event.succeed(None)
+            return event
+        direction = self.directions.get((src, dst))
+        if direction is None:
+            raise KeyError(f"no link joins {src!r} and {dst!r}")
+        done, record = direction.send(nbytes, data_class, records, purpose)
+        self.records.append(record)
+        return done
