@@ -168,7 +168,8 @@ def predict(
     for key, label, scale, unit in (("ttft_s", "TTFT", 1e3, "ms"), ("tpot_s", "TPOT", 1e3, "ms"),
                                     ("e2e_s", "E2E", 1.0, "s"),
                                     ("output_tokens_per_s", "output tokens/s", 1.0, "")):
-        table.add_row(label, f"{answer[key] * scale:,.4g} {unit}")
+        value = answer[key]
+        table.add_row(label, "-" if value is None else f"{value * scale:,.4g} {unit}")
     table.add_row("KV cache", f"{answer['kv_cache_tokens']:,} tokens")
     out.print(table)
 

@@ -92,7 +92,8 @@ def predict(
         "model": model, "gpu": gpu, "gpus": gpus, "precision": precision,
         "input_tokens": input_tokens, "output_tokens": output_tokens,
         "requests": int(n), "completed": int(done.sum()),
-        "ttft_s": float(np.nanmean(ttft[done])), "tpot_s": float(np.nanmean(tpot[done])),
+        "ttft_s": float(np.nanmean(ttft[done])),
+        "tpot_s": float(np.nanmean(tpot[done])) if output_tokens > 1 else None,  # no second token
         "e2e_s": float(np.nanmean(e2e[done])),
         "output_tokens_per_s": float(output_tokens * done.sum() / span) if span > 0 else 0.0,
         "requests_per_s": float(done.sum() / span) if span > 0 else 0.0,

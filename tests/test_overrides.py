@@ -263,3 +263,19 @@ def test_overrides_apply_after_extends(scenarios_dir: Path) -> None:
     """An override beats both the child file and its base."""
     scenario = sim.load_scenario(scenarios_dir / "s1_local.yaml", ["name=mine", "horizon=2h"])
     assert (scenario.name, scenario.horizon) == ("mine", 7200.0)
+
+
+def test_extends_can_switch_an_arrival_process_or_length_distribution(write_yaml, scenarios_dir) -> None:
+    """A child that names another process/dist replaces the base's mapping instead of merging
+    into it, so no field of the old family is left behind as an unknown key."""
+    from sim import load_scenario
+
+    child = write_yaml({
+        "extends": str(scenarios_dir / "s1_local.yaml"),
+        "workload": {"arrivals": {"process": "constant", "rate_per_s": 3},
+                     "prompt_tokens": {"dist": "fixed", "value": 100}},
+    })
+    scenario = load_scenario(child)
+    assert scenario.workload.arrivals.process == "constant"
+    assert scenario.workload.prompt_tokens.dist == "fixed"
+    assert scenario.workload.output_tokens.dist == "lognormal"  # untouched parts still merge

@@ -620,3 +620,16 @@ def test_any_valid_spec_gives_sorted_times_and_bounded_lengths(
         low, high = bounds(spec)
         assert lengths.dtype == np.int32
         assert requests.count == 0 or (lengths.min() >= low and lengths.max() <= high)
+
+
+def test_trace_prompts_already_hold_their_shared_prefix(tmp_path: Path) -> None:
+    """With prefix groups, a trace's prompt lengths are kept: the prefix is the prompt's first
+    tokens (at most all but one), never tokens added on top of what the trace measured."""
+    path = write_csv(tmp_path, azure_rows([0.0, 1.0, 2.0, 3.0], [500, 50, 1, 800], [5, 5, 5, 5]))
+    spec = workload({"process": "trace", "path": str(path)},
+                    prefixes={"groups": 2, "prefix_tokens": 300, "share": 1.0})
+    requests = generate_requests(spec, horizon_s=60.0, seed=3, replication=0)
+    assert requests.prompt_tokens.tolist() == [500, 50, 1, 800]
+    assert requests.prefix_tokens.tolist() == [300, 49, 0, 300]
+    assert requests.prefix_group[2] == -1  # a one-token prompt has no room for a prefix
+    assert (requests.prefix_group[[0, 1, 3]] >= 0).all()

@@ -63,11 +63,26 @@ def parse_yaml(text: str, source: str = "<text>") -> Any:
         ) from None
 
 
+# Keys that say which member of a family a mapping is (arrival process, length distribution,
+# drift kind): a mapping that names another member replaces the base's instead of merging,
+# since the old member's fields mean nothing to the new one.
+FAMILY_KEYS = ("process", "dist", "kind")
+
+
+def _switches_family(base: Mapping[str, Any], top: Mapping[str, Any]) -> bool:
+    return any(key in top and key in base and top[key] != base[key] for key in FAMILY_KEYS)
+
+
 def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge mappings recursively; every other value in `top` replaces the base's."""
+    """Merge mappings recursively; every other value in `top` replaces the base's.
+
+    A mapping that switches family (another `process:`, `dist:` or `kind:`) replaces the
+    base's mapping whole.
+    """
     merged = dict(base)
     for key, value in top.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+        if (isinstance(value, Mapping) and isinstance(merged.get(key), Mapping)
+                and not _switches_family(merged[key], value)):
             merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)

@@ -137,7 +137,13 @@ def generate_requests(
         prefix_group, prefix_tokens = no_prefixes(n)
     else:
         prefix_group, prefix_tokens = assign_prefixes(workload.prefixes, n, stream(seed, replication, "prefixes"))
-        prompt = _add_prefix(prompt, prefix_tokens)
+        if trace_prompt is None:
+            prompt = _add_prefix(prompt, prefix_tokens)
+        else:
+            # a trace's prompt lengths already include any system prompt: the prefix is the
+            # first tokens of the prompt (at most all but one of them), not extra tokens
+            prefix_tokens = np.minimum(prefix_tokens, np.maximum(prompt.astype(np.int32) - 1, 0)).astype(np.int32)
+            prefix_group = np.where(prefix_tokens > 0, prefix_group, -1).astype(np.int32)
 
     closed = spec if isinstance(spec, Concurrency) else None
     return Requests(
