@@ -16,4 +16,21 @@ from sim.experiment import simulate  # noqa: E402
 from sim.result import Result  # noqa: E402
 from sim.spec import Scenario, SpecError, load_scenario  # noqa: E402
 
-__all__ = ["Result", "Scenario", "SpecError", "__version__", "load_scenario", "simulate"]
+
+def detect(detector: str, values, **params):  # noqa: ANN001, ANN201
+    """Indices where a drift detector fires on a stream of values.
+
+    >>> import numpy as np, sim
+    >>> errors = np.r_[np.zeros(2000), np.ones(200)]
+    >>> len(sim.detect("adwin", errors, delta=0.002)) > 0
+    True
+
+    Detectors: adwin, page_hinkley, kswin (River's `river.drift`), ddm, eddm
+    (`river.drift.binary`, 0/1 values) and psi (population stability index). Parameters use
+    River's names. See `sim.world.detectors.detect`.
+    """
+    from sim.world.detectors import detect as run_detect  # River takes a second to import
+
+    return run_detect(detector, values, **params)
+
+__all__ = ["Result", "Scenario", "SpecError", "__version__", "detect", "load_scenario", "simulate"]

@@ -130,8 +130,84 @@ def collect(world: World) -> Result:
         "prefill_s": pool_first - k.dispatch_s,
         "decode_s": pool_done - pool_first,
     })
+    lifecycle = world.lifecycle
+    served = ~np.isnan(pool_first)
+    p_error = np.full(req.count, np.nan)
+    p_error[served] = lifecycle.drift.error_rate(pool_first[served], k.version[served])
+    error = np.zeros(req.count, dtype=bool)
+    error[served] = lifecycle.outcome_u[served] < p_error[served]
+    frame["error_rate"] = p_error
+    frame["error"] = pd.array(np.where(served, error, None), dtype="boolean")
+    frame["labelled"] = ~np.isnan(lifecycle.label_times())
+    tables = lifecycle_tables(world)
     summary = summarise(frame, world)
-    return Result(scenario, world.replication, frame, summary, wall_s=time.perf_counter() - started)
+    summary.update(lifecycle_summary(frame, tables["lifecycle"], world))
+    return Result(scenario, world.replication, frame, summary, tables=tables,
+                  wall_s=time.perf_counter() - started)
+
+
+def lifecycle_tables(world: World) -> dict[str, pd.DataFrame]:
+    lifecycle = world.lifecycle
+    stages = pd.DataFrame(
+        [vars(r) for r in lifecycle.stages],
+        columns=["stage", "start_s", "end_s", "drift_event", "version", "detail"],
+    )
+    stages["duration_s"] = stages["end_s"] - stages["start_s"]
+    holds = pd.DataFrame([vars(h) for h in lifecycle.holds],
+                         columns=["site", "pool", "purpose", "gpus", "start_s", "end_s"])
+    horizon = world.scenario.horizon
+    holds["end_s"] = holds["end_s"].fillna(horizon).clip(upper=horizon)
+    transfers = pd.DataFrame([vars(t) for t in world.network.records],
+                             columns=["start_s", "from_site", "to_site", "data_class", "bytes", "records",
+                                      "purpose", "end_s"])
+    return {"lifecycle": stages, "gpu_holds": holds, "bulk_transfers": transfers}
+
+
+STAGE_ORDER = ("detected", "collect", "upload", "acquire_gpus", "train", "validate", "distribute", "rollout")
+
+
+def lifecycle_summary(frame: pd.DataFrame, stages: pd.DataFrame, world: World) -> dict[str, Any]:
+    """Per drift event: detection delay, stage durations and recovery time (DESIGN.md §2)."""
+    drift = world.lifecycle.drift
+    base = drift.base
+    horizon = world.scenario.horizon
+    events: list[dict[str, Any]] = []
+    for i, event in enumerate(drift.events):
+        if event.at >= horizon:
+            continue
+        mine = stages[stages["drift_event"] == i]
+        detected = mine.loc[mine["stage"] == "detected", "start_s"]
+        recovered = mine.loc[mine["stage"] == "recovered", "end_s"]
+        durations = {stage: float(mine.loc[mine["stage"] == stage, "duration_s"].sum())
+                     for stage in STAGE_ORDER[1:] if (mine["stage"] == stage).any()}
+        events.append({
+            "drift_event": i, "kind": event.kind, "onset_s": event.at,
+            "detected_s": float(detected.min()) if len(detected) else None,
+            "detection_delay_s": float(detected.min() - event.at) if len(detected) else None,
+            "recovered_s": float(recovered.min()) if len(recovered) else None,
+            "recovery_time_s": float(recovered.min() - event.at) if len(recovered) else None,
+            "stages_s": durations,
+        })
+    served = frame["error_rate"].notna()
+    excess = (frame.loc[served, "error_rate"] - base).clip(lower=0.0)
+    degraded = int((excess > 1e-12).sum())
+    # area under the excess-error curve: mean excess of the requests served in each minute
+    served_at = (frame.loc[served, "dispatch_s"] + frame.loc[served, "prefill_s"]).to_numpy()
+    minute = np.floor(served_at / 60.0).astype(np.int64)
+    area = float(pd.Series(excess.to_numpy()).groupby(minute).mean().sum() * 60.0) if len(minute) else 0.0
+    first = events[0] if events else {}
+    errors = frame["error"].dropna()
+    return {
+        "detection_delay_s": first.get("detection_delay_s"),
+        "recovery_time_s": first.get("recovery_time_s"),
+        "recovered": bool(first.get("recovered_s") is not None) if events else None,
+        "degraded_requests": degraded,
+        "excess_error_area_s": area,
+        "error_rate_observed": float(errors.mean()) if len(errors) else None,
+        "detections": len(world.lifecycle.detections),
+        "drift_events": events,
+        "lifecycle_stages_s": first.get("stages_s", {}),
+    }
 
 
 def summarise(frame: pd.DataFrame, world: World) -> dict[str, Any]:

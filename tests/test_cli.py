@@ -42,7 +42,7 @@ def test_validate_summarises_the_resolved_scenario(runner: CliRunner) -> None:
     """The summary names the sites, the link, the model sizing, the workload and the placement."""
     result = runner.invoke(app, ["validate", str(SCENARIOS_DIR / "s3_local_training.yaml")])
     assert result.exit_code == 0, result.output
-    for text in ("site premises (private)", "link wan", "llama-3.1-8b", "poisson at 2 req/s",
+    for text in ("site premises (private)", "link wan", "llama-3.1-8b", "poisson at 3 req/s",
                  "training=premises", "horizon 1d"):
         assert text in result.stdout
 

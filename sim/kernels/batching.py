@@ -18,23 +18,28 @@ picks a queue: `shared_queue` puts every request in one FIFO that all replicas p
 `round_robin` cycles over active replicas; `least_outstanding` picks the active replica with
 the fewest dispatched-but-unfinished requests (lowest index on ties); `random` picks active
 replica floor(u x n_active) with u drawn per request up front. With no active replica the
-request waits in the shared queue. Then every idle active replica (in index order) tries to
-start an iteration at that time.
+request waits in the shared queue. Then the chosen replica, if idle, tries to start an
+iteration at that time; for the shared queue, idle active replicas try in index order until
+the queue is empty.
 
 Iteration composition (when a replica is idle and woken, or when its iteration ends), with
 token budget B = max_num_batched_tokens and at most S = max_num_seqs running sequences:
  1. KV for decoding: every decoding sequence writes one KV token this iteration. While the
     decoding count d does not fit (kv_used + d > capacity), evict the least recently used
     unreferenced cached prefix; if none, preempt the newest running sequence (recompute: it
-    frees its KV, keeps the tokens it generated, and goes back to the head of its queue).
+    frees its KV, keeps the tokens it generated, and goes back to the head of its replica's
+    own queue, even if it came from the shared queue). The d tokens are then taken.
  2. Chunked prefill on: the decoding sequences take d tokens of the budget; sequences already
     in prefill continue in admission order, each taking min(remaining prompt, budget left);
     then new sequences are admitted (own queue first, then the shared queue; FIFO) while
     fewer than S run, budget is left, and KV holds their whole prompt (after evicting
     unreferenced cached prefixes if needed); each takes min(prompt, budget left).
+    Every decoding sequence decodes even if d exceeds the budget.
     Chunked prefill off (prefill first): if the queue head can be admitted (S, KV, and its
     whole prompt within the budget, or it is alone), the iteration is prefill only: admit
-    FIFO while they fit, whole prompts; otherwise it decodes every decoding sequence.
+    FIFO while they fit, whole prompts; otherwise it decodes every decoding sequence. The
+    budget check counts the whole prompt; only the tokens computed (not a cached prefix)
+    use the budget up.
  3. An empty batch leaves the replica idle. Otherwise the iteration ends after
     `step_time(...)` (sim.kernels.roofline), or, in service-time mode, after the service
     time of its single request.
@@ -43,8 +48,11 @@ A draining or offline replica admits nothing; a draining one finishes what it ru
 Prefix caching. A request in prefix group g whose prefix is cached on the replica skips the
 prefix's prefill and holds no KV for it (it references the cached copy). A request that
 computes the prefix hands those KV tokens to the cache when its prefill completes (unless the
-prefix was cached meanwhile). Cached prefixes count against KV capacity; only unreferenced
-ones are evicted, least recently used first (use = admission of a request that hits it).
+prefix was cached meanwhile, or the prefix is not shorter than what was prefilled; hand-offs
+in one iteration go in admission order). The last prompt token is always computed, even when
+the whole prompt is a cached prefix. Cached prefixes count against KV capacity; only
+unreferenced ones are evicted, least recently used first (a use is a hand-off or the
+admission of a request that hits it).
 
 Iteration end. Chunks advance; a sequence whose prefill completes produces its first token
 (first_token = end time, if it had none yet) and starts decoding; every sequence that was
@@ -58,11 +66,13 @@ Service models. Besides the roofline (LLMs, continuous batching), two simpler on
 the same queues: *service-time* mode (batch size 1, each request's service time drawn up
 front; how queueing theory checks the engine) and *dynamic batching* for classic models
 (CNN/BERT classifiers): an idle replica starts a batch of up to S queued requests when S are
-waiting or when the oldest has waited `max_queue_delay` since arriving at the pool, and the
+waiting or when the head of its queue (its own, else the shared one) has waited
+`max_queue_delay` since arriving at the pool, and the
 batch takes a + c x b seconds; all its requests complete (first token = done) at its end.
 
 Closed loop (clients > 0): requests beyond the first `clients` have no arrival time; when a
-request completes at time t, the next unreleased request arrives at t + loop_delay.
+request completes (or is rejected) at time t, the next unreleased request arrives at
+t + loop_delay; pending arrivals are kept in time order.
 
 Per request the kernel records the replica, the time it was first scheduled (dispatch), the
 first token, completion, the model version of the replica when it was last admitted, its
@@ -402,7 +412,7 @@ def _try_admit(req_i, req_f, rep_i, running, prefilling, cache_i, prefix_tokens_
     group = req_i[i, RI_GROUP]
     caching = cfg[C_PREFIX_CACHING] == 1 and group >= 0
     if caching and cache_i[r, group, K_CACHED] == 1:
-        shared = req_i[i, RI_PREFIX]
+        shared = min(req_i[i, RI_PREFIX], req_i[i, RI_TARGET] - 1)  # recompute at least the last token
     need = req_i[i, RI_TARGET] - shared
     while rep_i[r, PI_KV_USED] + need > kv_cap:
         if not _evict_one(rep_i, cache_i, r, prefix_tokens_of_group, cfg[C_GROUPS]):
@@ -535,6 +545,8 @@ def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, q
     decodes = rep_i[r, PI_DECODING]
     admitting = rep_i[r, PI_STATE] == ACTIVE or queues[r, 0] >= 0
     if cfg[C_CHUNKED] == 1:
+        # the decoding sequences' KV tokens are taken before any prompt is admitted
+        rep_i[r, PI_KV_USED] += decodes
         left = budget - decodes
         # 2a. continuing prefills, in admission order
         for k in range(rep_i[r, PI_PREFILLING]):
@@ -603,7 +615,8 @@ def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, q
         rep_f[r, PF_BUSY_UNTIL] = INF
         return False
     logit_tokens += decodes
-    rep_i[r, PI_KV_USED] += decodes
+    if cfg[C_CHUNKED] == 0:
+        rep_i[r, PI_KV_USED] += decodes
     rep_i[r, PI_ITER_DECODES] = decodes
     if cfg[C_MODE] == MODE_SERVICE_TIME:
         dt = req_f[prefilling[r, 0], RF_SERVICE] if rep_i[r, PI_PREFILLING] > 0 else 0.0
@@ -617,6 +630,22 @@ def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, q
     return True
 
 
+@njit(cache=True)
+def _release_next(req_f, order, glob, t):
+    """Closed loop: the next unreleased request arrives at t; pending arrivals stay in time order."""
+    if glob[G_NEXT_UNRELEASED] >= order.shape[0]:
+        return
+    nxt = glob[G_NEXT_UNRELEASED]
+    glob[G_NEXT_UNRELEASED] = nxt + 1
+    req_f[nxt, RF_ARRIVAL] = t
+    pos = glob[G_RELEASED]
+    while pos > glob[G_NEXT_ARRIVAL] and req_f[order[pos - 1], RF_ARRIVAL] > t:
+        order[pos] = order[pos - 1]
+        pos -= 1
+    order[pos] = nxt
+    glob[G_RELEASED] += 1
+
+
 @njit(cache=True, inline="always")
 def _complete(req_i, req_f, rep_i, running, cache_i, order, glob, cfg, r, i, t, loop_delay):
     req_i[i, RI_STATUS] = DONE
@@ -625,12 +654,8 @@ def _complete(req_i, req_f, rep_i, running, cache_i, order, glob, cfg, r, i, t, 
     _release_prefix(req_i, cache_i, r, i)
     _drop_running(req_i, rep_i, running, r, i)
     rep_i[r, PI_OUTSTANDING] -= 1
-    if cfg[C_CLIENTS] > 0 and glob[G_NEXT_UNRELEASED] < order.shape[0]:
-        nxt = glob[G_NEXT_UNRELEASED]
-        glob[G_NEXT_UNRELEASED] = nxt + 1
-        req_f[nxt, RF_ARRIVAL] = t + loop_delay
-        order[glob[G_RELEASED]] = nxt
-        glob[G_RELEASED] += 1
+    if cfg[C_CLIENTS] > 0:
+        _release_next(req_f, order, glob, t + loop_delay)
 
 
 @njit(cache=True)
@@ -798,12 +823,8 @@ def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
             if total > cfg[C_MAX_MODEL_LEN] or total > kv_cap:
                 req_i[i, RI_STATUS] = REJECTED
                 req_f[i, RF_DONE] = ta
-                if cfg[C_CLIENTS] > 0 and glob[G_NEXT_UNRELEASED] < order.shape[0]:
-                    nxt = glob[G_NEXT_UNRELEASED]
-                    glob[G_NEXT_UNRELEASED] = nxt + 1
-                    req_f[nxt, RF_ARRIVAL] = ta + loop_delay
-                    order[glob[G_RELEASED]] = nxt
-                    glob[G_RELEASED] += 1
+                if cfg[C_CLIENTS] > 0:
+                    _release_next(req_f, order, glob, ta + loop_delay)
                 continue
             q = _route(req_i, req_f, rep_i, cfg, glob, i)
             req_i[i, RI_STATUS] = WAITING
@@ -925,7 +946,7 @@ class PoolKernel:
         if clients > 0:
             self.order = np.full(n, -1, dtype=np.int64)
             first = min(clients, n)
-            self.order[:first] = np.arange(first)
+            self.order[:first] = np.argsort(arrival_s[:first], kind="stable")
             self.glob[G_RELEASED] = first
             self.glob[G_NEXT_UNRELEASED] = first
         else:

@@ -262,9 +262,21 @@ def check_bounds(s: Scenario) -> list[SpecIssue]:
     return issues
 
 
+def check_monitor(s: Scenario) -> list[SpecIssue]:
+    """The detector must know its parameters and suit the monitored signal."""
+    if s.placement.monitoring == NONE_SITE:
+        return []
+    from sim.world.detectors import check_params, check_signal  # River is slow to import
+
+    monitor = s.lifecycle.monitor
+    issues = check_params(monitor.detector, dict(monitor.params))
+    signal = check_signal(monitor.detector, monitor.signal)
+    return issues + ([signal] if signal is not None else [])
+
+
 def check_scenario(s: Scenario, catalog: Catalog) -> list[SpecIssue]:
     issues = check_bounds(s) + check_sites_named(s) + check_catalog_ids(s, catalog)
-    issues += check_data_classes(s) + check_files(s) + check_prices(s, catalog)
+    issues += check_data_classes(s) + check_files(s) + check_prices(s, catalog) + check_monitor(s)
     if issues:  # the checks below assume names resolve
         return issues
     return check_model_fits(s, catalog) + check_links(s) + check_training(s) + check_cloud_pools(s, catalog)

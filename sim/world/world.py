@@ -27,6 +27,7 @@ from sim.kernels.roofline import EngineEfficiency, pack_params
 from sim.spec.scenario import Pool, Scenario
 from sim.streams import stream
 from sim.workload import Requests, generate_requests
+from sim.world.lifecycle import Lifecycle
 from sim.world.network import Network
 from sim.world.serving import ServingPool
 
@@ -166,6 +167,7 @@ class World:
         self.network = Network(self.env)
         for link in scenario.links.values():
             self.network.add_link(link.ends[0], link.ends[1], link.bandwidth, link.rtt / 2)
+        self.lifecycle = Lifecycle(self)
 
     def _jitter(self, seed: int, replication: int) -> tuple[np.ndarray, np.ndarray]:
         n = self.requests.count
@@ -196,6 +198,7 @@ class World:
         from sim.result import collect
 
         self.env.process(self._clock(slices, on_progress))
+        self.lifecycle.start()
         self.env.run(until=self.scenario.horizon)
         self.pool.kernel.advance_to(self.scenario.horizon)
         return collect(self)

@@ -1,0 +1,442 @@
+"""The model lifecycle: drift, monitoring, retraining and rollout, as SimPy processes.
+
+**Drift.** The scenario's drift events raise the error rate of any model version that has not
+been adapted to them: abrupt (a step at `at`), gradual (a linear ramp over `duration`) or
+recurring (a window of `duration` every `period`). A version *covers* an event when it was
+trained on data collected after the event's onset (or is a vendor release that fixes drift).
+The error rate of version v at time t is
+
+    p(t, v) = base + max over events e not covered by v of (e.error_rate - base) x ramp_e(t)
+
+Each request's outcome is drawn once, in bulk, from its own stream: error_i = u_i < p(t_i, v_i)
+with t_i the time its first token was produced and v_i the version that served it, so every
+scenario sees the same u_i (common random numbers). A label-free monitor watches an input
+feature instead: x_i = z_i + shift(arrival_i), z_i ~ N(0, 1), shift = sum of the active
+events' `feature_shift` (inputs drift whatever model serves them).
+
+**Monitoring.** Every `interval` the monitor advances the serving pool, takes the outcomes
+whose labels have arrived (a `label_fraction` of requests, `label_delay` after completion) or
+the features of the requests that arrived, in order, and feeds them to the detector
+(`sim.world.detectors`). Where monitoring sits decides what travels to it: a monitor at
+another site receives telemetry aggregates, or copies of every request and response.
+
+**Recovery** (one pipeline at a time, each stage logged with its start and end):
+detected -> collect N labelled samples after detection -> upload them to where training
+data is kept and on to the training site -> acquire training GPUs (taken from serving on a
+shared pool: replicas drain first; an elastic cloud pool provisions them) -> train
+(`sim.kernels.training`) -> validate -> release GPUs -> distribute the artifact to the
+registry and the serving site -> roll it out (rolling: drain, reload and restart one replica
+at a time; blue-green: start new replicas on spare GPUs, then retire the old ones).
+Recovery time = rollout complete - onset of the drift event the detection belonged to.
+
+**Vendor updates** (no in-house training): a release every `cadence`, rolled out after the
+`import_lead_time`; it covers the drift only if the scenario says it fixes it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import simpy
+
+from sim.kernels.batching import DONE
+from sim.kernels.training import adapter_bytes, training_time_s, training_tokens
+from sim.spec.scenario import NONE_SITE, AbruptDrift, GradualDrift, RecurringDrift, Scenario
+from sim.streams import stream
+
+if TYPE_CHECKING:
+    from sim.world.world import World
+
+TELEMETRY_AGGREGATE_BYTES = 4096.0  # one summary record per monitoring interval
+
+
+# ------------------------------------------------------------------------------------------
+# Drift and model versions
+# ------------------------------------------------------------------------------------------
+
+
+def ramp(event: AbruptDrift | GradualDrift | RecurringDrift, t: np.ndarray) -> np.ndarray:
+    """How far drift event `event` has developed at times t (0 before onset, 1 in full)."""
+    if isinstance(event, AbruptDrift):
+        return (t >= event.at).astype(np.float64)
+    if isinstance(event, GradualDrift):
+        return np.clip((t - event.at) / event.duration, 0.0, 1.0)
+    phase = np.mod(t - event.at, event.period)
+    return ((t >= event.at) & (phase < event.duration)).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    version: int
+    created_s: float
+    origin: str  # "initial", "retrained" or "vendor"
+    covers: frozenset[int]  # indices of the drift events this version is adapted to
+
+
+@dataclass
+class DriftModel:
+    """Error rates of model versions over time, from the scenario's drift schedule."""
+
+    scenario: Scenario
+    versions: dict[int, ModelVersion] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.base = self.scenario.lifecycle.base_error_rate
+        self.events = list(self.scenario.lifecycle.drift)
+        self.versions[0] = ModelVersion(0, 0.0, "initial", frozenset())
+
+    def add_version(self, created_s: float, origin: str, covers: frozenset[int]) -> ModelVersion:
+        version = ModelVersion(len(self.versions), created_s, origin, covers)
+        self.versions[version.version] = version
+        return version
+
+    def onsets_before(self, t: float) -> frozenset[int]:
+        return frozenset(i for i, e in enumerate(self.events) if e.at <= t)
+
+    def error_rate(self, t: np.ndarray, version: np.ndarray) -> np.ndarray:
+        """p(t_i, v_i) for arrays of times and versions (vectorised per version and event)."""
+        t = np.asarray(t, dtype=np.float64)
+        version = np.asarray(version)
+        p = np.full(t.shape, self.base)
+        for v in np.unique(version):
+            if v < 0:
+                continue
+            mask = version == v
+            known = self.versions.get(int(v))
+            covered = known.covers if known is not None else frozenset()  # set by hand: adapted to nothing
+            excess = np.zeros(int(mask.sum()))
+            for i, event in enumerate(self.events):
+                if i in covered:
+                    continue
+                excess = np.maximum(excess, (event.error_rate - self.base) * ramp(event, t[mask]))
+            p[mask] = self.base + excess
+        return p
+
+    def feature_shift(self, t: np.ndarray) -> np.ndarray:
+        shift = np.zeros(np.shape(t))
+        for event in self.events:
+            shift += event.feature_shift * ramp(event, np.asarray(t, dtype=np.float64))
+        return shift
+
+
+# ------------------------------------------------------------------------------------------
+# The lifecycle processes
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StageRecord:
+    stage: str
+    start_s: float
+    end_s: float
+    drift_event: int
+    version: int
+    detail: str = ""
+
+
+@dataclass
+class GpuHold:
+    """GPUs held for a purpose over an interval (for utilisation and cost)."""
+
+    site: str
+    pool: str
+    purpose: str  # "serving", "retraining", "provisioning"
+    gpus: int
+    start_s: float
+    end_s: float = math.nan
+
+
+class Lifecycle:
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.env: simpy.Environment = world.env
+        self.scenario = world.scenario
+        self.spec = self.scenario.lifecycle
+        self.drift = DriftModel(self.scenario)
+        n = world.requests.count
+        seed, rep = self.scenario.seed, world.replication
+        self.outcome_u = stream(seed, rep, "outcomes").random(n)
+        self.label_u = stream(seed, rep, "labels").random(n)
+        self.feature_z = stream(seed, rep, "features").standard_normal(n)
+        self.stages: list[StageRecord] = []
+        self.holds: list[GpuHold] = []
+        self.detections: list[float] = []
+        self.busy = False  # a recovery pipeline is running
+        self._fed_until = 0.0
+        self._epoch_s = 0.0  # the monitor judges only requests served since the last rollout
+        self._detector_seed = int(stream(seed, rep, "detector").integers(2**31))
+        self.detector = None
+        self.pending_event: int | None = None
+        if self.scenario.placement.monitoring != NONE_SITE:
+            self.detector = self._new_detector()
+
+    def _new_detector(self):  # noqa: ANN202
+        from sim.world.detectors import make_detector
+
+        monitor = self.spec.monitor
+        return make_detector(monitor.detector, dict(monitor.params), seed=self._detector_seed)
+
+    def new_epoch(self) -> None:
+        """A new model version serves: start a fresh detector on requests it serves."""
+        if self.detector is not None:
+            self.detector = self._new_detector()
+        self._epoch_s = self.env.now
+
+    # -- starting ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.detector is not None:
+            self.env.process(self._monitor())
+        if self.spec.vendor_updates is not None:
+            self.env.process(self._vendor_updates())
+
+    def log(self, stage: str, start: float, end: float, event: int, version: int, detail: str = "") -> None:
+        self.stages.append(StageRecord(stage, start, end, event, version, detail))
+
+    # -- outcomes ---------------------------------------------------------------------------
+
+    def served_at(self) -> np.ndarray:
+        """When each request was served (its first token at the pool); NaN if never."""
+        return self.world.kernel.first_token_s
+
+    def outcomes(self, index: np.ndarray) -> np.ndarray:
+        """Error (True) or correct for requests already served, drawn from their own stream."""
+        p = self.drift.error_rate(self.served_at()[index], self.world.kernel.version[index])
+        return self.outcome_u[index] < p
+
+    def label_times(self) -> np.ndarray:
+        k = self.world.kernel
+        labelled = (self.label_u < self.spec.monitor.label_fraction) & (k.status == DONE)
+        return np.where(labelled, k.done_s + self.spec.monitor.label_delay, np.nan)
+
+    # -- monitor ----------------------------------------------------------------------------
+
+    def _signal_since(self, start: float, end: float) -> tuple[np.ndarray, np.ndarray]:
+        """The monitored values that became available in (start, end], in order."""
+        if self.spec.monitor.signal == "feature":
+            arrival = self.world.kernel.arrival_s
+            index = np.flatnonzero((arrival > start) & (arrival <= end))
+            index = index[np.argsort(arrival[index], kind="stable")]
+            values = self.feature_z[index] + self.drift.feature_shift(arrival[index])
+            return index, values
+        labels = self.label_times()
+        index = np.flatnonzero((labels > start) & (labels <= end) & (self.served_at() >= self._epoch_s))
+        index = index[np.argsort(labels[index], kind="stable")]
+        return index, self.outcomes(index).astype(np.float64)
+
+    def _monitor(self) -> Generator[simpy.Event, Any, None]:
+        from sim.world.detectors import feed
+
+        interval = self.spec.monitor.interval
+        placement = self.scenario.placement
+        while True:
+            yield self.env.timeout(interval)
+            self.world.pool.sync()
+            now = self.env.now
+            index, values = self._signal_since(self._fed_until, now)
+            self._fed_until = now
+            self._send_monitoring_data(index)
+            fired = feed(self.detector, values)
+            if not fired or self.busy:
+                continue
+            self.detections.append(now)
+            event = self._drift_event_for(now)
+            self.log("detected", now, now, event, -1, f"{self.spec.monitor.detector} on {len(values)} values")
+            if placement.training != NONE_SITE:
+                self.busy = True
+                self.env.process(self._recover(now, event))
+
+    def serving_version(self) -> ModelVersion:
+        """The newest version any replica serves (a version set by hand counts as the initial)."""
+        newest = int(max(self.world.pool.version))
+        return self.drift.versions.get(newest, self.drift.versions[0])
+
+    def _drift_event_for(self, t: float) -> int:
+        """The latest drift event with onset before t that the serving model does not cover, or -1."""
+        serving = self.serving_version()
+        candidates = [i for i, e in enumerate(self.drift.events) if e.at <= t and i not in serving.covers]
+        return max(candidates, key=lambda i: self.drift.events[i].at) if candidates else -1
+
+    def _send_monitoring_data(self, index: np.ndarray) -> None:
+        placement = self.scenario.placement
+        inference, monitoring = placement.inference, placement.monitoring
+        if monitoring in (inference, NONE_SITE):
+            return
+        network = self.world.network
+        if placement.monitoring_sees == "aggregates":
+            network.transfer(inference, monitoring, TELEMETRY_AGGREGATE_BYTES, "telemetry_aggregate", 1,
+                             "monitoring")
+        elif len(index):
+            w = self.world
+            network.transfer(inference, monitoring, float(w.request_bytes[index].sum()),
+                             self.scenario.workload.data_class, len(index), "monitoring")
+            network.transfer(inference, monitoring, float(w.response_bytes[index].sum()),
+                             self.scenario.workload.response_data_class, len(index), "monitoring")
+
+    # -- recovery ---------------------------------------------------------------------------
+
+    def _collect(self, since: float, samples: int) -> Generator[simpy.Event, Any, float]:
+        """Wait until `samples` labels have arrived after `since`; returns when that happened."""
+        poll = min(self.spec.monitor.interval, 60.0)
+        while True:
+            self.world.pool.sync()
+            labels = self.label_times()
+            arrived = np.sort(labels[(labels > since) & (labels <= self.env.now)])
+            if len(arrived) >= samples:
+                return float(arrived[samples - 1])
+            yield self.env.timeout(poll)
+
+    def _recover(self, detected: float, event: int) -> Generator[simpy.Event, Any, None]:
+        s = self.scenario
+        p = s.placement
+        r = self.spec.retraining
+        w = self.world
+        catalog = s.resolved_catalog
+        model = catalog.models[s.model.id]
+        # collect
+        start = self.env.now
+        collected = yield from self._collect(detected, r.samples)
+        self.log("collect", start, self.env.now, event, -1, f"{r.samples} labelled samples (last at {collected:.0f} s)")
+        covers = self.drift.onsets_before(detected) | self.serving_version().covers
+        # upload
+        start = self.env.now
+        uploaded = max(1, round(r.samples * p.training_sample))
+        nbytes = uploaded * self.spec.monitor.record_bytes
+        origin = s.workload.origin
+        if p.training_data not in (NONE_SITE, origin):
+            yield w.network.transfer(origin, p.training_data, nbytes, "labelled_sample", uploaded, "training data")
+        source = p.training_data if p.training_data != NONE_SITE else origin
+        if source != p.training:
+            yield w.network.transfer(source, p.training, nbytes, "labelled_sample", uploaded, "training data")
+        self.log("upload", start, self.env.now, event, -1, f"{uploaded} samples, {nbytes:.0f} bytes")
+        # GPUs
+        start = self.env.now
+        release = yield from self._acquire_training_gpus(r.gpus)
+        self.log("acquire_gpus", start, self.env.now, event, -1, f"{r.gpus} GPUs at {p.training}")
+        # train
+        start = self.env.now
+        train_pool = self._training_pool()
+        gpu = catalog.gpus[train_pool.gpu]
+        training_mfu = s.model.efficiency.training_mfu or gpu.efficiency.training_mfu
+        tokens = training_tokens(uploaded, r.tokens_per_sample, r.epochs)
+        yield self.env.timeout(training_time_s(model, gpu, r.method, tokens, r.gpus, training_mfu,
+                                               r.scaling_efficiency))
+        self.log("train", start, self.env.now, event, -1, f"{r.method}, {tokens:.3g} tokens on {r.gpus}x {train_pool.gpu}")
+        release()
+        start = self.env.now
+        yield self.env.timeout(r.validation)
+        self.log("validate", start, self.env.now, event, -1)
+        version = self.drift.add_version(self.env.now, "retrained", covers)
+        # distribute
+        start = self.env.now
+        artifact = self._artifact_bytes(model)
+        if p.training != p.model_registry:
+            yield w.network.transfer(p.training, p.model_registry, artifact, "model_weights", 1, "artifact")
+        if p.model_registry != p.inference:
+            yield w.network.transfer(p.model_registry, p.inference, artifact, "model_weights", 1, "artifact")
+        self.log("distribute", start, self.env.now, event, version.version, f"{artifact:.3g} bytes")
+        start = self.env.now
+        yield from self._rollout(version.version, artifact)
+        self.log("rollout", start, self.env.now, event, version.version, self.spec.deployment.rollout)
+        self.log("recovered", self.env.now, self.env.now, event, version.version)
+        self.new_epoch()
+        self.busy = False
+
+    def _artifact_bytes(self, model) -> float:  # noqa: ANN001
+        if self.spec.deployment.artifact == "adapter" and self.spec.retraining.method == "lora":
+            return adapter_bytes(model, self.spec.retraining.lora_rank)
+        return model.weight_bytes(self.scenario.model.precision)
+
+    def _training_pool(self):  # noqa: ANN202
+        site = self.scenario.sites[self.scenario.placement.training]
+        return next(pool for pool in site.pools if "training" in pool.roles and pool.capacity > 0)
+
+    def _acquire_training_gpus(self, gpus: int) -> Generator[simpy.Event, Any, Any]:
+        """Hold `gpus` training GPUs; returns a function that gives them back."""
+        s = self.scenario
+        site = s.placement.training
+        pool = self._training_pool()
+        serving = self.world.serving
+        if site == serving.site and pool.name == serving.pool.name:
+            # a shared pool: take whole replicas from serving, each after it drains
+            replicas = math.ceil(gpus / serving.tp)
+            active = self.world.pool.active_replicas()
+            taken = sorted(active, reverse=True)[: min(replicas, max(len(active) - 1, 0))]
+            for r in taken:
+                self.world.pool.drain(r)
+            for r in taken:
+                yield from self.world.pool.wait_idle(r)
+                self.world.pool.release(r)
+            hold = GpuHold(site, pool.name, "retraining", len(taken) * serving.tp, self.env.now)
+            self.holds.append(hold)
+
+            def give_back() -> None:
+                hold.end_s = self.env.now
+                for r in taken:
+                    self.world.pool.activate(r, int(self.world.pool.version[r]))
+
+            return give_back
+        if pool.elastic and pool.count < gpus:
+            start = self.env.now
+            yield self.env.timeout(pool.provisioning_delay)
+            self.holds.append(GpuHold(site, pool.name, "provisioning", gpus, start, self.env.now))
+        hold = GpuHold(site, pool.name, "retraining", gpus, self.env.now)
+        self.holds.append(hold)
+
+        def release() -> None:
+            hold.end_s = self.env.now
+
+        return release
+
+    def _rollout(self, version: int, artifact: float) -> Generator[simpy.Event, Any, None]:
+        pool = self.world.pool
+        reload_s = artifact / self.spec.deployment.load_bandwidth  # an adapter loads in a blink
+        active = pool.active_replicas()
+        spare = [r for r in range(pool.replicas) if pool.is_offline(r) and r not in active]
+        if self.spec.deployment.rollout == "blue_green" and len(spare) >= len(active):
+            new = spare[: len(active)]
+            yield self.env.timeout(reload_s)
+            for r in new:
+                pool.activate(r, version)
+            for r in active:
+                pool.drain(r)
+            for r in active:
+                yield from pool.wait_idle(r)
+                pool.release(r)
+            return
+        for r in active:
+            pool.drain(r)
+            yield from pool.wait_idle(r)
+            pool.release(r)
+            yield self.env.timeout(reload_s)
+            pool.activate(r, version)
+        # replicas taken offline meanwhile (e.g. by training) restart on the new version
+        for r in range(pool.replicas):
+            if pool.version[r] != version:
+                pool.set_version(r, version)
+
+    # -- vendor updates ---------------------------------------------------------------------
+
+    def _vendor_updates(self) -> Generator[simpy.Event, Any, None]:
+        vendor = self.spec.vendor_updates
+        assert vendor is not None
+        release = vendor.first_at
+        while True:
+            if release > self.env.now:
+                yield self.env.timeout(release - self.env.now)
+            start = self.env.now
+            yield self.env.timeout(vendor.import_lead_time)
+            covers = self.drift.onsets_before(start) if vendor.fixes_drift else frozenset()
+            serving = self.serving_version()
+            version = self.drift.add_version(self.env.now, "vendor", covers | serving.covers)
+            self.log("vendor_import", start, self.env.now, -1, version.version)
+            begin = self.env.now
+            model = self.scenario.resolved_catalog.models[self.scenario.model.id]
+            yield from self._rollout(version.version, model.weight_bytes(self.scenario.model.precision))
+            self.log("vendor_rollout", begin, self.env.now, -1, version.version)
+            self.new_epoch()
+            release += vendor.cadence

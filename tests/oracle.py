@@ -1,0 +1,668 @@
+"""The serving pool written the slow, obvious way: a pure-SimPy reference model (the oracle).
+
+`sim.kernels.batching` runs a serving pool as a numba kernel over arrays, with O(1)
+bookkeeping (a decode-step counter, a completion heap, decode run-ahead) that is fast but easy
+to get subtly wrong. This module implements the same semantics, as stated in that module's
+docstring, with nothing clever in it: every request is a SimPy process that arrives at its
+time, is dispatched by the router, waits to be admitted and waits for its completion; every
+replica is a SimPy process that composes an iteration, `yield`s for the iteration's duration
+and applies its effects. Each sequence counts its own generated tokens, one per iteration in
+which it decodes, and its own KV tokens, one per token written. For identical inputs the
+kernel and the oracle must give identical per-request times (tests/test_serving_oracle.py).
+All three service models are here: the roofline (continuous batching), service time and
+dynamic batching.
+
+Only the status codes are imported from the kernel module; the iteration time comes from the
+very same `sim.kernels.roofline.step_time` (or from the request's service time, or from
+a + c x b), so that any difference is a difference in the batching semantics.
+
+How the event order of the docstring is reproduced. SimPy processes events in the order
+(time, priority, insertion), and code after a `yield` runs while the awaited event is
+processed. The oracle gives every event that matters an explicit priority:
+
+    WAKE           (-1)  an idle replica woken by an arrival (or by its batching timer)
+                         composes before anything else happens at that time, so it is as if
+                         the arrival itself had started the iteration: the next arrival at the
+                         same time already sees the replica busy;
+    ARRIVAL        (0)   arrivals; SimPy's process start (Initialize) has this priority too.
+                         Open-loop request processes are started in index order at time 0 and
+                         at once schedule their arrival, so equal-time arrivals are taken in
+                         request-index order; a closed-loop request released later is started
+                         then, after every arrival already scheduled (release order, which is
+                         also index order);
+    NOTICE         (1)   admitted / first token / completed notices to request processes
+                         (they only record times and, in a closed loop, release the next
+                         request; they come before any other replica's iteration end);
+    ITERATION_END  (2 + r)  replica r's iteration end or batching timer: at equal times after
+                         every arrival, lowest replica first.
+
+A replica applies its iteration's effects and composes its next iteration in the same step,
+as the kernel does. Within an iteration end, prefills complete in admission order (which
+decides who hands a prefix to the cache), and sequences that finish complete in request order.
+An arrival wakes the replica the router chose if it is idle; one that joins the shared queue
+wakes the idle replicas in index order, each after the first only if requests still wait.
+A batching timer is dropped when its replica composes again before it fires. Delays are
+chosen so that now + delay is exactly the kernel's time (`delay_until`).
+
+Choices where the kernel's docstring is silent, taken from the kernel and flagged here so that
+they stay visible (see the report that came with this file):
+ - a preempted sequence goes back to the head of its replica's own queue, also when it was
+   first taken from the shared queue (it stays on that replica);
+ - prefill-first (chunking off) checks the budget against a request's whole prompt
+   (prompt + generated), but only the tokens it actually computes (not a cached prefix)
+   use up the budget;
+ - handing a prefix to the cache counts as a use of it for LRU order; a prefix is handed over
+   only when it is shorter than what the request prefilled;
+ - as in `PoolKernel`, service-time mode means one request per replica (max_num_seqs = 1,
+   chunking off) of one token in and one out, so that its single iteration takes the
+   request's service time;
+ - a rejected request counts as completed at its arrival for the closed loop (it releases the
+   next request);
+ - dynamic batching waits for the head of the replica's own queue, or else of the shared one.
+
+One reading is the oracle's own: the tokens that the decoding sequences write in an iteration
+(step 1) are taken before any prompt is admitted (step 2), so KV use never exceeds capacity;
+the oracle checks that after every iteration.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import simpy
+from simpy.events import Event
+
+from sim.kernels.batching import DONE, PENDING, REJECTED, RUNNING, WAITING
+from sim.kernels.roofline import chunk_pairs, step_time
+
+ROUTERS = ("shared_queue", "round_robin", "least_outstanding", "random")
+
+WAKE = -1
+ARRIVAL = 0
+NOTICE = 1
+ITERATION_END = 2
+
+
+class At(Event):
+    """An event that fires `delay` from now with an explicit priority.
+
+    SimPy's `Timeout` and `Event.succeed` always use NORMAL priority; this is the same two
+    lines with the priority as a parameter.
+    """
+
+    def __init__(self, env: simpy.Environment, delay: float, priority: int) -> None:
+        super().__init__(env)
+        self._ok = True
+        self._value = None
+        env.schedule(self, priority, delay)
+
+
+class Notice(Event):
+    """A one-shot notice that is fired now with a chosen priority (and value)."""
+
+    def fire(self, priority: int = NOTICE, value: object = None) -> None:
+        self._ok = True
+        self._value = value
+        self.env.schedule(self, priority)
+
+
+def delay_until(now: float, t: float) -> float:
+    """The delay d with now + d == t exactly in floating point (SimPy adds delays to now)."""
+    d = t - now
+    while now + d < t:
+        d = float(np.nextafter(d, np.inf))
+    while now + d > t:
+        d = float(np.nextafter(d, -np.inf))
+    return d
+
+
+@dataclass
+class CachedPrefix:
+    tokens: int
+    refs: int
+    last_use: int
+
+
+@dataclass(eq=False)
+class Request:
+    index: int
+    prompt: int
+    output: int
+    group: int
+    prefix: int
+    service_s: float
+    router_u: float
+    env: simpy.Environment
+    arrival_s: float = np.nan
+    dispatch_s: float = np.nan
+    first_token_s: float = np.nan
+    done_s: float = np.nan
+    status: int = PENDING
+    replica: int = -1  # where it was last admitted
+    version: int = -1
+    preemptions: int = 0
+    owner: int = -1  # replica it counts as outstanding on (-1: not yet dispatched to one)
+    # the sequence, while it is admitted
+    generated: int = 0  # output tokens produced so far (kept across preemptions)
+    target: int = 0  # tokens to prefill in this admission: prompt + generated
+    prefilled: int = 0  # of those, how many are in the KV cache
+    kv: int = 0  # KV tokens this sequence holds itself (not counting a cached prefix)
+    uses_prefix: bool = False  # references a cached prefix
+    decoding: bool = False  # prefill done, producing one token per decode iteration
+    chunk: int = 0  # prefill tokens in the iteration in flight
+    decodes_now: bool = False  # decodes in the iteration in flight
+    admitted: Notice = field(init=False)
+    first_token: Notice = field(init=False)
+    completed: Notice = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.admitted = Notice(self.env)
+        self.first_token = Notice(self.env)
+        self.completed = Notice(self.env)
+
+    @property
+    def total(self) -> int:
+        return self.prompt + self.output
+
+
+@dataclass
+class OracleResult:
+    arrival_s: np.ndarray
+    dispatch_s: np.ndarray
+    first_token_s: np.ndarray
+    done_s: np.ndarray
+    replica: np.ndarray
+    status: np.ndarray
+    preemptions: np.ndarray
+    version: np.ndarray
+    stats: dict[str, int]
+
+
+class Replica:
+    """One engine: its own queue, its running sequences, its KV cache and prefix cache."""
+
+    def __init__(self, pool: Pool, index: int) -> None:
+        self.pool = pool
+        self.env = pool.env
+        self.index = index
+        self.queue: deque[Request] = deque()
+        self.running: list[Request] = []  # admission order
+        self.cache: dict[int, CachedPrefix] = {}
+        self.outstanding: set[int] = set()
+        self.busy = False
+        self.wake: Notice = Notice(self.env)
+        self.decisions = 0  # compositions so far; a batching timer is valid until the next one
+        self.deadline: float | None = None  # dynamic batching: when a partial batch may start
+        self.batch: list[Request] = []
+        self.env.process(self.run())
+
+    # -- the process ------------------------------------------------------------------------
+
+    def run(self):
+        while True:
+            self.decisions += 1
+            duration = self.compose()
+            if duration is None:
+                self.busy = False
+                if self.deadline is not None:
+                    self.start_timer()
+                compose_now = False
+                while not compose_now:
+                    self.wake = Notice(self.env)
+                    # a replica later in a shared-queue wake-up composes only if work is left
+                    compose_now = (yield self.wake) or bool(self.pool.shared_queue)
+                continue
+            self.busy = True
+            yield At(self.env, duration, ITERATION_END + self.index)
+            if self.pool.batch_latency is not None:
+                self.end_batch()
+            else:
+                self.end_iteration()
+
+    @property
+    def idle(self) -> bool:
+        return not self.busy and not self.wake.triggered
+
+    def wake_up(self, first: bool) -> None:
+        self.wake.fire(WAKE, first)
+
+    def start_timer(self) -> None:
+        """The partial batch starts at the deadline, as if an iteration ended then."""
+        assert self.deadline is not None
+        decision = self.decisions
+        timer = At(self.env, delay_until(self.env.now, self.deadline), ITERATION_END + self.index)
+        timer.callbacks.append(lambda _: self.timer_fired(decision))
+
+    def timer_fired(self, decision: int) -> None:
+        if decision == self.decisions and self.idle:
+            self.wake.fire(WAKE, True)
+
+    # -- KV ---------------------------------------------------------------------------------
+
+    def kv_used(self) -> int:
+        return sum(s.kv for s in self.running) + sum(c.tokens for c in self.cache.values())
+
+    def evict_lru(self) -> bool:
+        free = [(c.last_use, g) for g, c in self.cache.items() if c.refs == 0]
+        if not free:
+            return False
+        _, group = min(free)
+        del self.cache[group]
+        self.pool.stats["evictions"] += 1
+        return True
+
+    def cached_prefix_for(self, s: Request) -> int:
+        if self.pool.prefix_caching and s.group >= 0 and s.group in self.cache:
+            return s.prefix
+        return 0
+
+    def release_prefix(self, s: Request) -> None:
+        if s.uses_prefix:
+            self.cache[s.group].refs -= 1
+            s.uses_prefix = False
+
+    # -- composing an iteration -------------------------------------------------------------
+
+    def decoding(self) -> list[Request]:
+        return [s for s in self.running if s.decoding]
+
+    def prefilling(self) -> list[Request]:
+        return [s for s in self.running if not s.decoding]
+
+    def preempt(self, s: Request) -> None:
+        self.running.remove(s)
+        self.release_prefix(s)
+        s.kv = 0
+        s.decoding = False
+        s.target = s.prompt + s.generated
+        s.prefilled = 0
+        s.chunk = 0
+        s.status = WAITING
+        s.preemptions += 1
+        self.queue.appendleft(s)
+        self.pool.stats["preemptions"] += 1
+
+    def queue_head(self) -> tuple[Request, deque[Request]] | None:
+        if self.queue:
+            return self.queue[0], self.queue
+        if self.pool.shared_queue:
+            return self.pool.shared_queue[0], self.pool.shared_queue
+        return None
+
+    def try_admit(self, s: Request, queue: deque[Request]) -> bool:
+        """Admit s if the KV cache holds its whole prompt, evicting cached prefixes if needed."""
+        cap = self.pool.kv_capacity
+        while self.kv_used() + s.target - self.cached_prefix_for(s) > cap:
+            if not self.evict_lru():
+                return False
+        queue.popleft()
+        shared = self.cached_prefix_for(s)
+        if shared > 0:
+            cached = self.cache[s.group]
+            cached.refs += 1
+            cached.last_use = self.pool.use_clock()
+            s.uses_prefix = True
+            self.pool.stats["prefix_hits"] += 1
+        s.kv = s.target - shared
+        s.prefilled = shared
+        s.decoding = False
+        s.chunk = 0
+        s.status = RUNNING
+        s.replica = self.index
+        s.version = 0
+        if queue is self.pool.shared_queue:
+            s.owner = self.index
+            self.outstanding.add(s.index)
+        self.running.append(s)
+        if not s.admitted.triggered:
+            s.admitted.fire()
+        return True
+
+    def make_room_for_decodes(self) -> None:
+        """Step 1: every decoding sequence writes one KV token this iteration."""
+        while True:
+            decoding = self.decoding()
+            if not decoding or self.kv_used() + len(decoding) <= self.pool.kv_capacity:
+                return
+            if not self.evict_lru():
+                self.preempt(self.running[-1])
+
+    def write_decode_kv(self, decoding: list[Request]) -> None:
+        for s in decoding:
+            s.decodes_now = True
+            s.kv += 1
+
+    def compose_chunked(self, decoding: list[Request]) -> None:
+        pool = self.pool
+        left = pool.budget - len(decoding)
+        for s in self.prefilling():
+            s.chunk = min(s.target - s.prefilled, left) if left > 0 else 0
+            left -= s.chunk
+        while left > 0 and len(self.running) < pool.max_num_seqs:
+            head = self.queue_head()
+            if head is None or not self.try_admit(*head):
+                break
+            s = head[0]
+            s.chunk = min(s.target - s.prefilled, left)
+            left -= s.chunk
+
+    def compose_prefill_first(self) -> bool:
+        """Admit whole prompts FIFO while they fit; True if the iteration is prefill-only."""
+        pool = self.pool
+        left = pool.budget
+        admitted = 0
+        while len(self.running) < pool.max_num_seqs:
+            head = self.queue_head()
+            if head is None:
+                break
+            s = head[0]
+            if admitted > 0 and s.target > left:
+                break
+            if not self.try_admit(*head):
+                break
+            s.chunk = s.target - s.prefilled
+            left -= s.chunk
+            admitted += 1
+        return admitted > 0
+
+    def compose(self) -> float | None:
+        """Decide and start the next iteration; its duration, or None when idle."""
+        pool = self.pool
+        if pool.batch_latency is not None:
+            return self.compose_batch()
+        self.make_room_for_decodes()
+        decoding = self.decoding()
+        for s in self.running:
+            s.chunk = 0
+            s.decodes_now = False
+        if pool.chunked:
+            # the decoding sequences' KV tokens are taken before any prompt is admitted
+            self.write_decode_kv(decoding)
+            self.compose_chunked(decoding)
+        elif self.compose_prefill_first():
+            decoding = []
+        else:
+            self.write_decode_kv(decoding)
+        chunks = [s for s in self.running if s.chunk > 0]
+        if not chunks and not decoding:
+            return None
+        prefill_tokens = sum(s.chunk for s in chunks)
+        prefill_pairs = sum(chunk_pairs(s.chunk, s.prefilled) for s in chunks)
+        prefill_context = sum(s.prefilled for s in chunks)
+        logits = sum(1 for s in chunks if s.prefilled + s.chunk == s.target) + len(decoding)
+        decode_context = sum(s.prompt + s.generated for s in decoding)
+        pool.stats["iterations"] += 1
+        if any(s.prefilled + s.chunk < s.target for s in chunks):
+            pool.stats["partial_chunks"] += 1
+        if chunks and decoding:
+            pool.stats["mixed_iterations"] += 1
+        if pool.service_mode:
+            prefilling = self.prefilling()
+            return prefilling[0].service_s if prefilling else 0.0
+        return float(step_time(pool.params, prefill_tokens, prefill_pairs, prefill_context,
+                               len(decoding), decode_context, logits))
+
+    def compose_batch(self) -> float | None:
+        """Dynamic batching: S waiting, or the head has waited max_queue_delay: run them all."""
+        pool = self.pool
+        self.deadline = None
+        waiting = list(self.queue) + (list(pool.shared_queue) if pool.shared_queue else [])
+        waiting = waiting[: pool.max_num_seqs]
+        if not waiting:
+            return None
+        deadline = waiting[0].arrival_s + pool.max_queue_delay_s
+        if len(waiting) < pool.max_num_seqs and self.env.now < deadline:
+            self.deadline = deadline
+            return None
+        self.batch = []
+        for s in waiting:
+            queue = self.queue if self.queue else pool.shared_queue
+            assert queue.popleft() is s
+            s.status = RUNNING
+            s.replica = self.index
+            s.version = 0
+            if queue is pool.shared_queue:
+                s.owner = self.index
+                self.outstanding.add(s.index)
+            s.admitted.fire()
+            self.batch.append(s)
+        pool.stats["iterations"] += 1
+        a_s, c_s = pool.batch_latency  # type: ignore[misc]
+        return a_s + c_s * len(self.batch)
+
+    def end_batch(self) -> None:
+        """Every request of the batch completes, first token and all, in request order."""
+        for s in sorted(self.batch, key=lambda s: s.index):
+            s.first_token.fire()
+            s.status = DONE
+            self.pool.replicas[s.owner].outstanding.discard(s.index)
+            s.completed.fire()
+        self.batch = []
+
+    # -- ending an iteration ----------------------------------------------------------------
+
+    def end_iteration(self) -> None:
+        pool = self.pool
+        finished: list[Request] = []
+        for s in list(self.running):
+            if s.chunk == 0:
+                continue
+            s.prefilled += s.chunk
+            s.chunk = 0
+            if s.prefilled < s.target:
+                continue
+            if not s.first_token.triggered:
+                s.first_token.fire()
+            self.hand_prefix_to_cache(s)
+            s.decoding = True
+            s.generated += 1
+            if s.generated >= s.output:
+                finished.append(s)
+        for s in self.running:
+            if s.decodes_now:
+                s.decodes_now = False
+                s.generated += 1
+                if s.generated >= s.output:
+                    finished.append(s)
+        for s in sorted(finished, key=lambda s: s.index):
+            self.complete(s)
+        pool.check_kv(self)
+
+    def hand_prefix_to_cache(self, s: Request) -> None:
+        pool = self.pool
+        if (pool.prefix_caching and s.group >= 0 and not s.uses_prefix
+                and s.group not in self.cache and s.prefix < s.target):
+            self.cache[s.group] = CachedPrefix(s.prefix, 1, pool.use_clock())
+            s.uses_prefix = True
+            s.kv -= s.prefix
+            pool.stats["prefixes_cached"] += 1
+
+    def complete(self, s: Request) -> None:
+        self.running.remove(s)
+        self.release_prefix(s)
+        s.kv = 0
+        s.decoding = False
+        s.status = DONE
+        self.pool.replicas[s.owner].outstanding.discard(s.index)
+        s.completed.fire()
+
+
+class Pool:
+    """The router, the shared queue and the replicas; starts one process per request."""
+
+    def __init__(self, env: simpy.Environment, requests: list[Request], *, replicas: int,
+                 max_num_seqs: int, max_num_batched_tokens: int, chunked_prefill: bool,
+                 kv_capacity_tokens: int, max_model_len: int, params: np.ndarray | None,
+                 router: str, prefix_caching: bool, service_mode: bool, clients: int,
+                 loop_delay_s: float,
+                 batch_latency: tuple[float, float] | None, max_queue_delay_s: float) -> None:
+        if router not in ROUTERS:
+            raise ValueError(f"unknown router {router!r}")
+        self.env = env
+        self.requests = requests
+        self.max_num_seqs = 1 if service_mode else max_num_seqs
+        self.budget = max_num_batched_tokens
+        self.chunked = chunked_prefill and not service_mode
+        self.kv_capacity = kv_capacity_tokens
+        self.max_model_len = max_model_len
+        self.params = params
+        self.router = router
+        self.prefix_caching = prefix_caching
+        self.service_mode = service_mode
+        self.clients = clients
+        self.loop_delay_s = loop_delay_s
+        self.batch_latency = batch_latency
+        self.max_queue_delay_s = max_queue_delay_s
+        if batch_latency is not None:
+            self.chunked = False
+        self.shared_queue: deque[Request] = deque()
+        self.round_robin = 0
+        self.uses = 0
+        self.stats = {k: 0 for k in ("iterations", "preemptions", "rejections", "evictions",
+                                     "prefix_hits", "prefixes_cached", "partial_chunks",
+                                     "mixed_iterations")}
+        self.replicas = [Replica(self, r) for r in range(replicas)]
+        self.next_unreleased = len(requests)
+        if clients > 0:
+            self.next_unreleased = min(clients, len(requests))
+        for s in requests[: self.next_unreleased]:
+            env.process(self.request_life(s, s.arrival_s))
+
+    def use_clock(self) -> int:
+        self.uses += 1
+        return self.uses
+
+    # -- a request's life -------------------------------------------------------------------
+
+    def request_life(self, s: Request, delay: float):
+        yield At(self.env, delay, ARRIVAL)
+        s.arrival_s = self.env.now
+        if not self.dispatch(s):
+            s.done_s = self.env.now
+            self.release_next()
+            return
+        yield s.admitted
+        s.dispatch_s = self.env.now
+        yield s.first_token
+        s.first_token_s = self.env.now
+        yield s.completed
+        s.done_s = self.env.now
+        self.release_next()
+
+    def release_next(self) -> None:
+        """Closed loop: a finished request lets the next unreleased one arrive after the delay."""
+        if self.clients > 0 and self.next_unreleased < len(self.requests):
+            s = self.requests[self.next_unreleased]
+            self.next_unreleased += 1
+            self.env.process(self.request_life(s, self.loop_delay_s))
+
+    def dispatch(self, s: Request) -> bool:
+        """Reject, or put s in a queue and wake idle replicas; False when rejected."""
+        if s.total > self.max_model_len or s.total > self.kv_capacity:
+            s.status = REJECTED
+            self.stats["rejections"] += 1
+            return False
+        s.status = WAITING
+        s.target = s.prompt
+        r = self.route(s)
+        if r is not None:
+            replica = self.replicas[r]
+            replica.queue.append(s)
+            s.owner = r
+            replica.outstanding.add(s.index)
+            if replica.idle:
+                replica.wake_up(first=True)
+            return True
+        self.shared_queue.append(s)
+        idle = [replica for replica in self.replicas if replica.idle]
+        for k, replica in enumerate(idle):
+            replica.wake_up(first=k == 0)
+        return True
+
+    def route(self, s: Request) -> int | None:
+        """The replica whose queue s joins, or None for the shared queue."""
+        n = len(self.replicas)
+        if self.router == "shared_queue":
+            return None
+        if self.router == "round_robin":
+            r = self.round_robin
+            self.round_robin = (r + 1) % n
+            return r
+        if self.router == "least_outstanding":
+            return min(range(n), key=lambda r: (len(self.replicas[r].outstanding), r))
+        return min(int(s.router_u * n), n - 1)
+
+    def check_kv(self, replica: Replica) -> None:
+        used = replica.kv_used()
+        if used > self.kv_capacity or any(s.kv < 0 for s in replica.running):
+            raise AssertionError(f"replica {replica.index}: KV {used} over {self.kv_capacity}")
+
+
+def run_oracle(
+    arrival_s: np.ndarray,
+    prompt_tokens: np.ndarray,
+    output_tokens: np.ndarray,
+    *,
+    replicas: int,
+    max_num_seqs: int,
+    max_num_batched_tokens: int,
+    chunked_prefill: bool,
+    kv_capacity_tokens: int,
+    max_model_len: int,
+    params: np.ndarray | None = None,
+    router: str = "least_outstanding",
+    prefix_group: np.ndarray | None = None,
+    prefix_tokens: np.ndarray | None = None,
+    prefix_caching: bool = True,
+    service_s: np.ndarray | None = None,
+    router_u: np.ndarray | None = None,
+    clients: int = 0,
+    loop_delay_s: float = 0.0,
+    batch_latency: tuple[float, float] | None = None,
+    max_queue_delay_s: float = 0.0,
+) -> OracleResult:
+    """Run the pool to the end on the same inputs as `PoolKernel` (every replica active)."""
+    n = len(arrival_s)
+    env = simpy.Environment()
+    if service_s is not None:  # one unit of service: one token in, one out
+        prompt_tokens = output_tokens = np.ones(n, dtype=np.int64)
+    requests = [
+        Request(
+            index=i,
+            prompt=int(prompt_tokens[i]),
+            output=int(output_tokens[i]),
+            group=-1 if prefix_group is None else int(prefix_group[i]),
+            prefix=0 if prefix_tokens is None else int(prefix_tokens[i]),
+            service_s=0.0 if service_s is None else float(service_s[i]),
+            router_u=0.0 if router_u is None else float(router_u[i]),
+            env=env,
+            arrival_s=float(arrival_s[i]),
+        )
+        for i in range(n)
+    ]
+    pool = Pool(
+        env, requests, replicas=replicas, max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens, chunked_prefill=chunked_prefill,
+        kv_capacity_tokens=kv_capacity_tokens, max_model_len=max_model_len, params=params,
+        router=router, prefix_caching=prefix_caching, service_mode=service_s is not None,
+        clients=clients, loop_delay_s=loop_delay_s,
+        batch_latency=batch_latency, max_queue_delay_s=max_queue_delay_s,
+    )
+    env.run()
+
+    def column(name: str, dtype: type) -> np.ndarray:
+        return np.array([getattr(s, name) for s in requests], dtype=dtype)
+
+    return OracleResult(
+        arrival_s=column("arrival_s", float),
+        dispatch_s=column("dispatch_s", float),
+        first_token_s=column("first_token_s", float),
+        done_s=column("done_s", float),
+        replica=column("replica", np.int64),
+        status=column("status", np.int64),
+        preemptions=column("preemptions", np.int64),
+        version=column("version", np.int64),
+        stats=dict(pool.stats),
+    )
