@@ -12,7 +12,7 @@ privacy exposure, drift-recovery time and cost.
 
 __version__ = "0.1.0"
 
-from sim.experiment import simulate  # noqa: E402
+from sim.experiment import Comparison, compare, simulate  # noqa: E402
 from sim.result import Result  # noqa: E402
 from sim.spec import Scenario, SpecError, load_scenario  # noqa: E402
 
@@ -33,4 +33,5 @@ def detect(detector: str, values, **params):  # noqa: ANN001, ANN201
 
     return run_detect(detector, values, **params)
 
-__all__ = ["Result", "Scenario", "SpecError", "__version__", "detect", "load_scenario", "simulate"]
+__all__ = ["Comparison", "Result", "Scenario", "SpecError", "__version__", "compare", "detect",
+           "load_scenario", "simulate"]

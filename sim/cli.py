@@ -135,6 +135,63 @@ def run(
               f"({result.wall_s:.1f} s wall)[/]")
 
 
+SEED_SCENARIOS = "s[0-9]*_*.yaml"
+
+
+@app.command()
+def compare(
+    scenario_files: Annotated[list[Path] | None, typer.Argument(
+        help="Scenario files (default: the seed scenarios in ./scenarios).")] = None,
+    replications: Annotated[int | None, typer.Option(
+        "--replications", "-r", help="Replications per scenario (default: the scenarios' own).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Parallel processes (default: all CPUs).")] = None,
+    set_: SetOption = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Report folder (default reports/<name>).")] = None,
+    name: Annotated[str, typer.Option(help="Report name, used for the default folder.")] = "compare",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Compare scenarios side by side on latency, privacy, drift recovery and cost, with a report."""
+    from sim.experiment import compare as run_compare
+    from sim.report.terminal import print_comparison
+
+    files = list(scenario_files or [])
+    if not files:
+        files = sorted(Path("scenarios").glob(SEED_SCENARIOS))
+        if not files:
+            raise fail(SpecError([SpecIssue(
+                "SCENARIO", "no scenario files given and none found in ./scenarios", str(Path.cwd()),
+                "scenario files as arguments, or run from the folder that holds scenarios/")]))
+    if replications is not None and replications < 1:
+        raise fail(SpecError([SpecIssue("--replications", "out of range", replications, "a whole number >= 1")]))
+    if workers is not None and workers < 1:
+        raise fail(SpecError([SpecIssue("--workers", "out of range", workers, "a whole number >= 1")]))
+    try:
+        comparison = _with_steps(
+            lambda progress: run_compare(files, replications=replications, workers=workers,
+                                         overrides=set_ or [], on_progress=progress),
+            "simulating", quiet)
+    except SpecError as exc:
+        raise fail(exc) from None
+    print_comparison(out, comparison)
+    from sim.report.document import write_report
+
+    target = out_dir or Path("reports") / name
+    written = write_report(comparison, target)
+    out.print(f"report: {written / 'index.html'} (also report.md, summary.csv)", soft_wrap=True)
+
+
+def _with_steps(work, label: str, quiet: bool):  # noqa: ANN001, ANN202
+    """Run work(progress) with a bar counting finished runs (progress(done, total))."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if quiet or not err.is_terminal:
+        return work(None)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task(f"{label} (replications x scenarios)", total=None)
+        return work(lambda done, total: bar.update(task, completed=done, total=total))
+
+
 @app.command()
 def predict(
     model: Annotated[str, typer.Option(help="Model id from the catalog.")],

@@ -1,15 +1,36 @@
-"""Running scenarios: one run, and (later) replications, comparisons and sweeps.
+"""Running scenarios: one run, and replications of several compared side by side.
+
+`simulate(scenario, replication)` runs one replication. `compare(scenarios, replications=R)`
+runs R replications of each scenario, in parallel processes, and reports every metric as a
+mean with a 95% confidence interval across replications (Student t with R - 1 degrees of
+freedom). Replication k of every scenario draws from the same random streams (common random
+numbers, `sim.streams`), so the differences between scenarios are the placement's, not noise.
+Latency percentiles are also computed on the requests of all replications pooled together.
+
+Each replication sends back a `RunDigest` (its summary, its small tables and the latency
+samples the report needs), not the whole request table, so a comparison's memory does not
+grow with the number of requests times replications.
 
     >>> import sim
-    >>> result = sim.simulate(sim.load_scenario("scenarios/s1_local.yaml",
-    ...                       ["horizon=10min", "warmup=1min"]))
-    >>> result.summary["ttft_p99_s"] < 1.0
+    >>> comparison = sim.compare(["scenarios/s1_local.yaml", "scenarios/s2_cloud_training.yaml"],
+    ...                          replications=2, overrides=["horizon=2h", "warmup=10min"])
+    >>> comparison.metric("ttft_p99_s").loc["s2_cloud_training", "mean"] > 0
     True
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
 
 from sim.result import Result
 from sim.spec.scenario import Scenario
@@ -18,8 +39,6 @@ from sim.spec.scenario import Scenario
 def simulate(scenario: Scenario, replication: int = 0,
              on_progress: Callable[[float], None] | None = None) -> Result:
     """Run one replication of a scenario to its horizon and collect the results."""
-    import time
-
     from sim.world import World
 
     started = time.perf_counter()
@@ -27,3 +46,229 @@ def simulate(scenario: Scenario, replication: int = 0,
     result = world.run(on_progress=on_progress)
     result.wall_s = time.perf_counter() - started
     return result
+
+
+# ------------------------------------------------------------------------------------------
+# One replication, digested for comparison
+# ------------------------------------------------------------------------------------------
+
+TIMELINE_BIN_S = 300.0
+
+
+@dataclass
+class RunDigest:
+    """What a comparison keeps of one replication."""
+
+    scenario: str
+    replication: int
+    summary: dict[str, Any]
+    tables: dict[str, pd.DataFrame]
+    latency: dict[str, np.ndarray]  # steady-state completed requests: ttft_s, tpot_s, e2e_s
+    timeline: pd.DataFrame  # per time bin: requests, latency, error rate
+    wall_s: float
+
+
+def digest(result: Result) -> RunDigest:
+    q = result.requests
+    warmup = result.scenario.warmup
+    steady = q[(q["arrival_s"] >= warmup) & (q["status"] == "completed")]
+    latency = {name: steady[name].to_numpy(dtype=np.float32) for name in ("ttft_s", "tpot_s", "e2e_s")}
+    served = q[q["status"] == "completed"]
+    bins = np.floor(served["arrival_s"].to_numpy() / TIMELINE_BIN_S).astype(np.int64)
+    grouped = served.assign(bin=bins, error=served["error"].astype("float64")).groupby("bin")
+    timeline = pd.DataFrame({
+        "start_s": grouped.size().index * TIMELINE_BIN_S,
+        "requests": grouped.size().to_numpy(),
+        "ttft_mean_s": grouped["ttft_s"].mean().to_numpy(),
+        "ttft_p99_s": grouped["ttft_s"].quantile(0.99).to_numpy(),
+        "e2e_mean_s": grouped["e2e_s"].mean().to_numpy(),
+        "e2e_p99_s": grouped["e2e_s"].quantile(0.99).to_numpy(),
+        "error_rate": grouped["error_rate"].mean().to_numpy(),
+        "observed_error_rate": grouped["error"].mean().to_numpy(),
+    })
+    return RunDigest(result.scenario.name, result.replication, result.summary, dict(result.tables), latency,
+                     timeline, result.wall_s)
+
+
+def _run_digest(scenario: Scenario, replication: int) -> RunDigest:
+    return digest(simulate(scenario, replication))
+
+
+# ------------------------------------------------------------------------------------------
+# Confidence intervals
+# ------------------------------------------------------------------------------------------
+
+
+def mean_ci(values: Sequence[float | None], confidence: float = 0.95) -> tuple[float, float, float, int]:
+    """Mean and Student-t confidence interval of replication values; (nan, nan, nan, 0) if none.
+
+    Values that are None (e.g. "not recovered") are left out; the count says how many remain.
+    """
+    from scipy import stats
+
+    data = np.array([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))],
+                    dtype=np.float64)
+    n = len(data)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    mean = float(data.mean())
+    if n == 1:
+        return mean, math.nan, math.nan, 1
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * data.std(ddof=1) / math.sqrt(n))
+    return mean, mean - half, mean + half, n
+
+
+def flat_summary(summary: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested summary -> flat {'cost_usd_by_component.egress': ...} with scalar values only."""
+    out: dict[str, Any] = {}
+    for key, value in summary.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_summary(value, f"{name}."))
+        elif isinstance(value, bool) or value is None or isinstance(value, int | float | np.integer | np.floating):
+            out[name] = None if value is None else float(value)
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Comparison
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Comparison:
+    """R replications of each scenario, with means, confidence intervals and pooled percentiles."""
+
+    scenarios: list[Scenario]
+    runs: dict[str, list[RunDigest]]
+    replications: int
+    wall_s: float = 0.0
+    workers: int = 1
+    sources: list[str] = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.scenarios]
+
+    def values(self, name: str) -> dict[str, list[float | None]]:
+        """A metric's value in each replication, per scenario (None where it has none)."""
+        return {scenario: [flat_summary(run.summary).get(name) for run in self.runs[scenario]]
+                for scenario in self.names}
+
+    def clearly_better(self, name: str, a: str, b: str, lower_is_better: bool = True) -> bool:
+        """Is scenario a better than b on a metric, beyond noise?
+
+        With common random numbers the honest test is paired: the 95% CI of the per-replication
+        differences (a_k - b_k) must exclude zero on the better side. With one replication the
+        difference itself decides.
+        """
+        values = self.values(name)
+        pairs = [(x, y) for x, y in zip(values[a], values[b], strict=False) if x is not None and y is not None]
+        if not pairs:
+            return False
+        diffs = [x - y if lower_is_better else y - x for x, y in pairs]
+        mean, low, high, n = mean_ci(diffs)
+        if n == 1 or math.isnan(high):
+            return mean < 0
+        return high < 0
+
+    def metric(self, name: str) -> pd.DataFrame:
+        """One metric per scenario: mean, ci_low, ci_high, n (replications with a value)."""
+        rows = {}
+        for scenario in self.names:
+            values = [flat_summary(run.summary).get(name) for run in self.runs[scenario]]
+            mean, low, high, n = mean_ci(values)
+            rows[scenario] = {"mean": mean, "ci_low": low, "ci_high": high, "n": n}
+        return pd.DataFrame.from_dict(rows, orient="index")
+
+    def pooled_percentile(self, scenario: str, latency: str, q: float) -> float:
+        samples = np.concatenate([run.latency[latency] for run in self.runs[scenario]])
+        samples = samples[~np.isnan(samples)]
+        return float(np.percentile(samples, q)) if len(samples) else math.nan
+
+    def table(self) -> pd.DataFrame:
+        """Every scalar metric x scenario: mean and CI bounds (long format, one row per pair)."""
+        names: list[str] = []
+        for scenario in self.names:
+            for run in self.runs[scenario]:
+                for key in flat_summary(run.summary):
+                    if key not in names:
+                        names.append(key)
+        rows = []
+        for name in names:
+            frame = self.metric(name)
+            for scenario, row in frame.iterrows():
+                rows.append({"metric": name, "scenario": scenario, **row.to_dict()})
+        for scenario in self.names:
+            for stem in ("ttft", "tpot", "e2e"):
+                for q in (50, 90, 99):
+                    rows.append({"metric": f"{stem}_p{q}_s_pooled", "scenario": scenario,
+                                 "mean": self.pooled_percentile(scenario, f"{stem}_s", q),
+                                 "ci_low": math.nan, "ci_high": math.nan, "n": self.replications})
+        return pd.DataFrame(rows)
+
+    def total_requests(self) -> int:
+        return int(sum(run.summary["requests_total"] for runs in self.runs.values() for run in runs))
+
+
+def _load_all(scenarios: Iterable[str | Path | Scenario], overrides: Sequence[str]) -> tuple[list[Scenario], list[str]]:
+    from sim.spec import load_scenario
+
+    loaded, sources = [], []
+    for item in scenarios:
+        if isinstance(item, Scenario):
+            loaded.append(item)
+            sources.append(item.source or item.name)
+        else:
+            loaded.append(load_scenario(item, overrides))
+            sources.append(str(item))
+    names = [s.name for s in loaded]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        from sim.spec.errors import SpecError, SpecIssue
+
+        raise SpecError([SpecIssue("name", f"two scenarios share the name {d!r}", d, "distinct names")
+                         for d in duplicates])
+    return loaded, sources
+
+
+def compare(
+    scenarios: Iterable[str | Path | Scenario],
+    replications: int | None = None,
+    workers: int | None = None,
+    overrides: Sequence[str] = (),
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Comparison:
+    """Run every scenario `replications` times (default: the scenarios' own setting).
+
+    Replications run in `workers` processes (default: the number of CPUs, at most the number
+    of runs). Results do not depend on the number of workers.
+    """
+    started = time.perf_counter()
+    loaded, sources = _load_all(scenarios, overrides)
+    if replications is None:
+        replications = max(s.replications for s in loaded)
+    if replications < 1:
+        raise ValueError("replications must be at least 1")
+    tasks = [(s, k) for k in range(replications) for s in loaded]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
+    runs: dict[str, list[RunDigest]] = {s.name: [] for s in loaded}
+    done = 0
+    if workers == 1:
+        for scenario, k in tasks:
+            runs[scenario.name].append(_run_digest(scenario, k))
+            done += 1
+            if on_progress:
+                on_progress(done, len(tasks))
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(_run_digest, scenario, k) for scenario, k in tasks]
+            for future in as_completed(futures):
+                run = future.result()
+                runs[run.scenario].append(run)
+                done += 1
+                if on_progress:
+                    on_progress(done, len(tasks))
+    for name in runs:
+        runs[name].sort(key=lambda run: run.replication)
+    return Comparison(loaded, runs, replications, time.perf_counter() - started, workers, sources)

@@ -15,6 +15,7 @@ last) parts. Steady-state metrics leave out requests that arrived during the war
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,7 +161,30 @@ def lifecycle_tables(world: World) -> dict[str, pd.DataFrame]:
     transfers = pd.DataFrame([vars(t) for t in world.network.records],
                              columns=["start_s", "from_site", "to_site", "data_class", "bytes", "records",
                                       "purpose", "end_s"])
-    return {"lifecycle": stages, "gpu_holds": holds, "bulk_transfers": transfers}
+    return {"lifecycle": stages, "gpu_holds": holds, "bulk_transfers": transfers,
+            "utilisation": utilisation_timeline(world)}
+
+
+def utilisation_timeline(world: World) -> pd.DataFrame:
+    """Per time slice: busy fraction of the serving pool's GPUs, and GPUs held for training."""
+    rows = []
+    timeline = world.busy_timeline
+    pool = world.pool
+    holds = world.lifecycle.holds
+    capacity = world.serving.replicas * world.serving.tp
+    for (t0, busy0, _), (t1, busy1, in_use) in zip(timeline, timeline[1:], strict=False):
+        span = t1 - t0
+        if span <= 0:
+            continue
+        serving_busy = float((np.minimum(busy1, t1) - np.minimum(busy0, t1)).sum()) * world.serving.tp
+        training = sum(h.gpus * max(0.0, min(t1, h.end_s if not math.isnan(h.end_s) else t1) - max(t0, h.start_s))
+                       for h in holds if h.purpose == "retraining") / span
+        rows.append({"start_s": t0, "end_s": t1, "pool": pool.name,
+                     "serving_gpus": in_use, "serving_busy_gpus": serving_busy / span,
+                     "serving_utilisation": serving_busy / (span * capacity) if capacity else 0.0,
+                     "training_gpus": training})
+    return pd.DataFrame(rows, columns=["start_s", "end_s", "pool", "serving_gpus", "serving_busy_gpus",
+                                       "serving_utilisation", "training_gpus"])
 
 
 STAGE_ORDER = ("detected", "collect", "upload", "acquire_gpus", "train", "validate", "distribute", "rollout")

@@ -33,6 +33,13 @@ class ServingPool:
         self.gpus_per_replica = gpus_per_replica
         self.poll_s = poll_s
         self.version = np.zeros(kernel.replicas, dtype=np.int64)
+        # (time, replica, state) whenever a replica changes state: GPU-time for cost and energy
+        self.state_log: list[tuple[float, int, int]] = [
+            (env.now, r, kernel.state(r)) for r in range(kernel.replicas)
+        ]
+
+    def _log_state(self, r: int) -> None:
+        self.state_log.append((self.env.now, r, self.kernel.state(r)))
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -60,6 +67,7 @@ class ServingPool:
     def drain(self, r: int) -> None:
         self.sync()
         self.kernel.drain(r)
+        self._log_state(r)
 
     def wait_idle(self, r: int) -> Generator[simpy.Event, Any, None]:
         """SimPy process body: wait until replica r runs nothing (after a drain)."""
@@ -73,12 +81,14 @@ class ServingPool:
         """Take an idle replica offline, freeing its GPUs."""
         self.sync()
         self.kernel.deactivate(r)
+        self._log_state(r)
 
     def activate(self, r: int, version: int | None = None) -> None:
         self.sync()
         if version is not None:
             self.set_version(r, version)
         self.kernel.activate(r)
+        self._log_state(r)
 
     def set_version(self, r: int, version: int) -> None:
         self.sync()
@@ -87,3 +97,16 @@ class ServingPool:
 
     def is_offline(self, r: int) -> bool:
         return self.kernel.state(r) == OFFLINE
+
+    def gpu_seconds_held(self, horizon_s: float) -> float:
+        """GPU-seconds the pool's replicas held GPUs (active or draining) over [0, horizon]."""
+        total = 0.0
+        since: dict[int, float] = {}
+        for t, r, state in sorted(self.state_log, key=lambda row: row[0]):
+            holding = state != OFFLINE
+            if holding and r not in since:
+                since[r] = t
+            elif not holding and r in since:
+                total += min(t, horizon_s) - since.pop(r)
+        total += sum(horizon_s - t for t in since.values() if t < horizon_s)
+        return total * self.gpus_per_replica

@@ -13,6 +13,7 @@ the WAN link between the two, both ways. No code here looks at a scenario's name
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ from sim.world.lifecycle import Lifecycle
 from sim.world.network import Network
 from sim.world.serving import ServingPool
 
+TIMELINE_STEP_S = 300.0  # resolution of the utilisation timeline
 UNBOUNDED_TOKENS = 2**40  # "no limit" for service models without a KV cache
 
 
@@ -168,6 +170,7 @@ class World:
         for link in scenario.links.values():
             self.network.add_link(link.ends[0], link.ends[1], link.bandwidth, link.rtt / 2)
         self.lifecycle = Lifecycle(self)
+        self.busy_timeline: list[tuple[float, np.ndarray, int]] = []
 
     def _jitter(self, seed: int, replication: int) -> tuple[np.ndarray, np.ndarray]:
         n = self.requests.count
@@ -186,17 +189,22 @@ class World:
     # -- running ---------------------------------------------------------------------------
 
     def _clock(self, slices: int, on_progress: Callable[[float], None] | None):
+        """Advance the pool in slices: progress for people, a utilisation timeline for reports."""
         horizon = self.scenario.horizon
+        self.busy_timeline.append((0.0, self.kernel.busy_s.copy(), self.pool.gpus_in_use()))
         for k in range(1, slices + 1):
             yield self.env.timeout(horizon * k / slices - self.env.now)
             self.pool.sync()
+            self.busy_timeline.append((self.env.now, self.kernel.busy_s.copy(), self.pool.gpus_in_use()))
             if on_progress is not None:
                 on_progress(self.env.now / horizon)
 
-    def run(self, on_progress: Callable[[float], None] | None = None, slices: int = 50):
+    def run(self, on_progress: Callable[[float], None] | None = None, slices: int | None = None):
         """Run to the horizon and collect the results."""
         from sim.result import collect
 
+        if slices is None:  # about one slice per TIMELINE_STEP_S, at least 50
+            slices = max(50, min(2000, math.ceil(self.scenario.horizon / TIMELINE_STEP_S)))
         self.env.process(self._clock(slices, on_progress))
         self.lifecycle.start()
         self.env.run(until=self.scenario.horizon)
