@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from sim.catalog import shipped_catalog
+from sim.catalog import Catalog, shipped_catalog
 from sim.catalog.sizing import replica_memory
 from sim.kernels.batching import DONE, PoolKernel
 from sim.kernels.roofline import EngineEfficiency, pack_params
@@ -36,9 +36,15 @@ def _check(name: str, value: Any, ok: bool, allowed: str, message: str = "not al
 def predict(
     *, model: str, gpu: str, gpus: int = 1, precision: str = "bf16", input_tokens: int = 1000,
     output_tokens: int = 1000, batch: int = 1, concurrency: int | None = None, requests: int | None = None,
-    max_model_len: int | None = None,
+    max_model_len: int | None = None, efficiency: EngineEfficiency | None = None,
+    rate_per_s: float | None = None, catalog: Catalog | None = None,
 ) -> dict[str, Any]:
-    catalog = shipped_catalog()
+    """TTFT, TPOT, E2E and throughput for B identical requests (or a closed / Poisson loop).
+
+    `efficiency` replaces the catalog's factors (calibration fits them this way);
+    `rate_per_s` sends `requests` identical requests as a Poisson stream instead (seeded).
+    """
+    catalog = catalog or shipped_catalog()
     issues = []
     if model not in catalog.models:
         issues.append(SpecIssue("--model", f"unknown model id{suggest(model, catalog.models)}", model,
@@ -70,12 +76,18 @@ def predict(
         raise SpecError([SpecIssue("--gpus", f"{model} at {precision} does not fit {gpus}x {gpu} with room for "
                                    f"{length} tokens of KV cache", gpus, "more GPUs, a smaller precision, or shorter requests")])
     e = device.efficiency
-    params = pack_params(card, device, precision, gpus,
-                         EngineEfficiency(e.mfu, e.mbu, e.iteration_overhead_s, e.allreduce_efficiency))
+    efficiency = efficiency or EngineEfficiency(e.mfu, e.mbu, e.iteration_overhead_s, e.allreduce_efficiency)
+    params = pack_params(card, device, precision, gpus, efficiency)
     closed = concurrency is not None
-    n = (requests or 10 * concurrency) if closed else batch  # type: ignore[operator]
+    poisson = rate_per_s is not None and not closed
+    if poisson:
+        n = requests or 1000
+        arrivals = np.cumsum(np.random.default_rng(0).exponential(1.0 / rate_per_s, n))
+    else:
+        n = (requests or 10 * concurrency) if closed else batch  # type: ignore[operator]
+        arrivals = np.zeros(n)
     kernel = PoolKernel(
-        np.zeros(n), np.full(n, input_tokens, dtype=np.int64), np.full(n, output_tokens, dtype=np.int64),
+        arrivals, np.full(n, input_tokens, dtype=np.int64), np.full(n, output_tokens, dtype=np.int64),
         replicas=1, max_num_seqs=max(engine.max_num_seqs, batch), max_num_batched_tokens=max(
             engine.max_num_batched_tokens, input_tokens if not engine.chunked_prefill else 1),
         chunked_prefill=engine.chunked_prefill, kv_capacity_tokens=memory.kv_tokens, max_model_len=length,
@@ -88,7 +100,8 @@ def predict(
     tpot = (kernel.done_s - kernel.first_token_s) / max(output_tokens - 1, 1)
     span = float(np.nanmax(kernel.done_s) - np.nanmin(kernel.arrival_s))
     return {
-        "mode": f"closed loop, {concurrency} clients, {n} requests" if closed else f"static batch of {batch}",
+        "mode": (f"closed loop, {concurrency} clients, {n} requests" if closed
+                 else f"Poisson at {rate_per_s:g} req/s, {n} requests" if poisson else f"static batch of {batch}"),
         "model": model, "gpu": gpu, "gpus": gpus, "precision": precision,
         "input_tokens": input_tokens, "output_tokens": output_tokens,
         "requests": int(n), "completed": int(done.sum()),
