@@ -237,9 +237,9 @@ class Lifecycle:
             yield self.env.timeout(interval)
             self.world.pool.sync()
             now = self.env.now
-            index, values = self._signal_since(self._fed_until, now)
+            _, values = self._signal_since(self._fed_until, now)
+            self._send_monitoring_data(self._fed_until, now)
             self._fed_until = now
-            self._send_monitoring_data(index)
             fired = feed(self.detector, values)
             if not fired or self.busy:
                 continue
@@ -261,16 +261,28 @@ class Lifecycle:
         candidates = [i for i, e in enumerate(self.drift.events) if e.at <= t and i not in serving.covers]
         return max(candidates, key=lambda i: self.drift.events[i].at) if candidates else -1
 
-    def _send_monitoring_data(self, index: np.ndarray) -> None:
+    def _send_monitoring_data(self, start: float, end: float) -> None:
+        """What monitoring needs to travel, for the requests completed in (start, end].
+
+        A monitor at another site than inference receives telemetry aggregates, or copies of
+        every request and response it sees. A monitor that sends aggregates also reports them
+        to the model registry's site when that is elsewhere (the party that maintains the
+        model: the cloud in S4).
+        """
         placement = self.scenario.placement
         inference, monitoring = placement.inference, placement.monitoring
-        if monitoring in (inference, NONE_SITE):
-            return
         network = self.world.network
         if placement.monitoring_sees == "aggregates":
-            network.transfer(inference, monitoring, TELEMETRY_AGGREGATE_BYTES, "telemetry_aggregate", 1,
-                             "monitoring")
-        elif len(index):
+            for target in dict.fromkeys((monitoring, placement.model_registry)):
+                if target not in (inference, NONE_SITE):
+                    network.transfer(inference, target, TELEMETRY_AGGREGATE_BYTES, "telemetry_aggregate", 1,
+                                     "monitoring")
+            return
+        if monitoring in (inference, NONE_SITE):
+            return
+        k = self.world.kernel
+        index = np.flatnonzero((k.status == DONE) & (k.done_s > start) & (k.done_s <= end))
+        if len(index):
             w = self.world
             network.transfer(inference, monitoring, float(w.request_bytes[index].sum()),
                              self.scenario.workload.data_class, len(index), "monitoring")
@@ -315,17 +327,17 @@ class Lifecycle:
         self.log("upload", start, self.env.now, event, -1, f"{uploaded} samples, {nbytes:.0f} bytes")
         # GPUs
         start = self.env.now
-        release = yield from self._acquire_training_gpus(r.gpus)
-        self.log("acquire_gpus", start, self.env.now, event, -1, f"{r.gpus} GPUs at {p.training}")
+        release, gpus = yield from self._acquire_training_gpus(r.gpus)
+        self.log("acquire_gpus", start, self.env.now, event, -1, f"{gpus} GPUs at {p.training}")
         # train
         start = self.env.now
         train_pool = self._training_pool()
         gpu = catalog.gpus[train_pool.gpu]
         training_mfu = s.model.efficiency.training_mfu or gpu.efficiency.training_mfu
         tokens = training_tokens(uploaded, r.tokens_per_sample, r.epochs)
-        yield self.env.timeout(training_time_s(model, gpu, r.method, tokens, r.gpus, training_mfu,
+        yield self.env.timeout(training_time_s(model, gpu, r.method, tokens, gpus, training_mfu,
                                                r.scaling_efficiency))
-        self.log("train", start, self.env.now, event, -1, f"{r.method}, {tokens:.3g} tokens on {r.gpus}x {train_pool.gpu}")
+        self.log("train", start, self.env.now, event, -1, f"{r.method}, {tokens:.3g} tokens on {gpus}x {train_pool.gpu}")
         release()
         start = self.env.now
         yield self.env.timeout(r.validation)
@@ -356,7 +368,11 @@ class Lifecycle:
         return next(pool for pool in site.pools if "training" in pool.roles and pool.capacity > 0)
 
     def _acquire_training_gpus(self, gpus: int) -> Generator[simpy.Event, Any, Any]:
-        """Hold `gpus` training GPUs; returns a function that gives them back."""
+        """Hold up to `gpus` training GPUs; returns (a function that gives them back, GPUs held).
+
+        On a pool shared with serving, whole replicas are drained and taken, and one replica
+        always keeps serving, so training may get fewer GPUs than it asked for.
+        """
         s = self.scenario
         site = s.placement.training
         pool = self._training_pool()
@@ -365,7 +381,11 @@ class Lifecycle:
             # a shared pool: take whole replicas from serving, each after it drains
             replicas = math.ceil(gpus / serving.tp)
             active = self.world.pool.active_replicas()
-            taken = sorted(active, reverse=True)[: min(replicas, max(len(active) - 1, 0))]
+            while not active:  # nothing serving to take GPUs from yet (e.g. during a rollout)
+                yield self.env.timeout(min(self.spec.monitor.interval, 60.0))
+                active = self.world.pool.active_replicas()
+            keep_one = 1 if len(active) > 1 else 0  # serving keeps a replica when it has several
+            taken = sorted(active, reverse=True)[: min(replicas, len(active) - keep_one)]
             for r in taken:
                 self.world.pool.drain(r)
             for r in taken:
@@ -379,7 +399,7 @@ class Lifecycle:
                 for r in taken:
                     self.world.pool.activate(r, int(self.world.pool.version[r]))
 
-            return give_back
+            return give_back, len(taken) * serving.tp
         if pool.elastic and pool.count < gpus:
             start = self.env.now
             yield self.env.timeout(pool.provisioning_delay)
@@ -390,7 +410,7 @@ class Lifecycle:
         def release() -> None:
             hold.end_s = self.env.now
 
-        return release
+        return release, gpus
 
     def _rollout(self, version: int, artifact: float) -> Generator[simpy.Event, Any, None]:
         pool = self.world.pool
@@ -432,11 +452,15 @@ class Lifecycle:
             yield self.env.timeout(vendor.import_lead_time)
             covers = self.drift.onsets_before(start) if vendor.fixes_drift else frozenset()
             serving = self.serving_version()
+            newly = sorted(covers - serving.covers)
             version = self.drift.add_version(self.env.now, "vendor", covers | serving.covers)
-            self.log("vendor_import", start, self.env.now, -1, version.version)
+            tag = newly[0] if newly else -1
+            self.log("vendor_import", start, self.env.now, tag, version.version)
             begin = self.env.now
             model = self.scenario.resolved_catalog.models[self.scenario.model.id]
             yield from self._rollout(version.version, model.weight_bytes(self.scenario.model.precision))
-            self.log("vendor_rollout", begin, self.env.now, -1, version.version)
+            self.log("vendor_rollout", begin, self.env.now, tag, version.version)
+            for event in newly:  # a release that fixes the drift is a recovery too
+                self.log("recovered", self.env.now, self.env.now, event, version.version, "vendor release")
             self.new_epoch()
             release += vendor.cadence

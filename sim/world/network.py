@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import simpy
 
-# Bytes left below which a transfer counts as finished (guards float round-off).
-EPSILON_BYTES = 1e-6
+# Share of a transfer left below which it counts as finished (guards float round-off).
+EPSILON_BYTES = 1e-6  # a transfer this small is delivered at once
+RELATIVE_SLACK = 1e-9
 
 
 @dataclass
@@ -93,7 +95,10 @@ class LinkDirection:
         if generation != self._generation:
             return  # the set of transfers changed since this timer was set
         self._progress()
-        finished = [t for t in self.active if t.remaining <= EPSILON_BYTES * max(1.0, t.record.bytes)]
+        # what is left may be too little for time to advance by (float spacing at env.now)
+        floor = self.share_bytes_per_s * 4.0 * float(np.spacing(max(self.env.now, 1.0)))
+        finished = [t for t in self.active
+                    if t.remaining <= max(RELATIVE_SLACK * max(1.0, t.record.bytes), floor)]
         self.active = [t for t in self.active if t not in finished]
         for transfer in finished:
             self._deliver(transfer)
