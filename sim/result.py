@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from sim.kernels.batching import DONE, REJECTED
+from sim.metrics import measure
 
 if TYPE_CHECKING:
     from sim.spec.scenario import Scenario
@@ -47,7 +48,8 @@ class Result:
         return pd.json_normalize(self.summary)
 
     def write(self, out_dir: str | Path) -> Path:
-        """Write requests.parquet, summary.json and the resolved scenario.yaml."""
+        """Write requests.parquet, one Parquet file per table (transfers, costs, gpu_usage,
+        lifecycle, ...), summary.json and the resolved scenario.yaml."""
         from sim import __version__
         from sim.spec import dump_scenario, spec_hash
 
@@ -143,6 +145,9 @@ def collect(world: World) -> Result:
     tables = lifecycle_tables(world)
     summary = summarise(frame, world)
     summary.update(lifecycle_summary(frame, tables["lifecycle"], world))
+    metric_tables, metric_summary = measure(world)  # privacy ledger (transfers), costs, gpu_usage
+    tables.update(metric_tables)
+    summary.update(metric_summary)
     return Result(scenario, world.replication, frame, summary, tables=tables,
                   wall_s=time.perf_counter() - started)
 

@@ -46,6 +46,71 @@ def print_run_summary(console: Console, result: Result) -> None:
         lines.append(f"  {name}: {_ms(check['measured_s'])} ms vs target {_ms(check['target_s'])} ms: {mark}")
     for line in lines:
         console.print(line, soft_wrap=True)
+    print_lifecycle(console, result)
+    print_privacy_cost_energy(console, result)
+
+
+def print_lifecycle(console: Console, result: Result) -> None:
+    """Drift recovery: detection delay, each stage's duration, recovery time per drift event."""
+    s = result.summary
+    for event in s.get("drift_events", []):
+        head = (f"drift event {event['drift_event']} ({event['kind']}) at {event['onset_s'] / 3600:.2f} h: ")
+        if event["detected_s"] is None:
+            console.print(head + "not detected within the horizon", soft_wrap=True)
+            continue
+        stages = ", ".join(f"{name} {seconds / 60:.1f} min" for name, seconds in event["stages_s"].items())
+        recovered = ("[bold red]not recovered[/] within the horizon" if event["recovery_time_s"] is None
+                     else f"recovered after {event['recovery_time_s'] / 3600:.2f} h")
+        console.print(head + f"detected after {event['detection_delay_s'] / 60:.1f} min; {recovered}"
+                      + (f" ({stages})" if stages else ""), soft_wrap=True)
+    if s.get("drift_events"):
+        console.print(f"degraded requests: {s['degraded_requests']:,}; excess-error area "
+                      f"{s['excess_error_area_s'] / 3600:.3g} error-hours", soft_wrap=True)
+
+
+def _usd(value: float | None) -> str:
+    return "-" if value is None else f"${value:,.2f}"
+
+
+def print_privacy_cost_energy(console: Console, result: Result) -> None:
+    """Exposure per data class, cost per component, and energy: the run's other three axes."""
+    s = result.summary
+    if "cost_usd" not in s:
+        return
+    exposure = Table(title="Seen by third parties (uploads, and responses they generate)")
+    for column in ("data class", "records", "MB", "score", "GB-days at rest", "sites"):
+        exposure.add_column(column, justify="left" if column == "data class" else "right")
+    for name, nbytes in s["exposed_bytes_by_class"].items():
+        at_rest = s["third_party_gb_days_by_class"][name]
+        if nbytes == 0 and at_rest == 0:
+            continue
+        aggregates = s["exposed_aggregates_by_class"].get(name)
+        records = f"{aggregates:,} aggregates" if aggregates else f"{s['exposed_records_by_class'][name]:,}"
+        exposure.add_row(name, records, f"{nbytes / 1e6:,.2f}", f"{s['exposure_score_by_class'][name]:,.1f}",
+                         f"{at_rest:.3g}", str(s["third_party_sites_by_class"][name]))
+    exposure.add_row("[bold]total[/]", f"{s['exposed_records']:,}", f"{s['exposed_bytes'] / 1e6:,.2f}",
+                     f"{s['exposure_score']:,.1f}", f"{s['third_party_gb_days']:.3g}", "")
+    console.print(exposure)
+    cost = Table(title="Cost over the horizon (USD)")
+    cost.add_column("component")
+    cost.add_column("USD", justify="right")
+    cost.add_column("share", justify="right")
+    total = s["cost_usd"]
+    for component, usd in s["cost_usd_by_component"].items():
+        if usd:
+            cost.add_row(component, _usd(usd), f"{usd / total:.1%}" if total else "-")
+    cost.add_row("[bold]total[/]", _usd(total), "")
+    console.print(cost)
+    lines = [
+        f"cost: {_usd(s['cost_usd_per_month'])} per month, {_usd(s['cost_usd_per_1m_requests'])} per 1M requests, "
+        f"{_usd(s['cost_usd_per_1m_output_tokens'])} per 1M output tokens",
+        f"energy: {s['energy_kwh']:,.1f} kWh metered on premises, {s['cloud_energy_kwh']:,.1f} kWh estimated in the "
+        f"cloud; {s['carbon_kgco2e']:,.1f} kgCO2e"
+        + (f"; {s['energy_kwh_per_1m_output_tokens']:,.2f} kWh per 1M output tokens"
+           if s["energy_kwh_per_1m_output_tokens"] is not None else ""),
+    ]
+    for line in lines:
+        console.print(line, soft_wrap=True)
 
 
 # ------------------------------------------------------------------------------------------
@@ -79,22 +144,36 @@ COMPARISON_ROWS: list[tuple[str, list[tuple[str, str, str, str]]]] = [
         ("cost_usd_per_month", "per month", "USD", "low"),
     ]),
     ("Energy", [
-        ("energy_kwh", "energy", "kWh", "low"), ("carbon_kgco2e", "carbon", "kgCO2e", "low"),
+        ("energy_kwh", "energy on premises", "kWh", ""), ("cloud_energy_kwh", "energy in the cloud (est.)", "kWh", ""),
+        ("energy_kwh_per_1m_output_tokens", "kWh per 1M output tokens", "", "low"),
+        ("carbon_kgco2e", "carbon", "kgCO2e", "low"),
     ]),
 ]
 
 _SCALE = {"ms": 1e3, "s": 1.0, "min": 1 / 60, "h": 1 / 3600, "%": 100.0, "GB": 1e-9, "error x h": 1 / 3600}
 
 
-def format_value(value: float, unit: str) -> str:
+def format_value(value: float, unit: str, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     scaled = value * _SCALE.get(unit, 1.0)
     if unit == "%":
-        return f"{scaled:.1f}%"
-    if abs(scaled) >= 1000:
+        return f"{scaled:.{max(digits - 2, 0) + 1}f}%" if digits >= 3 else f"{scaled:.2g}%"
+    if abs(scaled) >= 1000 and digits >= 3:
         return f"{scaled:,.0f}"
-    return f"{scaled:.3g}"
+    if abs(scaled) >= 10 ** digits:  # round to `digits` significant figures, written out in full
+        magnitude = math.floor(math.log10(abs(scaled)))
+        return f"{round(scaled, digits - 1 - magnitude):,.0f}"
+    return f"{scaled:.{digits}g}"
+
+
+def format_half_width(half: float, mean: float, unit: str) -> str:
+    """A CI half-width to two significant digits, or '' when it rounds to nothing."""
+    scaled_half = abs(half * _SCALE.get(unit, 1.0))
+    scaled_mean = abs(mean * _SCALE.get(unit, 1.0)) if mean is not None else 0.0
+    if scaled_half == 0 or (scaled_mean > 0 and scaled_half < 5e-4 * scaled_mean):
+        return ""
+    return f" ± {format_value(half, unit, digits=2)}"
 
 
 def comparison_rows(comparison) -> list[dict]:  # noqa: ANN001 - sim.experiment.Comparison
@@ -123,7 +202,7 @@ def comparison_rows(comparison) -> list[dict]:  # noqa: ANN001 - sim.experiment.
                 half = (row["ci_high"] - row["ci_low"]) / 2 if not math.isnan(row["ci_high"]) else math.nan
                 text = format_value(mean, unit)
                 if not math.isnan(half) and half > 0:
-                    text += f" ± {format_value(half, unit)}"
+                    text += format_half_width(half, mean, unit)
                 cells[name] = text
                 means[name] = mean
             best: set[str] = set()

@@ -1,0 +1,222 @@
+"""The privacy ledger: every transfer between sites, and what third parties get to see.
+
+A row of the ledger is data moving from one site to another: when it left (`time_s`), the two
+sites, its data class (`prompt`, `response`, `labelled_sample`, `telemetry_aggregate`,
+`model_weights`, or a class the scenario adds), its size (`bytes`), how many records it
+carries (`records`), why it moved (`purpose`) and the link it took (`link`). Two sources feed
+it:
+
+- **Request and response payloads**, when the clients (`workload.origin`) and the inference
+  site are different sites. Millions of requests would make millions of rows, so payloads are
+  summed per minute and direction: one row per minute for the requests sent in it (records =
+  requests, bytes = their `world.request_bytes`, at the client's send time; every request
+  sent counts, rejected ones too, since the prompt left the site), and one per minute for the
+  responses sent back in it (`world.response_bytes`, at the pool's completion time; only
+  completed requests send one; the first token is part of that payload, not extra bytes).
+  A row's `time_s` is the byte-weighted mean send time of its payloads, so data at rest
+  computed from the row equals the sum over its payloads. When clients and inference share a
+  site, payloads never cross a site boundary and the ledger has no rows for them.
+- **Bulk transfers** (`world.network.records`: telemetry, copies of requests for monitoring,
+  training data, model artifacts): one row each, at the time it started; its bytes count in
+  full even if the horizon cuts the transfer short.
+
+**Exposure** is what a third party gets to see. A third-party site sees (1) everything a
+private site sends it, and (2) every response it generates for private clients: ledger rows
+with purpose `response` sent from a third-party site to a private one (it computed them, so it
+holds them). Exposure counts, per data class, those rows' bytes and records, and scores them:
+score = records x the class's `sensitivity`. A class marked `anonymised` is uploaded as
+aggregates: its bytes count, but its rows carry no customer records, so it adds 0 records and
+0 score (the number of aggregates is reported apart, as `exposed_aggregates_by_class`).
+
+**Data at rest.** Each exposed row's bytes stay at the third-party site for the class's
+`retention`, cut at the horizon: GB-days = bytes / 1e9 x min(retention, horizon - time_s) /
+86400. A copy between two third-party sites of a class that was exposed is at rest at the
+receiving site too (a second copy), but is not counted again as exposure. The number of
+distinct third-party sites holding each class counts the sites where exposed data rests.
+Classes the scenario does not declare (none are emitted today: checks reject unknown
+workload classes) would count with sensitivity 1 and the default retention.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from sim.kernels.batching import DONE
+from sim.spec.scenario import DataClass, Scenario
+
+if TYPE_CHECKING:
+    from sim.world.world import World
+
+LEDGER_COLUMNS = ["time_s", "from_site", "to_site", "data_class", "bytes", "records", "purpose", "link"]
+REQUEST_PURPOSE = "request"
+RESPONSE_PURPOSE = "response"
+MINUTE_S = 60.0
+DAY_S = 86400.0
+BYTES_PER_GB = 1e9  # decimal gigabytes, as sim.spec.units reads "1GB" and providers price it
+PRIVATE, THIRD_PARTY = "private", "third_party"
+UNDECLARED_CLASS = DataClass(sensitivity=1.0)
+
+
+# ------------------------------------------------------------------------------------------
+# The ledger
+# ------------------------------------------------------------------------------------------
+
+
+def privacy_ledger(world: World) -> pd.DataFrame:
+    """Every transfer between two sites of a finished run, in time order (see the module doc)."""
+    frames = [frame for frame in (*_payload_rows(world), _bulk_rows(world)) if len(frame)]
+    if not frames:
+        return _empty_ledger()
+    ledger = pd.concat(frames, ignore_index=True)
+    return ledger.sort_values("time_s", kind="stable").reset_index(drop=True)[LEDGER_COLUMNS]
+
+
+def request_send_times(world: World) -> np.ndarray:
+    """When each request left its client; NaN for requests never sent within the horizon."""
+    requests, horizon = world.requests, world.scenario.horizon
+    if requests.clients == 0:
+        send = np.asarray(requests.arrival_s, dtype=np.float64)
+    else:  # closed loop: the kernel released the request; it left one one-way delay earlier
+        send = world.kernel.arrival_s - world.path.one_way_s
+    with np.errstate(invalid="ignore"):
+        return np.where(send < horizon, send, np.nan)
+
+
+def response_send_times(world: World) -> np.ndarray:
+    """When the serving site sent each response back; NaN for requests that did not complete."""
+    kernel = world.kernel
+    return np.where(kernel.status == DONE, kernel.done_s, np.nan)
+
+
+def link_name(scenario: Scenario, a: str, b: str) -> str:
+    found = scenario.link_between(a, b)
+    return found[0] if found is not None else ""
+
+
+def _payload_rows(world: World) -> tuple[pd.DataFrame, pd.DataFrame]:
+    scenario = world.scenario
+    origin, site = scenario.workload.origin, scenario.placement.inference
+    if origin == site:
+        return _empty_ledger(), _empty_ledger()
+    link = link_name(scenario, origin, site)
+    up = _per_minute(request_send_times(world), world.request_bytes)
+    down = _per_minute(response_send_times(world), world.response_bytes)
+    up = up.assign(from_site=origin, to_site=site, data_class=scenario.workload.data_class,
+                   purpose=REQUEST_PURPOSE, link=link)
+    down = down.assign(from_site=site, to_site=origin, data_class=scenario.workload.response_data_class,
+                       purpose=RESPONSE_PURPOSE, link=link)
+    return up[LEDGER_COLUMNS], down[LEDGER_COLUMNS]
+
+
+def _per_minute(send_s: np.ndarray, size_bytes: np.ndarray) -> pd.DataFrame:
+    """Payloads summed per minute of their send time: time_s, bytes, records (NaN = not sent)."""
+    sent = ~np.isnan(send_s)
+    t = send_s[sent]
+    size = np.asarray(size_bytes, dtype=np.float64)[sent]
+    if len(t) == 0:
+        return pd.DataFrame({"time_s": [], "bytes": [], "records": []}, dtype=np.float64)
+    minute, index = np.unique(np.floor(t / MINUTE_S).astype(np.int64), return_inverse=True)
+    nbytes = np.bincount(index, weights=size, minlength=len(minute))
+    records = np.bincount(index, minlength=len(minute)).astype(np.float64)
+    weighted = np.bincount(index, weights=size * t, minlength=len(minute))
+    mean_t = np.bincount(index, weights=t, minlength=len(minute)) / records
+    with np.errstate(invalid="ignore", divide="ignore"):
+        time_s = np.where(nbytes > 0, weighted / nbytes, mean_t)
+    return pd.DataFrame({"time_s": time_s, "bytes": nbytes, "records": records})
+
+
+def _bulk_rows(world: World) -> pd.DataFrame:
+    scenario = world.scenario
+    rows = [
+        {"time_s": r.start_s, "from_site": r.from_site, "to_site": r.to_site, "data_class": r.data_class,
+         "bytes": float(r.bytes), "records": float(r.records), "purpose": r.purpose,
+         "link": link_name(scenario, r.from_site, r.to_site)}
+        for r in world.network.records
+    ]
+    return pd.DataFrame(rows, columns=LEDGER_COLUMNS) if rows else _empty_ledger()
+
+
+def _empty_ledger() -> pd.DataFrame:
+    frame = pd.DataFrame({c: pd.Series(dtype=object) for c in LEDGER_COLUMNS})
+    return frame.astype({"time_s": np.float64, "bytes": np.float64, "records": np.float64})
+
+
+# ------------------------------------------------------------------------------------------
+# Exposure and data at rest
+# ------------------------------------------------------------------------------------------
+
+
+def data_class(scenario: Scenario, name: str) -> DataClass:
+    return scenario.privacy.data_classes.get(name, UNDECLARED_CLASS)
+
+
+def _zones(ledger: pd.DataFrame, scenario: Scenario) -> tuple[pd.Series, pd.Series]:
+    zones = {name: site.zone for name, site in scenario.sites.items()}
+    return ledger["from_site"].map(zones), ledger["to_site"].map(zones)
+
+
+def exposed_rows(ledger: pd.DataFrame, scenario: Scenario) -> pd.Series:
+    """Which ledger rows a third party gets to see (boolean mask; see the module doc)."""
+    src, dst = _zones(ledger, scenario)
+    uploads = (src == PRIVATE) & (dst == THIRD_PARTY)
+    generated = (src == THIRD_PARTY) & (dst == PRIVATE) & (ledger["purpose"] == RESPONSE_PURPOSE)
+    return uploads | generated
+
+
+def third_party_holdings(ledger: pd.DataFrame, scenario: Scenario) -> pd.DataFrame:
+    """Data resting at third-party sites: site, data_class, time_s, bytes, records, exposed."""
+    src, dst = _zones(ledger, scenario)
+    exposed = exposed_rows(ledger, scenario)
+    holder = ledger["to_site"].where(dst == THIRD_PARTY, ledger["from_site"])
+    classes = set(ledger.loc[exposed, "data_class"])
+    copies = (src == THIRD_PARTY) & (dst == THIRD_PARTY) & ledger["data_class"].isin(classes)
+    keep = exposed | copies
+    return pd.DataFrame({
+        "site": holder[keep], "data_class": ledger.loc[keep, "data_class"],
+        "time_s": ledger.loc[keep, "time_s"], "bytes": ledger.loc[keep, "bytes"],
+        "records": ledger.loc[keep, "records"], "exposed": exposed[keep],
+    }).reset_index(drop=True)
+
+
+def at_rest(ledger: pd.DataFrame, scenario: Scenario, horizon_s: float) -> pd.DataFrame:
+    """GB-days of data resting at each third-party site, per data class, within the horizon."""
+    holdings = third_party_holdings(ledger, scenario)
+    retention = holdings["data_class"].map(lambda c: data_class(scenario, c).retention).astype(float)
+    held_s = np.clip(np.minimum(retention, horizon_s - holdings["time_s"]), 0.0, None)
+    gb_days = holdings["bytes"] / BYTES_PER_GB * held_s / DAY_S
+    frame = holdings.assign(gb_days=gb_days)
+    return frame.groupby(["site", "data_class"], as_index=False, sort=True)["gb_days"].sum()
+
+
+def exposure(ledger: pd.DataFrame, scenario: Scenario, horizon_s: float) -> dict[str, Any]:
+    """Summary fields of exposure and data at rest (DESIGN.md §2), with per-class breakdowns."""
+    rows = ledger[exposed_rows(ledger, scenario)]
+    names = sorted(set(scenario.privacy.data_classes) | set(ledger["data_class"]))
+    anonymised = {c for c in names if data_class(scenario, c).anonymised}
+    by_class = rows.groupby("data_class")[["bytes", "records"]].sum()
+    rest = at_rest(ledger, scenario, horizon_s)
+    rest_by_class = rest.groupby("data_class")["gb_days"].sum()
+    sites_by_class = rest.groupby("data_class")["site"].nunique()
+
+    def total(column: str, name: str) -> float:
+        return float(by_class[column].get(name, 0.0))
+
+    bytes_by_class = {c: total("bytes", c) for c in names}
+    records_by_class = {c: 0 if c in anonymised else int(round(total("records", c))) for c in names}
+    aggregates_by_class = {c: int(round(total("records", c))) for c in names if c in anonymised}
+    score_by_class = {c: records_by_class[c] * data_class(scenario, c).sensitivity for c in names}
+    return {
+        "exposed_bytes": float(sum(bytes_by_class.values())),
+        "exposed_records": int(sum(records_by_class.values())),
+        "exposure_score": float(sum(score_by_class.values())),
+        "third_party_gb_days": float(rest["gb_days"].sum()),
+        "exposed_bytes_by_class": bytes_by_class,
+        "exposed_records_by_class": records_by_class,
+        "exposed_aggregates_by_class": aggregates_by_class,
+        "exposure_score_by_class": score_by_class,
+        "third_party_gb_days_by_class": {c: float(rest_by_class.get(c, 0.0)) for c in names},
+        "third_party_sites_by_class": {c: int(sites_by_class.get(c, 0)) for c in names},
+    }
