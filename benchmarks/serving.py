@@ -85,11 +85,11 @@ def main() -> None:
     completed = int((k.status == DONE).sum())
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from oracle import simulate_pool  # the pure-SimPy reference model
+    from oracle import run_oracle  # the pure-SimPy reference model
 
     m = args.oracle_requests
     started = time.perf_counter()
-    simulate_pool(arrivals[:m], prompt[:m], output[:m], replicas=REPLICAS, max_num_seqs=256,
+    run_oracle(arrivals[:m], prompt[:m], output[:m], replicas=REPLICAS, max_num_seqs=256,
                   max_num_batched_tokens=8192, chunked_prefill=True, kv_capacity_tokens=kv,
                   max_model_len=8192, params=params)
     oracle_s = time.perf_counter() - started

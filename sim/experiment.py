@@ -155,12 +155,14 @@ class Comparison:
         return {scenario: [flat_summary(run.summary).get(name) for run in self.runs[scenario]]
                 for scenario in self.names}
 
-    def clearly_better(self, name: str, a: str, b: str, lower_is_better: bool = True) -> bool:
-        """Is scenario a better than b on a metric, beyond noise?
+    def clearly_better(self, name: str, a: str, b: str, lower_is_better: bool = True,
+                       min_relative: float = 0.005) -> bool:
+        """Is scenario a better than b on a metric, beyond noise and by a margin that matters?
 
         With common random numbers the honest test is paired: the 95% CI of the per-replication
         differences (a_k - b_k) must exclude zero on the better side. With one replication the
-        difference itself decides.
+        difference itself decides. Either way the mean difference must also exceed
+        `min_relative` of b's mean (0.5%), so that a consistent but negligible edge is no "best".
         """
         values = self.values(name)
         pairs = [(x, y) for x, y in zip(values[a], values[b], strict=False) if x is not None and y is not None]
@@ -168,6 +170,9 @@ class Comparison:
             return False
         diffs = [x - y if lower_is_better else y - x for x, y in pairs]
         mean, low, high, n = mean_ci(diffs)
+        reference = abs(float(np.mean([y for _, y in pairs])))
+        if abs(mean) <= min_relative * reference:
+            return False
         if n == 1 or math.isnan(high):
             return mean < 0
         return high < 0
