@@ -172,12 +172,12 @@ def compare(
             "simulating", quiet)
     except SpecError as exc:
         raise fail(exc) from None
-    print_comparison(out, comparison)
+    print_comparison(out if out.is_terminal else Console(highlight=False, width=150), comparison)
     from sim.report.document import write_report
 
     target = out_dir or Path("reports") / name
-    written = write_report(comparison, target)
-    out.print(f"report: {written / 'index.html'} (also report.md, summary.csv)", soft_wrap=True)
+    index = write_report(comparison, target)
+    out.print(f"report: {index} (also report.md, summary.csv, figures/)", soft_wrap=True)
 
 
 def _with_steps(work, label: str, quiet: bool):  # noqa: ANN001, ANN202
@@ -246,6 +246,89 @@ def _with_progress(work, label: str, quiet: bool):  # noqa: ANN001, ANN202
                   TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True) as bar:
         task = bar.add_task(label, total=1.0)
         return work(lambda fraction: bar.update(task, completed=fraction))
+
+
+MeasurementFiles = Annotated[
+    list[Path], typer.Argument(help="Measured points: CSV in the published layout, or vLLM benchmark JSON.")
+]
+ModelOption = Annotated[str | None, typer.Option(help="Model id, for files that do not name the model.")]
+GpuOption = Annotated[str | None, typer.Option(help="GPU id, for files that do not name it (vLLM JSON never does).")]
+GpusOption = Annotated[int | None, typer.Option(help="GPUs per replica (tensor parallel), if the file does not say.")]
+PrecisionOption = Annotated[str | None, typer.Option(
+    help="bf16, fp16, fp8, int8 or int4, if the file does not say (vLLM JSON: default bf16).")]
+
+
+@app.command()
+def calibrate(
+    measurements: MeasurementFiles,
+    out_file: Annotated[Path, typer.Option("--out", help="Catalog file to write; name it in a scenario "
+                                                          "with `catalog: <file>`.")],
+    model: ModelOption = None,
+    gpu: GpuOption = None,
+    gpus: GpusOption = None,
+    precision: PrecisionOption = None,
+) -> None:
+    """Fit each GPU's efficiency factors to measured points; write them as a catalog file."""
+    from sim.calibration import display_value, fit_all, read_measurements, write_catalog_override
+
+    try:
+        fits = fit_all(read_measurements(measurements, model=model, gpu=gpu, gpus=gpus, precision=precision))
+    except SpecError as exc:
+        raise fail(exc) from None
+    for result in fits.values():
+        table = Table(title=f"{result.gpu}: measured, fitted and leave-one-out (fitted without the point)")
+        for column in ("id", "metric", "setup", "measured", "fitted", "error", "leave-one-out", "LOO error"):
+            table.add_column(column, justify="left" if column in ("id", "metric", "setup") else "right")
+        for p in result.points:
+            m = p.measurement
+            measured, unit = display_value(m.metric, m.value)
+            table.add_row(m.id, m.metric, m.describe_setup, f"{measured:,.4g} {unit}",
+                          f"{display_value(m.metric, p.predicted)[0]:,.4g}", f"{p.relative_error:+.1%}",
+                          f"{display_value(m.metric, p.loo_predicted)[0]:,.4g}", f"{p.loo_relative_error:+.1%}")
+        out.print(table)
+        out.print(result.summary(), soft_wrap=True)
+    written = write_catalog_override(fits, out_file)
+    out.print(f"wrote {written}; use it with `catalog: {written.name}` in a scenario, or "
+              f"`deploysim fidelity ... --catalog {written}`", soft_wrap=True)
+
+
+@app.command()
+def fidelity(
+    measurements: MeasurementFiles,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Report folder (default reports/fidelity).")] = None,
+    catalog_file: Annotated[Path | None, typer.Option(
+        "--catalog", help="A catalog file merged over the shipped one (e.g. what calibrate wrote).")] = None,
+    model: ModelOption = None,
+    gpu: GpuOption = None,
+    gpus: GpusOption = None,
+    precision: PrecisionOption = None,
+) -> None:
+    """How far off is the simulator? Predictions against measured points, without fitting, with a report."""
+    from sim.calibration import display_value, load_catalog_file, read_measurements
+    from sim.calibration import fidelity as run_fidelity
+    from sim.report.fidelity import write_fidelity_report
+
+    try:
+        catalog = load_catalog_file(catalog_file)
+        points = read_measurements(measurements, model=model, gpu=gpu, gpus=gpus, precision=precision,
+                                   catalog=catalog)
+        result = run_fidelity(points, catalog_file)
+    except SpecError as exc:
+        raise fail(exc) from None
+    table = Table(title=f"predicted ({result.catalog_label}) against measured")
+    for column in ("id", "gpu", "metric", "setup", "measured", "predicted", "error", "KS"):
+        table.add_column(column, justify="left" if column in ("id", "gpu", "metric", "setup") else "right")
+    for p in result.points:
+        m = p.measurement
+        measured, unit = display_value(m.metric, m.value)
+        table.add_row(m.id, m.gpu, m.metric, m.describe_setup, f"{measured:,.4g} {unit}",
+                      f"{display_value(m.metric, p.predicted)[0]:,.4g}", f"{p.relative_error:+.1%}",
+                      "-" if p.ks_distance is None else f"{p.ks_distance:.3f}")
+    out.print(table)
+    errors = ", ".join(f"{metric} {mape:.1%}" for metric, mape in result.mape_by_metric.items())
+    out.print(f"MAPE {result.mape:.1%} over {len(result.points)} points ({errors})", soft_wrap=True)
+    target = write_fidelity_report(result, out_dir or Path("reports") / "fidelity")
+    out.print(f"report: {target / 'index.html'} (also report.md, points.csv, scatter.png)", soft_wrap=True)
 
 
 @catalog_app.command("gpus")
