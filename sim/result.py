@@ -145,6 +145,7 @@ def collect(world: World) -> Result:
     tables = lifecycle_tables(world)
     summary = summarise(frame, world)
     summary.update(lifecycle_summary(frame, tables["lifecycle"], world))
+    summary.update(training_summary(frame, tables, world))
     metric_tables, metric_summary = measure(world)  # privacy ledger (transfers), costs, gpu_usage
     tables.update(metric_tables)
     summary.update(metric_summary)
@@ -166,8 +167,68 @@ def lifecycle_tables(world: World) -> dict[str, pd.DataFrame]:
     transfers = pd.DataFrame([vars(t) for t in world.network.records],
                              columns=["start_s", "from_site", "to_site", "data_class", "bytes", "records",
                                       "purpose", "end_s"])
+    jobs = pd.DataFrame(
+        [{"name": j.name, "purpose": j.purpose, "submitted_s": j.submitted_s, "started_s": j.started_s,
+          "finished_s": j.finished_s, "wait_s": j.wait_s, "gpus": j.gpus, "detail": j.detail}
+         for j in lifecycle.jobs],
+        columns=["name", "purpose", "submitted_s", "started_s", "finished_s", "wait_s", "gpus", "detail"])
     return {"lifecycle": stages, "gpu_holds": holds, "bulk_transfers": transfers,
-            "utilisation": utilisation_timeline(world)}
+            "utilisation": utilisation_timeline(world), "training_jobs": jobs}
+
+
+PURPOSES = ("serving", "retraining", "development")
+
+
+def training_summary(frame: pd.DataFrame, tables: dict[str, pd.DataFrame], world: World) -> dict[str, Any]:
+    """The training application: queue waits, jobs done, GPU-hours and cloud cost by purpose,
+    and how stale and how often degraded the served model was."""
+    from sim.metrics.cost import cloud_gpu_price
+
+    scenario = world.scenario
+    horizon = scenario.horizon
+    jobs = tables["training_jobs"]
+    holds = tables["gpu_holds"]
+    busy_hours = {"serving": float(np.minimum(world.kernel.busy_s, horizon).sum()) * world.serving.tp / 3600}
+    held_hours = {"serving": world.pool.gpu_seconds_held(horizon) / 3600}
+    cloud_usd = dict.fromkeys((*PURPOSES, "provisioning"), 0.0)
+    serving_site = scenario.sites[world.serving.site]
+    if serving_site.zone == "third_party":
+        price, _ = cloud_gpu_price(world.serving.pool, serving_site, scenario.resolved_catalog)
+        cloud_usd["serving"] = held_hours["serving"] * price
+    for purpose in ("retraining", "development", "provisioning"):
+        mine = holds[holds["purpose"] == purpose]
+        hours = float((mine["gpus"] * (mine["end_s"] - mine["start_s"])).sum()) / 3600
+        held_hours[purpose] = hours
+        if purpose != "provisioning":
+            busy_hours[purpose] = hours
+        for row in mine.itertuples():
+            site = scenario.sites[row.site]
+            if site.zone == "third_party":
+                pool = next(p for p in site.pools if p.name == row.pool)
+                price, _ = cloud_gpu_price(pool, site, scenario.resolved_catalog)
+                cloud_usd[purpose] += row.gpus * (row.end_s - row.start_s) / 3600 * price
+    started = jobs[jobs["started_s"].notna()]
+    done = jobs[jobs["finished_s"].notna()]
+    served = frame["error_rate"].notna()
+    versions = world.lifecycle.drift.versions
+    created = frame.loc[served, "model_version"].map(lambda v: versions[v].created_s if v in versions else 0.0)
+    served_at = frame.loc[served, "dispatch_s"] + frame.loc[served, "prefill_s"]
+    staleness = (served_at - created).to_numpy(dtype=float)
+    degraded = (frame.loc[served, "error_rate"] > world.lifecycle.drift.base + 1e-12).to_numpy()
+    return {
+        "gpu_hours_by_purpose": busy_hours,
+        "gpu_hours_held_by_purpose": held_hours,
+        "cloud_gpu_cost_usd_by_purpose": cloud_usd,
+        "training_jobs_submitted_by_purpose": {p: int((jobs["purpose"] == p).sum()) for p in PURPOSES[1:]},
+        "training_jobs_completed_by_purpose": {p: int((done["purpose"] == p).sum()) for p in PURPOSES[1:]},
+        "training_queue_wait_s": float(started["wait_s"].mean()) if len(started) else None,
+        "training_queue_wait_s_by_purpose": {
+            p: (float(started.loc[started["purpose"] == p, "wait_s"].mean())
+                if (started["purpose"] == p).any() else None) for p in PURPOSES[1:]},
+        "model_staleness_mean_s": float(staleness.mean()) if len(staleness) else None,
+        "model_staleness_max_s": float(staleness.max()) if len(staleness) else None,
+        "degraded_share": float(degraded.mean()) if len(degraded) else None,
+    }
 
 
 def utilisation_timeline(world: World) -> pd.DataFrame:

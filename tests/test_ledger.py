@@ -200,27 +200,34 @@ def test_local_placements_expose_nothing_sensitive(seeds: dict[str, tuple[World,
 
 def test_cloud_placement_exposes_every_prompt_and_response(seeds: dict[str, tuple[World, Result]]) -> None:
     """S2 serves from the cloud: every prompt sent and every response completed is exposed,
-    and the 3000 labelled samples its retraining uploads (training_sample 1.0)."""
+    and the 3000 labelled samples its retraining uploads (training_sample 1.0), plus the
+    records of the development experiments' data uploads."""
     world, result = seeds["s2"]
     s = summary_of(world)
     assert s["exposed_records_by_class"]["prompt"] == result.summary["requests_total"]
     assert s["exposed_records_by_class"]["response"] == result.summary["requests_completed"]
-    assert s["exposed_records_by_class"]["labelled_sample"] == world.scenario.lifecycle.retraining.samples
+    development = sum(r.records for r in world.network.records
+                      if r.purpose.startswith("development") and r.from_site == "premises")
+    assert s["exposed_records_by_class"]["labelled_sample"] == world.scenario.lifecycle.retraining.samples + development
     assert s["exposed_bytes_by_class"]["prompt"] == pytest.approx(world.request_bytes.sum())
 
 
 def test_cloud_served_local_inference_exposes_only_what_it_uploads(
         seeds: dict[str, tuple[World, Result]]) -> None:
     """S4 infers on premises: no prompt or response leaves; its retraining uploads
-    samples x training_sample = 3000 x 0.3 = 900 labelled samples; monitoring may send
-    telemetry aggregates; nothing else is exposed (the weights it pulls back are not)."""
+    samples x training_sample = 3000 x 0.3 = 900 labelled samples, and its development
+    experiments upload their data; monitoring may send telemetry aggregates; nothing else is
+    exposed (the weights it pulls back are not)."""
     world, _ = seeds["s4"]
     s = summary_of(world)
+    development = sum(r.records for r in world.network.records
+                      if r.purpose.startswith("development") and r.from_site == "premises")
     assert s["exposed_records_by_class"]["prompt"] == s["exposed_records_by_class"]["response"] == 0
-    assert s["exposed_records_by_class"]["labelled_sample"] == 900
+    assert s["exposed_records_by_class"]["labelled_sample"] == 900 + development
     exposed = {c for c, b in s["exposed_bytes_by_class"].items() if b > 0}
     assert exposed <= {"labelled_sample", "telemetry_aggregate"}
-    assert s["exposure_score"] == pytest.approx(900 * 1.0 + 0.0)  # aggregates are anonymised: no score
+    # aggregates are anonymised: no score
+    assert s["exposure_score"] == pytest.approx((900 + development) * 1.0 + 0.0)
 
 
 @pytest.mark.parametrize("key", ["s2", "s4"])

@@ -139,8 +139,14 @@ def test_feature_shift_sums_the_active_events() -> None:
 # --------------------------------------------------------------------------------------------
 
 
+# These tests pin down drift-triggered retraining on its own: the development workload that
+# base.yaml adds (experiments competing for the same GPUs) is switched off; its own tests
+# live in tests/test_training.py.
+NO_DEVELOPMENT = ["lifecycle.development=null"]
+
+
 def _run(path: Path, overrides: list[str] | None = None) -> tuple[World, Result]:
-    world = World(sim.load_scenario(path, overrides or []))
+    world = World(sim.load_scenario(path, NO_DEVELOPMENT + (overrides or [])))
     return world, world.run()
 
 

@@ -99,6 +99,10 @@ def gpu_energy_kwh(gpu: GPU, held_gpu_s: float, busy_gpu_s: float) -> float:
 # ------------------------------------------------------------------------------------------
 
 
+TRAINING_PURPOSES = ("retraining", "development")  # holds that run jobs on their GPUs
+HOLD_PURPOSES = (*TRAINING_PURPOSES, "provisioning")  # holds that are billed
+
+
 def _hold_seconds(world: World, site: str, pool: str, purpose: str, beyond: int = 0) -> float:
     """GPU-seconds of the lifecycle's holds on one pool, counting GPUs above `beyond` only."""
     horizon = world.scenario.horizon
@@ -125,9 +129,8 @@ def _held_gpu_s(world: World, site_name: str, site: Site, pool: Pool, serves: bo
     assert pool.name is not None
     if serves:  # the replicas' own record, plus GPUs taken from serving for training
         held = world.pool.gpu_seconds_held(horizon)
-        return held + sum(_hold_seconds(world, site_name, pool.name, p) for p in ("retraining", "provisioning"))
-    extra = sum(_hold_seconds(world, site_name, pool.name, p, beyond=pool.count)
-                for p in ("retraining", "provisioning"))
+        return held + sum(_hold_seconds(world, site_name, pool.name, p) for p in HOLD_PURPOSES)
+    extra = sum(_hold_seconds(world, site_name, pool.name, p, beyond=pool.count) for p in HOLD_PURPOSES)
     return pool.count * horizon + extra
 
 
@@ -145,7 +148,7 @@ def gpu_usage(world: World) -> pd.DataFrame:
             serves = site_name == serving.site and pool.name == serving.pool.name
             held = _held_gpu_s(world, site_name, site, pool, serves)
             serving_busy = _serving_busy_gpu_s(world) if serves else 0.0
-            training = _hold_seconds(world, site_name, pool.name, "retraining")
+            training = sum(_hold_seconds(world, site_name, pool.name, p) for p in TRAINING_PURPOSES)
             busy = min(serving_busy + training, held)
             it_kwh = gpu_energy_kwh(gpu, held, busy)
             rows.append({

@@ -162,12 +162,43 @@ def check_training(s: Scenario) -> list[SpecIssue]:
         return [SpecIssue(
             "placement.training", f"training is placed at {site_name!r}, which has no GPUs for training",
             site_name, "a site with a pool whose roles include 'training', or 'none'")]
+    issues: list[SpecIssue] = []
+    sharing = s.lifecycle.gpu_sharing
+    shared = site_name == s.placement.inference and any(
+        "training" in p.roles and "serving" in p.roles and p.capacity > 0 for p in site.pools)
+    if shared and sharing.policy == "reserved":
+        tp = s.model.tensor_parallel
+        pool_gpus = next(p.count for p in site.pools if "training" in p.roles and "serving" in p.roles)
+        if sharing.reserved_gpus < 1 or sharing.reserved_gpus > pool_gpus - tp:
+            issues.append(SpecIssue(
+                "lifecycle.gpu_sharing.reserved_gpus", "the reserved GPUs must leave at least one serving replica",
+                sharing.reserved_gpus, f"a value between 1 and {pool_gpus - tp}"))
+        elif (pool_gpus - sharing.reserved_gpus) % tp:
+            issues.append(SpecIssue(
+                "lifecycle.gpu_sharing.reserved_gpus", f"serving keeps whole replicas of tensor_parallel={tp}",
+                sharing.reserved_gpus, f"a value that leaves a multiple of {tp} GPUs to serve"))
+        gpus = sharing.reserved_gpus
     need = s.lifecycle.retraining.gpus
     if need > gpus:
-        return [SpecIssue(
+        issues.append(SpecIssue(
             "lifecycle.retraining.gpus", f"retraining asks for {need} GPUs but {site_name!r} has {gpus} for training",
-            need, f"a value <= {gpus}")]
-    return []
+            need, f"a value <= {gpus}"))
+    development = s.lifecycle.development
+    if development is not None:
+        for i, job in enumerate(development.jobs):
+            if job.gpus > gpus:
+                issues.append(SpecIssue(f"lifecycle.development.jobs[{i}].gpus",
+                                        f"the job asks for {job.gpus} GPUs but {site_name!r} has {gpus} for training",
+                                        job.gpus, f"a value <= {gpus}"))
+            if job.data_class not in s.privacy.data_classes:
+                classes = sorted(s.privacy.data_classes)
+                issues.append(SpecIssue(f"lifecycle.development.jobs[{i}].data_class",
+                                        f"unknown data class{suggest(job.data_class, classes)}", job.data_class,
+                                        ", ".join(classes)))
+        if development.arrivals == "schedule" and not development.at:
+            issues.append(SpecIssue("lifecycle.development.at", "a schedule needs submission times", [],
+                                    "a list of times, e.g. [1d, 3d, 5d]"))
+    return issues
 
 
 def check_cloud_pools(s: Scenario, catalog: Catalog) -> list[SpecIssue]:

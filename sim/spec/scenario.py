@@ -453,6 +453,18 @@ class Monitor(Spec):
 
 
 class Retraining(Spec):
+    """When and how the model is retrained.
+
+    policy `triggered`: after a drift detection; `scheduled`: every `every`, on the labelled
+    data collected since the last retraining; `both`. No retraining starts within `min_gap`
+    of the previous one.
+    """
+
+    policy: Literal["triggered", "scheduled", "both"] = "triggered"
+    every: Seconds = Field(default=7 * 86400.0, gt=0, description="period of scheduled retraining")
+    first_at: Seconds | None = Field(default=None, ge=0, description="first scheduled run (default: every)")
+    min_gap: Seconds = Field(default=0.0, ge=0, description="least time between two retrainings")
+    priority: int = Field(default=10, description="in the training queue: higher goes first")
     method: Literal["full", "lora"] = "lora"
     samples: int = Field(default=2000, ge=1, description="labelled post-detection samples to collect")
     tokens_per_sample: int = Field(default=1024, ge=1)
@@ -461,6 +473,41 @@ class Retraining(Spec):
     scaling_efficiency: float = Field(default=0.9, gt=0, le=1, description="data-parallel efficiency")
     validation: Seconds = Field(default=1800.0, ge=0, description="time to validate a candidate")
     lora_rank: int = Field(default=16, ge=1)
+
+
+class DevelopmentJob(Spec):
+    """One kind of model-development job: a fine-tuning experiment or an evaluation."""
+
+    name: str = Field(min_length=1)
+    method: Literal["full", "lora", "eval"] = "lora"
+    tokens: float = Field(gt=0, description="tokens processed (training tokens x epochs, or evaluated)")
+    gpus: int = Field(default=1, ge=1)
+    data: Bytes = Field(default=0.0, ge=0, description="training data moved to the training site")
+    data_class: str = "labelled_sample"
+    records: int = Field(default=0, ge=0, description="records in that data")
+
+
+class DevelopmentWorkload(Spec):
+    """The training application's own work: experiments and evaluations that compete for GPUs."""
+
+    arrivals: Literal["poisson", "schedule"] = "poisson"
+    rate_per_week: float = Field(default=5.0, gt=0, description="poisson: jobs per week")
+    at: list[Seconds] = Field(default_factory=list, description="schedule: submission times")
+    jobs: list[DevelopmentJob] = Field(min_length=1, description="job kinds, taken in turn")
+    priority: int = Field(default=1, description="in the training queue: higher goes first")
+
+
+class GpuSharing(Spec):
+    """How training shares a premises pool that also serves.
+
+    `preempt_serving`: training takes GPUs from serving replicas (drained first); serving keeps
+    at least one replica. `reserved`: `reserved_gpus` of the pool never serve and are training's
+    alone. `only_idle_gpus`: training uses only GPUs no serving replica holds (reserved ones,
+    or replicas that are offline), so it never slows serving down; it may wait a long time.
+    """
+
+    policy: Literal["preempt_serving", "reserved", "only_idle_gpus"] = "preempt_serving"
+    reserved_gpus: int = Field(default=0, ge=0)
 
 
 class Deployment(Spec):
@@ -483,6 +530,8 @@ class Lifecycle(Spec):
     retraining: Retraining = Field(default_factory=Retraining)
     deployment: Deployment = Field(default_factory=Deployment)
     vendor_updates: VendorUpdates | None = None
+    development: DevelopmentWorkload | None = None
+    gpu_sharing: GpuSharing = Field(default_factory=GpuSharing)
 
 
 

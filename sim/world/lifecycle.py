@@ -47,6 +47,7 @@ from sim.kernels.batching import DONE
 from sim.kernels.training import adapter_bytes, training_time_s, training_tokens
 from sim.spec.scenario import NONE_SITE, AbruptDrift, GradualDrift, RecurringDrift, Scenario
 from sim.streams import stream
+from sim.world.training import DevelopmentWorkload, JobRecord, TrainingQueue
 
 if TYPE_CHECKING:
     from sim.world.world import World
@@ -165,7 +166,13 @@ class Lifecycle:
         self.stages: list[StageRecord] = []
         self.holds: list[GpuHold] = []
         self.detections: list[float] = []
-        self.busy = False  # a recovery pipeline is running
+        self.busy = False  # a retraining pipeline is running
+        self.jobs: list[JobRecord] = []  # training-queue jobs: retraining and development
+        self._last_retrain_s = -math.inf  # start of the last retraining (for min_gap)
+        self._data_since_s = 0.0  # labels before this went into the last retraining
+        self.training: TrainingQueue | None = None
+        if self.scenario.placement.training != NONE_SITE:
+            self.training = TrainingQueue(self)
         self._fed_until = 0.0
         self._epoch_s = 0.0  # the monitor judges only requests served since the last rollout
         self._detector_seed = int(stream(seed, rep, "detector").integers(2**31))
@@ -193,6 +200,13 @@ class Lifecycle:
             self.env.process(self._monitor())
         if self.spec.vendor_updates is not None:
             self.env.process(self._vendor_updates())
+        if self.training is not None and self.spec.retraining.policy in ("scheduled", "both"):
+            self.env.process(self._scheduled_retraining())
+        if self.training is not None and self.spec.development is not None:
+            DevelopmentWorkload(self).start()
+
+    def _may_retrain(self) -> bool:
+        return not self.busy and self.env.now - self._last_retrain_s >= self.spec.retraining.min_gap
 
     def log(self, stage: str, start: float, end: float, event: int, version: int, detail: str = "") -> None:
         self.stages.append(StageRecord(stage, start, end, event, version, detail))
@@ -241,14 +255,15 @@ class Lifecycle:
             self._send_monitoring_data(self._fed_until, now)
             self._fed_until = now
             fired = feed(self.detector, values)
-            if not fired or self.busy:
+            if not fired:
                 continue
             self.detections.append(now)
             event = self._drift_event_for(now)
             self.log("detected", now, now, event, -1, f"{self.spec.monitor.detector} on {len(values)} values")
-            if placement.training != NONE_SITE:
+            if (placement.training != NONE_SITE and self.spec.retraining.policy in ("triggered", "both")
+                    and self._may_retrain()):
                 self.busy = True
-                self.env.process(self._recover(now, event))
+                self.env.process(self._retrain("triggered", now, event))
 
     def serving_version(self) -> ModelVersion:
         """The newest version any replica serves (a version set by hand counts as the initial)."""
@@ -302,21 +317,56 @@ class Lifecycle:
                 return float(arrived[samples - 1])
             yield self.env.timeout(poll)
 
-    def _recover(self, detected: float, event: int) -> Generator[simpy.Event, Any, None]:
+    def _scheduled_retraining(self) -> Generator[simpy.Event, Any, None]:
+        """Every `every`, retrain on the labels collected since the last retraining."""
+        r = self.spec.retraining
+        at = r.first_at if r.first_at is not None else r.every
+        while True:
+            if at > self.env.now:
+                yield self.env.timeout(at - self.env.now)
+            if self._may_retrain():
+                self.busy = True
+                yield from self._retrain("scheduled", self.env.now, -1)
+            else:
+                self.log("scheduled_skipped", self.env.now, self.env.now, -1, -1,
+                         "a retraining is running or the last one is within min_gap")
+            at += r.every
+
+    def _retrain(self, trigger: str, since: float, event: int) -> Generator[simpy.Event, Any, None]:
+        """Collect labelled data, upload it, train, validate, distribute and roll out.
+
+        `triggered`: wait for `samples` labels after the detection at `since`. `scheduled`:
+        take every label that arrived since the last retraining (no wait). The new version
+        covers the drift events that began before its data was collected.
+        """
         s = self.scenario
         p = s.placement
         r = self.spec.retraining
         w = self.world
         catalog = s.resolved_catalog
         model = catalog.models[s.model.id]
-        # collect
+        self._last_retrain_s = self.env.now
         start = self.env.now
-        collected = yield from self._collect(detected, r.samples)
-        self.log("collect", start, self.env.now, event, -1, f"{r.samples} labelled samples (last at {collected:.0f} s)")
-        covers = self.drift.onsets_before(detected) | self.serving_version().covers
+        if trigger == "triggered":
+            collected = yield from self._collect(since, r.samples)
+            samples = r.samples
+            detail = f"{samples} labelled samples after detection (last at {collected:.0f} s)"
+        else:
+            self.world.pool.sync()
+            labels = self.label_times()
+            samples = int(((labels > self._data_since_s) & (labels <= self.env.now)).sum())
+            detail = f"{samples} labelled samples since {self._data_since_s:.0f} s"
+        self.log("collect", start, self.env.now, event, -1, f"{trigger}: {detail}")
+        self._data_since_s = self.env.now
+        if samples == 0:
+            self.log("retrain_skipped", self.env.now, self.env.now, event, -1, "no labelled data")
+            self.busy = False
+            return
+        covers = self.drift.onsets_before(self.env.now if trigger == "scheduled" else since)
+        covers = covers | self.serving_version().covers
         # upload
         start = self.env.now
-        uploaded = max(1, round(r.samples * p.training_sample))
+        uploaded = max(1, round(samples * p.training_sample))
         nbytes = uploaded * self.spec.monitor.record_bytes
         origin = s.workload.origin
         if p.training_data not in (NONE_SITE, origin):
@@ -325,13 +375,17 @@ class Lifecycle:
         if source != p.training:
             yield w.network.transfer(source, p.training, nbytes, "labelled_sample", uploaded, "training data")
         self.log("upload", start, self.env.now, event, -1, f"{uploaded} samples, {nbytes:.0f} bytes")
-        # GPUs
+        # GPUs, through the training queue
         start = self.env.now
-        release, gpus = yield from self._acquire_training_gpus(r.gpus)
+        record = JobRecord(f"retraining ({trigger})", "retraining", start, detail=r.method)
+        self.jobs.append(record)
+        assert self.training is not None
+        release, gpus = yield from self.training.request(r.gpus, r.priority, "retraining")
+        record.started_s, record.gpus = self.env.now, gpus
         self.log("acquire_gpus", start, self.env.now, event, -1, f"{gpus} GPUs at {p.training}")
         # train
         start = self.env.now
-        train_pool = self._training_pool()
+        train_pool = self.training.pool
         gpu = catalog.gpus[train_pool.gpu]
         training_mfu = s.model.efficiency.training_mfu or gpu.efficiency.training_mfu
         tokens = training_tokens(uploaded, r.tokens_per_sample, r.epochs)
@@ -339,9 +393,11 @@ class Lifecycle:
                                                r.scaling_efficiency))
         self.log("train", start, self.env.now, event, -1, f"{r.method}, {tokens:.3g} tokens on {gpus}x {train_pool.gpu}")
         release()
+        record.finished_s = self.env.now
         start = self.env.now
         yield self.env.timeout(r.validation)
         self.log("validate", start, self.env.now, event, -1)
+        newly = sorted(covers - self.serving_version().covers)
         version = self.drift.add_version(self.env.now, "retrained", covers)
         # distribute
         start = self.env.now
@@ -354,7 +410,8 @@ class Lifecycle:
         start = self.env.now
         yield from self._rollout(version.version, artifact)
         self.log("rollout", start, self.env.now, event, version.version, self.spec.deployment.rollout)
-        self.log("recovered", self.env.now, self.env.now, event, version.version)
+        for covered in newly:  # the rollout restores every drift event this version covers
+            self.log("recovered", self.env.now, self.env.now, covered, version.version, trigger)
         self.new_epoch()
         self.busy = False
 
@@ -362,55 +419,6 @@ class Lifecycle:
         if self.spec.deployment.artifact == "adapter" and self.spec.retraining.method == "lora":
             return adapter_bytes(model, self.spec.retraining.lora_rank)
         return model.weight_bytes(self.scenario.model.precision)
-
-    def _training_pool(self):  # noqa: ANN202
-        site = self.scenario.sites[self.scenario.placement.training]
-        return next(pool for pool in site.pools if "training" in pool.roles and pool.capacity > 0)
-
-    def _acquire_training_gpus(self, gpus: int) -> Generator[simpy.Event, Any, Any]:
-        """Hold up to `gpus` training GPUs; returns (a function that gives them back, GPUs held).
-
-        On a pool shared with serving, whole replicas are drained and taken, and one replica
-        always keeps serving, so training may get fewer GPUs than it asked for.
-        """
-        s = self.scenario
-        site = s.placement.training
-        pool = self._training_pool()
-        serving = self.world.serving
-        if site == serving.site and pool.name == serving.pool.name:
-            # a shared pool: take whole replicas from serving, each after it drains
-            replicas = math.ceil(gpus / serving.tp)
-            active = self.world.pool.active_replicas()
-            while not active:  # nothing serving to take GPUs from yet (e.g. during a rollout)
-                yield self.env.timeout(min(self.spec.monitor.interval, 60.0))
-                active = self.world.pool.active_replicas()
-            keep_one = 1 if len(active) > 1 else 0  # serving keeps a replica when it has several
-            taken = sorted(active, reverse=True)[: min(replicas, len(active) - keep_one)]
-            for r in taken:
-                self.world.pool.drain(r)
-            for r in taken:
-                yield from self.world.pool.wait_idle(r)
-                self.world.pool.release(r)
-            hold = GpuHold(site, pool.name, "retraining", len(taken) * serving.tp, self.env.now)
-            self.holds.append(hold)
-
-            def give_back() -> None:
-                hold.end_s = self.env.now
-                for r in taken:
-                    self.world.pool.activate(r, int(self.world.pool.version[r]))
-
-            return give_back, len(taken) * serving.tp
-        if pool.elastic and pool.count < gpus:
-            start = self.env.now
-            yield self.env.timeout(pool.provisioning_delay)
-            self.holds.append(GpuHold(site, pool.name, "provisioning", gpus, start, self.env.now))
-        hold = GpuHold(site, pool.name, "retraining", gpus, self.env.now)
-        self.holds.append(hold)
-
-        def release() -> None:
-            hold.end_s = self.env.now
-
-        return release, gpus
 
     def _rollout(self, version: int, artifact: float) -> Generator[simpy.Event, Any, None]:
         pool = self.world.pool

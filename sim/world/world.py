@@ -116,9 +116,13 @@ def serving_setup(scenario: Scenario) -> ServingSetup:
     else:  # classic models hold no KV cache; their service model is dynamic batching
         kv_tokens = UNBOUNDED_TOKENS
         params = np.zeros(1)
+    serving_gpus = pool.count
+    sharing = scenario.lifecycle.gpu_sharing
+    if sharing.policy == "reserved" and scenario.placement.training == site_name and "training" in pool.roles:
+        serving_gpus = pool.count - sharing.reserved_gpus  # reserved GPUs never serve
     return ServingSetup(
         site=site_name, pool=pool, gpu_id=pool.gpu, gpu=gpu, model=model, replicas=pool.capacity // tp,
-        active_replicas=pool.count // tp, tp=tp, kv_capacity_tokens=kv_tokens,
+        active_replicas=serving_gpus // tp, tp=tp, kv_capacity_tokens=kv_tokens,
         params=params, efficiency=efficiency,
     )
 

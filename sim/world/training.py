@@ -1,0 +1,234 @@
+"""The training application: a queue for training GPUs, and the development jobs that use it.
+
+Everything that trains or evaluates a model at the training site goes through one
+`TrainingQueue`: drift-triggered and scheduled retraining (sim.world.lifecycle) and the
+development workload (fine-tuning experiments and evaluations, `lifecycle.development`).
+Requests are granted by priority, then in order of arrival (a strict queue: a big job at the
+head waits for its GPUs rather than being overtaken), so retraining can be configured to
+jump ahead of experiments or not.
+
+Where the GPUs come from depends on the pool and, for a premises pool that also serves, on
+`lifecycle.gpu_sharing.policy`:
+- a dedicated pool (cloud or premises): up to its capacity; an elastic pool provisions GPUs
+  for each grant (its provisioning delay) and gives them back when the job ends;
+- `preempt_serving`: whole serving replicas are drained and lent to training (serving keeps
+  at least one), which is where S3's latency bump comes from;
+- `reserved`: `reserved_gpus` never serve; training has them to itself;
+- `only_idle_gpus`: only GPUs no serving replica holds; serving is never slowed, and
+  training waits for as long as serving holds the pool.
+Every grant is a `GpuHold` with its purpose ("retraining", "development"), so GPU-hours and
+cost split by purpose, and every wait is recorded.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import simpy
+
+from sim.kernels.training import training_time_s
+from sim.spec.scenario import NONE_SITE, Pool
+from sim.streams import stream
+
+if TYPE_CHECKING:
+    from sim.world.lifecycle import Lifecycle
+
+POLL_S = 60.0  # how often a waiting head-of-queue job re-checks idle GPUs (only_idle_gpus)
+EVAL_FLOPS_PER_PARAM_TOKEN = 2.0  # an evaluation runs the model forward only
+
+
+@dataclass
+class JobRecord:
+    name: str
+    purpose: str  # "retraining" or "development"
+    submitted_s: float
+    started_s: float = math.nan
+    finished_s: float = math.nan
+    gpus: int = 0
+    detail: str = ""
+
+    @property
+    def wait_s(self) -> float:
+        return self.started_s - self.submitted_s
+
+
+@dataclass(order=True)
+class _Request:
+    sort_key: tuple[int, int]
+    gpus: int = 0
+    purpose: str = ""
+    granted: Any = None  # simpy.Event
+
+
+class TrainingQueue:
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self.lifecycle = lifecycle
+        self.env: simpy.Environment = lifecycle.env
+        world = lifecycle.world
+        scenario = lifecycle.scenario
+        self.site = scenario.placement.training
+        self.pool: Pool = next(p for p in scenario.sites[self.site].pools
+                               if "training" in p.roles and p.capacity > 0)
+        serving = world.serving
+        self.shared = self.site == serving.site and self.pool.name == serving.pool.name
+        self.policy = scenario.lifecycle.gpu_sharing.policy if self.shared else "dedicated"
+        self.in_use = 0
+        self._queue: list[_Request] = []
+        self._order = itertools.count()
+        self._polling = False
+
+    # -- capacity --------------------------------------------------------------------------
+
+    def capacity(self) -> int:
+        """The most GPUs training can ever hold at once under the policy."""
+        tp = self.lifecycle.world.serving.tp
+        if self.policy == "preempt_serving":
+            return max(self.pool.capacity - tp, 0) if self.pool.capacity > tp else self.pool.capacity
+        if self.policy == "reserved":
+            return self.lifecycle.scenario.lifecycle.gpu_sharing.reserved_gpus
+        return self.pool.capacity
+
+    def free(self) -> int:
+        """GPUs a new grant could get right now."""
+        if self.policy == "only_idle_gpus":
+            serving = self.lifecycle.world.pool
+            serving.sync()
+            return max(self.pool.capacity - serving.gpus_in_use() - self.in_use, 0)
+        return self.capacity() - self.in_use
+
+    # -- granting --------------------------------------------------------------------------
+
+    def request(self, gpus: int, priority: int, purpose: str) -> Generator[simpy.Event, Any, tuple[Callable[[], None], int]]:
+        """Wait for up to `gpus` GPUs (never more than the policy allows); returns (release, held)."""
+        want = max(1, min(gpus, self.capacity())) if self.capacity() > 0 else gpus
+        entry = _Request((-priority, next(self._order)), want, purpose, self.env.event())
+        heapq.heappush(self._queue, entry)
+        self._dispatch()
+        yield entry.granted
+        release, held = yield from self._take(want, purpose)
+        return release, held
+
+    def _dispatch(self) -> None:
+        while self._queue:
+            head = self._queue[0]
+            if head.gpus > self.free():
+                if self.policy == "only_idle_gpus" and not self._polling:
+                    self._polling = True
+                    self.env.process(self._poll())
+                return
+            heapq.heappop(self._queue)
+            self.in_use += head.gpus
+            head.granted.succeed()
+
+    def _poll(self) -> Generator[simpy.Event, Any, None]:
+        while self._queue:
+            yield self.env.timeout(POLL_S)
+            self._dispatch()
+        self._polling = False
+
+    def _take(self, gpus: int, purpose: str) -> Generator[simpy.Event, Any, tuple[Callable[[], None], int]]:
+        """Make the granted GPUs real: drain replicas, or provision an elastic pool."""
+        from sim.world.lifecycle import GpuHold
+
+        lifecycle = self.lifecycle
+        world = lifecycle.world
+        taken: list[int] = []
+        if self.policy == "preempt_serving":
+            tp = world.serving.tp
+            active = world.pool.active_replicas()
+            keep = 1 if len(active) > 1 else 0
+            taken = sorted(active, reverse=True)[: min(math.ceil(gpus / tp), len(active) - keep)]
+            for r in taken:
+                world.pool.drain(r)
+            for r in taken:
+                yield from world.pool.wait_idle(r)
+                world.pool.release(r)
+        elif self.policy == "dedicated" and self.pool.elastic and self.pool.count < self.in_use:
+            start = self.env.now
+            yield self.env.timeout(self.pool.provisioning_delay)
+            lifecycle.holds.append(GpuHold(self.site, self.pool.name or "", "provisioning", gpus, start, self.env.now))
+        hold = GpuHold(self.site, self.pool.name or "", purpose, gpus, self.env.now)
+        lifecycle.holds.append(hold)
+
+        def release() -> None:
+            hold.end_s = self.env.now
+            self.in_use -= gpus
+            for r in taken:
+                world.pool.activate(r, int(world.pool.version[r]))
+            self._dispatch()
+
+        return release, gpus
+
+
+class DevelopmentWorkload:
+    """Fine-tuning experiments and evaluations submitted to the training queue over time."""
+
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self.lifecycle = lifecycle
+        self.env = lifecycle.env
+        self.spec = lifecycle.spec.development
+        assert self.spec is not None
+        scenario = lifecycle.scenario
+        self.rng = stream(scenario.seed, lifecycle.world.replication, "development")
+
+    def submissions(self) -> list[float]:
+        spec = self.spec
+        assert spec is not None
+        horizon = self.lifecycle.scenario.horizon
+        if spec.arrivals == "schedule":
+            return sorted(t for t in spec.at if t < horizon)
+        rate = spec.rate_per_week / (7 * 86400.0)
+        gaps = self.rng.exponential(1.0 / rate, size=max(16, int(3 * rate * horizon) + 16))
+        times = np.cumsum(gaps)
+        return [float(t) for t in times[times < horizon]]
+
+    def start(self) -> None:
+        for k, at in enumerate(self.submissions()):
+            self.env.process(self._job(k, at))
+
+    def _job(self, k: int, at: float) -> Generator[simpy.Event, Any, None]:
+        spec = self.spec
+        assert spec is not None
+        lifecycle = self.lifecycle
+        job = spec.jobs[k % len(spec.jobs)]
+        yield self.env.timeout(at - self.env.now)
+        record = JobRecord(job.name, "development", self.env.now, detail=job.method)
+        lifecycle.jobs.append(record)
+        placement = lifecycle.scenario.placement
+        origin = lifecycle.scenario.workload.origin  # the data comes from where the users are
+        network = lifecycle.world.network
+        purpose = f"development: {job.name}"
+        store = placement.training_data if placement.training_data != NONE_SITE else origin
+        if job.data > 0 and store != origin:
+            yield network.transfer(origin, store, job.data, job.data_class, job.records, purpose)
+        if job.data > 0 and store != placement.training:
+            yield network.transfer(store, placement.training, job.data, job.data_class, job.records, purpose)
+        queue = lifecycle.training
+        assert queue is not None
+        release, gpus = yield from queue.request(job.gpus, spec.priority, "development")
+        record.started_s = self.env.now
+        record.gpus = gpus
+        yield self.env.timeout(self.duration_s(job.method, job.tokens, gpus))
+        release()
+        record.finished_s = self.env.now
+
+    def duration_s(self, method: str, tokens: float, gpus: int) -> float:
+        lifecycle = self.lifecycle
+        scenario = lifecycle.scenario
+        catalog = scenario.resolved_catalog
+        model = catalog.models[scenario.model.id]
+        queue = lifecycle.training
+        assert queue is not None
+        gpu = catalog.gpus[queue.pool.gpu]
+        mfu = scenario.model.efficiency.training_mfu or gpu.efficiency.training_mfu
+        scaling = scenario.lifecycle.retraining.scaling_efficiency
+        if method == "eval":
+            rate = gpus * gpu.peak("bf16") * mfu * (scaling if gpus > 1 else 1.0)
+            return EVAL_FLOPS_PER_PARAM_TOKEN * model.params * tokens / rate
+        return training_time_s(model, gpu, method, tokens, gpus, mfu, scaling)
