@@ -138,6 +138,16 @@ COMPARISON_ROWS: list[tuple[str, list[tuple[str, str, str, str]]]] = [
         ("degraded_requests", "degraded requests", "", "low"),
         ("excess_error_area_s", "excess-error area", "error x h", "low"),
     ]),
+    ("Training application", [
+        ("gpu_hours_by_purpose.retraining", "retraining GPU-hours", "", ""),
+        ("gpu_hours_by_purpose.development", "development GPU-hours", "", ""),
+        ("cloud_gpu_cost_usd_by_purpose.retraining", "retraining cloud GPUs", "USD", "low"),
+        ("cloud_gpu_cost_usd_by_purpose.development", "development cloud GPUs", "USD", "low"),
+        ("training_jobs_completed_by_purpose.development", "experiments completed", "", "high"),
+        ("training_queue_wait_s", "wait for training GPUs", "min", "low"),
+        ("model_staleness_mean_s", "served model's age", "h", "low"),
+        ("degraded_share", "requests served degraded", "%", "low"),
+    ]),
     ("Cost (over the horizon)", [
         ("cost_usd", "total", "USD", "low"), ("cost_usd_per_1m_requests", "per 1M requests", "USD", "low"),
         ("cost_usd_per_1m_output_tokens", "per 1M output tokens", "USD", "low"),
