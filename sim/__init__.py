@@ -13,6 +13,7 @@ privacy exposure, drift-recovery time and cost.
 __version__ = "0.1.0"
 
 from sim.experiment import Comparison, compare, simulate  # noqa: E402
+from sim.planning import plan  # noqa: E402
 from sim.result import Result  # noqa: E402
 from sim.spec import Scenario, SpecError, load_scenario  # noqa: E402
 
@@ -34,4 +35,14 @@ def detect(detector: str, values, **params):  # noqa: ANN001, ANN201
     return run_detect(detector, values, **params)
 
 __all__ = ["Comparison", "Result", "Scenario", "SpecError", "__version__", "compare", "detect",
-           "load_scenario", "simulate"]
+           "load_scenario", "plan", "simulate", "sweep"]
+
+
+def sweep(path_or_spec, **options):  # noqa: ANN001, ANN003, ANN201
+    """Run a sweep file's points on a Dask cluster (see `sim.sweep.sweep`); returns its rows.
+
+    >>> rows = sim.sweep("scenarios/sweeps/rate_x_rtt.yaml", workers=2)  # doctest: +SKIP
+    """
+    from sim.sweep import sweep as run_sweep  # Dask takes a moment to import
+
+    return run_sweep(path_or_spec, **options)

@@ -149,6 +149,9 @@ def compare(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Report folder (default reports/<name>).")] = None,
     name: Annotated[str, typer.Option(help="Report name, used for the default folder.")] = "compare",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    vary: Annotated[list[str] | None, typer.Option(
+        "--vary", help="Sweep a field: --vary workload.arrivals.rate_per_s=10,20,40 "
+                       "(repeatable: every combination).")] = None,
 ) -> None:
     """Compare scenarios side by side on latency, privacy, drift recovery and cost, with a report."""
     from sim.experiment import compare as run_compare
@@ -165,6 +168,9 @@ def compare(
         raise fail(SpecError([SpecIssue("--replications", "out of range", replications, "a whole number >= 1")]))
     if workers is not None and workers < 1:
         raise fail(SpecError([SpecIssue("--workers", "out of range", workers, "a whole number >= 1")]))
+    if vary:
+        _compare_vary(files, vary, replications, workers, set_ or [], name, out_dir, quiet)
+        return
     try:
         comparison = _with_steps(
             lambda progress: run_compare(files, replications=replications, workers=workers,
@@ -229,6 +235,228 @@ def predict(
         table.add_row(label, "-" if value is None else f"{value * scale:,.4g} {unit}")
     table.add_row("KV cache", f"{answer['kv_cache_tokens']:,} tokens")
     out.print(table)
+
+
+@app.command()
+def sweep(
+    sweep_file: Annotated[Path, typer.Argument(help="Sweep file (YAML): base scenarios, factors, design.")],
+    workers: Annotated[int | None, typer.Option(
+        help="Local Dask worker processes (default: all CPUs; 0: in this process, no Dask).")] = None,
+    scheduler: Annotated[str | None, typer.Option(
+        help="Address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (instead of a local cluster).")] = None,
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="Results folder (default: the file's out:, else reports/sweeps/<name>).")] = None,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run again the points that failed.")] = False,
+    report_: Annotated[bool, typer.Option("--report/--no-report", help="Render the report when done.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Run a sweep on a Dask cluster; each finished point is saved at once, so a rerun resumes."""
+    from sim.sweep import iter_failures, load_sweep, point_file
+    from sim.sweep import sweep as run_sweep
+
+    try:
+        spec = load_sweep(sweep_file, out_dir)
+        tasks = spec.tasks()
+        done = sum(point_file(spec.out_dir, task.point).is_file() for task in tasks)
+        out.print(f"sweep {spec.name}: {len(tasks)} runs (points x replications) -> {spec.out_dir}"
+                  + (f" ({done} done before, skipped)" if done else ""), soft_wrap=True)
+        results = _with_eta(
+            lambda progress: run_sweep(spec, workers=workers, scheduler=scheduler, on_progress=progress,
+                                       retry_failed=retry_failed),
+            f"sweep {spec.name}", quiet)
+    except SpecError as exc:
+        raise fail(exc) from None
+    except KeyboardInterrupt:
+        err.print(f"interrupted: finished points are saved in {spec.out_dir}; run the same command again to "
+                  "resume", soft_wrap=True)
+        raise typer.Exit(130) from None
+    failed = list(iter_failures(results))
+    out.print(f"{len(results)} rows in {spec.out_dir}/points/: {len(results) - len(failed)} ok, "
+              f"{len(failed)} failed", soft_wrap=True)
+    for where, error in failed[:5]:
+        err.print(f"[yellow]failed[/] {where}: {error.splitlines()[-1] if error else ''}", soft_wrap=True)
+    if report_ and len(results):
+        from sim.report.sweep_figures import write_sweep_report
+
+        index = write_sweep_report(results, spec.out_dir)
+        out.print(f"report: {index} (also report.md, results.csv, summary.csv, figures/)", soft_wrap=True)
+
+
+def _with_eta(work, label: str, quiet: bool):  # noqa: ANN001, ANN202
+    """Run work(progress) with a bar of finished runs and an ETA (progress(done, total))."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    if quiet or not err.is_terminal:
+        return work(None)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        return work(lambda done, total: bar.update(task, completed=done, total=total))
+
+
+DEFAULT_PLAN_GPUS = "l4,l40s,a100-80gb,h100-sxm"
+
+
+@app.command()
+def plan(
+    scenario_file: Annotated[Path, typer.Argument(help="Scenario whose serving pool is sized.")],
+    slo: Annotated[list[str] | None, typer.Option(
+        "--slo", help='Latency target, e.g. "ttft_p99<0.8s" (repeatable; default ttft_p99<0.8s, e2e_p99<20s).')] = None,
+    rate: Annotated[float | None, typer.Option(help="Arrival rate to plan for, requests/s.")] = None,
+    gpus: Annotated[str, typer.Option(help="GPU types to try, comma-separated.")] = DEFAULT_PLAN_GPUS,
+    max_gpus: Annotated[int, typer.Option(help="Most GPUs of one type.")] = 32,
+    tp: Annotated[str | None, typer.Option(
+        help="Tensor-parallel degrees to try, e.g. 1,2 (default: the smallest that fits and the next).")] = None,
+    max_rate: Annotated[bool, typer.Option(
+        "--max-rate", help="The inverse question: the highest rate the scenario's own pool sustains.")] = False,
+    replications: Annotated[int, typer.Option("--replications", "-r", help="Replications per probe.")] = 1,
+    horizon: Annotated[str, typer.Option(help="Simulated time per probe, warm-up included.")] = "1h",
+    warmup: Annotated[str, typer.Option(help="Warm-up left out of the percentiles.")] = "10min",
+    workers: Annotated[int | None, typer.Option(help="Options searched in parallel (default: all CPUs).")] = None,
+    set_: SetOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """The fewest GPUs of each type that meet every SLO at a rate, ranked by cost (or --max-rate)."""
+    import json
+    import math
+
+    from sim import planning
+
+    try:
+        slos = planning.parse_slos(slo)
+        tp_options = _int_list(tp, "--tp") if tp else None
+        if max_rate:
+            answer = planning.max_rate(scenario_file, slos, replications=replications, horizon=horizon,
+                                       warmup=warmup, overrides=set_ or [])
+        else:
+            if rate is None:
+                raise SpecError([SpecIssue("--rate", "the rate to plan for is needed", has_value=False,
+                                           allowed="requests per second, e.g. --rate 40 (or --max-rate)")])
+            result = _with_steps(
+                lambda progress: planning.plan(
+                    scenario_file, rate, slos, gpus=[g.strip() for g in gpus.split(",") if g.strip()],
+                    max_gpus=max_gpus, tp_options=tp_options, replications=replications, horizon=horizon,
+                    warmup=warmup, overrides=set_ or [], workers=workers, on_progress=progress),
+                "planning (GPU types x TP degrees)", quiet)
+    except SpecError as exc:
+        raise fail(exc.with_source(exc.source or str(scenario_file))) from None
+    targets = ", ".join(f"{name}<{format_duration(value)}" for name, value in slos.items())
+    if max_rate:
+        if as_json:
+            out.print_json(json.dumps({"scenario": answer.scenario, "gpu": answer.gpu, "gpus": answer.gpus,
+                                       "tp": answer.tp, "slos": answer.slos, "max_rate_per_s": answer.rate_per_s,
+                                       "fails_at_rate_per_s": None if math.isinf(answer.upper_rate_per_s)
+                                       else answer.upper_rate_per_s, "simulations": answer.simulations}))
+            return
+        above = ("" if math.isinf(answer.upper_rate_per_s)
+                 else f"; misses them at {answer.upper_rate_per_s:.3g} req/s")
+        out.print(f"{answer.scenario} on {answer.gpus}x {answer.gpu} (TP {answer.tp}) sustains "
+                  f"[bold]{answer.rate_per_s:.3g} req/s[/] within {targets}{above} "
+                  f"({answer.simulations} simulations, {answer.wall_s:.0f} s)", soft_wrap=True)
+        return
+    table = result.table()
+    if as_json:
+        out.print_json(table.to_json(orient="records"))
+        return
+    view = Table(title=f"{result.scenario} at {result.rate_per_s:g} req/s: fewest GPUs meeting {targets}, "
+                       f"cheapest first ({format_duration(result.horizon_s)} per simulation)")
+    for column in ("rank", "GPU", "TP", "GPUs", *(f"{n} (s)" for n in slos), "$/month", "$/1M req",
+                   "exposure", "sims", "note"):
+        view.add_column(column, justify="left" if column in ("GPU", "note") else "right")
+    for option in result.options:
+        row = option.row()
+        view.add_row(
+            str(result.options.index(option) + 1) if option.feasible else "-", option.gpu, str(option.tp),
+            str(option.gpus) if option.gpus else "-",
+            *(f"{row[f'{n}_s']:.3g}" if f"{n}_s" in row else "-" for n in slos),
+            f"{row['cost_usd_per_month']:,.0f}" if option.feasible else "-",
+            f"{row['cost_usd_per_1m_requests']:,.2f}" if option.feasible else "-",
+            f"{row['exposure_score']:,.0f}" if option.feasible else "-", str(option.simulations), option.reason)
+    (out if out.is_terminal else Console(highlight=False, width=160)).print(view)
+    out.print(f"{result.simulations} simulations ({result.brute_force_simulations} to simulate every size), "
+              f"{result.wall_s:.0f} s", soft_wrap=True)
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or any(v < 1 for v in values):
+        raise SpecError([SpecIssue(option, "not a list of whole numbers >= 1", text, "e.g. 1,2")])
+    return values
+
+
+@app.command()
+def report(
+    sweep_dir: Annotated[Path, typer.Argument(help="A sweep's results folder (the one holding points/).")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Report folder (default: SWEEP_DIR).")] = None,
+) -> None:
+    """Render a sweep's report: metrics against each factor with CI bands, and the cost/latency Pareto front."""
+    from sim.report.sweep_figures import write_sweep_report
+    from sim.sweep import load_sweep_results
+
+    if not (sweep_dir / "points").is_dir():
+        raise fail(SpecError([SpecIssue("SWEEP_DIR", "not a sweep's results folder (no points/ inside)",
+                                        str(sweep_dir), "the folder deploysim sweep wrote, e.g. "
+                                        "reports/sweeps/rate_x_rtt")]))
+    results = load_sweep_results(sweep_dir)
+    if not len(results):
+        raise fail(SpecError([SpecIssue("SWEEP_DIR", "the sweep has no finished points yet", str(sweep_dir),
+                                        "run deploysim sweep first")]))
+    index = write_sweep_report(results, out_dir or sweep_dir)
+    out.print(f"report: {index} (also report.md, results.csv, summary.csv, figures/)", soft_wrap=True)
+
+
+def _compare_vary(files: list[Path], vary: list[str], replications: int | None, workers: int | None,
+                  overrides: list[str], name: str, out_dir: Path | None, quiet: bool) -> None:
+    """`compare --vary`: the scenarios x every combination of the varied values, as a sweep."""
+    from sim.report.sweep_figures import label, write_sweep_report
+    from sim.sweep import summarise, sweep_from_vary
+    from sim.sweep import sweep as run_sweep
+
+    target = out_dir or Path("reports") / name
+    try:
+        spec = sweep_from_vary(files, vary, overrides, replications, name, target)
+        results = _with_eta(lambda progress: run_sweep(spec, workers=workers, on_progress=progress),
+                            "simulating (scenarios x values x replications)", quiet)
+    except SpecError as exc:
+        raise fail(exc) from None
+    summary = summarise(results)
+    factors = [f.path for f in spec.factors]
+    metrics = [m for m in ("ttft_p99_s", "e2e_p99_s", "slo_attainment", "exposure_score", "recovery_time_s",
+                           "cost_usd_per_1m_requests") if m in summary]
+    view = Table(title=f"{name}: mean ± 95% CI half-width over {spec.replications} replication(s)")
+    for column in ("scenario", *(f.split(".")[-1] for f in factors), *(label(m) for m in metrics)):
+        view.add_column(column, justify="left" if column == "scenario" else "right")
+    for _, row in summary.iterrows():
+        cells = [_plus_minus(row[m], row[f"{m}_ci_high"]) for m in metrics]
+        view.add_row(str(row["base"]), *(str(row[f]) for f in factors), *cells)
+    (out if out.is_terminal else Console(highlight=False, width=160)).print(view)
+    failed = int((results["status"] == "failed").sum())
+    if failed:
+        err.print(f"[yellow]{failed} run(s) failed[/]; see {target}/results.csv", soft_wrap=True)
+    index = write_sweep_report(results, target)
+    out.print(f"report: {index} (also report.md, results.csv, summary.csv, figures/)", soft_wrap=True)
+
+
+def _plus_minus(mean: float, high: float) -> str:
+    """'1,035 ± 9.1': the mean and the CI half-width, without exponents for everyday sizes."""
+    if mean != mean:  # NaN: no replication had a value
+        return "-"
+
+    def number(x: float, digits: int) -> str:
+        return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.{digits}g}"
+
+    return number(mean, 4) + ("" if high != high else f" ± {number(high - mean, 2)}")
 
 
 def _with_progress(work, label: str, quiet: bool):  # noqa: ANN001, ANN202
