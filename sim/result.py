@@ -24,8 +24,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from sim.kernels.batching import DONE, REJECTED
+from sim.kernels.batching import DONE, FAILED, REJECTED
 from sim.metrics import measure
+from sim.metrics.availability import (
+    availability,
+    client_times,
+    fault_table,
+    lifecycle_outage_delay,
+    request_outcomes,
+)
 
 if TYPE_CHECKING:
     from sim.spec.scenario import Scenario
@@ -89,7 +96,7 @@ def _percentiles(values: np.ndarray, stem: str) -> dict[str, float | None]:
 def collect(world: World) -> Result:
     started = time.perf_counter()
     scenario = world.scenario
-    k = world.kernel
+    k = request_outcomes(world)  # per request, over every pool that served (a fallback's merged in)
     req = world.requests
     status = k.status
     done = status == DONE
@@ -98,8 +105,7 @@ def collect(world: World) -> Result:
     # responses come back over the same path: the first token as a small payload, the whole
     # response as its bytes, FIFO in the order the serving site sends them
     first_bytes = np.full(req.count, scenario.workload.bytes_per_token + scenario.workload.request_overhead)
-    client_first = world.downlink(np.where(np.isnan(pool_first), np.nan, pool_first), first_bytes)
-    client_done = world.downlink(np.where(done, pool_done, np.nan), world.response_bytes)
+    client_first, client_done = client_times(world, k, first_bytes)  # over the path each took, after outages
     arrival = req.arrival_s if req.clients == 0 else k.arrival_s - world.path.one_way_s
     uplink = world.pool_arrival_s if req.clients == 0 else k.arrival_s
     ttft = client_first - arrival
@@ -111,6 +117,7 @@ def collect(world: World) -> Result:
     codes = np.full(req.count, STATUS_CATEGORIES.index("unfinished"), dtype=np.int8)
     codes[done] = STATUS_CATEGORIES.index("completed")
     codes[status == REJECTED] = STATUS_CATEGORIES.index("rejected")
+    codes[status == FAILED] = STATUS_CATEGORIES.index("failed")
     frame = pd.DataFrame({
         "request": np.arange(req.count, dtype=np.int64),
         "arrival_s": arrival,
@@ -121,6 +128,8 @@ def collect(world: World) -> Result:
         "replica": k.replica,
         "model_version": k.version,
         "preemptions": k.preemptions,
+        "attempts": k.attempts,
+        "served_by": pd.Categorical(k.served_by),
         "pool_arrival_s": uplink,
         "dispatch_s": k.dispatch_s,
         "first_token_s": client_first,
@@ -145,6 +154,9 @@ def collect(world: World) -> Result:
     tables = lifecycle_tables(world)
     summary = summarise(frame, world)
     summary.update(lifecycle_summary(frame, tables["lifecycle"], world))
+    summary.update(availability(world, k, client_first, client_done))
+    summary.update(lifecycle_outage_delay(world, tables["lifecycle"]))
+    tables["faults"] = fault_table(world)
     summary.update(training_summary(frame, tables, world))
     metric_tables, metric_summary = measure(world)  # privacy ledger (transfers), costs, gpu_usage
     tables.update(metric_tables)

@@ -76,7 +76,38 @@ t + loop_delay; pending arrivals are kept in time order.
 
 Per request the kernel records the replica, the time it was first scheduled (dispatch), the
 first token, completion, the model version of the replica when it was last admitted, its
-status and the number of preemptions.
+status, the number of preemptions and the number of attempts.
+
+Faults (none of this happens in a run without faults: with no `fail` call and an infinite
+client timeout, everything above is unchanged, and the oracle need not model it).
+ - *Client timeout.* Each request has a deadline: its arrival at the pool plus its patience
+   (`timeout_s`, or per request `patience_s`, e.g. what is left of the client's timeout after
+   the network). A request still WAITING at its deadline that has not been admitted in its
+   current attempt fails there: status FAILED, done = deadline; it leaves its queue (and its
+   replica's outstanding count). This is a third kind of event, taken after arrivals and
+   iteration ends at the same time (a request admitted exactly at its deadline is served),
+   in deadline order (lowest request index on ties). A preempted request was admitted, so it
+   does not time out; a retried one (below) was not, in its new attempt.
+ - `fail(r)` (a control call, after `advance_to(now)`): replica r goes DOWN at once. Its
+   iteration in flight is lost (busy time counts only up to now). Every request admitted to r
+   in its current attempt (running, or preempted and queued on r) loses its progress: its KV
+   is freed, prefill and generated tokens, first token and dispatch are reset, and it makes
+   another attempt, unless it has used `max_attempts` attempts or its deadline has passed, in
+   which case it fails now (FAILED, done = now). A new attempt is routed again as a new
+   arrival would be (to the tail of the queue the router picks among the active replicas, or
+   the shared queue), oldest arrival first; then the requests queued on r but never admitted
+   are routed the same way, in their queue order, unchanged. (Unlike a drain, which moves its
+   queue to the shared queue: there they would wait behind every replica's own queue.)
+   r's prefix cache is lost. Idle active replicas are then woken in index order. Failing a
+   DOWN replica does nothing.
+ - While DOWN, a replica admits and runs nothing; `drain`, `activate` and `deactivate` only
+   record the state it returns to; `restore(r)` brings it back in that state (waking it if
+   ACTIVE).
+ - `withdraw(index, done_s)`, before the first advance in an open loop: requests that never
+   reach the pool (cut off on the way, or sent to another pool). With `done_s` they are
+   FAILED at those times; without, they stay PENDING (another pool answers them).
+Every request ends exactly once: DONE, REJECTED or FAILED, or it is still PENDING, WAITING or
+RUNNING at the end of the run (unfinished).
 """
 
 from __future__ import annotations
@@ -94,11 +125,13 @@ WAITING = 1
 RUNNING = 2
 DONE = 3
 REJECTED = 4
+FAILED = 5  # timed out waiting, out of attempts after replica failures, or cut off on the way
 
 # Replica state.
 OFFLINE = 0
 ACTIVE = 1
 DRAINING = 2
+DOWN = 3  # failed; PI_WANTED holds the state it returns to when restored
 
 # Routers.
 ROUTER_SHARED = 0
@@ -136,7 +169,9 @@ RI_NEXT = 14  # next request in the same queue (linked list), -1 = none
 RI_USES_PREFIX = 15  # 1 when it references a cached prefix
 RI_RUN_POS = 16  # position in its replica's running array
 RI_ADMITTED = 17  # admission stamp: the newest running sequence has the largest
-RI_SIZE = 18
+RI_RETRIES = 18  # attempts lost to replica failures (attempts = retries + 1)
+RI_QUEUE = 19  # the queue it waits in (valid while WAITING)
+RI_SIZE = 20
 
 # Float request fields (req_f[:, F]).
 RF_ARRIVAL = 0
@@ -145,7 +180,8 @@ RF_FIRST_TOKEN = 2
 RF_DONE = 3
 RF_SERVICE = 4
 RF_RANDOM = 5
-RF_SIZE = 6
+RF_PATIENCE = 6  # how long it may wait at the pool without being admitted (client timeout)
+RF_SIZE = 7
 
 # Integer replica fields (rep_i[:, F]).
 PI_STATE = 0
@@ -161,7 +197,8 @@ PI_OUTSTANDING = 9
 PI_HEAP = 10
 PI_ITER_DECODES = 11  # decoding sequences in the iteration in flight
 PI_DECODE_STEPS = 12  # iterations in which the decoding sequences advanced
-PI_SIZE = 13
+PI_WANTED = 13  # a DOWN replica's state when restored
+PI_SIZE = 14
 
 # Float replica fields (rep_f[:, F]).
 PF_BUSY_UNTIL = 0
@@ -181,7 +218,8 @@ C_MAX_MODEL_LEN = 7
 C_ROUTER = 8
 C_CLIENTS = 9
 C_GROUPS = 10
-C_SIZE = 11
+C_DEADLINES = 11  # 1 when some request has a finite patience (client timeouts are events)
+C_SIZE = 12
 
 # Global counters (glob[F]).
 G_NEXT_ARRIVAL = 0  # index into `order` of the next arrival to take
@@ -189,7 +227,8 @@ G_RELEASED = 1  # requests in `order` (all of them in open loop)
 G_NEXT_UNRELEASED = 2  # next request a closed-loop client sends
 G_ROUND_ROBIN = 3
 G_USE_CLOCK = 4  # strictly increasing stamp for LRU order of cached prefixes
-G_SIZE = 5
+G_NEXT_DEADLINE = 5  # index into `deadline_order` of the next deadline to take
+G_SIZE = 6
 
 # Prefix cache fields (cache_i[r, g, F]).
 K_CACHED = 0
@@ -206,6 +245,7 @@ K_SIZE = 3
 @njit(cache=True, inline="always")
 def _queue_push(queues, req_i, q, i):
     req_i[i, RI_NEXT] = -1
+    req_i[i, RI_QUEUE] = q
     if queues[q, 1] < 0:
         queues[q, 0] = i
     else:
@@ -216,6 +256,7 @@ def _queue_push(queues, req_i, q, i):
 @njit(cache=True, inline="always")
 def _queue_push_front(queues, req_i, q, i):
     req_i[i, RI_NEXT] = queues[q, 0]
+    req_i[i, RI_QUEUE] = q
     queues[q, 0] = i
     if queues[q, 1] < 0:
         queues[q, 1] = i
@@ -230,6 +271,27 @@ def _queue_pop(queues, req_i, q):
         queues[q, 1] = -1
     req_i[i, RI_NEXT] = -1
     return i
+
+
+@njit(cache=True)
+def _queue_remove(queues, req_i, q, i):
+    """Take request i out of queue q wherever it is (a timeout); O(position), usually the head."""
+    prev = -1
+    k = queues[q, 0]
+    while k >= 0 and k != i:
+        prev = k
+        k = req_i[k, RI_NEXT]
+    if k < 0:
+        return False
+    nxt = req_i[i, RI_NEXT]
+    if prev < 0:
+        queues[q, 0] = nxt
+    else:
+        req_i[prev, RI_NEXT] = nxt
+    if queues[q, 1] == i:
+        queues[q, 1] = prev
+    req_i[i, RI_NEXT] = -1
+    return True
 
 
 # ------------------------------------------------------------------------------------------
@@ -525,7 +587,7 @@ def _end_dynamic_batch(req_i, req_f, rep_i, rep_f, running, cache_i, order, glob
 def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
              prefix_tokens_of_group, glob, cfg, params, r, t):
     """Decide replica r's next iteration at time t and start it; returns False if idle."""
-    if rep_i[r, PI_STATE] == OFFLINE:
+    if rep_i[r, PI_STATE] == OFFLINE or rep_i[r, PI_STATE] == DOWN:
         return False
     if cfg[C_MODE] == MODE_DYNAMIC_BATCH:
         return _compose_dynamic_batch(req_i, req_f, rep_i, rep_f, running, prefilling, queues, glob, cfg,
@@ -794,12 +856,29 @@ def _run_ahead(rep_i, rep_f, hk, queues, cfg, params, r, t_end, next_arrival):
 
 
 @njit(cache=True)
+def _expire(req_i, req_f, rep_i, queues, order, glob, cfg, i, t, loop_delay):
+    """Request i's deadline has come: if it still waits unadmitted, it fails (client timeout)."""
+    if req_i[i, RI_STATUS] != WAITING or not np.isnan(req_f[i, RF_DISPATCH]):
+        return False
+    q = req_i[i, RI_QUEUE]
+    _queue_remove(queues, req_i, q, i)
+    if q < cfg[C_REPLICAS]:
+        rep_i[q, PI_OUTSTANDING] -= 1
+    req_i[i, RI_STATUS] = FAILED
+    req_f[i, RF_DONE] = t
+    if cfg[C_CLIENTS] > 0:
+        _release_next(req_f, order, glob, t + loop_delay)
+    return True
+
+
+@njit(cache=True)
 def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
-            prefix_tokens_of_group, order, glob, cfg, params, t_end, loop_delay):
-    """Run every arrival and iteration end with time <= t_end; returns events processed."""
+            prefix_tokens_of_group, order, deadline_order, glob, cfg, params, t_end, loop_delay):
+    """Run every arrival, iteration end and deadline with time <= t_end; returns events processed."""
     n_rep = cfg[C_REPLICAS]
     shared_q = n_rep
     kv_cap = cfg[C_KV_CAPACITY]
+    closed = cfg[C_CLIENTS] > 0
     events = 0
     while True:
         ta = INF
@@ -811,8 +890,23 @@ def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
             if rep_i[r, PI_IN_FLIGHT] != IDLE and rep_f[r, PF_BUSY_UNTIL] < te:
                 te = rep_f[r, PF_BUSY_UNTIL]
                 rmin = r
-        if ta == INF and te == INF:
+        # deadlines (client timeouts): INF without a timeout, so nothing below changes then
+        td = INF
+        j = -1
+        if cfg[C_DEADLINES] == 1:
+            deadlines = glob[G_RELEASED] if closed else deadline_order.shape[0]
+            if glob[G_NEXT_DEADLINE] < deadlines:
+                j = deadline_order[glob[G_NEXT_DEADLINE]]
+                td = req_f[j, RF_ARRIVAL] + req_f[j, RF_PATIENCE]
+        if ta == INF and te == INF and td == INF:
             break
+        if td < ta and td < te:
+            if td > t_end:
+                break
+            glob[G_NEXT_DEADLINE] += 1
+            if _expire(req_i, req_f, rep_i, queues, order, glob, cfg, j, td, loop_delay):
+                events += 1
+            continue
         if ta <= te:
             if ta > t_end:
                 break
@@ -863,6 +957,100 @@ def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
     return events
 
 
+@njit(cache=True)
+def _fail_replica(req_i, req_f, rep_i, rep_f, running, cache_i, queues, order, glob, cfg, r, t,
+                  max_attempts, loop_delay):
+    """Replica r fails at t (see the module docstring); returns the requests that failed for good."""
+    lost = np.empty(rep_i[r, PI_RUNNING], dtype=np.int64)
+    for k in range(rep_i[r, PI_RUNNING]):
+        lost[k] = running[r, k]
+    # r's own queue: preempted requests were admitted in this attempt, the others were not
+    untouched = np.empty(0, dtype=np.int64)
+    own = 0
+    k = queues[r, 0]
+    while k >= 0:
+        own += 1
+        k = req_i[k, RI_NEXT]
+    if own > 0:
+        keep = np.empty(own, dtype=np.int64)
+        kept = 0
+        extra = np.empty(own, dtype=np.int64)
+        lost_queued = 0
+        while queues[r, 0] >= 0:
+            i = _queue_pop(queues, req_i, r)
+            if np.isnan(req_f[i, RF_DISPATCH]):
+                keep[kept] = i
+                kept += 1
+            else:
+                extra[lost_queued] = i
+                lost_queued += 1
+        untouched = keep[:kept]
+        lost = np.concatenate((lost, extra[:lost_queued]))
+    # the replica: nothing runs, nothing is cached, the iteration in flight is lost
+    if rep_i[r, PI_IN_FLIGHT] == BUSY and rep_f[r, PF_BUSY_UNTIL] > t:
+        rep_f[r, PF_BUSY_TIME] -= rep_f[r, PF_BUSY_UNTIL] - t
+    rep_i[r, PI_IN_FLIGHT] = IDLE
+    rep_f[r, PF_BUSY_UNTIL] = INF
+    rep_i[r, PI_RUNNING] = 0
+    rep_i[r, PI_PREFILLING] = 0
+    rep_i[r, PI_DECODING] = 0
+    rep_i[r, PI_DECODE_CONTEXT] = 0
+    rep_i[r, PI_ITER_DECODES] = 0
+    rep_i[r, PI_KV_USED] = 0
+    rep_i[r, PI_HEAP] = 0
+    rep_i[r, PI_OUTSTANDING] = 0
+    cache_i[r, :, :] = 0
+    rep_i[r, PI_WANTED] = rep_i[r, PI_STATE]
+    rep_i[r, PI_STATE] = DOWN
+    # oldest arrival first (then request index): the order they go back to the shared queue
+    keys = np.empty(lost.shape[0], dtype=np.float64)
+    for k in range(lost.shape[0]):
+        keys[k] = req_f[lost[k], RF_ARRIVAL]
+    by_age = lost[np.argsort(keys, kind="mergesort")]
+    failed = np.empty(lost.shape[0], dtype=np.int64)
+    n_failed = 0
+    retry = np.empty(lost.shape[0], dtype=np.int64)
+    n_retry = 0
+    for i in by_age:
+        req_i[i, RI_PREFILLED] = 0
+        req_i[i, RI_GEN0] = 0
+        req_i[i, RI_TARGET] = req_i[i, RI_PROMPT]
+        req_i[i, RI_KV_BASE] = 0
+        req_i[i, RI_CHUNK] = 0
+        req_i[i, RI_USES_PREFIX] = 0
+        req_i[i, RI_FINISH_STEP] = 0
+        req_f[i, RF_FIRST_TOKEN] = np.nan
+        req_f[i, RF_DISPATCH] = np.nan
+        out_of_attempts = max_attempts > 0 and req_i[i, RI_RETRIES] + 1 >= max_attempts
+        timed_out = t >= req_f[i, RF_ARRIVAL] + req_f[i, RF_PATIENCE]
+        if out_of_attempts or timed_out:
+            req_i[i, RI_STATUS] = FAILED
+            req_f[i, RF_DONE] = t
+            failed[n_failed] = i
+            n_failed += 1
+            if cfg[C_CLIENTS] > 0:
+                _release_next(req_f, order, glob, t + loop_delay)
+        else:
+            req_i[i, RI_RETRIES] += 1
+            req_i[i, RI_STATUS] = WAITING
+            retry[n_retry] = i
+            n_retry += 1
+    # the router places them again, as new arrivals: retried ones first, oldest first
+    for k in range(n_retry):
+        _reroute(req_i, req_f, rep_i, queues, cfg, glob, retry[k])
+    for i in untouched:
+        _reroute(req_i, req_f, rep_i, queues, cfg, glob, i)
+    return failed[:n_failed]
+
+
+@njit(cache=True)
+def _reroute(req_i, req_f, rep_i, queues, cfg, glob, i):
+    q = _route(req_i, req_f, rep_i, cfg, glob, i)
+    _queue_push(queues, req_i, q, i)
+    if q < cfg[C_REPLICAS]:
+        rep_i[q, PI_OUTSTANDING] += 1
+
+
 # ------------------------------------------------------------------------------------------
 # The Python face of the kernel: owns the arrays, exposes a handful of calls.
 # ------------------------------------------------------------------------------------------
@@ -873,9 +1061,14 @@ class PoolKernel:
 
     Build it with the requests (arrival times at the pool, token counts, prefix groups) and
     the engine settings; then call `advance_to(t)` as often as you like, and the control
-    calls (`drain`, `activate`, `deactivate`, `set_version`) between advances. Results are
-    read from the request arrays (`arrival_s`, `dispatch_s`, `first_token_s`, `done_s`,
-    `replica`, `version`, `status`, `preemptions`).
+    calls (`drain`, `activate`, `deactivate`, `set_version`, and for faults `fail`,
+    `restore`) between advances. Results are read from the request arrays (`arrival_s`,
+    `dispatch_s`, `first_token_s`, `done_s`, `replica`, `version`, `status`, `preemptions`,
+    `attempts`).
+
+    Faults: `timeout_s` is the client timeout (how long a request may wait at the pool
+    without being admitted), `patience_s` the same per request (open loop only), and
+    `max_attempts` the most attempts a request makes when replicas fail (0: no limit).
     """
 
     def __init__(
@@ -902,6 +1095,9 @@ class PoolKernel:
         router_u: np.ndarray | None = None,
         clients: int = 0,
         loop_delay_s: float = 0.0,
+        timeout_s: float = np.inf,
+        patience_s: np.ndarray | None = None,
+        max_attempts: int = 0,
     ) -> None:
         n = len(arrival_s)
         if not (len(prompt_tokens) == len(output_tokens) == n):
@@ -923,6 +1119,16 @@ class PoolKernel:
         self.req_f[:, RF_ARRIVAL] = arrival_s
         self.req_f[:, RF_SERVICE] = 0.0 if service_s is None else service_s
         self.req_f[:, RF_RANDOM] = 0.0 if router_u is None else router_u
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        if patience_s is not None and clients > 0:
+            raise ValueError("per-request patience_s needs an open loop; use timeout_s")
+        if max_attempts < 0:
+            raise ValueError(f"max_attempts must be >= 0 (0: no limit), got {max_attempts}")
+        self.req_f[:, RF_PATIENCE] = timeout_s if patience_s is None else patience_s
+        if n and np.any(self.req_f[:, RF_PATIENCE] < 0):
+            raise ValueError("patience_s must be >= 0 (a request with none left never reaches the pool)")
+        self.max_attempts = int(max_attempts)
         if service_s is not None and batch_latency is not None:
             raise ValueError("service_s and batch_latency are two different service models; pick one")
         max_seqs = 1 if service_s is not None else max_num_seqs
@@ -970,9 +1176,21 @@ class PoolKernel:
             params = np.array([batch_latency[0], batch_latency[1], max_queue_delay_s], dtype=np.float64)
             self.cfg[C_CHUNKED] = 0
         self.params = np.zeros(1) if params is None else params
+        self.cfg[C_DEADLINES] = int(bool(np.isfinite(self.req_f[:, RF_PATIENCE]).any()))
+        self._order_deadlines()
         self.loop_delay_s = float(loop_delay_s)
         self.now = 0.0
         self.events = 0
+        self.advanced = False
+
+    def _order_deadlines(self) -> None:
+        """Requests in deadline order (then index); a closed loop's is its arrival order."""
+        if self.cfg[C_CLIENTS] > 0 or self.cfg[C_DEADLINES] == 0:
+            self.deadline_order = self.order  # no deadline is ever due: nothing reads it
+            return
+        index = self.order
+        deadline = self.req_f[index, RF_ARRIVAL] + self.req_f[index, RF_PATIENCE]
+        self.deadline_order = index[np.lexsort((index, deadline))].astype(np.int64)
 
     # -- the clock --------------------------------------------------------------------------
 
@@ -983,8 +1201,10 @@ class PoolKernel:
         self.events += advance(
             self.req_i, self.req_f, self.rep_i, self.rep_f, self.running, self.prefilling,
             self.heap_key, self.heap_req, self.cache_i, self.queues, self.prefix_tokens_of_group,
-            self.order, self.glob, self.cfg, self.params, float(t), self.loop_delay_s,
+            self.order, self.deadline_order, self.glob, self.cfg, self.params, float(t),
+            self.loop_delay_s,
         )
+        self.advanced = True
         self.now = float(t)
 
     def _wake(self, r: int) -> None:
@@ -997,6 +1217,9 @@ class PoolKernel:
 
     def drain(self, r: int) -> None:
         """Stop admitting on replica r; its queued requests move to the shared queue."""
+        if self.rep_i[r, PI_STATE] == DOWN:
+            self.rep_i[r, PI_WANTED] = DRAINING
+            return
         self.rep_i[r, PI_STATE] = DRAINING
         shared = self.replicas
         moved = 0
@@ -1017,14 +1240,95 @@ class PoolKernel:
         """Take an idle replica offline (its GPUs are released)."""
         if not self.is_idle(r):
             raise RuntimeError(f"replica {r} still runs requests; drain it first")
+        if self.rep_i[r, PI_STATE] == DOWN:
+            self.rep_i[r, PI_WANTED] = OFFLINE
+            return
         self.rep_i[r, PI_STATE] = OFFLINE
         self.cache_i[r, :, :] = 0
         self.rep_i[r, PI_KV_USED] = 0
 
     def activate(self, r: int) -> None:
         """Bring replica r into service; it starts taking requests at once."""
+        if self.rep_i[r, PI_STATE] == DOWN:
+            self.rep_i[r, PI_WANTED] = ACTIVE
+            return
         self.rep_i[r, PI_STATE] = ACTIVE
         self._wake(r)
+
+    # -- faults (control calls too) ---------------------------------------------------------
+
+    def fail(self, r: int) -> np.ndarray:
+        """Replica r fails now: its admitted requests are retried or fail; it goes DOWN.
+
+        Returns the requests that failed for good (out of attempts, or past their deadline).
+        """
+        if self.rep_i[r, PI_STATE] == DOWN:
+            return np.empty(0, dtype=np.int64)
+        failed = _fail_replica(self.req_i, self.req_f, self.rep_i, self.rep_f, self.running, self.cache_i,
+                               self.queues, self.order, self.glob, self.cfg, r, self.now, self.max_attempts,
+                               self.loop_delay_s)
+        for other in range(self.replicas):
+            if self.rep_i[other, PI_STATE] == ACTIVE:
+                self._wake(other)
+        return failed
+
+    def restore(self, r: int) -> None:
+        """Replica r is repaired: it returns to the state the control plane last asked for."""
+        if self.rep_i[r, PI_STATE] != DOWN:
+            return
+        self.rep_i[r, PI_STATE] = self.rep_i[r, PI_WANTED]
+        if self.rep_i[r, PI_STATE] == ACTIVE:
+            self._wake(r)
+
+    def is_down(self, r: int) -> bool:
+        return bool(self.rep_i[r, PI_STATE] == DOWN)
+
+    def wanted_state(self, r: int) -> int:
+        """The state replica r is in, or, while DOWN, the one it returns to."""
+        return int(self.rep_i[r, PI_WANTED] if self.rep_i[r, PI_STATE] == DOWN else self.rep_i[r, PI_STATE])
+
+    def set_request_path(self, arrival_s: np.ndarray | None = None, patience_s: np.ndarray | float | None = None,
+                         max_attempts: int | None = None) -> None:
+        """Arrival times at the pool, patience and the retry limit, set after building the
+        kernel and before its first advance (a closed loop takes one patience for all)."""
+        if self.advanced:
+            raise RuntimeError("the request path is set before the first advance")
+        closed = self.cfg[C_CLIENTS] > 0
+        if arrival_s is not None:
+            if closed:
+                raise RuntimeError("a closed loop releases its own arrivals")
+            self.req_f[:, RF_ARRIVAL] = arrival_s
+            self.order = self.order[np.lexsort((self.order, self.req_f[self.order, RF_ARRIVAL]))]
+        if patience_s is not None:
+            if closed and np.ndim(patience_s) > 0:
+                raise RuntimeError("a closed loop takes one patience for every request")
+            patience = np.broadcast_to(np.asarray(patience_s, dtype=np.float64), (self.n,))
+            if self.n and not np.all(patience >= 0):
+                raise ValueError("patience_s must be >= 0 (a request with none left never reaches the pool)")
+            self.req_f[:, RF_PATIENCE] = patience
+            self.cfg[C_DEADLINES] = int(bool(np.isfinite(patience).any()))
+        if max_attempts is not None:
+            self.max_attempts = int(max_attempts)
+        self._order_deadlines()
+
+    def withdraw(self, index: np.ndarray, done_s: np.ndarray | None = None) -> None:
+        """Requests that never reach this pool (before the first advance, open loop only).
+
+        With `done_s`, they are FAILED at those times (cut off on the way); without, they
+        stay PENDING (another pool serves them).
+        """
+        if self.advanced or self.cfg[C_CLIENTS] > 0:
+            raise RuntimeError("withdraw works before the first advance, in an open loop")
+        index = np.asarray(index, dtype=np.int64)
+        if done_s is not None:
+            self.req_i[index, RI_STATUS] = FAILED
+            self.req_f[index, RF_DONE] = done_s
+        keep = np.ones(self.n, dtype=bool)
+        keep[index] = False
+        self.order = self.order[keep[self.order]]
+        self.glob[G_RELEASED] = len(self.order)
+        self.glob[G_NEXT_UNRELEASED] = self.n
+        self._order_deadlines()
 
     def set_version(self, r: int, version: int) -> None:
         self.rep_i[r, PI_VERSION] = version
@@ -1065,6 +1369,15 @@ class PoolKernel:
     @property
     def preemptions(self) -> np.ndarray:
         return self.req_i[:, RI_PREEMPTIONS]
+
+    @property
+    def attempts(self) -> np.ndarray:
+        """Attempts each request made: 1, plus one per replica failure that cost it its progress."""
+        return self.req_i[:, RI_RETRIES] + 1
+
+    @property
+    def patience_s(self) -> np.ndarray:
+        return self.req_f[:, RF_PATIENCE]
 
     @property
     def busy_s(self) -> np.ndarray:

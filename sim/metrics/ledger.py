@@ -76,6 +76,9 @@ def privacy_ledger(world: World) -> pd.DataFrame:
 
 def request_send_times(world: World) -> np.ndarray:
     """When each request left its client; NaN for requests never sent within the horizon."""
+    injector = getattr(world, "faults", None)
+    if injector is not None and injector.routing is not None:
+        return injector.request_send_times()  # after outages; NaN when cut off or sent to the fallback
     requests, horizon = world.requests, world.scenario.horizon
     if requests.clients == 0:
         send = np.asarray(requests.arrival_s, dtype=np.float64)
@@ -87,6 +90,9 @@ def request_send_times(world: World) -> np.ndarray:
 
 def response_send_times(world: World) -> np.ndarray:
     """When the serving site sent each response back; NaN for requests that did not complete."""
+    injector = getattr(world, "faults", None)
+    if injector is not None:  # held while the path is cut; the fallback's never cross a link
+        return injector.response_send_s(injector.request_outcomes())[1]
     kernel = world.kernel
     return np.where(kernel.status == DONE, kernel.done_s, np.nan)
 

@@ -41,6 +41,10 @@ def print_run_summary(console: Console, result: Result) -> None:
     attainment = s.get("slo_attainment")
     if attainment is not None:
         lines.append(f"SLO attainment: {attainment:.2%} of requests within every target")
+    if s.get("faults_injected"):
+        lines.append(f"faults: {s['faults_injected']} injected; availability {s['availability']:.2%} served, "
+                     f"{s['availability_slo']:.2%} within the SLO; {s['requests_failed']:,} failed, "
+                     f"{s['requests_retried']:,} retried, {s['requests_fallback']:,} served by the fallback")
     for name, check in s.get("slo", {}).items():
         mark = "[green]met[/]" if check["met"] else "[bold red]MISSED[/]"
         lines.append(f"  {name}: {_ms(check['measured_s'])} ms vs target {_ms(check['target_s'])} ms: {mark}")
@@ -124,6 +128,13 @@ COMPARISON_ROWS: list[tuple[str, list[tuple[str, str, str, str]]]] = [
         ("tpot_p50_s", "TPOT p50", "ms", "low"), ("tpot_p99_s", "TPOT p99", "ms", "low"),
         ("e2e_p50_s", "E2E p50", "s", "low"), ("e2e_p99_s", "E2E p99", "s", "low"),
         ("slo_attainment", "SLO attainment", "%", "high"),
+    ]),
+    ("Availability (faults)", [
+        ("availability", "served", "%", "high"), ("availability_slo", "served within SLO", "%", "high"),
+        ("requests_failed", "failed requests", "", "low"), ("requests_retried", "retried requests", "", "low"),
+        ("requests_fallback", "served by the fallback", "", ""),
+        ("time_to_restore_mean_s", "mean time to restore", "h", "low"),
+        ("lifecycle_outage_delay_s", "lifecycle delay from outages", "h", "low"),
     ]),
     ("Throughput and utilisation", [
         ("throughput_rps", "throughput", "req/s", ""), ("output_tokens_per_s", "output tokens/s", "", ""),

@@ -310,4 +310,7 @@ def check_scenario(s: Scenario, catalog: Catalog) -> list[SpecIssue]:
     issues += check_data_classes(s) + check_files(s) + check_prices(s, catalog) + check_monitor(s)
     if issues:  # the checks below assume names resolve
         return issues
-    return check_model_fits(s, catalog) + check_links(s) + check_training(s) + check_cloud_pools(s, catalog)
+    from sim.world.faults import check_faults
+
+    return (check_model_fits(s, catalog) + check_links(s) + check_training(s) + check_cloud_pools(s, catalog)
+            + check_faults(s))

@@ -380,6 +380,11 @@ class Placement(Spec):
     training_sample: float = Field(
         default=1.0, gt=0, le=1, description="share of collected labelled data uploaded for training"
     )
+    fallback: str = Field(
+        default=NONE_SITE,
+        description="site whose serving pool answers requests while the path to inference is cut "
+                    "(the clients' own site, e.g. a small local model), or 'none'",
+    )
 
     @field_validator("inference")
     @classmethod
@@ -579,6 +584,107 @@ class SLO(Spec):
     e2e_p90: Seconds | None = Field(default=None, gt=0)
 
 
+# --------------------------------------------------------------------------------------------
+# Faults and outages
+# --------------------------------------------------------------------------------------------
+
+
+class OutageWindow(Spec):
+    start: Seconds = Field(ge=0, description="when it begins, from the start of the run")
+    duration: Seconds = Field(gt=0)
+
+
+class RetryPolicy(Spec):
+    """What clients do when a replica fails under their request or the path is cut."""
+
+    max_attempts: int = Field(default=3, ge=1, description="attempts per request, the first included")
+    timeout: Seconds | None = Field(
+        default=None, gt=0,
+        description="client timeout: a request not admitted this long after it was sent fails; "
+                    "none = clients wait for ever",
+    )
+
+
+Repair = Literal["exponential", "deterministic"]
+
+
+class _RandomFaults(Spec):
+    """Failures at random: up times with mean `mtbf`, repairs with mean `mttr`."""
+
+    mtbf: Seconds | None = Field(default=None, gt=0, description="mean time between failures")
+    mttr: Seconds | None = Field(default=None, gt=0, description="mean time to repair")
+    distribution: Repair = Field(
+        default="exponential", description="of up times and repair times; 'deterministic' uses the means"
+    )
+
+
+class ReplicaFailures(_RandomFaults):
+    """GPU failures of one pool's serving replicas: every replica at random (mtbf), and/or
+    replica `replica` at the times in `at`; each failure takes `mttr` to repair."""
+
+    site: str
+    pool: str | None = Field(default=None, description="a pool of the site; default: its serving pool")
+    at: list[Seconds] = Field(default_factory=list, description="scheduled failures of replica `replica`")
+    replica: int = Field(default=0, ge=0, description="the replica that fails at the times in `at`")
+
+    @model_validator(mode="after")
+    def _something_fails(self) -> ReplicaFailures:
+        if self.mttr is None:
+            raise ValueError("replica failures need mttr (how long a repair takes)")
+        if self.mtbf is None and not self.at:
+            raise ValueError("give mtbf (random failures) or at (scheduled ones)")
+        return self
+
+
+class _Outages(_RandomFaults):
+    windows: list[OutageWindow] = Field(default_factory=list, description="scheduled outages")
+
+    @model_validator(mode="after")
+    def _something_fails(self) -> _Outages:
+        if (self.mtbf is None) != (self.mttr is None):
+            raise ValueError("random outages need both mtbf and mttr")
+        if self.mtbf is None and not self.windows:
+            raise ValueError("give windows (scheduled outages) or mtbf and mttr (random ones)")
+        return self
+
+
+class LinkOutage(_Outages):
+    """A link is cut: requests on it wait or fail, bulk transfers pause."""
+
+    link: str
+
+
+class SiteOutage(_Outages):
+    """A whole site is down (a cloud region): its GPUs fail and every link to it is cut."""
+
+    site: str
+
+
+class CapacityShortage(Spec):
+    """An elastic pool cannot grow during the windows (the provider has no capacity)."""
+
+    site: str
+    pool: str
+    windows: list[OutageWindow] = Field(min_length=1)
+
+
+class Faults(Spec):
+    """Fault injection: what fails, when, and how clients and training cope."""
+
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    replica_failures: list[ReplicaFailures] = Field(default_factory=list)
+    link_outages: list[LinkOutage] = Field(default_factory=list)
+    site_outages: list[SiteOutage] = Field(default_factory=list)
+    capacity_shortages: list[CapacityShortage] = Field(default_factory=list)
+    checkpoint_interval: Seconds = Field(
+        default=1800.0, gt=0, description="training saves a checkpoint this often; a fault loses the rest"
+    )
+
+    @property
+    def any(self) -> bool:
+        return bool(self.replica_failures or self.link_outages or self.site_outages or self.capacity_shortages)
+
+
 class Scenario(Spec):
     name: str = Field(default="scenario", min_length=1)
     description: str = ""
@@ -595,6 +701,7 @@ class Scenario(Spec):
     lifecycle: Lifecycle = Field(default_factory=Lifecycle)
     privacy: Privacy = Field(default_factory=Privacy)
     slo: SLO = Field(default_factory=SLO)
+    faults: Faults = Field(default_factory=Faults)
 
     _catalog: Catalog | None = PrivateAttr(default=None)
     _source: str = PrivateAttr(default="")

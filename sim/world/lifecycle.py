@@ -425,6 +425,11 @@ class Lifecycle:
         if source != p.training:
             yield w.network.transfer(source, p.training, nbytes, "labelled_sample", uploaded, "training data")
         self.log("upload", start, self.env.now, event, -1, f"{uploaded} samples, {nbytes:.0f} bytes")
+        # the job is started from the clients' site: not while it cannot reach the training site
+        start = self.env.now
+        waited = yield from w.faults.wait_until_reachable(origin, p.training)
+        if waited > 0:
+            self.log("outage_wait", start, self.env.now, event, -1, f"{origin} cannot reach {p.training}")
         # GPUs, through the training queue
         start = self.env.now
         record = JobRecord(f"retraining ({trigger})", "retraining", start, detail=r.method)
@@ -439,9 +444,11 @@ class Lifecycle:
         gpu = catalog.gpus[train_pool.gpu]
         training_mfu = s.model.efficiency.training_mfu or gpu.efficiency.training_mfu
         tokens = training_tokens(uploaded, r.tokens_per_sample, r.epochs)
-        yield self.env.timeout(training_time_s(model, gpu, r.method, tokens, gpus, training_mfu,
-                                               r.scaling_efficiency))
-        self.log("train", start, self.env.now, event, -1, f"{r.method}, {tokens:.3g} tokens on {gpus}x {train_pool.gpu}")
+        work_s = training_time_s(model, gpu, r.method, tokens, gpus, training_mfu, r.scaling_efficiency)
+        faults = yield from w.faults.train(p.training, train_pool.name or "", work_s)  # checkpoints
+        lost = f", {faults.lost_s:.0f} s lost and {faults.waited_s:.0f} s waited on faults" if faults.interruptions else ""
+        self.log("train", start, self.env.now, event, -1,
+                 f"{r.method}, {tokens:.3g} tokens on {gpus}x {train_pool.gpu}{lost}")
         release()
         record.finished_s = self.env.now
         start = self.env.now

@@ -9,6 +9,13 @@ traffic do not slow each other down (a simplification: request payloads are smal
 
 Every transfer is recorded (start, end, from, to, data class, bytes, records), so that the
 privacy ledger can account for what left which site.
+
+Outages (sim.world.faults): a direction that is `down` sends nothing. Its transfers keep
+their place and the bytes they have sent, and resume at their fair share when it comes back
+up, so a transfer that spans an outage ends later by the outage's length; transfers started
+during an outage wait for the link. Bytes already sent (in flight for the one-way delay) are
+delivered. Each direction counts the bytes handed to it and the bytes it has sent, so that a
+run can check that the ledger records exactly what the links carried.
 """
 
 from __future__ import annotations
@@ -52,6 +59,9 @@ class LinkDirection:
     bandwidth_bytes_per_s: float
     one_way_s: float
     active: list[_Active] = field(default_factory=list)
+    down: bool = False
+    bytes_accepted: float = 0.0  # handed to this direction by send()
+    bytes_sent: float = 0.0  # put on the wire so far
     _last_s: float = 0.0
     _generation: int = 0
 
@@ -62,6 +72,7 @@ class LinkDirection:
                                 float(records), purpose)
         done = self.env.event()
         self._progress()
+        self.bytes_accepted += float(nbytes)
         if nbytes <= EPSILON_BYTES:
             self._deliver(_Active(0.0, done, record))
         else:
@@ -73,17 +84,26 @@ class LinkDirection:
     def share_bytes_per_s(self) -> float:
         return self.bandwidth_bytes_per_s / max(len(self.active), 1)
 
+    def set_down(self, down: bool) -> None:
+        """Cut (True) or restore (False) this direction; transfers pause and resume."""
+        if down == self.down:
+            return
+        self._progress()
+        self.down = down
+        self._reschedule()
+
     def _progress(self) -> None:
         elapsed = self.env.now - self._last_s
-        if elapsed > 0 and self.active:
+        if elapsed > 0 and self.active and not self.down:
             sent = self.share_bytes_per_s * elapsed
             for transfer in self.active:
+                self.bytes_sent += min(sent, max(transfer.remaining, 0.0))
                 transfer.remaining -= sent
         self._last_s = self.env.now
 
     def _reschedule(self) -> None:
         self._generation += 1
-        if not self.active:
+        if not self.active or self.down:
             return
         shortest = min(t.remaining for t in self.active)
         delay = max(shortest, 0.0) / self.share_bytes_per_s
@@ -105,6 +125,7 @@ class LinkDirection:
         self._reschedule()
 
     def _deliver(self, transfer: _Active) -> None:
+        self.bytes_sent += max(transfer.remaining, 0.0)  # the round-off left when it counts as sent
         arrival = self.env.timeout(self.one_way_s)
 
         def land(_event: simpy.Event, transfer: _Active = transfer) -> None:
@@ -125,6 +146,15 @@ class Network:
     def add_link(self, a: str, b: str, bandwidth_bytes_per_s: float, one_way_s: float) -> None:
         for src, dst in ((a, b), (b, a)):
             self.directions[(src, dst)] = LinkDirection(self.env, src, dst, bandwidth_bytes_per_s, one_way_s)
+
+    def set_down(self, a: str, b: str, down: bool) -> None:
+        """Cut or restore both directions of the link between sites a and b."""
+        for pair in ((a, b), (b, a)):
+            self.directions[pair].set_down(down)
+
+    def is_down(self, a: str, b: str) -> bool:
+        direction = self.directions.get((a, b))
+        return direction is not None and direction.down
 
     def transfer(self, src: str, dst: str, nbytes: float, data_class: str, records: float = 0.0,
                  purpose: str = "") -> simpy.Event:

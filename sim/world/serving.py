@@ -10,7 +10,14 @@ the pool at the right simulated time, and an iteration already running finishes 
 GPU.
 
 Who may change it: the world's control processes (lifecycle, training, faults), only through
-these calls: `drain`, `release`, `activate`, `set_version`, `wait_idle`.
+these calls: `drain`, `release`, `activate`, `set_version`, `wait_idle`, and for faults
+`fail` and `restore`.
+
+A failed replica is DOWN until repaired. Faults and the lifecycle do not coordinate: while a
+replica is down, the lifecycle's calls (drain, release, activate) only record the state it
+returns to, and overlapping failures of one replica (a GPU failure during a site outage) keep
+it down until the last of them is repaired. A down replica still holds its GPUs (owned
+hardware, or a cloud instance billed until replaced) unless the lifecycle had released it.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from typing import Any
 import numpy as np
 import simpy
 
-from sim.kernels.batching import ACTIVE, DRAINING, OFFLINE, PoolKernel
+from sim.kernels.batching import ACTIVE, DOWN, DRAINING, OFFLINE, PoolKernel
 
 
 class ServingPool:
@@ -37,9 +44,13 @@ class ServingPool:
         self.state_log: list[tuple[float, int, int]] = [
             (env.now, r, kernel.state(r)) for r in range(kernel.replicas)
         ]
+        self._failures = np.zeros(kernel.replicas, dtype=np.int64)  # overlapping failures per replica
 
     def _log_state(self, r: int) -> None:
-        self.state_log.append((self.env.now, r, self.kernel.state(r)))
+        state = self.kernel.state(r)
+        if state == DOWN and self.kernel.wanted_state(r) == OFFLINE:
+            state = OFFLINE  # released before or while it was down: it holds no GPUs
+        self.state_log.append((self.env.now, r, state))
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -59,8 +70,10 @@ class ServingPool:
         return self.replicas_in(ACTIVE)
 
     def gpus_in_use(self) -> int:
-        """GPUs held by replicas that are active or draining."""
-        return self.gpus_per_replica * (len(self.replicas_in(ACTIVE)) + len(self.replicas_in(DRAINING)))
+        """GPUs held by replicas that are active or draining, or down but not released (a
+        failed GPU is free for nothing else)."""
+        down = sum(1 for r in self.replicas_in(DOWN) if self.kernel.wanted_state(r) != OFFLINE)
+        return self.gpus_per_replica * (len(self.replicas_in(ACTIVE)) + len(self.replicas_in(DRAINING)) + down)
 
     # -- control calls ---------------------------------------------------------------------
 
@@ -94,6 +107,29 @@ class ServingPool:
         self.sync()
         self.version[r] = version
         self.kernel.set_version(r, version)
+
+    def fail(self, r: int) -> np.ndarray:
+        """Replica r fails now (see `PoolKernel.fail`); returns the requests that failed for good."""
+        self.sync()
+        self._failures[r] += 1
+        if self._failures[r] > 1:
+            return np.empty(0, dtype=np.int64)  # already down
+        failed = self.kernel.fail(r)
+        self._log_state(r)
+        return failed
+
+    def restore(self, r: int) -> None:
+        """One repair of replica r; it serves again when every failure it had is repaired."""
+        self.sync()
+        if self._failures[r] == 0:
+            return
+        self._failures[r] -= 1
+        if self._failures[r] == 0:
+            self.kernel.restore(r)
+            self._log_state(r)
+
+    def is_down(self, r: int) -> bool:
+        return self.kernel.is_down(r)
 
     def is_offline(self, r: int) -> bool:
         return self.kernel.state(r) == OFFLINE

@@ -150,6 +150,7 @@ class TrainingQueue:
                 yield from world.pool.wait_idle(r)
                 world.pool.release(r)
         elif self.policy == "dedicated" and self.pool.elastic and self.pool.count < self.in_use:
+            yield from world.faults.wait_for_capacity(self.site, self.pool.name or "")  # a shortage: no GPUs to add
             start = self.env.now
             yield self.env.timeout(self.pool.provisioning_delay)
             lifecycle.holds.append(GpuHold(self.site, self.pool.name or "", "provisioning", gpus, start, self.env.now))
@@ -214,7 +215,8 @@ class DevelopmentWorkload:
         release, gpus = yield from queue.request(job.gpus, spec.priority, "development")
         record.started_s = self.env.now
         record.gpus = gpus
-        yield self.env.timeout(self.duration_s(job.method, job.tokens, gpus))
+        yield from lifecycle.world.faults.train(placement.training, queue.pool.name or "",
+                                                self.duration_s(job.method, job.tokens, gpus), "development")
         release()
         record.finished_s = self.env.now
 

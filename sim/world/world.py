@@ -28,6 +28,7 @@ from sim.kernels.roofline import EngineEfficiency, pack_params
 from sim.spec.scenario import Pool, Scenario
 from sim.streams import stream
 from sim.workload import Requests, generate_requests
+from sim.world.faults import install_faults
 from sim.world.lifecycle import Lifecycle
 from sim.world.network import Network
 from sim.world.serving import ServingPool
@@ -175,6 +176,9 @@ class World:
             self.network.add_link(link.ends[0], link.ends[1], link.bandwidth, link.rtt / 2)
         self.lifecycle = Lifecycle(self)
         self.busy_timeline: list[tuple[float, np.ndarray, int]] = []
+        # client timeouts and retries, outages on the request path (arrivals shifted, cut off or
+        # sent to the fallback pool, before the first advance) and the fault processes
+        self.faults = install_faults(self)
 
     def _jitter(self, seed: int, replication: int) -> tuple[np.ndarray, np.ndarray]:
         n = self.requests.count
@@ -204,7 +208,8 @@ class World:
                 on_progress(self.env.now / horizon)
 
     def run(self, on_progress: Callable[[float], None] | None = None, slices: int | None = None):
-        """Run to the horizon and collect the results."""
+        """Run to the horizon, collect the results and check that they balance."""
+        from sim.metrics.availability import check_invariants
         from sim.result import collect
 
         if slices is None:  # about one slice per TIMELINE_STEP_S, at least 50
@@ -213,7 +218,9 @@ class World:
         self.lifecycle.start()
         self.env.run(until=self.scenario.horizon)
         self.pool.kernel.advance_to(self.scenario.horizon)
-        return collect(self)
+        result = collect(self)
+        check_invariants(self, result)  # every request ends once, the ledger matches the links
+        return result
 
     def downlink(self, send_s: np.ndarray, size_bytes: np.ndarray) -> np.ndarray:
         """Client arrival times of payloads the serving site sends back."""

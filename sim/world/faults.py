@@ -1,0 +1,693 @@
+"""Faults and outages: what fails, when, and what each placement loses.
+
+A scenario's `faults:` section names GPU (replica) failures per pool, link outages, whole-site
+outages (a cloud region) and capacity shortages (an elastic pool cannot grow), each scheduled
+(`at`, `windows`) or random (`mtbf`, `mttr`). **Every fault of a replication is drawn up front**
+(`FaultPlan.draw`), from streams named after its target, so that the same WAN outage hits S1
+and S2 alike (common random numbers) and the request path can be worked out before the run.
+
+What each fault does:
+
+- *Replica failure* (a GPU): the serving pool's replica goes down at the fault's start
+  (`ServingPool.fail`, which advances the kernel first); its admitted requests lose their
+  progress and are retried on another replica, or fail after `retry.max_attempts`; it is
+  repaired at the end. A failure of a training pool interrupts the training running on it.
+- *Link outage*: both directions of the link carry nothing. Bulk transfers pause and resume
+  (`sim.world.network`). Requests whose path crosses the link are handled up front
+  (`route_requests`): a request sent while its path is cut goes to the fallback site's pool
+  when `placement.fallback` names one (the clients' own site), or else waits for the path to
+  come back and is sent then, failing when that is after its client timeout
+  (`retry.timeout`, from when it was sent). A response sent while the path is cut waits for
+  it. A path is judged when a payload is sent; one already on its way arrives.
+- *Site outage*: every link to the site is cut and every replica serving there fails; training
+  at the site is interrupted.
+- *Capacity shortage*: an elastic pool cannot grow during the window; whoever provisions it
+  asks `capacity_blocked_until` / `wait_for_capacity` first.
+
+Training checkpoints every `faults.checkpoint_interval`; an interruption loses the work since
+the last checkpoint, and training resumes from it when the fault is repaired (`train`).
+A fault-free scenario changes nothing: no processes, no outages, the same kernel inputs.
+
+`install_faults(world)` wires all of this into a built, not yet run, World and returns the
+`FaultInjector` that the result side reads (`request_outcomes`, `client_times`, `table`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from sim.kernels.batching import DONE, PoolKernel
+from sim.kernels.links import carry
+from sim.spec.errors import SpecError, SpecIssue, suggest
+from sim.spec.scenario import NONE_SITE, OutageWindow, Scenario
+from sim.streams import stream
+from sim.world.serving import ServingPool
+
+if TYPE_CHECKING:
+    from sim.world.world import Path, ServingSetup, World
+
+
+# ------------------------------------------------------------------------------------------
+# Windows: half-open intervals [start, end) of time, merged
+# ------------------------------------------------------------------------------------------
+
+
+def merge_windows(windows: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Sorted, disjoint windows covering the same time as the given (overlapping) ones."""
+    merged: list[tuple[float, float]] = []
+    for start, end in sorted(windows):
+        if end <= start:
+            continue
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def window_containing(windows: list[tuple[float, float]], t: np.ndarray) -> np.ndarray:
+    """For each time, the end of the (merged) window containing it, or NaN when none does."""
+    t = np.asarray(t, dtype=np.float64)
+    if not windows:
+        return np.full(t.shape, np.nan)
+    starts = np.array([w[0] for w in windows])
+    ends = np.array([w[1] for w in windows])
+    k = np.searchsorted(starts, t, side="right") - 1
+    valid = k >= 0
+    out = np.full(t.shape, np.nan)
+    inside = valid.copy()
+    inside[valid] = t[valid] < ends[k[valid]]
+    out[inside] = ends[k[inside]]
+    return out
+
+
+def overlap_s(windows: list[tuple[float, float]], start: float, end: float) -> float:
+    """Seconds of [start, end) covered by the (merged) windows."""
+    return sum(max(0.0, min(end, b) - max(start, a)) for a, b in windows)
+
+
+# ------------------------------------------------------------------------------------------
+# The plan: every fault of one replication, drawn before the run
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One fault: down over [start_s, end_s) (end_s may lie beyond the horizon)."""
+
+    kind: str  # "replica_failure", "link_outage", "site_outage", "capacity_shortage"
+    target: str  # "site/pool", link name or site name
+    replica: int  # the failed replica (replica failures), else -1
+    start_s: float
+    end_s: float
+
+
+def _draw(rng: np.random.Generator, mean: float, distribution: str) -> float:
+    return float(mean if distribution == "deterministic" else rng.exponential(mean))
+
+
+def _random_windows(rng: np.random.Generator, mtbf: float, mttr: float, distribution: str,
+                    horizon: float) -> list[tuple[float, float]]:
+    """Alternating up and repair times from t = 0 until a failure would start after the horizon."""
+    out: list[tuple[float, float]] = []
+    t = 0.0
+    while True:
+        start = t + _draw(rng, mtbf, distribution)
+        if start >= horizon:
+            return out
+        end = start + _draw(rng, mttr, distribution)
+        out.append((start, end))
+        t = end
+
+
+def _windows(spec_windows: list[OutageWindow]) -> list[tuple[float, float]]:
+    return [(w.start, w.start + w.duration) for w in spec_windows]
+
+
+def serving_pool_name(scenario: Scenario, site: str) -> str | None:
+    """The pool that serves at a site (the first serving pool with GPUs), as world.py picks it."""
+    pools = [p for p in scenario.sites[site].pools if "serving" in p.roles and p.capacity > 0]
+    return pools[0].name if pools else None
+
+
+def pool_replicas(scenario: Scenario, site: str, pool: str) -> int:
+    found = next(p for p in scenario.sites[site].pools if p.name == pool)
+    return found.capacity // scenario.model.tensor_parallel
+
+
+@dataclass
+class FaultPlan:
+    faults: list[Fault] = field(default_factory=list)
+
+    @classmethod
+    def draw(cls, scenario: Scenario, replication: int) -> FaultPlan:
+        spec, seed, horizon = scenario.faults, scenario.seed, scenario.horizon
+        faults: list[Fault] = []
+        for k, rf in enumerate(spec.replica_failures):
+            pool = rf.pool or serving_pool_name(scenario, rf.site)
+            assert pool is not None and rf.mttr is not None, "check_faults guarantees them"
+            target = f"{rf.site}/{pool}"
+            repairs = stream(seed, replication, f"faults/replica/{target}/{k}/repairs")
+            for at in rf.at:
+                faults.append(Fault("replica_failure", target, rf.replica, at,
+                                    at + _draw(repairs, rf.mttr, rf.distribution)))
+            if rf.mtbf is not None:
+                for r in range(pool_replicas(scenario, rf.site, pool)):
+                    rng = stream(seed, replication, f"faults/replica/{target}/{k}/{r}")
+                    for start, end in _random_windows(rng, rf.mtbf, rf.mttr, rf.distribution, horizon):
+                        faults.append(Fault("replica_failure", target, r, start, end))
+        for kind, entries, name_of in (("link_outage", spec.link_outages, lambda e: e.link),
+                                       ("site_outage", spec.site_outages, lambda e: e.site)):
+            for k, entry in enumerate(entries):
+                target = name_of(entry)
+                windows = _windows(entry.windows)
+                if entry.mtbf is not None and entry.mttr is not None:
+                    rng = stream(seed, replication, f"faults/{kind}/{target}/{k}")
+                    windows += _random_windows(rng, entry.mtbf, entry.mttr, entry.distribution, horizon)
+                faults += [Fault(kind, target, -1, a, b) for a, b in windows]
+        for shortage in spec.capacity_shortages:
+            faults += [Fault("capacity_shortage", f"{shortage.site}/{shortage.pool}", -1, a, b)
+                       for a, b in _windows(shortage.windows)]
+        faults = [f for f in faults if f.start_s < horizon]
+        faults.sort(key=lambda f: (f.start_s, f.kind, f.target, f.replica))
+        return cls(faults)
+
+    def of(self, kind: str, target: str | None = None) -> list[Fault]:
+        return [f for f in self.faults if f.kind == kind and (target is None or f.target == target)]
+
+    def link_down(self, scenario: Scenario, link: str) -> list[tuple[float, float]]:
+        """When a link carries nothing: its own outages and outages of either end."""
+        ends = scenario.links[link].ends
+        windows = [(f.start_s, f.end_s) for f in self.of("link_outage", link)]
+        for site in ends:
+            windows += [(f.start_s, f.end_s) for f in self.of("site_outage", site)]
+        return merge_windows(windows)
+
+    def site_down(self, site: str) -> list[tuple[float, float]]:
+        return merge_windows((f.start_s, f.end_s) for f in self.of("site_outage", site))
+
+    def path_down(self, scenario: Scenario, a: str, b: str) -> list[tuple[float, float]]:
+        """When sites a and b cannot reach each other (a == b: the site's own LAN is down)."""
+        if a == b:
+            return self.site_down(a)
+        found = scenario.link_between(a, b)
+        windows = self.link_down(scenario, found[0]) if found is not None else []
+        return merge_windows([*windows, *self.site_down(a), *self.site_down(b)])
+
+    def pool_down(self, site: str, pool: str) -> list[tuple[float, float]]:
+        """When a pool cannot train: the site is out, or one of its GPUs failed."""
+        windows = [(f.start_s, f.end_s) for f in self.of("replica_failure", f"{site}/{pool}")]
+        return merge_windows([*windows, *self.site_down(site)])
+
+    def replica_windows(self, scenario: Scenario, site: str, pool: str) -> list[tuple[int, float, float]]:
+        """(replica, start, end) for every failure of a serving pool's replicas, site outages included."""
+        out = [(f.replica, f.start_s, f.end_s) for f in self.of("replica_failure", f"{site}/{pool}")]
+        for start, end in self.site_down(site):
+            out += [(r, start, end) for r in range(pool_replicas(scenario, site, pool))]
+        return sorted(out, key=lambda w: (w[1], w[0]))
+
+
+# ------------------------------------------------------------------------------------------
+# Checks (readable errors with the field path; sim.spec.checks calls check_faults)
+# ------------------------------------------------------------------------------------------
+
+
+def check_faults(s: Scenario) -> list[SpecIssue]:
+    issues: list[SpecIssue] = []
+    spec = s.faults
+    sites = sorted(s.sites)
+
+    def site_ok(path: str, name: str) -> bool:
+        if name in s.sites:
+            return True
+        issues.append(SpecIssue(path, f"no site named {name!r}{suggest(name, sites)}", name, ", ".join(sites)))
+        return False
+
+    for i, rf in enumerate(spec.replica_failures):
+        path = f"faults.replica_failures[{i}]"
+        if not site_ok(f"{path}.site", rf.site):
+            continue
+        pools = [p.name for p in s.sites[rf.site].pools if p.name is not None]
+        pool = rf.pool or serving_pool_name(s, rf.site)
+        if pool is None or pool not in pools:
+            issues.append(SpecIssue(f"{path}.pool", f"no pool {pool!r} at site {rf.site!r}"
+                                    f"{suggest(str(pool), pools)}", rf.pool, ", ".join(pools) or "(none)",
+                                    has_value=rf.pool is not None))
+            continue
+        replicas = pool_replicas(s, rf.site, pool)
+        if rf.at and rf.replica >= replicas:
+            issues.append(SpecIssue(f"{path}.replica", f"pool {pool!r} has {replicas} replicas", rf.replica,
+                                    f"0 to {replicas - 1}"))
+    links = sorted(s.links)
+    for i, lo in enumerate(spec.link_outages):
+        if lo.link not in s.links:
+            issues.append(SpecIssue(f"faults.link_outages[{i}].link", f"no link named {lo.link!r}"
+                                    f"{suggest(lo.link, links)}", lo.link, ", ".join(links) or "(none)"))
+    for i, so in enumerate(spec.site_outages):
+        site_ok(f"faults.site_outages[{i}].site", so.site)
+    for i, cs in enumerate(spec.capacity_shortages):
+        path = f"faults.capacity_shortages[{i}]"
+        if not site_ok(f"{path}.site", cs.site):
+            continue
+        by_name = {str(p.name): p for p in s.sites[cs.site].pools}
+        if cs.pool not in by_name:
+            issues.append(SpecIssue(f"{path}.pool", f"no pool {cs.pool!r} at site {cs.site!r}"
+                                    f"{suggest(cs.pool, list(by_name))}", cs.pool, ", ".join(by_name) or "(none)"))
+        elif not by_name[cs.pool].elastic:
+            issues.append(SpecIssue(f"{path}.pool", "only an elastic pool grows, so only it can be short",
+                                    cs.pool, "an elastic pool"))
+    fallback = s.placement.fallback
+    if fallback != NONE_SITE:
+        origin = s.workload.origin
+        if fallback not in s.sites:
+            issues.append(SpecIssue("placement.fallback", f"no site named {fallback!r}{suggest(fallback, sites)}",
+                                    fallback, ", ".join([*sites, NONE_SITE])))
+        elif fallback != origin:
+            issues.append(SpecIssue("placement.fallback", "the fallback serves the clients locally, at their own "
+                                    "site (workload.origin)", fallback, f"{origin!r} or 'none'"))
+        elif fallback == s.placement.inference:
+            issues.append(SpecIssue("placement.fallback", "the fallback is the inference site itself", fallback,
+                                    "another site with a serving pool, or 'none'"))
+        elif serving_pool_name(s, fallback) is None:
+            issues.append(SpecIssue(f"sites.{fallback}.pools", "the fallback site has no GPUs for serving",
+                                    has_value=False, allowed="a pool with count >= 1 and role 'serving'"))
+    if s.workload.arrivals.process == "concurrency" and s.workload.origin != s.placement.inference:
+        touches = {*(s.link_between(s.workload.origin, s.placement.inference) or ("",))[:1],
+                   s.workload.origin, s.placement.inference}
+        if any(lo.link in touches for lo in spec.link_outages) or any(so.site in touches for so in spec.site_outages):
+            issues.append(SpecIssue("workload.arrivals.process", "outages on the request path need an open-loop "
+                                    "workload (a closed loop releases requests as it runs)", "concurrency",
+                                    "poisson, constant, bursty, diurnal, stages or trace"))
+    return issues
+
+
+# ------------------------------------------------------------------------------------------
+# The request path: who waits, who fails, who goes to the fallback
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RequestRouting:
+    """Where each request went, decided up front from the plan (open loop)."""
+
+    send_s: np.ndarray  # when the client sent it
+    link_send_s: np.ndarray  # when it entered the primary path (NaN: it never did)
+    pool_arrival_s: np.ndarray  # at the primary pool, or at the fallback pool for diverted ones
+    patience_s: np.ndarray  # client timeout left at the pool
+    delayed: np.ndarray  # waited for the path to come back
+    cut_off: np.ndarray  # the client gave up before reaching any pool
+    gave_up_s: np.ndarray  # when it gave up (cut_off)
+    diverted: np.ndarray  # served by the fallback pool
+
+
+def route_requests(world: World, plan: FaultPlan, timeout_s: float, has_fallback: bool) -> RequestRouting:
+    s = world.scenario
+    send = np.asarray(world.requests.arrival_s, dtype=np.float64)
+    origin, site = s.workload.origin, s.placement.inference
+    restored = window_containing(plan.path_down(s, origin, site), send)
+    cut = ~np.isnan(restored)
+    diverted = np.zeros(len(send), dtype=bool)
+    if has_fallback:
+        fallback_down = ~np.isnan(window_containing(plan.site_down(s.placement.fallback), send))
+        diverted = cut & ~fallback_down
+    waiting = cut & ~diverted
+    link_send = np.where(waiting, restored, send)
+    with np.errstate(invalid="ignore"):
+        gave_up_waiting = waiting & (restored - send > timeout_s)
+    link_send[gave_up_waiting | diverted] = np.nan
+    path = world.path
+    arrival = carry(link_send, world.request_bytes, path.bandwidth_bytes_per_s, path.one_way_s, world._up_jitter)
+    with np.errstate(invalid="ignore"):
+        late = ~np.isnan(arrival) & (arrival - send > timeout_s)  # sent, but the client gave up first
+    cut_off = gave_up_waiting | late
+    patience = np.where(np.isnan(arrival), timeout_s, send + timeout_s - arrival)
+    return RequestRouting(send_s=send, link_send_s=link_send, pool_arrival_s=arrival,
+                          patience_s=np.maximum(patience, 0.0), delayed=waiting & ~gave_up_waiting,
+                          cut_off=cut_off, gave_up_s=send + timeout_s, diverted=diverted)
+
+
+# ------------------------------------------------------------------------------------------
+# The fallback pool (a second serving pool at the clients' site)
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FallbackPool:
+    setup: ServingSetup
+    path: Path
+    kernel: PoolKernel
+    pool: ServingPool
+
+
+def build_fallback(world: World, routing: RequestRouting, timeout_s: float, max_attempts: int) -> FallbackPool:
+    """The fallback site's serving pool, with the diverted requests (over its LAN)."""
+    from sim.world.world import request_path, service_model, serving_setup
+
+    s = world.scenario
+    local = s.model_copy(update={"placement": s.placement.model_copy(update={"inference": s.placement.fallback})})
+    setup = serving_setup(local)
+    path = request_path(local)
+    send = np.where(routing.diverted, routing.send_s, np.nan)
+    arrival = carry(send, world.request_bytes, path.bandwidth_bytes_per_s, path.one_way_s)
+    serving = s.model.serving
+    req = world.requests
+    settings: dict[str, Any] = {
+        "replicas": setup.replicas, "active_replicas": setup.active_replicas,
+        "max_num_seqs": serving.max_num_seqs, "max_num_batched_tokens": serving.max_num_batched_tokens,
+        "chunked_prefill": serving.chunked_prefill, "kv_capacity_tokens": setup.kv_capacity_tokens,
+        "max_model_len": serving.max_model_len, "params": setup.params, "router": serving.router,
+        "prefix_group": req.prefix_group, "prefix_tokens": req.prefix_tokens,
+        "prefix_caching": serving.prefix_caching,
+        "router_u": stream(s.seed, world.replication, "fallback_router").random(req.count),
+    }
+    settings.update(service_model(local, setup, req.count, s.seed, world.replication))
+    filled = np.where(routing.diverted, arrival, routing.send_s)  # others never arrive (withdrawn)
+    patience = np.where(routing.diverted, np.maximum(routing.send_s + timeout_s - arrival, 0.0), timeout_s)
+    kernel = PoolKernel(filled, req.prompt_tokens, req.output_tokens, timeout_s=timeout_s, patience_s=patience,
+                        max_attempts=max_attempts, **settings)
+    kernel.withdraw(np.flatnonzero(~routing.diverted))
+    pool = ServingPool(world.env, f"{setup.site}/{setup.pool.name}", kernel, setup.tp)
+    return FallbackPool(setup, path, kernel, pool)
+
+
+# ------------------------------------------------------------------------------------------
+# Training with checkpoints
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainingRun:
+    """What faults did to one training job: seconds lost since checkpoints, and spent waiting."""
+
+    lost_s: float = 0.0
+    waited_s: float = 0.0
+    interruptions: int = 0
+    purpose: str = "retraining"
+
+
+def train_with_checkpoints(env: simpy.Environment, down: list[tuple[float, float]], interval_s: float,
+                           work_s: float) -> Generator[simpy.Event, Any, TrainingRun]:
+    """SimPy process body: `work_s` seconds of work that stops while the (merged) `down`
+    windows last. A checkpoint is saved after every `interval_s` of work since the job last
+    (re)started; an interruption loses the work since the last one, and the job resumes from
+    it when the window ends. Without windows this is `env.timeout(work_s)`."""
+    run = TrainingRun()
+    saved = 0.0
+    while saved < work_s:
+        now = env.now
+        back = window_containing(down, np.array([now]))[0]
+        if not np.isnan(back):
+            run.waited_s += back - now
+            yield env.timeout(back - now)
+            continue
+        upcoming = [start for start, _ in down if start > now]
+        left = work_s - saved
+        if not upcoming or now + left <= upcoming[0]:
+            yield env.timeout(left)
+            break
+        worked = upcoming[0] - now
+        kept = math.floor(worked / interval_s) * interval_s
+        saved += kept
+        run.lost_s += worked - kept
+        run.interruptions += 1
+        yield env.timeout(worked)
+    return run
+
+
+# ------------------------------------------------------------------------------------------
+# The injector: processes during the run, outcomes after it
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcomes:
+    """Per-request outcomes across the primary and fallback pools (PoolKernel's names)."""
+
+    status: np.ndarray
+    arrival_s: np.ndarray
+    dispatch_s: np.ndarray
+    first_token_s: np.ndarray
+    done_s: np.ndarray
+    replica: np.ndarray
+    version: np.ndarray
+    preemptions: np.ndarray
+    attempts: np.ndarray
+    served_by: np.ndarray  # pool name
+
+
+class FaultInjector:
+    """The faults of one World: its plan, the request routing, the processes and the records."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.env: simpy.Environment = world.env
+        self.scenario = world.scenario
+        spec = self.scenario.faults
+        self.timeout_s = spec.retry.timeout if spec.retry.timeout is not None else math.inf
+        self.max_attempts = spec.retry.max_attempts
+        self.plan = FaultPlan.draw(self.scenario, world.replication)
+        self.fallback: FallbackPool | None = None
+        self.routing: RequestRouting | None = None
+        self.replica_records: list[dict[str, Any]] = []
+        self.training_runs: list[TrainingRun] = []
+        self.reachability_waits: list[tuple[str, str, float, float]] = []  # (a, b, start, end)
+        self.capacity_waits: list[tuple[str, float, float]] = []  # ("site/pool", start, end)
+
+    # -- wiring, before the run ---------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Set the primary pool's request path (and build the fallback); start the processes."""
+        w, s = self.world, self.scenario
+        kernel = w.kernel
+        untouched = (not self.plan.path_down(s, s.workload.origin, s.placement.inference)
+                     and s.placement.fallback == NONE_SITE and math.isinf(self.timeout_s))
+        if w.requests.clients > 0 or untouched:  # the kernel's arrivals stay as world.py computed them
+            kernel.set_request_path(patience_s=self.timeout_s, max_attempts=self.max_attempts)
+        else:
+            routing = route_requests(w, self.plan, self.timeout_s, s.placement.fallback != NONE_SITE)
+            self.routing = routing
+            primary = ~np.isnan(routing.pool_arrival_s) & ~routing.cut_off & ~routing.diverted
+            filled = np.where(primary, routing.pool_arrival_s, routing.send_s)
+            kernel.set_request_path(arrival_s=filled, patience_s=np.where(primary, routing.patience_s, 0.0),
+                                    max_attempts=self.max_attempts)
+            gone = ~primary
+            failed_by = routing.cut_off & (routing.gave_up_s <= s.horizon)
+            kernel.withdraw(np.flatnonzero(failed_by), routing.gave_up_s[failed_by])
+            kernel.withdraw(np.flatnonzero(gone & ~failed_by))
+            if routing.diverted.any() or s.placement.fallback != NONE_SITE:
+                self.fallback = build_fallback(w, routing, self.timeout_s, self.max_attempts)
+            w.pool_arrival_s = np.where(routing.diverted, routing.pool_arrival_s,
+                                        np.where(primary, routing.pool_arrival_s, np.nan))
+        self._start_processes()
+
+    def serving_pools(self) -> dict[str, ServingPool]:
+        pools = {self.world.pool.name: self.world.pool}
+        if self.fallback is not None:
+            pools[self.fallback.pool.name] = self.fallback.pool
+        return pools
+
+    def _start_processes(self) -> None:
+        s = self.scenario
+        for name, pool in self.serving_pools().items():
+            site, pool_name = name.split("/", 1)
+            for r, start, end in self.plan.replica_windows(s, site, pool_name):
+                self.env.process(self._replica_down(pool, r, start, end))
+        for link in s.links:
+            windows = self.plan.link_down(s, link)
+            if windows:
+                a, b = s.links[link].ends
+                self.env.process(self._link_down(a, b, windows))
+
+    def _replica_down(self, pool: ServingPool, r: int, start: float, end: float) -> Generator[simpy.Event, Any, None]:
+        yield self.env.timeout(start - self.env.now)
+        before = int(pool.kernel.attempts.sum())
+        failed = pool.fail(r)
+        retried = int(pool.kernel.attempts.sum()) - before
+        self.replica_records.append({"pool": pool.name, "replica": r, "start_s": start, "end_s": end,
+                                     "requests_retried": retried, "requests_failed": len(failed)})
+        yield self.env.timeout(end - start)
+        pool.restore(r)
+
+    def _link_down(self, a: str, b: str, windows: list[tuple[float, float]]) -> Generator[simpy.Event, Any, None]:
+        network = self.world.network
+        for start, end in windows:
+            yield self.env.timeout(start - self.env.now)
+            network.set_down(a, b, True)
+            yield self.env.timeout(end - self.env.now)
+            network.set_down(a, b, False)
+
+    # -- hooks for the lifecycle and training --------------------------------------------------
+
+    def reachable_at(self, a: str, b: str, t: float) -> float:
+        """The first time >= t at which sites a and b can reach each other."""
+        end = window_containing(self.plan.path_down(self.scenario, a, b), np.array([t]))[0]
+        return t if np.isnan(end) else float(end)
+
+    def wait_until_reachable(self, a: str, b: str) -> Generator[simpy.Event, Any, float]:
+        """SimPy process body: wait while the path between a and b is cut; returns the wait."""
+        start = self.env.now
+        until = self.reachable_at(a, b, start)
+        if until > start:
+            yield self.env.timeout(until - start)
+            self.reachability_waits.append((a, b, start, until))
+        return until - start
+
+    def capacity_blocked_until(self, site: str, pool: str, t: float) -> float:
+        """The first time >= t at which an elastic pool may grow (t itself when it may)."""
+        windows = merge_windows((f.start_s, f.end_s) for f in self.plan.of("capacity_shortage", f"{site}/{pool}"))
+        end = window_containing(windows, np.array([t]))[0]
+        return t if np.isnan(end) else float(end)
+
+    def wait_for_capacity(self, site: str, pool: str) -> Generator[simpy.Event, Any, float]:
+        """SimPy process body: wait out a capacity shortage of an elastic pool; returns the wait."""
+        start = self.env.now
+        until = self.capacity_blocked_until(site, pool, start)
+        if until > start:
+            yield self.env.timeout(until - start)
+            self.capacity_waits.append((f"{site}/{pool}", start, until))
+        return until - start
+
+    def train(self, site: str, pool: str, work_s: float,
+              purpose: str = "retraining") -> Generator[simpy.Event, Any, TrainingRun]:
+        """SimPy process body: `work_s` seconds of training on a pool, checkpointing as it goes
+        (see `train_with_checkpoints`); interrupted when the site is out or, on a dedicated
+        training pool, when one of its GPUs fails. Returns what the faults cost it."""
+        run = yield from train_with_checkpoints(self.env, self.plan.pool_down(site, pool),
+                                                self.scenario.faults.checkpoint_interval, work_s)
+        run.purpose = purpose
+        self.training_runs.append(run)
+        return run
+
+    # -- outcomes, after the run ----------------------------------------------------------------
+
+    def request_outcomes(self) -> Outcomes:
+        """Per-request outcomes, the fallback pool's merged in (its kernel advanced to the horizon)."""
+        k = self.world.kernel
+        out = Outcomes(
+            status=k.status.copy(), arrival_s=k.arrival_s.copy(), dispatch_s=k.dispatch_s.copy(),
+            first_token_s=k.first_token_s.copy(), done_s=k.done_s.copy(), replica=k.replica.copy(),
+            version=k.version.copy(), preemptions=k.preemptions.copy(), attempts=k.attempts.copy(),
+            served_by=np.full(k.n, self.world.pool.name, dtype=object),
+        )
+        if self.fallback is not None and self.routing is not None:
+            fb = self.fallback.kernel
+            horizon = self.scenario.horizon
+            if fb.now < horizon:
+                fb.advance_to(horizon)
+            m = self.routing.diverted
+            for name in ("status", "arrival_s", "dispatch_s", "first_token_s", "done_s", "replica", "version",
+                         "preemptions", "attempts"):
+                getattr(out, name)[m] = getattr(fb, name)[m]
+            out.served_by[m] = self.fallback.pool.name
+        return out
+
+    def response_send_s(self, outcomes: Outcomes) -> tuple[np.ndarray, np.ndarray]:
+        """When the primary site sends each first token and full response on the primary path
+        (after any outage of the path), NaN for the others."""
+        primary = outcomes.served_by == self.world.pool.name
+        first = np.where(primary, outcomes.first_token_s, np.nan)
+        done = np.where(primary & (outcomes.status == DONE), outcomes.done_s, np.nan)
+        s = self.scenario
+        windows = self.plan.path_down(s, s.workload.origin, s.placement.inference)
+        for send in (first, done):
+            back = window_containing(windows, send)
+            held = ~np.isnan(back)
+            send[held] = back[held]
+        return first, done
+
+    def client_times(self, outcomes: Outcomes, first_bytes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """First token and full response back at the client, over the path each request took."""
+        w = self.world
+        first_send, done_send = self.response_send_s(outcomes)
+        client_first = w.downlink(first_send, first_bytes)
+        client_done = w.downlink(done_send, w.response_bytes)
+        if self.fallback is not None and self.routing is not None:
+            m = self.routing.diverted
+            path = self.fallback.path
+            fb_first = carry(np.where(m, outcomes.first_token_s, np.nan), first_bytes, path.bandwidth_bytes_per_s,
+                             path.one_way_s)
+            fb_done = carry(np.where(m & (outcomes.status == DONE), outcomes.done_s, np.nan), w.response_bytes,
+                            path.bandwidth_bytes_per_s, path.one_way_s)
+            client_first[m] = fb_first[m]
+            client_done[m] = fb_done[m]
+        return client_first, client_done
+
+    def request_send_times(self) -> np.ndarray:
+        """When each request's payload entered the primary path (the privacy ledger's rows)."""
+        w = self.world
+        horizon = self.scenario.horizon
+        if self.routing is None:
+            from sim.metrics.ledger import request_send_times
+
+            return request_send_times(w)
+        send = self.routing.link_send_s
+        with np.errstate(invalid="ignore"):
+            return np.where(send < horizon, send, np.nan)
+
+    def table(self) -> pd.DataFrame:
+        """One row per fault: what failed, when, how long until restored, and what it cost."""
+        horizon = self.scenario.horizon
+        rows: list[dict[str, Any]] = []
+        by_replica = {(r["pool"], r["replica"], r["start_s"]): r for r in self.replica_records}
+        routing = self.routing
+        for f in self.plan.faults:
+            row: dict[str, Any] = {"kind": f.kind, "target": f.target, "replica": f.replica, "start_s": f.start_s,
+                                   "end_s": f.end_s, "restored": f.end_s <= horizon,
+                                   "time_to_restore_s": f.end_s - f.start_s,
+                                   "requests_retried": 0, "requests_failed": 0, "requests_delayed": 0,
+                                   "requests_cut_off": 0, "requests_diverted": 0}
+            if f.kind == "replica_failure":
+                hit = by_replica.get((f.target, f.replica, f.start_s))
+                if hit is not None:
+                    row["requests_retried"] = hit["requests_retried"]
+                    row["requests_failed"] = hit["requests_failed"]
+            elif routing is not None and self._on_request_path(f):
+                inside = (routing.send_s >= f.start_s) & (routing.send_s < f.end_s)
+                row["requests_delayed"] = int((inside & routing.delayed).sum())
+                row["requests_cut_off"] = int((inside & routing.cut_off).sum())
+                row["requests_diverted"] = int((inside & routing.diverted).sum())
+            rows.append(row)
+        if not rows:
+            from sim.metrics.availability import empty_fault_table
+
+            return empty_fault_table()
+        return pd.DataFrame(rows)
+
+    def _on_request_path(self, f: Fault) -> bool:
+        s = self.scenario
+        origin, site = s.workload.origin, s.placement.inference
+        if f.kind == "site_outage":
+            return f.target in (origin, site)
+        if f.kind == "link_outage":
+            found = s.link_between(origin, site)
+            return found is not None and found[0] == f.target
+        return False
+
+
+def install_faults(world: World) -> FaultInjector:
+    """Wire the scenario's faults into a built World, before it runs (see the module doc).
+
+    Without faults it only sets the client timeout and retry limit on the kernel (which change
+    nothing unless a timeout is set) and starts no process.
+    """
+    existing = getattr(world, "faults", None)
+    if isinstance(existing, FaultInjector):
+        return existing
+    issues = check_faults(world.scenario)
+    if issues:
+        raise SpecError(issues, world.scenario.source)
+    injector = FaultInjector(world)
+    injector.prepare()
+    world.faults = injector  # type: ignore[attr-defined]
+    return injector
+
+
+__all__ = ["Fault", "FaultInjector", "FaultPlan", "Outcomes", "RequestRouting", "TrainingRun", "check_faults",
+           "install_faults", "merge_windows", "route_requests", "train_with_checkpoints"]
