@@ -131,8 +131,7 @@ def _deploysim() -> list[str]:
     """The installed console script, found next to this Python or on PATH."""
     beside = Path(sys.executable).parent / "deploysim"
     found = str(beside) if beside.is_file() else shutil.which("deploysim")
-    if found is None:
-        pytest.skip("the deploysim console script is not installed")
+    assert found is not None, "the deploysim console script is not installed (pip install -e .)"
     return [found]
 
 

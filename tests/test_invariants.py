@@ -125,8 +125,7 @@ def test_a_request_ending_in_two_pools_breaks_the_invariant() -> None:
     world, result = _small_run()
     k = world.kernel
     open_ = np.flatnonzero(~np.isin(k.status, (DONE, FAILED, 4)))
-    if len(open_) == 0:
-        pytest.skip("no unfinished request in this run")
+    assert len(open_) > 0  # the small run always ends with requests still in flight
     k.done_s[open_[0]] = 1.0
     with pytest.raises(InvariantError, match="did not end but have an end time"):
         check_invariants(world, result)
