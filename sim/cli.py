@@ -486,6 +486,26 @@ PrecisionOption = Annotated[str | None, typer.Option(
     help="bf16, fp16, fp8, int8 or int4, if the file does not say (vLLM JSON: default bf16).")]
 
 
+def _shown(metric: str, value: float) -> str:
+    from sim.calibration import display_value
+
+    return f"{display_value(metric, value)[0]:,.4g}"
+
+
+def _points_table(title: str, points, columns: tuple[str, ...], cells) -> Table:  # noqa: ANN001
+    """Measured points as a table: id, metric, setup, measured value, then `cells(point)`."""
+    from sim.calibration import display_value
+
+    table = Table(title=title)
+    for column in ("id", "metric", "setup", "measured", *columns):
+        table.add_column(column, justify="left" if column in ("id", "metric", "setup", "gpu") else "right")
+    for p in points:
+        m = p.measurement
+        measured, unit = display_value(m.metric, m.value)
+        table.add_row(m.id, m.metric, m.describe_setup, f"{measured:,.4g} {unit}", *cells(p))
+    return table
+
+
 @app.command()
 def calibrate(
     measurements: MeasurementFiles,
@@ -497,23 +517,18 @@ def calibrate(
     precision: PrecisionOption = None,
 ) -> None:
     """Fit each GPU's efficiency factors to measured points; write them as a catalog file."""
-    from sim.calibration import display_value, fit_all, read_measurements, write_catalog_override
+    from sim.calibration import fit_all, read_measurements, write_catalog_override
 
     try:
         fits = fit_all(read_measurements(measurements, model=model, gpu=gpu, gpus=gpus, precision=precision))
     except SpecError as exc:
         raise fail(exc) from None
     for result in fits.values():
-        table = Table(title=f"{result.gpu}: measured, fitted and leave-one-out (fitted without the point)")
-        for column in ("id", "metric", "setup", "measured", "fitted", "error", "leave-one-out", "LOO error"):
-            table.add_column(column, justify="left" if column in ("id", "metric", "setup") else "right")
-        for p in result.points:
-            m = p.measurement
-            measured, unit = display_value(m.metric, m.value)
-            table.add_row(m.id, m.metric, m.describe_setup, f"{measured:,.4g} {unit}",
-                          f"{display_value(m.metric, p.predicted)[0]:,.4g}", f"{p.relative_error:+.1%}",
-                          f"{display_value(m.metric, p.loo_predicted)[0]:,.4g}", f"{p.loo_relative_error:+.1%}")
-        out.print(table)
+        out.print(_points_table(
+            f"{result.gpu}: measured, fitted and leave-one-out (fitted without the point)", result.points,
+            ("fitted", "error", "leave-one-out", "LOO error"),
+            lambda p: (_shown(p.measurement.metric, p.predicted), f"{p.relative_error:+.1%}",
+                       _shown(p.measurement.metric, p.loo_predicted), f"{p.loo_relative_error:+.1%}")))
         out.print(result.summary(), soft_wrap=True)
     written = write_catalog_override(fits, out_file)
     out.print(f"wrote {written}; use it with `catalog: {written.name}` in a scenario, or "
@@ -532,8 +547,8 @@ def fidelity(
     precision: PrecisionOption = None,
 ) -> None:
     """How far off is the simulator? Predictions against measured points, without fitting, with a report."""
-    from sim.calibration import display_value, load_catalog_file, read_measurements
     from sim.calibration import fidelity as run_fidelity
+    from sim.calibration import load_catalog_file, read_measurements
     from sim.report.fidelity import write_fidelity_report
 
     try:
@@ -543,16 +558,10 @@ def fidelity(
         result = run_fidelity(points, catalog_file)
     except SpecError as exc:
         raise fail(exc) from None
-    table = Table(title=f"predicted ({result.catalog_label}) against measured")
-    for column in ("id", "gpu", "metric", "setup", "measured", "predicted", "error", "KS"):
-        table.add_column(column, justify="left" if column in ("id", "gpu", "metric", "setup") else "right")
-    for p in result.points:
-        m = p.measurement
-        measured, unit = display_value(m.metric, m.value)
-        table.add_row(m.id, m.gpu, m.metric, m.describe_setup, f"{measured:,.4g} {unit}",
-                      f"{display_value(m.metric, p.predicted)[0]:,.4g}", f"{p.relative_error:+.1%}",
-                      "-" if p.ks_distance is None else f"{p.ks_distance:.3f}")
-    out.print(table)
+    out.print(_points_table(
+        f"predicted ({result.catalog_label}) against measured", result.points, ("gpu", "predicted", "error", "KS"),
+        lambda p: (p.measurement.gpu, _shown(p.measurement.metric, p.predicted), f"{p.relative_error:+.1%}",
+                   "-" if p.ks_distance is None else f"{p.ks_distance:.3f}")))
     errors = ", ".join(f"{metric} {mape:.1%}" for metric, mape in result.mape_by_metric.items())
     out.print(f"MAPE {result.mape:.1%} over {len(result.points)} points ({errors})", soft_wrap=True)
     target = write_fidelity_report(result, out_dir or Path("reports") / "fidelity")

@@ -476,6 +476,16 @@ def _check_plan_inputs(rate_per_s: float, gpus: Sequence[str], max_gpus: int, re
         raise SpecError(issues)
 
 
+def _base_scenario(scenario, overrides, horizon, warmup):  # noqa: ANN001, ANN202
+    """The scenario as every probe starts from it: its document, source, the run overrides
+    (user overrides, then the probe horizon and warm-up) and the loaded, checked scenario."""
+    document, source = _document(scenario)
+    base_overrides = [*overrides, *_run_overrides(horizon, warmup)]
+    base = _load(document, base_overrides, source)
+    _rate_of(base)  # fails early, with a clear error, if the workload has no rate to vary
+    return document, source, base_overrides, base
+
+
 def plan(
     scenario: str | Path | Mapping[str, Any] | Scenario,
     rate_per_s: float,
@@ -499,10 +509,7 @@ def plan(
     """
     started = time.perf_counter()
     targets = parse_slos(slos)
-    document, source = _document(scenario)
-    base_overrides = [*overrides, *_run_overrides(horizon, warmup)]
-    base = _load(document, base_overrides, source)
-    _rate_of(base)
+    document, source, base_overrides, base = _base_scenario(scenario, overrides, horizon, warmup)
     gpus = list(gpus)
     _check_plan_inputs(rate_per_s, gpus, max_gpus, replications, base)
     pool = serving_pool(base)
@@ -645,10 +652,7 @@ def max_rate(
     """
     started = time.perf_counter()
     targets = parse_slos(slos)
-    document, source = _document(scenario)
-    base_overrides = [*overrides, *_run_overrides(horizon, warmup)]
-    base = _load(document, base_overrides, source)
-    _rate_of(base)
+    document, source, base_overrides, base = _base_scenario(scenario, overrides, horizon, warmup)
     if not 0 < tolerance < 1:
         raise SpecError([SpecIssue("tolerance", "out of range", tolerance, "a fraction between 0 and 1")])
     pool = serving_pool(base)
