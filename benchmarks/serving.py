@@ -23,21 +23,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sim.catalog import shipped_catalog  # noqa: E402
-from sim.catalog.sizing import replica_memory  # noqa: E402
 from sim.kernels.batching import DONE, PoolKernel  # noqa: E402
-from sim.kernels.roofline import EngineEfficiency, pack_params  # noqa: E402
+from sim.kernels.replica import replica_setup  # noqa: E402
 
 REPLICAS = 4
 
 
 def setup():
-    catalog = shipped_catalog()
-    model, gpu = catalog.models["llama-3.1-8b"], catalog.gpus["h100-sxm"]
-    e = gpu.efficiency
-    params = pack_params(model, gpu, "bf16", 1, EngineEfficiency(e.mfu, e.mbu, e.iteration_overhead_s,
-                                                                 e.allreduce_efficiency))
-    kv = replica_memory(model, gpu, "bf16", 1).kv_tokens
-    return params, kv
+    """The vllm engine profile's replica of Llama-3.1-8B on one H100 (step time and KV only:
+    the benchmark measures the batching kernel, not the engine's front end)."""
+    replica = replica_setup(shipped_catalog(), "llama-3.1-8b", "h100-sxm", "bf16", 1)
+    return replica.params, replica.kv_tokens
 
 
 def lengths(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

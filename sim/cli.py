@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sim.spec import SpecError, SpecIssue, load_scenario
@@ -25,13 +26,16 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-catalog_app = typer.Typer(help="Show the shipped catalogs (GPUs, models, prices) with sources.", no_args_is_help=True)
+catalog_app = typer.Typer(help="Show the shipped catalogs (GPUs, models, engines, prices) with sources.",
+                          no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 USER_ERROR = 2
+
+EngineOption = Annotated[str, typer.Option(help="Serving-engine profile from the catalog (deploysim catalog engines).")]
 
 SetOption = Annotated[
     list[str] | None,
@@ -65,7 +69,7 @@ def validate(
 
 def describe(scenario) -> str:  # noqa: ANN001 - Scenario, imported lazily for a fast CLI
     """A few lines a person can check against the file: who runs what where, on what."""
-    from sim.catalog.sizing import replica_memory
+    from sim.kernels.replica import replica_setup
 
     catalog = scenario.resolved_catalog
     model = catalog.models[scenario.model.id]
@@ -91,14 +95,20 @@ def describe(scenario) -> str:  # noqa: ANN001 - Scenario, imported lazily for a
         )
     site = scenario.sites[scenario.placement.inference]
     pool = next(p for p in site.pools if "serving" in p.roles and p.capacity > 0)
-    memory = replica_memory(
-        model, catalog.gpus[pool.gpu], m.precision, m.tensor_parallel, m.serving.gpu_memory_utilization,
-        m.serving.max_model_len, m.serving.kv_cache_precision,
-    )
-    lines.append(
-        f"  model {m.id} at {m.precision}, TP={m.tensor_parallel}: {format_bytes(memory.weights_per_gpu_bytes)} "
-        f"weights per GPU, KV cache {memory.kv_tokens:,} tokens per replica on {pool.gpu}"
-    )
+    if model.kind == "transformer":
+        memory = replica_setup(
+            catalog, m.id, pool.gpu, m.precision, m.tensor_parallel, m.engine,
+            gpu_memory_utilization=m.serving.gpu_memory_utilization, max_model_len=m.serving.max_model_len,
+            max_num_batched_tokens=m.serving.max_num_batched_tokens, kv_precision=m.serving.kv_cache_precision,
+            block_size=m.serving.block_size,
+        ).memory
+        lines.append(
+            f"  model {m.id} at {m.precision}, TP={m.tensor_parallel}, engine {m.engine}: "
+            f"{format_bytes(memory.weights_per_gpu_bytes)} weights per GPU, KV cache {memory.kv_tokens:,} tokens "
+            f"per replica on {pool.gpu}"
+        )
+    else:
+        lines.append(f"  model {m.id} ({model.kind}) on {pool.gpu}")
     arrivals = scenario.workload.arrivals
     rate = getattr(arrivals, "rate_per_s", None)
     load = f"{arrivals.process}" + (f" at {rate:g} req/s" if rate is not None else "")
@@ -209,6 +219,7 @@ def predict(
     batch: Annotated[int, typer.Option(help="Static batch: identical requests sent together.")] = 1,
     concurrency: Annotated[int | None, typer.Option(help="Closed loop with this many clients.")] = None,
     requests: Annotated[int | None, typer.Option(help="Requests in the closed loop.")] = None,
+    engine: EngineOption = "vllm",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The quick answer without a scenario: TTFT, TPOT, E2E and throughput of a batch."""
@@ -219,13 +230,13 @@ def predict(
     try:
         answer = run_predict(model=model, gpu=gpu, gpus=gpus, precision=precision,
                              input_tokens=input_tokens, output_tokens=output_tokens, batch=batch,
-                             concurrency=concurrency, requests=requests)
+                             concurrency=concurrency, requests=requests, engine=engine)
     except SpecError as exc:
         raise fail(exc) from None
     if as_json:
         out.print_json(json.dumps(answer))
         return
-    table = Table(title=f"{model} on {gpus}x {gpu} at {precision}: {answer['mode']}")
+    table = Table(title=f"{model} on {gpus}x {gpu} at {precision} ({engine}): {answer['mode']}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, label, scale, unit in (("ttft_s", "TTFT", 1e3, "ms"), ("tpot_s", "TPOT", 1e3, "ms"),
@@ -321,6 +332,8 @@ def plan(
     warmup: Annotated[str, typer.Option(help="Warm-up left out of the percentiles.")] = "10min",
     workers: Annotated[int | None, typer.Option(help="Options searched in parallel (default: all CPUs).")] = None,
     set_: SetOption = None,
+    engine: Annotated[str | None, typer.Option(
+        help="Serving-engine profile to plan with (default: the scenario's model.engine).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -330,6 +343,8 @@ def plan(
 
     from sim import planning
 
+    if engine is not None:  # the same as --set model.engine=..., checked like the file
+        set_ = [*(set_ or []), f"model.engine={engine}"]
     try:
         slos = planning.parse_slos(slo)
         tp_options = _int_list(tp, "--tp") if tp else None
@@ -477,32 +492,42 @@ def _with_progress(work, label: str, quiet: bool):  # noqa: ANN001, ANN202
 
 
 MeasurementFiles = Annotated[
-    list[Path], typer.Argument(help="Measured points: CSV in the published layout, or vLLM benchmark JSON.")
+    list[Path], typer.Argument(help="Measurements: CSV in the published layout, benchmark runs under load "
+                                    "(runs.csv layout), or vLLM benchmark JSON.")
 ]
 ModelOption = Annotated[str | None, typer.Option(help="Model id, for files that do not name the model.")]
 GpuOption = Annotated[str | None, typer.Option(help="GPU id, for files that do not name it (vLLM JSON never does).")]
 GpusOption = Annotated[int | None, typer.Option(help="GPUs per replica (tensor parallel), if the file does not say.")]
 PrecisionOption = Annotated[str | None, typer.Option(
     help="bf16, fp16, fp8, int8 or int4, if the file does not say (vLLM JSON: default bf16).")]
+MeasuredEngineOption = Annotated[str | None, typer.Option(
+    "--engine", help="Engine profile the measurements were taken with, if the file does not say (default vllm).")]
 
 
-def _shown(metric: str, value: float) -> str:
+def _shown(metric: str, value: float | None) -> str:
     from sim.calibration import display_value
 
-    return f"{display_value(metric, value)[0]:,.4g}"
+    return "-" if value is None else f"{display_value(metric, value)[0]:,.4g}"
 
 
-def _points_table(title: str, points, columns: tuple[str, ...], cells) -> Table:  # noqa: ANN001
-    """Measured points as a table: id, metric, setup, measured value, then `cells(point)`."""
-    from sim.calibration import display_value
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.1%}"
 
+
+def _calibration_table(title: str, frame, loo: bool) -> Table:  # noqa: ANN001 - a pandas DataFrame
+    """Measured, fitted and leave-one-out values, one row per benchmark and quoted metric."""
     table = Table(title=title)
-    for column in ("id", "metric", "setup", "measured", *columns):
-        table.add_column(column, justify="left" if column in ("id", "metric", "setup", "gpu") else "right")
-    for p in points:
-        m = p.measurement
-        measured, unit = display_value(m.metric, m.value)
-        table.add_row(m.id, m.metric, m.describe_setup, f"{measured:,.4g} {unit}", *cells(p))
+    columns = ["id", "gpu", "model", "metric", "measured", "fitted", "error"]
+    if loo:
+        columns += ["leave-one-out", "LOO error"]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("id", "gpu", "model", "metric") else "right")
+    for row in frame.itertuples(index=False):
+        cells = [str(row.id), row.gpu, row.model, row.metric, _shown(row.metric, row.measured),
+                 _shown(row.metric, row.predicted), _percent(row.relative_error)]
+        if loo:
+            cells += [_shown(row.metric, row.loo_predicted), _percent(row.loo_relative_error)]
+        table.add_row(*cells)
     return table
 
 
@@ -515,24 +540,43 @@ def calibrate(
     gpu: GpuOption = None,
     gpus: GpusOption = None,
     precision: PrecisionOption = None,
+    engine: MeasuredEngineOption = None,
+    fit: Annotated[str | None, typer.Option(
+        help="Factors that may be fitted, comma-separated (default: all; the data decides which it can pin).")] = None,
+    stage_seconds: Annotated[float, typer.Option(
+        help="Fitting shortens each load stage of a run to this many seconds (0: whole runs).")] = 30.0,
+    loo: Annotated[bool, typer.Option("--loo/--no-loo", help="Leave-one-out errors (one refit per benchmark).")] = True,
+    workers: Annotated[int, typer.Option(help="Processes for the leave-one-out refits.")] = 2,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress messages.")] = False,
 ) -> None:
-    """Fit each GPU's efficiency factors to measured points; write them as a catalog file."""
-    from sim.calibration import fit_all, read_measurements, write_catalog_override
+    """Fit engine profiles (and GPU training MFU) to measurements; write them as a catalog file."""
+    from sim.calibration import calibrate as run_calibrate
+    from sim.calibration import read_measurements, write_catalog_override
+
+    def progress(message: str) -> None:
+        if not quiet:
+            err.print(f"[dim]{escape(message)}[/]")
 
     try:
-        fits = fit_all(read_measurements(measurements, model=model, gpu=gpu, gpus=gpus, precision=precision))
+        if stage_seconds < 0:
+            raise SpecError([SpecIssue("--stage-seconds", "must not be negative", stage_seconds, "0 or more seconds")])
+        benchmarks = read_measurements(measurements, model=model, gpu=gpu, gpus=gpus, precision=precision,
+                                       engine=engine)
+        result = run_calibrate(benchmarks, fit=[f.strip() for f in fit.split(",") if f.strip()] if fit else None,
+                               cap_s=stage_seconds or None, loo=loo, workers=max(1, workers), progress=progress)
     except SpecError as exc:
         raise fail(exc) from None
-    for result in fits.values():
-        out.print(_points_table(
-            f"{result.gpu}: measured, fitted and leave-one-out (fitted without the point)", result.points,
-            ("fitted", "error", "leave-one-out", "LOO error"),
-            lambda p: (_shown(p.measurement.metric, p.predicted), f"{p.relative_error:+.1%}",
-                       _shown(p.measurement.metric, p.loo_predicted), f"{p.loo_relative_error:+.1%}")))
-        out.print(result.summary(), soft_wrap=True)
-    written = write_catalog_override(fits, out_file)
+    for name, engine_fit in result.engines.items():
+        out.print(_calibration_table(f"{name}: measured, fitted and leave-one-out (fitted without the benchmark)",
+                                     engine_fit.table(), loo))
+        out.print(escape(engine_fit.summary()), soft_wrap=True)
+    for gpu_id, training in result.training.items():
+        out.print(_calibration_table(f"{gpu_id}: fine-tuning throughput", training.table(), loo))
+        out.print(escape(f"{gpu_id}: training MFU " + ", ".join(f"{k} {v:.3g}" for k, v in training.values.items())
+                         + "".join(f"\n  note: {n}" for n in training.notes)), soft_wrap=True)
+    written = write_catalog_override(result, out_file)
     out.print(f"wrote {written}; use it with `catalog: {written.name}` in a scenario, or "
-              f"`deploysim fidelity ... --catalog {written}`", soft_wrap=True)
+              f"`deploysim fidelity ... --catalog {written}`", soft_wrap=True, markup=False)
 
 
 @app.command()
@@ -545,27 +589,61 @@ def fidelity(
     gpu: GpuOption = None,
     gpus: GpusOption = None,
     precision: PrecisionOption = None,
+    engine: MeasuredEngineOption = None,
 ) -> None:
-    """How far off is the simulator? Predictions against measured points, without fitting, with a report."""
+    """How far off is the simulator? Predictions against measurements, without fitting, with a report."""
     from sim.calibration import fidelity as run_fidelity
     from sim.calibration import load_catalog_file, read_measurements
     from sim.report.fidelity import write_fidelity_report
 
     try:
         catalog = load_catalog_file(catalog_file)
-        points = read_measurements(measurements, model=model, gpu=gpu, gpus=gpus, precision=precision,
-                                   catalog=catalog)
-        result = run_fidelity(points, catalog_file)
+        benchmarks = read_measurements(measurements, model=model, gpu=gpu, gpus=gpus, precision=precision,
+                                       engine=engine, catalog=catalog)
+        result = run_fidelity(benchmarks, catalog_file)
     except SpecError as exc:
         raise fail(exc) from None
-    out.print(_points_table(
-        f"predicted ({result.catalog_label}) against measured", result.points, ("gpu", "predicted", "error", "KS"),
-        lambda p: (p.measurement.gpu, _shown(p.measurement.metric, p.predicted), f"{p.relative_error:+.1%}",
-                   "-" if p.ks_distance is None else f"{p.ks_distance:.3f}")))
-    errors = ", ".join(f"{metric} {mape:.1%}" for metric, mape in result.mape_by_metric.items())
-    out.print(f"MAPE {result.mape:.1%} over {len(result.points)} points ({errors})", soft_wrap=True)
+    if result.points:
+        table = Table(title=f"predicted ({result.catalog_label}) against measured points")
+        for column in ("id", "engine", "gpu", "metric", "setup", "measured", "predicted", "error", "KS"):
+            table.add_column(column, justify="left" if column in ("id", "engine", "gpu", "metric", "setup") else "right")
+        for p in result.points:
+            m = p.measurement
+            table.add_row(m.id, m.engine_id or "training", m.gpu, m.metric, m.describe_setup,
+                          _shown(m.metric, m.value), _shown(m.metric, p.predicted), _percent(p.relative_error),
+                          "-" if p.ks_distance is None else f"{p.ks_distance:.3f}")
+        out.print(table)
+        errors = ", ".join(f"{metric} {mape:.1%}" for metric, mape in result.mape_by_metric.items())
+        out.print(f"points: MAPE {result.mape:.1%} over {len(result.points)} ({errors})", soft_wrap=True)
+    if result.runs:
+        out.print(_runs_table(result))
+        for stat in ("mean", "p90", "p99"):
+            overall = result.run_errors(stat)
+            if not overall:
+                continue
+            by_gpu = "; ".join(f"{g} " + ", ".join(f"{m.upper()} {v:.1%}" for m, v in result.run_errors(stat, gpu=g).items())
+                               for g in result.run_gpus)
+            out.print(f"runs, {stat}: median |error| " + ", ".join(f"{m.upper()} {v:.1%}" for m, v in overall.items())
+                      + f" over {len(result.runs)} runs (by GPU: {by_gpu})", soft_wrap=True, markup=False)
     target = write_fidelity_report(result, out_dir or Path("reports") / "fidelity")
-    out.print(f"report: {target / 'index.html'} (also report.md, points.csv, scatter.png)", soft_wrap=True)
+    out.print(f"report: {target / 'index.html'} (also report.md, the tables as CSV, scatter.png)",
+              soft_wrap=True, markup=False)
+
+
+def _runs_table(result) -> Table:  # noqa: ANN001 - a FidelityResult
+    from sim.calibration import run_key
+
+    table = Table(title=f"runs under load: whole-run means, measured / predicted ({result.catalog_label})")
+    for column in ("id", "model", "gpu", "TP", "E2E ms", "E2E err", "TTFT ms", "TTFT err", "TPOT ms", "TPOT err"):
+        table.add_column(column, justify="left" if column in ("id", "model", "gpu") else "right")
+    for r in result.runs:
+        cells = [r.run.id, r.run.model, r.run.gpu, str(r.run.gpus)]
+        for metric in ("e2e", "ttft", "tpot"):
+            key = run_key("all", metric)
+            cells += [f"{_shown(metric, r.run.measured.get(key))} / {_shown(metric, r.prediction.values.get(key))}",
+                      _percent(r.error(key))]
+        table.add_row(*cells)
+    return table
 
 
 @catalog_app.command("gpus")
@@ -616,6 +694,43 @@ def catalog_models(
     out.print(table)
     for model_id, model in sorted(catalog.models.items()):
         out.print(f"[dim]{model_id}: {model.source}[/]", soft_wrap=True)
+
+
+@catalog_app.command("engines")
+def catalog_engines(
+    catalog_file: Annotated[Path | None, typer.Option("--catalog", help="Add a user catalog file.")] = None,
+) -> None:
+    """Serving-engine profiles: the factors of the step-time model, what they were fitted to, and how well."""
+    from sim.kernels.roofline import PROFILE_FIELDS
+
+    catalog = _catalog(catalog_file)
+    engines = sorted(catalog.engines)
+    table = Table(title="Engine profiles (defaults; per-GPU values below each)")
+    table.add_column("factor")
+    for name in engines:
+        table.add_column(name, justify="right")
+    for factor in PROFILE_FIELDS:
+        table.add_row(factor, *(_factor(factor, catalog.engines[e].defaults.values().get(factor)) for e in engines))
+    table.add_row("async scheduling", *("yes" if catalog.engines[e].async_scheduling else "no" for e in engines))
+    out.print(table)
+    for name in engines:
+        engine = catalog.engines[name]
+        lines = [f"{name}: {engine.name} {engine.version}".rstrip()]
+        for gpu_id, factors in sorted(engine.gpus.items()):
+            lines.append(f"  on {gpu_id}: " + ", ".join(f"{k} {_factor(k, v)}" for k, v in factors.values().items()))
+        lines.append(f"  fitted to: {engine.fitted_to}")
+        if engine.fit_error:
+            lines.append(f"  fit error: {engine.fit_error}")
+        lines.append(f"  source: {engine.source} (as of {engine.as_of})")
+        out.print(escape("\n".join(lines)), soft_wrap=True)
+
+
+def _factor(name: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    if name.endswith("_s"):
+        return f"{value * 1e3:.3g} ms" if value >= 1e-4 or value == 0 else f"{value * 1e6:.3g} us"
+    return f"{value:.3g}"
 
 
 @catalog_app.command("prices")

@@ -241,7 +241,6 @@ def replica_capacity_rps(scenario: Scenario, gpu: str, tp: int) -> float | None:
     """
     from sim.predict import predict
     from sim.workload.requests import generate_requests
-    from sim.world.world import engine_efficiency
 
     catalog = scenario.resolved_catalog
     m = scenario.model
@@ -256,7 +255,7 @@ def replica_capacity_rps(scenario: Scenario, gpu: str, tp: int) -> float | None:
         answer = predict(model=m.id, gpu=gpu, gpus=tp, precision=m.precision, input_tokens=prompt,
                          output_tokens=output, batch=m.serving.max_num_seqs,
                          max_model_len=max(m.serving.max_model_len, prompt + output),
-                         efficiency=engine_efficiency(scenario, catalog.gpus[gpu]), catalog=catalog)
+                         engine=m.engine, overrides=m.efficiency.profile_overrides(), catalog=catalog)
     except SpecError:
         return None
     rps = answer["requests_per_s"]
@@ -445,8 +444,11 @@ def _tp_candidates(scenario: Scenario, gpu: str, tp_options: Sequence[int] | Non
     m = scenario.model
     if model.kind != "transformer":  # classic models: one GPU per replica is the only sensible size
         return list(tp_options or [1]), ""
+    engine = catalog.engines[m.engine]
     sizing = {"gpu_memory_utilization": m.serving.gpu_memory_utilization, "max_model_len": m.serving.max_model_len,
-              "kv_precision": m.serving.kv_cache_precision}
+              "kv_precision": m.serving.kv_cache_precision,
+              "reserve_bytes": engine.reserve_bytes(m.serving.max_num_batched_tokens),
+              "block_size": m.serving.block_size}
     if tp_options:
         fitting = [tp for tp in tp_options if replica_memory(model, catalog.gpus[gpu], m.precision, tp, **sizing).fits]
         return [tp for tp in fitting if tp <= max_gpus], "" if fitting else "does not fit"

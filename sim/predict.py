@@ -15,14 +15,14 @@ scenarios, with the engine defaults of `sim.spec.scenario.Serving`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from sim.catalog import Catalog, shipped_catalog
-from sim.catalog.sizing import replica_memory
 from sim.kernels.batching import DONE, PoolKernel
-from sim.kernels.roofline import EngineEfficiency, pack_params
+from sim.kernels.replica import DEFAULT_ENGINE, replica_setup
 from sim.spec.errors import SpecError, SpecIssue, suggest
 from sim.spec.scenario import Serving
 
@@ -36,13 +36,15 @@ def _check(name: str, value: Any, ok: bool, allowed: str, message: str = "not al
 def predict(
     *, model: str, gpu: str, gpus: int = 1, precision: str = "bf16", input_tokens: int = 1000,
     output_tokens: int = 1000, batch: int = 1, concurrency: int | None = None, requests: int | None = None,
-    max_model_len: int | None = None, efficiency: EngineEfficiency | None = None,
+    max_model_len: int | None = None, engine: str = DEFAULT_ENGINE,
+    overrides: Mapping[str, float | None] | None = None,
     rate_per_s: float | None = None, catalog: Catalog | None = None,
 ) -> dict[str, Any]:
     """TTFT, TPOT, E2E and throughput for B identical requests (or a closed / Poisson loop).
 
-    `efficiency` replaces the catalog's factors (calibration fits them this way);
-    `rate_per_s` sends `requests` identical requests as a Poisson stream instead (seeded).
+    `engine` is a catalog engine profile; `overrides` replace some of its factors
+    (calibration fits them this way); `rate_per_s` sends `requests` identical requests as a
+    Poisson stream instead (seeded).
     """
     catalog = catalog or shipped_catalog()
     issues = []
@@ -52,6 +54,9 @@ def predict(
     if gpu not in catalog.gpus:
         issues.append(SpecIssue("--gpu", f"unknown GPU id{suggest(gpu, catalog.gpus)}", gpu,
                                 ", ".join(sorted(catalog.gpus))))
+    if engine not in catalog.engines:
+        issues.append(SpecIssue("--engine", f"unknown engine{suggest(engine, catalog.engines)}", engine,
+                                ", ".join(sorted(catalog.engines))))
     issues += _check("precision", precision, precision in PRECISIONS, ", ".join(PRECISIONS))
     for name, value in (("gpus", gpus), ("input-tokens", input_tokens), ("output-tokens", output_tokens),
                         ("batch", batch)):
@@ -68,16 +73,17 @@ def predict(
                                    ", ".join(sorted(m for m, c in catalog.models.items() if c.kind == "transformer")))])
     if precision == "fp8" and "fp8" not in device.peak_flops:
         raise SpecError([SpecIssue("--precision", f"{gpu} has no fp8 tensor cores", precision, "bf16, fp16, int8, int4")])
-    engine = Serving()
-    length = max_model_len or max(engine.max_model_len, input_tokens + output_tokens)
-    memory = replica_memory(card, device, precision, gpus, engine.gpu_memory_utilization, length,
-                            engine.kv_cache_precision)
+    knobs = Serving()
+    length = max_model_len or max(knobs.max_model_len, input_tokens + output_tokens)
+    budget = max(knobs.max_num_batched_tokens, input_tokens if not knobs.chunked_prefill else 1)
+    setup = replica_setup(catalog, model, gpu, precision, gpus, engine,
+                          gpu_memory_utilization=knobs.gpu_memory_utilization, max_model_len=length,
+                          max_num_batched_tokens=budget, kv_precision=knobs.kv_cache_precision,
+                          block_size=knobs.block_size, overrides=overrides)
+    memory = setup.memory
     if not memory.fits:
         raise SpecError([SpecIssue("--gpus", f"{model} at {precision} does not fit {gpus}x {gpu} with room for "
                                    f"{length} tokens of KV cache", gpus, "more GPUs, a smaller precision, or shorter requests")])
-    e = device.efficiency
-    efficiency = efficiency or EngineEfficiency(e.mfu, e.mbu, e.iteration_overhead_s, e.allreduce_efficiency)
-    params = pack_params(card, device, precision, gpus, efficiency)
     closed = concurrency is not None
     poisson = rate_per_s is not None and not closed
     if poisson:
@@ -88,10 +94,9 @@ def predict(
         arrivals = np.zeros(n)
     kernel = PoolKernel(
         arrivals, np.full(n, input_tokens, dtype=np.int64), np.full(n, output_tokens, dtype=np.int64),
-        replicas=1, max_num_seqs=max(engine.max_num_seqs, batch), max_num_batched_tokens=max(
-            engine.max_num_batched_tokens, input_tokens if not engine.chunked_prefill else 1),
-        chunked_prefill=engine.chunked_prefill, kv_capacity_tokens=memory.kv_tokens, max_model_len=length,
-        params=params, clients=concurrency or 0,
+        replicas=1, max_num_seqs=max(knobs.max_num_seqs, batch), max_num_batched_tokens=budget,
+        chunked_prefill=knobs.chunked_prefill, max_model_len=length, clients=concurrency or 0,
+        **setup.kernel_options(),
     )
     kernel.advance_to(np.inf)
     done = kernel.status == DONE
@@ -102,7 +107,7 @@ def predict(
     return {
         "mode": (f"closed loop, {concurrency} clients, {n} requests" if closed
                  else f"Poisson at {rate_per_s:g} req/s, {n} requests" if poisson else f"static batch of {batch}"),
-        "model": model, "gpu": gpu, "gpus": gpus, "precision": precision,
+        "model": model, "gpu": gpu, "gpus": gpus, "precision": precision, "engine": engine,
         "input_tokens": input_tokens, "output_tokens": output_tokens,
         "requests": int(n), "completed": int(done.sum()),
         "ttft_s": float(np.nanmean(ttft[done])),

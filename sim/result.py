@@ -344,7 +344,55 @@ def summarise(frame: pd.DataFrame, world: World) -> dict[str, Any]:
     summary["output_tokens_per_s"] = float(finished_in_window["output_tokens"].sum()) / window
     summary["gpu_utilisation"] = {world.pool.name: gpu_utilisation(world)}
     summary["preemptions"] = int(frame["preemptions"].sum())
+    stages = stage_summary(frame, scenario)
+    if stages:
+        summary["stages"] = stages
     return summary
+
+
+def stage_windows(scenario: Scenario) -> list[tuple[int, float, float, float]]:
+    """(stage index, start, end, rate) of every stage occurrence of a `stages` workload."""
+    arrivals = scenario.workload.arrivals
+    if arrivals.process != "stages":
+        return []
+    windows = []
+    start = 0.0
+    while start < scenario.horizon:
+        for k, stage in enumerate(arrivals.stages):
+            windows.append((k, start, min(start + stage.duration, scenario.horizon), stage.rate_per_s))
+            start += stage.duration
+            if start >= scenario.horizon:
+                break
+        if not arrivals.repeat:
+            break
+    return windows
+
+
+def stage_summary(frame: pd.DataFrame, scenario: Scenario) -> list[dict[str, Any]]:
+    """TTFT, TPOT and E2E of the requests sent during each load stage (all occurrences of a
+    repeated stage together), as load tests report them; unfinished requests are counted."""
+    windows = stage_windows(scenario)
+    if not windows:
+        return []
+    sent = frame["arrival_s"].to_numpy(dtype=float)
+    out = []
+    for k in sorted({w[0] for w in windows}):
+        mine = np.zeros(len(frame), dtype=bool)
+        for index, start, end, _ in windows:
+            if index == k:
+                mine |= (sent >= start) & (sent < end)
+        chosen = frame[mine]
+        completed = chosen[chosen["status"] == "completed"]
+        entry: dict[str, Any] = {
+            "stage": k, "rate_per_s": next(w[3] for w in windows if w[0] == k),
+            "windows_s": [[w[1], w[2]] for w in windows if w[0] == k],
+            "requests": int(len(chosen)), "requests_completed": int(len(completed)),
+            "requests_unfinished": int((chosen["status"] == "unfinished").sum()),
+        }
+        for stem in ("ttft", "tpot", "e2e"):
+            entry.update(_percentiles(completed[f"{stem}_s"].to_numpy(dtype=float), stem))
+        out.append(entry)
+    return out
 
 
 def _mean(series: pd.Series) -> float | None:

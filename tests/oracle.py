@@ -201,9 +201,12 @@ class Replica:
     # -- the process ------------------------------------------------------------------------
 
     def run(self):
+        cutoff = self.env.now  # woken: everything that has arrived may be admitted
         while True:
             self.decisions += 1
-            duration = self.compose()
+            duration = self.compose(cutoff)
+            if duration is None and cutoff < self.env.now:
+                duration = self.compose(self.env.now)  # async: nothing to run, look again at once
             if duration is None:
                 self.busy = False
                 if self.deadline is not None:
@@ -213,13 +216,18 @@ class Replica:
                     self.wake = Notice(self.env)
                     # a replica later in a shared-queue wake-up composes only if work is left
                     compose_now = (yield self.wake) or bool(self.pool.shared_queue)
+                cutoff = self.env.now
                 continue
             self.busy = True
+            started = self.env.now
             yield At(self.env, duration, ITERATION_END + self.index)
+            # async scheduling: the next iteration was scheduled when this one started
+            cutoff = started if self.pool.async_scheduling else self.env.now
+            seen = self.env.now + self.pool.frontend_delay(self.env.now - started)
             if self.pool.batch_latency is not None:
-                self.end_batch()
+                self.end_batch(seen)
             else:
-                self.end_iteration()
+                self.end_iteration(seen)
 
     @property
     def idle(self) -> bool:
@@ -334,7 +342,7 @@ class Replica:
             s.decodes_now = True
             s.kv += 1
 
-    def compose_chunked(self, decoding: list[Request]) -> None:
+    def compose_chunked(self, decoding: list[Request], cutoff: float) -> None:
         pool = self.pool
         left = pool.budget - len(decoding)
         for s in self.prefilling():
@@ -342,13 +350,13 @@ class Replica:
             left -= s.chunk
         while left > 0 and len(self.running) < pool.max_num_seqs:
             head = self.queue_head()
-            if head is None or not self.try_admit(*head):
+            if head is None or head[0].arrival_s > cutoff or not self.try_admit(*head):
                 break
             s = head[0]
             s.chunk = min(s.target - s.prefilled, left)
             left -= s.chunk
 
-    def compose_prefill_first(self) -> bool:
+    def compose_prefill_first(self, cutoff: float) -> bool:
         """Admit whole prompts FIFO while they fit; True if the iteration is prefill-only."""
         pool = self.pool
         left = pool.budget
@@ -360,6 +368,8 @@ class Replica:
             s = head[0]
             if admitted > 0 and s.target > left:
                 break
+            if s.arrival_s > cutoff:
+                break
             if not self.try_admit(*head):
                 break
             s.chunk = s.target - s.prefilled
@@ -367,7 +377,7 @@ class Replica:
             admitted += 1
         return admitted > 0
 
-    def compose(self) -> float | None:
+    def compose(self, cutoff: float) -> float | None:
         """Decide and start the next iteration; its duration, or None when idle."""
         pool = self.pool
         if pool.batch_latency is not None:
@@ -380,8 +390,8 @@ class Replica:
         if pool.chunked:
             # the decoding sequences' KV tokens are taken before any prompt is admitted
             self.write_decode_kv(decoding)
-            self.compose_chunked(decoding)
-        elif self.compose_prefill_first():
+            self.compose_chunked(decoding, cutoff)
+        elif self.compose_prefill_first(cutoff):
             decoding = []
         else:
             self.write_decode_kv(decoding)
@@ -402,7 +412,7 @@ class Replica:
             prefilling = self.prefilling()
             return prefilling[0].service_s if prefilling else 0.0
         return float(step_time(pool.params, prefill_tokens, prefill_pairs, prefill_context,
-                               len(decoding), decode_context, logits))
+                               len(chunks), len(decoding), decode_context, logits))
 
     def compose_batch(self) -> float | None:
         """Dynamic batching: S waiting, or the head has waited max_queue_delay: run them all."""
@@ -432,18 +442,19 @@ class Replica:
         a_s, c_s = pool.batch_latency  # type: ignore[misc]
         return a_s + c_s * len(self.batch)
 
-    def end_batch(self) -> None:
+    def end_batch(self, seen: float) -> None:
         """Every request of the batch completes, first token and all, in request order."""
         for s in sorted(self.batch, key=lambda s: s.index):
-            s.first_token.fire()
+            s.first_token.fire(value=seen)
             s.status = DONE
             self.pool.replicas[s.owner].outstanding.discard(s.index)
-            s.completed.fire()
+            s.completed.fire(value=seen)
         self.batch = []
 
     # -- ending an iteration ----------------------------------------------------------------
 
-    def end_iteration(self) -> None:
+    def end_iteration(self, seen: float) -> None:
+        """Tokens of this iteration reach their clients at `seen` (after the front end)."""
         pool = self.pool
         finished: list[Request] = []
         for s in list(self.running):
@@ -454,7 +465,7 @@ class Replica:
             if s.prefilled < s.target:
                 continue
             if not s.first_token.triggered:
-                s.first_token.fire()
+                s.first_token.fire(value=seen)
             self.hand_prefix_to_cache(s)
             s.decoding = True
             s.generated += 1
@@ -467,7 +478,7 @@ class Replica:
                 if s.generated >= s.output:
                     finished.append(s)
         for s in sorted(finished, key=lambda s: s.index):
-            self.complete(s)
+            self.complete(s, seen)
         pool.check_kv(self)
 
     def hand_prefix_to_cache(self, s: Request) -> None:
@@ -479,14 +490,14 @@ class Replica:
             s.kv -= s.prefix
             pool.stats["prefixes_cached"] += 1
 
-    def complete(self, s: Request) -> None:
+    def complete(self, s: Request, seen: float) -> None:
         self.running.remove(s)
         self.release_prefix(s)
         s.kv = 0
         s.decoding = False
         s.status = DONE
         self.pool.replicas[s.owner].outstanding.discard(s.index)
-        s.completed.fire()
+        s.completed.fire(value=seen)
 
 
 class Pool:
@@ -497,7 +508,8 @@ class Pool:
                  kv_capacity_tokens: int, max_model_len: int, params: np.ndarray | None,
                  router: str, prefix_caching: bool, service_mode: bool, clients: int,
                  loop_delay_s: float,
-                 batch_latency: tuple[float, float] | None, max_queue_delay_s: float) -> None:
+                 batch_latency: tuple[float, float] | None, max_queue_delay_s: float,
+                 async_scheduling: bool = False, frontend_s: float = 0.0, frontend_per_step: float = 0.0) -> None:
         if router not in ROUTERS:
             raise ValueError(f"unknown router {router!r}")
         self.env = env
@@ -515,6 +527,9 @@ class Pool:
         self.loop_delay_s = loop_delay_s
         self.batch_latency = batch_latency
         self.max_queue_delay_s = max_queue_delay_s
+        self.async_scheduling = async_scheduling and not service_mode and batch_latency is None
+        self.frontend_s = frontend_s
+        self.frontend_per_step = frontend_per_step
         if batch_latency is not None:
             self.chunked = False
         self.shared_queue: deque[Request] = deque()
@@ -529,6 +544,10 @@ class Pool:
             self.next_unreleased = min(clients, len(requests))
         for s in requests[: self.next_unreleased]:
             env.process(self.request_life(s, s.arrival_s))
+
+    def frontend_delay(self, step_s: float) -> float:
+        """From an iteration's end to its tokens reaching the clients (as the kernel computes it)."""
+        return self.frontend_s + self.frontend_per_step * step_s
 
     def use_clock(self) -> int:
         self.uses += 1
@@ -545,18 +564,17 @@ class Pool:
             return
         yield s.admitted
         s.dispatch_s = self.env.now
-        yield s.first_token
-        s.first_token_s = self.env.now
-        yield s.completed
-        s.done_s = self.env.now
-        self.release_next()
+        s.first_token_s = yield s.first_token
+        s.done_s = yield s.completed
+        self.release_next(s.done_s)
 
-    def release_next(self) -> None:
+    def release_next(self, done_s: float | None = None) -> None:
         """Closed loop: a finished request lets the next unreleased one arrive after the delay."""
         if self.clients > 0 and self.next_unreleased < len(self.requests):
             s = self.requests[self.next_unreleased]
             self.next_unreleased += 1
-            self.env.process(self.request_life(s, self.loop_delay_s))
+            at = (self.env.now if done_s is None else done_s) + self.loop_delay_s
+            self.env.process(self.request_life(s, delay_until(self.env.now, at)))
 
     def dispatch(self, s: Request) -> bool:
         """Reject, or put s in a queue and wake idle replicas; False when rejected."""
@@ -622,6 +640,9 @@ def run_oracle(
     loop_delay_s: float = 0.0,
     batch_latency: tuple[float, float] | None = None,
     max_queue_delay_s: float = 0.0,
+    async_scheduling: bool = False,
+    frontend_s: float = 0.0,
+    frontend_per_step: float = 0.0,
 ) -> OracleResult:
     """Run the pool to the end on the same inputs as `PoolKernel` (every replica active)."""
     n = len(arrival_s)
@@ -649,6 +670,7 @@ def run_oracle(
         router=router, prefix_caching=prefix_caching, service_mode=service_s is not None,
         clients=clients, loop_delay_s=loop_delay_s,
         batch_latency=batch_latency, max_queue_delay_s=max_queue_delay_s,
+        async_scheduling=async_scheduling, frontend_s=frontend_s, frontend_per_step=frontend_per_step,
     )
     env.run()
 

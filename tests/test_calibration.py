@@ -1,8 +1,10 @@
 """Calibration (`sim.calibration`) and the fidelity report (`sim.report.fidelity`).
 
 The published points live in tests/data/calibration/measurements.csv, a verbatim copy of the
-12 rows of ../shared/data/calibration/measurements.csv (sources in its `source` column), so
-these tests do not need the shared folder.
+12 rows of ../shared/data/calibration/measurements.csv, and the ten vLLM runs under load in
+tests/data/vllm-v0.15-benchmarks/runs.csv, a verbatim copy of
+../shared/data/vllm-v0.15-benchmarks/runs.csv (sources in their README and columns), so these
+tests do not need the shared folder.
 """
 
 from __future__ import annotations
@@ -10,67 +12,61 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-import sim.calibration as calibration
 from sim.calibration import (
-    Factors,
+    BenchmarkRun,
     Measurement,
+    calibrate,
     fidelity,
-    fit,
-    fit_all,
+    fit_engine,
+    fit_training,
     predict_measurement,
     read_measurements,
+    resolve_engine,
     resolve_gpu,
     resolve_model,
     resolve_precision,
+    run_key,
     simulate_requests,
+    simulate_run,
     write_catalog_override,
 )
+from sim.calibration.measurements import OFFLINE_REQUESTS
+from sim.calibration.runs import run_requests
 from sim.catalog import load_catalog
 from sim.report.fidelity import write_fidelity_report
 from sim.spec import SpecError, load_scenario
 
 DATA = Path(__file__).parent / "data" / "calibration"
 PUBLISHED = DATA / "measurements.csv"
-TRUE = Factors(mfu=0.55, mbu=0.72, iteration_overhead_s=0.003, allreduce_efficiency=0.75, training_mfu=0.33)
+RUNS = Path(__file__).parent / "data" / "vllm-v0.15-benchmarks" / "runs.csv"
+# A known vllm profile, away from the priors, for synthetic "measurements".
+TRUE = {"bandwidth": 0.7, "kv_bandwidth": 0.42, "overhead_s": 0.0021, "frontend_s": 0.0032}
 
-# MAPE over the 12 published points (fractions). The shipped catalog carries factors fitted
-# to these points (bounded at 95% of peak): 14.3% (serving points ~10%, training points 35.7%:
-# one training MFU cannot serve both LoRA and full fine-tuning). Refitting gives the same.
-SHIPPED_MAPE_BOUND = 0.15
-FITTED_MAPE_BOUND = 0.15
-FITTED_SERVING_MAPE_BOUND = 0.105
+# The published points with their engines' profiles as shipped (fitted to them: in-sample):
+# the issue's target is a mean absolute percentage error <= 12% (9.7% when last fitted).
+PUBLISHED_MAPE_BOUND = 0.12
+# The ten vLLM runs: leave-one-out median |error| of the whole-run means with the shipped
+# fit settings (30 s stages, all factors the data pins down). Targets of the fidelity issue:
+# E2E <= 8%, TTFT <= 15%, TPOT <= 8% (3.4%, 4.1%, 4.8% when last fitted).
+LOO_BOUNDS = {"e2e": 0.08, "ttft": 0.15, "tpot": 0.08}
 
 
 def point(metric: str, input_tokens: int, output_tokens: int | None, batch: int = 1, setup: str = "static",
           **kw: object) -> Measurement:
-    """A measured point of Llama-2-7B at fp16 on one A100 80GB; value filled in later."""
+    """A measured point of Llama-2-7B at fp16 on one A100 80GB under vllm; value filled in later."""
     fields: dict = dict(id=f"{metric}-{input_tokens}-{output_tokens}-{setup}{batch}", source="synthetic",
                         model="llama-2-7b", gpu="a100-80gb", gpus=1, precision="fp16", setup=setup,
                         input_tokens=input_tokens, output_tokens=output_tokens, batch_or_concurrency=batch,
-                        rate=None, metric=metric, value=1.0)
+                        rate=None, metric=metric, value=1.0, engine_id="vllm")
     fields.update(kw)
     return Measurement(**fields)
-
-
-def synthetic(points: list[Measurement], factors: Factors = TRUE) -> list[Measurement]:
-    """The points with the values the simulator gives with `factors`: exact 'measurements'."""
-    return [replace(m, value=predict_measurement(m, factors)) for m in points]
-
-
-def serving_design() -> list[Measurement]:
-    """TTFT at four prompt lengths, TPOT at four batch sizes, one closed-loop throughput point."""
-    return (
-        [point("ttft", n, 1) for n in (128, 512, 2048, 4096)]
-        + [point("tpot", 1000, 64, batch=b) for b in (1, 8, 32, 64)]
-        + [point("output_throughput", 128, 128, batch=32, setup="closed", requests=128)]
-    )
 
 
 @pytest.fixture(scope="module")
@@ -79,104 +75,200 @@ def published() -> list[Measurement]:
 
 
 @pytest.fixture(scope="module")
-def published_fits(published: list[Measurement]) -> dict[str, calibration.FitResult]:
-    return fit_all(published)
+def runs() -> list[BenchmarkRun]:
+    return read_measurements(RUNS)
+
+
+def short(run: BenchmarkRun, seconds: float = 150.0) -> BenchmarkRun:
+    """The run with every stage cut to `seconds` (a cheaper workload of the same shape)."""
+    return replace(run, stages=tuple((rate, seconds) for rate, _ in run.stages))
+
+
+def synthetic_runs(runs: list[BenchmarkRun], profile: dict[str, float]) -> list[BenchmarkRun]:
+    """Shortened runs whose 'measured' numbers are the simulator's under the vllm priors with
+    `profile` over them (a fit starts from the priors and holds what it does not fit there).
+
+    Stages of 150 s: a simulated mean moves in small steps as events reorder, about 1% on a
+    40 s stage, which would blur a 2% recovery; 150 s averages that out."""
+    priors = load_catalog().engines["vllm"].priors
+    assert priors is not None
+    truth = {**priors.values(), **profile}
+    out = []
+    for run in runs:
+        cut = short(run)
+        out.append(replace(cut, measured=simulate_run(cut, overrides=truth).values))
+    return out
 
 
 # ------------------------------------------------------------------------------------------
-# Fitting
+# Benchmark runs under load
 # ------------------------------------------------------------------------------------------
 
 
-def test_fit_recovers_known_factors() -> None:
-    """Points generated with mfu 0.55, mbu 0.72 and 3 ms overhead give those back within 2%.
-
-    Nine exact points (TTFT at 128-4096 prompt tokens, TPOT at batch 1-64, a closed-loop
-    throughput) starting from the catalog's 0.5 / 0.75 / 3 ms; all three factors are fitted
-    and the in-sample error is below 0.1%.
-    """
-    result = fit(synthetic(serving_design()))
-    assert result.fitted == ("mfu", "mbu", "iteration_overhead_s")
-    assert result.factors.mfu == pytest.approx(TRUE.mfu, rel=0.02)
-    assert result.factors.mbu == pytest.approx(TRUE.mbu, rel=0.02)
-    assert result.factors.iteration_overhead_s == pytest.approx(TRUE.iteration_overhead_s, rel=0.02)
-    assert result.mape is not None and result.mape < 1e-3
-    assert result.loo_mape is not None and result.loo_mape < 0.01
-    assert result.training_mape is None
-
-
-def test_fit_recovers_training_mfu_separately() -> None:
-    """Training rows fit training MFU (within 2% of 0.33) from themselves alone; serving holds."""
-    rows = [point("training_throughput", 2048, None, batch=4, setup="training", method=method, id=method)
-            for method in ("lora", "full")]
-    result = fit(synthetic(serving_design()) + synthetic(rows))
-    assert result.factors.training_mfu == pytest.approx(TRUE.training_mfu, rel=0.02)
-    assert result.factors.mfu == pytest.approx(TRUE.mfu, rel=0.02)
-    assert result.training_mape is not None and result.training_mape < 1e-3
+def test_runs_are_read_with_their_workload_and_server(runs: list[BenchmarkRun]) -> None:
+    """The ten runs parse: catalog ids, TP, the server's knobs, two constant-rate stages, the
+    tokenised prompt length (measured, or system + question + template), the distinct prompts
+    (system prompts x users) and every measured number in seconds."""
+    assert [r.id for r in runs] == ["2", "6", "9", "14", "16", "26", "36", "40", "49", "55"]
+    by_id = {r.id: r for r in runs}
+    r = by_id["2"]
+    assert (r.model, r.gpu, r.gpus, r.engine_id, r.precision) == ("codellama-34b", "h100-sxm", 2, "vllm", "fp16")
+    assert (r.max_num_seqs, r.max_num_batched_tokens, r.max_model_len) == (128, 2048, 4096)
+    assert r.gpu_memory_utilization == 0.9 and r.chunked_prefill and r.prefix_caching
+    assert r.stages == ((5.0, 600.0), (10.0, 600.0))
+    assert (r.prompt_tokens, r.output_tokens, r.distinct_prompts) == (593, 247, 44)
+    assert r.measured[run_key("all", "ttft")] == pytest.approx(0.0455805)
+    assert r.measured[run_key("s1", "e2e", "p99")] == pytest.approx(3.88187)
+    assert r.measured[run_key("s0", "tpot")] == pytest.approx(0.0143571)
+    assert by_id["36"].gpu == "a100-80gb" and by_id["55"].gpu == "l40s" and by_id["49"].gpus == 8
+    assert by_id["14"].prompt_tokens == 100 + 466 + 30 and "template" in by_id["14"].notes
+    assert r.cached_prefix_tokens == 592  # whole 16-token blocks, the last token recomputed
 
 
-def test_fewer_points_than_factors_hold_the_least_identifiable() -> None:
-    """One memory-bound decode point fits one factor (MBU) and keeps the catalog's MFU and
-    overhead, saying so; the point is then matched within 0.1%."""
-    m = synthetic([point("tpot", 128, 64)])
-    result = fit(m)
-    catalog = Factors.of("a100-80gb")
-    assert result.fitted == ("mbu",)
-    assert result.factors.mfu == catalog.mfu
-    assert result.factors.iteration_overhead_s == catalog.iteration_overhead_s
-    assert any("held at the catalog value (1 point for 3 factors)" in note for note in result.notes)
-    assert abs(result.points[0].relative_error) < 1e-3
+def test_a_run_is_reproduced_with_its_own_load(runs: list[BenchmarkRun]) -> None:
+    """The load generator: constant spacing 1/rate within each stage, stages back to back, and
+    the distinct prompts sent in turn (request i sends prompt i mod D)."""
+    r = short(runs[0], 10.0)
+    arrival, stage, prompt = run_requests(r)
+    assert len(arrival) == 5 * 10 + 10 * 10
+    np.testing.assert_allclose(np.diff(arrival[:50]), 0.2)
+    assert arrival[50] == pytest.approx(10.0) and np.diff(arrival[50:]) == pytest.approx(0.1)
+    assert (stage[:50] == 0).all() and (stage[50:] == 1).all()
+    assert (prompt == np.arange(150) % 44).all()
+    predicted = simulate_run(r)
+    assert predicted.completed == predicted.requests == 150
+    for part in ("all", "s0", "s1"):
+        for metric in ("ttft", "e2e", "tpot"):
+            assert predicted.values[run_key(part, metric)] > 0
 
 
-def test_leave_one_out_fits_never_see_the_left_out_point(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A spy on the solver records the points of every fit: the full fit sees all points, then
-    fit i sees exactly all points but point i, for every i, in order."""
-    points = synthetic(serving_design()[:5])
-    seen: list[set[str]] = []
-    solve = calibration._solve
-
-    def spy(group, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-        seen.append({m.id for m in group})
-        return solve(group, *args, **kwargs)
-
-    monkeypatch.setattr(calibration, "_solve", spy)
-    fit(points)
-    ids = [m.id for m in points]
-    assert seen == [set(ids)] + [set(ids) - {i} for i in ids]
+def test_repeated_prompts_hit_the_prefix_cache(runs: list[BenchmarkRun]) -> None:
+    """After the first cycle of distinct prompts every prompt is cached, so TTFT is a few
+    decode steps; with prefix caching off every request prefills its whole prompt (slower)."""
+    r = short(runs[0], 20.0)
+    cached = simulate_run(r).values[run_key("all", "ttft")]
+    cold = simulate_run(replace(r, prefix_caching=False)).values[run_key("all", "ttft")]
+    assert cold > 1.2 * cached
 
 
-def test_leave_one_out_prediction_of_an_outlier_ignores_it() -> None:
-    """A point 60% off the truth pulls the in-sample fit, but its leave-one-out prediction
-    comes from the other (exact) points: it equals the true factors' value within 0.5%."""
-    clean = synthetic(serving_design())
-    probe = point("ttft", 1024, 1)
-    truth = predict_measurement(probe, TRUE)
-    outlier = replace(probe, id="outlier", value=truth * 1.6)
-    result = fit([*clean, outlier])
-    fitted = next(p for p in result.points if p.measurement.id == "outlier")
-    assert fitted.loo_predicted == pytest.approx(truth, rel=0.005)
-    assert abs(fitted.predicted / truth - 1) > 0.02  # the full fit did move towards the outlier
-    assert abs(fitted.loo_relative_error) > abs(fitted.relative_error)
+def test_a_shortened_run_estimates_the_whole_runs_means(runs: list[BenchmarkRun]) -> None:
+    """Fitting shortens stages; with the first (cold) cycle weighted as in the whole run, a run
+    cut to 60 s per stage gives whole-run means within 2% of the 600 s run's."""
+    r = runs[4]  # Llama-3.1-8B on one H100, 8 then 20 req/s
+    whole = simulate_run(r).values
+    cut = simulate_run(r, cap_s=60.0).values
+    for metric in ("ttft", "e2e", "tpot"):
+        assert cut[run_key("all", metric)] == pytest.approx(whole[run_key("all", metric)], rel=0.02), metric
 
 
-def test_a_prior_fitted_to_the_same_points_is_flagged() -> None:
-    """When the catalog's fitted_to names the points being fitted, the fit says its held
-    factors and leave-one-out error are not independent of them; an explicit prior does not."""
-    m = synthetic([point("tpot", 128, 64, id="V99", source="/x/bench.csv")])
-    catalog = load_catalog({"gpus": {"a100-80gb": {"efficiency": {"fitted_to": "bench.csv (V99), 2025-01-01"}}}})
-    assert any("not independent" in n for n in fit(m, catalog=catalog).notes)
-    assert not any("not independent" in n for n in fit(m, catalog=catalog, prior=TRUE).notes)
+def test_fit_recovers_known_factors_from_synthetic_runs(runs: list[BenchmarkRun]) -> None:
+    """Runs 'measured' by the simulator with a known profile: fitting bandwidth, KV-read
+    bandwidth, host overhead and front-end delay from the priors recovers each within 2%."""
+    chosen = [runs[i] for i in (0, 3, 4, 6)]  # CodeLlama TP2, Qwen, Llama-8B (H100), Qwen (A100)
+    data = synthetic_runs(chosen, TRUE)
+    result = fit_engine(data, "vllm", fit=list(TRUE), per_gpu=(), cap_s=None, loo=False)
+    assert set(result.fitted) == set(TRUE)
+    for name, value in TRUE.items():
+        assert result.defaults[name] == pytest.approx(value, rel=0.02), name
 
 
-def test_fit_rejects_unknown_factor_names() -> None:
-    """fit(..., fit=["mfo"]) says which factors exist, with a did-you-mean."""
-    with pytest.raises(SpecError, match="did you mean 'mfu'"):
-        fit(synthetic([point("tpot", 128, 64)]), fit=["mfo"])
+def test_leave_one_out_never_sees_the_left_out_run(runs: list[BenchmarkRun]) -> None:
+    """A run's leave-one-out prediction comes from a fit without it: multiplying what it
+    measured by 3 changes its in-sample prediction but not its leave-one-out one."""
+    chosen = synthetic_runs([runs[i] for i in (3, 4, 5)], TRUE)
+    options = dict(fit=["bandwidth", "overhead_s"], per_gpu=(), cap_s=None)
+    honest = fit_engine(chosen, "vllm", **options)
+    lying = replace(chosen[0], measured={k: 3 * v for k, v in chosen[0].measured.items()})
+    skewed = fit_engine([lying, *chosen[1:]], "vllm", **options)
+    key = run_key("all", "e2e")
+    assert skewed.items[0].loo_predicted == honest.items[0].loo_predicted
+    assert skewed.items[0].predicted[key] != pytest.approx(honest.items[0].predicted[key], rel=1e-3)
+    assert skewed.items[1].loo_predicted[key] != pytest.approx(honest.items[1].loo_predicted[key], rel=1e-3)
+
+
+def test_the_shipped_vllm_profile_holds_its_leave_one_out_error(runs: list[BenchmarkRun]) -> None:
+    """Refitting the vllm profile to the ten runs as `deploysim calibrate` does (from the
+    priors, 30 s stages, leave-one-out with two processes) gives whole-run leave-one-out median
+    errors within LOO_BOUNDS, and its in-sample errors are no larger than its LOO ones."""
+    result = fit_engine(runs, "vllm", workers=2)
+    loo, fitted = result.errors(loo=True), result.errors()
+    for metric, bound in LOO_BOUNDS.items():
+        assert loo[metric] <= bound, (metric, loo)
+        assert fitted[metric] <= loo[metric] + 0.01, (metric, fitted, loo)
+    assert "a100-80gb" in result.gpus  # two A100 runs: the A100 gets its own KV-read bandwidth
+
+
+def test_fidelity_of_the_shipped_profile_on_the_runs(runs: list[BenchmarkRun]) -> None:
+    """The shipped profile on the ten whole runs: median |error| of the means within the LOO
+    bounds (it was fitted to them), per GPU too, and p90/p99 reported where measured."""
+    result = fidelity(runs)
+    assert len(result.runs) == 10 and not result.points
+    errors = result.run_errors("mean")
+    for metric, bound in LOO_BOUNDS.items():
+        assert errors[metric] <= bound, (metric, errors)
+    assert set(result.run_errors("p99")) == {"e2e", "ttft"}
+    assert set(result.run_gpus) == {"h100-sxm", "a100-80gb", "l40s"}
+    table = result.runs_table()
+    assert set(table["stat"]) == {"mean", "p50", "p90", "p99"} and set(table["part"]) == {"all", "s0", "s1"}
+
+
+def test_bad_run_rows_name_the_line_the_run_and_the_column(tmp_path: Path) -> None:
+    """A broken cell in a runs file names the line, the run id and the column."""
+    rows = list(csv.DictReader(RUNS.open(encoding="utf-8")))
+    columns = list(rows[0])
+    rows[1]["stage1_rate_req_per_s"] = "lots"
+    rows[2]["gpu_type"] = "Z80"
+    rows[2]["gpu_desc"] = ""
+    path = tmp_path / "runs.csv"
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(SpecError) as caught:
+        read_measurements(path)
+    paths = [i.path for i in caught.value.issues]
+    assert "line 3 (run 6).stage1_rate_req_per_s" in paths and "line 4 (run 9).gpu_type" in paths
+    assert caught.value.source == str(path)
 
 
 # ------------------------------------------------------------------------------------------
-# Reproducing points
+# Points: engines, training, the published table
 # ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("TensorRT-LLM v0.5 (gptSessionBenchmark)", "tensorrt-llm"), ("lmdeploy TurboMind v0.1.0a1", "lmdeploy"),
+    ("llama.cpp llama-bench (CUDA; ggml-backend branch)", "llama.cpp"), ("vllm 0.15.1", "vllm"),
+    ("torchtune (lora_finetune_single_device)", None), ("SGLang 0.4", None),
+])
+def test_engine_names_map_to_catalog_engines(text: str, expected: str | None) -> None:
+    assert resolve_engine(text) == expected
+
+
+def test_published_points_carry_their_engines(published: list[Measurement]) -> None:
+    """Serving points name their engine's profile; the fine-tuning points have none."""
+    engines = {m.id: m.engine_id for m in published}
+    assert engines["V01"] == engines["V36"] == "tensorrt-llm"
+    assert engines["V16"] == "lmdeploy" and engines["V26"] == "llama.cpp"
+    assert engines["V50"] is None and engines["V52"] is None
+
+
+def test_published_points_with_their_engines_profiles(published: list[Measurement]) -> None:
+    """The shipped engine profiles and training MFUs put the 12 published points within
+    PUBLISHED_MAPE_BOUND (mean absolute percentage error)."""
+    result = fidelity(published)
+    assert len(result.points) == 12
+    assert result.mape is not None and result.mape <= PUBLISHED_MAPE_BOUND
+
+
+def test_fitting_the_published_points_reports_leave_one_out(published: list[Measurement]) -> None:
+    """Each engine fits at most one factor per two points (an exact fit proves nothing), and
+    every benchmark with a sibling gets a leave-one-out value."""
+    result = calibrate(published)
+    assert set(result.engines) == {"tensorrt-llm", "lmdeploy", "llama.cpp"} and set(result.training) == {"rtx-4090"}
+    for fit in result.engines.values():
+        assert len(fit.fitted) <= max(1, len(fit.items) // 2)
+        assert all(item.loo_predicted is not None for item in fit.items)
 
 
 @pytest.mark.parametrize("setup, extra", [
@@ -196,10 +288,40 @@ def test_training_point_matches_the_training_kernel() -> None:
     """LoRA at training MFU 0.35 on an RTX 4090: 4 x 6.74e9 FLOPs per token against 165.2 TFLOP/s
     x 0.35, i.e. 165.2e12 x 0.35 / (4 x 6.738e9) tokens/s, to 1e-9."""
     m = point("training_throughput", 2048, None, batch=4, setup="training", method="lora", gpu="rtx-4090",
-              precision="bf16")
+              precision="bf16", engine_id=None)
     params = load_catalog().models["llama-2-7b"].params
     expected = 165.2e12 * 0.35 / (4 * params)
-    assert predict_measurement(m, replace(Factors.of("rtx-4090"), training_mfu=0.35)) == pytest.approx(expected, rel=1e-9)
+    assert predict_measurement(m, {"lora_mfu": 0.35}) == pytest.approx(expected, rel=1e-9)
+
+
+def test_training_fit_takes_one_mfu_per_method(published: list[Measurement]) -> None:
+    """LoRA and full fine-tuning each fit their own MFU and reproduce their point; with one
+    point per method there is no leave-one-out value, and the notes say so."""
+    result = fit_training(published, "rtx-4090")
+    assert result.mape() == pytest.approx(0.0, abs=1e-9)
+    assert result.values["lora_mfu"] > 2 * result.values["mfu"]  # full fine-tuning on 24 GB pages its optimiser
+    assert all(item.loo_predicted is None for item in result.items) and len(result.notes) == 2
+
+
+def test_calibrated_catalog_file_is_picked_up_by_a_scenario(tmp_path: Path, scenarios_dir: Path,
+                                                            runs: list[BenchmarkRun]) -> None:
+    """write_catalog_override writes {engines: {vllm: {defaults, gpus, fitted_to, fit_error}}};
+    a scenario extending s1_local names it as `catalog: my_hw.yaml`, relative to the scenario
+    file, and its resolved catalog carries the fitted factors (to the 4 significant digits
+    written); other engines keep the shipped profiles."""
+    data = synthetic_runs([runs[i] for i in (3, 4)], TRUE)
+    result = calibrate(data, fit=["bandwidth", "overhead_s"], per_gpu=(), cap_s=None, loo=False)
+    override = write_catalog_override(result, tmp_path / "my_hw.yaml")
+    doc = yaml.safe_load(override.read_text(encoding="utf-8"))
+    assert set(doc["engines"]) == {"vllm"} and "fit_error" in doc["engines"]["vllm"]
+    scenario_path = tmp_path / "scenario.yaml"
+    scenario_path.write_text(yaml.safe_dump({"extends": str(scenarios_dir / "s1_local.yaml"),
+                                             "catalog": "my_hw.yaml"}), encoding="utf-8")
+    catalog = load_scenario(scenario_path).resolved_catalog
+    engine = catalog.engines["vllm"]
+    assert engine.factors("l40s")["bandwidth"] == pytest.approx(result.engines["vllm"].defaults["bandwidth"], rel=1e-3)
+    assert engine.fitted_to.startswith("runs.csv (2 runs")
+    assert catalog.engines["tensorrt-llm"] == load_catalog().engines["tensorrt-llm"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -219,7 +341,7 @@ def test_published_rows_are_read_as_published(published: list[Measurement]) -> N
                                                                                  "fp16")
     assert by_id["V27"].metric == "decode_throughput"
     assert by_id["V36"].model == "llama-3.1-8b"
-    assert by_id["V36"].batch_or_concurrency == calibration.OFFLINE_REQUESTS
+    assert by_id["V36"].batch_or_concurrency == OFFLINE_REQUESTS
     assert (by_id["V50"].setup, by_id["V50"].method) == ("training", "lora")
     assert (by_id["V52"].setup, by_id["V52"].method) == ("training", "full")
     assert by_id["V03"].reference == by_id["V01"].reference  # "same as V01"
@@ -338,7 +460,7 @@ def test_missing_file() -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def vllm_result(factors: Factors, **overrides: object) -> dict:
+def vllm_result(profile: dict[str, float], **overrides: object) -> dict:
     """A `vllm bench serve --save-result` document whose numbers the simulator produced.
 
     Llama-3.1-8B on an L40S at bf16, 120 requests at 3 req/s with prompt and output lengths
@@ -349,8 +471,9 @@ def vllm_result(factors: Factors, **overrides: object) -> dict:
     inputs, outputs = rng.integers(64, 900, n), rng.integers(16, 200, n)
     probe = Measurement(id="probe", source="x", model="llama-3.1-8b", gpu="l40s", gpus=1, precision="bf16",
                         setup="poisson", input_tokens=0, output_tokens=0, batch_or_concurrency=1, rate=3.0,
-                        metric="ttft", value=1.0, requests=n, input_lens=inputs, output_lens=outputs)
-    times = simulate_requests(probe, factors)
+                        metric="ttft", value=1.0, requests=n, input_lens=inputs, output_lens=outputs,
+                        engine_id="vllm")
+    times = simulate_requests(probe, profile)
     doc = {
         "date": "20250601-120000", "backend": "vllm", "model_id": "meta-llama/Llama-3.1-8B-Instruct",
         "tokenizer_id": "meta-llama/Llama-3.1-8B-Instruct", "num_prompts": n, "request_rate": 3.0,
@@ -368,15 +491,15 @@ def vllm_result(factors: Factors, **overrides: object) -> dict:
     return doc
 
 
-def override_for(gpu: str, factors: Factors) -> dict:
-    return {"gpus": {gpu: {"efficiency": asdict(factors)}}}
+def override_for(gpu: str, profile: dict[str, float]) -> dict:
+    return {"engines": {"vllm": {"gpus": {gpu: profile}}}}
 
 
 def test_vllm_json_parses_reproduces_and_gets_a_ks_distance(tmp_path: Path) -> None:
-    """A vLLM result made by the simulator with known factors: three points (TTFT with 120
-    samples, TPOT, output throughput) as a Poisson stream at 3 req/s; with those factors in
-    the catalog every point is reproduced to 1e-9 and the KS distance is 0; with much slower
-    factors the TTFT is over 30% high and the KS distance above 0.3."""
+    """A vLLM result made by the simulator with a known profile: three points (TTFT with 120
+    samples, TPOT, output throughput) as a Poisson stream at 3 req/s; with that profile in the
+    catalog every point is reproduced to 1e-9 and the KS distance is 0; with a much slower
+    profile the TTFT is over 30% high and the KS distance above 0.3."""
     path = tmp_path / "bench.json"
     path.write_text(json.dumps(vllm_result(TRUE)), encoding="utf-8")
     points = read_measurements(path, gpu="l40s", precision="bf16")
@@ -387,7 +510,7 @@ def test_vllm_json_parses_reproduces_and_gets_a_ks_distance(tmp_path: Path) -> N
     exact = fidelity(points, load_catalog(override_for("l40s", TRUE)))
     assert exact.mape < 1e-9
     assert exact.points[0].ks_distance == 0.0
-    slower = Factors(mfu=0.3, mbu=0.45, iteration_overhead_s=0.008, allreduce_efficiency=0.75, training_mfu=0.33)
+    slower = {"bandwidth": 0.45, "kv_bandwidth": 0.3, "gemm": 0.3, "overhead_s": 0.008, "frontend_s": 0.03}
     off = fidelity(points, load_catalog(override_for("l40s", slower)))
     assert off.points[0].ks_distance is not None and off.points[0].ks_distance > 0.3
     assert off.points[0].relative_error > 0.3
@@ -433,66 +556,6 @@ def test_not_json(tmp_path: Path) -> None:
     path.write_text("{ not json", encoding="utf-8")
     with pytest.raises(SpecError, match="not valid JSON at line 1"):
         read_measurements(path, gpu="l40s")
-
-
-# ------------------------------------------------------------------------------------------
-# The published points: fit, override, fidelity
-# ------------------------------------------------------------------------------------------
-
-
-def test_calibrated_catalog_file_is_picked_up_by_a_scenario(tmp_path: Path, scenarios_dir: Path,
-                                                            published_fits: dict) -> None:
-    """write_catalog_override writes {gpus: {id: {efficiency: ...}}}; a scenario extending
-    s1_local (L40S) names it as `catalog: my_hw.yaml`, relative to the scenario file, and its
-    resolved catalog carries the fitted L40S factors (to the 4 significant digits written)
-    with fitted_to naming the file and errors; other GPUs keep the shipped factors."""
-    override = write_catalog_override(published_fits, tmp_path / "my_hw.yaml")
-    doc = yaml.safe_load(override.read_text(encoding="utf-8"))
-    assert set(doc["gpus"]) == {"a100-80gb", "h100-sxm", "l40s", "rtx-4090"}
-    scenario_path = tmp_path / "scenario.yaml"
-    scenario_path.write_text(yaml.safe_dump({"extends": str(scenarios_dir / "s1_local.yaml"),
-                                             "catalog": "my_hw.yaml"}), encoding="utf-8")
-    catalog = load_scenario(scenario_path).resolved_catalog
-    fitted = published_fits["l40s"].factors
-    efficiency = catalog.gpus["l40s"].efficiency
-    assert efficiency.mbu == pytest.approx(fitted.mbu, rel=1e-3)
-    assert efficiency.fitted_to.startswith("measurements.csv (V09")
-    assert "MAPE" in efficiency.fitted_to and "LOO" in efficiency.fitted_to
-    assert catalog.gpus["t4"].efficiency == load_catalog().gpus["t4"].efficiency
-
-
-def test_fidelity_of_the_shipped_catalog_on_published_points(published: list[Measurement]) -> None:
-    """The shipped catalog's MAPE over the 12 published points is below SHIPPED_MAPE_BOUND
-    (14.3%: the catalog's factors are fitted to these points)."""
-    result = fidelity(published)
-    assert len(result.points) == 12
-    assert result.mape < SHIPPED_MAPE_BOUND
-
-
-def test_fidelity_with_the_fitted_factors(published: list[Measurement], published_fits: dict, tmp_path: Path) -> None:
-    """With the factors fitted to the published points (as a catalog override file), the MAPE
-    is below 15% over all 12 points (14.3%) and below 10.5% over the 10 serving points; the worst
-    serving points are A100 TTFTs, where TensorRT-LLM (16 ms) and lmdeploy (22 ms) disagree
-    on the same setup by 38%."""
-    override = write_catalog_override(published_fits, tmp_path / "fitted.yaml")
-    result = fidelity(published, override)
-    assert result.mape < FITTED_MAPE_BOUND
-    serving = result.mape_where(lambda m: m.setup != "training")
-    assert serving is not None and serving < FITTED_SERVING_MAPE_BOUND
-    assert "fitted.yaml" in result.catalog_label
-
-
-def test_published_fit_is_fast_and_reports_loo(published: list[Measurement]) -> None:
-    """Fitting all four GPUs with leave-one-out runs in a few seconds; every fit reports
-    a leave-one-out error at least as large as its in-sample error."""
-    import time
-
-    start = time.perf_counter()
-    fits = fit_all(published)
-    assert time.perf_counter() - start < 20
-    for result in fits.values():
-        assert result.loo_mape is not None and result.mape is not None
-        assert result.loo_mape >= result.mape - 1e-9
 
 
 # ------------------------------------------------------------------------------------------

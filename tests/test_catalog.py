@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from sim.catalog import Catalog, load_catalog, shipped_catalog
 
-TODAY = dt.date(2026, 11, 25)
+TODAY = dt.date.today()  # nothing in a catalog is dated in the future
 
 REQUIRED_GPUS = {
     "a100-40gb",
@@ -94,11 +94,26 @@ def test_every_entry_is_sourced_and_dated():
 
 
 def test_estimated_fields_say_so():
-    """idle_w is not in FACTS, so every GPU source marks it as an [E] estimate; efficiency is unfitted."""
+    """idle_w is not in FACTS, so every GPU source marks it as an [E] estimate; training MFU says
+    what it was fitted to (or that it is an estimate)."""
     for gpu_id, gpu in shipped_catalog().gpus.items():
         assert "[E]" in gpu.source, gpu_id
         assert "idle_w" in gpu.source, gpu_id
-        assert gpu.efficiency.fitted_to, gpu_id
+        assert gpu.training.fitted_to, gpu_id
+
+
+def test_every_engine_says_where_its_factors_come_from():
+    """Each engine profile has a source, a date, complete defaults and priors, and says what
+    it was fitted to; per-GPU entries name catalog GPUs."""
+    catalog = shipped_catalog()
+    assert {"vllm", "tensorrt-llm", "lmdeploy", "llama.cpp"} <= set(catalog.engines)
+    for name, engine in catalog.engines.items():
+        assert engine.source.strip() and engine.as_of <= TODAY, name
+        assert engine.fitted_to, name
+        assert engine.priors is not None and all(v is not None for v in engine.priors.model_dump().values()), name
+        assert set(engine.gpus) <= set(catalog.gpus), name
+    vllm = catalog.engines["vllm"]
+    assert "runs.csv" in vllm.fitted_to and "leave-one-out" in vllm.fit_error
 
 
 @pytest.mark.parametrize(
@@ -122,7 +137,7 @@ def test_h100_sxm_dense_peaks():
     gpu = shipped_catalog().gpus["h100-sxm"]
     assert gpu.peak_flops["bf16"] == pytest.approx(989e12)
     assert gpu.peak_flops["fp8"] == pytest.approx(1979e12)
-    assert gpu.memory == pytest.approx(80e9)
+    assert gpu.memory == 81559 * 2**20  # what the driver shows: about 80 GiB, not 80e9 bytes
     assert gpu.memory_bandwidth == pytest.approx(3.35e12)
 
 
@@ -164,16 +179,31 @@ def test_classic_models_have_flops_and_batch_latency():
 
 
 def test_override_changes_only_named_field():
-    """A user catalog overriding l4's mfu changes that field and keeps the l4's other numbers."""
+    """A user catalog overriding l4's training MFU changes that field and keeps the l4's other numbers."""
     shipped = shipped_catalog().gpus["l4"]
-    merged = load_catalog({"gpus": {"l4": {"efficiency": {"mfu": 0.33}}}}).gpus["l4"]
-    assert merged.efficiency.mfu == 0.33
-    assert merged.efficiency.mbu == shipped.efficiency.mbu
-    assert merged.efficiency.iteration_overhead_s == shipped.efficiency.iteration_overhead_s
+    merged = load_catalog({"gpus": {"l4": {"training": {"mfu": 0.33}}}}).gpus["l4"]
+    assert merged.training.mfu == 0.33
+    assert merged.training.lora_mfu == shipped.training.lora_mfu
     assert merged.memory == shipped.memory
     assert merged.peak_flops == shipped.peak_flops
     assert merged.cloud_prices == shipped.cloud_prices
-    assert shipped_catalog().gpus["l4"].efficiency.mfu == shipped.efficiency.mfu
+    assert shipped_catalog().gpus["l4"].training.mfu == shipped.training.mfu
+
+
+def test_engine_override_changes_only_named_factor():
+    """A user catalog overriding one vllm factor on one GPU keeps the engine's other factors and
+    leaves other GPUs on the defaults."""
+    shipped = shipped_catalog().engines["vllm"]
+    merged = load_catalog({"engines": {"vllm": {"gpus": {"l4": {"bandwidth": 0.5}}}}}).engines["vllm"]
+    assert merged.factors("l4")["bandwidth"] == 0.5
+    assert merged.factors("l4")["overhead_s"] == shipped.factors("l4")["overhead_s"]
+    assert merged.factors("h100-sxm") == shipped.factors("h100-sxm")
+
+
+def test_engine_factors_for_an_unknown_gpu_are_rejected():
+    """Per-GPU engine factors must name a catalog GPU."""
+    with pytest.raises(ValidationError, match="unknown GPU"):
+        load_catalog({"engines": {"vllm": {"gpus": {"h900": {"bandwidth": 0.5}}}}})
 
 
 def test_user_catalog_can_add_a_gpu():
@@ -189,13 +219,13 @@ def test_user_catalog_can_add_a_gpu():
         "interconnect_bandwidth": "400GB/s",
         "purchase_usd": 20000,
         "server_usd_per_gpu": 10000,
-        "efficiency": {"mfu": 0.4, "mbu": 0.7, "iteration_overhead_s": "3ms"},
+        "training": {"mfu": 0.4, "lora_mfu": 0.35},
         "source": "test fixture",
         "as_of": "2026-11-01",
     }
     catalog = load_catalog({"gpus": {"my-accel": new_gpu}})
     assert catalog.gpus["my-accel"].memory == pytest.approx(96e9)
-    assert catalog.gpus["my-accel"].efficiency.iteration_overhead_s == pytest.approx(0.003)
+    assert catalog.gpus["my-accel"].training.lora_mfu == pytest.approx(0.35)
     assert REQUIRED_GPUS.issubset(catalog.gpus)
 
 

@@ -460,7 +460,7 @@ def test_recovery_differs_by_placement(seeds: dict[str, tuple[World, Result]]) -
     assert duration["s4"]["train"] == pytest.approx(duration["s2"]["train"] * 900 / 3000, rel=1e-12)
     catalog = seeds["s2"][0].scenario.resolved_catalog
     h100, l40s = catalog.gpus["h100-sxm"], catalog.gpus["l40s"]
-    speedup = (h100.peak("bf16") * h100.efficiency.training_mfu) / (l40s.peak("bf16") * l40s.efficiency.training_mfu)
+    speedup = (h100.peak("bf16") * h100.training.lora_mfu) / (l40s.peak("bf16") * l40s.training.lora_mfu)
     assert duration["s3"]["train"] == pytest.approx(duration["s2"]["train"] * speedup, rel=1e-12)
     assert duration["s4"]["distribute"] > 0.0
     assert duration["s2"]["distribute"] == duration["s3"]["distribute"] == 0.0
@@ -532,7 +532,7 @@ def _train_s(world: World, gpu_id: str, samples: int, gpus: int | None = None) -
     params = scenario.resolved_catalog.models["llama-3.1-8b"].params
     gpu = scenario.resolved_catalog.gpus[gpu_id]
     tokens = samples * r.tokens_per_sample * r.epochs
-    return 4 * params * tokens / (gpus * gpu.peak("bf16") * gpu.efficiency.training_mfu * r.scaling_efficiency)
+    return 4 * params * tokens / (gpus * gpu.peak("bf16") * gpu.training.lora_mfu * r.scaling_efficiency)
 
 
 @pytest.mark.parametrize("name", ["s2", "s4"])

@@ -146,9 +146,9 @@ def test_a_looser_slo_never_needs_more_gpus(s1: Path) -> None:
 
 def test_options_that_cannot_fit_or_cannot_reach_the_slo_say_why(s1: Path) -> None:
     """A TP degree too small for the model, or an SLO no size reaches, gives a reason, not a count."""
-    result = plan(s1, RATE, TIGHTEST, gpus=("l4",), max_gpus=4, tp_options=[1], workers=1, **SHORT)
+    result = plan(s1, RATE, TIGHTEST, gpus=("l4",), max_gpus=8, tp_options=[1], workers=1, **SHORT)
     (option,) = result.options
-    assert not option.feasible and option.gpus is None and "at 4 GPUs" in option.reason
+    assert not option.feasible and option.gpus is None and "at 8 GPUs" in option.reason
     assert result.best is None
 
 

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from sim.catalog import BYTES_PER_PARAM, shipped_catalog
-from sim.kernels.roofline import EngineEfficiency, pack_params, step_time
+from sim.kernels.replica import replica_setup
+from sim.kernels.roofline import step_time
 from sim.predict import predict
 from sim.spec import SpecError
 
@@ -36,28 +37,36 @@ def _ask(**kwargs: Any) -> dict[str, Any]:
 def test_tpot_is_one_decode_step_by_hand(prompt: int) -> None:
     """With batch 1 and 2 output tokens, TPOT is one decode step of context prompt + 1.
 
-    By hand from the catalog: memory-bound, so weight bytes + KV bytes (context read plus the
-    token written) + activation bytes, over bandwidth x MBU, plus the iteration overhead. The
-    kernel's `step_time` with the same arguments agrees.
+    By hand from the catalog and the vllm profile: memory-bound, so the streamed weights (all
+    but the embedding) at the weight-streaming bandwidth, the KV cache (context read plus the
+    token written) at the KV-read bandwidth, plus the host's fixed and per-sequence time. The
+    front end's lag per iteration is set to 0 here, so that the two tokens' delivery delays
+    cancel exactly. The kernel's `step_time` with the same arguments agrees.
     """
-    answer = predict(model=MODEL, gpu=GPU, input_tokens=prompt, output_tokens=2, batch=1)
+    answer = predict(model=MODEL, gpu=GPU, input_tokens=prompt, output_tokens=2, batch=1,
+                     overrides={"frontend_per_step": 0.0})
     catalog = shipped_catalog()
-    model, gpu = catalog.models[MODEL], catalog.gpus[GPU]
-    e = gpu.efficiency
+    replica = replica_setup(catalog, MODEL, GPU, "bf16", 1)
+    model, gpu, p = replica.model, replica.gpu, replica.profile
     context = prompt + 1  # the prompt and the first token
-    weights = model.params * BYTES_PER_PARAM["bf16"]
+    weights = (model.params - model.hidden * model.vocab) * BYTES_PER_PARAM["bf16"]
     kv = (context + 1) * model.kv_bytes_per_token("bf16")
-    activations = 8 * model.layers * model.hidden * 2 * 1
-    memory_s = (weights + kv + activations) / (gpu.memory_bandwidth * e.mbu)
-    compute_s = 2 * model.params / (gpu.peak("bf16") * e.mfu)
+    memory_s = weights / (gpu.memory_bandwidth * p.bandwidth) + kv / (gpu.memory_bandwidth * p.kv_bandwidth)
+    compute_s = 2 * model.params / (gpu.peak("bf16") * p.gemm)
     assert compute_s < memory_s / 5  # decode at batch 1 is far from the compute roof
-    by_hand = memory_s + e.iteration_overhead_s
+    by_hand = memory_s + p.overhead_s + p.overhead_per_seq_s
     assert answer["tpot_s"] == pytest.approx(by_hand, rel=1e-9)
-    params = pack_params(model, gpu, "bf16", 1,
-                         EngineEfficiency(e.mfu, e.mbu, e.iteration_overhead_s, e.allreduce_efficiency))
-    assert answer["tpot_s"] == pytest.approx(step_time(params, 0, 0, 0, 1, context, 1), rel=1e-9)
+    assert answer["tpot_s"] == pytest.approx(step_time(replica.params, 0, 0, 0, 0, 1, context, 1), rel=1e-9)
     assert answer["completed"] == 1
     assert answer["e2e_s"] == pytest.approx(answer["ttft_s"] + answer["tpot_s"], rel=1e-9)
+
+
+def test_the_engine_changes_the_answer() -> None:
+    """The same request under two engine profiles: a different step time and front end."""
+    vllm = _ask(engine="vllm")
+    trt = _ask(engine="tensorrt-llm")
+    assert vllm["engine"] == "vllm" and trt["engine"] == "tensorrt-llm"
+    assert vllm["ttft_s"] != trt["ttft_s"] and vllm["tpot_s"] != trt["tpot_s"]
 
 
 def test_bigger_batch_more_throughput_slower_tokens() -> None:
@@ -100,6 +109,7 @@ def test_closed_loop_completes_all_requests() -> None:
     ({"model": "llama-9b"}, "--model"),
     ({"gpu": "h100"}, "--gpu"),
     ({"precision": "fp7"}, "--precision"),
+    ({"engine": "vlm"}, "--engine"),
     ({"batch": 0}, "--batch"),
     ({"gpus": 0}, "--gpus"),
     ({"input_tokens": 0}, "--input-tokens"),

@@ -21,7 +21,7 @@ import numpy as np
 from sim.catalog import shipped_catalog
 from sim.catalog.sizing import replica_memory
 from sim.kernels.batching import DONE, PoolKernel
-from sim.kernels.roofline import EngineEfficiency, pack_params
+from sim.kernels.replica import replica_setup
 
 BATCHES = 50
 
@@ -122,11 +122,12 @@ def test_mm1_mean_sojourn() -> None:
 
 
 def llama_on_h100(tp: int = 1):
-    catalog = shipped_catalog()
-    gpu, model = catalog.gpus["h100-sxm"], catalog.models["llama-3.1-8b"]
-    e = gpu.efficiency
-    efficiency = EngineEfficiency(e.mfu, e.mbu, e.iteration_overhead_s, e.allreduce_efficiency)
-    return model, gpu, pack_params(model, gpu, "bf16", tp, efficiency)
+    replica = replica_setup(shipped_catalog(), "llama-3.1-8b", "h100-sxm", "bf16", tp)
+    return replica.model, replica.gpu, replica.params
+
+
+def vllm_on_h100():
+    return replica_setup(shipped_catalog(), "llama-3.1-8b", "h100-sxm", "bf16", 1).profile
 
 
 def time_average_in_system(arrival: np.ndarray, done: np.ndarray, t0: float, t1: float) -> float:
@@ -186,48 +187,53 @@ def alone_on_the_pool(prompt: int, output: int, params: np.ndarray) -> PoolKerne
 def test_decode_at_batch_one_is_the_weight_read() -> None:
     """Prompt P = 1000, output 2, alone: done - first_token is one decode at context P + 1.
 
-    By hand, llama-3.1-8b (bf16) on one H100 SXM: the step is memory-bound, so it is
-        (params x 2 B + (P + 1 + 1) x KV bytes/token + 8 L h x 2 B) / (bandwidth x MBU) + overhead
-    (weights, the context read plus the token written, the activations), with KV bytes/token =
-    2 L n_kv d x 2 B. Compared to 1e-12 relative (a different order of float operations).
+    By hand, llama-3.1-8b (bf16) on one H100 SXM under the vllm profile: every component is
+    memory-bound, so the step is the streamed weights (all but the embedding table: linear
+    layers and LM head) at the weight-streaming bandwidth, plus the KV cache read (the context
+    and the token written) at the KV-read bandwidth, plus the host's fixed and per-sequence
+    time; KV bytes/token = 2 L n_kv d x 2 B. Compared to 1e-12 relative.
     """
     model, gpu, params = llama_on_h100()
+    p = vllm_on_h100()
     P = 1000
     kernel = alone_on_the_pool(P, 2, params)
     L, h, nh, nkv, d, f, V = 32, 4096, 32, 8, 128, 14336, 128256
     assert (model.layers, model.hidden, model.heads, model.kv_heads, model.head_dim, model.ffn,
             model.vocab) == (L, h, nh, nkv, d, f, V)
-    e = gpu.efficiency
     context = P + 1
     kv_bytes_per_token = 2 * L * nkv * d * 2
-    memory_bytes = model.params * 2 + (context + 1) * kv_bytes_per_token + 8 * L * h * 2
-    memory_s = memory_bytes / (gpu.memory_bandwidth * e.mbu)
-    flops = 2 * L * (h * nh * d + 2 * h * nkv * d + nh * d * h + 3 * h * f) + 4 * L * nh * d * context + 2 * h * V
-    compute_s = flops / (gpu.peak_flops["bf16"] * e.mfu)
-    assert memory_s > 10 * compute_s  # decode at batch 1 reads weights, barely computes
-    expected = memory_s + e.iteration_overhead_s
+    weights_s = (model.params - h * V) * 2 / (gpu.memory_bandwidth * p.bandwidth)
+    kv_s = (context + 1) * kv_bytes_per_token / (gpu.memory_bandwidth * p.kv_bandwidth)
+    flops = 2 * L * (h * nh * d + 2 * h * nkv * d + nh * d * h + 3 * h * f) + 2 * h * V
+    compute_s = flops / (gpu.peak_flops["bf16"] * p.gemm * 1 / (1 + p.gemm_half_m))
+    assert weights_s > 3 * compute_s  # decode at batch 1 reads weights, barely computes
+    expected = weights_s + kv_s + p.overhead_s + p.overhead_per_seq_s
     decode = kernel.done_s[0] - kernel.first_token_s[0]
     assert math.isclose(decode, expected, rel_tol=1e-12), (decode, expected)
 
 
 def test_ttft_at_batch_one_is_the_prefill() -> None:
-    """Prompt P = 1000 alone: TTFT is one compute-bound prefill of P tokens.
+    """Prompt P = 1000 alone: TTFT is one prefill iteration of P tokens.
 
-    By hand: FLOPs = P x linear FLOPs/token + 4 L n_h d x P (P + 1) / 2 causal pairs + 2 h V
-    (one logit), over peak_bf16 x MFU, plus the overhead; the memory side (weights + P KV
-    tokens written + activations) is shorter. 1e-12 relative.
+    By hand: the linear layers are compute-bound, P x linear FLOPs/token at peak_bf16 x gemm x
+    P / (P + gemm_half_m); the LM head (one logit) streams its weights; prefill attention does
+    4 L n_h d x P (P + 1) / 2 FLOPs at peak x attention_prefill, or writes P KV tokens if that
+    is longer; plus the host's fixed, per-sequence and per-prefill-token time. 1e-12 relative.
     """
     model, gpu, params = llama_on_h100()
+    p = vllm_on_h100()
     P = 1000
     kernel = alone_on_the_pool(P, 1, params)
     L, h, nh, nkv, d, f, V = 32, 4096, 32, 8, 128, 14336, 128256
-    e = gpu.efficiency
-    linear = 2 * L * (h * nh * d + 2 * h * nkv * d + nh * d * h + 3 * h * f)
-    flops = linear * P + 4 * L * nh * d * (P * (P + 1) // 2) + 2 * h * V
-    compute_s = flops / (gpu.peak_flops["bf16"] * e.mfu)
-    memory_s = (model.params * 2 + P * 2 * L * nkv * d * 2 + 8 * L * h * 2 * P) / (gpu.memory_bandwidth * e.mbu)
-    assert compute_s > memory_s
-    expected = compute_s + e.iteration_overhead_s
+    peak, bw = gpu.peak_flops["bf16"], gpu.memory_bandwidth
+    linear_flops = 2 * L * (h * nh * d + 2 * h * nkv * d + nh * d * h + 3 * h * f) * P
+    linear_s = linear_flops / (peak * p.gemm * P / (P + p.gemm_half_m))
+    linear_memory_s = (model.params - 2 * h * V) * 2 / (bw * p.bandwidth)
+    assert linear_s > linear_memory_s
+    head_s = max(2 * h * V / (peak * p.gemm / (1 + p.gemm_half_m)), h * V * 2 / (bw * p.bandwidth))
+    attention_s = max(4 * L * nh * d * (P * (P + 1) // 2) / (peak * p.attention_prefill * P / (P + p.gemm_half_m)),
+                      P * 2 * L * nkv * d * 2 / (bw * p.bandwidth))
+    expected = linear_s + head_s + attention_s + p.overhead_s + p.overhead_per_seq_s + p.overhead_per_prefill_token_s * P
     ttft = kernel.first_token_s[0] - kernel.arrival_s[0]
     assert math.isclose(ttft, expected, rel_tol=1e-12), (ttft, expected)
     assert kernel.done_s[0] == kernel.first_token_s[0]

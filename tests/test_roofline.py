@@ -1,9 +1,10 @@
-"""Roofline step times, computed by hand from the catalog and the formulas of the module docstring.
+"""Step times by hand: each component of `sim.kernels.roofline.step_time` written out.
 
-`sim.kernels.roofline.step_time` is max(FLOPs / (tp x peak x MFU), bytes / (tp x bandwidth x
-MBU)) + overhead + all-reduce. Each test writes out the FLOPs and bytes of one iteration for a
-real model on a real GPU, says which roof it hits, and compares to 1e-12 relative (the same
-arithmetic in a different order).
+The step time is a sum of per-component rooflines (linear layers, LM head, prefill attention,
+decode attention, MoE experts), each max(FLOPs / rate, bytes / bandwidth), plus all-reduce and
+host time (see the module docstring). The first tests build small made-up models and a
+made-up GPU with round numbers and compute every term by hand; the others check real models
+on real GPUs against the catalog, and the KV capacity against what vLLM 0.15.1 reported.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sim.catalog import GPU, Model, shipped_catalog
+from sim.kernels.replica import replica_setup
 from sim.kernels.roofline import (
-    P_DENSE_WEIGHT_BYTES,
-    P_FLOPS_RATE,
-    EngineEfficiency,
+    P_GEMM_RATE,
+    P_HEAD_BYTES,
+    P_LINEAR_BYTES,
+    EngineProfile,
     chunk_pairs,
-    decode_time_batch1,
     pack_params,
     step_time,
     weights_read_time,
@@ -29,137 +31,162 @@ from sim.kernels.roofline import (
 
 REL = 1e-12
 
+TOY_GPU = GPU(name="toy", vendor="test", peak_flops={"bf16": 1e12, "fp8": 2e12}, memory=1e9,
+              memory_bandwidth=1e10, tdp_w=100, idle_w=10, interconnect_bandwidth=1e10, purchase_usd=1,
+              server_usd_per_gpu=0, source="test fixture", as_of="2026-11-01")
+TOY_PROFILE = EngineProfile(bandwidth=0.5, kv_bandwidth=0.25, gemm=0.5, gemm_half_m=10.0, attention_prefill=0.4,
+                            moe_gemm=0.2, overhead_s=1e-3, overhead_per_seq_s=1e-4, overhead_per_prefill_token_s=1e-6,
+                            allreduce_latency_s=1e-5, allreduce_bandwidth=0.5)
+# 2 layers, hidden 64, 4 heads and 2 KV heads of 16, FFN 128, vocabulary 100:
+# attention projections 64x64 + 2 x 64x32 + 64x64 = 12,288 per layer, MLP 3 x 64 x 128 = 24,576,
+# LM head and embedding 6,400 each: 2 x 36,864 + 2 x 6,400 = 86,528 parameters.
+TOY_DENSE = Model(name="toy dense", kind="transformer", params=86_528, layers=2, hidden=64, heads=4, kv_heads=2,
+                  head_dim=16, ffn=128, vocab=100, max_context=4096, source="test fixture", as_of="2026-11-01")
+# The same attention with 4 experts of FFN 32, 2 per token: router 64 x 4 = 256 and experts
+# 4 x 3 x 64 x 32 = 24,576 per layer: 2 x (12,288 + 256 + 24,576) + 12,800 = 87,040 parameters.
+TOY_MOE = Model(name="toy moe", kind="transformer", params=87_040, layers=2, hidden=64, heads=4, kv_heads=2,
+                head_dim=16, experts=4, experts_per_token=2, expert_ffn=32, vocab=100, max_context=4096,
+                source="test fixture", as_of="2026-11-01")
 
-def catalog_pair(model_id: str, gpu_id: str) -> tuple[Model, GPU, EngineEfficiency]:
+
+def roof(flops: float, rate: float, rows: float, nbytes: float, bandwidth: float, half_m: float = 10.0) -> float:
+    """One component: compute at rate x rows / (rows + half_m) against memory."""
+    compute = flops / (rate * rows / (rows + half_m)) if flops else 0.0
+    return max(compute, nbytes / bandwidth)
+
+
+def test_a_mixed_dense_iteration_by_hand() -> None:
+    """A 20-token prefill chunk after 30 cached tokens, batched with 3 decodes (contexts summing
+    to 300), on the toy dense model: one GEMM pass over all 23 tokens, the LM head for the 4
+    sequences that produce a token, prefill and decode attention apart, then host time."""
+    params = pack_params(TOY_DENSE, TOY_GPU, "bf16", 1, TOY_PROFILE)
+    kv = 2 * 2 * 2 * 16 * 2  # K and V x layers x KV heads x head_dim x 2 bytes = 256 B per token
+    linear = roof(2 * 73_728 * 23, 1e12 * 0.5, 23, 73_728 * 2, 1e10 * 0.5)
+    head = roof(2 * 6_400 * 4, 1e12 * 0.5, 4, 6_400 * 2, 1e10 * 0.5)
+    pairs = 20 * 30 + 20 * 21 // 2  # 810 causal query-key pairs
+    attention_prefill = roof(4 * 2 * 4 * 16 * pairs, 1e12 * 0.4, 20, (30 + 20) * kv, 1e10 * 0.5)
+    attention_decode = (300 + 3) * kv / (1e10 * 0.25)
+    host = 1e-3 + 1e-4 * (3 + 1) + 1e-6 * 20
+    expected = linear + head + attention_prefill + attention_decode + host
+    got = step_time(params, 20, pairs, 30, 1, 3, 300, 4)
+    assert math.isclose(got, expected, rel_tol=REL)
+    # the per-component sum is above any single roofline over the whole step
+    assert got > max(linear, head, attention_prefill, attention_decode) + host
+
+
+def test_an_moe_iteration_by_hand() -> None:
+    """3 decodes on the toy MoE: the experts touched per layer are 4 (1 - (1 - 2/4)^3) = 3.5, so
+    3.5 experts' weights are read; the expert GEMMs do 2 x 2 x 3 x 64 x 32 FLOPs per token per
+    layer, with 3 x 2 / 4 = 1.5 rows per expert at the expert-GEMM fraction."""
+    params = pack_params(TOY_MOE, TOY_GPU, "bf16", 1, TOY_PROFILE)
+    expert = 3 * 64 * 32  # parameters of one expert
+    dense_params = 87_040 - 2 * 6_400 - 2 * 4 * expert  # attention and router, all layers
+    linear = roof(2 * 2 * (12_288 + 256) * 3, 1e12 * 0.5, 3, dense_params * 2, 1e10 * 0.5)
+    head = roof(2 * 6_400 * 3, 1e12 * 0.5, 3, 6_400 * 2, 1e10 * 0.5)
+    touched = 4 * (1 - (1 - 2 / 4) ** 3)
+    experts = roof(2 * 2 * 2 * expert * 3, 1e12 * 0.2, 3 * 2 / 4, 2 * touched * expert * 2, 1e10 * 0.5)
+    attention_decode = (90 + 3) * 256 / (1e10 * 0.25)
+    host = 1e-3 + 1e-4 * 3
+    expected = linear + head + experts + attention_decode + host
+    assert math.isclose(step_time(params, 0, 0, 0, 0, 3, 90, 3), expected, rel_tol=REL)
+
+
+def test_tensor_parallel_splits_the_work_and_adds_all_reduces_by_hand() -> None:
+    """TP4 on the toy dense model: rates x 4, and 2 L = 4 all-reduces per step of 10 us plus
+    log2(4) = 2 rounds of the T x 64 x 2-byte message at half of 10 GB/s."""
+    tp1 = pack_params(TOY_DENSE, TOY_GPU, "bf16", 1, TOY_PROFILE)
+    tp4 = pack_params(TOY_DENSE, TOY_GPU, "bf16", 4, TOY_PROFILE)
+    T = 5
+    all_reduce = 2 * 2 * (1e-5 + 2 * T * 64 * 2 / (1e10 * 0.5))
+    linear4 = roof(2 * 73_728 * T, 4 * 1e12 * 0.5, T, 73_728 * 2, 4 * 1e10 * 0.5)
+    head4 = roof(2 * 6_400 * T, 4 * 1e12 * 0.5, T, 6_400 * 2, 4 * 1e10 * 0.5)
+    decode4 = (T * 100 + T) * 256 / (4 * 1e10 * 0.25)
+    expected = linear4 + head4 + decode4 + all_reduce + 1e-3 + 1e-4 * T
+    assert math.isclose(step_time(tp4, 0, 0, 0, 0, T, T * 100, T), expected, rel_tol=REL)
+    assert step_time(tp1, 0, 0, 0, 0, T, T * 100, T) > step_time(tp4, 0, 0, 0, 0, T, T * 100, T) - all_reduce
+
+
+def test_gemm_efficiency_grows_with_the_rows_it_multiplies() -> None:
+    """A compute-bound GEMM over m rows runs at gemm x m / (m + gemm_half_m) of the peak: 10
+    rows at half the large-M fraction, 1000 rows within 1% of it."""
+    profile = TOY_PROFILE.with_values(bandwidth=0.95)
+    params = pack_params(TOY_DENSE, TOY_GPU, "bf16", 1, profile)
+    for rows, share in ((10, 0.5), (1000, 1000 / 1010)):
+        linear = 2 * 73_728 * rows / (1e12 * 0.5 * share)
+        step = step_time(params, rows, chunk_pairs(rows, 0), 0, 1, 0, 0, 1)
+        assert step >= linear
+    assert math.isclose(1000 / 1010, 0.990099, rel_tol=1e-5)
+
+
+def test_llama_decode_at_batch_one_is_weight_streaming_plus_overheads() -> None:
+    """Llama-3.1-8B bf16 on one H100 under the vllm profile, one sequence with 2,048 tokens of
+    context: every weight but the embedding is read once, the KV cache at the KV-read
+    bandwidth, plus the host's fixed and per-sequence time; compute is negligible."""
     catalog = shipped_catalog()
-    gpu = catalog.gpus[gpu_id]
-    e = gpu.efficiency
-    return catalog.models[model_id], gpu, EngineEfficiency(e.mfu, e.mbu, e.iteration_overhead_s,
-                                                           e.allreduce_efficiency)
+    replica = replica_setup(catalog, "llama-3.1-8b", "h100-sxm", "bf16", 1)
+    m, gpu, p = replica.model, replica.gpu, replica.profile
+    streamed = (m.params - m.hidden * m.vocab) * 2
+    assert math.isclose(weights_read_time(replica.params), streamed / (gpu.memory_bandwidth * p.bandwidth), rel_tol=REL)
+    kv = 2 * m.layers * m.kv_heads * m.head_dim * 2
+    expected = (streamed / (gpu.memory_bandwidth * p.bandwidth) + (2048 + 1) * kv / (gpu.memory_bandwidth * p.kv_bandwidth)
+                + p.overhead_s + p.overhead_per_seq_s)
+    assert math.isclose(step_time(replica.params, 0, 0, 0, 0, 1, 2048, 1), expected, rel_tol=REL)
 
 
-def linear_flops_per_token(m: Model) -> float:
-    """2 L (h n_h d + 2 h n_kv d + n_h d h + MLP), MLP = 3 h f, or k 3 h f_e + h E for MoE."""
-    h, nh, nkv, d = m.hidden, m.heads, m.kv_heads, m.head_dim
-    assert h and nh and nkv and d
-    if m.is_moe:
-        assert m.experts and m.experts_per_token and m.expert_ffn
-        mlp = m.experts_per_token * 3 * h * m.expert_ffn + h * m.experts
-    else:
-        assert m.ffn
-        mlp = 3 * h * m.ffn
-    return 2 * m.layers * (h * nh * d + 2 * h * nkv * d + nh * d * h + mlp)
+def test_fp8_computes_at_the_fp8_peak_with_one_byte_weights() -> None:
+    """fp8: the GEMM rate is the fp8 peak (twice bf16 on the toy GPU) and weights are 1 byte;
+    a GPU without fp8 peaks computes fp8 at its bf16 peak."""
+    bf16 = pack_params(TOY_DENSE, TOY_GPU, "bf16", 1, TOY_PROFILE)
+    fp8 = pack_params(TOY_DENSE, TOY_GPU, "fp8", 1, TOY_PROFILE)
+    assert fp8[P_GEMM_RATE] == 2 * bf16[P_GEMM_RATE] == 2e12 * 0.5
+    assert fp8[P_LINEAR_BYTES] == bf16[P_LINEAR_BYTES] / 2 and fp8[P_HEAD_BYTES] == 6_400
+    a100 = shipped_catalog().gpus["a100-80gb"]
+    assert "fp8" not in a100.peak_flops
+    assert pack_params(TOY_DENSE, a100, "fp8", 1, TOY_PROFILE)[P_GEMM_RATE] == a100.peak_flops["bf16"] * 0.5
 
 
-def kv_bytes_per_token(m: Model, element_bytes: float = 2.0) -> float:
-    assert m.kv_heads and m.head_dim
-    return 2 * m.layers * m.kv_heads * m.head_dim * element_bytes
-
-
-def activation_bytes(m: Model, tokens: int) -> float:
-    assert m.hidden
-    return 8 * m.layers * m.hidden * 2 * tokens
-
-
-def test_dense_decode_at_batch_one_is_memory_bound() -> None:
-    """llama-3.1-8b bf16 on one H100, one sequence at context 2048.
-
-    bytes = 8.03e9 params x 2 B + (2048 read + 1 written) x 128 KiB + 8 L h x 2 B; over
-    3.35 TB/s x MBU 0.8 it is ~6.1 ms, while the FLOPs (~16 GFLOP + attention + LM head) over
-    989 TFLOP/s x MFU 0.5 take ~0.04 ms. step = memory + 3 ms overhead.
-    """
-    m, gpu, eff = catalog_pair("llama-3.1-8b", "h100-sxm")
-    params = pack_params(m, gpu, "bf16", 1, eff)
-    context = 2048
-    memory_bytes = m.params * 2 + (context + 1) * kv_bytes_per_token(m) + activation_bytes(m, 1)
-    memory_s = memory_bytes / (gpu.memory_bandwidth * eff.mbu)
-    flops = (linear_flops_per_token(m) + 4 * m.layers * m.heads * m.head_dim * context
-             + 2 * m.hidden * m.vocab)
-    compute_s = flops / (gpu.peak_flops["bf16"] * eff.mfu)
-    assert kv_bytes_per_token(m) == 128 * 1024
-    assert memory_s > 50 * compute_s
-    expected = memory_s + eff.iteration_overhead_s
-    assert math.isclose(step_time(params, 0, 0, 0, 1, context, 1), expected, rel_tol=REL)
-    assert math.isclose(decode_time_batch1(params, context), expected, rel_tol=REL)
-    assert math.isclose(weights_read_time(params), m.params * 2 / (gpu.memory_bandwidth * eff.mbu),
-                        rel_tol=REL)
-
-
-def test_large_prefill_is_compute_bound() -> None:
-    """llama-3.1-8b bf16 on one H100, a 4096-token prompt from scratch, one logit.
-
-    FLOPs = 4096 x 2 L (h n_h d + 2 h n_kv d + n_h d h + 3 h f) + 4 L n_h d x 4096 x 4097 / 2
-    + 2 h V ~ 6.1e13 -> ~123 ms at 989 TFLOP/s x 0.5; the bytes (16 GB weights + 4096 KV
-    tokens + activations) take ~6.3 ms.
-    """
-    m, gpu, eff = catalog_pair("llama-3.1-8b", "h100-sxm")
-    params = pack_params(m, gpu, "bf16", 1, eff)
+@pytest.mark.parametrize("gpu_id", ["h100-sxm", "a100-80gb"])
+def test_int4_computes_at_bf16_with_half_the_weight_bytes_of_int8(gpu_id: str) -> None:
+    """Weight-only int4: matmuls run in bf16, weights are 0.5 B/param, half of int8's; a
+    compute-bound prefill chunk (one that does not reach the LM head) takes exactly as long as
+    in bf16."""
+    catalog = shipped_catalog()
+    m, gpu = catalog.models["llama-3.1-8b"], catalog.gpus[gpu_id]
+    profile = EngineProfile()
+    int4, int8, bf16 = (pack_params(m, gpu, p, 1, profile) for p in ("int4", "int8", "bf16"))
+    assert int4[P_GEMM_RATE] == gpu.peak_flops["bf16"] * profile.gemm
+    assert int4[P_LINEAR_BYTES] == 0.5 * int8[P_LINEAR_BYTES]
     P = 4096
-    pairs = P * (P + 1) // 2
-    flops = P * linear_flops_per_token(m) + 4 * m.layers * m.heads * m.head_dim * pairs + 2 * m.hidden * m.vocab
-    compute_s = flops / (gpu.peak_flops["bf16"] * eff.mfu)
-    memory_s = (m.params * 2 + P * kv_bytes_per_token(m) + activation_bytes(m, P)) / (gpu.memory_bandwidth * eff.mbu)
-    assert compute_s > 10 * memory_s
-    assert flops == pytest.approx(6.1e13, rel=0.02)
-    expected = compute_s + eff.iteration_overhead_s
-    assert math.isclose(step_time(params, P, chunk_pairs(P, 0), 0, 0, 0, 1), expected, rel_tol=REL)
+    args = (P, chunk_pairs(P, 0), 0, 1, 0, 0, 0)
+    assert step_time(int4, *args) == step_time(bf16, *args)
 
 
-def test_tensor_parallel_two_halves_compute_and_adds_the_all_reduce() -> None:
-    """The 4096-token prefill on tp = 2: compute / 2, plus 2 L ring all-reduces of T h 2 B.
-
-    all-reduce = 2 L x 2 (tp - 1) / tp x (4096 x 4096 x 2 B) / (900 GB/s x 0.75) ~ 3.2 ms.
-    A memory-bound decode likewise halves its bytes term and pays the all-reduce for 1 token.
-    """
-    m, gpu, eff = catalog_pair("llama-3.1-8b", "h100-sxm")
-    tp1 = pack_params(m, gpu, "bf16", 1, eff)
-    tp2 = pack_params(m, gpu, "bf16", 2, eff)
-    P = 4096
-    overhead = eff.iteration_overhead_s
-
-    def allreduce_s(tokens: int) -> float:
-        ring = 2 * (2 - 1) / 2
-        return 2 * m.layers * ring * tokens * m.hidden * 2 / (gpu.interconnect_bandwidth * eff.allreduce_efficiency)
-
-    prefill1 = step_time(tp1, P, chunk_pairs(P, 0), 0, 0, 0, 1)
-    prefill2 = step_time(tp2, P, chunk_pairs(P, 0), 0, 0, 0, 1)
-    assert math.isclose(prefill2, (prefill1 - overhead) / 2 + overhead + allreduce_s(P), rel_tol=REL)
-    assert allreduce_s(P) == pytest.approx(3.2e-3, rel=0.02)
-    decode1 = step_time(tp1, 0, 0, 0, 1, 2048, 1)
-    decode2 = step_time(tp2, 0, 0, 0, 1, 2048, 1)
-    assert math.isclose(decode2, (decode1 - overhead) / 2 + overhead + allreduce_s(1), rel_tol=REL)
+def test_kv_precision_sets_kv_bytes() -> None:
+    """An fp8 KV cache halves the decode-attention term of a long-context decode."""
+    bf16 = pack_params(TOY_DENSE, TOY_GPU, "bf16", 1, TOY_PROFILE)
+    fp8 = pack_params(TOY_DENSE, TOY_GPU, "bf16", 1, TOY_PROFILE, kv_precision="fp8")
+    context = 100_000
+    saved = (context + 1) * 128 / (1e10 * 0.25)
+    assert math.isclose(step_time(bf16, 0, 0, 0, 0, 1, context, 1) - step_time(fp8, 0, 0, 0, 0, 1, context, 1), saved,
+                        rel_tol=1e-9)
 
 
-def test_moe_weight_bytes_follow_the_expected_experts_touched() -> None:
-    """mixtral-8x7b bf16, T decoding sequences: weights = shared + L E (1 - (1 - k/E)^T) experts.
+def test_empty_iteration_takes_no_time() -> None:
+    assert step_time(pack_params(TOY_DENSE, TOY_GPU, "bf16", 1, TOY_PROFILE), 0, 0, 0, 0, 0, 0, 0) == 0.0
 
-    Each layer-expert is 3 h f_e params; shared weights are the rest of the 46.7e9. At T = 1
-    exactly k = 2 of 8 experts per layer are read (~12.9e9 active params), and as T grows the
-    bytes rise towards all 46.7e9 params. Decode stays memory-bound for these T.
-    """
-    m, gpu, eff = catalog_pair("mixtral-8x7b", "h100-sxm")
-    params = pack_params(m, gpu, "bf16", 1, eff)
-    assert m.experts == 8 and m.experts_per_token == 2
-    E, k, L = m.experts, m.experts_per_token, m.layers
-    expert_params = 3 * m.hidden * m.expert_ffn
-    shared_params = m.params - L * E * expert_params
-    context = 100
 
-    def weight_bytes(tokens: int) -> float:
-        return (shared_params + L * E * (1 - (1 - k / E) ** tokens) * expert_params) * 2
-
-    assert weight_bytes(1) / 2 == pytest.approx(12.9e9, rel=0.02)
-    previous = 0.0
-    for T in (1, 2, 4, 8, 16, 64, 256):
-        memory_bytes = weight_bytes(T) + (T * context + T) * kv_bytes_per_token(m) + activation_bytes(m, T)
-        memory_s = memory_bytes / (gpu.memory_bandwidth * eff.mbu)
-        flops = T * linear_flops_per_token(m) + 4 * L * m.heads * m.head_dim * T * context + 2 * m.hidden * m.vocab * T
-        assert memory_s > flops / (gpu.peak_flops["bf16"] * eff.mfu)
-        step = step_time(params, 0, 0, 0, T, T * context, T)
-        assert math.isclose(step, memory_s + eff.iteration_overhead_s, rel_tol=REL), T
-        assert weight_bytes(T) > previous
-        previous = weight_bytes(T)
-    assert weight_bytes(256) == pytest.approx(m.params * 2, rel=1e-12)
+@pytest.mark.parametrize(("model", "tp", "reported"), [
+    ("codellama-34b", 2, 425_648), ("llama-2-70b", 4, 501_712), ("mixtral-8x7b", 2, 440_176),
+])
+def test_kv_capacity_matches_what_vllm_reported_on_h100(model: str, tp: int, reported: int) -> None:
+    """vLLM 0.15.1 on H100 80GB (gpu_memory_utilization 0.9, 2,048-token budget, 16-token blocks)
+    reported these KV capacities (shared/data/vllm-v0.15-benchmarks/README.md). The replica's
+    capacity, with the driver's 81,559 MiB and the vllm profile's memory reserve, is within 5%
+    (it is within 0.2%); with 80e9 bytes it was 14-21% low."""
+    replica = replica_setup(shipped_catalog(), model, "h100-sxm", "bf16", tp, max_model_len=4096,
+                            max_num_batched_tokens=2048, gpu_memory_utilization=0.9, block_size=16)
+    assert abs(replica.kv_tokens / reported - 1) < 0.05
+    assert replica.kv_tokens % 16 == 0
 
 
 def test_experts_touched_formula_is_the_routing_expectation() -> None:
@@ -178,56 +205,6 @@ def test_experts_touched_formula_is_the_routing_expectation() -> None:
         expected = E * (1 - (1 - k / E) ** T)
         se = counts.std(ddof=1) / math.sqrt(trials) + 1e-12
         assert abs(counts.mean() - expected) < 4 * se, (T, counts.mean(), expected)
-
-
-def test_fp8_computes_at_the_fp8_peak_with_one_byte_weights() -> None:
-    """llama-3.1-8b fp8 on H100: the 4096-token prefill at 1979 TFLOP/s x MFU (twice bf16's
-    rate), and 1 byte per weight. A100 has no fp8 peak and computes fp8 at its bf16 peak."""
-    m, gpu, eff = catalog_pair("llama-3.1-8b", "h100-sxm")
-    params = pack_params(m, gpu, "fp8", 1, eff)
-    assert params[P_FLOPS_RATE] == gpu.peak_flops["fp8"] * eff.mfu
-    assert params[P_DENSE_WEIGHT_BYTES] == m.params * 1
-    P = 4096
-    flops = P * linear_flops_per_token(m) + 4 * m.layers * m.heads * m.head_dim * (P * (P + 1) // 2) + 2 * m.hidden * m.vocab
-    compute_s = flops / (gpu.peak_flops["fp8"] * eff.mfu)
-    memory_s = (m.params * 1 + P * kv_bytes_per_token(m) + activation_bytes(m, P)) / (gpu.memory_bandwidth * eff.mbu)
-    assert compute_s > memory_s
-    expected = compute_s + eff.iteration_overhead_s
-    assert math.isclose(step_time(params, P, chunk_pairs(P, 0), 0, 0, 0, 1), expected, rel_tol=REL)
-    a100, a100_eff = catalog_pair("llama-3.1-8b", "a100-80gb")[1:]
-    assert "fp8" not in a100.peak_flops
-    assert pack_params(m, a100, "fp8", 1, a100_eff)[P_FLOPS_RATE] == a100.peak_flops["bf16"] * a100_eff.mfu
-
-
-@pytest.mark.parametrize("gpu_id", ["h100-sxm", "a100-80gb"])
-def test_int4_computes_at_bf16_with_half_the_weight_bytes_of_int8(gpu_id: str) -> None:
-    """Weight-only int4: matmuls run in bf16 (not at an int4 peak, which A100 lists), weights are
-    0.5 B/param, half of int8's; a compute-bound prefill takes exactly as long as in bf16."""
-    m, gpu, eff = catalog_pair("llama-3.1-8b", gpu_id)
-    int4 = pack_params(m, gpu, "int4", 1, eff)
-    int8 = pack_params(m, gpu, "int8", 1, eff)
-    bf16 = pack_params(m, gpu, "bf16", 1, eff)
-    assert int4[P_FLOPS_RATE] == gpu.peak_flops["bf16"] * eff.mfu
-    assert int4[P_DENSE_WEIGHT_BYTES] == 0.5 * int8[P_DENSE_WEIGHT_BYTES] == m.params * 0.5
-    assert int8[P_FLOPS_RATE] == gpu.peak_flops["int8"] * eff.mfu
-    P = 4096
-    args = (P, chunk_pairs(P, 0), 0, 0, 0, 1)
-    assert step_time(int4, *args) == step_time(bf16, *args)
-
-
-def test_kv_precision_sets_kv_bytes() -> None:
-    """An fp8 KV cache halves the KV term: a long-context decode reads 1 B per KV element."""
-    m, gpu, eff = catalog_pair("llama-3.1-8b", "h100-sxm")
-    params = pack_params(m, gpu, "bf16", 1, eff, kv_precision="fp8")
-    context = 100_000
-    memory_bytes = m.params * 2 + (context + 1) * kv_bytes_per_token(m, 1.0) + activation_bytes(m, 1)
-    expected = memory_bytes / (gpu.memory_bandwidth * eff.mbu) + eff.iteration_overhead_s
-    assert math.isclose(step_time(params, 0, 0, 0, 1, context, 1), expected, rel_tol=REL)
-
-
-def test_empty_iteration_takes_no_time() -> None:
-    m, gpu, eff = catalog_pair("llama-3.1-8b", "h100-sxm")
-    assert step_time(pack_params(m, gpu, "bf16", 1, eff), 0, 0, 0, 0, 0, 0) == 0.0
 
 
 @given(st.integers(0, 2000), st.integers(0, 5000))

@@ -29,7 +29,8 @@ from oracle import OracleResult, run_oracle
 from sim.catalog import shipped_catalog
 from sim.kernels import roofline as R
 from sim.kernels.batching import DONE, REJECTED, PoolKernel
-from sim.kernels.roofline import EngineEfficiency, chunk_pairs, pack_params, step_time
+from sim.kernels.replica import replica_setup
+from sim.kernels.roofline import chunk_pairs, step_time
 
 ROUTERS = ["shared_queue", "round_robin", "least_outstanding", "random"]
 AMPLE = 10**6
@@ -37,24 +38,21 @@ AMPLE = 10**6
 
 def llama_on_h100() -> np.ndarray:
     catalog = shipped_catalog()
-    gpu = catalog.gpus["h100-sxm"]
-    e = gpu.efficiency
-    efficiency = EngineEfficiency(e.mfu, e.mbu, e.iteration_overhead_s, e.allreduce_efficiency)
-    return pack_params(catalog.models["llama-3.1-8b"], gpu, "bf16", 1, efficiency)
+    return replica_setup(catalog, "llama-3.1-8b", "h100-sxm", "bf16", 1).params
 
 
 def tiny_params() -> np.ndarray:
     """A made-up engine: decodes take ~20 ms, long prefills ~0.3 s; both roofs matter."""
     p = np.zeros(R.P_SIZE)
     p[R.P_LINEAR_FLOPS_PER_TOKEN] = 1.0
+    p[R.P_LINEAR_BYTES] = 20.0
+    p[R.P_HEAD_FLOPS_PER_TOKEN] = 0.5
     p[R.P_ATTN_FLOPS_PER_PAIR] = 0.01
-    p[R.P_LM_HEAD_FLOPS_PER_TOKEN] = 0.5
-    p[R.P_DENSE_WEIGHT_BYTES] = 20.0
     p[R.P_KV_BYTES_PER_TOKEN] = 0.1
-    p[R.P_ACT_BYTES_PER_TOKEN] = 0.05
-    p[R.P_FLOPS_RATE] = 1000.0
-    p[R.P_BYTES_RATE] = 1000.0
+    for rate in (R.P_GEMM_RATE, R.P_ATTN_RATE, R.P_EXPERT_RATE, R.P_WEIGHT_BW, R.P_KV_BW):
+        p[rate] = 1000.0
     p[R.P_OVERHEAD_S] = 0.001
+    p[R.P_OVERHEAD_PER_SEQ_S] = 1e-4
     return p
 
 
@@ -133,7 +131,11 @@ def pool_cases(draw: st.DrawFn, closed_loop: bool = False) -> PoolCase:
         params=PARAMS[engine],
         router=draw(st.sampled_from(ROUTERS)),
         router_u=np.array(draw(st.lists(st.floats(0, 1, exclude_max=True), min_size=n, max_size=n))),
+        async_scheduling=draw(st.booleans()),
     )
+    if draw(st.booleans()):  # an engine front end between iteration ends and the clients
+        options.update(frontend_s=draw(st.sampled_from([0.0, 0.001, tick])),
+                       frontend_per_step=draw(st.sampled_from([0.0, 0.25, 1.0])))
     if draw(st.booleans()):
         groups = draw(st.integers(1, 3))
         prefix_of_group = draw(st.lists(st.integers(1, 64), min_size=groups, max_size=groups))
@@ -206,6 +208,8 @@ def dynamic_batch_cases(draw: st.DrawFn) -> PoolCase:
         router_u=np.array(draw(st.lists(st.floats(0, 1, exclude_max=True), min_size=n, max_size=n))),
         batch_latency=latency,
         max_queue_delay_s=delay,
+        frontend_s=draw(st.sampled_from([0.0, 0.0, 0.25 if on_grid else 0.003])),
+        frontend_per_step=draw(st.sampled_from([0.0, 0.0, 0.5])),
     )
     prompt = np.array(draw(st.lists(st.integers(1, 300), min_size=n, max_size=n)), dtype=np.int64)
     output = np.array(draw(st.lists(st.integers(1, 80), min_size=n, max_size=n)), dtype=np.int64)
@@ -361,8 +365,8 @@ def test_prefix_cache_hit_skips_the_prefix(caching: bool) -> None:
         kv_capacity_tokens=10_000, max_model_len=AMPLE, params=params,
         prefix_group=np.array([0, 0]), prefix_tokens=np.array([200, 200]), prefix_caching=caching))
     kernel, oracle = check(case)
-    full = step_time(params, 250, chunk_pairs(250, 0), 0, 0, 0, 1)
-    hit = step_time(params, 50, chunk_pairs(50, 200), 200, 0, 0, 1)
+    full = step_time(params, 250, chunk_pairs(250, 0), 0, 1, 0, 0, 1)
+    hit = step_time(params, 50, chunk_pairs(50, 200), 200, 1, 0, 0, 1)
     assert kernel.first_token_s[0] == full
     assert kernel.first_token_s[1] - 1.0 == pytest.approx(hit if caching else full, rel=1e-12)
     assert oracle.stats["prefix_hits"] == (1 if caching else 0)
@@ -383,7 +387,7 @@ def test_least_recently_used_prefix_is_evicted() -> None:
     kernel, oracle = check(case)
     assert oracle.stats["prefix_hits"] == 1
     assert oracle.stats["evictions"] == 2
-    full = step_time(params, 110, chunk_pairs(110, 0), 0, 0, 0, 1)
+    full = step_time(params, 110, chunk_pairs(110, 0), 0, 1, 0, 0, 1)
     assert kernel.first_token_s[4] - 4.0 == pytest.approx(full, rel=1e-12)
 
 
@@ -397,7 +401,7 @@ def test_chunked_prefill_splits_a_long_prompt() -> None:
     t = 0.0
     for done in range(0, 300, 64):
         chunk = min(64, 300 - done)
-        t += step_time(params, chunk, chunk_pairs(chunk, done), done, 0, 0, 1 if done + chunk == 300 else 0)
+        t += step_time(params, chunk, chunk_pairs(chunk, done), done, 1, 0, 0, 1 if done + chunk == 300 else 0)
     assert kernel.first_token_s[0] == t
     assert oracle.stats["partial_chunks"] == 4
 

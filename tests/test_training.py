@@ -27,7 +27,7 @@ def lora_seconds(scenario: sim.Scenario, gpu_id: str, tokens: float, gpus: int) 
     catalog = scenario.resolved_catalog
     gpu = catalog.gpus[gpu_id]
     return training_time_s(catalog.models[scenario.model.id], gpu, "lora", tokens, gpus,
-                           gpu.efficiency.training_mfu, scenario.lifecycle.retraining.scaling_efficiency)
+                           gpu.training.lora_mfu, scenario.lifecycle.retraining.scaling_efficiency)
 
 
 # A premises site with a serving pool and a separate 2-GPU training pool; three 2-GPU jobs.

@@ -1,14 +1,20 @@
 """Catalogs: the GPUs, models and prices that scenarios name by id.
 
 A catalog is data, shipped with the package as YAML (`gpus.yaml`, `models.yaml`,
-`prices.yaml` beside this file). Every entry says where its numbers come from (`source:`) and
+`engines.yaml`, `prices.yaml` beside this file). Every entry says where its numbers come from (`source:`) and
 when they were read (`as_of:`); a number that is an estimate says so in its source text. A
 scenario may name its own catalog file (`catalog: my_hw.yaml`), whose entries are added to the
 shipped ones or replace them id by id, field by field, so that a calibration or a negotiated
 price does not need a copy of the whole catalog.
 
-Quantities use the same human units as scenarios (`80GB`, `3.35TB/s`) and are held in SI.
-Peak FLOP/s are dense (no 2:4 sparsity), per GPU, per precision.
+Quantities use the same human units as scenarios (`80GiB`, `3.35TB/s`) and are held in SI.
+Peak FLOP/s are dense (no 2:4 sparsity), per GPU, per precision. Memory sizes are binary
+where the hardware's are (an "80 GB" H100 shows the driver 81,559 MiB).
+
+Engines (`engines.yaml`) are serving-engine profiles: the fractions of a GPU's peaks that
+an engine reaches per operation, its per-iteration host overhead and all-reduce cost, and
+the memory it keeps out of the KV cache, with defaults and per-GPU values where measurements
+exist (`sim.kernels.roofline` says how they enter the step time).
 """
 
 from __future__ import annotations
@@ -45,17 +51,86 @@ class Sourced(BaseModel):
     as_of: dt.date = Field(description="when the source was read or published")
 
 
-class Efficiency(BaseModel):
-    """Fractions of the datasheet peaks that a serving engine reaches (see sim.kernels)."""
+class Training(BaseModel):
+    """How close fine-tuning gets to the GPU's dense bf16 peak (see sim.kernels.training)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    mfu: float = Field(gt=0, le=1, description="model FLOP utilisation in compute-bound phases")
-    mbu: float = Field(gt=0, le=1, description="memory-bandwidth utilisation in memory-bound phases")
-    iteration_overhead_s: Seconds = Field(ge=0, description="fixed cost per engine iteration")
-    allreduce_efficiency: float = Field(default=0.7, gt=0, le=1)
-    training_mfu: float = Field(default=0.4, gt=0, le=1, description="MFU of fine-tuning jobs")
+    mfu: float = Field(default=0.4, gt=0, le=1, description="MFU of full fine-tuning (6 FLOPs per param-token)")
+    lora_mfu: float = Field(default=0.4, gt=0, le=1, description="MFU of LoRA fine-tuning (4 FLOPs per param-token)")
     fitted_to: str = Field(default="", description="measurements the factors were fitted to")
+
+
+class EngineFactors(BaseModel):
+    """Fractions of datasheet peaks a serving engine reaches, and what it adds per iteration.
+
+    Field names and meanings are those of `sim.kernels.roofline.EngineProfile`; every field
+    may be left out of a per-GPU entry (the engine's defaults apply).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    bandwidth: float | None = Field(default=None, gt=0, le=1, description="weight streaming, of memory bandwidth")
+    kv_bandwidth: float | None = Field(default=None, gt=0, le=1, description="paged KV reads in decode attention")
+    gemm: float | None = Field(default=None, gt=0, le=1, description="dense GEMM FLOP fraction at large M")
+    gemm_half_m: float | None = Field(default=None, ge=1, le=4096, description="GEMM rows at half efficiency")
+    attention_prefill: float | None = Field(default=None, gt=0, le=1, description="prefill attention FLOP fraction")
+    moe_gemm: float | None = Field(default=None, gt=0, le=1, description="expert GEMM FLOP fraction at large M")
+    overhead_s: Seconds | None = Field(default=None, ge=0, le=1, description="host time per iteration")
+    overhead_per_seq_s: Seconds | None = Field(default=None, ge=0, le=0.01, description="per scheduled sequence")
+    overhead_per_prefill_token_s: Seconds | None = Field(default=None, ge=0, le=0.001,
+                                                         description="per prefill token")
+    allreduce_latency_s: Seconds | None = Field(default=None, ge=0, le=0.01, description="per all-reduce call")
+    allreduce_bandwidth: float | None = Field(default=None, gt=0, le=1, description="of interconnect bandwidth")
+    frontend_s: Seconds | None = Field(default=None, ge=0, le=1, description="API server time to each client")
+    frontend_per_step: float | None = Field(default=None, ge=0, le=4,
+                                            description="streaming lag, as a fraction of the iteration")
+
+    def values(self) -> dict[str, float]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class MemoryReserve(BaseModel):
+    """GPU memory an engine keeps out of the KV cache: activations, CUDA graphs, buffers.
+
+    reserve = fixed + per_batched_token x max_num_batched_tokens, per GPU.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    fixed: Bytes = Field(ge=0)
+    per_batched_token: Bytes = Field(ge=0)
+
+
+class Engine(Sourced):
+    """A serving engine's profile: default factors, per-GPU factors where data exist."""
+
+    name: str
+    version: str = ""
+    defaults: EngineFactors
+    gpus: dict[str, EngineFactors] = Field(default_factory=dict)
+    priors: EngineFactors | None = Field(default=None, description="sourced values before fitting")
+    memory_reserve: MemoryReserve
+    async_scheduling: bool = Field(default=False, description="schedules iteration k+1 while k runs")
+    fitted_to: str = Field(default="", description="measurements the factors were fitted to")
+    fit_error: str = Field(default="", description="fit error on those measurements (leave-one-out)")
+
+    @model_validator(mode="after")
+    def _defaults_complete(self) -> Engine:
+        missing = [f for f in EngineFactors.model_fields if getattr(self.defaults, f) is None]
+        if missing:
+            raise ValueError(f"an engine's defaults need every factor; missing: {', '.join(missing)}")
+        return self
+
+    def factors(self, gpu: str) -> dict[str, float]:
+        """The engine's factors on one GPU: its defaults, with the GPU's own entry over them."""
+        merged = self.defaults.values()
+        if gpu in self.gpus:
+            merged.update(self.gpus[gpu].values())
+        return merged
+
+    def reserve_bytes(self, max_num_batched_tokens: int) -> float:
+        return self.memory_reserve.fixed + self.memory_reserve.per_batched_token * max_num_batched_tokens
 
 
 class CloudPrice(Sourced):
@@ -80,7 +155,7 @@ class GPU(Sourced):
     interconnect_bandwidth: BytesPerSecond = Field(gt=0, description="per-GPU scale-up bandwidth")
     purchase_usd: float = Field(gt=0, description="purchase price of one GPU")
     server_usd_per_gpu: float = Field(ge=0, description="host server share per GPU")
-    efficiency: Efficiency
+    training: Training = Field(default_factory=Training)
     cloud_prices: list[CloudPrice] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -187,7 +262,16 @@ class Catalog(BaseModel):
 
     gpus: dict[str, GPU] = Field(default_factory=dict)
     models: dict[str, Model] = Field(default_factory=dict)
+    engines: dict[str, Engine] = Field(default_factory=dict)
     prices: Prices = Field(default_factory=Prices)
+
+    @model_validator(mode="after")
+    def _engine_gpus_known(self) -> Catalog:
+        for name, engine in self.engines.items():
+            unknown = sorted(set(engine.gpus) - set(self.gpus))
+            if unknown:
+                raise ValueError(f"engine {name!r} has factors for unknown GPU(s): {', '.join(unknown)}")
+        return self
 
 
 def _deep_merge(base: dict, top: dict) -> dict:
@@ -203,7 +287,7 @@ def _deep_merge(base: dict, top: dict) -> dict:
 @cache
 def _shipped_raw() -> dict:
     raw: dict = {}
-    for name in ("gpus", "models", "prices"):
+    for name in ("gpus", "models", "engines", "prices"):
         with open(CATALOG_DIR / f"{name}.yaml", encoding="utf-8") as fh:
             raw = _deep_merge(raw, yaml.safe_load(fh) or {})
     return raw

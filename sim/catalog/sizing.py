@@ -1,14 +1,19 @@
 """How a model sits in GPU memory: weights, KV cache, and whether a replica fits at all.
 
 A replica spans `tp` GPUs (tensor parallelism). Each GPU gives `gpu_memory_utilization` of its
-memory to the engine; weights are split evenly across the `tp` GPUs; what remains, less a
-small activation reserve, holds the KV cache. As vLLM does, a replica must hold at least one
+memory (as the driver counts it, in binary units: see the catalog) to the engine; weights are
+split evenly across the `tp` GPUs; what remains, less the engine's reserve for activations,
+CUDA graphs and communication buffers (`Engine.reserve_bytes`, which grows with the token
+budget), holds the KV cache, in whole blocks. As vLLM does, a replica must hold at least one
 sequence of `max_model_len` tokens in its KV cache, or it refuses to start.
 
     weights_per_gpu = params x bytes_per_param(precision) / tp
     usable_per_gpu  = memory x gpu_memory_utilization
-    kv_bytes        = tp x (usable_per_gpu - weights_per_gpu - activation_reserve)
-    kv_tokens       = kv_bytes / (2 x layers x kv_heads x head_dim x bytes(kv_precision))
+    kv_bytes        = tp x (usable_per_gpu - weights_per_gpu - reserve_per_gpu)
+    kv_tokens       = floor(kv_bytes / kv_bytes_per_token / block) x block,
+    kv_bytes_per_token = 2 x layers x kv_heads x head_dim x bytes(kv_precision)
+
+Checked against vLLM 0.15.1's reported capacities on H100 (tests/test_roofline.py).
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ from dataclasses import dataclass
 
 from sim.catalog import GPU, Model
 
-# Activations, CUDA graphs and allocator slack that the engine keeps out of the KV cache.
-# vLLM profiles this at start-up; a few percent of memory is typical for 7-70B models.
-ACTIVATION_RESERVE_FRACTION = 0.03
+# What vLLM 0.15.1 kept out of the KV cache per GPU at a 2,048-token budget on H100 (1.3 GiB,
+# derived from its reported capacities: shared/facts/ENGINES.md §2.1); callers with an engine
+# profile pass `Engine.reserve_bytes(budget)` instead.
+DEFAULT_RESERVE_BYTES = 1.3 * 2**30
 
 
 @dataclass(frozen=True)
@@ -45,15 +51,16 @@ def replica_memory(
     gpu_memory_utilization: float = 0.9,
     max_model_len: int = 8192,
     kv_precision: str = "bf16",
+    reserve_bytes: float = DEFAULT_RESERVE_BYTES,
+    block_size: int = 16,
 ) -> ReplicaMemory:
     weights = model.weight_bytes(precision) / tp
     usable = gpu.memory * gpu_memory_utilization
-    reserve = gpu.memory * ACTIVATION_RESERVE_FRACTION
-    kv_bytes = tp * (usable - weights - reserve)
+    kv_bytes = tp * (usable - weights - reserve_bytes)
     per_token = model.kv_bytes_per_token(kv_precision)
     if model.kind != "transformer":
         return ReplicaMemory(weights, usable, kv_bytes, 0.0, 0, 0)
-    tokens = int(kv_bytes // per_token) if kv_bytes > 0 else 0
+    tokens = int(kv_bytes // per_token) // block_size * block_size if kv_bytes > 0 else 0
     needed = min(max_model_len, model.max_context or max_model_len)
     return ReplicaMemory(weights, usable, kv_bytes, per_token, tokens, needed)
 

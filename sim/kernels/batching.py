@@ -45,6 +45,13 @@ token budget B = max_num_batched_tokens and at most S = max_num_seqs running seq
     time of its single request.
 A draining or offline replica admits nothing; a draining one finishes what it runs.
 
+Async scheduling (`async_scheduling`, as vLLM V1 does by default since late 2025): the engine
+schedules iteration k+1 while iteration k runs, so the iteration composed when iteration k
+ends admits only requests that had arrived when iteration k *started*; later arrivals wait
+for the next one (about one more iteration of TTFT). If that leaves nothing to run, the
+scheduler looks again at once, with every arrival so far. An idle replica schedules a new
+arrival immediately.
+
 Prefix caching. A request in prefix group g whose prefix is cached on the replica skips the
 prefix's prefill and holds no KV for it (it references the cached copy). A request that
 computes the prefix hands those KV tokens to the cache when its prefill completes (unless the
@@ -55,8 +62,10 @@ unreferenced ones are evicted, least recently used first (a use is a hand-off or
 admission of a request that hits it).
 
 Iteration end. Chunks advance; a sequence whose prefill completes produces its first token
-(first_token = end time, if it had none yet) and starts decoding; every sequence that was
-decoding produced one token. A sequence with G generated tokens after decode step D (an iteration in which
+and starts decoding; every sequence that was decoding produced one token. Tokens reach the
+client through the engine's front end (API server: detokenising, streaming) a delay
+`frontend_s + frontend_per_step x (the iteration's duration)` after the iteration ends: that
+is first_token, and done for the last token (the replica frees its KV at the iteration end). A sequence with G generated tokens after decode step D (an iteration in which
 the decoding sequences advance; prefill-only iterations are not decode steps) finishes at
 step D + (output - G); sequences finishing at the same iteration complete in request
 order. KV accounting is per token (paged blocks are not modelled; vLLM wastes fewer than
@@ -71,7 +80,7 @@ waiting or when the head of its queue (its own, else the shared one) has waited
 batch takes a + c x b seconds; all its requests complete (first token = done) at its end.
 
 Closed loop (clients > 0): requests beyond the first `clients` have no arrival time; when a
-request completes (or is rejected) at time t, the next unreleased request arrives at
+request completes (done, or rejected) at time t, the next unreleased request arrives at
 t + loop_delay; pending arrivals are kept in time order.
 
 Per request the kernel records the replica, the time it was first scheduled (dispatch), the
@@ -204,7 +213,8 @@ PI_SIZE = 14
 PF_BUSY_UNTIL = 0
 PF_BUSY_TIME = 1  # seconds spent in iterations (for utilisation)
 PF_ITER_START = 2
-PF_SIZE = 3
+PF_LONGEST = 3  # the longest iteration so far (bounds how late the front end delivers)
+PF_SIZE = 4
 
 # Configuration (cfg[F]).
 C_REPLICAS = 0
@@ -219,7 +229,14 @@ C_ROUTER = 8
 C_CLIENTS = 9
 C_GROUPS = 10
 C_DEADLINES = 11  # 1 when some request has a finite patience (client timeouts are events)
-C_SIZE = 12
+C_ASYNC = 12  # 1: async scheduling (an iteration is scheduled when the previous one starts)
+C_SIZE = 13
+
+# Float configuration (fcfg[F]).
+F_LOOP_DELAY = 0  # closed loop: from a response reaching its client to the client's next request
+F_FRONTEND_S = 1  # the front end's fixed delay from a token's iteration end to its client
+F_FRONTEND_PER_STEP = 2  # ... plus this fraction of that iteration's duration
+F_SIZE = 3
 
 # Global counters (glob[F]).
 G_NEXT_ARRIVAL = 0  # index into `order` of the next arrival to take
@@ -566,27 +583,33 @@ def _compose_dynamic_batch(req_i, req_f, rep_i, rep_f, running, prefilling, queu
     rep_f[r, PF_ITER_START] = t
     rep_f[r, PF_BUSY_UNTIL] = t + dt
     rep_f[r, PF_BUSY_TIME] += dt
+    if dt > rep_f[r, PF_LONGEST]:
+        rep_f[r, PF_LONGEST] = dt
     return True
 
 
 @njit(cache=True)
-def _end_dynamic_batch(req_i, req_f, rep_i, rep_f, running, cache_i, order, glob, cfg, r, loop_delay):
+def _end_dynamic_batch(req_i, req_f, rep_i, rep_f, running, cache_i, order, glob, cfg, r, fcfg):
     t = rep_f[r, PF_BUSY_UNTIL]
+    seen = t + _frontend_delay(fcfg, t - rep_f[r, PF_ITER_START])
     rep_i[r, PI_ITERATIONS] += 1
     batch = np.sort(running[r, :rep_i[r, PI_RUNNING]].copy())  # complete in request order
     for i in batch:
-        req_f[i, RF_FIRST_TOKEN] = t
+        req_f[i, RF_FIRST_TOKEN] = seen
         req_i[i, RI_KV_BASE] = 0
         req_i[i, RI_GEN0] = req_i[i, RI_OUTPUT] - 1  # holds no KV: _complete frees nothing
-        _complete(req_i, req_f, rep_i, running, cache_i, order, glob, cfg, r, i, t, loop_delay)
+        _complete(req_i, req_f, rep_i, running, cache_i, order, glob, cfg, r, i, seen, fcfg)
     rep_i[r, PI_IN_FLIGHT] = IDLE
     rep_f[r, PF_BUSY_UNTIL] = INF
 
 
 @njit(cache=True)
 def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
-             prefix_tokens_of_group, glob, cfg, params, r, t):
-    """Decide replica r's next iteration at time t and start it; returns False if idle."""
+             prefix_tokens_of_group, glob, cfg, params, r, t, cutoff):
+    """Decide replica r's next iteration at time t and start it; returns False if idle.
+
+    Only requests that arrived by `cutoff` are admitted (async scheduling: the iteration was
+    scheduled when the previous one started)."""
     if rep_i[r, PI_STATE] == OFFLINE or rep_i[r, PI_STATE] == DOWN:
         return False
     if cfg[C_MODE] == MODE_DYNAMIC_BATCH:
@@ -603,6 +626,7 @@ def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, q
     prefill_tokens = 0
     prefill_pairs = 0
     prefill_context = 0
+    prefill_seqs = 0
     logit_tokens = 0
     decodes = rep_i[r, PI_DECODING]
     admitting = rep_i[r, PI_STATE] == ACTIVE or queues[r, 0] >= 0
@@ -627,6 +651,8 @@ def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, q
             i = queues[q, 0]
             if rep_i[r, PI_STATE] == DRAINING and q != r:
                 break
+            if req_f[i, RF_ARRIVAL] > cutoff:
+                break
             todo = _try_admit(req_i, req_f, rep_i, running, prefilling, cache_i,
                               prefix_tokens_of_group, glob, cfg, r, i, t, kv_cap, q != r)
             if todo < 0:
@@ -640,6 +666,7 @@ def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, q
             chunk = req_i[i, RI_CHUNK]
             if chunk > 0:
                 done = req_i[i, RI_PREFILLED]
+                prefill_seqs += 1
                 prefill_tokens += chunk
                 prefill_pairs += chunk * done + chunk * (chunk + 1) // 2
                 prefill_context += done
@@ -657,6 +684,8 @@ def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, q
             need = req_i[i, RI_TARGET]
             if admitted > 0 and need > left:
                 break
+            if req_f[i, RF_ARRIVAL] > cutoff:
+                break
             todo = _try_admit(req_i, req_f, rep_i, running, prefilling, cache_i,
                               prefix_tokens_of_group, glob, cfg, r, i, t, kv_cap, q != r)
             if todo < 0:
@@ -665,6 +694,7 @@ def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, q
             req_i[i, RI_CHUNK] = todo
             left -= todo
             admitted += 1
+            prefill_seqs += 1
             done = req_i[i, RI_PREFILLED]
             prefill_tokens += todo
             prefill_pairs += todo * done + todo * (todo + 1) // 2
@@ -683,12 +713,14 @@ def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, q
     if cfg[C_MODE] == MODE_SERVICE_TIME:
         dt = req_f[prefilling[r, 0], RF_SERVICE] if rep_i[r, PI_PREFILLING] > 0 else 0.0
     else:
-        dt = step_time(params, prefill_tokens, prefill_pairs, prefill_context, decodes,
+        dt = step_time(params, prefill_tokens, prefill_pairs, prefill_context, prefill_seqs, decodes,
                        rep_i[r, PI_DECODE_CONTEXT] if decodes > 0 else 0, logit_tokens)
     rep_i[r, PI_IN_FLIGHT] = 1
     rep_f[r, PF_ITER_START] = t
     rep_f[r, PF_BUSY_UNTIL] = t + dt
     rep_f[r, PF_BUSY_TIME] += dt
+    if dt > rep_f[r, PF_LONGEST]:
+        rep_f[r, PF_LONGEST] = dt
     return True
 
 
@@ -709,7 +741,14 @@ def _release_next(req_f, order, glob, t):
 
 
 @njit(cache=True, inline="always")
-def _complete(req_i, req_f, rep_i, running, cache_i, order, glob, cfg, r, i, t, loop_delay):
+def _frontend_delay(fcfg, step_s):
+    """How long after its iteration ends a token reaches the client (the engine's front end)."""
+    return fcfg[F_FRONTEND_S] + fcfg[F_FRONTEND_PER_STEP] * step_s
+
+
+@njit(cache=True, inline="always")
+def _complete(req_i, req_f, rep_i, running, cache_i, order, glob, cfg, r, i, t, fcfg):
+    """Request i's last token reaches its client at t; its replica frees what it held."""
     req_i[i, RI_STATUS] = DONE
     req_f[i, RF_DONE] = t
     rep_i[r, PI_KV_USED] -= req_i[i, RI_KV_BASE] + (req_i[i, RI_OUTPUT] - req_i[i, RI_GEN0] - 1)
@@ -717,13 +756,14 @@ def _complete(req_i, req_f, rep_i, running, cache_i, order, glob, cfg, r, i, t, 
     _drop_running(req_i, rep_i, running, r, i)
     rep_i[r, PI_OUTSTANDING] -= 1
     if cfg[C_CLIENTS] > 0:
-        _release_next(req_f, order, glob, t + loop_delay)
+        _release_next(req_f, order, glob, t + fcfg[F_LOOP_DELAY])
 
 
 @njit(cache=True)
 def _end_iteration(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i,
-                   prefix_tokens_of_group, order, glob, cfg, r, loop_delay):
+                   prefix_tokens_of_group, order, glob, cfg, r, fcfg):
     t = rep_f[r, PF_BUSY_UNTIL]
+    seen = t + _frontend_delay(fcfg, t - rep_f[r, PF_ITER_START])  # when its tokens reach clients
     rep_i[r, PI_ITERATIONS] += 1
     if rep_i[r, PI_ITER_DECODES] > 0:
         rep_i[r, PI_DECODE_STEPS] += 1
@@ -745,7 +785,7 @@ def _end_iteration(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cach
         _remove_at(prefilling, r, rep_i[r, PI_PREFILLING], k)
         rep_i[r, PI_PREFILLING] -= 1
         if np.isnan(req_f[i, RF_FIRST_TOKEN]):
-            req_f[i, RF_FIRST_TOKEN] = t
+            req_f[i, RF_FIRST_TOKEN] = seen
         group = req_i[i, RI_GROUP]
         if (cfg[C_PREFIX_CACHING] == 1 and group >= 0 and req_i[i, RI_USES_PREFIX] == 0
                 and cache_i[r, group, K_CACHED] == 0 and req_i[i, RI_PREFIX] < req_i[i, RI_TARGET]):
@@ -760,7 +800,7 @@ def _end_iteration(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cach
         req_i[i, RI_FINISH_STEP] = step + (req_i[i, RI_OUTPUT] - generated)
         if generated >= req_i[i, RI_OUTPUT]:
             req_i[i, RI_FINISH_STEP] = step
-            _complete(req_i, req_f, rep_i, running, cache_i, order, glob, cfg, r, i, t, loop_delay)
+            _complete(req_i, req_f, rep_i, running, cache_i, order, glob, cfg, r, i, seen, fcfg)
             continue
         rep_i[r, PI_DECODING] += 1
         rep_i[r, PI_DECODE_CONTEXT] += req_i[i, RI_PROMPT] + generated
@@ -770,7 +810,7 @@ def _end_iteration(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cach
         i = _heap_pop(rep_i, hk, hr, r)
         rep_i[r, PI_DECODING] -= 1
         rep_i[r, PI_DECODE_CONTEXT] -= req_i[i, RI_PROMPT] + req_i[i, RI_OUTPUT]
-        _complete(req_i, req_f, rep_i, running, cache_i, order, glob, cfg, r, i, t, loop_delay)
+        _complete(req_i, req_f, rep_i, running, cache_i, order, glob, cfg, r, i, seen, fcfg)
     rep_i[r, PI_IN_FLIGHT] = 0
     rep_f[r, PF_BUSY_UNTIL] = INF
     return t
@@ -848,15 +888,17 @@ def _run_ahead(rep_i, rep_f, hk, queues, cfg, params, r, t_end, next_arrival):
         rep_i[r, PI_DECODE_CONTEXT] += decodes
         # the next one: the same sequences, one token further
         rep_i[r, PI_KV_USED] += decodes
-        dt = step_time(params, 0, 0, 0, decodes, rep_i[r, PI_DECODE_CONTEXT], decodes)
+        dt = step_time(params, 0, 0, 0, 0, decodes, rep_i[r, PI_DECODE_CONTEXT], decodes)
         rep_f[r, PF_ITER_START] = end
         end = end + dt
         rep_f[r, PF_BUSY_UNTIL] = end
         rep_f[r, PF_BUSY_TIME] += dt
+        if dt > rep_f[r, PF_LONGEST]:
+            rep_f[r, PF_LONGEST] = dt
 
 
 @njit(cache=True)
-def _expire(req_i, req_f, rep_i, queues, order, glob, cfg, i, t, loop_delay):
+def _expire(req_i, req_f, rep_i, queues, order, glob, cfg, i, t, fcfg):
     """Request i's deadline has come: if it still waits unadmitted, it fails (client timeout)."""
     if req_i[i, RI_STATUS] != WAITING or not np.isnan(req_f[i, RF_DISPATCH]):
         return False
@@ -867,13 +909,13 @@ def _expire(req_i, req_f, rep_i, queues, order, glob, cfg, i, t, loop_delay):
     req_i[i, RI_STATUS] = FAILED
     req_f[i, RF_DONE] = t
     if cfg[C_CLIENTS] > 0:
-        _release_next(req_f, order, glob, t + loop_delay)
+        _release_next(req_f, order, glob, t + fcfg[F_LOOP_DELAY])
     return True
 
 
 @njit(cache=True)
 def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
-            prefix_tokens_of_group, order, deadline_order, glob, cfg, params, t_end, loop_delay):
+            prefix_tokens_of_group, order, deadline_order, glob, cfg, params, t_end, fcfg):
     """Run every arrival, iteration end and deadline with time <= t_end; returns events processed."""
     n_rep = cfg[C_REPLICAS]
     shared_q = n_rep
@@ -904,7 +946,7 @@ def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
             if td > t_end:
                 break
             glob[G_NEXT_DEADLINE] += 1
-            if _expire(req_i, req_f, rep_i, queues, order, glob, cfg, j, td, loop_delay):
+            if _expire(req_i, req_f, rep_i, queues, order, glob, cfg, j, td, fcfg):
                 events += 1
             continue
         if ta <= te:
@@ -918,7 +960,7 @@ def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
                 req_i[i, RI_STATUS] = REJECTED
                 req_f[i, RF_DONE] = ta
                 if cfg[C_CLIENTS] > 0:
-                    _release_next(req_f, order, glob, ta + loop_delay)
+                    _release_next(req_f, order, glob, ta + fcfg[F_LOOP_DELAY])
                 continue
             q = _route(req_i, req_f, rep_i, cfg, glob, i)
             req_i[i, RI_STATUS] = WAITING
@@ -928,12 +970,12 @@ def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
                 rep_i[q, PI_OUTSTANDING] += 1
                 if rep_i[q, PI_IN_FLIGHT] != BUSY:
                     _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i,
-                             queues, prefix_tokens_of_group, glob, cfg, params, q, ta)
+                             queues, prefix_tokens_of_group, glob, cfg, params, q, ta, ta)
             else:
                 for r in range(n_rep):
                     if rep_i[r, PI_IN_FLIGHT] != BUSY and rep_i[r, PI_STATE] == ACTIVE:
                         _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i,
-                                 queues, prefix_tokens_of_group, glob, cfg, params, r, ta)
+                                 queues, prefix_tokens_of_group, glob, cfg, params, r, ta, ta)
                         if queues[shared_q, 0] < 0:
                             break
         else:
@@ -944,12 +986,18 @@ def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
                 rep_i[rmin, PI_IN_FLIGHT] = IDLE
             elif cfg[C_MODE] == MODE_DYNAMIC_BATCH:
                 _end_dynamic_batch(req_i, req_f, rep_i, rep_f, running, cache_i, order, glob, cfg, rmin,
-                                   loop_delay)
+                                   fcfg)
             else:
                 _end_iteration(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i,
-                               prefix_tokens_of_group, order, glob, cfg, rmin, loop_delay)
-            _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
-                     prefix_tokens_of_group, glob, cfg, params, rmin, te)
+                               prefix_tokens_of_group, order, glob, cfg, rmin, fcfg)
+            # async scheduling: the next iteration was scheduled when the one ending now
+            # started, so it admits only what had arrived by then; with nothing to run, the
+            # scheduler looks again at once
+            cutoff = rep_f[rmin, PF_ITER_START] if cfg[C_ASYNC] == 1 else te
+            if not _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
+                            prefix_tokens_of_group, glob, cfg, params, rmin, te, cutoff) and cutoff < te:
+                _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
+                         prefix_tokens_of_group, glob, cfg, params, rmin, te, te)
             next_arrival = INF
             if glob[G_NEXT_ARRIVAL] < glob[G_RELEASED]:
                 next_arrival = req_f[order[glob[G_NEXT_ARRIVAL]], RF_ARRIVAL]
@@ -959,7 +1007,7 @@ def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
 
 @njit(cache=True)
 def _fail_replica(req_i, req_f, rep_i, rep_f, running, cache_i, queues, order, glob, cfg, r, t,
-                  max_attempts, loop_delay):
+                  max_attempts, fcfg):
     """Replica r fails at t (see the module docstring); returns the requests that failed for good."""
     lost = np.empty(rep_i[r, PI_RUNNING], dtype=np.int64)
     for k in range(rep_i[r, PI_RUNNING]):
@@ -1029,7 +1077,7 @@ def _fail_replica(req_i, req_f, rep_i, rep_f, running, cache_i, queues, order, g
             failed[n_failed] = i
             n_failed += 1
             if cfg[C_CLIENTS] > 0:
-                _release_next(req_f, order, glob, t + loop_delay)
+                _release_next(req_f, order, glob, t + fcfg[F_LOOP_DELAY])
         else:
             req_i[i, RI_RETRIES] += 1
             req_i[i, RI_STATUS] = WAITING
@@ -1095,9 +1143,12 @@ class PoolKernel:
         router_u: np.ndarray | None = None,
         clients: int = 0,
         loop_delay_s: float = 0.0,
+        frontend_s: float = 0.0,
+        frontend_per_step: float = 0.0,
         timeout_s: float = np.inf,
         patience_s: np.ndarray | None = None,
         max_attempts: int = 0,
+        async_scheduling: bool = False,
     ) -> None:
         n = len(arrival_s)
         if not (len(prompt_tokens) == len(output_tokens) == n):
@@ -1172,13 +1223,17 @@ class PoolKernel:
         self.cfg[C_ROUTER] = ROUTERS[router]
         self.cfg[C_CLIENTS] = clients
         self.cfg[C_GROUPS] = groups
+        self.cfg[C_ASYNC] = 1 if async_scheduling and service_s is None and batch_latency is None else 0
         if batch_latency is not None:
             params = np.array([batch_latency[0], batch_latency[1], max_queue_delay_s], dtype=np.float64)
             self.cfg[C_CHUNKED] = 0
         self.params = np.zeros(1) if params is None else params
         self.cfg[C_DEADLINES] = int(bool(np.isfinite(self.req_f[:, RF_PATIENCE]).any()))
         self._order_deadlines()
-        self.loop_delay_s = float(loop_delay_s)
+        self.fcfg = np.zeros(F_SIZE, dtype=np.float64)
+        self.fcfg[F_LOOP_DELAY] = loop_delay_s
+        self.fcfg[F_FRONTEND_S] = frontend_s
+        self.fcfg[F_FRONTEND_PER_STEP] = frontend_per_step
         self.now = 0.0
         self.events = 0
         self.advanced = False
@@ -1202,7 +1257,7 @@ class PoolKernel:
             self.req_i, self.req_f, self.rep_i, self.rep_f, self.running, self.prefilling,
             self.heap_key, self.heap_req, self.cache_i, self.queues, self.prefix_tokens_of_group,
             self.order, self.deadline_order, self.glob, self.cfg, self.params, float(t),
-            self.loop_delay_s,
+            self.fcfg,
         )
         self.advanced = True
         self.now = float(t)
@@ -1211,7 +1266,7 @@ class PoolKernel:
         if self.rep_i[r, PI_IN_FLIGHT] != BUSY:
             _compose(self.req_i, self.req_f, self.rep_i, self.rep_f, self.running, self.prefilling,
                      self.heap_key, self.heap_req, self.cache_i, self.queues,
-                     self.prefix_tokens_of_group, self.glob, self.cfg, self.params, r, self.now)
+                     self.prefix_tokens_of_group, self.glob, self.cfg, self.params, r, self.now, self.now)
 
     # -- control calls (made by the SimPy world, after advance_to(env.now)) -----------------
 
@@ -1266,7 +1321,7 @@ class PoolKernel:
             return np.empty(0, dtype=np.int64)
         failed = _fail_replica(self.req_i, self.req_f, self.rep_i, self.rep_f, self.running, self.cache_i,
                                self.queues, self.order, self.glob, self.cfg, r, self.now, self.max_attempts,
-                               self.loop_delay_s)
+                               self.fcfg)
         for other in range(self.replicas):
             if self.rep_i[other, PI_STATE] == ACTIVE:
                 self._wake(other)
@@ -1387,3 +1442,10 @@ class PoolKernel:
     @property
     def iterations(self) -> np.ndarray:
         return self.rep_i[:, PI_ITERATIONS]
+
+    @property
+    def frontend_lag_bound_s(self) -> float:
+        """The longest a token waits in the front end after its iteration ends, in this run so far
+        (a request done by the horizon at the engine may reach its client up to this much later)."""
+        longest = float(self.rep_f[:, PF_LONGEST].max()) if self.replicas else 0.0
+        return float(self.fcfg[F_FRONTEND_S] + self.fcfg[F_FRONTEND_PER_STEP] * longest)

@@ -1,33 +1,49 @@
-"""Roofline step time: how long one engine iteration takes on a GPU.
+"""Step time: how long one engine iteration takes on a replica, component by component.
 
-An iteration of a continuous-batching engine runs one forward pass over every token in the
-batch: prefill tokens (a prompt, or a chunk of one) and one token for each decoding sequence.
-Its time is set by whichever roof it hits first, compute or memory, plus a fixed overhead:
+An iteration of a continuous-batching engine runs one forward pass over every token it
+schedules: prefill tokens (a prompt, or a chunk of one) and one token for each decoding
+sequence. A real iteration is a chain of kernels, each limited by its own roof (compute or
+memory), so the step time is the *sum* of per-component rooflines, not one max over the
+whole step:
 
-    time = max(FLOPs / (tp x peak x MFU), bytes / (tp x bandwidth x MBU)) + overhead + allreduce
+    t_step = t_host + t_linear + t_head + t_attn_prefill + t_attn_decode + t_experts + t_allreduce
 
-with, for a transformer of L layers, hidden size h, n_h query heads and n_kv KV heads of size
-d, FFN size f (gated: three matrices), vocabulary V, and T = prefill tokens + decoding
-sequences in the batch:
+For a transformer of L layers, hidden size h, n_h query heads and n_kv KV heads of size d,
+vocabulary V, and for an iteration with P prefill tokens in c chunks (attending to X cached
+tokens, forming Q causal query-key pairs), D decoding sequences whose contexts sum to C, and
+T = P + D scheduled tokens, on a replica of `tp` GPUs with peak FLOP/s F and bandwidth B
+each (rates below are per replica: tp x F, tp x B):
 
-    linear FLOPs per token  = 2 x L x (h x n_h d + 2 h x n_kv d + n_h d x h + 3 h f)
-    (mixture of experts: 3 h f is replaced by k x 3 h f_e + h x E for k of E experts)
-    attention FLOPs         = 4 x L x n_h x d per (query, key) pair; a prefill chunk of n
-                              tokens after c cached ones has n c + n (n + 1) / 2 pairs,
-                              a decoding sequence with context c has c pairs
-    LM head FLOPs           = 2 x h x V per token that produces a logit (decoding sequences,
-                              and prompts whose prefill completes in this iteration)
-    weight bytes            = params x bytes/param, read once per iteration
-                              (MoE: shared weights + the experts the batch touches; T tokens
-                              touch E x (1 - (1 - k/E)^T) experts per layer in expectation)
-    KV bytes                = (context read + T written) x 2 L n_kv d x bytes(KV element)
-    activation bytes        = 8 x L x h x T x 2 (inputs and outputs of the four projections)
-    allreduce (tp > 1)      = 2 L all-reduces of T x h x 2 bytes, ring: 2 (tp-1)/tp x size /
-                              (interconnect x efficiency)
+    each component        t = max(FLOPs / (tp F f_op(m)),  bytes / (tp B b_op))
 
-Peak FLOP/s is the GPU's dense peak for the compute precision: fp8 and int8 compute at their
-own peaks; int4 (weight-only) computes at bf16. MFU, MBU, the per-iteration overhead and the
-all-reduce efficiency come from the catalog (fitted per GPU) or the scenario.
+    linear (dense GEMMs)  FLOPs = 2 T N_lin,  bytes = N_lin x bytes/param,      m = T
+                          N_lin = L (h n_h d + 2 h n_kv d + n_h d h + 3 h f)  (attention
+                          projections and a gated MLP; MoE: the router h E instead of the MLP)
+                          and the bytes are all streamed weights but the LM head and experts
+    LM head               FLOPs = 2 h V x logits, bytes = h V x bytes/param,    m = logits
+                          (logits: decoding sequences and prompts whose prefill ends here)
+    attention, prefill    FLOPs = 4 L n_h d x Q,  bytes = (X + P) x kv_bytes_per_token
+    attention, decode     FLOPs = 4 L n_h d x C,  bytes = (C + D) x kv_bytes_per_token,
+                          at the KV-read bandwidth fraction b_kv (paged KV reads run well
+                          below weight streaming)
+    MoE experts           FLOPs = 2 T k x 3 h f_e x L, m = T k / E tokens per expert;
+                          bytes = L x E (1 - (1 - k/E)^T) x 3 h f_e x bytes/param: only
+                          the experts a batch touches (expected count, uniform routing)
+    all-reduce (tp > 1)   2 L calls of (latency + log2(tp) x T h 2 bytes / (I x a)), with I
+                          the per-GPU interconnect bandwidth and a its efficiency: recursive
+                          doubling moves the whole message in each of its log2(tp) rounds
+                          (Thakur, Rabenseifner & Gropp 2005). It matches the growth of vLLM's
+                          custom all-reduce from TP2 to TP4 and TP8 at decode-sized messages
+                          (shared/facts/ENGINES.md §5.1) better than a ring's 2 (tp-1)/tp
+    host (scheduler)      t_host = o_fixed + o_seq x (D + c) + o_token x P
+
+GEMM efficiency grows with the rows it multiplies (tiles of 64-128 rows are filled only by
+large M): f_op(m) = f_op x m / (m + m_half), with m_half the engine profile's
+`gemm_half_m`. Dense GEMMs, prefill attention and expert GEMMs each have their own f_op;
+the LM head uses the dense one. Peak FLOP/s is the GPU's dense peak for the compute
+precision: fp8 and int8 compute at their own peaks; int4 (weight-only) computes at bf16.
+The fractions, overheads and all-reduce terms come from an engine profile (the catalog's
+`engines`, per GPU with a default; see `sim.catalog`), fitted to measured runs.
 
 Everything here is a pure function over a packed parameter vector, so the numba serving kernel
 and the pure-SimPy oracle call the very same code.
@@ -35,37 +51,80 @@ and the pure-SimPy oracle call the very same code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 from numba import njit
 
-from sim.catalog import BYTES_PER_PARAM, GPU, Model
+from sim.catalog import BYTES_PER_PARAM, GPU, Engine, Model
 
-# Indices into the packed parameter vector.
+# Indices into the packed parameter vector: model shape ...
 P_LINEAR_FLOPS_PER_TOKEN = 0
-P_ATTN_FLOPS_PER_PAIR = 1
-P_LM_HEAD_FLOPS_PER_TOKEN = 2
-P_DENSE_WEIGHT_BYTES = 3  # weights every iteration reads (all of them for a dense model)
-P_EXPERT_BYTES_PER_LAYER_EXPERT = 4
-P_EXPERTS = 5
-P_EXPERTS_PER_TOKEN = 6
-P_LAYERS = 7
-P_KV_BYTES_PER_TOKEN = 8
-P_ACT_BYTES_PER_TOKEN = 9
-P_FLOPS_RATE = 10  # tp x peak x MFU
-P_BYTES_RATE = 11  # tp x bandwidth x MBU
-P_OVERHEAD_S = 12
-P_ALLREDUCE_S_PER_TOKEN = 13
-P_SIZE = 14
+P_LINEAR_BYTES = 1
+P_HEAD_FLOPS_PER_TOKEN = 2
+P_HEAD_BYTES = 3
+P_ATTN_FLOPS_PER_PAIR = 4
+P_KV_BYTES_PER_TOKEN = 5
+P_EXPERT_FLOPS_PER_TOKEN = 6  # all experts a token visits, all layers
+P_EXPERT_BYTES_PER_LAYER_EXPERT = 7
+P_EXPERTS = 8
+P_EXPERTS_PER_TOKEN = 9
+P_LAYERS = 10
+# ... and the replica's rates under the engine profile
+P_GEMM_RATE = 11  # tp x peak x gemm fraction (large M)
+P_ATTN_RATE = 12  # tp x peak x prefill-attention fraction
+P_EXPERT_RATE = 13  # tp x peak x expert-GEMM fraction (large M)
+P_GEMM_HALF_M = 14
+P_WEIGHT_BW = 15  # tp x bandwidth x weight-streaming fraction
+P_KV_BW = 16  # tp x bandwidth x KV-read fraction
+P_OVERHEAD_S = 17
+P_OVERHEAD_PER_SEQ_S = 18
+P_OVERHEAD_PER_PREFILL_TOKEN_S = 19
+P_ALLREDUCE_CALLS = 20  # 2 L when tp > 1, else 0
+P_ALLREDUCE_LATENCY_S = 21
+P_ALLREDUCE_S_PER_TOKEN = 22
+P_SIZE = 23
 
 
 @dataclass(frozen=True)
-class EngineEfficiency:
-    mfu: float
-    mbu: float
-    iteration_overhead_s: float
-    allreduce_efficiency: float
+class EngineProfile:
+    """How close one serving engine gets to a GPU's datasheet peaks, and what it adds.
+
+    Fractions are of the datasheet peak (dense FLOP/s at the compute precision, memory
+    bandwidth, interconnect bandwidth); times are seconds.
+    """
+
+    bandwidth: float = 0.80  # weight streaming, fraction of memory bandwidth
+    kv_bandwidth: float = 0.50  # paged KV reads in decode attention
+    gemm: float = 0.60  # dense GEMM FLOP fraction at large M
+    gemm_half_m: float = 64.0  # rows at which a GEMM reaches half its large-M fraction
+    attention_prefill: float = 0.45  # prefill (flash) attention FLOP fraction
+    moe_gemm: float = 0.30  # expert (grouped) GEMM FLOP fraction at large M
+    overhead_s: float = 0.001  # per iteration
+    overhead_per_seq_s: float = 10e-6  # per scheduled sequence
+    overhead_per_prefill_token_s: float = 0.0  # per prefill token (input preparation)
+    allreduce_latency_s: float = 10e-6  # per all-reduce call
+    allreduce_bandwidth: float = 0.5  # fraction of the interconnect bandwidth
+    frontend_s: float = 0.0  # API server: from a token's iteration end to its client
+    frontend_per_step: float = 0.0  # ... plus this fraction of that iteration (streaming lag)
+
+    def with_values(self, **values: float) -> EngineProfile:
+        return replace(self, **values)
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+PROFILE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(EngineProfile))
+
+
+def engine_profile(engine: Engine, gpu_id: str, overrides: Mapping[str, float | None] | None = None) -> EngineProfile:
+    """An engine's factors on one GPU (its defaults, the GPU's entry, then `overrides`)."""
+    values = engine.factors(gpu_id)
+    if overrides:
+        values.update({k: v for k, v in overrides.items() if v is not None and k in PROFILE_FIELDS})
+    return EngineProfile(**values)
 
 
 def compute_precision(precision: str) -> str:
@@ -78,7 +137,7 @@ def pack_params(
     gpu: GPU,
     precision: str,
     tp: int,
-    efficiency: EngineEfficiency,
+    profile: EngineProfile,
     kv_precision: str = "bf16",
 ) -> np.ndarray:
     """The parameter vector `step_time` reads, for one replica of `tp` GPUs."""
@@ -88,43 +147,58 @@ def pack_params(
     nh, nkv, d = model.heads, model.kv_heads, model.head_dim
     assert h is not None and nh is not None and nkv is not None and d is not None
     assert model.vocab is not None
-    attention_params = h * nh * d + 2 * h * nkv * d + nh * d * h
     bpp = BYTES_PER_PARAM[precision]
+    attention_params = h * nh * d + 2 * h * nkv * d + nh * d * h
+    head_params = float(h * model.vocab)
+    streamed_params = model.params - head_params  # the embedding table is looked up, not streamed
+    params = np.zeros(P_SIZE, dtype=np.float64)
     if model.is_moe:
         assert model.experts is not None and model.experts_per_token is not None
         assert model.expert_ffn is not None
-        expert_params = 3 * h * model.expert_ffn
-        mlp_flops_params = model.experts_per_token * expert_params + h * model.experts
+        expert_params = 3.0 * h * model.expert_ffn
+        linear_flop_params = L * (attention_params + h * model.experts)
         all_expert_params = L * model.experts * expert_params
-        dense_weight_bytes = (model.params - all_expert_params) * bpp
-        expert_bytes = expert_params * bpp
-        experts, experts_per_token = model.experts, model.experts_per_token
+        params[P_EXPERT_FLOPS_PER_TOKEN] = 2.0 * L * model.experts_per_token * expert_params
+        params[P_EXPERT_BYTES_PER_LAYER_EXPERT] = expert_params * bpp
+        params[P_EXPERTS] = model.experts
+        params[P_EXPERTS_PER_TOKEN] = model.experts_per_token
     else:
         assert model.ffn is not None
-        mlp_flops_params = 3 * h * model.ffn
-        dense_weight_bytes = model.params * bpp
-        expert_bytes, experts, experts_per_token = 0.0, 0, 0
-    params = np.zeros(P_SIZE, dtype=np.float64)
-    params[P_LINEAR_FLOPS_PER_TOKEN] = 2.0 * L * (attention_params + mlp_flops_params)
+        linear_flop_params = L * (attention_params + 3 * h * model.ffn)
+        all_expert_params = 0.0
+    params[P_LINEAR_FLOPS_PER_TOKEN] = 2.0 * linear_flop_params
+    params[P_LINEAR_BYTES] = max(streamed_params - head_params - all_expert_params, 0.0) * bpp
+    params[P_HEAD_FLOPS_PER_TOKEN] = 2.0 * head_params
+    params[P_HEAD_BYTES] = head_params * bpp
     params[P_ATTN_FLOPS_PER_PAIR] = 4.0 * L * nh * d
-    params[P_LM_HEAD_FLOPS_PER_TOKEN] = 2.0 * h * model.vocab
-    params[P_DENSE_WEIGHT_BYTES] = dense_weight_bytes
-    params[P_EXPERT_BYTES_PER_LAYER_EXPERT] = expert_bytes
-    params[P_EXPERTS] = experts
-    params[P_EXPERTS_PER_TOKEN] = experts_per_token
-    params[P_LAYERS] = L
     params[P_KV_BYTES_PER_TOKEN] = model.kv_bytes_per_token(kv_precision)
-    params[P_ACT_BYTES_PER_TOKEN] = 8.0 * L * h * 2.0
-    params[P_FLOPS_RATE] = tp * gpu.peak(compute_precision(precision)) * efficiency.mfu
-    params[P_BYTES_RATE] = tp * gpu.memory_bandwidth * efficiency.mbu
-    params[P_OVERHEAD_S] = efficiency.iteration_overhead_s
+    params[P_LAYERS] = L
+    peak = tp * gpu.peak(compute_precision(precision))
+    params[P_GEMM_RATE] = peak * profile.gemm
+    params[P_ATTN_RATE] = peak * profile.attention_prefill
+    params[P_EXPERT_RATE] = peak * profile.moe_gemm
+    params[P_GEMM_HALF_M] = profile.gemm_half_m
+    params[P_WEIGHT_BW] = tp * gpu.memory_bandwidth * profile.bandwidth
+    params[P_KV_BW] = tp * gpu.memory_bandwidth * profile.kv_bandwidth
+    params[P_OVERHEAD_S] = profile.overhead_s
+    params[P_OVERHEAD_PER_SEQ_S] = profile.overhead_per_seq_s
+    params[P_OVERHEAD_PER_PREFILL_TOKEN_S] = profile.overhead_per_prefill_token_s
     if tp > 1:
-        bytes_per_token = h * 2.0
-        ring = 2.0 * (tp - 1) / tp
-        params[P_ALLREDUCE_S_PER_TOKEN] = (
-            2 * L * ring * bytes_per_token / (gpu.interconnect_bandwidth * efficiency.allreduce_efficiency)
-        )
+        rounds = float(np.log2(tp))
+        params[P_ALLREDUCE_CALLS] = 2.0 * L
+        params[P_ALLREDUCE_LATENCY_S] = profile.allreduce_latency_s
+        params[P_ALLREDUCE_S_PER_TOKEN] = rounds * h * 2.0 / (gpu.interconnect_bandwidth * profile.allreduce_bandwidth)
     return params
+
+
+@njit(cache=True, inline="always")
+def _roof(flops, rate, m, half_m, nbytes, bandwidth):
+    """max(compute, memory) of one component; the FLOP rate grows with the GEMM's rows m."""
+    compute = 0.0
+    if flops > 0.0:
+        compute = flops * (m + half_m) / (rate * m)
+    memory = nbytes / bandwidth
+    return compute if compute > memory else memory
 
 
 @njit(cache=True)
@@ -133,6 +207,7 @@ def step_time(
     prefill_tokens: int,
     prefill_pairs: int,
     prefill_context: int,
+    prefill_seqs: int,
     decode_seqs: int,
     decode_context: int,
     logit_tokens: int,
@@ -142,6 +217,7 @@ def step_time(
     prefill_tokens:  prompt tokens computed this iteration (all chunks)
     prefill_pairs:   causal (query, key) pairs of those chunks
     prefill_context: cached tokens the chunks attend to (read from the KV cache)
+    prefill_seqs:    sequences with a prefill chunk this iteration
     decode_seqs:     sequences producing one token each
     decode_context:  sum of their context lengths (keys read from the KV cache)
     logit_tokens:    tokens that go through the LM head
@@ -149,21 +225,28 @@ def step_time(
     tokens = prefill_tokens + decode_seqs
     if tokens <= 0:
         return 0.0
-    flops = (
-        params[P_LINEAR_FLOPS_PER_TOKEN] * tokens
-        + params[P_ATTN_FLOPS_PER_PAIR] * (prefill_pairs + decode_context)
-        + params[P_LM_HEAD_FLOPS_PER_TOKEN] * logit_tokens
-    )
-    weight_bytes = params[P_DENSE_WEIGHT_BYTES]
+    half_m = params[P_GEMM_HALF_M]
+    t = _roof(params[P_LINEAR_FLOPS_PER_TOKEN] * tokens, params[P_GEMM_RATE], tokens, half_m,
+              params[P_LINEAR_BYTES], params[P_WEIGHT_BW])
+    if logit_tokens > 0:
+        t += _roof(params[P_HEAD_FLOPS_PER_TOKEN] * logit_tokens, params[P_GEMM_RATE], logit_tokens, half_m,
+                   params[P_HEAD_BYTES], params[P_WEIGHT_BW])
+    kv = params[P_KV_BYTES_PER_TOKEN]
+    if prefill_tokens > 0:
+        t += _roof(params[P_ATTN_FLOPS_PER_PAIR] * prefill_pairs, params[P_ATTN_RATE], prefill_tokens, half_m,
+                   (prefill_context + prefill_tokens) * kv, params[P_WEIGHT_BW])
+    if decode_seqs > 0:
+        t += (decode_context + decode_seqs) * kv / params[P_KV_BW]
     experts = params[P_EXPERTS]
     if experts > 0.0:
-        untouched = (1.0 - params[P_EXPERTS_PER_TOKEN] / experts) ** tokens
-        weight_bytes += params[P_LAYERS] * experts * (1.0 - untouched) * params[P_EXPERT_BYTES_PER_LAYER_EXPERT]
-    kv_bytes = (prefill_context + decode_context + tokens) * params[P_KV_BYTES_PER_TOKEN]
-    memory_bytes = weight_bytes + kv_bytes + params[P_ACT_BYTES_PER_TOKEN] * tokens
-    compute_s = flops / params[P_FLOPS_RATE]
-    memory_s = memory_bytes / params[P_BYTES_RATE]
-    return max(compute_s, memory_s) + params[P_OVERHEAD_S] + params[P_ALLREDUCE_S_PER_TOKEN] * tokens
+        k = params[P_EXPERTS_PER_TOKEN]
+        touched = experts * (1.0 - (1.0 - k / experts) ** tokens)
+        t += _roof(params[P_EXPERT_FLOPS_PER_TOKEN] * tokens, params[P_EXPERT_RATE], tokens * k / experts, half_m,
+                   params[P_LAYERS] * touched * params[P_EXPERT_BYTES_PER_LAYER_EXPERT], params[P_WEIGHT_BW])
+    t += params[P_ALLREDUCE_CALLS] * (params[P_ALLREDUCE_LATENCY_S] + params[P_ALLREDUCE_S_PER_TOKEN] * tokens)
+    t += (params[P_OVERHEAD_S] + params[P_OVERHEAD_PER_SEQ_S] * (decode_seqs + prefill_seqs)
+          + params[P_OVERHEAD_PER_PREFILL_TOKEN_S] * prefill_tokens)
+    return t
 
 
 def chunk_pairs(chunk: int, cached: int) -> int:
@@ -173,9 +256,9 @@ def chunk_pairs(chunk: int, cached: int) -> int:
 
 def decode_time_batch1(params: np.ndarray, context: int) -> float:
     """Convenience: one decoding sequence with `context` tokens."""
-    return float(step_time(params, 0, 0, 0, 1, context, 1))
+    return float(step_time(params, 0, 0, 0, 0, 1, context, 1))
 
 
 def weights_read_time(params: np.ndarray) -> float:
-    """Dense weight bytes / (tp x bandwidth x MBU): the floor of every decode step."""
-    return float(params[P_DENSE_WEIGHT_BYTES] / params[P_BYTES_RATE])
+    """Dense weight bytes / weight-streaming bandwidth: the floor of every decode step."""
+    return float((params[P_LINEAR_BYTES] + params[P_HEAD_BYTES]) / params[P_WEIGHT_BW])

@@ -7,8 +7,9 @@
     throughput = gpus x peak(bf16) x training_mfu x (scaling_efficiency if gpus > 1 else 1)
     time       = FLOPs / throughput
 
-The rule 6 x N x D is the standard approximation (FACTS §4a); training MFU defaults per GPU in
-the catalog (35-45% for well-tuned dense training, FACTS §4a). Artifacts: full weights at the
+The rule 6 x N x D is the standard approximation (FACTS §4a); training MFU defaults per GPU and
+method in the catalog (`training.mfu` for full fine-tuning, `training.lora_mfu` for LoRA;
+35-45% for well-tuned dense training, FACTS §4a). Artifacts: full weights at the
 serving precision, or a LoRA adapter of rank r on the attention and MLP projections, stored in
 bf16: 2 bytes x r x (in + out) per adapted matrix per layer.
 """
@@ -18,6 +19,14 @@ from __future__ import annotations
 from sim.catalog import GPU, Model
 
 TRAINING_FLOPS_PER_PARAM_TOKEN = {"full": 6.0, "lora": 4.0}
+
+
+def training_mfu(gpu: GPU, method: str, full: float | None = None, lora: float | None = None) -> float:
+    """The MFU a fine-tuning job of `method` reaches on `gpu` (`full` / `lora` override the
+    catalog's; evaluations run forward passes at the full fine-tuning MFU)."""
+    if method == "lora":
+        return lora if lora is not None else gpu.training.lora_mfu
+    return full if full is not None else gpu.training.mfu
 
 
 def training_tokens(samples: float, tokens_per_sample: int, epochs: float) -> float:

@@ -1,9 +1,12 @@
 """The fidelity report: how far the simulator is from measured benchmarks, in one folder.
 
 `write_fidelity_report(result, out_dir)` takes a `sim.calibration.FidelityResult` (every
-measured point with the simulator's value for the same setup) and writes:
+measured point and run with the simulator's values for the same setup) and writes:
 
 - `points.csv`: one row per point, values in SI units (the `unit` column says s or tokens/s);
+- `runs.csv`: one row per run, part (whole run or stage), metric and statistic, in seconds;
+- `runs_scatter.png`: predicted against measured TTFT, TPOT and E2E of every run and stage
+  (means, p90 and p99);
 - `scatter.png`: predicted against measured on log-log axes with the y = x line, latencies
   (ms) and throughputs (tokens/s) in two panels, so each axis has one unit;
 - `ttft_cdf.png`: measured and predicted TTFT distributions, for points that kept
@@ -27,7 +30,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from sim.calibration import TIME_METRICS, FidelityResult, display_value
+from sim.calibration import TIME_METRICS, FidelityResult, display_value, run_key
 
 DPI = 110
 METRIC_LABELS = {
@@ -85,6 +88,48 @@ def scatter_figure(result: FidelityResult) -> Figure:
     return fig
 
 
+def runs_scatter_figure(result: FidelityResult) -> Figure | None:
+    """Predicted vs measured for runs under load: one panel per metric, every part and statistic."""
+    if not result.runs:
+        return None
+    fig = Figure(figsize=(9.6, 3.6), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    gpus = result.run_gpus
+    colours = {gpu: f"C{i % 10}" for i, gpu in enumerate(gpus)}
+    markers = {"mean": "o", "p90": "^", "p99": "v"}
+    for ax, metric in zip(fig.subplots(1, 3), ("ttft", "tpot", "e2e"), strict=True):
+        xs, ys = [], []
+        for r in result.runs:
+            for part in r.run.parts:
+                for stat in markers:
+                    key = run_key(part, metric, stat)
+                    if key in r.run.measured and key in r.prediction.values:
+                        x, y = r.run.measured[key] * 1e3, r.prediction.values[key] * 1e3
+                        xs.append(x)
+                        ys.append(y)
+                        ax.scatter([x], [y], marker=markers[stat], color=colours[r.run.gpu], s=18 if part == "all" else 9,
+                                   alpha=1.0 if part == "all" else 0.5, zorder=3)
+        if xs:
+            low, high = min(xs + ys) / 1.3, max(xs + ys) * 1.3
+            ax.plot([low, high], [low, high], color="black", linewidth=0.8)
+            ax.fill_between([low, high], [low / 1.1, high / 1.1], [low * 1.1, high * 1.1], color="0.9")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlim(low, high)
+            ax.set_ylim(low, high)
+        errors = result.run_errors("mean")
+        ax.set_title(f"{metric.upper()} (median |error| of means {errors.get(metric, float('nan')):.1%})", fontsize=9)
+        ax.set_xlabel("measured (ms)")
+        ax.set_ylabel("predicted (ms)")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=colours[g], marker="o", linestyle="", label=g) for g in gpus]
+    handles += [Line2D([], [], color="0.3", marker=m, linestyle="", label=s) for s, m in markers.items()]
+    handles.append(Line2D([], [], color="black", linewidth=0.8, label="y = x (grey band ±10%); small: per stage"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=7, frameon=False)
+    return fig
+
+
 def ttft_cdf_figure(result: FidelityResult) -> Figure | None:
     """Empirical CDFs of measured and predicted per-request TTFTs, one panel per point."""
     points = [p for p in result.points if p.ks_distance is not None and p.predicted_samples is not None]
@@ -135,7 +180,36 @@ def _metric_table(result: FidelityResult) -> pd.DataFrame:
     rows = [{"metric": METRIC_LABELS.get(k, k),
              "points": sum(p.measurement.metric == k for p in result.points), "MAPE": f"{v:.1%}"}
             for k, v in result.mape_by_metric.items()]
-    rows.append({"metric": "all", "points": len(result.points), "MAPE": f"{result.mape:.1%}"})
+    if result.points:
+        rows.append({"metric": "all", "points": len(result.points), "MAPE": f"{result.mape:.1%}"})
+    return pd.DataFrame(rows)
+
+
+def _runs_error_table(result: FidelityResult) -> pd.DataFrame:
+    """Median |error| over runs per statistic and metric, overall and per GPU."""
+    rows = []
+    for gpu in [None, *result.run_gpus]:
+        for stat in ("mean", "p90", "p99"):
+            errors = result.run_errors(stat, gpu=gpu)
+            if errors:
+                runs = sum(1 for r in result.runs if gpu is None or r.run.gpu == gpu)
+                rows.append({"GPU": gpu or "all", "runs": runs, "statistic": stat,
+                             **{m.upper(): f"{v:.1%}" for m, v in errors.items()}})
+    return pd.DataFrame(rows).fillna("")
+
+
+def _runs_display(result: FidelityResult) -> pd.DataFrame:
+    rows = []
+    for r in result.runs:
+        row = {"id": r.run.id, "model": r.run.model, "GPU": f"{r.run.gpus}x {r.run.gpu}", "setup": r.run.describe_setup}
+        for metric in ("e2e", "ttft", "tpot"):
+            key = run_key("all", metric)
+            measured, predicted = r.run.measured.get(key), r.prediction.values.get(key)
+            row[f"{metric.upper()} ms"] = (f"{measured * 1e3:.4g} / {predicted * 1e3:.4g}"
+                                           if measured is not None and predicted is not None else "")
+            error = r.error(key)
+            row[f"{metric.upper()} error"] = "" if error is None else f"{error:+.1%}"
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -157,37 +231,53 @@ def _html_table(frame: pd.DataFrame) -> str:
 
 
 def _notes(result: FidelityResult) -> list[str]:
-    return [f"{p.measurement.id}: {p.measurement.notes}" for p in result.points if p.measurement.notes]
+    notes = [f"{p.measurement.id}: {p.measurement.notes}" for p in result.points if p.measurement.notes]
+    return notes + [f"run {r.run.id}: {r.run.notes}" for r in result.runs if r.run.notes]
 
 
 def write_fidelity_report(result: FidelityResult, out_dir: str | Path) -> Path:
-    """Write points.csv, scatter.png, ttft_cdf.png (with samples), report.md and index.html.
-
-    Returns the folder.
-    """
+    """Write points.csv / runs.csv, the figures, report.md and index.html. Returns the folder."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    result.table().to_csv(out / "points.csv", index=False)
-    figures = {"scatter.png": ("Predicted against measured (log-log; y = x is a perfect prediction)",
-                               _png(scatter_figure(result)))}
-    cdf = ttft_cdf_figure(result)
-    if cdf is not None:
-        figures["ttft_cdf.png"] = ("TTFT distributions, measured and predicted", _png(cdf))
+    figures: dict[str, tuple[str, bytes]] = {}
+    if result.points:
+        result.table().to_csv(out / "points.csv", index=False)
+        figures["scatter.png"] = ("Points: predicted against measured (log-log; y = x is a perfect prediction)",
+                                  _png(scatter_figure(result)))
+        cdf = ttft_cdf_figure(result)
+        if cdf is not None:
+            figures["ttft_cdf.png"] = ("TTFT distributions, measured and predicted", _png(cdf))
+    runs_figure = runs_scatter_figure(result)
+    if runs_figure is not None:
+        result.runs_table().to_csv(out / "runs.csv", index=False)
+        figures["runs_scatter.png"] = ("Runs under load: predicted against measured, whole runs (large) and stages "
+                                       "(small); means, p90 and p99", _png(runs_figure))
     for name, (_, data) in figures.items():
         (out / name).write_bytes(data)
-    points, metrics = _display_table(result), _metric_table(result)
-    ks = [p for p in result.points if p.ks_distance is not None]
-    sources = sorted({Path(p.measurement.source).name for p in result.points})
     title = "deploysim fidelity report"
-    intro = (f"{len(result.points)} measured points from {', '.join(sources)}, predicted with the "
-             f"{result.catalog_label} (no fitting). Error = predicted / measured - 1; MAPE is the mean "
-             "absolute percentage error.")
-    ks_text = ("Kolmogorov-Smirnov distance (largest gap between the measured and predicted TTFT "
-               "CDFs; 0 = identical, 1 = disjoint): "
-               + ", ".join(f"{p.measurement.id} {p.ks_distance:.3f}" for p in ks)) if ks else (
-        "No point kept per-request samples, so there is no KS distance.")
-    md = [f"# {title}", "", intro, "", "## Error per metric", "", _markdown(metrics), "", "## Points", "",
-          _markdown(points), "", ks_text, ""]
+    sources = sorted({Path(p.measurement.source).name for p in result.points}
+                     | {Path(r.run.source).name for r in result.runs})
+    intro = (f"{len(result.points)} measured points and {len(result.runs)} runs under load from "
+             f"{', '.join(sources)}, predicted with the {result.catalog_label} (no fitting). Error = predicted / "
+             "measured - 1; MAPE is the mean absolute percentage error; runs are summarised by the median "
+             "absolute error over runs.")
+    sections: list[tuple[str, pd.DataFrame | str]] = []
+    if result.runs:
+        sections += [("Runs: median |error| per statistic", _runs_error_table(result)),
+                     ("Runs: whole-run means (measured / predicted)", _runs_display(result))]
+    if result.points:
+        ks = [p for p in result.points if p.ks_distance is not None]
+        ks_text = ("Kolmogorov-Smirnov distance (largest gap between the measured and predicted TTFT "
+                   "CDFs; 0 = identical, 1 = disjoint): "
+                   + ", ".join(f"{p.measurement.id} {p.ks_distance:.3f}" for p in ks)) if ks else (
+            "No point kept per-request samples, so there is no KS distance.")
+        sections += [("Points: error per metric", _metric_table(result)), ("Points", _display_table(result)),
+                     ("", ks_text)]
+    md = [f"# {title}", "", intro, ""]
+    for heading, body in sections:
+        if heading:
+            md += [f"## {heading}", ""]
+        md += [_markdown(body) if isinstance(body, pd.DataFrame) else body, ""]
     md += [f"![{caption}]({name})\n" for name, (caption, _) in figures.items()]
     notes = _notes(result)
     if notes:
@@ -197,6 +287,10 @@ def write_fidelity_report(result: FidelityResult, out_dir: str | Path) -> Path:
         f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         for caption, data in figures.values())
+    body_html = "".join(
+        (f"<h2>{html.escape(heading)}</h2>" if heading else "")
+        + (_html_table(body) if isinstance(body, pd.DataFrame) else f"<p>{html.escape(body)}</p>")
+        for heading, body in sections)
     notes_html = ("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>") if notes else ""
     page = (
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -206,9 +300,7 @@ def write_fidelity_report(result: FidelityResult, out_dir: str | Path) -> Path:
         "th,td{border:1px solid #ccc;padding:0.25em 0.5em;text-align:left}th{background:#f3f3f3}"
         "img{max-width:100%}figcaption{font-size:0.85em;color:#555}"
         "</style></head><body>"
-        f"<h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>"
-        f"<h2>Error per metric</h2>{_html_table(metrics)}<h2>Points</h2>{_html_table(points)}"
-        f"<p>{html.escape(ks_text)}</p>{images}{notes_html}</body></html>"
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>{body_html}{images}{notes_html}</body></html>"
     )
     (out / "index.html").write_text(page, encoding="utf-8")
     return out

@@ -32,6 +32,14 @@ def print_run_summary(console: Console, result: Result) -> None:
     parts.add_row("TTFT", _ms(t["network"]), _ms(t["queueing"]), _ms(t["prefill"]), "-")
     parts.add_row("E2E", _ms(e["network"]), _ms(e["queueing"]), _ms(e["prefill"]), _ms(e["decode"]))
     console.print(parts)
+    if s.get("stages"):
+        stages = Table(title="Per load stage (requests sent during the stage; ms)")
+        for column in ("stage", "rate/s", "requests", "TTFT mean", "TTFT p99", "TPOT mean", "E2E mean", "E2E p99"):
+            stages.add_column(column, justify="right")
+        for st in s["stages"]:
+            stages.add_row(str(st["stage"]), f"{st['rate_per_s']:g}", f"{st['requests']:,}", _ms(st["ttft_mean_s"]),
+                           _ms(st["ttft_p99_s"]), _ms(st["tpot_mean_s"]), _ms(st["e2e_mean_s"]), _ms(st["e2e_p99_s"]))
+        console.print(stages)
     lines = [
         f"requests: {s['requests_total']:,} generated, {s['requests_completed']:,} completed, "
         f"{s['requests_rejected']:,} rejected, {s['requests_unfinished']:,} unfinished at the horizon",

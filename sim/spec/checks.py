@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sim.catalog import Catalog
-from sim.catalog.sizing import replica_memory, smallest_fitting_tp
+from sim.catalog.sizing import DEFAULT_RESERVE_BYTES, replica_memory, smallest_fitting_tp
 from sim.spec.errors import SpecIssue, suggest
 from sim.spec.scenario import NONE_SITE, Scenario
 from sim.spec.units import format_bytes, format_duration
@@ -53,6 +53,10 @@ def check_catalog_ids(s: Scenario, catalog: Catalog) -> list[SpecIssue]:
         models = sorted(catalog.models)
         issues.append(SpecIssue("model.id", f"unknown model id{suggest(s.model.id, models)}",
                                 s.model.id, ", ".join(models)))
+    if s.model.engine not in catalog.engines:
+        engines = sorted(catalog.engines)
+        issues.append(SpecIssue("model.engine", f"unknown engine{suggest(s.model.engine, engines)}",
+                                s.model.engine, ", ".join(engines)))
     return issues
 
 
@@ -104,13 +108,16 @@ def check_model_fits(s: Scenario, catalog: Catalog) -> list[SpecIssue]:
             issues.append(SpecIssue(
                 f"{path}.count", f"GPUs are grouped into replicas of tensor_parallel={tp}", pool.count,
                 f"a multiple of {tp}"))
+        engine = catalog.engines.get(s.model.engine)
+        reserve = engine.reserve_bytes(serving.max_num_batched_tokens) if engine else DEFAULT_RESERVE_BYTES
         memory = replica_memory(
             model, gpu, s.model.precision, tp, serving.gpu_memory_utilization,
-            serving.max_model_len, serving.kv_cache_precision)
+            serving.max_model_len, serving.kv_cache_precision, reserve, serving.block_size)
         if not memory.fits:
             need_tp = smallest_fitting_tp(
                 model, gpu, s.model.precision, gpu_memory_utilization=serving.gpu_memory_utilization,
-                max_model_len=serving.max_model_len, kv_precision=serving.kv_cache_precision)
+                max_model_len=serving.max_model_len, kv_precision=serving.kv_cache_precision,
+                reserve_bytes=reserve, block_size=serving.block_size)
             hint = f"model.tensor_parallel >= {need_tp}" if need_tp else "a GPU with more memory"
             issues.append(SpecIssue(
                 f"{path}.gpu",

@@ -178,13 +178,29 @@ class Serving(Spec):
 
 
 class EfficiencyOverride(Spec):
-    """Replace the catalog's efficiency factors for this scenario's GPUs."""
+    """Replace some of the engine profile's factors (and the GPUs' training MFU) for this
+    scenario; names and meanings as in the catalog's `engines` (see `sim.kernels.roofline`)."""
 
-    mfu: float | None = Field(default=None, gt=0, le=1)
-    mbu: float | None = Field(default=None, gt=0, le=1)
-    iteration_overhead: Seconds | None = Field(default=None, ge=0)
-    allreduce_efficiency: float | None = Field(default=None, gt=0, le=1)
-    training_mfu: float | None = Field(default=None, gt=0, le=1)
+    bandwidth: float | None = Field(default=None, gt=0, le=1, description="weight streaming, of memory bandwidth")
+    kv_bandwidth: float | None = Field(default=None, gt=0, le=1, description="KV reads in decode attention")
+    gemm: float | None = Field(default=None, gt=0, le=1, description="dense GEMM FLOP fraction")
+    gemm_half_m: float | None = Field(default=None, ge=1, le=4096, description="GEMM rows at half efficiency")
+    attention_prefill: float | None = Field(default=None, gt=0, le=1)
+    moe_gemm: float | None = Field(default=None, gt=0, le=1)
+    overhead_s: Seconds | None = Field(default=None, ge=0, le=1, description="host time per iteration")
+    overhead_per_seq_s: Seconds | None = Field(default=None, ge=0, le=0.01)
+    overhead_per_prefill_token_s: Seconds | None = Field(default=None, ge=0, le=0.001)
+    allreduce_latency_s: Seconds | None = Field(default=None, ge=0, le=0.01)
+    allreduce_bandwidth: float | None = Field(default=None, gt=0, le=1)
+    frontend_s: Seconds | None = Field(default=None, ge=0, le=1, description="API-server time to each client")
+    frontend_per_step: float | None = Field(default=None, ge=0, le=4)
+    training_mfu: float | None = Field(default=None, gt=0, le=1, description="full fine-tuning MFU")
+    lora_training_mfu: float | None = Field(default=None, gt=0, le=1, description="LoRA fine-tuning MFU")
+
+    def profile_overrides(self) -> dict[str, float]:
+        """The engine-profile factors set here (training MFU left out)."""
+        return {k: v for k, v in self.model_dump().items()
+                if v is not None and k not in ("training_mfu", "lora_training_mfu")}
 
 
 class ServiceTime(Spec):
@@ -206,6 +222,7 @@ class DynamicBatching(Spec):
 
 class ModelSpec(Spec):
     id: str = Field(description="model id from the catalog, e.g. 'llama-3.1-8b'")
+    engine: str = Field(default="vllm", description="serving-engine profile from the catalog's engines")
     precision: Precision = "bf16"
     tensor_parallel: int = Field(default=1, ge=1, le=64)
     serving: Serving = Field(default_factory=Serving)

@@ -44,7 +44,7 @@ import numpy as np
 import simpy
 
 from sim.kernels.batching import DONE
-from sim.kernels.training import adapter_bytes, training_time_s, training_tokens
+from sim.kernels.training import adapter_bytes, training_mfu, training_time_s, training_tokens
 from sim.spec.scenario import NONE_SITE, AbruptDrift, GradualDrift, RecurringDrift, Scenario
 from sim.streams import stream
 from sim.world.training import DevelopmentWorkload, JobRecord, TrainingQueue
@@ -442,9 +442,9 @@ class Lifecycle:
         start = self.env.now
         train_pool = self.training.pool
         gpu = catalog.gpus[train_pool.gpu]
-        training_mfu = s.model.efficiency.training_mfu or gpu.efficiency.training_mfu
+        mfu = training_mfu(gpu, r.method, s.model.efficiency.training_mfu, s.model.efficiency.lora_training_mfu)
         tokens = training_tokens(uploaded, r.tokens_per_sample, r.epochs)
-        work_s = training_time_s(model, gpu, r.method, tokens, gpus, training_mfu, r.scaling_efficiency)
+        work_s = training_time_s(model, gpu, r.method, tokens, gpus, mfu, r.scaling_efficiency)
         faults = yield from w.faults.train(p.training, train_pool.name or "", work_s)  # checkpoints
         lost = f", {faults.lost_s:.0f} s lost and {faults.waited_s:.0f} s waited on faults" if faults.interruptions else ""
         self.log("train", start, self.env.now, event, -1,

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import simpy
 
-from sim.kernels.training import training_time_s
+from sim.kernels.training import training_mfu, training_time_s
 from sim.spec.scenario import NONE_SITE, Pool
 from sim.streams import stream
 
@@ -228,7 +228,8 @@ class DevelopmentWorkload:
         queue = lifecycle.training
         assert queue is not None
         gpu = catalog.gpus[queue.pool.gpu]
-        mfu = scenario.model.efficiency.training_mfu or gpu.efficiency.training_mfu
+        over = scenario.model.efficiency
+        mfu = training_mfu(gpu, method, over.training_mfu, over.lora_training_mfu)
         scaling = scenario.lifecycle.retraining.scaling_efficiency
         if method == "eval":
             rate = gpus * gpu.peak("bf16") * mfu * (scaling if gpus > 1 else 1.0)

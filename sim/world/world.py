@@ -21,10 +21,9 @@ import numpy as np
 import simpy
 
 from sim.catalog import GPU, Model
-from sim.catalog.sizing import replica_memory
 from sim.kernels.batching import PoolKernel
 from sim.kernels.links import carry
-from sim.kernels.roofline import EngineEfficiency, pack_params
+from sim.kernels.replica import replica_setup
 from sim.spec.scenario import Pool, Scenario
 from sim.streams import stream
 from sim.workload import Requests, generate_requests
@@ -82,21 +81,7 @@ class ServingSetup:
     tp: int
     kv_capacity_tokens: int
     params: np.ndarray
-    efficiency: EngineEfficiency
-
-
-def engine_efficiency(scenario: Scenario, gpu: GPU) -> EngineEfficiency:
-    """The catalog's factors for the GPU, with the scenario's overrides applied."""
-    base = gpu.efficiency
-    over = scenario.model.efficiency
-    return EngineEfficiency(
-        mfu=over.mfu if over.mfu is not None else base.mfu,
-        mbu=over.mbu if over.mbu is not None else base.mbu,
-        iteration_overhead_s=(over.iteration_overhead if over.iteration_overhead is not None
-                              else base.iteration_overhead_s),
-        allreduce_efficiency=(over.allreduce_efficiency if over.allreduce_efficiency is not None
-                              else base.allreduce_efficiency),
-    )
+    kernel_options: dict
 
 
 def serving_setup(scenario: Scenario) -> ServingSetup:
@@ -108,23 +93,30 @@ def serving_setup(scenario: Scenario) -> ServingSetup:
     model = catalog.models[scenario.model.id]
     m = scenario.model
     tp = m.tensor_parallel
-    efficiency = engine_efficiency(scenario, gpu)
     if model.kind == "transformer":
-        memory = replica_memory(model, gpu, m.precision, tp, m.serving.gpu_memory_utilization,
-                                m.serving.max_model_len, m.serving.kv_cache_precision)
-        kv_tokens = memory.kv_tokens
-        params = pack_params(model, gpu, m.precision, tp, efficiency, m.serving.kv_cache_precision)
+        replica = replica_setup(
+            catalog, m.id, pool.gpu, m.precision, tp, m.engine,
+            gpu_memory_utilization=m.serving.gpu_memory_utilization, max_model_len=m.serving.max_model_len,
+            max_num_batched_tokens=m.serving.max_num_batched_tokens, kv_precision=m.serving.kv_cache_precision,
+            block_size=m.serving.block_size, overrides=m.efficiency.profile_overrides(),
+        )
+        kv_tokens = replica.kv_tokens
+        params = replica.params
+        options = replica.kernel_options()
     else:  # classic models hold no KV cache; their service model is dynamic batching
         kv_tokens = UNBOUNDED_TOKENS
         params = np.zeros(1)
+        options = {"params": params, "kv_capacity_tokens": kv_tokens}
+    if m.service_time is not None:  # a plain distribution: no engine around it
+        options = {k: v for k, v in options.items() if k in ("params", "kv_capacity_tokens")}
     serving_gpus = pool.count
     sharing = scenario.lifecycle.gpu_sharing
     if sharing.policy == "reserved" and scenario.placement.training == site_name and "training" in pool.roles:
         serving_gpus = pool.count - sharing.reserved_gpus  # reserved GPUs never serve
     return ServingSetup(
         site=site_name, pool=pool, gpu_id=pool.gpu, gpu=gpu, model=model, replicas=pool.capacity // tp,
-        active_replicas=serving_gpus // tp, tp=tp, kv_capacity_tokens=kv_tokens,
-        params=params, efficiency=efficiency,
+        active_replicas=serving_gpus // tp, tp=tp, kv_capacity_tokens=kv_tokens, params=params,
+        kernel_options=options,
     )
 
 
@@ -160,13 +152,14 @@ class World:
         settings = {
             "replicas": setup.replicas, "active_replicas": setup.active_replicas,
             "max_num_seqs": serving.max_num_seqs, "max_num_batched_tokens": serving.max_num_batched_tokens,
-            "chunked_prefill": serving.chunked_prefill, "kv_capacity_tokens": setup.kv_capacity_tokens,
-            "max_model_len": serving.max_model_len, "params": setup.params, "router": serving.router,
+            "chunked_prefill": serving.chunked_prefill,
+            "max_model_len": serving.max_model_len, "router": serving.router,
             "prefix_group": self.requests.prefix_group, "prefix_tokens": self.requests.prefix_tokens,
             "prefix_caching": serving.prefix_caching,
             "router_u": stream(seed, replication, "router").random(self.requests.count),
             "clients": self.requests.clients, "loop_delay_s": loop_delay,
         }
+        settings.update(setup.kernel_options)
         settings.update(service_model(scenario, setup, self.requests.count, seed, replication))
         self.kernel = PoolKernel(self.pool_arrival_s, self.requests.prompt_tokens, self.requests.output_tokens,
                                  **settings)

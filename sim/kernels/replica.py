@@ -1,0 +1,80 @@
+"""One model replica on GPUs, as the serving kernel sees it.
+
+A replica is `tp` GPUs of one type running one model under one serving engine. What the
+kernel needs to know about it comes from three catalogs: the model's shape (step-time FLOPs
+and bytes), the GPU's peaks and memory, and the engine's profile on that GPU (the fractions of
+those peaks it reaches, its overheads, whether it schedules asynchronously, its front end).
+`replica_setup` joins them once, so that a scenario's serving pool, `deploysim predict` and
+calibration build the very same replica:
+
+    profile   = engine defaults, then the engine's entry for the GPU, then user overrides
+    params    = sim.kernels.roofline.pack_params(model, gpu, precision, tp, profile)
+    memory    = sim.catalog.sizing.replica_memory(..., reserve = engine reserve at the budget)
+
+`kernel_options()` are the `PoolKernel` keyword arguments that follow from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sim.catalog import GPU, Catalog, Engine, Model
+from sim.catalog.sizing import ReplicaMemory, replica_memory
+from sim.kernels.roofline import EngineProfile, engine_profile, pack_params
+
+DEFAULT_ENGINE = "vllm"
+
+
+@dataclass(frozen=True, eq=False)
+class ReplicaSetup:
+    engine_id: str
+    engine: Engine
+    model: Model
+    gpu: GPU
+    precision: str
+    tp: int
+    profile: EngineProfile
+    params: np.ndarray
+    memory: ReplicaMemory
+
+    @property
+    def kv_tokens(self) -> int:
+        return self.memory.kv_tokens
+
+    def kernel_options(self) -> dict[str, Any]:
+        """PoolKernel keyword arguments for this replica's engine."""
+        return {
+            "params": self.params,
+            "kv_capacity_tokens": self.memory.kv_tokens,
+            "async_scheduling": self.engine.async_scheduling,
+            "frontend_s": self.profile.frontend_s,
+            "frontend_per_step": self.profile.frontend_per_step,
+        }
+
+
+def replica_setup(
+    catalog: Catalog,
+    model: str,
+    gpu: str,
+    precision: str,
+    tp: int,
+    engine: str = DEFAULT_ENGINE,
+    *,
+    gpu_memory_utilization: float = 0.9,
+    max_model_len: int = 8192,
+    max_num_batched_tokens: int = 8192,
+    kv_precision: str = "bf16",
+    block_size: int = 16,
+    overrides: Mapping[str, float | None] | None = None,
+) -> ReplicaSetup:
+    """The replica of `model` on `tp` x `gpu` under `engine` (ids of the catalog)."""
+    card, device, profile_of = catalog.models[model], catalog.gpus[gpu], catalog.engines[engine]
+    profile = engine_profile(profile_of, gpu, overrides)
+    memory = replica_memory(card, device, precision, tp, gpu_memory_utilization, max_model_len, kv_precision,
+                            profile_of.reserve_bytes(max_num_batched_tokens), block_size)
+    params = pack_params(card, device, precision, tp, profile, kv_precision)
+    return ReplicaSetup(engine, profile_of, card, device, precision, tp, profile, params, memory)
