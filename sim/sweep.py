@@ -52,11 +52,10 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sim.spec.errors import SpecError, SpecIssue, issues_from_validation, suggest
-from sim.spec.loader import load_document, parse_override_path, read_yaml
+from sim.spec.loader import load_document, parse_override_path, parse_value, read_yaml
 
 Progress = Callable[[int, int], None]
 
@@ -382,13 +381,10 @@ def sweep_from_vary(bases: Sequence[str | Path], vary: Sequence[str], overrides:
             issues.append(SpecIssue(f"--vary {text}", "needs path=v1,v2,...", text,
                                     "e.g. --vary workload.arrivals.rate_per_s=10,20,40"))
             continue
-        parsed = []
-        for item in values.split(","):
-            try:
-                parsed.append(yaml.safe_load(item) if item.strip() else "")
-            except yaml.YAMLError:
-                parsed.append(item)
-        factors[path.strip()] = parsed
+        try:
+            factors[path.strip()] = [parse_value(item) for item in values.split(",")]
+        except ValueError as exc:
+            issues.append(SpecIssue(f"--vary {path.strip()}", f"bad value: {exc}", has_value=False))
     if issues:
         raise SpecError(issues, "--vary")
     if replications is None:

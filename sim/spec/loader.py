@@ -10,7 +10,9 @@ Overrides are `path=value` strings, as `deploysim run --set` takes them:
 The value is read as YAML (so `40` is a number and `[1, 2]` a list) and then validated by the
 models like anything written in the file.
 
-YAML is read with safe loading only: no tag can construct Python objects.
+YAML is read with `sim.spec.safe_yaml`: safe loading only (no tag can construct Python
+objects), and a duplicate key, an alias bomb or nesting beyond a fixed depth is an error. Files
+are read within the size caps of `sim.spec.files`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import ValidationError
 
+from sim.spec import safe_yaml
 from sim.spec.errors import SpecError, SpecIssue, format_path, issues_from_validation
+from sim.spec.files import MAX_YAML_BYTES, read_text
 from sim.spec.scenario import Scenario
 
 if TYPE_CHECKING:
@@ -40,27 +44,45 @@ _INDEX = re.compile(r"^(?P<key>[^\[\]]*)(?P<indexes>(\[\d+\])*)$")
 # ------------------------------------------------------------------------------------------
 
 
-def read_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError([SpecIssue("", "file not found", has_value=False, allowed="an existing YAML file")],
-                        str(path)) from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise SpecError([SpecIssue("", f"cannot read the file: {exc}", has_value=False)], str(path)) from None
-    return parse_yaml(text, str(path))
+def read_yaml(path: Path, where: str = "") -> Any:
+    """A YAML file's document, read within `MAX_YAML_BYTES` by the strict loader."""
+    return parse_yaml(read_text(path, MAX_YAML_BYTES, "YAML file", where), str(path))
 
 
 def parse_yaml(text: str, source: str = "<text>") -> Any:
+    """One YAML document; any problem is a SpecError saying where (line, column, key path)."""
     try:
-        return yaml.safe_load(text)
+        return safe_yaml.load(text)
+    except safe_yaml.YamlLimitError as exc:
+        path = format_path(part for part in exc.path if part != "<key>")
+        raise SpecError([SpecIssue(path, f"{exc.problem} ({_position(exc.problem_mark)})", has_value=False)],
+                        source) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(
-            [SpecIssue("", f"not valid YAML at {where}: {problem}", has_value=False)], source
+            [SpecIssue("", f"not valid YAML at {_position(getattr(exc, 'problem_mark', None))}: {problem}",
+                       has_value=False)], source
         ) from None
+
+
+def _position(mark: Any) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+
+
+def parse_value(text: str) -> Any:
+    """A `--set` / `--vary` value read as YAML (so `40` is a number); unreadable YAML stays text.
+
+    A value that breaks a rule of the strict loader (a duplicate key, an alias bomb, deep
+    nesting) is a ValueError saying which, not text.
+    """
+    if not text.strip():
+        return ""
+    try:
+        return safe_yaml.load(text)
+    except safe_yaml.YamlLimitError as exc:
+        raise ValueError(str(exc.problem)) from None
+    except yaml.YAMLError:
+        return text
 
 
 # Keys that say which member of a family a mapping is (arrival process, length distribution,
@@ -216,9 +238,10 @@ def apply_overrides(doc: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
                                     "dotted keys with optional [index], e.g. sites.premises.pools[0].count"))
             continue
         try:
-            value = yaml.safe_load(raw_value) if raw_value.strip() else ""
-        except yaml.YAMLError:
-            value = raw_value
+            value = parse_value(raw_value)
+        except ValueError as exc:
+            issues.append(SpecIssue(f"--set {path}", f"bad value: {exc}", has_value=False))
+            continue
         try:
             set_path(doc, parts, value)
         except ValueError as exc:

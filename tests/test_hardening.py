@@ -1,0 +1,161 @@
+"""Hardening: every bad input gets a clear error, nothing escapes the output folder, nothing
+runs out of memory.
+
+Each class of bad input from the hardening issue is reproduced here (the command that used to
+hang, blow up or print a traceback) and must now exit 2 with a one-screen message naming the
+file, the field, the value and what is allowed, or succeed where the input is legal:
+
+1. YAML a person did not mean: duplicate keys, alias bombs, nesting too deep.
+2. Files that are not files (/dev/zero, a FIFO, a folder) or are too large to read.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+import sim
+from sim.cli import app
+from sim.spec.files import MAX_YAML_BYTES
+from sim.spec.safe_yaml import MAX_ALIAS_NODES, MAX_DEPTH
+
+ROOT = Path(__file__).parent.parent
+ONE_SCREEN_LINES = 40
+ADDRESS_SPACE_BYTES = 2 * 2**30  # the RLIMIT_AS of commands that used to blow up
+
+
+# ------------------------------------------------------------------------------------------
+# Running the command
+# ------------------------------------------------------------------------------------------
+
+
+def cli(*args: str) -> Any:
+    """`deploysim ARGS` in this process (typer's CliRunner), stdout and stderr apart."""
+    return CliRunner().invoke(app, list(args), terminal_width=200)
+
+
+def assert_user_error(result: Any, *expected: str) -> str:
+    """Exit code 2, no traceback, a one-screen message on stderr holding every `expected` text."""
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert isinstance(result.exception, SystemExit), result.exception
+    text = result.stderr
+    assert "Traceback" not in result.output
+    assert len(text.splitlines()) <= ONE_SCREEN_LINES, text
+    for part in expected:
+        assert part in text, f"{part!r} not in:\n{text}"
+    return text
+
+
+def _limit_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_BYTES, ADDRESS_SPACE_BYTES))
+
+
+def limited(args: list[str], cwd: Path, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    """`deploysim ARGS` in a fresh process limited to 2 GB of address space and `timeout_s`."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "sim.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout_s, preexec_fn=_limit_memory)
+
+
+def assert_limited_user_error(done: subprocess.CompletedProcess[str], *expected: str) -> None:
+    assert done.returncode == 2, (done.returncode, done.stdout[-2000:], done.stderr[-2000:])
+    assert "Traceback" not in done.stderr + done.stdout
+    assert len(done.stderr.splitlines()) <= ONE_SCREEN_LINES, done.stderr
+    for part in expected:
+        assert part in done.stderr, f"{part!r} not in:\n{done.stderr}"
+
+
+@pytest.fixture
+def scenario_file(write_yaml, minimal_doc) -> Path:
+    """The minimal scenario with a two-minute horizon (a run takes well under a second)."""
+    minimal_doc["horizon"] = "2min"
+    return write_yaml(minimal_doc, "scenario.yaml")
+
+
+# ------------------------------------------------------------------------------------------
+# Class 1: YAML that PyYAML accepts but a person did not mean (duplicates, aliases, depth)
+# ------------------------------------------------------------------------------------------
+
+
+def test_duplicate_keys_are_errors_with_both_lines(write_yaml) -> None:
+    """A key written twice in one mapping is an error naming its path and both lines."""
+    path = write_yaml("name: a\nsites:\n  edge: {zone: private}\n  edge: {zone: third_party}\n", "dup.yaml")
+    text = assert_user_error(cli("validate", str(path)), str(path), "sites.edge: duplicate key 'edge'",
+                             "first on line 3, again on line 4")
+    assert "name" not in text.split("found", 1)[1]  # the first key is fine
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, levels + 1)]
+    return "\n".join(lines)
+
+
+def test_alias_bomb_in_a_value_is_refused_fast(write_yaml) -> None:
+    """`name: *i` where `i` expands to 10^10 values is refused while reading, within a second."""
+    path = write_yaml(_alias_bomb() + "\nname: *a9\n", "bomb.yaml")
+    started = time.perf_counter()
+    assert_user_error(cli("validate", str(path)), f"aliases expand to more than {MAX_ALIAS_NODES:,} values")
+    assert time.perf_counter() - started < 2.0
+
+
+def test_aliases_within_budget_still_work(write_yaml, minimal_doc) -> None:
+    """Ordinary anchors and aliases (a block reused twice) load as before."""
+    text = yaml.safe_dump(minimal_doc, sort_keys=False).replace("zone: private", "zone: &z private")
+    path = write_yaml(text + "description: *z\n", "aliases.yaml")
+    assert sim.load_scenario(path).description == "private"
+
+
+def test_self_containing_alias_is_refused(write_yaml) -> None:
+    """An alias to the node that contains it is an error at its line, not a recursive structure."""
+    path = write_yaml("sites: &s {premises: {pools: [*s]}}\n", "loop.yaml")
+    assert_user_error(cli("validate", str(path)), "refers to a node that contains it", "line 1")
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000,
+                                  "".join("  " * i + f"k{i}:\n" for i in range(MAX_DEPTH + 5)) + "  " * 40 + "v"])
+def test_deep_nesting_is_an_error_not_a_recursion_error(write_yaml, text: str) -> None:
+    """Nesting beyond MAX_DEPTH (flow or block) is a clear error, never a RecursionError traceback."""
+    path = write_yaml(text, "deep.yaml")
+    assert_user_error(cli("validate", str(path)), f"nested more than {MAX_DEPTH} levels deep")
+
+
+def test_set_values_use_the_strict_loader() -> None:
+    """A `--set` value with a duplicate key is an error, not silently the last value."""
+    result = cli("validate", str(ROOT / "scenarios" / "s1_local.yaml"), "--set", "slo={ttft_p99: 1s, ttft_p99: 2s}")
+    assert_user_error(result, "--set slo", "duplicate key 'ttft_p99'")
+
+
+# ------------------------------------------------------------------------------------------
+# Class 2: files that are not files, or too large to read
+# ------------------------------------------------------------------------------------------
+
+
+def test_validate_dev_zero_is_refused_without_reading(tmp_path: Path) -> None:
+    """`validate /dev/zero` (which never ends) is refused as not a regular file, in a 2 GB process."""
+    done = limited(["validate", "/dev/zero"], tmp_path, timeout_s=30)
+    assert_limited_user_error(done, "/dev/zero", "not a regular file")
+
+
+def test_oversized_yaml_is_refused_with_the_cap(tmp_path: Path) -> None:
+    """A YAML file over MAX_YAML_BYTES is refused with its size and the cap, before parsing."""
+    path = tmp_path / "huge.yaml"
+    path.write_text("# padding\n" * (MAX_YAML_BYTES // 10 + 10))
+    assert_user_error(cli("validate", str(path)), str(path), "over the 1 MiB cap for a YAML file")
+
+
+def test_folder_and_fifo_are_refused(tmp_path: Path) -> None:
+    """A folder and a FIFO (which would block a reader) are refused, naming each."""
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+    text = assert_user_error(cli("validate", str(tmp_path), str(fifo)), "is a folder", "not a regular file")
+    assert str(fifo) in text
