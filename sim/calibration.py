@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from sim.catalog import Catalog, catalog_raw, shipped_catalog
+from sim.catalog import Catalog, shipped_catalog
 from sim.catalog.sizing import replica_memory
 from sim.kernels.batching import DONE, PoolKernel
 from sim.kernels.roofline import EngineEfficiency, pack_params
@@ -1225,20 +1225,9 @@ def write_catalog_override(fits: FitResult | Iterable[FitResult] | Mapping[str, 
 
 def load_catalog_file(path: str | Path | None) -> Catalog:
     """The shipped catalog with a user's catalog file merged over it (None: the shipped one)."""
-    from pydantic import ValidationError
+    from sim.spec.loader import load_catalog_file as load
 
-    from sim.spec.errors import issues_from_validation
-    from sim.spec.loader import read_yaml
-
-    if path is None:
-        return shipped_catalog()
-    extra = read_yaml(Path(path)) or {}
-    if not isinstance(extra, dict):
-        raise SpecError([SpecIssue("", "a catalog file must be a mapping", type(extra).__name__)], str(path))
-    try:
-        return Catalog.model_validate(catalog_raw(extra))
-    except ValidationError as exc:
-        raise SpecError(issues_from_validation(exc, Catalog), str(path)) from None
+    return load(path)
 
 
 # ------------------------------------------------------------------------------------------

@@ -643,21 +643,12 @@ def _opt(value: object) -> str:
 
 
 def _catalog(path: Path | None):  # noqa: ANN202
-    from pydantic import ValidationError
+    from sim.spec.loader import load_catalog_file
 
-    from sim.catalog import Catalog, catalog_raw, shipped_catalog
-    from sim.spec.errors import issues_from_validation
-    from sim.spec.loader import read_yaml
-
-    if path is None:
-        return shipped_catalog()
     try:
-        extra = read_yaml(path) or {}
-        return Catalog.model_validate(catalog_raw(extra))
+        return load_catalog_file(path)
     except SpecError as exc:
         raise fail(exc.with_source(str(path))) from None
-    except ValidationError as exc:
-        raise fail(SpecError(issues_from_validation(exc, Catalog), str(path))) from None
 
 
 def main() -> None:

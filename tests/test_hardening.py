@@ -7,6 +7,8 @@ file, the field, the value and what is allowed, or succeed where the input is le
 
 1. YAML a person did not mean: duplicate keys, alias bombs, nesting too deep.
 2. Files that are not files (/dev/zero, a FIFO, a folder) or are too large to read.
+3. NaN and infinity in scenarios, catalogs and --set values; a catalog that is not a mapping.
+4. Printing an error of a huge value (bounded in time and size).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typer.testing import CliRunner
 
 import sim
 from sim.cli import app
+from sim.spec.errors import SpecError, SpecIssue, short_repr
 from sim.spec.files import MAX_YAML_BYTES
 from sim.spec.safe_yaml import MAX_ALIAS_NODES, MAX_DEPTH
 
@@ -159,3 +162,66 @@ def test_folder_and_fifo_are_refused(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     text = assert_user_error(cli("validate", str(tmp_path), str(fifo)), "is a folder", "not a regular file")
     assert str(fifo) in text
+
+
+# ------------------------------------------------------------------------------------------
+# Class 3: NaN and infinity, wherever a number enters
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("path", "value", "allowed"), [
+    ("workload.arrivals.rate_per_s", ".inf", "a finite number > 0"),
+    ("workload.bytes_per_token", ".inf", "a finite number > 0"),
+    ("links.wan.egress_usd_per_gb", "{cloud->premises: .nan}", "a finite number"),
+    ("workload.arrivals.rate_per_s", "'nan'", "a finite number > 0"),
+    ("lifecycle.monitor.params.delta", "-.inf", "a finite number"),
+])
+def test_non_finite_numbers_in_a_scenario_are_refused(path: str, value: str, allowed: str) -> None:
+    """`validate` refuses NaN and infinities (that `run` would misuse) with path, value and range."""
+    result = cli("validate", str(ROOT / "scenarios" / "s2_cloud_training.yaml"), "--set", f"{path}={value}")
+    expected_path = path + (".cloud->premises" if "egress" in path else "")
+    assert_user_error(result, expected_path, "not a finite number", f"allowed: {allowed}")
+
+
+def test_non_finite_catalog_number_names_the_catalog_file(write_yaml, minimal_doc) -> None:
+    """`peak_flops: .nan` in a scenario's catalog file is an error naming that file and the field."""
+    catalog = write_yaml("gpus:\n  l4:\n    peak_flops: {bf16: .nan}\n", "my_hw.yaml")
+    minimal_doc["catalog"] = "my_hw.yaml"
+    scenario = write_yaml(minimal_doc, "uses_catalog.yaml")
+    text = assert_user_error(cli("validate", str(scenario)), str(scenario), "gpus.l4.peak_flops.bf16",
+                             f"(in {catalog})", "not a finite number (got nan)")
+    assert text.count("problem") == 1
+
+
+@pytest.mark.parametrize("price", [".nan", ".inf"])
+def test_non_finite_catalog_prices_are_refused_by_catalog_command(write_yaml, price: str) -> None:
+    """`catalog prices --catalog` with a NaN or infinite egress price exits 2 naming the field."""
+    catalog = write_yaml(f"prices:\n  egress:\n    aws: {{usd_per_gb: {price}}}\n", "prices.yaml")
+    assert_user_error(cli("catalog", "prices", "--catalog", str(catalog)), str(catalog),
+                      "prices.egress.aws.usd_per_gb: not a finite number", "allowed: a finite number >= 0")
+
+
+def test_catalog_list_file_is_an_error(write_yaml) -> None:
+    """A catalog file holding a YAML list is refused as 'must be a mapping', naming the file."""
+    path = write_yaml("- 1\n- 2\n", "list.yaml")
+    assert_user_error(cli("catalog", "gpus", "--catalog", str(path)), str(path), "must be a mapping")
+
+
+# ------------------------------------------------------------------------------------------
+# Class 4: printing an error is bounded whatever the value
+# ------------------------------------------------------------------------------------------
+
+
+def test_error_rendering_is_bounded_for_huge_values() -> None:
+    """A value of 10^10 shared items, a huge int and a long string render short and fast."""
+    bomb: Any = ["x"] * 10
+    for _ in range(10):
+        bomb = [bomb] * 10
+    values = [bomb, 10**100_000, "y" * 10_000_000, {i: i for i in range(1_000_000)}, b"z" * 1_000_000]
+    started = time.perf_counter()
+    error = SpecError([SpecIssue("name", "m" * 100_000, value, "a" * 100_000) for value in values], "f.yaml")
+    text = error.render()
+    assert time.perf_counter() - started < 1.0
+    assert len(text) < 5000
+    assert "a whole number of about 100001 digits" in text
+    assert all(len(short_repr(value)) <= 60 for value in values)

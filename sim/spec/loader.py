@@ -18,18 +18,20 @@ are read within the size caps of `sim.spec.files`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from sim.spec import safe_yaml
-from sim.spec.errors import SpecError, SpecIssue, format_path, issues_from_validation
+from sim.spec.errors import SpecError, SpecIssue, finite_range, format_path, issues_from_validation
 from sim.spec.files import MAX_YAML_BYTES, read_text
 from sim.spec.scenario import Scenario
 
@@ -256,25 +258,69 @@ def apply_overrides(doc: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
 # ------------------------------------------------------------------------------------------
 
 
-def _load_catalog(doc: dict[str, Any]) -> Catalog:
+def catalog_from_document(extra: Any, source: str = "") -> Catalog:
+    """The shipped catalog with a user's catalog document merged over it, checked.
+
+    Every number must be finite; every problem names `source` (the user's catalog file).
+    """
     from sim.catalog import Catalog as CatalogModel
     from sim.catalog import catalog_raw
 
-    extra: dict[str, Any] = {}
-    catalog_path = doc.get("catalog")
-    if isinstance(catalog_path, str):
-        path = Path(catalog_path)
-        loaded = read_yaml(path) if path.is_file() else None
-        if not path.is_file():
-            raise SpecError([SpecIssue("catalog", "catalog file not found", catalog_path,
-                                       "a YAML file with gpus:, models: or prices: entries")])
-        if loaded is not None and not isinstance(loaded, dict):
-            raise SpecError([SpecIssue("catalog", "a catalog file must be a mapping", type(loaded).__name__)])
-        extra = loaded or {}
+    if extra is None:
+        extra = {}
+    if not isinstance(extra, dict):
+        raise SpecError([SpecIssue("", "a catalog file must be a mapping of keys to values", type(extra).__name__,
+                                   "gpus:, models: and prices: entries")], source)
     try:
-        return CatalogModel.model_validate(catalog_raw(extra))
+        catalog = CatalogModel.model_validate(catalog_raw(extra))
     except ValidationError as exc:
-        raise SpecError(issues_from_validation(exc, CatalogModel), f"catalog {catalog_path}") from None
+        raise SpecError(issues_from_validation(exc, CatalogModel), source) from None
+    except (TypeError, ValueError, AttributeError, RecursionError) as exc:  # a shape the merge cannot take
+        raise SpecError([SpecIssue("", f"cannot read the catalog: {exc}", has_value=False)], source) from None
+    issues = non_finite_issues(catalog)
+    if issues:
+        raise SpecError(issues, source)
+    return catalog
+
+
+def load_catalog_file(path: str | Path | None, where: str = "") -> Catalog:
+    """The shipped catalog with a user's catalog file merged over it (None: the shipped one)."""
+    from sim.catalog import shipped_catalog
+
+    if path is None:
+        return shipped_catalog()
+    return catalog_from_document(read_yaml(Path(path), where), str(path))
+
+
+def non_finite_issues(value: Any, path: tuple[Any, ...] = (), model: Any = None) -> list[SpecIssue]:
+    """Every NaN or infinite number in a validated model, with its path and allowed range.
+
+    For models that do not refuse them themselves (the catalog's).
+    """
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return []
+        key = path[-1] if path else None
+        return [SpecIssue(format_path(path), "not a finite number", value, finite_range(model, key))]
+    if isinstance(value, BaseModel):
+        return [issue for name in type(value).model_fields
+                for issue in non_finite_issues(getattr(value, name), (*path, name), type(value))]
+    if isinstance(value, Mapping):
+        return [issue for key, item in value.items() for issue in non_finite_issues(item, (*path, key))]
+    if isinstance(value, list | tuple):
+        return [issue for i, item in enumerate(value) for issue in non_finite_issues(item, (*path, i))]
+    return []
+
+
+def _load_catalog(doc: dict[str, Any]) -> Catalog:
+    catalog_path = doc.get("catalog")
+    if isinstance(catalog_path, str) and not Path(catalog_path).exists():
+        raise SpecError([SpecIssue("catalog", "catalog file not found", catalog_path,
+                                   "a YAML file with gpus:, models: or prices: entries")])
+    try:
+        return load_catalog_file(catalog_path if isinstance(catalog_path, str) else None, "catalog")
+    except SpecError as exc:  # the problems are in the catalog file: say so on each
+        raise SpecError([dataclasses.replace(i, file=i.file or exc.source) for i in exc.issues]) from None
 
 
 def scenario_from_document(doc: Any, source: str = "") -> Scenario:
@@ -292,7 +338,7 @@ def scenario_from_document(doc: Any, source: str = "") -> Scenario:
     try:
         catalog = _load_catalog(doc)
     except SpecError as exc:
-        raise exc.with_source(source) from None
+        raise SpecError(exc.issues, source) from None
     issues = check_scenario(scenario, catalog)
     if issues:
         raise SpecError(issues, source)

@@ -35,9 +35,12 @@ PoolRole = Literal["serving", "training"]
 
 
 class Spec(BaseModel):
-    """Base of every scenario model: unknown keys are errors, values are re-checked on edit."""
+    """Base of every scenario model: unknown keys are errors, values are re-checked on edit,
+    and no number is NaN or infinite (`.nan` or `.inf` in YAML, `"inf"` as text): one rule
+    here instead of one per field, so a new field cannot forget it."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True,
+                              allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------------
