@@ -126,8 +126,11 @@ def run(
         raise fail(exc.with_source(str(scenario_file))) from None
     if replication < 0:
         raise fail(SpecError([SpecIssue("--replication", "must not be negative", replication, "0, 1, 2, ...")]))
-    result = _with_progress(lambda progress: simulate(scenario, replication, on_progress=progress),
-                            f"simulating {scenario.name}", quiet)
+    try:
+        result = _with_progress(lambda progress: simulate(scenario, replication, on_progress=progress),
+                                f"simulating {scenario.name}", quiet)
+    except SpecError as exc:  # found while running (a trace file, a workload too large): name the file
+        raise fail(exc.with_source(exc.source or str(scenario_file))) from None
     target = out_dir or Path("reports") / scenario.name / "run"
     result.write(target)
     print_run_summary(out, result)

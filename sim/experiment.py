@@ -91,7 +91,12 @@ def digest(result: Result) -> RunDigest:
 
 
 def _run_digest(scenario: Scenario, replication: int) -> RunDigest:
-    return digest(simulate(scenario, replication))
+    from sim.spec.errors import SpecError
+
+    try:
+        return digest(simulate(scenario, replication))
+    except SpecError as exc:  # found while running: say which scenario file
+        raise exc.with_source(exc.source or scenario.source or scenario.name) from None
 
 
 # ------------------------------------------------------------------------------------------

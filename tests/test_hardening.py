@@ -8,7 +8,8 @@ file, the field, the value and what is allowed, or succeed where the input is le
 1. YAML a person did not mean: duplicate keys, alias bombs, nesting too deep.
 2. Files that are not files (/dev/zero, a FIFO, a folder) or are too large to read.
 3. NaN and infinity in scenarios, catalogs and --set values; a catalog that is not a mapping.
-4. Printing an error of a huge value (bounded in time and size).
+4. Errors inside an extends'ed file, a catalog file or a --set, reported against another file.
+5. Printing an error of a huge value (bounded in time and size).
 """
 
 from __future__ import annotations
@@ -201,6 +202,36 @@ def test_non_finite_catalog_prices_are_refused_by_catalog_command(write_yaml, pr
                       "prices.egress.aws.usd_per_gb: not a finite number", "allowed: a finite number >= 0")
 
 
+# ------------------------------------------------------------------------------------------
+# Class 4: every error names its file (extends, catalogs, --set)
+# ------------------------------------------------------------------------------------------
+
+
+def test_error_in_an_extended_file_names_that_file(write_yaml, minimal_doc) -> None:
+    """A bad value written in the base file is reported with the base file's name."""
+    minimal_doc["workload"]["arrivals"]["rate_per_s"] = -1
+    base = write_yaml(minimal_doc, "base.yaml")
+    top = write_yaml({"extends": "base.yaml", "name": "top", "horizon": -5}, "top.yaml")
+    text = assert_user_error(cli("validate", str(top)), f"{top}: 2 problems",
+                             f"workload.arrivals.rate_per_s (in {base.resolve()}): out of range (got -1)")
+    assert "horizon: out of range" in text  # written in top.yaml itself: no "(in ...)"
+
+
+def test_error_from_a_set_says_so(scenario_file: Path) -> None:
+    """A value given by `--set` is reported as coming from the --set, not from the file."""
+    result = cli("validate", str(scenario_file), "--set", "workload.arrivals.rate_per_s=-3")
+    assert_user_error(result, "workload.arrivals.rate_per_s (in --set): out of range (got -3)")
+
+
+@pytest.mark.parametrize("command", [["run"], ["compare", "-r", "1", "--workers", "1"]])
+def test_run_time_errors_name_the_scenario_file(scenario_file: Path, command: list[str]) -> None:
+    """A problem found only while running (a workload too large to hold) names the scenario file."""
+    out = scenario_file.parent / "out"
+    result = cli(command[0], str(scenario_file), *command[1:], "--out", str(out), "-q",
+                 "--set", "workload.arrivals.rate_per_s=1e9")
+    assert_user_error(result, f"{scenario_file}: 1 problem", "workload.arrivals")
+
+
 def test_catalog_list_file_is_an_error(write_yaml) -> None:
     """A catalog file holding a YAML list is refused as 'must be a mapping', naming the file."""
     path = write_yaml("- 1\n- 2\n", "list.yaml")
@@ -208,7 +239,7 @@ def test_catalog_list_file_is_an_error(write_yaml) -> None:
 
 
 # ------------------------------------------------------------------------------------------
-# Class 4: printing an error is bounded whatever the value
+# Class 5: printing an error is bounded whatever the value
 # ------------------------------------------------------------------------------------------
 
 

@@ -127,15 +127,20 @@ def _rebase_paths(doc: dict[str, Any], directory: Path) -> None:
             part["path"] = str((directory / part["path"]).resolve())
 
 
-def load_document(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+def load_document(path: str | Path) -> dict[str, Any]:
     """A scenario file with its `extends:` chain merged in, as a plain mapping."""
-    path = Path(path).resolve()
-    if path in _chain:
-        cycle = " -> ".join(p.name for p in (*_chain, path))
+    return _load_document(Path(path))[0]
+
+
+def _load_document(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, Any], Origins]:
+    """The merged document and, mirroring it, which file wrote each value (`Origins`)."""
+    path = path.resolve()
+    if path in chain:
+        cycle = " -> ".join(p.name for p in (*chain, path))
         raise SpecError(
             [SpecIssue("extends", f"extends forms a cycle: {cycle}", has_value=False,
                        allowed="a chain of files that ends in a file without extends")],
-            str(_chain[0]),
+            str(chain[0]),
         )
     raw = read_yaml(path)
     if raw is None:
@@ -149,7 +154,7 @@ def load_document(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, 
     _rebase_paths(raw, path.parent)
     parents = raw.pop("extends", None)
     if parents is None:
-        return raw
+        return raw, origins_of(raw, str(path))
     if isinstance(parents, str):
         parents = [parents]
     if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
@@ -159,6 +164,7 @@ def load_document(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, 
             str(path),
         )
     merged: dict[str, Any] = {}
+    origins: Origins = {}
     for parent in parents:
         parent_path = (path.parent / parent).resolve()
         if not parent_path.is_file():
@@ -168,10 +174,92 @@ def load_document(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, 
                 str(path),
             )
         try:
-            merged = deep_merge(merged, load_document(parent_path, (*_chain, path)))
+            document, found = _load_document(parent_path, (*chain, path))
         except SpecError as exc:
             raise exc.with_source(exc.source or str(parent_path)) from None
-    return deep_merge(merged, raw)
+        origins = merge_origins(merged, origins, document, found)
+        merged = deep_merge(merged, document)
+    origins = merge_origins(merged, origins, raw, origins_of(raw, str(path)))
+    return deep_merge(merged, raw), origins
+
+
+# ------------------------------------------------------------------------------------------
+# Origins: which file wrote each value
+# ------------------------------------------------------------------------------------------
+
+# A tree shaped like the document: a mapping's origins are a dict of its keys' origins; any
+# other value's origin is the file (or `--set`) that wrote it, or None where a `--set` changed
+# part of a list written elsewhere.
+Origins = dict[Any, Any]
+
+
+def origins_of(doc: Mapping[Any, Any], file: str) -> Origins:
+    """Every value of one file's document comes from that file."""
+    return {key: origins_of(value, file) if isinstance(value, Mapping) else file for key, value in doc.items()}
+
+
+def merge_origins(base: Mapping[Any, Any], base_origins: Origins, top: Mapping[Any, Any],
+                  top_origins: Origins) -> Origins:
+    """The origins of `deep_merge(base, top)`, following its rules exactly."""
+    merged = dict(base_origins)
+    for key, value in top.items():
+        if (isinstance(value, Mapping) and isinstance(base.get(key), Mapping)
+                and not _switches_family(base[key], value)):
+            merged[key] = merge_origins(base[key], base_origins.get(key, {}), value, top_origins[key])
+        else:
+            merged[key] = top_origins[key]
+    return merged
+
+
+def _set_origin(origins: Origins, parts: Sequence[str | int], label: str) -> None:
+    """Record that a `--set` wrote the value at `parts` (as `set_path` walks the document)."""
+    node: Any = origins
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict):
+            return
+        if i == len(parts) - 1 or not isinstance(node.get(part, {}), dict):
+            # the value itself, or a list or scalar the override reaches into: now mixed
+            node[part] = label if i == len(parts) - 1 else None
+            return
+        node = node.setdefault(part, {})
+
+
+def origin_of(origins: Origins, path: str) -> str | None:
+    """The file that wrote the value at a user path, if one file wrote all of it."""
+    try:
+        parts = parse_override_path(path)
+    except ValueError:
+        return None
+    node: Any = origins
+    for part in parts:
+        if not isinstance(node, dict) or part not in node:
+            break
+        node = node[part]
+    files = set(_leaf_files(node))
+    return files.pop() if len(files) == 1 else None
+
+
+def _leaf_files(node: Any) -> Iterable[Any]:
+    if isinstance(node, dict):
+        for child in node.values():
+            yield from _leaf_files(child)
+    else:
+        yield node
+
+
+def attribute(issues: Sequence[SpecIssue], origins: Origins | None, source: str) -> list[SpecIssue]:
+    """Issues with `file` set where the value came from another file than `source`."""
+    if not origins:
+        return list(issues)
+    out = []
+    for issue in issues:
+        origin = None if issue.file else origin_of(origins, issue.path)
+        out.append(dataclasses.replace(issue, file=origin) if origin and not _same_file(origin, source) else issue)
+    return out
+
+
+def _same_file(origin: str, source: str) -> bool:
+    return origin == source or (origin != "--set" and Path(source).resolve() == Path(origin))
 
 
 # ------------------------------------------------------------------------------------------
@@ -323,8 +411,12 @@ def _load_catalog(doc: dict[str, Any]) -> Catalog:
         raise SpecError([dataclasses.replace(i, file=i.file or exc.source) for i in exc.issues]) from None
 
 
-def scenario_from_document(doc: Any, source: str = "") -> Scenario:
-    """Validate a merged document into a Scenario, with catalog and cross-field checks."""
+def scenario_from_document(doc: Any, source: str = "", origins: Origins | None = None) -> Scenario:
+    """Validate a merged document into a Scenario, with catalog and cross-field checks.
+
+    `origins` (from `load_scenario`) says which file wrote each value, so that a problem in
+    an `extends`ed file, or set by a `--set`, names it.
+    """
     from sim.spec.checks import check_scenario
 
     if not isinstance(doc, dict):
@@ -332,16 +424,16 @@ def scenario_from_document(doc: Any, source: str = "") -> Scenario:
     try:
         scenario = Scenario.model_validate(doc)
     except ValidationError as exc:
-        raise SpecError(issues_from_validation(exc, Scenario), source) from None
+        raise SpecError(attribute(issues_from_validation(exc, Scenario), origins, source), source) from None
     except (TypeError, ValueError, RecursionError) as exc:  # pydantic raises these on pathological input
         raise SpecError([SpecIssue("", f"cannot read the scenario: {exc}", has_value=False)], source) from None
     try:
         catalog = _load_catalog(doc)
     except SpecError as exc:
-        raise SpecError(exc.issues, source) from None
+        raise SpecError(attribute(exc.issues, origins, source), source) from None
     issues = check_scenario(scenario, catalog)
     if issues:
-        raise SpecError(issues, source)
+        raise SpecError(attribute(issues, origins, source), source)
     scenario.attach(catalog, source)
     return scenario
 
@@ -356,18 +448,22 @@ def load_scenario(
     8.0
     """
     overrides = list(overrides)
+    origins: Origins | None = None
     if isinstance(path, Mapping):
         source = "<document>"
         doc = copy.deepcopy(dict(path))
     else:
         source = str(path)
-        doc = load_document(path)
+        doc, origins = _load_document(Path(path))
     if overrides:
         try:
             doc = apply_overrides(doc, overrides)
         except SpecError as exc:
             raise exc.with_source(source) from None
-    return scenario_from_document(doc, source)
+        if origins is not None:
+            for text in overrides:
+                _set_origin(origins, parse_override_path(text.partition("=")[0].strip()), "--set")
+    return scenario_from_document(doc, source, origins)
 
 
 def spec_hash(scenario: Scenario) -> str:
