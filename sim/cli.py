@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from sim.report.console import console, escape_control, styled
 from sim.spec import SpecError, SpecIssue, load_scenario
 from sim.spec.units import format_bandwidth, format_bytes, format_duration
 
@@ -28,8 +29,9 @@ app = typer.Typer(
 catalog_app = typer.Typer(help="Show the shipped catalogs (GPUs, models, prices) with sources.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Every string printed goes out literally (user text is never markup; controls are escaped).
+out = console()
+err = console(stderr=True)
 
 USER_ERROR = 2
 
@@ -39,9 +41,18 @@ SetOption = Annotated[
 ]
 
 
+def print_error(error: SpecError) -> None:
+    err.print(Text.assemble(styled("error", "bold red"), styled(": " + error.render())), soft_wrap=True)
+
+
 def fail(error: SpecError) -> typer.Exit:
-    err.print(f"[bold red]error[/]: {error.render()}", markup=True, soft_wrap=True)
+    print_error(error)
     return typer.Exit(USER_ERROR)
+
+
+def wide() -> object:
+    """The console for wide tables: the terminal's, or 160 columns when output is redirected."""
+    return out if out.is_terminal else console(width=160)
 
 
 @app.command()
@@ -56,21 +67,23 @@ def validate(
             scenario = load_scenario(file, set_ or [])
         except SpecError as exc:
             failed = True
-            err.print(f"[bold red]error[/]: {exc.with_source(str(file)).render()}", soft_wrap=True)
+            print_error(exc.with_source(str(file)))
             continue
         out.print(describe(scenario), soft_wrap=True)
     if failed:
         raise typer.Exit(USER_ERROR)
 
 
-def describe(scenario) -> str:  # noqa: ANN001 - Scenario, imported lazily for a fast CLI
+def describe(scenario) -> Text:  # noqa: ANN001 - Scenario, imported lazily for a fast CLI
     """A few lines a person can check against the file: who runs what where, on what."""
     from sim.catalog.sizing import replica_memory
 
     catalog = scenario.resolved_catalog
     model = catalog.models[scenario.model.id]
     m = scenario.model
-    lines = [f"[bold green]ok[/] {scenario.source or scenario.name}: [bold]{scenario.name}[/]"]
+    head = Text.assemble(styled("ok", "bold green"), styled(f" {scenario.source or scenario.name}: "),
+                         styled(scenario.name, "bold"))
+    lines = []
     if scenario.description:
         lines.append(f"  {scenario.description}")
     lines.append(
@@ -105,7 +118,7 @@ def describe(scenario) -> str:  # noqa: ANN001 - Scenario, imported lazily for a
     lines.append(f"  workload: {load} from {scenario.workload.origin}")
     placed = ", ".join(f"{k}={v}" for k, v in scenario.placement.sites_named().items())
     lines.append(f"  placement: {placed}")
-    return "\n".join(lines)
+    return Text("\n").join([head, *(styled(line) for line in lines)])
 
 
 @app.command()
@@ -134,8 +147,8 @@ def run(
     target = out_dir or Path("reports") / scenario.name / "run"
     result.write(target)
     print_run_summary(out, result)
-    out.print(f"[dim]wrote {target}/requests.parquet, summary.json, scenario.yaml "
-              f"({result.wall_s:.1f} s wall)[/]")
+    out.print(f"wrote {target}/requests.parquet, summary.json, scenario.yaml ({result.wall_s:.1f} s wall)",
+              style="dim", soft_wrap=True)
 
 
 SEED_SCENARIOS = "s[0-9]*_*.yaml"
@@ -181,11 +194,11 @@ def compare(
             "simulating", quiet)
     except SpecError as exc:
         raise fail(exc) from None
-    print_comparison(out if out.is_terminal else Console(highlight=False, width=150), comparison)
     from sim.report.document import write_report
 
     target = out_dir or Path("reports") / name
-    index = write_report(comparison, target)
+    index = write_report(comparison, target)  # first: the results are safe whatever printing does
+    print_comparison(wide(), comparison)
     out.print(f"report: {index} (also report.md, summary.csv, figures/)", soft_wrap=True)
 
 
@@ -195,9 +208,9 @@ def _with_steps(work, label: str, quiet: bool):  # noqa: ANN001, ANN202
 
     if quiet or not err.is_terminal:
         return work(None)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True) as bar:
-        task = bar.add_task(f"{label} (replications x scenarios)", total=None)
+        task = bar.add_task(escape_control(f"{label} (replications x scenarios)"), total=None)
         return work(lambda done, total: bar.update(task, completed=done, total=total))
 
 
@@ -277,7 +290,8 @@ def sweep(
     out.print(f"{len(results)} rows in {spec.out_dir}/points/: {len(results) - len(failed)} ok, "
               f"{len(failed)} failed", soft_wrap=True)
     for where, error in failed[:5]:
-        err.print(f"[yellow]failed[/] {where}: {error.splitlines()[-1] if error else ''}", soft_wrap=True)
+        err.print(Text.assemble(styled("failed", "yellow"), styled(f" {where}: {error.splitlines()[-1] if error else ''}")),
+                  soft_wrap=True)
     if report_ and len(results):
         from sim.report.sweep_figures import write_sweep_report
 
@@ -298,9 +312,9 @@ def _with_eta(work, label: str, quiet: bool):  # noqa: ANN001, ANN202
 
     if quiet or not err.is_terminal:
         return work(None)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=True) as bar:
-        task = bar.add_task(label, total=None)
+        task = bar.add_task(escape_control(label), total=None)
         return work(lambda done, total: bar.update(task, completed=done, total=total))
 
 
@@ -361,9 +375,11 @@ def plan(
             return
         above = ("" if math.isinf(answer.upper_rate_per_s)
                  else f"; misses them at {answer.upper_rate_per_s:.3g} req/s")
-        out.print(f"{answer.scenario} on {answer.gpus}x {answer.gpu} (TP {answer.tp}) sustains "
-                  f"[bold]{answer.rate_per_s:.3g} req/s[/] within {targets}{above} "
-                  f"({answer.simulations} simulations, {answer.wall_s:.0f} s)", soft_wrap=True)
+        out.print(Text.assemble(
+            styled(f"{answer.scenario} on {answer.gpus}x {answer.gpu} (TP {answer.tp}) sustains "),
+            styled(f"{answer.rate_per_s:.3g} req/s", "bold"),
+            styled(f" within {targets}{above} ({answer.simulations} simulations, {answer.wall_s:.0f} s)")),
+            soft_wrap=True)
         return
     table = result.table()
     if as_json:
@@ -383,7 +399,7 @@ def plan(
             f"{row['cost_usd_per_month']:,.0f}" if option.feasible else "-",
             f"{row['cost_usd_per_1m_requests']:,.2f}" if option.feasible else "-",
             f"{row['exposure_score']:,.0f}" if option.feasible else "-", str(option.simulations), option.reason)
-    (out if out.is_terminal else Console(highlight=False, width=160)).print(view)
+    wide().print(view)
     out.print(f"{result.simulations} simulations ({result.brute_force_simulations} to simulate every size), "
               f"{result.wall_s:.0f} s", soft_wrap=True)
 
@@ -433,6 +449,7 @@ def _compare_vary(files: list[Path], vary: list[str], replications: int | None, 
                             "simulating (scenarios x values x replications)", quiet)
     except SpecError as exc:
         raise fail(exc) from None
+    index = write_sweep_report(results, target)  # first: the results are safe whatever printing does
     summary = summarise(results)
     factors = [f.path for f in spec.factors]
     metrics = [m for m in ("ttft_p99_s", "e2e_p99_s", "slo_attainment", "exposure_score", "recovery_time_s",
@@ -443,11 +460,11 @@ def _compare_vary(files: list[Path], vary: list[str], replications: int | None, 
     for _, row in summary.iterrows():
         cells = [_plus_minus(row[m], row[f"{m}_ci_high"]) for m in metrics]
         view.add_row(str(row["base"]), *(str(row[f]) for f in factors), *cells)
-    (out if out.is_terminal else Console(highlight=False, width=160)).print(view)
+    wide().print(view)
     failed = int((results["status"] == "failed").sum())
     if failed:
-        err.print(f"[yellow]{failed} run(s) failed[/]; see {target}/results.csv", soft_wrap=True)
-    index = write_sweep_report(results, target)
+        err.print(Text.assemble(styled(f"{failed} run(s) failed", "yellow"), styled(f"; see {target}/results.csv")),
+                  soft_wrap=True)
     out.print(f"report: {index} (also report.md, results.csv, summary.csv, figures/)", soft_wrap=True)
 
 
@@ -473,9 +490,9 @@ def _with_progress(work, label: str, quiet: bool):  # noqa: ANN001, ANN202
 
     if quiet or not err.is_terminal:
         return work(None)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True) as bar:
-        task = bar.add_task(label, total=1.0)
+        task = bar.add_task(escape_control(label), total=1.0)
         return work(lambda fraction: bar.update(task, completed=fraction))
 
 
@@ -594,7 +611,7 @@ def catalog_gpus(
         )
     out.print(table)
     for gpu_id, gpu in sorted(catalog.gpus.items()):
-        out.print(f"[dim]{gpu_id}: {gpu.source}[/]", soft_wrap=True)
+        out.print(f"{gpu_id}: {gpu.source}", style="dim", soft_wrap=True)
 
 
 @catalog_app.command("models")
@@ -618,7 +635,7 @@ def catalog_models(
         )
     out.print(table)
     for model_id, model in sorted(catalog.models.items()):
-        out.print(f"[dim]{model_id}: {model.source}[/]", soft_wrap=True)
+        out.print(f"{model_id}: {model.source}", style="dim", soft_wrap=True)
 
 
 @catalog_app.command("prices")
@@ -658,7 +675,7 @@ def main() -> None:
     try:
         app()
     except SpecError as exc:  # any user mistake that escaped a command
-        err.print(f"[bold red]error[/]: {exc.render()}", soft_wrap=True)
+        print_error(exc)
         sys.exit(USER_ERROR)
 
 

@@ -10,6 +10,7 @@ file, the field, the value and what is allowed, or succeed where the input is le
 3. NaN and infinity in scenarios, catalogs and --set values; a catalog that is not a mapping.
 4. Errors inside an extends'ed file, a catalog file or a --set, reported against another file.
 5. Printing an error of a huge value (bounded in time and size).
+6. User text read as terminal markup (`[/]`) or carrying control characters (ANSI escapes).
 """
 
 from __future__ import annotations
@@ -256,3 +257,47 @@ def test_error_rendering_is_bounded_for_huge_values() -> None:
     assert len(text) < 5000
     assert "a whole number of about 100001 digits" in text
     assert all(len(short_repr(value)) <= 60 for value in values)
+
+
+# ------------------------------------------------------------------------------------------
+# Class 6: user text printed as terminal markup or with control characters
+# ------------------------------------------------------------------------------------------
+
+
+def test_brackets_in_a_description_are_printed_literally(write_yaml, minimal_doc) -> None:
+    """`description: "GPUs [/] cloud"` (a closing tag to rich) validates and prints as written."""
+    minimal_doc["description"] = "GPUs [/] cloud [red]not red[/red] :warning:"
+    path = write_yaml(minimal_doc, "brackets.yaml")
+    result = cli("validate", str(path))
+    assert result.exit_code == 0, result.output
+    assert "GPUs [/] cloud [red]not red[/red] :warning:" in result.stdout
+
+
+def test_compare_with_a_bracketed_name_keeps_its_results(scenario_file: Path, tmp_path: Path) -> None:
+    """A scenario named `team[/]a` compares, prints its name literally and writes the report."""
+    doc = yaml.safe_load(scenario_file.read_text())
+    doc["name"] = "team[/]a"
+    path = tmp_path / "bracketed.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "report"
+    result = cli("compare", str(path), "-r", "1", "--workers", "1", "-q", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "team[/]a" in result.stdout
+    assert (out / "index.html").is_file() and (out / "summary.csv").is_file()
+
+
+def test_control_characters_in_names_are_escaped(write_yaml, minimal_doc) -> None:
+    """An ANSI escape in a scenario name is shown as the text `\\x1b`, never sent to the terminal."""
+    minimal_doc["name"] = "a\x1b[31mred\x1b[0m\rb\u202ec"
+    path = write_yaml(minimal_doc, "ansi.yaml")
+    result = cli("validate", str(path))
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.stdout and "\r" not in result.stdout and "\u202e" not in result.stdout
+    assert "a\\x1b[31mred\\x1b[0m\\x0db\\u202ec" in result.stdout
+
+
+def test_markup_in_an_error_value_is_printed_literally(scenario_file: Path) -> None:
+    """A bad value that looks like markup appears as written in the error, with exit code 2."""
+    result = cli("validate", str(scenario_file), "--set", "sites.edge.pools[0].gpu=[bold]h100[/]\x1b[2J")
+    assert_user_error(result, "sites.edge.pools[0].gpu", "[bold]h100[/]\\x1b[2J")
+    assert "\x1b" not in result.stderr
