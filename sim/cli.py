@@ -15,6 +15,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from sim.outputs import folder_name, prepare_out_dir, prepare_out_file
 from sim.report.console import console, escape_control, styled
 from sim.spec import SpecError, SpecIssue, load_scenario
 from sim.spec.units import format_bandwidth, format_bytes, format_duration
@@ -139,16 +140,24 @@ def run(
         raise fail(exc.with_source(str(scenario_file))) from None
     if replication < 0:
         raise fail(SpecError([SpecIssue("--replication", "must not be negative", replication, "0, 1, 2, ...")]))
+    target = _ready(out_dir or Path("reports") / folder_name(scenario.name) / "run")
     try:
         result = _with_progress(lambda progress: simulate(scenario, replication, on_progress=progress),
                                 f"simulating {scenario.name}", quiet)
     except SpecError as exc:  # found while running (a trace file, a workload too large): name the file
         raise fail(exc.with_source(exc.source or str(scenario_file))) from None
-    target = out_dir or Path("reports") / scenario.name / "run"
     result.write(target)
     print_run_summary(out, result)
     out.print(f"wrote {target}/requests.parquet, summary.json, scenario.yaml ({result.wall_s:.1f} s wall)",
               style="dim", soft_wrap=True)
+
+
+def _ready(folder: Path, option: str = "--out") -> Path:
+    """The output folder, created and proven writable before any work (exit 2 if it cannot be)."""
+    try:
+        return prepare_out_dir(folder, option)
+    except SpecError as exc:
+        raise fail(exc) from None
 
 
 SEED_SCENARIOS = "s[0-9]*_*.yaml"
@@ -184,19 +193,26 @@ def compare(
         raise fail(SpecError([SpecIssue("--replications", "out of range", replications, "a whole number >= 1")]))
     if workers is not None and workers < 1:
         raise fail(SpecError([SpecIssue("--workers", "out of range", workers, "a whole number >= 1")]))
+    target = out_dir or Path("reports") / folder_name(name, "compare")
     if vary:
-        _compare_vary(files, vary, replications, workers, set_ or [], name, out_dir, quiet)
+        _compare_vary(files, vary, replications, workers, set_ or [], name, target, quiet)
         return
+    scenarios = []
+    for file in files:
+        try:
+            scenarios.append(load_scenario(file, set_ or []))
+        except SpecError as exc:
+            raise fail(exc.with_source(str(file))) from None
+    _ready(target)
     try:
         comparison = _with_steps(
-            lambda progress: run_compare(files, replications=replications, workers=workers,
-                                         overrides=set_ or [], on_progress=progress),
+            lambda progress: run_compare(scenarios, replications=replications, workers=workers,
+                                         on_progress=progress),
             "simulating", quiet)
     except SpecError as exc:
         raise fail(exc) from None
     from sim.report.document import write_report
 
-    target = out_dir or Path("reports") / name
     index = write_report(comparison, target)  # first: the results are safe whatever printing does
     print_comparison(wide(), comparison)
     out.print(f"report: {index} (also report.md, summary.csv, figures/)", soft_wrap=True)
@@ -272,6 +288,7 @@ def sweep(
 
     try:
         spec = load_sweep(sweep_file, out_dir)
+        prepare_out_dir(spec.out_dir)
         tasks = spec.tasks()
         done = sum(point_file(spec.out_dir, task.point).is_file() for task in tasks)
         out.print(f"sweep {spec.name}: {len(tasks)} runs (points x replications) -> {spec.out_dir}"
@@ -427,24 +444,25 @@ def report(
         raise fail(SpecError([SpecIssue("SWEEP_DIR", "not a sweep's results folder (no points/ inside)",
                                         str(sweep_dir), "the folder deploysim sweep wrote, e.g. "
                                         "reports/sweeps/rate_x_rtt")]))
+    target = _ready(out_dir or sweep_dir)
     results = load_sweep_results(sweep_dir)
     if not len(results):
         raise fail(SpecError([SpecIssue("SWEEP_DIR", "the sweep has no finished points yet", str(sweep_dir),
                                         "run deploysim sweep first")]))
-    index = write_sweep_report(results, out_dir or sweep_dir)
+    index = write_sweep_report(results, target)
     out.print(f"report: {index} (also report.md, results.csv, summary.csv, figures/)", soft_wrap=True)
 
 
 def _compare_vary(files: list[Path], vary: list[str], replications: int | None, workers: int | None,
-                  overrides: list[str], name: str, out_dir: Path | None, quiet: bool) -> None:
+                  overrides: list[str], name: str, target: Path, quiet: bool) -> None:
     """`compare --vary`: the scenarios x every combination of the varied values, as a sweep."""
     from sim.report.sweep_figures import label, write_sweep_report
     from sim.sweep import summarise, sweep_from_vary
     from sim.sweep import sweep as run_sweep
 
-    target = out_dir or Path("reports") / name
     try:
         spec = sweep_from_vary(files, vary, overrides, replications, name, target)
+        prepare_out_dir(target)
         results = _with_eta(lambda progress: run_sweep(spec, workers=workers, on_progress=progress),
                             "simulating (scenarios x values x replications)", quiet)
     except SpecError as exc:
@@ -540,6 +558,7 @@ def calibrate(
     from sim.calibration import fit_all, read_measurements, write_catalog_override
 
     try:
+        prepare_out_file(out_file)
         fits = fit_all(read_measurements(measurements, model=model, gpu=gpu, gpus=gpus, precision=precision))
     except SpecError as exc:
         raise fail(exc) from None
@@ -571,8 +590,10 @@ def fidelity(
     from sim.calibration import load_catalog_file, read_measurements
     from sim.report.fidelity import write_fidelity_report
 
+    target = out_dir or Path("reports") / "fidelity"
     try:
         catalog = load_catalog_file(catalog_file)
+        prepare_out_dir(target)
         points = read_measurements(measurements, model=model, gpu=gpu, gpus=gpus, precision=precision,
                                    catalog=catalog)
         result = run_fidelity(points, catalog_file)
@@ -584,7 +605,7 @@ def fidelity(
                    "-" if p.ks_distance is None else f"{p.ks_distance:.3f}")))
     errors = ", ".join(f"{metric} {mape:.1%}" for metric, mape in result.mape_by_metric.items())
     out.print(f"MAPE {result.mape:.1%} over {len(result.points)} points ({errors})", soft_wrap=True)
-    target = write_fidelity_report(result, out_dir or Path("reports") / "fidelity")
+    target = write_fidelity_report(result, target)
     out.print(f"report: {target / 'index.html'} (also report.md, points.csv, scatter.png)", soft_wrap=True)
 
 

@@ -54,6 +54,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from sim.outputs import folder_name, prepare_out_dir
 from sim.spec.errors import SpecError, SpecIssue, issues_from_validation, suggest
 from sim.spec.loader import load_document, parse_override_path, parse_value, read_yaml
 
@@ -105,7 +106,7 @@ class SweepFile(_Model):
     seed: int = Field(default=0, ge=0, lt=2**63)
     replications: int = Field(default=1, ge=1, le=1000)
     metrics: list[str] | None = Field(default=None, min_length=1)
-    out: str | None = None
+    out: str | None = Field(default=None, description="results folder, under the working folder")
 
     @field_validator("base", mode="before")
     @classmethod
@@ -141,7 +142,8 @@ class SweepSpec:
 
     @property
     def out_dir(self) -> Path:
-        return self.out or Path("reports") / "sweeps" / self.name
+        """`out`, else reports/sweeps/<name> (the name as a safe folder name: a label, not a path)."""
+        return self.out or Path("reports") / "sweeps" / folder_name(self.name, "sweep")
 
     def design_points(self) -> list[dict[str, Any]]:
         """The factor values of each point, in order (before crossing with bases)."""
@@ -195,7 +197,8 @@ def load_sweep(path_or_spec: str | Path | Mapping[str, Any], out: str | Path | N
     """Read and check a sweep file (or a mapping with the same keys); every problem at once.
 
     Base paths are relative to the sweep file (to the working folder for a mapping); `out`
-    is relative to the working folder, like every report folder.
+    is relative to the working folder, like every report folder, and a file's `out` must stay
+    under it (relative, without '..'); `out=` (the --out flag) and a mapping may name any folder.
     """
     if isinstance(path_or_spec, Mapping):
         raw: Any = dict(path_or_spec)
@@ -233,6 +236,10 @@ def load_sweep(path_or_spec: str | Path | Mapping[str, Any], out: str | Path | N
         if factor is not None:
             factors.append(factor)
     issues += _check_design(parsed, factors)
+    if source != "<sweep>" and parsed.out is not None and not _inside_working_folder(parsed.out):
+        # a file may come from someone else: it chooses a folder here, not anywhere
+        issues.append(SpecIssue("out", "a sweep file may only name a folder under the working folder", parsed.out,
+                                "a relative path without '..', e.g. reports/sweeps/mine; use --out for any other"))
     if len(set(bases)) != len(bases):
         issues.append(SpecIssue("base", "the same scenario file is named twice", parsed.base, "distinct files"))
     if issues:
@@ -244,6 +251,12 @@ def load_sweep(path_or_spec: str | Path | Mapping[str, Any], out: str | Path | N
         out=Path(out) if out is not None else (Path(parsed.out) if parsed.out else None),
         description=parsed.description, source=source, custom_metrics=parsed.metrics is not None,
     )
+
+
+def _inside_working_folder(out: str) -> bool:
+    """Whether a sweep file's `out` stays under the working folder (relative, no '..')."""
+    path = Path(out)
+    return bool(out.strip()) and not path.is_absolute() and ".." not in path.parts and not out.startswith("~")
 
 
 def _file_keys() -> list[str]:
@@ -650,7 +663,7 @@ def sweep(
     if workers is not None and workers < 0:
         raise SpecError([SpecIssue("--workers", "out of range", workers, "a whole number >= 0 (0: no Dask)")])
     tasks = spec.tasks()
-    out_dir = spec.out_dir
+    out_dir = prepare_out_dir(spec.out_dir)
     (out_dir / POINTS_DIR).mkdir(parents=True, exist_ok=True)
     _clean_temporaries(out_dir)
     prepared = _prepare(spec, tasks, retry_failed)

@@ -11,6 +11,8 @@ file, the field, the value and what is allowed, or succeed where the input is le
 4. Errors inside an extends'ed file, a catalog file or a --set, reported against another file.
 5. Printing an error of a huge value (bounded in time and size).
 6. User text read as terminal markup (`[/]`) or carrying control characters (ANSI escapes).
+7. Names that become paths (`name: ../../../tmp/x`, `/tmp/escape_abs`, a sweep's name and
+   `out:`), and an --out that is a file or unwritable, found only after the simulation.
 """
 
 from __future__ import annotations
@@ -127,7 +129,8 @@ def test_self_containing_alias_is_refused(write_yaml) -> None:
 
 
 @pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000,
-                                  "".join("  " * i + f"k{i}:\n" for i in range(MAX_DEPTH + 5)) + "  " * 40 + "v"])
+                                  "".join("  " * i + f"k{i}:\n" for i in range(MAX_DEPTH + 5)) + "  " * 40 + "v"],
+                         ids=["flow", "block"])
 def test_deep_nesting_is_an_error_not_a_recursion_error(write_yaml, text: str) -> None:
     """Nesting beyond MAX_DEPTH (flow or block) is a clear error, never a RecursionError traceback."""
     path = write_yaml(text, "deep.yaml")
@@ -301,3 +304,117 @@ def test_markup_in_an_error_value_is_printed_literally(scenario_file: Path) -> N
     result = cli("validate", str(scenario_file), "--set", "sites.edge.pools[0].gpu=[bold]h100[/]\x1b[2J")
     assert_user_error(result, "sites.edge.pools[0].gpu", "[bold]h100[/]\\x1b[2J")
     assert "\x1b" not in result.stderr
+
+
+# ------------------------------------------------------------------------------------------
+# Class 7: names that become paths, and output folders that fail only after the work
+# ------------------------------------------------------------------------------------------
+
+MEASUREMENTS_CSV = """id,model,gpu,n_gpus,precision,input_tokens,output_tokens,batch_or_concurrency,metric,value,unit
+a,llama-3.1-8b,h100-sxm,1,bf16,128,1,1,TTFT,12,ms
+b,llama-3.1-8b,h100-sxm,1,bf16,2048,1,1,TTFT,120,ms
+c,llama-3.1-8b,h100-sxm,1,bf16,128,128,1,TPOT,8,ms
+"""
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every path under root with its size and modification time (folders: that they exist)."""
+    return {str(p.relative_to(root)): (0, 0) if p.is_dir() else (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in root.rglob("*")}
+
+
+def _changed_outside(root: Path, before: dict[str, tuple[int, int]], out: Path) -> list[str]:
+    after = _tree(root)
+    changed = {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
+    inside = str(out.relative_to(root))
+    return sorted(p for p in changed if p != inside and not p.startswith(inside + os.sep))
+
+
+@pytest.mark.parametrize("name", ["../escaped", "/tmp/deploysim-escape-abs", "a/../../b", "..", "team[/]a"])
+def test_a_scenario_name_is_a_label_not_a_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               minimal_doc: dict[str, Any], name: str) -> None:
+    """`run` without --out writes under ./reports/<safe name>/run, whatever the name says."""
+    work = tmp_path / "work"
+    work.mkdir()
+    minimal_doc.update(name=name, horizon="30s")
+    (work / "s.yaml").write_text(yaml.safe_dump(minimal_doc))
+    monkeypatch.chdir(work)
+    before = _tree(tmp_path)
+    result = cli("run", "s.yaml", "-q")
+    assert result.exit_code == 0, result.output
+    assert _changed_outside(tmp_path, before, work / "reports") == []
+    assert not Path("/tmp/deploysim-escape-abs").exists()
+    runs = list((work / "reports").glob("*/run/summary.json"))
+    assert len(runs) == 1 and ".." not in runs[0].parts
+
+
+def test_a_sweep_name_is_a_label_and_its_out_stays_inside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          scenario_file: Path) -> None:
+    """A sweep named `../../x` writes under reports/sweeps/x; `out: /abs` in the file is refused."""
+    monkeypatch.chdir(tmp_path)
+    sweep = {"name": "../../x", "base": [scenario_file.name], "set": ["horizon=30s"],
+             "factors": {"workload.arrivals.rate_per_s": [1]}}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    result = cli("sweep", "sweep.yaml", "--workers", "0", "-q", "--no-report")
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "reports" / "sweeps" / "x" / "points").glob("*.parquet"))) == 1
+    sweep["out"] = str(tmp_path.parent / "elsewhere")
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    assert_user_error(cli("sweep", "sweep.yaml", "--workers", "0", "-q"), "out: a sweep file may only name")
+    assert not (tmp_path.parent / "elsewhere").exists()
+
+
+def _no_simulation(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("the output folder must be checked before any simulation")
+
+
+@pytest.mark.parametrize("command", ["run", "compare", "fidelity"])
+@pytest.mark.parametrize("bad", ["a_file", "a_file/below"])
+def test_unusable_out_fails_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            scenario_file: Path, command: str, bad: str) -> None:
+    """`--out` that is a file (or below one) exits 2 before a simulation or prediction starts."""
+    (tmp_path / "a_file").write_text("not a folder")
+    monkeypatch.setattr("sim.experiment.simulate", _no_simulation)
+    monkeypatch.setattr("sim.calibration.predict_measurement", _no_simulation)
+    target = str(scenario_file)
+    if command == "fidelity":
+        target = str(tmp_path / "m.csv")
+        Path(target).write_text(MEASUREMENTS_CSV)
+    args = [command, target, "--out", str(tmp_path / bad)] + (["-q"] if command != "fidelity" else [])
+    assert_user_error(cli(*args), "--out", bad)
+
+
+def test_calibrate_out_that_is_a_folder_fails_before_fitting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`calibrate --out <a folder>` exits 2 before any point is predicted."""
+    monkeypatch.setattr("sim.calibration.fit_all", _no_simulation)
+    (tmp_path / "m.csv").write_text(MEASUREMENTS_CSV)
+    assert_user_error(cli("calibrate", str(tmp_path / "m.csv"), "--out", str(tmp_path)), "--out", "is a folder")
+
+
+def test_commands_write_nothing_outside_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            scenario_file: Path) -> None:
+    """run, compare, sweep, report, calibrate and fidelity change nothing but their --out."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.csv").write_text(MEASUREMENTS_CSV)
+    sweep = {"name": "s", "base": [scenario_file.name], "set": ["horizon=30s"],
+             "factors": {"workload.arrivals.rate_per_s": [1, 2]}}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    (tmp_path / "outs").mkdir()
+    commands = [
+        ("run", ["run", str(scenario_file), "-q", "--set", "horizon=30s"]),
+        ("compare", ["compare", str(scenario_file), "-r", "1", "--workers", "1", "-q", "--set", "horizon=30s"]),
+        ("sweep", ["sweep", "sweep.yaml", "--workers", "0", "-q"]),
+        ("report", ["report", "sweep"]),
+        ("fidelity", ["fidelity", "m.csv"]),
+        ("calibrate", ["calibrate", "m.csv"]),
+    ]
+    for out_name, args in commands:
+        out = tmp_path / "outs" / out_name
+        target = out / "fit.yaml" if out_name == "calibrate" else out
+        if out_name == "report":
+            args = ["report", str(tmp_path / "outs" / "sweep")]
+        before = _tree(tmp_path)
+        result = cli(*args, "--out", str(target))
+        assert result.exit_code == 0, (out_name, result.output)
+        assert _changed_outside(tmp_path, before, out) == [], out_name
+        assert out.is_dir() and any(out.iterdir()), out_name
