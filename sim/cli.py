@@ -62,10 +62,13 @@ def validate(
     set_: SetOption = None,
 ) -> None:
     """Check scenario files and print a short resolved summary of each (exit 2 on errors)."""
+    from sim.workload.limits import check_run_fits
+
     failed = False
     for file in files:
         try:
             scenario = load_scenario(file, set_ or [])
+            check_run_fits(scenario)  # what run would refuse, validate refuses
         except SpecError as exc:
             failed = True
             print_error(exc.with_source(str(file)))
@@ -181,6 +184,7 @@ def compare(
     """Compare scenarios side by side on latency, privacy, drift recovery and cost, with a report."""
     from sim.experiment import compare as run_compare
     from sim.report.terminal import print_comparison
+    from sim.spec.scenario import MAX_REPLICATIONS
 
     files = list(scenario_files or [])
     if not files:
@@ -189,8 +193,9 @@ def compare(
             raise fail(SpecError([SpecIssue(
                 "SCENARIO", "no scenario files given and none found in ./scenarios", str(Path.cwd()),
                 "scenario files as arguments, or run from the folder that holds scenarios/")]))
-    if replications is not None and replications < 1:
-        raise fail(SpecError([SpecIssue("--replications", "out of range", replications, "a whole number >= 1")]))
+    if replications is not None and not 1 <= replications <= MAX_REPLICATIONS:
+        raise fail(SpecError([SpecIssue("--replications", "out of range", replications,
+                                        f"a whole number from 1 to {MAX_REPLICATIONS}")]))
     if workers is not None and workers < 1:
         raise fail(SpecError([SpecIssue("--workers", "out of range", workers, "a whole number >= 1")]))
     target = out_dir or Path("reports") / folder_name(name, "compare")

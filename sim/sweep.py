@@ -57,6 +57,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sim.outputs import folder_name, prepare_out_dir
 from sim.spec.errors import SpecError, SpecIssue, issues_from_validation, suggest
 from sim.spec.loader import load_document, parse_override_path, parse_value, read_yaml
+from sim.spec.scenario import MAX_REPLICATIONS
 
 Progress = Callable[[int, int], None]
 
@@ -104,7 +105,7 @@ class SweepFile(_Model):
     design: Literal["grid", "zip", "random", "lhs"] = "grid"
     samples: int | None = Field(default=None, ge=1, le=1_000_000, description="random/lhs: number of points")
     seed: int = Field(default=0, ge=0, lt=2**63)
-    replications: int = Field(default=1, ge=1, le=1000)
+    replications: int = Field(default=1, ge=1, le=MAX_REPLICATIONS)
     metrics: list[str] | None = Field(default=None, min_length=1)
     out: str | None = Field(default=None, description="results folder, under the working folder")
 
@@ -236,6 +237,7 @@ def load_sweep(path_or_spec: str | Path | Mapping[str, Any], out: str | Path | N
         if factor is not None:
             factors.append(factor)
     issues += _check_design(parsed, factors)
+    issues += _check_factor_values(factors)
     if source != "<sweep>" and parsed.out is not None and not _inside_working_folder(parsed.out):
         # a file may come from someone else: it chooses a folder here, not anywhere
         issues.append(SpecIssue("out", "a sweep file may only name a folder under the working folder", parsed.out,
@@ -244,6 +246,7 @@ def load_sweep(path_or_spec: str | Path | Mapping[str, Any], out: str | Path | N
         issues.append(SpecIssue("base", "the same scenario file is named twice", parsed.base, "distinct files"))
     if issues:
         raise SpecError(issues, source)
+    _check_size(len(bases), factors, parsed, source)
     return SweepSpec(
         name=parsed.name or default_name, bases=bases, base_labels=parsed.base, factors=factors,
         design=parsed.design, samples=parsed.samples, seed=parsed.seed, replications=parsed.replications,
@@ -312,6 +315,41 @@ def _check_design(parsed: SweepFile, factors: list[Factor]) -> list[SpecIssue]:
             issues.append(SpecIssue("factors", "zip pairs the i-th values, so every factor needs as many values",
                                     lengths, "lists (or steps) of one length"))
     return issues
+
+
+def _check_factor_values(factors: list[Factor]) -> list[SpecIssue]:
+    """No NaN or infinity among a factor's listed values (a range's ends are checked by its model)."""
+    issues = []
+    for factor in factors:
+        for i, value in enumerate(factor.values):
+            if isinstance(value, float) and not math.isfinite(value):
+                issues.append(SpecIssue(f"factors.{factor.path}[{i}]", "not a finite number", value,
+                                        "finite numbers (or other values the field takes)"))
+    return issues
+
+
+def design_size(factors: Sequence[Factor], design: str, samples: int | None = None) -> int:
+    """How many points a design has, without making them (a grid's is the product)."""
+    if not factors:
+        return 1
+    if design in ("random", "lhs"):
+        return samples or 0
+    counts = [len(f.values) if f.range is None else (f.range.steps or 2) for f in factors]
+    return math.prod(counts) if design == "grid" else min(counts)
+
+
+def _check_size(bases: int, factors: list[Factor], parsed: SweepFile, source: str) -> None:
+    """Refuse, before expanding it, a sweep whose list of runs would not fit in memory."""
+    from sim.workload.limits import BYTES_PER_SWEEP_POINT, check_memory
+
+    points = design_size(factors, parsed.design, parsed.samples)
+    runs = points * parsed.replications * bases
+    label = f"{bases} base(s) x {points:,} points x {parsed.replications} replication(s) = {runs:,} runs"
+    try:
+        check_memory([(f"{label} x {BYTES_PER_SWEEP_POINT} B", float(runs) * BYTES_PER_SWEEP_POINT)],
+                     "factors", "fewer points (fewer values or steps, fewer samples) or fewer replications")
+    except SpecError as exc:
+        raise exc.with_source(source) from None
 
 
 # ------------------------------------------------------------------------------------------

@@ -13,6 +13,10 @@ file, the field, the value and what is allowed, or succeed where the input is le
 6. User text read as terminal markup (`[/]`) or carrying control characters (ANSI escapes).
 7. Names that become paths (`name: ../../../tmp/x`, `/tmp/escape_abs`, a sweep's name and
    `out:`), and an --out that is a file or unwritable, found only after the simulation.
+8. Sizes that would not fit in memory or would hang: predict's batch and requests, sweep
+   grids and samples x replications, pools of a million GPUs, rates x horizons, token counts.
+9. Measurement files with impossible numbers (vLLM JSON `completed: 0.5`, `1e300`, deep
+   nesting; CSV `1e999`) or no rows at all.
 """
 
 from __future__ import annotations
@@ -418,3 +422,129 @@ def test_commands_write_nothing_outside_out(tmp_path: Path, monkeypatch: pytest.
         assert result.exit_code == 0, (out_name, result.output)
         assert _changed_outside(tmp_path, before, out) == [], out_name
         assert out.is_dir() and any(out.iterdir()), out_name
+
+
+# ------------------------------------------------------------------------------------------
+# Class 8: sizes that would not fit in memory (or would hang), refused with the estimate
+# ------------------------------------------------------------------------------------------
+
+GRID_1E10 = {"base": ["s.yaml"], "factors": {"workload.arrivals.rate_per_s": {"low": 1, "high": 2, "steps": 100_000},
+                                              "horizon": {"low": 60, "high": 120, "steps": 100_000}}}
+LHS_1E9 = {"base": ["s.yaml"], "factors": {"workload.arrivals.rate_per_s": {"low": 1, "high": 2}},
+           "design": "lhs", "samples": 1_000_000, "replications": 1000}
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["predict", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--batch", "1000000000"],
+     ["--batch: would need about", "1,000,000,000 requests x"]),
+    (["predict", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--concurrency", "4", "--requests", "1000000000"],
+     ["--requests: would need about"]),
+    (["sweep", "grid.yaml", "--workers", "0", "-q"], ["10,000,000,000 points", "fewer points"]),
+    (["sweep", "lhs.yaml", "--workers", "0", "-q"], ["1,000,000 points x 1000 replication(s)"]),
+    (["run", "s.yaml", "-q", "--set", "sites.edge.pools[0].count=1000000000"],
+     ["sites.edge.pools[0].count (in --set): out of range (got 1000000000)", "a value <= 100000"]),
+    (["run", "s.yaml", "-q", "--set", "workload.arrivals.rate_per_s=1e7", "--set", "horizon=1d"],
+     ["would need about", "requests x", "available", "a lower rate or a shorter horizon"]),
+], ids=["predict-batch", "predict-requests", "sweep-grid", "sweep-lhs", "pool-count", "run-rate"])
+def test_oversized_work_is_refused_in_a_2gb_process(tmp_path: Path, minimal_doc: dict[str, Any],
+                                                    args: list[str], expected: list[str]) -> None:
+    """What grew to 15 GB, hung or tried to allocate 104 GiB now exits 2 quickly in 2 GB of address
+    space, with the memory estimate, what is available and what to change."""
+    minimal_doc["horizon"] = "1min"
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(minimal_doc))
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(GRID_1E10))
+    (tmp_path / "lhs.yaml").write_text(yaml.safe_dump(LHS_1E9))
+    started = time.perf_counter()
+    done = limited(args, tmp_path)
+    assert_limited_user_error(done, *expected)
+    assert time.perf_counter() - started < 30
+    assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").rglob("*.parquet"))
+
+
+def test_a_pool_of_a_million_gpus_is_refused_before_building_it(scenario_file: Path) -> None:
+    """`--set sites...count=1000000` (which hung) is out of the documented range, also for validate."""
+    result = cli("validate", str(scenario_file), "--set", "sites.edge.pools[0].count=1000000")
+    assert_user_error(result, "sites.edge.pools[0].count (in --set): out of range (got 1000000)",
+                      "allowed: a value <= 100000")
+
+
+def test_validate_refuses_what_run_would_refuse(scenario_file: Path) -> None:
+    """validate runs the same memory estimate as run: a rate that cannot fit is refused by both."""
+    overrides = ["--set", "workload.arrivals.rate_per_s=1e8", "--set", "horizon=1d"]
+    assert_user_error(cli("validate", str(scenario_file), *overrides), "would need about", "available")
+
+
+def test_legal_sizes_still_run(scenario_file: Path, tmp_path: Path) -> None:
+    """A small run, a small predict and a small sweep are untouched by the guards."""
+    assert cli("run", str(scenario_file), "-q", "--out", str(tmp_path / "r")).exit_code == 0
+    answer = cli("predict", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--batch", "64", "--json")
+    assert answer.exit_code == 0, answer.output
+    assert '"completed": 64' in answer.stdout
+
+
+@pytest.mark.parametrize(("tokens", "message"), [
+    (["--input-tokens", "99999999999999999999999"], "--input-tokens: out of range"),
+    (["--input-tokens", "300000", "--output-tokens", "200000"], "needs more KV cache than one replica holds"),
+    (["--gpus", "100000"], "--gpus: out of range"),
+])
+def test_predict_token_counts_have_a_sane_cap(tokens: list[str], message: str) -> None:
+    """Token counts past any context (OverflowError before) or the replica's KV cache (NaN
+    latencies before) are exit-2 errors naming the flag."""
+    result = cli("predict", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", *tokens)
+    text = assert_user_error(result, message)
+    assert "nan" not in text.lower()
+
+
+# ------------------------------------------------------------------------------------------
+# Class 9: measurement files (vLLM JSON, CSV) with impossible numbers or nothing in them
+# ------------------------------------------------------------------------------------------
+
+VLLM = {"model_id": "meta-llama/Llama-3.1-8B-Instruct", "completed": 10, "total_input_tokens": 1000,
+        "total_output_tokens": 1000, "mean_ttft_ms": 50, "request_rate": "inf"}
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"completed": 0.5}, "completed: not a whole number (got 0.5)"),
+    ({"completed": 1e300}, "completed: out of range (got 1e+300)"),
+    ({"total_input_tokens": 1e300}, "total_input_tokens: is 1e+299 tokens per request"),
+    ({"input_lens": [1e300, 5], "output_lens": [5, 5]}, "input_lens: a token count that is negative"),
+    ({"input_lens": [100_000, 5], "output_lens": [100_000, 5]}, "longer than llama-3.1-8b's context"),
+    ({"mean_ttft_ms": float("nan")}, "mean_ttft_ms: not finite"),
+], ids=["half-request", "1e300-requests", "1e300-tokens", "1e300-lens", "beyond-context", "nan-metric"])
+def test_impossible_vllm_json_numbers_are_errors(tmp_path: Path, change: dict[str, Any], expected: str) -> None:
+    """vLLM JSON that gave ZeroDivisionError, 'Maximum allowed dimension exceeded' or silent
+    overflow is an exit-2 error naming the key (fidelity and calibrate read it the same way)."""
+    import json
+
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({**VLLM, **change}))
+    assert_user_error(cli("fidelity", str(path), "--gpu", "h100-sxm", "--out", str(tmp_path / "f")),
+                      str(path), expected)
+
+
+def test_deeply_nested_json_is_an_error(tmp_path: Path) -> None:
+    """A JSON file nested 100,000 deep is an error, not a RecursionError traceback."""
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    assert_user_error(cli("calibrate", str(path), "--gpu", "h100-sxm", "--out", str(tmp_path / "c.yaml")),
+                      "nested too deeply")
+
+
+def test_header_only_csv_is_an_error_and_writes_nothing(tmp_path: Path) -> None:
+    """`calibrate` on a CSV with a header but no rows exits 2 instead of writing `gpus: {}`."""
+    path = tmp_path / "m.csv"
+    path.write_text(MEASUREMENTS_CSV.splitlines()[0] + "\n")
+    assert_user_error(cli("calibrate", str(path), "--out", str(tmp_path / "fit.yaml")), "no measured points")
+    assert not (tmp_path / "fit.yaml").exists()
+
+
+@pytest.mark.parametrize(("cell", "value"), [("input_tokens", "1e999"), ("batch_or_concurrency", "1e30"),
+                                             ("n_gpus", "100000")])
+def test_csv_counts_are_bounded(tmp_path: Path, cell: str, value: str) -> None:
+    """A count cell of 1e999 (OverflowError before), 1e30 or an absurd GPU count names row and field."""
+    header, first, *_ = MEASUREMENTS_CSV.splitlines()
+    cells = dict(zip(header.split(","), first.split(","), strict=True))
+    cells[cell] = value
+    path = tmp_path / "m.csv"
+    path.write_text(header + "\n" + ",".join(cells.values()) + "\n")
+    assert_user_error(cli("fidelity", str(path), "--out", str(tmp_path / "f")), f"line 2 (id a).{cell}: out of range")

@@ -39,9 +39,10 @@ MAX_MEASUREMENT_BYTES = 128 * MiB
 
 def format_size(n_bytes: float) -> str:
     """1048576 -> '1 MiB' (binary units, as the caps are written)."""
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+    for unit, size in (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n_bytes >= size:
-            return f"{n_bytes / size:.3g} {unit}"
+            scaled = n_bytes / size
+            return f"{scaled:,.0f} {unit}" if scaled >= 1000 else f"{scaled:.3g} {unit}"
     return f"{n_bytes:.0f} B"
 
 

@@ -188,8 +188,8 @@ def _load_document(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, 
 # ------------------------------------------------------------------------------------------
 
 # A tree shaped like the document: a mapping's origins are a dict of its keys' origins; any
-# other value's origin is the file (or `--set`) that wrote it, or None where a `--set` changed
-# part of a list written elsewhere.
+# other value's origin is the file (or `--set`) that wrote it. A value a `--set` changed in
+# part (an item of a list) becomes an `_Inherited` dict.
 Origins = dict[Any, Any]
 
 
@@ -211,17 +211,27 @@ def merge_origins(base: Mapping[Any, Any], base_origins: Origins, top: Mapping[A
     return merged
 
 
+class _Inherited(dict):
+    """Origins inside a value one file wrote and a `--set` changed in part (a list item, say):
+    what the override wrote is in the dict, everything else is still `default`'s."""
+
+    def __init__(self, default: Any) -> None:
+        super().__init__()
+        self.default = default
+
+
 def _set_origin(origins: Origins, parts: Sequence[str | int], label: str) -> None:
     """Record that a `--set` wrote the value at `parts` (as `set_path` walks the document)."""
     node: Any = origins
     for i, part in enumerate(parts):
-        if not isinstance(node, dict):
+        if i == len(parts) - 1:
+            node[part] = label
             return
-        if i == len(parts) - 1 or not isinstance(node.get(part, {}), dict):
-            # the value itself, or a list or scalar the override reaches into: now mixed
-            node[part] = label if i == len(parts) - 1 else None
-            return
-        node = node.setdefault(part, {})
+        child = node.get(part)
+        if not isinstance(child, dict):  # a value written whole by a file, or nothing yet
+            inherited = child if child is not None else getattr(node, "default", None)
+            child = node[part] = _Inherited(inherited) if inherited is not None else {}
+        node = child
 
 
 def origin_of(origins: Origins, path: str) -> str | None:
@@ -232,14 +242,18 @@ def origin_of(origins: Origins, path: str) -> str | None:
         return None
     node: Any = origins
     for part in parts:
-        if not isinstance(node, dict) or part not in node:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            node = getattr(node, "default", node)
             break
-        node = node[part]
     files = set(_leaf_files(node))
     return files.pop() if len(files) == 1 else None
 
 
 def _leaf_files(node: Any) -> Iterable[Any]:
+    if isinstance(node, _Inherited):
+        yield node.default
     if isinstance(node, dict):
         for child in node.values():
             yield from _leaf_files(child)
