@@ -288,19 +288,19 @@ def sweep(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Run a sweep on a Dask cluster; each finished point is saved at once, so a rerun resumes."""
-    from sim.sweep import iter_failures, load_sweep, point_file
+    from sim.sweep import iter_failures, load_sweep, point_file, point_is_whole
     from sim.sweep import sweep as run_sweep
 
     try:
         spec = load_sweep(sweep_file, out_dir)
         prepare_out_dir(spec.out_dir)
         tasks = spec.tasks()
-        done = sum(point_file(spec.out_dir, task.point).is_file() for task in tasks)
+        done = sum(point_is_whole(point_file(spec.out_dir, task.point)) for task in tasks)
         out.print(f"sweep {spec.name}: {len(tasks)} runs (points x replications) -> {spec.out_dir}"
                   + (f" ({done} done before, skipped)" if done else ""), soft_wrap=True)
         results = _with_eta(
             lambda progress: run_sweep(spec, workers=workers, scheduler=scheduler, on_progress=progress,
-                                       retry_failed=retry_failed),
+                                       retry_failed=retry_failed, on_damaged=_warn_damaged("recomputed")),
             f"sweep {spec.name}", quiet)
     except SpecError as exc:
         raise fail(exc) from None
@@ -319,6 +319,19 @@ def sweep(
 
         index = write_sweep_report(results, spec.out_dir)
         out.print(f"report: {index} (also report.md, results.csv, summary.csv, figures/)", soft_wrap=True)
+
+
+def _warn_damaged(action: str):  # noqa: ANN202
+    """A callback that names point files that did not read back (what a power loss leaves)."""
+
+    def warn(files: list) -> None:  # noqa: ANN001 - file names or paths
+        names = [getattr(f, "name", str(f)) for f in files]
+        err.print(Text.assemble(
+            styled(f"{len(names)} damaged point file(s)", "yellow"),
+            styled(f" did not read back and are {action}: {', '.join(names[:5])}" + (" ..." if len(names) > 5 else ""))),
+            soft_wrap=True)
+
+    return warn
 
 
 def _with_eta(work, label: str, quiet: bool):  # noqa: ANN001, ANN202
@@ -451,6 +464,8 @@ def report(
                                         "reports/sweeps/rate_x_rtt")]))
     target = _ready(out_dir or sweep_dir)
     results = load_sweep_results(sweep_dir)
+    if results.attrs.get("damaged"):
+        _warn_damaged("left out (deploysim sweep recomputes them)")(results.attrs["damaged"])
     if not len(results):
         raise fail(SpecError([SpecIssue("SWEEP_DIR", "the sweep has no finished points yet", str(sweep_dir),
                                         "run deploysim sweep first")]))

@@ -11,6 +11,11 @@ Two rules keep every file deploysim writes inside the folder a person chose:
   (or the default folder) and proves it writable by creating and removing a file in it, so a
   typo in `--out` costs a second, not a simulation that cannot be saved. `prepare_out_file`
   does the same for a command that writes one file (`calibrate --out my_hw.yaml`).
+
+Files that must survive a crash or a power loss (a sweep's points and manifest) are written by
+`write_durably`: to a temporary name, flushed and fsynced, renamed over the target, and the
+folder fsynced, so that afterwards the file is either absent or whole. A rename alone can
+reach the disk before the data it names, leaving a zero-byte file.
 """
 
 from __future__ import annotations
@@ -64,3 +69,34 @@ def prepare_out_file(path: str | Path, option: str = "--out") -> Path:
     if path.exists() and not os.access(path, os.W_OK):
         raise _unusable(path, option, "the file exists and cannot be written", "a file you can write")
     return path
+
+
+def write_durably(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` so that after a crash it is absent, the old file, or the new one whole."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    fsync_folder(path.parent)
+    return path
+
+
+def fsync_folder(folder: str | Path) -> None:
+    """Make a folder's entries (a rename into it) durable; a no-op where folders cannot be opened."""
+    try:
+        handle = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:  # some file systems refuse fsync on a folder; the data itself is synced
+        pass
+    finally:
+        os.close(handle)

@@ -23,10 +23,11 @@ point runs `replications` times: replication k draws from random streams k, exac
 
 `sweep(...)` sends each point x replication to a Dask cluster (a `LocalCluster` of worker
 processes by default, or an existing cluster given its scheduler address), and writes each
-finished one at once, atomically, as one Parquet file under `out/points/`, named by a hash of
-(base, overrides, replication). A rerun skips the files that exist, so Ctrl-C or a crash loses
-only the points still running (the metrics kept are not part of the hash: to add a metric to
-finished points, use another `out`). A point that fails (a bad value, an error in the run)
+finished one at once, atomically and durably (fsynced before and after the rename), as one
+Parquet file under `out/points/`, named by a hash of (base, overrides, replication). A rerun
+skips the files that exist and read back, and recomputes any that do not (a power loss
+mid-write), so Ctrl-C or a crash loses only the points still running (the metrics kept are
+not part of the hash: to add a metric to finished points, use another `out`). A point that fails (a bad value, an error in the run)
 becomes a row with status `failed` and its error; the sweep goes on. The file's `seed` seeds
 the random and lhs designs; the scenarios keep their own seeds (sweep `seed` as a factor to
 vary them).
@@ -39,6 +40,7 @@ vary them).
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import math
@@ -52,9 +54,10 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from sim.outputs import folder_name, prepare_out_dir
+from sim.outputs import folder_name, prepare_out_dir, write_durably
 from sim.spec.errors import SpecError, SpecIssue, issues_from_validation, suggest
 from sim.spec.loader import load_document, parse_override_path, parse_value, read_yaml
 from sim.spec.scenario import MAX_REPLICATIONS
@@ -522,16 +525,33 @@ def point_file(out_dir: Path, point: str) -> Path:
 
 
 def write_row(out_dir: Path, row: dict[str, Any]) -> Path:
-    """One point x replication as one Parquet file, written to a temporary name and renamed."""
+    """One point x replication as one Parquet file, written durably (`write_durably`): after a
+    crash or a power loss the file is absent or whole, never the zero bytes a bare rename can leave."""
     target = point_file(out_dir, row["point"])
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.stem}.{os.getpid()}.tmp")
     frame = pd.DataFrame([row])
     for column in ("seed",):
         frame[column] = frame[column].astype("Int64")
-    frame.to_parquet(temporary, index=False)
-    os.replace(temporary, target)
-    return target
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return write_durably(target, buffer.getvalue())
+
+
+def read_point(file: Path) -> pd.DataFrame | None:
+    """A point file's one row, or None when it does not read back (damaged, truncated, empty)."""
+    try:
+        frame = pd.read_parquet(file)
+    except Exception:  # pyarrow raises many kinds for a damaged file; all mean "recompute it"
+        return None
+    return frame if len(frame) == 1 and {"point", "status"} <= set(frame.columns) else None
+
+
+def point_is_whole(file: Path) -> bool:
+    """Whether a point file's footer reads back with one row: a cheap check for every resume."""
+    try:
+        return pq.read_metadata(file).num_rows == 1
+    except Exception:  # a zero-byte or truncated file has no footer
+        return False
 
 
 def _clean_temporaries(out_dir: Path) -> None:
@@ -550,9 +570,7 @@ def _write_manifest(spec: SweepSpec, tasks: Sequence[PointTask]) -> None:
     }
     out = spec.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    temporary = out / f".{MANIFEST}.{os.getpid()}.tmp"
-    temporary.write_text(json.dumps(manifest, indent=1, default=str) + "\n")
-    os.replace(temporary, out / MANIFEST)
+    write_durably(out / MANIFEST, (json.dumps(manifest, indent=1, default=str) + "\n").encode())
 
 
 def load_sweep_results(out_dir: str | Path, all_points: bool = False) -> pd.DataFrame:
@@ -560,12 +578,18 @@ def load_sweep_results(out_dir: str | Path, all_points: bool = False) -> pd.Data
 
     With the sweep's manifest (`sweep.json`) present, rows of points that are no longer in the
     sweep (an older design or seed) are left out unless `all_points`. The frame's `attrs`
-    carry the manifest's factors, metrics and name.
+    carry the manifest's factors, metrics and name, and `damaged`: the point files that did
+    not read back (left out; a rerun of the sweep recomputes them).
     """
     out = Path(out_dir)
     files = sorted((out / POINTS_DIR).glob("*.parquet"))
-    frames = [pd.read_parquet(f) for f in files]
-    frames = [f for f in frames if len(f)]
+    frames, damaged = [], []
+    for file in files:
+        frame = read_point(file)
+        if frame is None:
+            damaged.append(file.name)
+        else:
+            frames.append(frame)
     results = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(META_COLUMNS))
     manifest = read_manifest(out)
     if manifest and len(results):
@@ -578,12 +602,18 @@ def load_sweep_results(out_dir: str | Path, all_points: bool = False) -> pd.Data
     results.attrs["metrics"] = list(manifest.get("metrics", DEFAULT_METRICS)) if manifest else list(DEFAULT_METRICS)
     results.attrs["name"] = manifest.get("name", out.name) if manifest else out.name
     results.attrs["design"] = manifest.get("design", "") if manifest else ""
+    results.attrs["damaged"] = damaged
     return results
 
 
 def read_manifest(out_dir: str | Path) -> dict[str, Any]:
+    """The sweep's manifest, or {} when it is missing or does not read back (rewritten by a rerun)."""
     path = Path(out_dir) / MANIFEST
-    return json.loads(path.read_text()) if path.is_file() else {}
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
 
 
 def _guess_factors(results: pd.DataFrame) -> list[str]:
@@ -605,16 +635,20 @@ class _Prepared:
     done: list[PointTask]
     documents: dict[Path, dict[str, Any]]
     failed_at_load: dict[str, dict[str, Any]]  # config -> outcome
+    damaged: list[Path]  # point files that did not read back: recomputed
 
 
 def _prepare(spec: SweepSpec, tasks: list[PointTask], retry_failed: bool) -> _Prepared:
     from sim.spec.loader import load_scenario
 
     out = spec.out_dir
-    done, pending = [], []
+    done, pending, damaged = [], [], []
     for task in tasks:
         file = point_file(out, task.point)
-        if file.is_file() and not (retry_failed and _failed(file)):
+        whole = file.is_file() and point_is_whole(file)
+        if file.is_file() and not whole:
+            damaged.append(file)
+        if whole and not (retry_failed and _failed(file)):
             done.append(task)
         else:
             pending.append(task)
@@ -642,7 +676,7 @@ def _prepare(spec: SweepSpec, tasks: list[PointTask], retry_failed: bool) -> _Pr
         raise SpecError(failed[first.config]["issues"],
                         f"{spec.source}: every point fails; the first, base {first.base_label} with "
                         + (", ".join(first.overrides) or "no overrides"))
-    return _Prepared(pending, done, documents, failed)
+    return _Prepared(pending, done, documents, failed, damaged)
 
 
 def _failed(file: Path) -> bool:
@@ -681,6 +715,7 @@ def sweep(
     out: str | Path | None = None,
     on_progress: Progress | None = None,
     retry_failed: bool = False,
+    on_damaged: Callable[[list[Path]], None] | None = None,
 ) -> pd.DataFrame:
     """Run a sweep; returns one row per point x replication (finished earlier or now).
 
@@ -692,6 +727,8 @@ def sweep(
     - `out`: the results folder (default: the file's `out`, else reports/sweeps/<name>).
     - `on_progress(done, total)`: called as points finish (counting this run's points only).
     - `retry_failed`: run again the points that failed last time (they are skipped otherwise).
+    - `on_damaged(files)`: told of finished point files that did not read back (a crash or a
+      power loss mid-write); they are recomputed.
 
     Raises SpecError for a bad sweep file, or when every point to run fails validation.
     """
@@ -708,6 +745,8 @@ def sweep(
     if spec.custom_metrics:
         _check_metrics(spec, prepared)
     _write_manifest(spec, tasks)
+    if on_damaged and prepared.damaged:
+        on_damaged(prepared.damaged)
 
     pending = prepared.pending
     total = len(pending)

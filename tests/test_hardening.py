@@ -17,6 +17,7 @@ file, the field, the value and what is allowed, or succeed where the input is le
    grids and samples x replications, pools of a million GPUs, rates x horizons, token counts.
 9. Measurement files with impossible numbers (vLLM JSON `completed: 0.5`, `1e300`, deep
    nesting; CSV `1e999`) or no rows at all.
+10. Sweep point files a power loss damaged (zero bytes, garbage) and a damaged manifest.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -548,3 +550,77 @@ def test_csv_counts_are_bounded(tmp_path: Path, cell: str, value: str) -> None:
     path = tmp_path / "m.csv"
     path.write_text(header + "\n" + ",".join(cells.values()) + "\n")
     assert_user_error(cli("fidelity", str(path), "--out", str(tmp_path / "f")), f"line 2 (id a).{cell}: out of range")
+
+
+# ------------------------------------------------------------------------------------------
+# Class 10: point files a power loss damaged (zero bytes, garbage), and durable writes
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def finished_sweep(tmp_path: Path, scenario_file: Path) -> tuple[Path, Path]:
+    """A three-point sweep run to the end: (its sweep file, its results folder)."""
+    sweep = {"name": "tiny", "base": [scenario_file.name], "set": ["horizon=30s"],
+             "factors": {"workload.arrivals.rate_per_s": [1, 2, 3]}}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    out = tmp_path / "tiny_out"
+    result = cli("sweep", str(path), "--workers", "0", "-q", "--no-report", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    return path, out
+
+
+def _damage(out: Path) -> list[str]:
+    """Truncate one point file to zero bytes and overwrite another with garbage."""
+    files = sorted((out / "points").glob("*.parquet"))
+    files[0].write_bytes(b"")
+    files[1].write_bytes(b"PAR1 not really parquet")
+    return [files[0].name, files[1].name]
+
+
+def test_report_skips_and_names_damaged_points(finished_sweep: tuple[Path, Path], tmp_path: Path) -> None:
+    """`report` on a folder with a zero-byte and a garbage point file (a pyarrow traceback before)
+    writes the report from the good point and names the damaged ones."""
+    _, out = finished_sweep
+    damaged = _damage(out)
+    result = cli("report", str(out), "--out", str(tmp_path / "report"))
+    assert result.exit_code == 0, result.output
+    assert "2 damaged point file(s)" in result.stderr
+    assert all(name in result.stderr for name in damaged)
+    assert "Traceback" not in result.output
+    assert (tmp_path / "report" / "index.html").is_file()
+
+
+def test_resumed_sweep_recomputes_damaged_points(finished_sweep: tuple[Path, Path]) -> None:
+    """A rerun names the damaged point files, recomputes them and ends with every point readable."""
+    sweep_file, out = finished_sweep
+    damaged = _damage(out)
+    result = cli("sweep", str(sweep_file), "--workers", "0", "-q", "--no-report", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "(1 done before, skipped)" in result.stdout
+    assert all(name in result.stderr for name in damaged) and "recomputed" in result.stderr
+    assert "3 rows" in result.stdout and "3 ok" in result.stdout
+    assert all(pd.read_parquet(f)["status"].item() == "ok" for f in (out / "points").glob("*.parquet"))
+
+
+def test_a_damaged_manifest_does_not_wedge_report(finished_sweep: tuple[Path, Path], tmp_path: Path) -> None:
+    """A zero-byte sweep.json is read as missing (factors guessed from the points), not a traceback."""
+    _, out = finished_sweep
+    (out / "sweep.json").write_bytes(b"")
+    result = cli("report", str(out), "--out", str(tmp_path / "report"))
+    assert result.exit_code == 0, result.output
+
+
+def test_points_are_written_durably(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A point file's data is fsynced before its rename and the folder after it; no temporary stays."""
+    from sim import outputs
+    from sim.sweep import write_row
+
+    calls: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(outputs.os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(outputs.os, "replace", lambda a, b: (calls.append("rename"), real_replace(a, b))[1])
+    target = write_row(tmp_path, {"point": "abc", "seed": 1, "status": "ok"})
+    assert calls == ["fsync", "rename", "fsync"]
+    assert pd.read_parquet(target)["point"].item() == "abc"
+    assert [p.name for p in (tmp_path / "points").iterdir()] == ["abc.parquet"]
