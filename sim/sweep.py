@@ -84,7 +84,7 @@ DESIGNS = ("grid", "zip", "random", "lhs")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # as the scenario's: no NaN, no infinity
 
 
 class FactorRange(_Model):

@@ -1,14 +1,18 @@
 """Hardening: every bad input gets a clear error, nothing escapes the output folder, nothing
 runs out of memory.
 
-Each class of bad input from the hardening issue is reproduced here (the command that used to
-hang, blow up or print a traceback) and must now exit 2 with a one-screen message naming the
-file, the field, the value and what is allowed, or succeed where the input is legal:
+Ten classes of bad input from the hardening issue are reproduced here, each with the command
+that used to hang, blow up, write outside its folder or print a traceback. Each must now exit
+2 with a one-screen message naming the file, the field, the value and what is allowed (or
+succeed where the input is legal); the ones that used to blow up run in a subprocess limited
+to 2 GB of address space and a timeout:
 
-1. YAML a person did not mean: duplicate keys, alias bombs, nesting too deep.
+1. YAML a person did not mean: duplicate keys, alias bombs (`name: *i`), nesting too deep.
 2. Files that are not files (/dev/zero, a FIFO, a folder) or are too large to read.
-3. NaN and infinity in scenarios, catalogs and --set values; a catalog that is not a mapping.
-4. Errors inside an extends'ed file, a catalog file or a --set, reported against another file.
+3. NaN and infinity in scenarios, catalogs, sweeps and --set/--vary values; a catalog that is
+   not a mapping.
+4. Errors inside an extends'ed file, a catalog file or a --set, or found while running,
+   reported against another file (or none).
 5. Printing an error of a huge value (bounded in time and size).
 6. User text read as terminal markup (`[/]`) or carrying control characters (ANSI escapes).
 7. Names that become paths (`name: ../../../tmp/x`, `/tmp/escape_abs`, a sweep's name and
@@ -18,14 +22,20 @@ file, the field, the value and what is allowed, or succeed where the input is le
 9. Measurement files with impossible numbers (vLLM JSON `completed: 0.5`, `1e300`, deep
    nesting; CSV `1e999`) or no rows at all.
 10. Sweep point files a power loss damaged (zero bytes, garbage) and a damaged manifest.
+
+A hypothesis test then throws random command lines over random small scenarios, sweeps,
+traces, catalogs and measurement files at the CLI: exit code 0 or 2, no traceback, bounded
+time, nothing written outside --out.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +43,8 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import sim
@@ -210,6 +222,20 @@ def test_non_finite_catalog_prices_are_refused_by_catalog_command(write_yaml, pr
     catalog = write_yaml(f"prices:\n  egress:\n    aws: {{usd_per_gb: {price}}}\n", "prices.yaml")
     assert_user_error(cli("catalog", "prices", "--catalog", str(catalog)), str(catalog),
                       "prices.egress.aws.usd_per_gb: not a finite number", "allowed: a finite number >= 0")
+
+
+def test_non_finite_sweep_values_are_refused(tmp_path: Path, scenario_file: Path) -> None:
+    """An infinite range end in a sweep file, or a NaN among --vary values, is refused at its path
+    (a range to infinity made NaN points before)."""
+    sweep = {"base": [scenario_file.name], "factors": {"workload.arrivals.rate_per_s": {"low": 1, "high": ".inf",
+                                                                                         "steps": 2}}}
+    path = tmp_path / "inf.yaml"
+    path.write_text(yaml.safe_dump(sweep).replace("'.inf'", ".inf"))
+    assert_user_error(cli("sweep", str(path), "--workers", "0", "-q", "--out", str(tmp_path / "o")),
+                      "factors.workload.arrivals.rate_per_s.high: not a finite number (got inf)")
+    result = cli("compare", str(scenario_file), "-r", "1", "-q", "--out", str(tmp_path / "c"),
+                 "--vary", "workload.arrivals.rate_per_s=1,.nan")
+    assert_user_error(result, "factors.workload.arrivals.rate_per_s[1]: not a finite number (got nan)")
 
 
 # ------------------------------------------------------------------------------------------
@@ -624,3 +650,116 @@ def test_points_are_written_durably(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert calls == ["fsync", "rename", "fsync"]
     assert pd.read_parquet(target)["point"].item() == "abc"
     assert [p.name for p in (tmp_path / "points").iterdir()] == ["abc.parquet"]
+
+
+# ------------------------------------------------------------------------------------------
+# Every class at once: random command lines over random small files
+# ------------------------------------------------------------------------------------------
+
+ODD_NUMBERS = [0, -1, 1, 3, 0.5, 1e9, 1e300, -1e300, ".nan", ".inf", "-.inf", 2**70, "1e999", "[]", "{}", "'x'"]
+ODD_TEXT = ["", "[/]", "[bold]x", "\x1b[2J", "../../x", "/tmp/deploysim-fuzz-abs", "a\rb", "::", "\u202e"]
+SCENARIO_PATHS = ["horizon", "warmup", "seed", "name", "description", "workload.arrivals.rate_per_s",
+                  "workload.bytes_per_token", "sites.edge.pools[0].count", "sites.edge.pools[0].gpu",
+                  "model.tensor_parallel", "model.serving.max_num_seqs", "workload.prompt_tokens.value",
+                  "workload.output_tokens.value", "workload.arrivals", "sites", "replications", "x"]
+
+
+def _override(data: Any) -> str:
+    path = data.draw(st.sampled_from(SCENARIO_PATHS), label="set path")
+    value = data.draw(st.sampled_from([*map(str, ODD_NUMBERS), *ODD_TEXT, "20s"]), label="set value")
+    return f"{path}={value}"
+
+
+def _scenario_text(data: Any, minimal: dict[str, Any]) -> str:
+    doc = copy.deepcopy(minimal)
+    doc["horizon"] = "20s"
+    if data.draw(st.sampled_from([False, False, False, True]), label="trace arrivals"):
+        doc["workload"]["arrivals"] = {"process": "trace", "path": "trace.csv", "format": "csv", "time_unit": "s",
+                                       "columns": {"time": "t", "prompt_tokens": "p", "output_tokens": "o"}}
+    text = yaml.safe_dump(doc, sort_keys=False)
+    extra = data.draw(st.sampled_from(["", "", "", "", "description: '[/] \\x1b[2J'\n", "name: a\n", "{", "seed: .nan\n",
+                                       "horizon: 1e999\n", "catalog: cat.yaml\n"]), label="extra yaml")
+    return text + extra
+
+
+def _trace_text(data: Any) -> str:
+    rows = data.draw(st.lists(st.tuples(*[st.sampled_from(["0", "1", "2.5", "-1", "nan", "inf", "1e300", "x", ""])] * 3),
+                              max_size=5), label="trace rows")
+    return "t,p,o\n" + "".join(",".join(row) + "\n" for row in rows)
+
+
+def _measurements(data: Any) -> tuple[str, str]:
+    if data.draw(st.booleans(), label="json"):
+        doc = dict(VLLM)
+        for key in data.draw(st.lists(st.sampled_from(list(VLLM) + ["input_lens", "output_lens"]), max_size=3)):
+            doc[key] = data.draw(st.sampled_from([0, 1, -1, 0.5, 1e300, "inf", None, [1, 2], [1e300], "x"]))
+        import json
+
+        return "m.json", json.dumps(doc, allow_nan=True)
+    lines = MEASUREMENTS_CSV.splitlines()
+    cells = data.draw(st.lists(st.sampled_from(["", "1e999", "-5", "0", "nan", "h100", "x,y", "1 (static batch)"]),
+                               min_size=11, max_size=11), label="csv cells")
+    return "m.csv", "\n".join([lines[0], lines[1], ",".join(cells)]) + "\n"
+
+
+def _sweep_text(data: Any) -> str:
+    factors = data.draw(st.sampled_from([
+        {"workload.arrivals.rate_per_s": [1, 2]}, {"workload.arrivals.rate_per_s": {"low": 1, "high": 2, "steps": 2}},
+        {"horizon": [".nan"]}, {"x..y": [1]}, {"workload.arrivals.rate_per_s": {"low": 1, "high": 2, "steps": 10**9}}]))
+    extra = data.draw(st.sampled_from(["", "design: lhs\nsamples: 2\n", "out: /tmp/deploysim-fuzz-out\n",
+                                       "name: ../../esc\n", "replications: 1000\nsamples: 1000000\ndesign: random\n"]))
+    return yaml.safe_dump({"base": ["s.yaml"], "set": ["horizon=10s"], "factors": factors}) + extra
+
+
+def _command(data: Any, out: str) -> list[str]:
+    count = data.draw(st.sampled_from([0, 0, 1, 2]), label="sets")
+    sets = [arg for _ in range(count) for arg in ("--set", _override(data))]
+    measurement_file = "m.json" if data.draw(st.booleans(), label="use json") else "m.csv"
+    templates = [
+        ["validate", "s.yaml", *sets], ["validate", "s.yaml", *sets], ["run", "s.yaml", "-q", "--out", out, *sets],
+        ["run", "s.yaml", "-q", "--out", out, *sets], ["sweep", "sw.yaml", "--workers", "0", "-q", "--out", out],
+        ["report", out], ["catalog", data.draw(st.sampled_from(["gpus", "models", "prices"])), "--catalog", "cat.yaml"],
+        ["predict", "--model", data.draw(st.sampled_from(["llama-3.1-8b", "llama-3.1-70b", "x"])), "--gpu",
+         data.draw(st.sampled_from(["h100-sxm", "l4", "nope"])), "--batch", str(data.draw(st.sampled_from(ODD_NUMBERS[:6]))),
+         "--input-tokens", data.draw(st.sampled_from(["1", "128", "200000", "99999999999999999999"]))],
+        ["fidelity", measurement_file, "--gpu", "h100-sxm", "--out", out],
+        ["calibrate", measurement_file, "--gpu", "h100-sxm", "--out", f"{out}/fit.yaml"],
+    ]
+    return data.draw(st.sampled_from(templates), label="command")
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_command_lines_exit_0_or_2_and_stay_inside_out(data: Any, minimal_doc: dict[str, Any]) -> None:
+    """Random command lines over random small scenarios, sweeps, traces, catalogs and measurement
+    files: exit code 0 or 2, never a traceback, a few seconds at most, and no file written
+    anywhere but --out (commands without --out write nothing)."""
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        (root / "s.yaml").write_text(_scenario_text(data, minimal_doc))
+        (root / "trace.csv").write_text(_trace_text(data))
+        (root / "sw.yaml").write_text(_sweep_text(data))
+        (root / "cat.yaml").write_text(data.draw(st.sampled_from(["gpus: {l4: {tdp_w: .nan}}", "- 1", "{}", "a: &a [*a]",
+                                                                   "gpus: {l4: {tdp_w: 80}}"]), label="catalog"))
+        name, text = _measurements(data)
+        (root / name).write_text(text)
+        out = root / "out"
+        command = _command(data, str(out))
+        before = _tree(root)
+        previous = os.getcwd()
+        os.chdir(root)
+        try:
+            started = time.perf_counter()
+            result = cli(*command)
+            elapsed = time.perf_counter() - started
+        finally:
+            os.chdir(previous)
+        event(f"{command[0]} exit {result.exit_code}")
+        assert result.exit_code in (0, 2), (command, result.output, result.exception)
+        assert result.exception is None or isinstance(result.exception, SystemExit), (command, result.exception)
+        assert "Traceback" not in result.output, command
+        assert elapsed < 30, (command, elapsed)
+        out.mkdir(exist_ok=True)
+        assert _changed_outside(root, before, out) == [], command
+    assert not Path("/tmp/deploysim-fuzz-abs").exists() and not Path("/tmp/deploysim-fuzz-out").exists()
