@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sim.outputs import folder_name, prepare_out_dir, prepare_out_file
-from sim.report.console import console, escape_control, styled
+from sim.report.console import SafeConsole, console, escape_control, styled
 from sim.spec import SpecError, SpecIssue, load_scenario
 from sim.spec.units import format_bandwidth, format_bytes, format_duration
 
@@ -51,7 +51,7 @@ def fail(error: SpecError) -> typer.Exit:
     return typer.Exit(USER_ERROR)
 
 
-def wide() -> object:
+def wide() -> SafeConsole:
     """The console for wide tables: the terminal's, or 160 columns when output is redirected."""
     return out if out.is_terminal else console(width=160)
 
@@ -71,7 +71,7 @@ def validate(
             check_run_fits(scenario)  # what run would refuse, validate refuses
         except SpecError as exc:
             failed = True
-            print_error(exc.with_source(str(file)))
+            print_error(exc.within(str(file)))
             continue
         out.print(describe(scenario), soft_wrap=True)
     if failed:
@@ -140,7 +140,7 @@ def run(
     try:
         scenario = load_scenario(scenario_file, set_ or [])
     except SpecError as exc:
-        raise fail(exc.with_source(str(scenario_file))) from None
+        raise fail(exc.within(str(scenario_file))) from None
     if replication < 0:
         raise fail(SpecError([SpecIssue("--replication", "must not be negative", replication, "0, 1, 2, ...")]))
     target = _ready(out_dir or Path("reports") / folder_name(scenario.name) / "run")
@@ -207,7 +207,7 @@ def compare(
         try:
             scenarios.append(load_scenario(file, set_ or []))
         except SpecError as exc:
-            raise fail(exc.with_source(str(file))) from None
+            raise fail(exc.within(str(file))) from None
     _ready(target)
     try:
         comparison = _with_steps(
@@ -229,8 +229,8 @@ def _with_steps(work, label: str, quiet: bool):  # noqa: ANN001, ANN202
 
     if quiet or not err.is_terminal:
         return work(None)
-    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as bar:
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err, transient=True) as bar:
         task = bar.add_task(escape_control(f"{label} (replications x scenarios)"), total=None)
         return work(lambda done, total: bar.update(task, completed=done, total=total))
 
@@ -312,8 +312,8 @@ def sweep(
     out.print(f"{len(results)} rows in {spec.out_dir}/points/: {len(results) - len(failed)} ok, "
               f"{len(failed)} failed", soft_wrap=True)
     for where, error in failed[:5]:
-        err.print(Text.assemble(styled("failed", "yellow"), styled(f" {where}: {error.splitlines()[-1] if error else ''}")),
-                  soft_wrap=True)
+        last_line = error.splitlines()[-1] if error else ""
+        err.print(Text.assemble(styled("failed", "yellow"), styled(f" {where}: {last_line}")), soft_wrap=True)
     if report_ and len(results):
         from sim.report.sweep_figures import write_sweep_report
 
@@ -326,10 +326,9 @@ def _warn_damaged(action: str):  # noqa: ANN202
 
     def warn(files: list) -> None:  # noqa: ANN001 - file names or paths
         names = [getattr(f, "name", str(f)) for f in files]
-        err.print(Text.assemble(
-            styled(f"{len(names)} damaged point file(s)", "yellow"),
-            styled(f" did not read back and are {action}: {', '.join(names[:5])}" + (" ..." if len(names) > 5 else ""))),
-            soft_wrap=True)
+        listed = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+        err.print(Text.assemble(styled(f"{len(names)} damaged point file(s)", "yellow"),
+                                styled(f" did not read back and are {action}: {listed}")), soft_wrap=True)
 
     return warn
 
@@ -347,8 +346,8 @@ def _with_eta(work, label: str, quiet: bool):  # noqa: ANN001, ANN202
 
     if quiet or not err.is_terminal:
         return work(None)
-    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=True) as bar:
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=True) as bar:
         task = bar.add_task(escape_control(label), total=None)
         return work(lambda done, total: bar.update(task, completed=done, total=total))
 
@@ -501,8 +500,8 @@ def _compare_vary(files: list[Path], vary: list[str], replications: int | None, 
     wide().print(view)
     failed = int((results["status"] == "failed").sum())
     if failed:
-        err.print(Text.assemble(styled(f"{failed} run(s) failed", "yellow"), styled(f"; see {target}/results.csv")),
-                  soft_wrap=True)
+        err.print(Text.assemble(styled(f"{failed} run(s) failed", "yellow"),
+                                styled(f"; see {target}/results.csv")), soft_wrap=True)
     out.print(f"report: {index} (also report.md, results.csv, summary.csv, figures/)", soft_wrap=True)
 
 
@@ -709,7 +708,7 @@ def _catalog(path: Path | None):  # noqa: ANN202
     try:
         return load_catalog_file(path)
     except SpecError as exc:
-        raise fail(exc.with_source(str(path))) from None
+        raise fail(exc.within(str(path))) from None
 
 
 def main() -> None:

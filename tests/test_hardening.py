@@ -253,6 +253,13 @@ def test_error_in_an_extended_file_names_that_file(write_yaml, minimal_doc) -> N
     assert "horizon: out of range" in text  # written in top.yaml itself: no "(in ...)"
 
 
+def test_yaml_error_in_an_extended_file_names_that_file(write_yaml) -> None:
+    """A duplicate key in the base file is reported in the base file, while validating the top one."""
+    base = write_yaml("name: a\nname: b\n", "base.yaml")
+    top = write_yaml("extends: base.yaml\n", "top.yaml")
+    assert_user_error(cli("validate", str(top)), f"{top}: 1 problem", f"name (in {base.resolve()}): duplicate key")
+
+
 def test_error_from_a_set_says_so(scenario_file: Path) -> None:
     """A value given by `--set` is reported as coming from the --set, not from the file."""
     result = cli("validate", str(scenario_file), "--set", "workload.arrivals.rate_per_s=-3")

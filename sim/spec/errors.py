@@ -19,6 +19,7 @@ error is about: a value set in an `extends`ed file, a catalog file, or a `--set`
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import difflib
 import math
@@ -27,7 +28,7 @@ import types
 import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any, Union
 
 from pydantic import BaseModel, ValidationError
@@ -79,10 +80,24 @@ class SpecError(ValueError):
     def with_source(self, source: str) -> SpecError:
         return SpecError(self.issues, source or self.source)
 
+    def within(self, source: str) -> SpecError:
+        """This error as found while checking `source`: issues from another file (an extended
+        file, a catalog) keep naming that file."""
+        if not self.source or _same_path(self.source, source):
+            return SpecError(self.issues, source)
+        return SpecError([dataclasses.replace(i, file=i.file or self.source) for i in self.issues], source)
+
     def __reduce__(self) -> tuple[Any, ...]:
         # Exceptions pickle their args (here the rendered text); worker processes send
         # SpecErrors back whole, issues and source.
         return (SpecError, (self.issues, self.source))
+
+
+def _same_path(a: str, b: str) -> bool:
+    try:
+        return a == b or Path(a).resolve() == Path(b).resolve()
+    except (OSError, ValueError):
+        return a == b
 
 
 def _cut(text: str, limit: int = MAX_TEXT_CHARS) -> str:

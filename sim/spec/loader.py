@@ -10,6 +10,10 @@ Overrides are `path=value` strings, as `deploysim run --set` takes them:
 The value is read as YAML (so `40` is a number and `[1, 2]` a list) and then validated by the
 models like anything written in the file.
 
+Beside the merged document the loader keeps which file wrote each value (its origins, merged
+by the same rules, with `--set` on top), so that a problem in a value an `extends`ed file
+wrote, or a `--set` gave, names that file or that `--set` rather than the top-level file.
+
 YAML is read with `sim.spec.safe_yaml`: safe loading only (no tag can construct Python
 objects), and a duplicate key, an alias bomb or nesting beyond a fixed depth is an error. Files
 are read within the size caps of `sim.spec.files`.
@@ -167,7 +171,7 @@ def _load_document(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, 
     origins: Origins = {}
     for parent in parents:
         parent_path = (path.parent / parent).resolve()
-        if not parent_path.is_file():
+        if not parent_path.exists():  # anything else that is not a readable file, read_yaml says what
             raise SpecError(
                 [SpecIssue("extends", f"the file to extend does not exist: {parent_path}", parent,
                            "a path relative to this file, e.g. 'base.yaml'")],
