@@ -27,10 +27,13 @@ finished one at once, atomically and durably (fsynced before and after the renam
 Parquet file under `out/points/`, named by a hash of (base, overrides, replication). A rerun
 skips the files that exist and read back, and recomputes any that do not (a power loss
 mid-write), so Ctrl-C or a crash loses only the points still running (the metrics kept are
-not part of the hash: to add a metric to finished points, use another `out`). A point that fails (a bad value, an error in the run)
-becomes a row with status `failed` and its error; the sweep goes on. The file's `seed` seeds
-the random and lhs designs; the scenarios keep their own seeds (sweep `seed` as a factor to
-vary them).
+not part of the hash: to add a metric to finished points, use another `out`). A point that
+fails (a bad value, an error in the run) becomes a row with status `failed` and its error;
+the sweep goes on. The file's `seed` seeds the random and lhs designs; the scenarios keep
+their own seeds (sweep `seed` as a factor to vary them).
+
+A sweep's size is checked before it is expanded (`sim.workload.limits`): a grid of 10^10
+points is refused with its memory estimate, not built.
 
     >>> from sim.sweep import sweep
     >>> frame = sweep("scenarios/sweeps/rate_x_rtt.yaml", workers=2)  # doctest: +SKIP
