@@ -386,8 +386,8 @@ def issues_from_validation(
                                   f"unknown {field} {tag!r}{suggest(tag, tags)}", tag, ", ".join(tags))
         elif kind == "finite_number" or (kind in _BOUND_ERRORS and _non_finite(err.get("input"))):
             # NaN fails every bound check too: say what is really wrong with it
-            key = path_parts[-1] if path_parts else None
-            issue = SpecIssue(path, "not a finite number", err.get("input"), finite_range(parent_type, key))
+            last_key: Any = path_parts[-1] if path_parts else None
+            issue = SpecIssue(path, "not a finite number", err.get("input"), finite_range(parent_type, last_key))
         elif kind in _BOUND_ERRORS:
             issue = SpecIssue(path, "out of range", err.get("input"), _allowed_from_error(err, parent_type))
         else:

@@ -51,7 +51,7 @@ class StrictLoader(yaml.SafeLoader):
         self._alias_nodes = 0
         self._seen_keys: dict[int, dict[Any, int]] = {}  # id(mapping) -> key -> line
 
-    def compose_node(self, parent: Node | None, index: Any) -> Node:
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         step = self._step(parent, index)
         if step is not None:
             self._path.append(step)
@@ -66,7 +66,7 @@ class StrictLoader(yaml.SafeLoader):
             if step is not None:
                 self._path.pop()
 
-    def _compose_fresh(self, parent: Node | None, index: Any) -> Node:
+    def _compose_fresh(self, parent: Node | None, index: Any) -> Node | None:
         event = self.peek_event()
         collection = isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent)
         if collection and len(self._path) >= MAX_DEPTH:
