@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from sim.outputs import folder_name, prepare_out_dir, prepare_out_file
+from sim.report.console import SafeConsole, console, escape_control, styled
 from sim.spec import SpecError, SpecIssue, load_scenario
 from sim.spec.units import format_bandwidth, format_bytes, format_duration
 
@@ -30,8 +31,9 @@ catalog_app = typer.Typer(help="Show the shipped catalogs (GPUs, models, engines
                           no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Every string printed goes out literally (user text is never markup; controls are escaped).
+out = console()
+err = console(stderr=True)
 
 USER_ERROR = 2
 
@@ -43,9 +45,18 @@ SetOption = Annotated[
 ]
 
 
+def print_error(error: SpecError) -> None:
+    err.print(Text.assemble(styled("error", "bold red"), styled(": " + error.render())), soft_wrap=True)
+
+
 def fail(error: SpecError) -> typer.Exit:
-    err.print(f"[bold red]error[/]: {error.render()}", markup=True, soft_wrap=True)
+    print_error(error)
     return typer.Exit(USER_ERROR)
+
+
+def wide() -> SafeConsole:
+    """The console for wide tables: the terminal's, or 160 columns when output is redirected."""
+    return out if out.is_terminal else console(width=160)
 
 
 @app.command()
@@ -54,27 +65,32 @@ def validate(
     set_: SetOption = None,
 ) -> None:
     """Check scenario files and print a short resolved summary of each (exit 2 on errors)."""
+    from sim.workload.limits import check_run_fits
+
     failed = False
     for file in files:
         try:
             scenario = load_scenario(file, set_ or [])
+            check_run_fits(scenario)  # what run would refuse, validate refuses
         except SpecError as exc:
             failed = True
-            err.print(f"[bold red]error[/]: {exc.with_source(str(file)).render()}", soft_wrap=True)
+            print_error(exc.within(str(file)))
             continue
         out.print(describe(scenario), soft_wrap=True)
     if failed:
         raise typer.Exit(USER_ERROR)
 
 
-def describe(scenario) -> str:  # noqa: ANN001 - Scenario, imported lazily for a fast CLI
+def describe(scenario) -> Text:  # noqa: ANN001 - Scenario, imported lazily for a fast CLI
     """A few lines a person can check against the file: who runs what where, on what."""
     from sim.kernels.replica import replica_setup
 
     catalog = scenario.resolved_catalog
     model = catalog.models[scenario.model.id]
     m = scenario.model
-    lines = [f"[bold green]ok[/] {scenario.source or scenario.name}: [bold]{scenario.name}[/]"]
+    head = Text.assemble(styled("ok", "bold green"), styled(f" {scenario.source or scenario.name}: "),
+                         styled(scenario.name, "bold"))
+    lines = []
     if scenario.description:
         lines.append(f"  {scenario.description}")
     lines.append(
@@ -115,7 +131,7 @@ def describe(scenario) -> str:  # noqa: ANN001 - Scenario, imported lazily for a
     lines.append(f"  workload: {load} from {scenario.workload.origin}")
     placed = ", ".join(f"{k}={v}" for k, v in scenario.placement.sites_named().items())
     lines.append(f"  placement: {placed}")
-    return "\n".join(lines)
+    return Text("\n").join([head, *(styled(line) for line in lines)])
 
 
 @app.command()
@@ -133,16 +149,27 @@ def run(
     try:
         scenario = load_scenario(scenario_file, set_ or [])
     except SpecError as exc:
-        raise fail(exc.with_source(str(scenario_file))) from None
+        raise fail(exc.within(str(scenario_file))) from None
     if replication < 0:
         raise fail(SpecError([SpecIssue("--replication", "must not be negative", replication, "0, 1, 2, ...")]))
-    result = _with_progress(lambda progress: simulate(scenario, replication, on_progress=progress),
-                            f"simulating {scenario.name}", quiet)
-    target = out_dir or Path("reports") / scenario.name / "run"
+    target = _ready(out_dir or Path("reports") / folder_name(scenario.name) / "run")
+    try:
+        result = _with_progress(lambda progress: simulate(scenario, replication, on_progress=progress),
+                                f"simulating {scenario.name}", quiet)
+    except SpecError as exc:  # found while running (a trace file, a workload too large): name the file
+        raise fail(exc.with_source(exc.source or str(scenario_file))) from None
     result.write(target)
     print_run_summary(out, result)
-    out.print(f"[dim]wrote {target}/requests.parquet, summary.json, scenario.yaml "
-              f"({result.wall_s:.1f} s wall)[/]")
+    out.print(f"wrote {target}/requests.parquet, summary.json, scenario.yaml ({result.wall_s:.1f} s wall)",
+              style="dim", soft_wrap=True)
+
+
+def _ready(folder: Path, option: str = "--out") -> Path:
+    """The output folder, created and proven writable before any work (exit 2 if it cannot be)."""
+    try:
+        return prepare_out_dir(folder, option)
+    except SpecError as exc:
+        raise fail(exc) from None
 
 
 SEED_SCENARIOS = "s[0-9]*_*.yaml"
@@ -166,6 +193,7 @@ def compare(
     """Compare scenarios side by side on latency, privacy, drift recovery and cost, with a report."""
     from sim.experiment import compare as run_compare
     from sim.report.terminal import print_comparison
+    from sim.spec.scenario import MAX_REPLICATIONS
 
     files = list(scenario_files or [])
     if not files:
@@ -174,25 +202,33 @@ def compare(
             raise fail(SpecError([SpecIssue(
                 "SCENARIO", "no scenario files given and none found in ./scenarios", str(Path.cwd()),
                 "scenario files as arguments, or run from the folder that holds scenarios/")]))
-    if replications is not None and replications < 1:
-        raise fail(SpecError([SpecIssue("--replications", "out of range", replications, "a whole number >= 1")]))
+    if replications is not None and not 1 <= replications <= MAX_REPLICATIONS:
+        raise fail(SpecError([SpecIssue("--replications", "out of range", replications,
+                                        f"a whole number from 1 to {MAX_REPLICATIONS}")]))
     if workers is not None and workers < 1:
         raise fail(SpecError([SpecIssue("--workers", "out of range", workers, "a whole number >= 1")]))
+    target = out_dir or Path("reports") / folder_name(name, "compare")
     if vary:
-        _compare_vary(files, vary, replications, workers, set_ or [], name, out_dir, quiet)
+        _compare_vary(files, vary, replications, workers, set_ or [], name, target, quiet)
         return
+    scenarios = []
+    for file in files:
+        try:
+            scenarios.append(load_scenario(file, set_ or []))
+        except SpecError as exc:
+            raise fail(exc.within(str(file))) from None
+    _ready(target)
     try:
         comparison = _with_steps(
-            lambda progress: run_compare(files, replications=replications, workers=workers,
-                                         overrides=set_ or [], on_progress=progress),
+            lambda progress: run_compare(scenarios, replications=replications, workers=workers,
+                                         on_progress=progress),
             "simulating", quiet)
     except SpecError as exc:
         raise fail(exc) from None
-    print_comparison(out if out.is_terminal else Console(highlight=False, width=150), comparison)
     from sim.report.document import write_report
 
-    target = out_dir or Path("reports") / name
-    index = write_report(comparison, target)
+    index = write_report(comparison, target)  # first: the results are safe whatever printing does
+    print_comparison(wide(), comparison)
     out.print(f"report: {index} (also report.md, summary.csv, figures/)", soft_wrap=True)
 
 
@@ -202,9 +238,9 @@ def _with_steps(work, label: str, quiet: bool):  # noqa: ANN001, ANN202
 
     if quiet or not err.is_terminal:
         return work(None)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as bar:
-        task = bar.add_task(f"{label} (replications x scenarios)", total=None)
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task(escape_control(f"{label} (replications x scenarios)"), total=None)
         return work(lambda done, total: bar.update(task, completed=done, total=total))
 
 
@@ -262,18 +298,19 @@ def sweep(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Run a sweep on a Dask cluster; each finished point is saved at once, so a rerun resumes."""
-    from sim.sweep import iter_failures, load_sweep, point_file
+    from sim.sweep import iter_failures, load_sweep, point_file, point_is_whole
     from sim.sweep import sweep as run_sweep
 
     try:
         spec = load_sweep(sweep_file, out_dir)
+        prepare_out_dir(spec.out_dir)
         tasks = spec.tasks()
-        done = sum(point_file(spec.out_dir, task.point).is_file() for task in tasks)
+        done = sum(point_is_whole(point_file(spec.out_dir, task.point)) for task in tasks)
         out.print(f"sweep {spec.name}: {len(tasks)} runs (points x replications) -> {spec.out_dir}"
                   + (f" ({done} done before, skipped)" if done else ""), soft_wrap=True)
         results = _with_eta(
             lambda progress: run_sweep(spec, workers=workers, scheduler=scheduler, on_progress=progress,
-                                       retry_failed=retry_failed),
+                                       retry_failed=retry_failed, on_damaged=_warn_damaged("recomputed")),
             f"sweep {spec.name}", quiet)
     except SpecError as exc:
         raise fail(exc) from None
@@ -285,12 +322,25 @@ def sweep(
     out.print(f"{len(results)} rows in {spec.out_dir}/points/: {len(results) - len(failed)} ok, "
               f"{len(failed)} failed", soft_wrap=True)
     for where, error in failed[:5]:
-        err.print(f"[yellow]failed[/] {where}: {error.splitlines()[-1] if error else ''}", soft_wrap=True)
+        last_line = error.splitlines()[-1] if error else ""
+        err.print(Text.assemble(styled("failed", "yellow"), styled(f" {where}: {last_line}")), soft_wrap=True)
     if report_ and len(results):
         from sim.report.sweep_figures import write_sweep_report
 
         index = write_sweep_report(results, spec.out_dir)
         out.print(f"report: {index} (also report.md, results.csv, summary.csv, figures/)", soft_wrap=True)
+
+
+def _warn_damaged(action: str):  # noqa: ANN202
+    """A callback that names point files that did not read back (what a power loss leaves)."""
+
+    def warn(files: list) -> None:  # noqa: ANN001 - file names or paths
+        names = [getattr(f, "name", str(f)) for f in files]
+        listed = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+        err.print(Text.assemble(styled(f"{len(names)} damaged point file(s)", "yellow"),
+                                styled(f" did not read back and are {action}: {listed}")), soft_wrap=True)
+
+    return warn
 
 
 def _with_eta(work, label: str, quiet: bool):  # noqa: ANN001, ANN202
@@ -306,9 +356,9 @@ def _with_eta(work, label: str, quiet: bool):  # noqa: ANN001, ANN202
 
     if quiet or not err.is_terminal:
         return work(None)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=True) as bar:
-        task = bar.add_task(label, total=None)
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=True) as bar:
+        task = bar.add_task(escape_control(label), total=None)
         return work(lambda done, total: bar.update(task, completed=done, total=total))
 
 
@@ -373,9 +423,11 @@ def plan(
             return
         above = ("" if math.isinf(answer.upper_rate_per_s)
                  else f"; misses them at {answer.upper_rate_per_s:.3g} req/s")
-        out.print(f"{answer.scenario} on {answer.gpus}x {answer.gpu} (TP {answer.tp}) sustains "
-                  f"[bold]{answer.rate_per_s:.3g} req/s[/] within {targets}{above} "
-                  f"({answer.simulations} simulations, {answer.wall_s:.0f} s)", soft_wrap=True)
+        out.print(Text.assemble(
+            styled(f"{answer.scenario} on {answer.gpus}x {answer.gpu} (TP {answer.tp}) sustains "),
+            styled(f"{answer.rate_per_s:.3g} req/s", "bold"),
+            styled(f" within {targets}{above} ({answer.simulations} simulations, {answer.wall_s:.0f} s)")),
+            soft_wrap=True)
         return
     table = result.table()
     if as_json:
@@ -395,7 +447,7 @@ def plan(
             f"{row['cost_usd_per_month']:,.0f}" if option.feasible else "-",
             f"{row['cost_usd_per_1m_requests']:,.2f}" if option.feasible else "-",
             f"{row['exposure_score']:,.0f}" if option.feasible else "-", str(option.simulations), option.reason)
-    (out if out.is_terminal else Console(highlight=False, width=160)).print(view)
+    wide().print(view)
     out.print(f"{result.simulations} simulations ({result.brute_force_simulations} to simulate every size), "
               f"{result.wall_s:.0f} s", soft_wrap=True)
 
@@ -423,28 +475,32 @@ def report(
         raise fail(SpecError([SpecIssue("SWEEP_DIR", "not a sweep's results folder (no points/ inside)",
                                         str(sweep_dir), "the folder deploysim sweep wrote, e.g. "
                                         "reports/sweeps/rate_x_rtt")]))
+    target = _ready(out_dir or sweep_dir)
     results = load_sweep_results(sweep_dir)
+    if results.attrs.get("damaged"):
+        _warn_damaged("left out (deploysim sweep recomputes them)")(results.attrs["damaged"])
     if not len(results):
         raise fail(SpecError([SpecIssue("SWEEP_DIR", "the sweep has no finished points yet", str(sweep_dir),
                                         "run deploysim sweep first")]))
-    index = write_sweep_report(results, out_dir or sweep_dir)
+    index = write_sweep_report(results, target)
     out.print(f"report: {index} (also report.md, results.csv, summary.csv, figures/)", soft_wrap=True)
 
 
 def _compare_vary(files: list[Path], vary: list[str], replications: int | None, workers: int | None,
-                  overrides: list[str], name: str, out_dir: Path | None, quiet: bool) -> None:
+                  overrides: list[str], name: str, target: Path, quiet: bool) -> None:
     """`compare --vary`: the scenarios x every combination of the varied values, as a sweep."""
     from sim.report.sweep_figures import label, write_sweep_report
     from sim.sweep import summarise, sweep_from_vary
     from sim.sweep import sweep as run_sweep
 
-    target = out_dir or Path("reports") / name
     try:
         spec = sweep_from_vary(files, vary, overrides, replications, name, target)
+        prepare_out_dir(target)
         results = _with_eta(lambda progress: run_sweep(spec, workers=workers, on_progress=progress),
                             "simulating (scenarios x values x replications)", quiet)
     except SpecError as exc:
         raise fail(exc) from None
+    index = write_sweep_report(results, target)  # first: the results are safe whatever printing does
     summary = summarise(results)
     factors = [f.path for f in spec.factors]
     metrics = [m for m in ("ttft_p99_s", "e2e_p99_s", "slo_attainment", "exposure_score", "recovery_time_s",
@@ -455,11 +511,11 @@ def _compare_vary(files: list[Path], vary: list[str], replications: int | None, 
     for _, row in summary.iterrows():
         cells = [_plus_minus(row[m], row[f"{m}_ci_high"]) for m in metrics]
         view.add_row(str(row["base"]), *(str(row[f]) for f in factors), *cells)
-    (out if out.is_terminal else Console(highlight=False, width=160)).print(view)
+    wide().print(view)
     failed = int((results["status"] == "failed").sum())
     if failed:
-        err.print(f"[yellow]{failed} run(s) failed[/]; see {target}/results.csv", soft_wrap=True)
-    index = write_sweep_report(results, target)
+        err.print(Text.assemble(styled(f"{failed} run(s) failed", "yellow"),
+                                styled(f"; see {target}/results.csv")), soft_wrap=True)
     out.print(f"report: {index} (also report.md, results.csv, summary.csv, figures/)", soft_wrap=True)
 
 
@@ -485,9 +541,9 @@ def _with_progress(work, label: str, quiet: bool):  # noqa: ANN001, ANN202
 
     if quiet or not err.is_terminal:
         return work(None)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True) as bar:
-        task = bar.add_task(label, total=1.0)
+        task = bar.add_task(escape_control(label), total=1.0)
         return work(lambda fraction: bar.update(task, completed=fraction))
 
 
@@ -555,25 +611,28 @@ def calibrate(
 
     def progress(message: str) -> None:
         if not quiet:
-            err.print(f"[dim]{escape(message)}[/]")
+            err.print(styled(message, "dim"))
 
     try:
-        if stage_seconds < 0:
-            raise SpecError([SpecIssue("--stage-seconds", "must not be negative", stage_seconds, "0 or more seconds")])
+        if not 0 <= stage_seconds <= 1e6:
+            raise SpecError([SpecIssue("--stage-seconds", "out of range", stage_seconds, "0 to 1,000,000 seconds")])
+        if not 1 <= workers <= 64:
+            raise SpecError([SpecIssue("--workers", "out of range", workers, "1 to 64 processes")])
+        prepare_out_file(out_file)
         benchmarks = read_measurements(measurements, model=model, gpu=gpu, gpus=gpus, precision=precision,
                                        engine=engine)
         result = run_calibrate(benchmarks, fit=[f.strip() for f in fit.split(",") if f.strip()] if fit else None,
-                               cap_s=stage_seconds or None, loo=loo, workers=max(1, workers), progress=progress)
+                               cap_s=stage_seconds or None, loo=loo, workers=workers, progress=progress)
     except SpecError as exc:
         raise fail(exc) from None
     for name, engine_fit in result.engines.items():
         out.print(_calibration_table(f"{name}: measured, fitted and leave-one-out (fitted without the benchmark)",
                                      engine_fit.table(), loo))
-        out.print(escape(engine_fit.summary()), soft_wrap=True)
+        out.print(engine_fit.summary(), soft_wrap=True)
     for gpu_id, training in result.training.items():
         out.print(_calibration_table(f"{gpu_id}: fine-tuning throughput", training.table(), loo))
-        out.print(escape(f"{gpu_id}: training MFU " + ", ".join(f"{k} {v:.3g}" for k, v in training.values.items())
-                         + "".join(f"\n  note: {n}" for n in training.notes)), soft_wrap=True)
+        out.print(f"{gpu_id}: training MFU " + ", ".join(f"{k} {v:.3g}" for k, v in training.values.items())
+                  + "".join(f"\n  note: {n}" for n in training.notes), soft_wrap=True)
     written = write_catalog_override(result, out_file)
     out.print(f"wrote {written}; use it with `catalog: {written.name}` in a scenario, or "
               f"`deploysim fidelity ... --catalog {written}`", soft_wrap=True, markup=False)
@@ -596,8 +655,10 @@ def fidelity(
     from sim.calibration import load_catalog_file, read_measurements
     from sim.report.fidelity import write_fidelity_report
 
+    target = out_dir or Path("reports") / "fidelity"
     try:
         catalog = load_catalog_file(catalog_file)
+        prepare_out_dir(target)
         benchmarks = read_measurements(measurements, model=model, gpu=gpu, gpus=gpus, precision=precision,
                                        engine=engine, catalog=catalog)
         result = run_fidelity(benchmarks, catalog_file)
@@ -625,7 +686,7 @@ def fidelity(
                                for g in result.run_gpus)
             out.print(f"runs, {stat}: median |error| " + ", ".join(f"{m.upper()} {v:.1%}" for m, v in overall.items())
                       + f" over {len(result.runs)} runs (by GPU: {by_gpu})", soft_wrap=True, markup=False)
-    target = write_fidelity_report(result, out_dir or Path("reports") / "fidelity")
+    target = write_fidelity_report(result, target)
     out.print(f"report: {target / 'index.html'} (also report.md, the tables as CSV, scatter.png)",
               soft_wrap=True, markup=False)
 
@@ -669,7 +730,7 @@ def catalog_gpus(
         )
     out.print(table)
     for gpu_id, gpu in sorted(catalog.gpus.items()):
-        out.print(f"[dim]{gpu_id}: {gpu.source}[/]", soft_wrap=True)
+        out.print(f"{gpu_id}: {gpu.source}", style="dim", soft_wrap=True)
 
 
 @catalog_app.command("models")
@@ -693,7 +754,7 @@ def catalog_models(
         )
     out.print(table)
     for model_id, model in sorted(catalog.models.items()):
-        out.print(f"[dim]{model_id}: {model.source}[/]", soft_wrap=True)
+        out.print(f"{model_id}: {model.source}", style="dim", soft_wrap=True)
 
 
 @catalog_app.command("engines")
@@ -722,7 +783,7 @@ def catalog_engines(
         if engine.fit_error:
             lines.append(f"  fit error: {engine.fit_error}")
         lines.append(f"  source: {engine.source} (as of {engine.as_of})")
-        out.print(escape("\n".join(lines)), soft_wrap=True)
+        out.print("\n".join(lines), soft_wrap=True)
 
 
 def _factor(name: str, value: float | None) -> str:
@@ -758,28 +819,19 @@ def _opt(value: object) -> str:
 
 
 def _catalog(path: Path | None):  # noqa: ANN202
-    from pydantic import ValidationError
+    from sim.spec.loader import load_catalog_file
 
-    from sim.catalog import Catalog, catalog_raw, shipped_catalog
-    from sim.spec.errors import issues_from_validation
-    from sim.spec.loader import read_yaml
-
-    if path is None:
-        return shipped_catalog()
     try:
-        extra = read_yaml(path) or {}
-        return Catalog.model_validate(catalog_raw(extra))
+        return load_catalog_file(path)
     except SpecError as exc:
-        raise fail(exc.with_source(str(path))) from None
-    except ValidationError as exc:
-        raise fail(SpecError(issues_from_validation(exc, Catalog), str(path))) from None
+        raise fail(exc.within(str(path))) from None
 
 
 def main() -> None:
     try:
         app()
     except SpecError as exc:  # any user mistake that escaped a command
-        err.print(f"[bold red]error[/]: {exc.render()}", soft_wrap=True)
+        print_error(exc)
         sys.exit(USER_ERROR)
 
 

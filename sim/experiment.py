@@ -38,9 +38,14 @@ from sim.spec.scenario import Scenario
 
 def simulate(scenario: Scenario, replication: int = 0,
              on_progress: Callable[[float], None] | None = None) -> Result:
-    """Run one replication of a scenario to its horizon and collect the results."""
+    """Run one replication of a scenario to its horizon and collect the results.
+
+    Refuses (SpecError) a run whose estimated memory exceeds what this process can use.
+    """
+    from sim.workload.limits import check_run_fits
     from sim.world import World
 
+    check_run_fits(scenario)
     started = time.perf_counter()
     world = World(scenario, replication)
     result = world.run(on_progress=on_progress)
@@ -91,7 +96,12 @@ def digest(result: Result) -> RunDigest:
 
 
 def _run_digest(scenario: Scenario, replication: int) -> RunDigest:
-    return digest(simulate(scenario, replication))
+    from sim.spec.errors import SpecError
+
+    try:
+        return digest(simulate(scenario, replication))
+    except SpecError as exc:  # found while running: say which scenario file
+        raise exc.with_source(exc.source or scenario.source or scenario.name) from None
 
 
 # ------------------------------------------------------------------------------------------
@@ -237,6 +247,18 @@ def _load_all(scenarios: Iterable[str | Path | Scenario], overrides: Sequence[st
     return loaded, sources
 
 
+def _check_all_fit(scenarios: Sequence[Scenario], workers: int) -> None:
+    """Every scenario's run must fit `workers` times over, before any run starts (nothing is lost)."""
+    from sim.spec.errors import SpecError
+    from sim.workload.limits import check_run_fits
+
+    for scenario in scenarios:
+        try:
+            check_run_fits(scenario, runs_at_once=workers)
+        except SpecError as exc:
+            raise exc.with_source(scenario.source or scenario.name) from None
+
+
 def compare(
     scenarios: Iterable[str | Path | Scenario],
     replications: int | None = None,
@@ -257,6 +279,7 @@ def compare(
         raise ValueError("replications must be at least 1")
     tasks = [(s, k) for k in range(replications) for s in loaded]
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
+    _check_all_fit(loaded, workers)
     runs: dict[str, list[RunDigest]] = {s.name: [] for s in loaded}
     done = 0
     if workers == 1:

@@ -53,6 +53,7 @@ import numpy as np
 import pandas as pd
 
 from sim.spec.errors import SpecError, SpecIssue, suggest
+from sim.spec.scenario import MAX_GPUS_PER_POOL, MAX_REPLICATIONS
 from sim.spec.units import UnitError, format_duration, parse_duration
 
 if TYPE_CHECKING:
@@ -470,10 +471,11 @@ def _check_plan_inputs(rate_per_s: float, gpus: Sequence[str], max_gpus: int, re
                                     ", ".join(sorted(catalog.gpus))))
     if not gpus:
         issues.append(SpecIssue("--gpus", "no GPU types to try", has_value=False, allowed="e.g. l4,l40s"))
-    if max_gpus < 1:
-        issues.append(SpecIssue("--max-gpus", "out of range", max_gpus, "a whole number >= 1"))
-    if replications < 1:
-        issues.append(SpecIssue("--replications", "out of range", replications, "a whole number >= 1"))
+    if not 1 <= max_gpus <= MAX_GPUS_PER_POOL:
+        issues.append(SpecIssue("--max-gpus", "out of range", max_gpus, f"a whole number from 1 to {MAX_GPUS_PER_POOL:,}"))
+    if not 1 <= replications <= MAX_REPLICATIONS:
+        issues.append(SpecIssue("--replications", "out of range", replications,
+                                f"a whole number from 1 to {MAX_REPLICATIONS}"))
     if issues:
         raise SpecError(issues)
 

@@ -24,13 +24,45 @@ from sim.catalog import Catalog, shipped_catalog
 from sim.kernels.batching import DONE, PoolKernel
 from sim.kernels.replica import DEFAULT_ENGINE, replica_setup
 from sim.spec.errors import SpecError, SpecIssue, suggest
-from sim.spec.scenario import Serving
+from sim.spec.scenario import MAX_TENSOR_PARALLEL, Serving
+from sim.workload.limits import BYTES_PER_PREDICTED_REQUEST, check_memory
 
 PRECISIONS = ("bf16", "fp16", "fp8", "int8", "int4")
 
 
 def _check(name: str, value: Any, ok: bool, allowed: str, message: str = "not allowed") -> list[SpecIssue]:
     return [] if ok else [SpecIssue(f"--{name}", message, value, allowed)]
+
+
+# Longer than any model's context: a bound that keeps a typo (99999999999999999999999) away
+# from numpy; the real limit, the replica's KV cache, is checked once the replica is sized.
+MAX_TOKENS = 10_000_000
+
+
+def _kv_issues(kv_tokens: int, input_tokens: int, output_tokens: int, where: str) -> list[SpecIssue]:
+    """A request the replica's KV cache cannot hold is never served (it ended as NaN latencies)."""
+    total = input_tokens + output_tokens
+    if total <= kv_tokens:
+        return []
+    name, value = ("input-tokens", input_tokens) if input_tokens >= output_tokens else ("output-tokens", output_tokens)
+    return [SpecIssue(f"--{name}", f"a request of {total:,} tokens needs more KV cache than one replica holds "
+                      f"({kv_tokens:,} tokens on {where})", value,
+                      f"input + output tokens <= {kv_tokens:,}, or more GPUs (--gpus)")]
+
+
+def _check_fits(batch: int, concurrency: int | None, requests: int | None, rate_per_s: float | None) -> None:
+    """Refuse a batch or loop whose requests would not fit in memory, before allocating them."""
+    if concurrency is not None:
+        n, flag = requests or 10 * concurrency, "--requests" if requests else "--concurrency"
+    elif rate_per_s is not None:
+        n, flag = requests or 1000, "--requests"
+    else:
+        n, flag = batch, "--batch"
+    try:
+        check_memory([(f"{n:,} requests x {BYTES_PER_PREDICTED_REQUEST} B", float(n) * BYTES_PER_PREDICTED_REQUEST)],
+                     flag, f"a smaller {flag}")
+    except SpecError as exc:
+        raise exc.with_source("deploysim predict") from None
 
 
 def predict(
@@ -65,8 +97,16 @@ def predict(
         issues += _check("concurrency", concurrency, concurrency >= 1, "a whole number >= 1", "out of range")
     if requests is not None:
         issues += _check("requests", requests, requests >= 1, "a whole number >= 1", "out of range")
+    if rate_per_s is not None:
+        issues += _check("rate", rate_per_s, bool(np.isfinite(rate_per_s)) and rate_per_s > 0, "requests/s > 0",
+                         "out of range")
+    for name, value in (("input-tokens", input_tokens), ("output-tokens", output_tokens)):
+        issues += _check(name, value, value <= MAX_TOKENS, f"a whole number up to {MAX_TOKENS:,}", "out of range")
+    issues += _check("gpus", gpus, gpus <= MAX_TENSOR_PARALLEL, f"a whole number up to {MAX_TENSOR_PARALLEL}",
+                     "out of range")
     if issues:
         raise SpecError(issues, "deploysim predict")
+    _check_fits(batch, concurrency, requests, rate_per_s)
     card, device = catalog.models[model], catalog.gpus[gpu]
     if card.kind != "transformer":
         raise SpecError([SpecIssue("--model", "predict models transformers; classic models have no roofline", model,
@@ -84,6 +124,9 @@ def predict(
     if not memory.fits:
         raise SpecError([SpecIssue("--gpus", f"{model} at {precision} does not fit {gpus}x {gpu} with room for "
                                    f"{length} tokens of KV cache", gpus, "more GPUs, a smaller precision, or shorter requests")])
+    kv = _kv_issues(memory.kv_tokens, input_tokens, output_tokens, f"{gpus}x {gpu} at {precision}")
+    if kv:
+        raise SpecError(kv, "deploysim predict")
     closed = concurrency is not None
     poisson = rate_per_s is not None and not closed
     if poisson:

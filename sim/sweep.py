@@ -23,13 +23,17 @@ point runs `replications` times: replication k draws from random streams k, exac
 
 `sweep(...)` sends each point x replication to a Dask cluster (a `LocalCluster` of worker
 processes by default, or an existing cluster given its scheduler address), and writes each
-finished one at once, atomically, as one Parquet file under `out/points/`, named by a hash of
-(base, overrides, replication). A rerun skips the files that exist, so Ctrl-C or a crash loses
-only the points still running (the metrics kept are not part of the hash: to add a metric to
-finished points, use another `out`). A point that fails (a bad value, an error in the run)
-becomes a row with status `failed` and its error; the sweep goes on. The file's `seed` seeds
-the random and lhs designs; the scenarios keep their own seeds (sweep `seed` as a factor to
-vary them).
+finished one at once, atomically and durably (fsynced before and after the rename), as one
+Parquet file under `out/points/`, named by a hash of (base, overrides, replication). A rerun
+skips the files that exist and read back, and recomputes any that do not (a power loss
+mid-write), so Ctrl-C or a crash loses only the points still running (the metrics kept are
+not part of the hash: to add a metric to finished points, use another `out`). A point that
+fails (a bad value, an error in the run) becomes a row with status `failed` and its error;
+the sweep goes on. The file's `seed` seeds the random and lhs designs; the scenarios keep
+their own seeds (sweep `seed` as a factor to vary them).
+
+A sweep's size is checked before it is expanded (`sim.workload.limits`): a grid of 10^10
+points is refused with its memory estimate, not built.
 
     >>> from sim.sweep import sweep
     >>> frame = sweep("scenarios/sweeps/rate_x_rtt.yaml", workers=2)  # doctest: +SKIP
@@ -39,6 +43,7 @@ vary them).
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import math
@@ -52,11 +57,13 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import yaml
+import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from sim.outputs import folder_name, prepare_out_dir, write_durably
 from sim.spec.errors import SpecError, SpecIssue, issues_from_validation, suggest
-from sim.spec.loader import load_document, parse_override_path, read_yaml
+from sim.spec.loader import load_document, parse_override_path, parse_value, read_yaml
+from sim.spec.scenario import MAX_REPLICATIONS
 
 Progress = Callable[[int, int], None]
 
@@ -80,7 +87,7 @@ DESIGNS = ("grid", "zip", "random", "lhs")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # as the scenario's: no NaN, no infinity
 
 
 class FactorRange(_Model):
@@ -104,9 +111,9 @@ class SweepFile(_Model):
     design: Literal["grid", "zip", "random", "lhs"] = "grid"
     samples: int | None = Field(default=None, ge=1, le=1_000_000, description="random/lhs: number of points")
     seed: int = Field(default=0, ge=0, lt=2**63)
-    replications: int = Field(default=1, ge=1, le=1000)
+    replications: int = Field(default=1, ge=1, le=MAX_REPLICATIONS)
     metrics: list[str] | None = Field(default=None, min_length=1)
-    out: str | None = None
+    out: str | None = Field(default=None, description="results folder, under the working folder")
 
     @field_validator("base", mode="before")
     @classmethod
@@ -142,7 +149,8 @@ class SweepSpec:
 
     @property
     def out_dir(self) -> Path:
-        return self.out or Path("reports") / "sweeps" / self.name
+        """`out`, else reports/sweeps/<name> (the name as a safe folder name: a label, not a path)."""
+        return self.out or Path("reports") / "sweeps" / folder_name(self.name, "sweep")
 
     def design_points(self) -> list[dict[str, Any]]:
         """The factor values of each point, in order (before crossing with bases)."""
@@ -196,7 +204,8 @@ def load_sweep(path_or_spec: str | Path | Mapping[str, Any], out: str | Path | N
     """Read and check a sweep file (or a mapping with the same keys); every problem at once.
 
     Base paths are relative to the sweep file (to the working folder for a mapping); `out`
-    is relative to the working folder, like every report folder.
+    is relative to the working folder, like every report folder, and a file's `out` must stay
+    under it (relative, without '..'); `out=` (the --out flag) and a mapping may name any folder.
     """
     if isinstance(path_or_spec, Mapping):
         raw: Any = dict(path_or_spec)
@@ -234,10 +243,16 @@ def load_sweep(path_or_spec: str | Path | Mapping[str, Any], out: str | Path | N
         if factor is not None:
             factors.append(factor)
     issues += _check_design(parsed, factors)
+    issues += _check_factor_values(factors)
+    if source != "<sweep>" and parsed.out is not None and not _inside_working_folder(parsed.out):
+        # a file may come from someone else: it chooses a folder here, not anywhere
+        issues.append(SpecIssue("out", "a sweep file may only name a folder under the working folder", parsed.out,
+                                "a relative path without '..', e.g. reports/sweeps/mine; use --out for any other"))
     if len(set(bases)) != len(bases):
         issues.append(SpecIssue("base", "the same scenario file is named twice", parsed.base, "distinct files"))
     if issues:
         raise SpecError(issues, source)
+    _check_size(len(bases), factors, parsed, source)
     return SweepSpec(
         name=parsed.name or default_name, bases=bases, base_labels=parsed.base, factors=factors,
         design=parsed.design, samples=parsed.samples, seed=parsed.seed, replications=parsed.replications,
@@ -245,6 +260,12 @@ def load_sweep(path_or_spec: str | Path | Mapping[str, Any], out: str | Path | N
         out=Path(out) if out is not None else (Path(parsed.out) if parsed.out else None),
         description=parsed.description, source=source, custom_metrics=parsed.metrics is not None,
     )
+
+
+def _inside_working_folder(out: str) -> bool:
+    """Whether a sweep file's `out` stays under the working folder (relative, no '..')."""
+    path = Path(out)
+    return bool(out.strip()) and not path.is_absolute() and ".." not in path.parts and not out.startswith("~")
 
 
 def _file_keys() -> list[str]:
@@ -300,6 +321,41 @@ def _check_design(parsed: SweepFile, factors: list[Factor]) -> list[SpecIssue]:
             issues.append(SpecIssue("factors", "zip pairs the i-th values, so every factor needs as many values",
                                     lengths, "lists (or steps) of one length"))
     return issues
+
+
+def _check_factor_values(factors: list[Factor]) -> list[SpecIssue]:
+    """No NaN or infinity among a factor's listed values (a range's ends are checked by its model)."""
+    issues = []
+    for factor in factors:
+        for i, value in enumerate(factor.values):
+            if isinstance(value, float) and not math.isfinite(value):
+                issues.append(SpecIssue(f"factors.{factor.path}[{i}]", "not a finite number", value,
+                                        "finite numbers (or other values the field takes)"))
+    return issues
+
+
+def design_size(factors: Sequence[Factor], design: str, samples: int | None = None) -> int:
+    """How many points a design has, without making them (a grid's is the product)."""
+    if not factors:
+        return 1
+    if design in ("random", "lhs"):
+        return samples or 0
+    counts = [len(f.values) if f.range is None else (f.range.steps or 2) for f in factors]
+    return math.prod(counts) if design == "grid" else min(counts)
+
+
+def _check_size(bases: int, factors: list[Factor], parsed: SweepFile, source: str) -> None:
+    """Refuse, before expanding it, a sweep whose list of runs would not fit in memory."""
+    from sim.workload.limits import BYTES_PER_SWEEP_POINT, check_memory
+
+    points = design_size(factors, parsed.design, parsed.samples)
+    runs = points * parsed.replications * bases
+    label = f"{bases} base(s) x {points:,} points x {parsed.replications} replication(s) = {runs:,} runs"
+    try:
+        check_memory([(f"{label} x {BYTES_PER_SWEEP_POINT} B", float(runs) * BYTES_PER_SWEEP_POINT)],
+                     "factors", "fewer points (fewer values or steps, fewer samples) or fewer replications")
+    except SpecError as exc:
+        raise exc.with_source(source) from None
 
 
 # ------------------------------------------------------------------------------------------
@@ -382,13 +438,10 @@ def sweep_from_vary(bases: Sequence[str | Path], vary: Sequence[str], overrides:
             issues.append(SpecIssue(f"--vary {text}", "needs path=v1,v2,...", text,
                                     "e.g. --vary workload.arrivals.rate_per_s=10,20,40"))
             continue
-        parsed = []
-        for item in values.split(","):
-            try:
-                parsed.append(yaml.safe_load(item) if item.strip() else "")
-            except yaml.YAMLError:
-                parsed.append(item)
-        factors[path.strip()] = parsed
+        try:
+            factors[path.strip()] = [parse_value(item) for item in values.split(",")]
+        except ValueError as exc:
+            issues.append(SpecIssue(f"--vary {path.strip()}", f"bad value: {exc}", has_value=False))
     if issues:
         raise SpecError(issues, "--vary")
     if replications is None:
@@ -475,16 +528,33 @@ def point_file(out_dir: Path, point: str) -> Path:
 
 
 def write_row(out_dir: Path, row: dict[str, Any]) -> Path:
-    """One point x replication as one Parquet file, written to a temporary name and renamed."""
+    """One point x replication as one Parquet file, written durably (`write_durably`): after a
+    crash or a power loss the file is absent or whole, never the zero bytes a bare rename can leave."""
     target = point_file(out_dir, row["point"])
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.stem}.{os.getpid()}.tmp")
     frame = pd.DataFrame([row])
     for column in ("seed",):
         frame[column] = frame[column].astype("Int64")
-    frame.to_parquet(temporary, index=False)
-    os.replace(temporary, target)
-    return target
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return write_durably(target, buffer.getvalue())
+
+
+def read_point(file: Path) -> pd.DataFrame | None:
+    """A point file's one row, or None when it does not read back (damaged, truncated, empty)."""
+    try:
+        frame = pd.read_parquet(file)
+    except Exception:  # pyarrow raises many kinds for a damaged file; all mean "recompute it"
+        return None
+    return frame if len(frame) == 1 and {"point", "status"} <= set(frame.columns) else None
+
+
+def point_is_whole(file: Path) -> bool:
+    """Whether a point file's footer reads back with one row: a cheap check for every resume."""
+    try:
+        return pq.read_metadata(file).num_rows == 1
+    except Exception:  # a zero-byte or truncated file has no footer
+        return False
 
 
 def _clean_temporaries(out_dir: Path) -> None:
@@ -503,9 +573,7 @@ def _write_manifest(spec: SweepSpec, tasks: Sequence[PointTask]) -> None:
     }
     out = spec.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    temporary = out / f".{MANIFEST}.{os.getpid()}.tmp"
-    temporary.write_text(json.dumps(manifest, indent=1, default=str) + "\n")
-    os.replace(temporary, out / MANIFEST)
+    write_durably(out / MANIFEST, (json.dumps(manifest, indent=1, default=str) + "\n").encode())
 
 
 def load_sweep_results(out_dir: str | Path, all_points: bool = False) -> pd.DataFrame:
@@ -513,12 +581,18 @@ def load_sweep_results(out_dir: str | Path, all_points: bool = False) -> pd.Data
 
     With the sweep's manifest (`sweep.json`) present, rows of points that are no longer in the
     sweep (an older design or seed) are left out unless `all_points`. The frame's `attrs`
-    carry the manifest's factors, metrics and name.
+    carry the manifest's factors, metrics and name, and `damaged`: the point files that did
+    not read back (left out; a rerun of the sweep recomputes them).
     """
     out = Path(out_dir)
     files = sorted((out / POINTS_DIR).glob("*.parquet"))
-    frames = [pd.read_parquet(f) for f in files]
-    frames = [f for f in frames if len(f)]
+    frames, damaged = [], []
+    for file in files:
+        frame = read_point(file)
+        if frame is None:
+            damaged.append(file.name)
+        else:
+            frames.append(frame)
     results = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(META_COLUMNS))
     manifest = read_manifest(out)
     if manifest and len(results):
@@ -531,12 +605,18 @@ def load_sweep_results(out_dir: str | Path, all_points: bool = False) -> pd.Data
     results.attrs["metrics"] = list(manifest.get("metrics", DEFAULT_METRICS)) if manifest else list(DEFAULT_METRICS)
     results.attrs["name"] = manifest.get("name", out.name) if manifest else out.name
     results.attrs["design"] = manifest.get("design", "") if manifest else ""
+    results.attrs["damaged"] = damaged
     return results
 
 
 def read_manifest(out_dir: str | Path) -> dict[str, Any]:
+    """The sweep's manifest, or {} when it is missing or does not read back (rewritten by a rerun)."""
     path = Path(out_dir) / MANIFEST
-    return json.loads(path.read_text()) if path.is_file() else {}
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
 
 
 def _guess_factors(results: pd.DataFrame) -> list[str]:
@@ -558,16 +638,20 @@ class _Prepared:
     done: list[PointTask]
     documents: dict[Path, dict[str, Any]]
     failed_at_load: dict[str, dict[str, Any]]  # config -> outcome
+    damaged: list[Path]  # point files that did not read back: recomputed
 
 
 def _prepare(spec: SweepSpec, tasks: list[PointTask], retry_failed: bool) -> _Prepared:
     from sim.spec.loader import load_scenario
 
     out = spec.out_dir
-    done, pending = [], []
+    done, pending, damaged = [], [], []
     for task in tasks:
         file = point_file(out, task.point)
-        if file.is_file() and not (retry_failed and _failed(file)):
+        whole = file.is_file() and point_is_whole(file)
+        if file.is_file() and not whole:
+            damaged.append(file)
+        if whole and not (retry_failed and _failed(file)):
             done.append(task)
         else:
             pending.append(task)
@@ -595,7 +679,7 @@ def _prepare(spec: SweepSpec, tasks: list[PointTask], retry_failed: bool) -> _Pr
         raise SpecError(failed[first.config]["issues"],
                         f"{spec.source}: every point fails; the first, base {first.base_label} with "
                         + (", ".join(first.overrides) or "no overrides"))
-    return _Prepared(pending, done, documents, failed)
+    return _Prepared(pending, done, documents, failed, damaged)
 
 
 def _failed(file: Path) -> bool:
@@ -634,6 +718,7 @@ def sweep(
     out: str | Path | None = None,
     on_progress: Progress | None = None,
     retry_failed: bool = False,
+    on_damaged: Callable[[list[Path]], None] | None = None,
 ) -> pd.DataFrame:
     """Run a sweep; returns one row per point x replication (finished earlier or now).
 
@@ -645,6 +730,8 @@ def sweep(
     - `out`: the results folder (default: the file's `out`, else reports/sweeps/<name>).
     - `on_progress(done, total)`: called as points finish (counting this run's points only).
     - `retry_failed`: run again the points that failed last time (they are skipped otherwise).
+    - `on_damaged(files)`: told of finished point files that did not read back (a crash or a
+      power loss mid-write); they are recomputed.
 
     Raises SpecError for a bad sweep file, or when every point to run fails validation.
     """
@@ -654,13 +741,15 @@ def sweep(
     if workers is not None and workers < 0:
         raise SpecError([SpecIssue("--workers", "out of range", workers, "a whole number >= 0 (0: no Dask)")])
     tasks = spec.tasks()
-    out_dir = spec.out_dir
+    out_dir = prepare_out_dir(spec.out_dir)
     (out_dir / POINTS_DIR).mkdir(parents=True, exist_ok=True)
     _clean_temporaries(out_dir)
     prepared = _prepare(spec, tasks, retry_failed)
     if spec.custom_metrics:
         _check_metrics(spec, prepared)
     _write_manifest(spec, tasks)
+    if on_damaged and prepared.damaged:
+        on_damaged(prepared.damaged)
 
     pending = prepared.pending
     total = len(pending)

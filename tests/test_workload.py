@@ -22,6 +22,7 @@ from sim.streams import stream
 from sim.workload import Requests, generate_requests
 from sim.workload import arrivals as arr
 from sim.workload.lengths import sample_lengths
+from sim.workload.limits import BYTES_PER_REQUEST
 from sim.workload.trace import read_trace
 
 REAL_TRACE = Path("/work/shared/data/azure-llm-inference-2023/AzureLLMInferenceTrace_conv.csv")
@@ -191,11 +192,14 @@ def test_open_loop_has_no_clients() -> None:
 
 
 def test_absurd_request_counts_are_refused() -> None:
-    """A rate x horizon far beyond memory is a SpecError naming the arrivals, not an OOM."""
+    """A rate x horizon far beyond memory is a SpecError naming the arrivals, the estimate (at the
+    measured bytes per request), the memory available and what to change; not an OOM."""
     with pytest.raises(SpecError) as caught:
         generate_requests(workload({"process": "poisson", "rate_per_s": 1e6}), 1e6, 0, 0)
     assert caught.value.issues[0].path == "workload.arrivals"
-    assert "lower the rate or the horizon" in str(caught.value)
+    text = str(caught.value)
+    assert f"1,000,000,000,000 requests x {BYTES_PER_REQUEST} B" in text
+    assert "available" in text and "a lower rate, a shorter horizon" in text
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,6 +349,27 @@ def test_negative_tokens_name_the_line(tmp_path: Path) -> None:
     path = write_csv(tmp_path, azure_rows([0, 1, 2], [1, 2, 3], [1, -4, 3]))
     message = trace_error(path).issues[0].message
     assert f"{path}, line 3: GeneratedTokens is negative (-4)" in message
+
+
+def test_infinite_tokens_name_the_line(tmp_path: Path) -> None:
+    """An 'inf' token count (an OverflowError before) is reported with its line as not finite."""
+    path = write_csv(tmp_path, azure_rows([0, 1, 2], [1, 2, 3], [1, "inf", 3]))
+    message = trace_error(path).issues[0].message
+    assert f"{path}, line 3: GeneratedTokens is inf, not a finite number" in message
+
+
+def test_trace_that_is_not_a_regular_file_or_too_large(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A FIFO is refused without opening it (it would block); a file over the cap names the cap."""
+    import os
+
+    import sim.workload.trace as trace_module
+
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    assert "not a regular file" in str(trace_error(fifo))
+    monkeypatch.setattr(trace_module, "MAX_TRACE_BYTES", 10)
+    path = write_csv(tmp_path, azure_rows([0, 1, 2], [1, 2, 3], [1, 2, 3]))
+    assert "over the 10 B cap for a trace" in str(trace_error(path))
 
 
 def test_bad_rows_report_the_first_one(tmp_path: Path) -> None:

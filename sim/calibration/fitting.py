@@ -44,7 +44,7 @@ import yaml
 from sim.calibration.measurements import Measurement, _strip_notes
 from sim.calibration.reproduce import TRAINING_FACTORS, predict_measurement, training_factor
 from sim.calibration.runs import RUN_METRICS, BenchmarkRun, run_key, simulate_run
-from sim.catalog import Catalog, catalog_raw, shipped_catalog
+from sim.catalog import Catalog, shipped_catalog
 from sim.kernels.roofline import PROFILE_FIELDS
 from sim.spec.errors import SpecError, SpecIssue, suggest
 
@@ -590,19 +590,6 @@ def write_catalog_override(result: Calibration, path: str | Path, date: dt.date 
 
 def load_catalog_file(path: str | Path | None) -> Catalog:
     """The shipped catalog with a user's catalog file merged over it (None: the shipped one)."""
-    from pydantic import ValidationError
+    from sim.spec.loader import load_catalog_file as load
 
-    from sim.spec.errors import issues_from_validation
-    from sim.spec.loader import read_yaml
-
-    if path is None:
-        return shipped_catalog()
-    extra = read_yaml(Path(path)) or {}
-    if not isinstance(extra, dict):
-        raise SpecError([SpecIssue("", "a catalog file must be a mapping", type(extra).__name__)], str(path))
-    try:
-        return Catalog.model_validate(catalog_raw(extra))
-    except ValidationError as exc:
-        raise SpecError(issues_from_validation(exc, Catalog), str(path)) from None
-
-
+    return load(path)

@@ -29,7 +29,9 @@ import numpy as np
 
 from sim.catalog import Catalog, shipped_catalog
 from sim.spec.errors import SpecError, SpecIssue, suggest
-from sim.spec.scenario import Serving
+from sim.spec.files import MAX_MEASUREMENT_BYTES, read_text
+from sim.spec.scenario import MAX_TENSOR_PARALLEL, Serving
+from sim.workload.limits import BYTES_PER_PREDICTED_REQUEST, check_memory
 
 PRECISIONS = ("bf16", "fp16", "fp8", "int8", "int4")
 METRICS = ("ttft", "tpot", "output_throughput", "prefill_throughput", "decode_throughput",
@@ -45,6 +47,9 @@ SETUPS = ("static", "closed", "poisson", "training")
 OFFLINE_REQUESTS = 8192
 CLOSED_REQUESTS_PER_CLIENT = 10  # a closed loop runs ten requests per client
 POISSON_REQUESTS = 1000
+# Counts a measurement file may give (token counts, batch sizes, clients, requests): past any
+# model's context and any benchmark's size, so a typo (1e30) is an error, not an allocation.
+MAX_COUNT = 10_000_000
 
 TIME_UNITS = {"s": 1.0, "sec": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6}
 THROUGHPUT_UNITS = {"tokens/s": 1.0, "token/s": 1.0, "tok/s": 1.0, "tokens/sec": 1.0, "tps": 1.0}
@@ -157,22 +162,21 @@ def read_measurements(
     for path in map(Path, paths):
         text = _read_text(path)
         if path.suffix.lower() == ".json" or (path.suffix.lower() != ".csv" and text.lstrip().startswith("{")):
-            found += read_vllm_json(path, supplied, catalog, text=text)
+            these: list[Any] = list(read_vllm_json(path, supplied, catalog, text=text))
         elif is_runs_layout(text):
-            found += read_runs_csv(path, supplied, catalog, text=text)
+            these = list(read_runs_csv(path, supplied, catalog, text=text))
         else:
-            found += read_csv(path, supplied, catalog, text=text)
+            these = list(read_csv(path, supplied, catalog, text=text))
+        if not these:  # a header-only CSV would otherwise fit nothing and write an empty catalog
+            raise SpecError([SpecIssue("", "no measured points in the file (a header but no rows)", has_value=False,
+                                       allowed="at least one row of measurements")], str(path))
+        found += these
     return found
 
 
 def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise SpecError([SpecIssue("", "file not found", has_value=False,
-                                   allowed="an existing CSV or JSON file")], str(path)) from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise SpecError([SpecIssue("", f"cannot read the file: {exc}", has_value=False)], str(path)) from None
+    """A measurement file's text: a regular UTF-8 file within MAX_MEASUREMENT_BYTES."""
+    return read_text(path, MAX_MEASUREMENT_BYTES, "CSV or JSON measurement file")
 
 
 def _check_supplied(supplied: Supplied, catalog: Catalog) -> None:
@@ -183,8 +187,8 @@ def _check_supplied(supplied: Supplied, catalog: Catalog) -> None:
         issues.append(_unknown("--gpu", supplied.gpu, catalog.gpus, "GPU"))
     if supplied.precision is not None and resolve_precision(supplied.precision) is None:
         issues.append(SpecIssue("--precision", "unknown precision", supplied.precision, ", ".join(PRECISIONS)))
-    if supplied.gpus is not None and supplied.gpus < 1:
-        issues.append(SpecIssue("--gpus", "out of range", supplied.gpus, "a whole number >= 1"))
+    if supplied.gpus is not None and not 1 <= supplied.gpus <= MAX_TENSOR_PARALLEL:
+        issues.append(SpecIssue("--gpus", "out of range", supplied.gpus, f"a whole number from 1 to {MAX_TENSOR_PARALLEL}"))
     if supplied.engine is not None and resolve_engine(supplied.engine, catalog) is None:
         issues.append(_unknown("--engine", supplied.engine, catalog.engines, "engine"))
     if issues:
@@ -327,8 +331,8 @@ class _Row:
     def problem(self, name: str, message: str, value: Any = None, allowed: str = "", has_value: bool = True) -> None:
         self.issues.append(SpecIssue(self.where(name), message, value, allowed, has_value))
 
-    def count(self, name: str, *, optional: bool = False, minimum: int = 0) -> int | None:
-        """A whole number at the start of the cell ('2048 (seq len)' -> 2048)."""
+    def count(self, name: str, *, optional: bool = False, minimum: int = 0, maximum: int = MAX_COUNT) -> int | None:
+        """A whole number at the start of the cell ('2048 (seq len)' -> 2048), at most `maximum`."""
         text = self.text(name)
         if text.lower() in _NOT_APPLICABLE:
             if not optional:
@@ -339,9 +343,9 @@ class _Row:
             self.problem(name, "not a number", text, "a whole number, optionally followed by a note")
             return None
         number = float(match.group(1))
-        if number < minimum or number != int(number):
+        if not minimum <= number <= maximum or number != int(number):
             self.problem(name, "out of range" if number >= 0 else "must not be negative", text,
-                         f"a whole number >= {minimum}")
+                         f"a whole number from {minimum} to {maximum:,}")
             return None
         return int(number)
 
@@ -509,7 +513,7 @@ def _csv_gpus(row: _Row, supplied: Supplied) -> int | None:
     name = "n_gpus" if "n_gpus" in row.raw else "gpus"
     if not row.text(name):
         return supplied.gpus or 1
-    return row.count(name, minimum=1)
+    return row.count(name, minimum=1, maximum=MAX_TENSOR_PARALLEL)
 
 
 def _csv_setup(row: _Row, training: bool) -> tuple[str, int | None, int | None]:
@@ -552,6 +556,9 @@ def read_vllm_json(path: str | Path, supplied: Supplied | None = None, catalog: 
     except json.JSONDecodeError as exc:
         raise SpecError([SpecIssue("", f"not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
                                    has_value=False)], source) from None
+    except RecursionError:
+        raise SpecError([SpecIssue("", "nested too deeply to be a benchmark result", has_value=False,
+                                   allowed="the JSON vllm bench serve --save-result writes")], source) from None
     if not isinstance(doc, dict):
         raise SpecError([SpecIssue("", "a benchmark result must be a JSON object", type(doc).__name__)], source)
     issues: list[SpecIssue] = []
@@ -592,22 +599,37 @@ def read_vllm_json(path: str | Path, supplied: Supplied | None = None, catalog: 
     precision = resolve_precision(supplied.precision) if supplied.precision else "bf16"
     if gpu is not None and precision == "fp8" and "fp8" not in catalog.gpus[gpu].peak_flops:
         problem("--precision", f"{gpu} has no fp8 tensor cores", precision, "bf16, fp16, int8, int4")
+    def whole(key: str) -> int | None:
+        """A count: a whole number from 1 to MAX_COUNT."""
+        value = number(key)
+        if value is not None and (value != int(value) or value > MAX_COUNT):
+            problem(key, "not a whole number" if value != int(value) else "out of range", value,
+                    f"a whole number from 1 to {MAX_COUNT:,}")
+            return None
+        return None if value is None else int(value)
+
     rate = number("request_rate", allow_inf=True)
-    concurrency = number("max_concurrency")
-    if concurrency is not None and concurrency != int(concurrency):
-        problem("max_concurrency", "not a whole number", concurrency, "a whole number >= 1")
-    completed = number("completed") or number("num_prompts")
+    concurrency = whole("max_concurrency")
+    completed = whole("completed") if "completed" in doc else whole("num_prompts")
     input_lens, output_lens, keep = _vllm_lengths(doc, problem)
     if input_lens is None:
         total_in, total_out = number("total_input_tokens"), number("total_output_tokens")
-        if completed is None or total_in is None or total_out is None:
+        already = {"completed", "num_prompts", "input_lens", "output_lens", "total_input_tokens", "total_output_tokens"}
+        if any(issue.path in already for issue in issues):
+            pass  # the reason is reported already
+        elif completed is None or total_in is None or total_out is None:
             problem("input_lens", "missing: need the per-request input_lens / output_lens, or completed, "
                     "total_input_tokens and total_output_tokens", has_value=False,
                     allowed="a result saved by vllm bench serve --save-result")
+        elif max(total_in, total_out) / completed > MAX_COUNT:
+            key, value = ("total_input_tokens", total_in) if total_in >= total_out else ("total_output_tokens", total_out)
+            problem(key, f"is {value / completed:.3g} tokens per request, out of range", value,
+                    f"at most {MAX_COUNT:,} tokens per request")
         else:
-            n = int(completed)
-            input_lens = np.full(n, max(1, round(total_in / n)), dtype=np.int64)
-            output_lens = np.full(n, max(1, round(total_out / n)), dtype=np.int64)
+            input_lens = np.full(completed, max(1, round(total_in / completed)), dtype=np.int64)
+            output_lens = np.full(completed, max(1, round(total_out / completed)), dtype=np.int64)
+    if model is not None and input_lens is not None and output_lens is not None:
+        _check_vllm_size(catalog.models[model], model, input_lens, output_lens, problem)
     samples = None
     if isinstance(doc.get("ttfts"), list):
         ttfts = doc["ttfts"]
@@ -669,6 +691,21 @@ def read_vllm_json(path: str | Path, supplied: Supplied | None = None, catalog: 
     ]
 
 
+def _check_vllm_size(card: Any, model: str, input_lens: np.ndarray, output_lens: np.ndarray,
+                     problem: Callable[..., None]) -> None:
+    """Requests must fit the model's context (vLLM enforces it, so a real result does) and the
+    benchmark must fit in memory to be reproduced."""
+    longest = int((input_lens + output_lens).max()) if len(input_lens) else 0
+    if card.max_context is not None and longest > card.max_context:
+        problem("input_lens", f"a request of {longest:,} tokens is longer than {model}'s context", longest,
+                f"input + output tokens <= {card.max_context:,}")
+    try:
+        check_memory([(f"{len(input_lens):,} requests x {BYTES_PER_PREDICTED_REQUEST} B",
+                       float(len(input_lens)) * BYTES_PER_PREDICTED_REQUEST)], "completed", "fewer requests")
+    except SpecError as exc:
+        problem(exc.issues[0].path, exc.issues[0].message, has_value=False, allowed=exc.issues[0].allowed)
+
+
 def _vllm_lengths(doc: dict, problem: Callable[..., None]
                   ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """Per-request input and output lengths of the successful requests, and which those are."""
@@ -677,15 +714,20 @@ def _vllm_lengths(doc: dict, problem: Callable[..., None]
     try:
         inputs = np.asarray(doc["input_lens"], dtype=float)
         outputs = np.asarray(doc["output_lens"], dtype=float)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         problem("input_lens", "not lists of whole numbers", has_value=False, allowed="token counts")
         return None, None, None
-    if len(inputs) != len(outputs):
+    if inputs.ndim != 1 or outputs.ndim != 1 or len(inputs) != len(outputs):
         problem("output_lens", f"has {len(outputs)} entries, input_lens {len(inputs)}", has_value=False,
-                allowed="one entry per request in both")
+                allowed="one entry per request in both, each a whole number")
         return None, None, None
-    if np.any(inputs < 0) or np.any(outputs < 0) or not (np.all(np.isfinite(inputs)) and np.all(np.isfinite(outputs))):
-        problem("input_lens", "negative or non-finite token counts", has_value=False, allowed="whole numbers >= 0")
+    counts = np.concatenate([inputs, outputs])
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(counts) | (counts < 0) | (counts > MAX_COUNT) | (counts != np.floor(counts))
+    if bad.any():
+        problem("input_lens" if int(np.argmax(bad)) < len(inputs) else "output_lens",
+                "a token count that is negative, fractional, not finite or too large", float(counts[np.argmax(bad)]),
+                f"whole numbers from 0 to {MAX_COUNT:,}")
         return None, None, None
     errors = doc.get("errors")
     if isinstance(errors, list) and len(errors) == len(inputs):

@@ -31,7 +31,6 @@ import html
 import io
 import math
 import os
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from sim.experiment import flat_summary, mean_ci
+from sim.outputs import folder_name
 from sim.report import figures as fig_module
 from sim.result import STAGE_ORDER
 
@@ -208,7 +208,7 @@ def scenario_folders(names: Sequence[str]) -> dict[str, str]:
     """A safe, distinct folder name per scenario (letters, digits, '.', '_', '-')."""
     folders: dict[str, str] = {}
     for name in names:
-        base = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "scenario"
+        base = folder_name(name, "scenario")
         folder, k = base, 2
         while folder in folders.values() or folder in ("figures",):
             folder, k = f"{base}_{k}", k + 1

@@ -1,4 +1,8 @@
-"""Terminal summaries of a run, as a person reads them: latency first, then its parts."""
+"""Terminal summaries of a run, as a person reads them: latency first, then its parts.
+
+They print through a `sim.report.console.console()`: every string is shown literally, so
+user names never act as markup; styling is `styled(...)` Text, never markup strings.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,9 @@ import math
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from sim.report.console import styled
 from sim.result import Result
 
 
@@ -17,7 +23,8 @@ def _ms(value: float | None) -> str:
 def print_run_summary(console: Console, result: Result) -> None:
     s = result.summary
     scenario = result.scenario
-    console.print(f"[bold]{scenario.name}[/] (replication {result.replication}, seed {scenario.seed})")
+    console.print(Text.assemble(styled(scenario.name, "bold"),
+                                styled(f" (replication {result.replication}, seed {scenario.seed})")))
     latency = Table(title="Latency at the client (ms), steady state")
     for column in ("metric", "p50", "p90", "p99", "mean"):
         latency.add_column(column, justify="left" if column == "metric" else "right")
@@ -54,8 +61,9 @@ def print_run_summary(console: Console, result: Result) -> None:
                      f"{s['availability_slo']:.2%} within the SLO; {s['requests_failed']:,} failed, "
                      f"{s['requests_retried']:,} retried, {s['requests_fallback']:,} served by the fallback")
     for name, check in s.get("slo", {}).items():
-        mark = "[green]met[/]" if check["met"] else "[bold red]MISSED[/]"
-        lines.append(f"  {name}: {_ms(check['measured_s'])} ms vs target {_ms(check['target_s'])} ms: {mark}")
+        mark = styled("met", "green") if check["met"] else styled("MISSED", "bold red")
+        lines.append(Text.assemble(
+            styled(f"  {name}: {_ms(check['measured_s'])} ms vs target {_ms(check['target_s'])} ms: "), mark))
     for line in lines:
         console.print(line, soft_wrap=True)
     print_lifecycle(console, result)
@@ -71,10 +79,10 @@ def print_lifecycle(console: Console, result: Result) -> None:
             console.print(head + "not detected within the horizon", soft_wrap=True)
             continue
         stages = ", ".join(f"{name} {seconds / 60:.1f} min" for name, seconds in event["stages_s"].items())
-        recovered = ("[bold red]not recovered[/] within the horizon" if event["recovery_time_s"] is None
-                     else f"recovered after {event['recovery_time_s'] / 3600:.2f} h")
-        console.print(head + f"detected after {event['detection_delay_s'] / 60:.1f} min; {recovered}"
-                      + (f" ({stages})" if stages else ""), soft_wrap=True)
+        recovered = (styled("not recovered", "bold red") + " within the horizon" if event["recovery_time_s"] is None
+                     else styled(f"recovered after {event['recovery_time_s'] / 3600:.2f} h"))
+        console.print(Text.assemble(head, f"detected after {event['detection_delay_s'] / 60:.1f} min; ", recovered,
+                                    f" ({stages})" if stages else ""), soft_wrap=True)
     if s.get("drift_events"):
         console.print(f"degraded requests: {s['degraded_requests']:,}; excess-error area "
                       f"{s['excess_error_area_s'] / 3600:.3g} error-hours", soft_wrap=True)
@@ -100,7 +108,7 @@ def print_privacy_cost_energy(console: Console, result: Result) -> None:
         records = f"{aggregates:,} aggregates" if aggregates else f"{s['exposed_records_by_class'][name]:,}"
         exposure.add_row(name, records, f"{nbytes / 1e6:,.2f}", f"{s['exposure_score_by_class'][name]:,.1f}",
                          f"{at_rest:.3g}", str(s["third_party_sites_by_class"][name]))
-    exposure.add_row("[bold]total[/]", f"{s['exposed_records']:,}", f"{s['exposed_bytes'] / 1e6:,.2f}",
+    exposure.add_row(styled("total", "bold"), f"{s['exposed_records']:,}", f"{s['exposed_bytes'] / 1e6:,.2f}",
                      f"{s['exposure_score']:,.1f}", f"{s['third_party_gb_days']:.3g}", "")
     console.print(exposure)
     cost = Table(title="Cost over the horizon (USD)")
@@ -111,7 +119,7 @@ def print_privacy_cost_energy(console: Console, result: Result) -> None:
     for component, usd in s["cost_usd_by_component"].items():
         if usd:
             cost.add_row(component, _usd(usd), f"{usd / total:.1%}" if total else "-")
-    cost.add_row("[bold]total[/]", _usd(total), "")
+    cost.add_row(styled("total", "bold"), _usd(total), "")
     console.print(cost)
     lines = [
         f"cost: {_usd(s['cost_usd_per_month'])} per month, {_usd(s['cost_usd_per_1m_requests'])} per 1M requests, "
@@ -263,17 +271,18 @@ def print_comparison(console: Console, comparison) -> None:  # noqa: ANN001
     for row in comparison_rows(comparison):
         if row["group"] != group:
             group = row["group"]
-            table.add_row(f"[bold]{group}[/]", *([""] * len(comparison.names)))
+            table.add_row(styled(group, "bold"), *([""] * len(comparison.names)))
         label = f"  {row['label']}" + (f" ({row['unit']})" if row["unit"] else "")
         cells = []
         for name in comparison.names:
             text = row["cells"][name]
             if name in row["slo_missed"]:
-                text = f"[bold red]{text} ![/]"
+                cells.append(styled(f"{text} !", "bold red"))
             elif name in row["best"]:
-                text = f"[green]{text} *[/]"
-            cells.append(text)
+                cells.append(styled(f"{text} *", "green"))
+            else:
+                cells.append(text)
         table.add_row(label, *cells)
     console.print(table)
-    console.print(f"[dim]{comparison.total_requests():,} simulated requests in {comparison.wall_s:.1f} s "
-                  f"on {comparison.workers} worker(s)[/]", soft_wrap=True)
+    console.print(f"{comparison.total_requests():,} simulated requests in {comparison.wall_s:.1f} s "
+                  f"on {comparison.workers} worker(s)", style="dim", soft_wrap=True)

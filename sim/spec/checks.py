@@ -9,11 +9,13 @@ field a user should change and what they may change it to.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from sim.catalog import Catalog
 from sim.catalog.sizing import DEFAULT_RESERVE_BYTES, replica_memory, smallest_fitting_tp
-from sim.spec.errors import SpecIssue, suggest
+from sim.spec.errors import SpecError, SpecIssue, suggest
+from sim.spec.files import MAX_TRACE_BYTES, check_file
 from sim.spec.scenario import NONE_SITE, Scenario
 from sim.spec.units import format_bytes, format_duration
 
@@ -255,9 +257,14 @@ def check_files(s: Scenario) -> list[SpecIssue]:
              "workload.output_tokens": s.workload.output_tokens}
     for path, part in parts.items():
         file = getattr(part, "path", None)
-        if file is not None and not Path(file).is_file():
+        if file is not None and not Path(file).exists():
             issues.append(SpecIssue(f"{path}.path", "file not found", file,
                                     "a CSV file, relative to the scenario file"))
+        elif file is not None:
+            try:  # a regular file within the trace cap: a FIFO would block the run, /dev/zero never end
+                check_file(file, MAX_TRACE_BYTES, "trace (CSV file)", f"{path}.path")
+            except SpecError as exc:
+                issues += [replace(issue, message=f"{file} {issue.message}") for issue in exc.issues]
     return issues
 
 

@@ -8,21 +8,34 @@ code 2; it never shows a traceback for a user's mistake.
 
 Pydantic's errors are translated here: discriminator tags are dropped from paths, unknown keys
 get a "did you mean" from the fields the model really has, and constraint types become plain
-words ("a whole number >= 0").
+words ("a whole number >= 0", "a finite number > 0").
+
+Rendering is bounded in time and size whatever the value: a value is shown through `reprlib`
+limits (a few items per level, a few levels, long text cut) and never through its full
+`repr()`, which for a YAML alias bomb or a million-item list would not end; messages and paths
+are cut too. An issue may name the file it comes from (`file`) when that is not the file the
+error is about: a value set in an `extends`ed file, a catalog file, or a `--set`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import difflib
+import math
+import reprlib
 import types
 import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path, PurePath
 from typing import Any, Union
 
 from pydantic import BaseModel, ValidationError
 
 MAX_ISSUES_SHOWN = 12
+MAX_VALUE_CHARS = 60
+MAX_TEXT_CHARS = 400  # a message, a path or an allowed-values list, each
 
 
 @dataclass(frozen=True)
@@ -32,14 +45,17 @@ class SpecIssue:
     value: Any = None
     allowed: str = ""
     has_value: bool = True
+    file: str = ""  # the file the value comes from, when not the one the error is about
 
-    def render(self) -> str:
-        where = self.path or "(top level)"
-        text = f"{where}: {self.message}"
+    def render(self, source: str = "") -> str:
+        where = _cut(self.path or "(top level)")
+        if self.file and self.file != source:
+            where += f" (in {_cut(self.file)})"
+        text = f"{where}: {_cut(self.message)}"
         if self.has_value:
-            text += f" (got {_short(self.value)})"
+            text += f" (got {short_repr(self.value)})"
         if self.allowed:
-            text += f"\n    allowed: {self.allowed}"
+            text += f"\n    allowed: {_cut(self.allowed)}"
         return text
 
 
@@ -53,10 +69,10 @@ class SpecError(ValueError):
 
     def render(self) -> str:
         count = len(self.issues)
-        head = f"{self.source}: " if self.source else ""
+        head = f"{_cut(self.source)}: " if self.source else ""
         lines = [f"{head}{count} problem{'s' if count != 1 else ''} found"]
         for issue in self.issues[:MAX_ISSUES_SHOWN]:
-            lines.append("  - " + issue.render().replace("\n", "\n  "))
+            lines.append("  - " + issue.render(self.source).replace("\n", "\n  "))
         if count > MAX_ISSUES_SHOWN:
             lines.append(f"  ... and {count - MAX_ISSUES_SHOWN} more")
         return "\n".join(lines)
@@ -64,10 +80,79 @@ class SpecError(ValueError):
     def with_source(self, source: str) -> SpecError:
         return SpecError(self.issues, source or self.source)
 
+    def within(self, source: str) -> SpecError:
+        """This error as found while checking `source`: issues from another file (an extended
+        file, a catalog) keep naming that file."""
+        if not self.source or _same_path(self.source, source):
+            return SpecError(self.issues, source)
+        return SpecError([dataclasses.replace(i, file=i.file or self.source) for i in self.issues], source)
 
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exceptions pickle their args (here the rendered text); worker processes send
+        # SpecErrors back whole, issues and source.
+        return (SpecError, (self.issues, self.source))
+
+
+def _same_path(a: str, b: str) -> bool:
+    try:
+        return a == b or Path(a).resolve() == Path(b).resolve()
+    except (OSError, ValueError):
+        return a == b
+
+
+def _cut(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    text = str(text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _BoundedRepr(reprlib.Repr):
+    """reprlib with small limits, insertion order kept, and no full repr() of anything."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxlist = self.maxtuple = self.maxdict = self.maxset = self.maxfrozenset = self.maxdeque = 6
+        self.maxstring = self.maxother = MAX_VALUE_CHARS
+        self.maxlong = 40
+
+    def repr_dict(self, x: dict[Any, Any], level: int) -> str:
+        if not x:
+            return "{}"
+        if level <= 0:
+            return "{...}"
+        items = []
+        for i, (key, value) in enumerate(x.items()):
+            if i >= self.maxdict:
+                items.append("...")
+                break
+            items.append(f"{self.repr1(key, level - 1)}: {self.repr1(value, level - 1)}")
+        return "{" + ", ".join(items) + "}"
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 128:  # str() of a huge int is slow (and refused past 4300 digits)
+            digits = int(x.bit_length() * math.log10(2)) + 1
+            return f"<{'-' if x < 0 else ''}a whole number of about {digits} digits>"
+        return super().repr_int(x, level)
+
+    def repr_instance(self, x: Any, level: int) -> str:
+        if isinstance(x, float | complex | bool | dt.date | dt.time | dt.timedelta | PurePath | type(None)):
+            return reprlib.Repr.repr_instance(self, x, level)
+        if isinstance(x, bytes | bytearray):
+            return repr(x[: self.maxstring]) + ("..." if len(x) > self.maxstring else "")
+        size = getattr(x, "size", None) if hasattr(x, "shape") else None  # numpy arrays
+        return f"<{type(x).__name__}" + (f" of {size} values>" if isinstance(size, int) else ">")
+
+
+_BOUNDED = _BoundedRepr()
+
+
+def short_repr(value: Any) -> str:
+    """A value as it is shown in an error: at most ~60 characters, in bounded time."""
+    try:
+        text = _BOUNDED.repr(value)
+    except Exception:  # a value whose repr fails must not hide the error it belongs to
+        text = f"<{type(value).__name__}>"
+    return _cut(text, MAX_VALUE_CHARS)
 
 
 def format_path(parts: Iterable[Any]) -> str:
@@ -126,6 +211,9 @@ def _tagged_member(members: list[Any], tag: str) -> Any | None:
     return None
 
 
+_UNION_MEMBER = object()
+
+
 def walk_location(root: type[BaseModel], loc: Sequence[Any]) -> tuple[list[Any], Any]:
     """Follow a pydantic error location through the model types.
 
@@ -149,7 +237,12 @@ def walk_location(root: type[BaseModel], loc: Sequence[Any]) -> tuple[list[Any],
                 break
             models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
             current = models[0] if len(models) == 1 else None
+            if not models and isinstance(part, str):
+                current = _UNION_MEMBER  # pydantic names the member it tried ('float', 'int')
             break
+        if current is _UNION_MEMBER:
+            current = None
+            continue
         if current is not None and isinstance(part, str) and _is_tag_of(current, part):
             continue  # a discriminator tag pydantic puts in the location; users never wrote it
         path.append(part)
@@ -220,7 +313,8 @@ def _allowed_from_error(error: dict[str, Any], model_here: Any) -> str:
     }
     if kind in bounds:
         sign, key = bounds[kind]
-        return f"a value {sign} {ctx.get(key)}"
+        bound = ctx.get(key)
+        return f"a value {sign} {bound:g}" if isinstance(bound, int | float) else f"a value {sign} {bound}"
     if kind == "literal_error":
         return f"one of {ctx.get('expected', '')}"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
@@ -234,6 +328,27 @@ def _allowed_from_error(error: dict[str, Any], model_here: Any) -> str:
     if kind == "missing":
         return "this field is required"
     return _TYPE_WORDS.get(kind, "")
+
+
+_BOUND_SIGNS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+_BOUND_ERRORS = ("greater_than_equal", "greater_than", "less_than_equal", "less_than")
+
+
+def _non_finite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def finite_range(model: Any, key: Any) -> str:
+    """'a finite number > 0 and <= 1': the range a model's numeric field allows, in words."""
+    bounds: list[str] = []
+    if isinstance(model, type) and issubclass(model, BaseModel) and isinstance(key, str):
+        field = model.model_fields.get(key)
+        for constraint in field.metadata if field is not None else ():
+            for attribute, sign in _BOUND_SIGNS:
+                value = getattr(constraint, attribute, None)
+                if value is not None:
+                    bounds.append(f"{sign} {value:g}" if isinstance(value, int | float) else f"{sign} {value}")
+    return "a finite number" + (" " + " and ".join(bounds) if bounds else "")
 
 
 def issues_from_validation(
@@ -269,7 +384,11 @@ def issues_from_validation(
             else:
                 issue = SpecIssue(path + f".{field}" if field else path,
                                   f"unknown {field} {tag!r}{suggest(tag, tags)}", tag, ", ".join(tags))
-        elif kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        elif kind == "finite_number" or (kind in _BOUND_ERRORS and _non_finite(err.get("input"))):
+            # NaN fails every bound check too: say what is really wrong with it
+            last_key: Any = path_parts[-1] if path_parts else None
+            issue = SpecIssue(path, "not a finite number", err.get("input"), finite_range(parent_type, last_key))
+        elif kind in _BOUND_ERRORS:
             issue = SpecIssue(path, "out of range", err.get("input"), _allowed_from_error(err, parent_type))
         else:
             message = str(err["msg"])

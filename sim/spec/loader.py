@@ -10,23 +10,33 @@ Overrides are `path=value` strings, as `deploysim run --set` takes them:
 The value is read as YAML (so `40` is a number and `[1, 2]` a list) and then validated by the
 models like anything written in the file.
 
-YAML is read with safe loading only: no tag can construct Python objects.
+Beside the merged document the loader keeps which file wrote each value (its origins, merged
+by the same rules, with `--set` on top), so that a problem in a value an `extends`ed file
+wrote, or a `--set` gave, names that file or that `--set` rather than the top-level file.
+
+YAML is read with `sim.spec.safe_yaml`: safe loading only (no tag can construct Python
+objects), and a duplicate key, an alias bomb or nesting beyond a fixed depth is an error. Files
+are read within the size caps of `sim.spec.files`.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from sim.spec.errors import SpecError, SpecIssue, format_path, issues_from_validation
+from sim.spec import safe_yaml
+from sim.spec.errors import SpecError, SpecIssue, finite_range, format_path, issues_from_validation
+from sim.spec.files import MAX_YAML_BYTES, read_text
 from sim.spec.scenario import Scenario
 
 if TYPE_CHECKING:
@@ -40,27 +50,45 @@ _INDEX = re.compile(r"^(?P<key>[^\[\]]*)(?P<indexes>(\[\d+\])*)$")
 # ------------------------------------------------------------------------------------------
 
 
-def read_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError([SpecIssue("", "file not found", has_value=False, allowed="an existing YAML file")],
-                        str(path)) from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise SpecError([SpecIssue("", f"cannot read the file: {exc}", has_value=False)], str(path)) from None
-    return parse_yaml(text, str(path))
+def read_yaml(path: Path, where: str = "") -> Any:
+    """A YAML file's document, read within `MAX_YAML_BYTES` by the strict loader."""
+    return parse_yaml(read_text(path, MAX_YAML_BYTES, "YAML file", where), str(path))
 
 
 def parse_yaml(text: str, source: str = "<text>") -> Any:
+    """One YAML document; any problem is a SpecError saying where (line, column, key path)."""
     try:
-        return yaml.safe_load(text)
+        return safe_yaml.load(text)
+    except safe_yaml.YamlLimitError as exc:
+        path = format_path(part for part in exc.path if part != "<key>")
+        raise SpecError([SpecIssue(path, f"{exc.problem} ({_position(exc.problem_mark)})", has_value=False)],
+                        source) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(
-            [SpecIssue("", f"not valid YAML at {where}: {problem}", has_value=False)], source
+            [SpecIssue("", f"not valid YAML at {_position(getattr(exc, 'problem_mark', None))}: {problem}",
+                       has_value=False)], source
         ) from None
+
+
+def _position(mark: Any) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+
+
+def parse_value(text: str) -> Any:
+    """A `--set` / `--vary` value read as YAML (so `40` is a number); unreadable YAML stays text.
+
+    A value that breaks a rule of the strict loader (a duplicate key, an alias bomb, deep
+    nesting) is a ValueError saying which, not text.
+    """
+    if not text.strip():
+        return ""
+    try:
+        return safe_yaml.load(text)
+    except safe_yaml.YamlLimitError as exc:
+        raise ValueError(str(exc.problem)) from None
+    except yaml.YAMLError:
+        return text
 
 
 # Keys that say which member of a family a mapping is (arrival process, length distribution,
@@ -103,15 +131,20 @@ def _rebase_paths(doc: dict[str, Any], directory: Path) -> None:
             part["path"] = str((directory / part["path"]).resolve())
 
 
-def load_document(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+def load_document(path: str | Path) -> dict[str, Any]:
     """A scenario file with its `extends:` chain merged in, as a plain mapping."""
-    path = Path(path).resolve()
-    if path in _chain:
-        cycle = " -> ".join(p.name for p in (*_chain, path))
+    return _load_document(Path(path))[0]
+
+
+def _load_document(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, Any], Origins]:
+    """The merged document and, mirroring it, which file wrote each value (`Origins`)."""
+    path = path.resolve()
+    if path in chain:
+        cycle = " -> ".join(p.name for p in (*chain, path))
         raise SpecError(
             [SpecIssue("extends", f"extends forms a cycle: {cycle}", has_value=False,
                        allowed="a chain of files that ends in a file without extends")],
-            str(_chain[0]),
+            str(chain[0]),
         )
     raw = read_yaml(path)
     if raw is None:
@@ -125,7 +158,7 @@ def load_document(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, 
     _rebase_paths(raw, path.parent)
     parents = raw.pop("extends", None)
     if parents is None:
-        return raw
+        return raw, origins_of(raw, str(path))
     if isinstance(parents, str):
         parents = [parents]
     if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
@@ -135,19 +168,116 @@ def load_document(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, 
             str(path),
         )
     merged: dict[str, Any] = {}
+    origins: Origins = {}
     for parent in parents:
         parent_path = (path.parent / parent).resolve()
-        if not parent_path.is_file():
+        if not parent_path.exists():  # anything else that is not a readable file, read_yaml says what
             raise SpecError(
                 [SpecIssue("extends", f"the file to extend does not exist: {parent_path}", parent,
                            "a path relative to this file, e.g. 'base.yaml'")],
                 str(path),
             )
         try:
-            merged = deep_merge(merged, load_document(parent_path, (*_chain, path)))
+            document, found = _load_document(parent_path, (*chain, path))
         except SpecError as exc:
             raise exc.with_source(exc.source or str(parent_path)) from None
-    return deep_merge(merged, raw)
+        origins = merge_origins(merged, origins, document, found)
+        merged = deep_merge(merged, document)
+    origins = merge_origins(merged, origins, raw, origins_of(raw, str(path)))
+    return deep_merge(merged, raw), origins
+
+
+# ------------------------------------------------------------------------------------------
+# Origins: which file wrote each value
+# ------------------------------------------------------------------------------------------
+
+# A tree shaped like the document: a mapping's origins are a dict of its keys' origins; any
+# other value's origin is the file (or `--set`) that wrote it. A value a `--set` changed in
+# part (an item of a list) becomes an `_Inherited` dict.
+Origins = dict[Any, Any]
+
+
+def origins_of(doc: Mapping[Any, Any], file: str) -> Origins:
+    """Every value of one file's document comes from that file."""
+    return {key: origins_of(value, file) if isinstance(value, Mapping) else file for key, value in doc.items()}
+
+
+def merge_origins(base: Mapping[Any, Any], base_origins: Origins, top: Mapping[Any, Any],
+                  top_origins: Origins) -> Origins:
+    """The origins of `deep_merge(base, top)`, following its rules exactly."""
+    merged = dict(base_origins)
+    for key, value in top.items():
+        if (isinstance(value, Mapping) and isinstance(base.get(key), Mapping)
+                and not _switches_family(base[key], value)):
+            merged[key] = merge_origins(base[key], base_origins.get(key, {}), value, top_origins[key])
+        else:
+            merged[key] = top_origins[key]
+    return merged
+
+
+class _Inherited(dict):
+    """Origins inside a value one file wrote and a `--set` changed in part (a list item, say):
+    what the override wrote is in the dict, everything else is still `default`'s."""
+
+    def __init__(self, default: Any) -> None:
+        super().__init__()
+        self.default = default
+
+
+def _set_origin(origins: Origins, parts: Sequence[str | int], label: str) -> None:
+    """Record that a `--set` wrote the value at `parts` (as `set_path` walks the document)."""
+    node: Any = origins
+    for i, part in enumerate(parts):
+        if i == len(parts) - 1:
+            node[part] = label
+            return
+        child = node.get(part)
+        if not isinstance(child, dict):  # a value written whole by a file, or nothing yet
+            inherited = child if child is not None else getattr(node, "default", None)
+            child = node[part] = _Inherited(inherited) if inherited is not None else {}
+        node = child
+
+
+def origin_of(origins: Origins, path: str) -> str | None:
+    """The file that wrote the value at a user path, if one file wrote all of it."""
+    try:
+        parts = parse_override_path(path)
+    except ValueError:
+        return None
+    node: Any = origins
+    for part in parts:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            node = getattr(node, "default", node)
+            break
+    files = set(_leaf_files(node))
+    return files.pop() if len(files) == 1 else None
+
+
+def _leaf_files(node: Any) -> Iterable[Any]:
+    if isinstance(node, _Inherited):
+        yield node.default
+    if isinstance(node, dict):
+        for child in node.values():
+            yield from _leaf_files(child)
+    else:
+        yield node
+
+
+def attribute(issues: Sequence[SpecIssue], origins: Origins | None, source: str) -> list[SpecIssue]:
+    """Issues with `file` set where the value came from another file than `source`."""
+    if not origins:
+        return list(issues)
+    out = []
+    for issue in issues:
+        origin = None if issue.file else origin_of(origins, issue.path)
+        out.append(dataclasses.replace(issue, file=origin) if origin and not _same_file(origin, source) else issue)
+    return out
+
+
+def _same_file(origin: str, source: str) -> bool:
+    return origin == source or (origin != "--set" and Path(source).resolve() == Path(origin))
 
 
 # ------------------------------------------------------------------------------------------
@@ -216,9 +346,10 @@ def apply_overrides(doc: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
                                     "dotted keys with optional [index], e.g. sites.premises.pools[0].count"))
             continue
         try:
-            value = yaml.safe_load(raw_value) if raw_value.strip() else ""
-        except yaml.YAMLError:
-            value = raw_value
+            value = parse_value(raw_value)
+        except ValueError as exc:
+            issues.append(SpecIssue(f"--set {path}", f"bad value: {exc}", has_value=False))
+            continue
         try:
             set_path(doc, parts, value)
         except ValueError as exc:
@@ -233,29 +364,77 @@ def apply_overrides(doc: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
 # ------------------------------------------------------------------------------------------
 
 
-def _load_catalog(doc: dict[str, Any]) -> Catalog:
+def catalog_from_document(extra: Any, source: str = "") -> Catalog:
+    """The shipped catalog with a user's catalog document merged over it, checked.
+
+    Every number must be finite; every problem names `source` (the user's catalog file).
+    """
     from sim.catalog import Catalog as CatalogModel
     from sim.catalog import catalog_raw
 
-    extra: dict[str, Any] = {}
-    catalog_path = doc.get("catalog")
-    if isinstance(catalog_path, str):
-        path = Path(catalog_path)
-        loaded = read_yaml(path) if path.is_file() else None
-        if not path.is_file():
-            raise SpecError([SpecIssue("catalog", "catalog file not found", catalog_path,
-                                       "a YAML file with gpus:, models: or prices: entries")])
-        if loaded is not None and not isinstance(loaded, dict):
-            raise SpecError([SpecIssue("catalog", "a catalog file must be a mapping", type(loaded).__name__)])
-        extra = loaded or {}
+    if extra is None:
+        extra = {}
+    if not isinstance(extra, dict):
+        raise SpecError([SpecIssue("", "a catalog file must be a mapping of keys to values", type(extra).__name__,
+                                   "gpus:, models: and prices: entries")], source)
     try:
-        return CatalogModel.model_validate(catalog_raw(extra))
+        catalog = CatalogModel.model_validate(catalog_raw(extra))
     except ValidationError as exc:
-        raise SpecError(issues_from_validation(exc, CatalogModel), f"catalog {catalog_path}") from None
+        raise SpecError(issues_from_validation(exc, CatalogModel), source) from None
+    except (TypeError, ValueError, AttributeError, RecursionError) as exc:  # a shape the merge cannot take
+        raise SpecError([SpecIssue("", f"cannot read the catalog: {exc}", has_value=False)], source) from None
+    issues = non_finite_issues(catalog)
+    if issues:
+        raise SpecError(issues, source)
+    return catalog
 
 
-def scenario_from_document(doc: Any, source: str = "") -> Scenario:
-    """Validate a merged document into a Scenario, with catalog and cross-field checks."""
+def load_catalog_file(path: str | Path | None, where: str = "") -> Catalog:
+    """The shipped catalog with a user's catalog file merged over it (None: the shipped one)."""
+    from sim.catalog import shipped_catalog
+
+    if path is None:
+        return shipped_catalog()
+    return catalog_from_document(read_yaml(Path(path), where), str(path))
+
+
+def non_finite_issues(value: Any, path: tuple[Any, ...] = (), model: Any = None) -> list[SpecIssue]:
+    """Every NaN or infinite number in a validated model, with its path and allowed range.
+
+    For models that do not refuse them themselves (the catalog's).
+    """
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return []
+        key = path[-1] if path else None
+        return [SpecIssue(format_path(path), "not a finite number", value, finite_range(model, key))]
+    if isinstance(value, BaseModel):
+        return [issue for name in type(value).model_fields
+                for issue in non_finite_issues(getattr(value, name), (*path, name), type(value))]
+    if isinstance(value, Mapping):
+        return [issue for key, item in value.items() for issue in non_finite_issues(item, (*path, key))]
+    if isinstance(value, list | tuple):
+        return [issue for i, item in enumerate(value) for issue in non_finite_issues(item, (*path, i))]
+    return []
+
+
+def _load_catalog(doc: dict[str, Any]) -> Catalog:
+    catalog_path = doc.get("catalog")
+    if isinstance(catalog_path, str) and not Path(catalog_path).exists():
+        raise SpecError([SpecIssue("catalog", "catalog file not found", catalog_path,
+                                   "a YAML file with gpus:, models: or prices: entries")])
+    try:
+        return load_catalog_file(catalog_path if isinstance(catalog_path, str) else None, "catalog")
+    except SpecError as exc:  # the problems are in the catalog file: say so on each
+        raise SpecError([dataclasses.replace(i, file=i.file or exc.source) for i in exc.issues]) from None
+
+
+def scenario_from_document(doc: Any, source: str = "", origins: Origins | None = None) -> Scenario:
+    """Validate a merged document into a Scenario, with catalog and cross-field checks.
+
+    `origins` (from `load_scenario`) says which file wrote each value, so that a problem in
+    an `extends`ed file, or set by a `--set`, names it.
+    """
     from sim.spec.checks import check_scenario
 
     if not isinstance(doc, dict):
@@ -263,16 +442,16 @@ def scenario_from_document(doc: Any, source: str = "") -> Scenario:
     try:
         scenario = Scenario.model_validate(doc)
     except ValidationError as exc:
-        raise SpecError(issues_from_validation(exc, Scenario), source) from None
+        raise SpecError(attribute(issues_from_validation(exc, Scenario), origins, source), source) from None
     except (TypeError, ValueError, RecursionError) as exc:  # pydantic raises these on pathological input
         raise SpecError([SpecIssue("", f"cannot read the scenario: {exc}", has_value=False)], source) from None
     try:
         catalog = _load_catalog(doc)
     except SpecError as exc:
-        raise exc.with_source(source) from None
+        raise SpecError(attribute(exc.issues, origins, source), source) from None
     issues = check_scenario(scenario, catalog)
     if issues:
-        raise SpecError(issues, source)
+        raise SpecError(attribute(issues, origins, source), source)
     scenario.attach(catalog, source)
     return scenario
 
@@ -287,18 +466,22 @@ def load_scenario(
     8.0
     """
     overrides = list(overrides)
+    origins: Origins | None = None
     if isinstance(path, Mapping):
         source = "<document>"
         doc = copy.deepcopy(dict(path))
     else:
         source = str(path)
-        doc = load_document(path)
+        doc, origins = _load_document(Path(path))
     if overrides:
         try:
             doc = apply_overrides(doc, overrides)
         except SpecError as exc:
             raise exc.with_source(source) from None
-    return scenario_from_document(doc, source)
+        if origins is not None:
+            for text in overrides:
+                _set_origin(origins, parse_override_path(text.partition("=")[0].strip()), "--set")
+    return scenario_from_document(doc, source, origins)
 
 
 def spec_hash(scenario: Scenario) -> str:

@@ -35,9 +35,12 @@ PoolRole = Literal["serving", "training"]
 
 
 class Spec(BaseModel):
-    """Base of every scenario model: unknown keys are errors, values are re-checked on edit."""
+    """Base of every scenario model: unknown keys are errors, values are re-checked on edit,
+    and no number is NaN or infinite (`.nan` or `.inf` in YAML, `"inf"` as text): one rule
+    here instead of one per field, so a new field cannot forget it."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True,
+                              allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -45,18 +48,27 @@ class Spec(BaseModel):
 # --------------------------------------------------------------------------------------------
 
 
+# More GPUs than any one site holds (the largest training clusters hold about 100k GPUs); past
+# it the world's per-replica setup takes minutes before the first request.
+MAX_GPUS_PER_POOL = 100_000
+# The most GPUs one replica spans (tensor parallelism): beyond one rack's scale-up domain.
+MAX_TENSOR_PARALLEL = 64
+# Replications of one configuration: a 95% interval is a few percent wide long before this.
+MAX_REPLICATIONS = 1000
+
+
 class Pool(Spec):
     """A group of identical GPUs at one site."""
 
     name: str | None = Field(default=None, description="defaults to '<gpu>' or '<gpu>-<index>'")
     gpu: str = Field(description="GPU id from the catalog, e.g. 'h100-sxm'")
-    count: int = Field(ge=0, description="GPUs held from the start")
+    count: int = Field(ge=0, le=MAX_GPUS_PER_POOL, description="GPUs held from the start")
     roles: list[PoolRole] = Field(
         default_factory=lambda: ["serving", "training"],
         description="what the pool may be used for; a shared pool has both",
     )
     elastic: bool = Field(default=False, description="cloud pools may grow on demand")
-    max_count: int | None = Field(default=None, ge=0, description="upper bound of an elastic pool")
+    max_count: int | None = Field(default=None, ge=0, le=MAX_GPUS_PER_POOL, description="upper bound of an elastic pool")
     provisioning_delay: Seconds = Field(default=0.0, ge=0, description="time to add a GPU")
     pricing: Literal["on_demand", "reserved", "spot", "capacity_block"] = "on_demand"
     price_usd_per_gpu_hour: float | None = Field(
@@ -224,7 +236,7 @@ class ModelSpec(Spec):
     id: str = Field(description="model id from the catalog, e.g. 'llama-3.1-8b'")
     engine: str = Field(default="vllm", description="serving-engine profile from the catalog's engines")
     precision: Precision = "bf16"
-    tensor_parallel: int = Field(default=1, ge=1, le=64)
+    tensor_parallel: int = Field(default=1, ge=1, le=MAX_TENSOR_PARALLEL)
     serving: Serving = Field(default_factory=Serving)
     efficiency: EfficiencyOverride = Field(default_factory=EfficiencyOverride)
     batching: DynamicBatching = Field(default_factory=DynamicBatching)
@@ -709,7 +721,7 @@ class Scenario(Spec):
     seed: int = Field(default=0, ge=0, lt=2**63)
     horizon: Seconds = Field(default=86400.0, gt=0, le=10 * 365 * 86400.0)
     warmup: Seconds = Field(default=0.0, ge=0)
-    replications: int = Field(default=1, ge=1, le=1000)
+    replications: int = Field(default=1, ge=1, le=MAX_REPLICATIONS)
     sites: dict[str, Site] = Field(min_length=1)
     links: dict[str, Link] = Field(default_factory=dict)
     model: ModelSpec

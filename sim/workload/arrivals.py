@@ -136,6 +136,45 @@ def arrival_times(spec: Any, horizon_s: float, rng: np.random.Generator) -> np.n
 
 
 # --------------------------------------------------------------------------------------------
+# Expected counts, for memory estimates before anything is drawn
+# --------------------------------------------------------------------------------------------
+
+
+def _expected_stages(spec: Stages, horizon_s: float) -> float:
+    cycle = sum(stage.duration for stage in spec.stages)
+    total, start = 0.0, 0.0
+    for stage in spec.stages:
+        total += stage.rate_per_s * max(0.0, min(stage.duration, horizon_s - start))
+        start += stage.duration
+    if not spec.repeat:
+        return total
+    per_cycle = sum(stage.rate_per_s * stage.duration for stage in spec.stages)
+    return per_cycle * math.ceil(horizon_s / cycle)
+
+
+def _expected_bursty(spec: Bursty, horizon_s: float) -> float:
+    cycle = spec.mean_quiet + spec.mean_burst
+    return (spec.rate_per_s * spec.mean_quiet + spec.burst_rate_per_s * spec.mean_burst) / cycle * horizon_s
+
+
+EXPECTED_REQUESTS: dict[str, Callable[[Any, float], float]] = {
+    "poisson": lambda spec, horizon_s: spec.rate_per_s * horizon_s,
+    "constant": lambda spec, horizon_s: spec.rate_per_s * horizon_s,
+    "bursty": _expected_bursty,
+    "diurnal": lambda spec, horizon_s: spec.rate_per_s * (1.0 + spec.amplitude) * horizon_s,  # candidates
+    "stages": _expected_stages,
+    "concurrency": lambda spec, horizon_s: (spec.requests if spec.requests is not None
+                                            else spec.clients * CLOSED_LOOP_REQUESTS_PER_CLIENT),
+    "trace": lambda spec, horizon_s: 0.0,  # known once the file is read; checked there
+}
+
+
+def expected_requests(spec: Any, horizon_s: float) -> float:
+    """About how many requests (or, for diurnal, candidates) the process draws over the horizon."""
+    return float(EXPECTED_REQUESTS[spec.process](spec, horizon_s))
+
+
+# --------------------------------------------------------------------------------------------
 # Building blocks
 # --------------------------------------------------------------------------------------------
 

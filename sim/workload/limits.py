@@ -1,29 +1,152 @@
-"""How many requests one run may hold, and the error for a workload that would exceed it.
+"""Will it fit? Memory estimates checked before anything large is allocated.
 
-Requests live in memory as arrays of about 24 bytes each, plus temporaries while they are
-generated. A typo in a rate or a horizon (`rate_per_s: 40000` over a year) would otherwise
-exhaust memory before anything useful happens, so generators estimate their count first and
-refuse, with a message a person can act on, when it is above `MAX_REQUESTS`.
+A typo in a rate or a horizon (`rate_per_s: 40000` over a year), a pool of a billion GPUs, a
+sweep grid of 10^10 points or `predict --batch 1000000000` would otherwise grow until the
+machine runs out of memory (or hang on the way). Every such size is estimated first, from
+constants measured by `benchmarks/memory.py`, and compared with the memory this process can
+still use (`available_memory_bytes`: the least of the RAM the system calls available, the
+cgroup's limit and the address-space limit). Above `HEADROOM` of it, the work is refused with
+the estimate, what is available and what to change.
+
+What is estimated (each constant is a marginal cost: the interpreter, numba and pandas are
+paid once):
+
+- a run: expected requests x `BYTES_PER_REQUEST` (workload, kernel arrays, request table,
+  metrics and Parquet files) + serving replicas x max_num_seqs x `BYTES_PER_REPLICA_SEQ`;
+  `compare` holds one run per worker process at once;
+- a sweep: points x replications x bases x `BYTES_PER_SWEEP_POINT` before any point runs;
+- `predict` and calibration points: requests x `BYTES_PER_PREDICTED_REQUEST`.
+
+Request generators also call `check_request_count` as they go, where the count is known
+exactly (a trace's rows, a looped trace's copies).
 """
 
 from __future__ import annotations
 
-from sim.spec.errors import SpecError, SpecIssue
+import os
+import resource
+from pathlib import Path
+from typing import Any
 
-MAX_REQUESTS = 100_000_000
+from sim.spec.errors import SpecError, SpecIssue
+from sim.spec.files import format_size
+
+# Measured by benchmarks/memory.py on 2026-11-29 (x86_64, 2 CPUs, Python 3.11.7): S2 at 250k and
+# 1M requests, 908 B per request by peak RSS and 900 B by traced allocations (S1 and S3: 893-900).
+BYTES_PER_REQUEST = 908
+# Same benchmark and date: 4,961 B per serving replica at max_num_seqs 128 (traced allocations
+# between pools of 2,000 and 8,000 GPUs; numpy's zeros are not resident, but still allocated).
+BYTES_PER_REPLICA_SEQ = 39
+# Same benchmark and date: SweepSpec.tasks() for 20k and 80k grid points (tracemalloc).
+BYTES_PER_SWEEP_POINT = 676
+# Same benchmark and date: predict --batch 50k and 400k (traced allocations; RSS did not move).
+BYTES_PER_PREDICTED_REQUEST = 227
+# The share of available memory an estimate may take: estimates are marginal costs, and the
+# process needs the rest for its own working set and for fragmentation.
+HEADROOM = 0.8
+
+
+def _cgroup_room() -> int | None:
+    """Memory left under this process's cgroup limit (v2 or v1), if it has one."""
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit_text = Path(limit_file).read_text().strip()
+            usage = int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit_text.isdigit() and int(limit_text) < 2**60:  # "max" or a huge sentinel: no limit
+            return max(int(limit_text) - usage, 0)
+    return None
+
+
+def _address_space_room() -> int | None:
+    """Address space left under RLIMIT_AS (ulimit -v), if one is set."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    try:
+        import psutil
+
+        used = psutil.Process().memory_info().vms
+    except Exception:  # psutil missing or refused: count the limit alone
+        used = 0
+    return max(soft - used, 0)
+
+
+def _system_available() -> int:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # without psutil, the kernel's own estimate
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def available_memory_bytes() -> tuple[int, str]:
+    """What this process can still use, and what limits it ("this machine", "the cgroup", ...)."""
+    options = [(_system_available(), "this machine")]
+    cgroup = _cgroup_room()
+    if cgroup is not None:
+        options.append((cgroup, "this container's memory limit"))
+    address_space = _address_space_room()
+    if address_space is not None:
+        options.append((address_space, "the address-space limit (ulimit -v)"))
+    return min(options)
+
+
+def check_memory(parts: list[tuple[str, float]], where: str, advice: str, runs_at_once: int = 1) -> None:
+    """Raise a SpecError when the estimated bytes of `parts` (label, bytes) would not fit.
+
+    `runs_at_once`: how many such runs are held at the same time (compare's workers).
+    """
+    needed = sum(size for _, size in parts) * runs_at_once
+    available, limited_by = available_memory_bytes()
+    if needed <= HEADROOM * available:
+        return
+    breakdown = " + ".join(f"{label} ({format_size(size)})" for label, size in parts if size)
+    if runs_at_once > 1:
+        breakdown = f"{runs_at_once} runs at once x [{breakdown}]"
+    raise SpecError([SpecIssue(
+        where, f"would need about {format_size(needed)} of memory: {breakdown}; {limited_by} has "
+        f"{format_size(available)} available", has_value=False, allowed=advice)])
+
+
+def request_bytes(requests: float) -> tuple[str, float]:
+    count = f"{requests:,.0f}" if requests < 1e15 else f"{requests:.3g}"
+    return f"{count} requests x {BYTES_PER_REQUEST} B", requests * BYTES_PER_REQUEST
+
+
+def replica_bytes(replicas: float, max_num_seqs: int) -> tuple[str, float]:
+    return (f"{replicas:,.0f} serving replicas x {max_num_seqs} sequences x {BYTES_PER_REPLICA_SEQ} B",
+            replicas * max_num_seqs * BYTES_PER_REPLICA_SEQ)
 
 
 def check_request_count(expected: float, where: str) -> None:
-    """Raise a SpecError when about `expected` requests would be generated, above the limit."""
-    if expected > MAX_REQUESTS:
-        raise SpecError([
-            SpecIssue(
-                where,
-                f"would generate about {expected:.3g} requests over the horizon, more than "
-                f"the {MAX_REQUESTS:,} one run can hold; lower the rate or the horizon",
-                has_value=False,
-            )
-        ])
+    """Raise a SpecError when about `expected` requests would not fit in memory."""
+    check_memory([request_bytes(expected)], where,
+                 "a lower rate, a shorter horizon or fewer requests (each takes about "
+                 f"{BYTES_PER_REQUEST} B while a run holds it)")
+
+
+def check_run_fits(scenario: Any, runs_at_once: int = 1) -> None:
+    """Raise a SpecError when one run of the scenario (times `runs_at_once`) would not fit."""
+    from sim.workload.arrivals import expected_requests
+
+    requests = expected_requests(scenario.workload.arrivals, scenario.horizon)
+    tp = scenario.model.tensor_parallel
+    replicas = sum(max(pool.capacity // tp, 1) for site in scenario.sites.values() for pool in site.pools
+                   if "serving" in pool.roles and pool.capacity > 0)
+    parts = [request_bytes(requests), replica_bytes(replicas, scenario.model.serving.max_num_seqs)]
+    advice = ("a lower rate or a shorter horizon (each request takes about "
+              f"{BYTES_PER_REQUEST} B), fewer GPUs or a smaller max_num_seqs")
+    if runs_at_once > 1:
+        advice += ", or fewer workers (--workers)"
+    check_memory(parts, "workload.arrivals" if parts[0][1] >= parts[1][1] else "sites", advice, runs_at_once)
 
 
 def spec_error(where: str, message: str, allowed: str = "") -> SpecError:

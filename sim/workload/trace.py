@@ -19,7 +19,8 @@ time (2 = twice as slow, half the rate). With `loop`, copies of the trace follow
 until the horizon: copy k starts k x (span + mean gap) after the first, so the gap across each
 seam is the trace's mean gap. Requests at or after the horizon are dropped.
 
-Files are read with pandas. Only when something is wrong is the file scanned again, row by row,
+Files are read with pandas, once checked to be regular files within `MAX_TRACE_BYTES`
+(`sim.spec.files`). Only when something is wrong is the file scanned again, row by row,
 to find the 1-based line of the first bad row, so the error says exactly where to look. Reads
 are cached by (path, modification time, size): every replication replays the same file.
 """
@@ -39,6 +40,7 @@ import pandas as pd
 from pandas.api import types as pdtypes
 
 from sim.spec.errors import SpecError, SpecIssue, suggest
+from sim.spec.files import MAX_TRACE_BYTES, check_file
 from sim.spec.scenario import Trace
 from sim.workload.limits import check_request_count, spec_error
 
@@ -140,6 +142,7 @@ def replay_trace(
         if prompt is not None and output is not None:
             prompt, output = np.tile(prompt, copies), np.tile(output, copies)
     inside = int(np.searchsorted(times, horizon_s, side="left"))
+    check_request_count(inside, where)  # before the run allocates its per-request state
     times = times[:inside]
     if prompt is not None and output is not None:
         prompt, output = prompt[:inside], output[:inside]
@@ -189,11 +192,12 @@ def _read_table(path: str | Path, wanted: tuple[_Column, ...], where: str) -> tu
         stat = path.stat()
     except OSError:
         stat = None
-    if stat is None or not path.is_file():
+    if stat is None:
         raise SpecError([SpecIssue(
             f"{where}.path", f"trace file not found: {path}", str(path),
             "an existing CSV file (a relative path is taken from the scenario file's folder)",
         )])
+    check_file(path, MAX_TRACE_BYTES, "trace", f"{where}.path")  # a regular file, not over the cap
     return _read_table_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size, wanted, where)
 
 
@@ -284,6 +288,8 @@ def _token_problem(raw: Any, name: str) -> str:
     number = pd.to_numeric(pd.Series([raw]), errors="coerce").iloc[0]
     if pd.notna(number) and number < 0:
         return f"{name} is negative ({raw}); a token count is {TOKENS_EXPECTED}"
+    if pd.notna(number) and not math.isfinite(number):
+        return f"{name} is {raw}, not a finite number ({TOKENS_EXPECTED})"
     if pd.notna(number) and number > INT32_MAX and number == math.floor(number):
         return f"{name} is {raw}, too large (a whole number from 0 to {INT32_MAX})"
     return f"cannot read {str(raw)!r} as {name} ({TOKENS_EXPECTED})"
