@@ -10,12 +10,11 @@ privacy exposure, drift-recovery time and cost.
     4.0
 """
 
-__version__ = "0.1.0"
-
 from sim.experiment import Comparison, compare, simulate  # noqa: E402
 from sim.planning import plan  # noqa: E402
 from sim.result import Result  # noqa: E402
 from sim.spec import Scenario, SpecError, load_scenario  # noqa: E402
+from sim.version import __version__  # noqa: E402, F401
 
 
 def detect(detector: str, values, **params):  # noqa: ANN001, ANN201

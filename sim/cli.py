@@ -143,8 +143,8 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Simulate one scenario and print its latency, throughput and utilisation summary."""
-    from sim.experiment import simulate
     from sim.report.terminal import print_run_summary
+    from sim.runner import run_point
 
     try:
         scenario = load_scenario(scenario_file, set_ or [])
@@ -154,11 +154,11 @@ def run(
         raise fail(SpecError([SpecIssue("--replication", "must not be negative", replication, "0, 1, 2, ...")]))
     target = _ready(out_dir or Path("reports") / folder_name(scenario.name) / "run")
     try:
-        result = _with_progress(lambda progress: simulate(scenario, replication, on_progress=progress),
-                                f"simulating {scenario.name}", quiet)
+        result = _with_progress(
+            lambda progress: run_point(scenario, replication, target, requests=True, on_progress=progress),
+            f"simulating {scenario.name}", quiet)
     except SpecError as exc:  # found while running (a trace file, a workload too large): name the file
         raise fail(exc.with_source(exc.source or str(scenario_file))) from None
-    result.write(target)
     print_run_summary(out, result)
     out.print(f"wrote {target}/requests.parquet, summary.json, scenario.yaml ({result.wall_s:.1f} s wall)",
               style="dim", soft_wrap=True)
@@ -221,7 +221,7 @@ def compare(
     try:
         comparison = _with_steps(
             lambda progress: run_compare(scenarios, replications=replications, workers=workers,
-                                         on_progress=progress),
+                                         on_progress=progress, out=target),
             "simulating", quiet)
     except SpecError as exc:
         raise fail(exc) from None
@@ -386,6 +386,8 @@ def plan(
         help="Serving-engine profile to plan with (default: the scenario's model.engine).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="Folder for every simulation's workspace (default reports/<name>/plan).")] = None,
 ) -> None:
     """The fewest GPUs of each type that meet every SLO at a rate, ranked by cost (or --max-rate)."""
     import json
@@ -398,9 +400,14 @@ def plan(
     try:
         slos = planning.parse_slos(slo)
         tp_options = _int_list(tp, "--tp") if tp else None
+        name = load_scenario(scenario_file, set_ or []).name
+    except SpecError as exc:
+        raise fail(exc.with_source(exc.source or str(scenario_file))) from None
+    target = _ready(out_dir or Path("reports") / folder_name(name) / "plan")
+    try:
         if max_rate:
             answer = planning.max_rate(scenario_file, slos, replications=replications, horizon=horizon,
-                                       warmup=warmup, overrides=set_ or [])
+                                       warmup=warmup, overrides=set_ or [], out=target)
         else:
             if rate is None:
                 raise SpecError([SpecIssue("--rate", "the rate to plan for is needed", has_value=False,
@@ -409,7 +416,7 @@ def plan(
                 lambda progress: planning.plan(
                     scenario_file, rate, slos, gpus=[g.strip() for g in gpus.split(",") if g.strip()],
                     max_gpus=max_gpus, tp_options=tp_options, replications=replications, horizon=horizon,
-                    warmup=warmup, overrides=set_ or [], workers=workers, on_progress=progress),
+                    warmup=warmup, overrides=set_ or [], workers=workers, on_progress=progress, out=target),
                 "planning (GPU types x TP degrees)", quiet)
     except SpecError as exc:
         raise fail(exc.with_source(exc.source or str(scenario_file))) from None
@@ -449,7 +456,7 @@ def plan(
             f"{row['exposure_score']:,.0f}" if option.feasible else "-", str(option.simulations), option.reason)
     wide().print(view)
     out.print(f"{result.simulations} simulations ({result.brute_force_simulations} to simulate every size), "
-              f"{result.wall_s:.0f} s", soft_wrap=True)
+              f"{result.wall_s:.0f} s; their workspaces in {target}/runs", soft_wrap=True)
 
 
 def _int_list(text: str, option: str) -> list[int]:

@@ -21,10 +21,8 @@ grow with the number of requests times replications.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,24 +31,18 @@ import numpy as np
 import pandas as pd
 
 from sim.result import Result
+from sim.runner import executor, point_folder, run_point
 from sim.spec.scenario import Scenario
 
 
 def simulate(scenario: Scenario, replication: int = 0,
              on_progress: Callable[[float], None] | None = None) -> Result:
-    """Run one replication of a scenario to its horizon and collect the results.
+    """Run one replication of a scenario to its horizon and measure it (`sim.runner.run_point`
+    without a workspace).
 
     Refuses (SpecError) a run whose estimated memory exceeds what this process can use.
     """
-    from sim.workload.limits import check_run_fits
-    from sim.world import World
-
-    check_run_fits(scenario)
-    started = time.perf_counter()
-    world = World(scenario, replication)
-    result = world.run(on_progress=on_progress)
-    result.wall_s = time.perf_counter() - started
-    return result
+    return run_point(scenario, replication, on_progress=on_progress)
 
 
 # ------------------------------------------------------------------------------------------
@@ -95,11 +87,13 @@ def digest(result: Result) -> RunDigest:
                      timeline, result.wall_s)
 
 
-def _run_digest(scenario: Scenario, replication: int) -> RunDigest:
+def _run_digest(task: tuple[Scenario, int, Path | None]) -> RunDigest:
+    """One replication of one scenario, left in its workspace and digested (runs in a worker)."""
     from sim.spec.errors import SpecError
 
+    scenario, replication, workspace = task
     try:
-        return digest(simulate(scenario, replication))
+        return digest(run_point(scenario, replication, workspace))
     except SpecError as exc:  # found while running: say which scenario file
         raise exc.with_source(exc.source or scenario.source or scenario.name) from None
 
@@ -265,11 +259,14 @@ def compare(
     workers: int | None = None,
     overrides: Sequence[str] = (),
     on_progress: Callable[[int, int], None] | None = None,
+    out: str | Path | None = None,
 ) -> Comparison:
     """Run every scenario `replications` times (default: the scenarios' own setting).
 
     Replications run in `workers` processes (default: the number of CPUs, at most the number
-    of runs). Results do not depend on the number of workers.
+    of runs). Results do not depend on the number of workers. With `out`, every replication
+    leaves its workspace in `out/runs/<scenario>/rep-<k>/` (`sim.runner`), even when another
+    fails; the first failure is raised once every replication has ended.
     """
     started = time.perf_counter()
     loaded, sources = _load_all(scenarios, overrides)
@@ -277,26 +274,21 @@ def compare(
         replications = max(s.replications for s in loaded)
     if replications < 1:
         raise ValueError("replications must be at least 1")
-    tasks = [(s, k) for k in range(replications) for s in loaded]
-    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
-    _check_all_fit(loaded, workers)
+    tasks = [(s, k, point_folder(out, s.name, k) if out is not None else None)
+             for k in range(replications) for s in loaded]
+    run_with = executor(workers, len(tasks))
+    _check_all_fit(loaded, run_with.workers)
     runs: dict[str, list[RunDigest]] = {s.name: [] for s in loaded}
-    done = 0
-    if workers == 1:
-        for scenario, k in tasks:
-            runs[scenario.name].append(_run_digest(scenario, k))
-            done += 1
-            if on_progress:
-                on_progress(done, len(tasks))
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(_run_digest, scenario, k) for scenario, k in tasks]
-            for future in as_completed(futures):
-                run = future.result()
-                runs[run.scenario].append(run)
-                done += 1
-                if on_progress:
-                    on_progress(done, len(tasks))
+    failures: list[BaseException] = []
+    for done, (_, outcome) in enumerate(run_with.run(_run_digest, tasks), start=1):
+        if isinstance(outcome, BaseException):
+            failures.append(outcome)
+        else:
+            runs[outcome.scenario].append(outcome)
+        if on_progress:
+            on_progress(done, len(tasks))
+    if failures:
+        raise failures[0]
     for name in runs:
         runs[name].sort(key=lambda run: run.replication)
-    return Comparison(loaded, runs, replications, time.perf_counter() - started, workers, sources)
+    return Comparison(loaded, runs, replications, time.perf_counter() - started, run_with.workers, sources)

@@ -40,11 +40,9 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +50,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from sim.metrics import latency
+from sim.runner import executor
 from sim.spec.errors import SpecError, SpecIssue, suggest
 from sim.spec.scenario import MAX_GPUS_PER_POOL, MAX_REPLICATIONS
 from sim.spec.units import UnitError, format_duration, parse_duration
@@ -135,37 +135,10 @@ def parse_slos(slos: Mapping[str, Any] | Iterable[str] | None) -> dict[str, floa
 
 
 def slo_percentiles(result: Result, slos: Mapping[str, float]) -> dict[str, float]:
-    """Each SLO's percentile over steady-state requests, unfinished ones counted as infinite.
-
-    Requests that arrive within `max(targets)` of the horizon are left out: they had no time
-    to finish, and counting them would fail any size.
-    """
-    scenario = result.scenario
-    q = result.requests
-    tail = max(slos.values())
-    arrival = q["arrival_s"].to_numpy()
-    window = (arrival >= scenario.warmup) & (arrival < scenario.horizon - tail)
-    completed = (q["status"] == "completed").to_numpy()
-    out: dict[str, float] = {}
-    for name, _ in slos.items():
-        stem, _, pct = name.partition("_p")
-        values = q[f"{stem}_s"].to_numpy(dtype=float)
-        chosen = window & ~(completed & np.isnan(values))  # a one-token answer has no TPOT
-        values = np.where(completed[chosen], values[chosen], np.inf)
-        out[name] = _percentile(values, float(pct))
-    return out
-
-
-def _percentile(values: np.ndarray, q: float) -> float:
-    if len(values) == 0:
-        return math.nan
-    # np.percentile interpolates inf with a number to nan; order statistics keep inf honest
-    ordered = np.sort(values)
-    position = (len(ordered) - 1) * q / 100.0
-    low, high = ordered[math.floor(position)], ordered[math.ceil(position)]
-    if math.isinf(high):
-        return math.inf if position > math.floor(position) or math.isinf(low) else float(low)
-    return float(low + (high - low) * (position - math.floor(position)))
+    """Each SLO's percentile as the SLO verdict takes it (`sim.metrics.latency.slo_percentiles`:
+    unfinished requests count as infinite; requests sent within max(targets) of the horizon
+    are left out, as they had no time to finish)."""
+    return latency.slo_percentiles(result.requests, result.scenario, slos)
 
 
 # ------------------------------------------------------------------------------------------
@@ -329,16 +302,23 @@ def _run_overrides(horizon: str | float, warmup: str | float) -> list[str]:
     return [f"horizon={values['horizon']!r}", f"warmup={values['warmup']!r}"]
 
 
+def probe_label(gpu: str, tp: int, gpus: int, rate: float) -> str:
+    """The folder label of one probe: GPU type, TP degree, GPUs and rate."""
+    return f"{gpu}-tp{tp}-{gpus}gpus-{rate:.6g}rps"
+
+
 def _probe(document: dict[str, Any], base_overrides: Sequence[str], source: str, pool: ServingPool, gpu: str,
-           tp: int, gpus: int, rate: float, slos: Mapping[str, float], replications: int) -> Probe:
-    from sim.experiment import simulate
+           tp: int, gpus: int, rate: float, slos: Mapping[str, float], replications: int,
+           out: Path | None = None) -> Probe:
+    from sim.runner import point_folder, run_point
 
     started = time.perf_counter()
     scenario = _load(document, [*base_overrides, *configuration_overrides(pool, gpu, gpus, tp, rate)], source)
     worst: dict[str, float] = dict.fromkeys(slos, -math.inf)
     summaries = []
+    label = probe_label(gpu, tp, gpus, rate)
     for k in range(replications):
-        result = simulate(scenario, k)
+        result = run_point(scenario, k, point_folder(out, label, k) if out is not None else None)
         for name, value in slo_percentiles(result, slos).items():
             worst[name] = max(worst[name], value) if not math.isnan(value) else math.inf
         summaries.append(result.summary)
@@ -446,7 +426,7 @@ def _tp_candidates(scenario: Scenario, gpu: str, tp_options: Sequence[int] | Non
     if model.kind != "transformer":  # classic models: one GPU per replica is the only sensible size
         return list(tp_options or [1]), ""
     engine = catalog.engines[m.engine]
-    sizing = {"gpu_memory_utilization": m.serving.gpu_memory_utilization, "max_model_len": m.serving.max_model_len,
+    sizing: dict[str, Any] = {"gpu_memory_utilization": m.serving.gpu_memory_utilization, "max_model_len": m.serving.max_model_len,
               "kv_precision": m.serving.kv_cache_precision,
               "reserve_bytes": engine.reserve_bytes(m.serving.max_num_batched_tokens),
               "block_size": m.serving.block_size}
@@ -503,6 +483,7 @@ def plan(
     overrides: Sequence[str] = (),
     workers: int | None = 1,
     on_progress: Callable[[int, int], None] | None = None,
+    out: str | Path | None = None,
 ) -> PlanResult:
     """The fewest GPUs of each type (and TP degree) meeting every SLO at `rate_per_s`, by cost.
 
@@ -510,6 +491,8 @@ def plan(
     ttft_p99 < 0.8 s and e2e_p99 < 20 s). `overrides` are --set overrides applied first.
     `workers` > 1 searches several options at once in separate processes (None: one per CPU);
     the answer does not depend on it. `on_progress(done, total)` counts options searched.
+    With `out`, every simulation leaves its workspace in
+    `out/runs/<gpu>-tp<k>-<n>gpus-<rate>rps/rep-<k>/` (`sim.runner`).
     """
     started = time.perf_counter()
     targets = parse_slos(slos)
@@ -525,34 +508,31 @@ def plan(
             options.append(PlanOption(gpu, (tp_options or [1])[0], False,
                                       reason=reason or f"one replica needs more than the {max_gpus} GPUs allowed"))
         jobs += [(gpu, tp) for tp in tps]
-    arguments = [(document, base_overrides, source, pool, gpu, tp, rate_per_s, targets, max_gpus, replications)
+    folder = Path(out) if out is not None else None
+    arguments = [(document, base_overrides, source, pool, gpu, tp, rate_per_s, targets, max_gpus, replications, folder)
                  for gpu, tp in jobs]
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
-    done = 0
+    run_with = executor(workers, len(jobs))
     if on_progress:
         on_progress(0, len(jobs))
-    if workers == 1:
-        for args in arguments:
-            options.append(_plan_option(*args))
-            done += 1
-            if on_progress:
-                on_progress(done, len(jobs))
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as executor:
-            for option in executor.map(_plan_option, *zip(*arguments, strict=True)):
-                options.append(option)
-                done += 1
-                if on_progress:
-                    on_progress(done, len(jobs))
+    for done, (_, option) in enumerate(run_with.run(_plan_option_of, arguments), start=1):
+        if isinstance(option, BaseException):
+            raise option
+        options.append(option)
+        if on_progress:
+            on_progress(done, len(jobs))
     options.sort(key=lambda o: (not o.feasible, o.cost_usd_per_month if o.feasible else math.inf,
                                 gpus.index(o.gpu), o.tp))
     return PlanResult(base.name, float(rate_per_s), targets, base.horizon, base.warmup, max_gpus, replications,
                       options, time.perf_counter() - started)
 
 
+def _plan_option_of(arguments: tuple[Any, ...]) -> PlanOption:
+    return _plan_option(*arguments)
+
+
 def _plan_option(document: dict[str, Any], base_overrides: Sequence[str], source: str, pool: ServingPool,
                  gpu: str, tp: int, rate: float, slos: Mapping[str, float], max_gpus: int,
-                 replications: int) -> PlanOption:
+                 replications: int, out: Path | None = None) -> PlanOption:
     """Bound, then grow and bisect the replica count of one GPU type and TP degree."""
     base = _load(document, [*base_overrides, *configuration_overrides(pool, gpu, tp, tp, rate)], source)
     capacity = replica_capacity_rps(base, gpu, tp)
@@ -567,7 +547,8 @@ def _plan_option(document: dict[str, Any], base_overrides: Sequence[str], source
 
     def passes(replicas: int) -> bool:
         if replicas not in seen:
-            probe = _probe(document, base_overrides, source, pool, gpu, tp, replicas * tp, rate, slos, replications)
+            probe = _probe(document, base_overrides, source, pool, gpu, tp, replicas * tp, rate, slos, replications,
+                           out)
             seen[replicas] = probe
             option.probes.append(probe)
         return seen[replicas].feasible
@@ -647,12 +628,13 @@ def max_rate(
     overrides: Sequence[str] = (),
     tolerance: float = 0.05,
     rate_high: float | None = None,
+    out: str | Path | None = None,
 ) -> MaxRateResult:
     """The highest arrival rate the scenario's serving pool sustains within every SLO.
 
     Bisection on the rate between 0 and an upper bound (replicas x estimated capacity x
     HEADROOM, doubled while it still passes), until the bracket is within `tolerance` of its
-    upper end.
+    upper end. With `out`, every simulation leaves its workspace there (as `plan`).
     """
     started = time.perf_counter()
     targets = parse_slos(slos)
@@ -667,7 +649,7 @@ def max_rate(
 
     def probe(rate: float) -> Probe:
         p = _probe(document, base_overrides, source, pool, pool.gpu, pool.tp, pool.count, rate, targets,
-                   replications)
+                   replications, Path(out) if out is not None else None)
         probes.append(p)
         return p
 

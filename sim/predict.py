@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from sim.catalog import Catalog, shipped_catalog
-from sim.kernels.batching import DONE, PoolKernel
-from sim.kernels.replica import DEFAULT_ENGINE, replica_setup
+from sim.kernels.batching import DONE
+from sim.kernels.replica import DEFAULT_ENGINE, build_pool, replica_setup
 from sim.spec.errors import SpecError, SpecIssue, suggest
 from sim.spec.scenario import MAX_TENSOR_PARALLEL, Serving
 from sim.workload.limits import BYTES_PER_PREDICTED_REQUEST, check_memory
@@ -130,17 +130,16 @@ def predict(
     closed = concurrency is not None
     poisson = rate_per_s is not None and not closed
     if poisson:
+        assert rate_per_s is not None
         n = requests or 1000
         arrivals = np.cumsum(np.random.default_rng(0).exponential(1.0 / rate_per_s, n))
     else:
         n = (requests or 10 * concurrency) if closed else batch  # type: ignore[operator]
         arrivals = np.zeros(n)
-    kernel = PoolKernel(
-        arrivals, np.full(n, input_tokens, dtype=np.int64), np.full(n, output_tokens, dtype=np.int64),
-        replicas=1, max_num_seqs=max(knobs.max_num_seqs, batch), max_num_batched_tokens=budget,
-        chunked_prefill=knobs.chunked_prefill, max_model_len=length, clients=concurrency or 0,
-        **setup.kernel_options(),
-    )
+    knobs = knobs.model_copy(update={"max_num_seqs": max(knobs.max_num_seqs, batch), "max_num_batched_tokens": budget,
+                                     "max_model_len": length})
+    kernel = build_pool(knobs, setup.kernel_options(), arrivals, np.full(n, input_tokens, dtype=np.int64),
+                        np.full(n, output_tokens, dtype=np.int64), replicas=1, clients=concurrency or 0)
     kernel.advance_to(np.inf)
     done = kernel.status == DONE
     ttft = kernel.first_token_s - kernel.arrival_s

@@ -22,9 +22,12 @@ point runs `replications` times: replication k draws from random streams k, exac
 `sim.compare` does, so rows are bit-identical whether run here or on any cluster.
 
 `sweep(...)` sends each point x replication to a Dask cluster (a `LocalCluster` of worker
-processes by default, or an existing cluster given its scheduler address), and writes each
-finished one at once, atomically and durably (fsynced before and after the rename), as one
-Parquet file under `out/points/`, named by a hash of (base, overrides, replication). A rerun
+processes by default, or an existing cluster given its scheduler address; `sim.runner`'s
+executors), where `sim.runner.run_point` runs it and leaves its workspace
+(`out/runs/<config hash>/rep-<k>/`: scenario.yaml, summary.json, tables, or error.txt), and
+writes each finished one at once, atomically and durably (fsynced before and after the
+rename), as one Parquet file under `out/points/`, named by a hash of (base, overrides,
+replication). A rerun
 skips the files that exist and read back, and recomputes any that do not (a power loss
 mid-write), so Ctrl-C or a crash loses only the points still running (the metrics kept are
 not part of the hash: to add a metric to finished points, use another `out`). A point that
@@ -47,10 +50,8 @@ import io
 import itertools
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -61,6 +62,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sim.outputs import folder_name, prepare_out_dir, write_durably
+from sim.runner import ERROR_FILE, clear_workspace, executor, point_folder
 from sim.spec.errors import SpecError, SpecIssue, issues_from_validation, suggest
 from sim.spec.loader import load_document, parse_override_path, parse_value, read_yaml
 from sim.spec.scenario import MAX_REPLICATIONS
@@ -226,19 +228,19 @@ def load_sweep(path_or_spec: str | Path | Mapping[str, Any], out: str | Path | N
     issues: list[SpecIssue] = []
     bases = []
     for i, label in enumerate(parsed.base):
-        file = Path(label) if Path(label).is_absolute() else directory / label
+        file: Path = Path(label) if Path(label).is_absolute() else directory / label
         if not file.is_file():
             issues.append(SpecIssue(f"base[{i}]", f"scenario file not found: {file}", label,
                                     "a scenario file, relative to the sweep file"))
         bases.append(file.resolve())
     for i, text in enumerate(parsed.set):
-        path, sep, _ = text.partition("=")
+        _, sep, _ = text.partition("=")
         if not sep:
             issues.append(SpecIssue(f"set[{i}]", "an override needs '=': path=value", text,
                                     "e.g. horizon=1h"))
     factors = []
-    for path, value in parsed.factors.items():
-        factor, problems = _check_factor(path, value, parsed.design)
+    for factor_path, value in parsed.factors.items():
+        factor, problems = _check_factor(factor_path, value, parsed.design)
         issues += problems
         if factor is not None:
             factors.append(factor)
@@ -472,25 +474,31 @@ def select_metrics(flat: Mapping[str, Any], metrics: Sequence[str]) -> dict[str,
     return kept
 
 
-def run_point(document: dict[str, Any], overrides: list[str], replication: int,
-              metrics: list[str]) -> dict[str, Any]:
-    """Load and simulate one point x replication; never raises for the point's own problems.
+def sweep_point(task: tuple[dict[str, Any], list[str], int, list[str], Path | None]) -> dict[str, Any]:
+    """Load and simulate one point x replication (`sim.runner.run_point`, leaving its
+    workspace); never raises for the point's own problems.
 
-    Runs in a Dask worker: it takes the base document (extends merged, paths absolute) and
-    returns a plain dict, the metrics and the status.
+    Runs in a worker: it takes (the base document (extends merged, paths absolute), the
+    overrides, the replication, the metrics, the workspace) and returns a plain dict, the
+    metrics and the status.
     """
-    from sim.experiment import flat_summary, simulate
+    from sim.experiment import flat_summary
+    from sim.runner import run_point, write_error
     from sim.spec.loader import load_scenario, spec_hash
 
+    document, overrides, replication, metrics, workspace = task
     started, cpu = time.perf_counter(), time.process_time()
     out: dict[str, Any] = {"status": "ok", "error": "", "metrics": {}}
+    scenario = None
     try:
         scenario = load_scenario(document, overrides)
         out.update(base=scenario.name, seed=scenario.seed, spec_hash=spec_hash(scenario))
-        result = simulate(scenario, replication)
+        result = run_point(scenario, replication, workspace)
         out["metrics"] = select_metrics(flat_summary(result.summary), metrics)
     except SpecError as exc:
         out.update(status="failed", error=exc.with_source("").render())
+        if scenario is None and workspace is not None:  # run_point leaves its own error.txt
+            write_error(workspace, None, exc)
     except Exception as exc:  # a run that breaks is recorded, not allowed to stop the sweep
         out.update(status="failed", error=f"{type(exc).__name__}: {exc}")
     out["wall_s"] = time.perf_counter() - started
@@ -767,87 +775,28 @@ def sweep(
     runnable = []
     for task in pending:
         if task.config in prepared.failed_at_load:
+            workspace = task_folder(out_dir, task)
+            workspace.mkdir(parents=True, exist_ok=True)
+            clear_workspace(workspace)
+            (workspace / ERROR_FILE).write_text(prepared.failed_at_load[task.config]["error"].rstrip() + "\n")
             finish(task, prepared.failed_at_load[task.config])
         else:
             runnable.append(task)
     if runnable:
-        if workers == 0 and scheduler is None:
-            for task in runnable:
-                finish(task, run_point(prepared.documents[task.base_path], task.overrides, task.replication,
-                                       spec.metrics))
-        else:
-            _run_on_dask(runnable, prepared.documents, spec.metrics, workers, scheduler, finish)
+        items = [(prepared.documents[t.base_path], t.overrides, t.replication, spec.metrics, task_folder(out_dir, t))
+                 for t in runnable]
+        run_with = executor(workers, len(items), "serial" if workers == 0 and scheduler is None else "dask",
+                            scheduler)
+        for i, outcome in run_with.run(sweep_point, items):
+            if isinstance(outcome, BaseException):  # a worker that died (KilledWorker) or a lost task
+                outcome = {"status": "failed", "error": f"{type(outcome).__name__}: {outcome}", "wall_s": 0.0}
+            finish(runnable[i], outcome)
     return load_sweep_results(out_dir)
 
 
-def _run_on_dask(tasks: list[PointTask], documents: dict[Path, dict[str, Any]], metrics: list[str],
-                 workers: int | None, scheduler: str | None,
-                 finish: Callable[[PointTask, dict[str, Any]], None]) -> None:
-    from distributed import as_completed
-
-    with _dask_client(workers, scheduler, len(tasks)) as client:
-        # each base document goes to the cluster once; tasks refer to it
-        # (a list, since scatter reads a dict as {key: data})
-        shared = {path: client.scatter([doc], hash=False)[0] for path, doc in documents.items()}
-        futures = {}
-        try:
-            for task in tasks:
-                future = client.submit(run_point, shared[task.base_path], task.overrides, task.replication,
-                                       metrics, key=f"sweep-point-{task.point}", pure=False, retries=0)
-                futures[future] = task
-            for future in as_completed(futures):
-                task = futures.pop(future)
-                try:
-                    outcome = future.result()
-                except Exception as exc:  # a worker that died (KilledWorker) or a lost task
-                    outcome = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "wall_s": 0.0}
-                future.release()
-                finish(task, outcome)
-        finally:
-            if futures:  # interrupted: stop what is still queued or running
-                client.cancel(list(futures))
-
-
-@contextmanager
-def _dask_client(workers: int | None, scheduler: str | None, tasks: int) -> Iterator[Any]:
-    """A Dask client to an existing scheduler, or to a LocalCluster started (and closed) here."""
-    import logging
-
-    from distributed import Client, LocalCluster
-
-    if scheduler:
-        try:
-            client = Client(scheduler, timeout="20s")
-        except OSError as exc:
-            raise SpecError([SpecIssue("--scheduler", f"cannot reach the Dask scheduler: {exc}", scheduler,
-                                       "the address of a running scheduler, e.g. tcp://10.0.0.5:8786")]) from None
-        with client:
-            yield client
-        return
-    n = max(1, min(workers or os.cpu_count() or 1, tasks))
-    with _workers_ignore_ctrl_c():
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
-    with cluster, Client(cluster) as client:
-        yield client
-
-
-@contextmanager
-def _workers_ignore_ctrl_c() -> Iterator[None]:
-    """Start worker processes with SIGINT ignored (a disposition they inherit): Ctrl-C then
-    stops only this process, which cancels the tasks and closes the cluster in order, instead
-    of every worker dying mid-task with its own traceback."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+def task_folder(out_dir: Path, task: PointTask) -> Path:
+    """The workspace of one point x replication: out/runs/<config hash>/rep-<k>."""
+    return point_folder(out_dir, task.config, task.replication)
 
 
 # ------------------------------------------------------------------------------------------

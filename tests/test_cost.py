@@ -34,9 +34,9 @@ from sim.metrics import (
 )
 from sim.metrics.cost import cloud_gpu_price
 from sim.metrics.energy import gpu_energy_kwh, gpu_power_w
+from sim.record import HOLD_COLUMNS, RunRecord
 from sim.spec.scenario import Pool, Site
 from sim.world import World
-from sim.world.lifecycle import GpuHold
 
 S2 = Path(__file__).parent.parent / "scenarios" / "s2_cloud_training.yaml"
 N = 3600
@@ -87,14 +87,19 @@ def premises_doc(gpu: str = "l4", gpus: int = 1) -> dict[str, Any]:
     }
 
 
-def run(doc: dict[str, Any] | Path, overrides: list[str] | None = None) -> World:
-    world = World(sim.load_scenario(doc, overrides or []))
-    world.run()
-    return world
+def run(doc: dict[str, Any] | Path, overrides: list[str] | None = None) -> RunRecord:
+    return World(sim.load_scenario(doc, overrides or [])).run()
 
 
-def costs_of(world: World) -> pd.DataFrame:
-    return cost_breakdown(world, privacy_ledger(world))
+def costs_of(record: RunRecord) -> pd.DataFrame:
+    return cost_breakdown(record, privacy_ledger(record))
+
+
+def with_holds(record: RunRecord, holds: list[tuple[str, str, str, int, float, float]]) -> RunRecord:
+    """The record with these GPU holds (site, pool, purpose, gpus, start_s, end_s) added."""
+    extra = pd.DataFrame(holds, columns=list(HOLD_COLUMNS)).astype(HOLD_COLUMNS)
+    record.gpu_holds = pd.concat([record.gpu_holds, extra], ignore_index=True)
+    return record
 
 
 def usd(costs: pd.DataFrame, component: str, **match: str) -> float:
@@ -137,9 +142,13 @@ def test_catalog_price_is_the_newest_then_the_cheapest() -> None:
 
 
 def elastic_doc(baseline: int) -> dict[str, Any]:
+    """cloud_doc plus an elastic H100 training pool; training is placed there (an elastic pool
+    only training grows is refused otherwise), but with no drift and no development nothing
+    trains: the pool's holds are the ones a test adds."""
     doc = cloud_doc()
     doc["sites"]["cloud"]["pools"].append({"name": "training", "gpu": "h100-sxm", "count": baseline,
                                            "elastic": True, "max_count": 8, "roles": ["training"]})
+    doc["placement"]["training"] = "cloud"
     return doc
 
 
@@ -148,28 +157,29 @@ def test_elastic_pool_pays_only_for_what_it_holds() -> None:
     1800 s, and later holds 1 GPU from 3000 s to the horizon (a hold still open): held =
     2 x 2400 + 1 x 600 = 5400 GPU-s = 1.5 GPU-h, x $6.875 = $10.3125. Provisioning is billed
     (clouds bill from instance start). With a baseline of 1 GPU the pool pays 1 GPU for the
-    whole hour plus the GPUs above it: 3600 + 1 x 2400 = 6000 GPU-s."""
-    holds = [GpuHold("cloud", "training", "provisioning", 2, 600.0, 1200.0),
-             GpuHold("cloud", "training", "retraining", 2, 1200.0, 3000.0),
-             GpuHold("cloud", "training", "retraining", 1, 3000.0)]
-    world = run(elastic_doc(baseline=0))
-    world.lifecycle.holds.extend(holds)
-    costs = costs_of(world)
+    whole hour plus the GPUs above it: 3600 + 1 x 2400 = 6000 GPU-s. (A record's holds are
+    clipped to the horizon, so the hold still open is written ending at 3600 s.)"""
+    holds = [("cloud", "training", "provisioning", 2, 600.0, 1200.0),
+             ("cloud", "training", "retraining", 2, 1200.0, 3000.0),
+             ("cloud", "training", "retraining", 1, 3000.0, HOUR_S)]
+    record = run(elastic_doc(baseline=0))
+    assert record.gpu_holds.empty  # no lifecycle here: the holds are only the ones added below
+    costs = costs_of(with_holds(record, holds))
     row = costs[(costs["component"] == "cloud_gpu") & (costs["pool"] == "training")].iloc[0]
     assert row["quantity"] == pytest.approx(1.5)
     assert row["usd"] == pytest.approx(1.5 * 6.875)
-    world = run(elastic_doc(baseline=1))
-    world.lifecycle.holds.extend(holds)
-    assert usd(costs_of(world), "cloud_gpu", pool="training") == pytest.approx(6000 / HOUR_S * 6.875)
+    record = with_holds(run(elastic_doc(baseline=1)), holds)
+    assert usd(costs_of(record), "cloud_gpu", pool="training") == pytest.approx(6000 / HOUR_S * 6.875)
 
 
 def test_s2_cloud_gpus_match_its_holds() -> None:
     """S2 over its day: 4 L40S served for 24 h at $1.861 = $178.656, and the elastic H100
     pool pays its lifecycle holds (provisioning + retraining GPU-seconds) at $6.875."""
-    world = run(S2)
-    costs = costs_of(world)
+    record = run(S2)
+    costs = costs_of(record)
     assert usd(costs, "cloud_gpu", pool="serving") == pytest.approx(4 * 24 * 1.861)
-    held_s = sum(h.gpus * (h.end_s - h.start_s) for h in world.lifecycle.holds if h.pool == "training")
+    holds = record.gpu_holds[(record.gpu_holds["site"] == "cloud") & (record.gpu_holds["pool"] == "training")]
+    held_s = float((holds["gpus"] * (holds["end_s"] - holds["start_s"])).sum())
     assert held_s > 0
     assert usd(costs, "cloud_gpu", pool="training") == pytest.approx(held_s / HOUR_S * 6.875)
 
@@ -212,13 +222,13 @@ def test_storage_prices_gb_days_at_rest() -> None:
     prompts 1,000,400 bytes x sum_k (3600 - k) s and responses 1,000,200 bytes x
     sum_k (3600 - k - 0.51 - 1,000,400 / 1.25e8) s, in GB-days; / 30.44 x $0.023;
     with a site price of $0.10/GB-month instead, x 0.10."""
-    world = run(cloud_doc(overhead_bytes=MB))
+    record = run(cloud_doc(overhead_bytes=MB))
     k = np.arange(N, dtype=float)
     prompt = (100 * 4 + MB) * (HOUR_S - k).sum()
     response = (50 * 4 + MB) * (HOUR_S - k - 0.5 - 0.010 - (100 * 4 + MB) / 1.25e8).sum()
     gb_days = (prompt + response) / 1e9 / 86400
-    assert exposure(privacy_ledger(world), world.scenario, HOUR_S)["third_party_gb_days"] == pytest.approx(gb_days)
-    assert usd(costs_of(world), "storage") == pytest.approx(gb_days / 30.44 * 0.023)
+    assert exposure(privacy_ledger(record), record.scenario, HOUR_S)["third_party_gb_days"] == pytest.approx(gb_days)
+    assert usd(costs_of(record), "storage") == pytest.approx(gb_days / 30.44 * 0.023)
     priced = run(cloud_doc(overhead_bytes=MB), ["sites.cloud.storage_usd_per_gb_month=0.1"])
     assert usd(costs_of(priced), "storage") == pytest.approx(gb_days / 30.44 * 0.1)
 
@@ -254,16 +264,16 @@ def test_premises_energy_from_a_known_utilisation() -> None:
     """One L4 busy exactly 1800 s of the hour (3600 requests x 0.5 s): 0.042 kWh at the GPU;
     at the site's PUE 1.5 and $0.20/kWh, 0.063 kWh and $0.0126. Without power settings the
     us-commercial profile applies: 0.042 x 1.58 kWh x $0.127 and x 0.37 kgCO2e/kWh."""
-    world = run(premises_doc(), ["sites.office.power={pue: 1.5, price_usd_per_kwh: 0.2}"])
-    usage = gpu_usage(world)
+    record = run(premises_doc(), ["sites.office.power={pue: 1.5, price_usd_per_kwh: 0.2}"])
+    usage = gpu_usage(record)
     assert usage["utilisation"].iloc[0] == pytest.approx(0.5)
-    assert usd(costs_of(world), "energy") == pytest.approx(0.042 * 1.5 * 0.2)
-    assert energy(world, usage)["energy_kwh"] == pytest.approx(0.063)
-    world = run(premises_doc())
-    s = energy(world)
+    assert usd(costs_of(record), "energy") == pytest.approx(0.042 * 1.5 * 0.2)
+    assert energy(record, usage)["energy_kwh"] == pytest.approx(0.063)
+    record = run(premises_doc())
+    s = energy(record)
     assert s["energy_kwh"] == pytest.approx(0.042 * 1.58)
     assert s["carbon_kgco2e"] == pytest.approx(0.042 * 1.58 * 0.37)
-    assert usd(costs_of(world), "energy") == pytest.approx(0.042 * 1.58 * 0.127)
+    assert usd(costs_of(record), "energy") == pytest.approx(0.042 * 1.58 * 0.127)
 
 
 def test_idle_gpus_still_draw_idle_power() -> None:
@@ -278,13 +288,13 @@ def test_cloud_energy_is_estimated_apart() -> None:
     """An L4 in the cloud at utilisation 0.5: 0.042 kWh x hyperscale PUE 1.10 = 0.0462 kWh,
     reported as cloud_energy_kwh (and by site), not in the premises energy_kwh nor its cost;
     per 1M output tokens: 0.0462 / (3600 x 50) x 1e6."""
-    world = run(cloud_doc())
-    s = energy(world)
+    record = run(cloud_doc())
+    s = energy(record)
     assert s["energy_kwh"] == 0.0
     assert s["cloud_energy_kwh"] == pytest.approx(0.0462)
     assert s["energy_kwh_by_site"] == pytest.approx({"cloud": 0.0462})
     assert s["energy_kwh_per_1m_output_tokens"] == pytest.approx(0.0462 / (N * 50) * 1e6)
-    assert usd(costs_of(world), "energy") == 0.0
+    assert usd(costs_of(record), "energy") == 0.0
 
 
 # ------------------------------------------------------------------------------------------
@@ -295,14 +305,14 @@ def test_cloud_energy_is_estimated_apart() -> None:
 def test_totals_are_sums_of_components_and_normalise_by_completed_work() -> None:
     """cost_usd is the sum of the rows and of cost_usd_by_component; per month x 30.44 d / 1 h;
     per 1M requests / 3600 completed x 1e6; per 1M output tokens / (3600 x 50) x 1e6."""
-    world = run(cloud_doc(overhead_bytes=MB))
-    tables, summary = measure(world)
+    record = run(cloud_doc(overhead_bytes=MB))
+    tables, summary = measure(record)
     costs = tables["costs"]
     assert set(costs["component"]) == {"cloud_gpu", "egress", "storage"}
     total = summary["cost_usd"]
     assert total == pytest.approx(costs["usd"].sum())
     assert total == pytest.approx(sum(summary["cost_usd_by_component"].values()))
-    assert summary == {**summary, **cost_summary(costs, world)}
+    assert summary == {**summary, **cost_summary(costs, record)}
     assert summary["cost_usd_per_month"] == pytest.approx(total * MONTH_S / HOUR_S)
     assert summary["cost_usd_per_1m_requests"] == pytest.approx(total / N * 1e6)
     assert summary["cost_usd_per_1m_output_tokens"] == pytest.approx(total / (N * 50) * 1e6)

@@ -21,17 +21,14 @@ from test_serving_oracle import tiny_params
 
 import sim
 from sim.kernels.batching import ACTIVE, DONE, DOWN, FAILED, OFFLINE, WAITING, PoolKernel
-from sim.metrics.availability import availability, lifecycle_outage_delay, request_outcomes
+from sim.kernels.windows import merge_windows, window_containing
+from sim.metrics.availability import availability, lifecycle_outage_delay
+from sim.metrics.latency import request_latencies
+from sim.record import RunRecord
+from sim.result import Result, collect
 from sim.spec.errors import SpecError
 from sim.world import World
-from sim.world.faults import (
-    FaultPlan,
-    check_faults,
-    install_faults,
-    merge_windows,
-    train_with_checkpoints,
-    window_containing,
-)
+from sim.world.faults import FaultPlan, train_with_checkpoints
 from sim.world.network import Network
 
 SCENARIOS = Path(__file__).parent.parent / "scenarios"
@@ -50,10 +47,13 @@ def pool(n: int = 40, gap_s: float = 0.05, replicas: int = 2, **options: Any) ->
     return PoolKernel(np.arange(n) * gap_s, np.full(n, 50), np.full(n, 40), **settings)
 
 
-def run_world(path: Path, overrides: list[str]) -> tuple[World, Any]:
-    world = World(sim.load_scenario(path, overrides))
-    install_faults(world)  # a no-op once world.py installs them itself
-    return world, world.run()
+def run_world(path: Path, overrides: list[str]) -> tuple[RunRecord, Result]:
+    record = World(sim.load_scenario(path, overrides)).run()
+    return record, collect(record)
+
+
+def availability_of(record: RunRecord) -> dict[str, Any]:
+    return availability(record, request_latencies(record.requests))
 
 
 # ------------------------------------------------------------------------------------------
@@ -253,20 +253,13 @@ def test_random_faults_are_the_same_in_every_scenario() -> None:
 
 def test_fault_spec_mistakes_name_the_field() -> None:
     """Unknown link, replica out of range, a fallback that is not the clients' site: each is
-    reported at its field (by the loader once sim.spec.checks calls check_faults, else when
-    the faults are installed)."""
+    reported at its field by the loader (sim.spec.checks calls check_faults)."""
     overrides = ["faults.link_outages=[{link: wna, windows: [{start: 1h, duration: 1h}]}]",
                  "faults.replica_failures=[{site: cloud, pool: serving, at: [1h], replica: 9, mttr: 1h}]",
                  "placement.fallback=cloud"]
-    try:
-        s = sim.load_scenario(S2, overrides)
-    except SpecError as exc:
-        found = exc.issues
-    else:
-        found = check_faults(s)
-        with pytest.raises(SpecError):
-            install_faults(World(s))
-    issues = {issue.path: issue.message for issue in found}
+    with pytest.raises(SpecError) as caught:
+        sim.load_scenario(S2, overrides)
+    issues = {issue.path: issue.message for issue in caught.value.issues}
     assert "did you mean 'wan'" in issues["faults.link_outages[0].link"]
     assert "4 replicas" in issues["faults.replica_failures[0].replica"]
     assert "placement.fallback" in issues
@@ -292,9 +285,9 @@ def test_a_wan_outage_costs_s2_the_requests_sent_while_it_lasts() -> None:
     """S2 serves over the WAN: the requests sent in [start, end - timeout) of the outage wait
     longer than their 60 s timeout and fail; the ones sent in its last minute wait and are
     served. Availability drops by exactly that share; nothing else fails."""
-    world, _ = run_world(S2, WITH_OUTAGE)
-    outcomes = request_outcomes(world)
-    send = world.requests.arrival_s
+    record, _ = run_world(S2, WITH_OUTAGE)
+    outcomes = record.requests
+    send = outcomes.send_s
     doomed = (send >= OUTAGE[0]) & (send < OUTAGE[1] - TIMEOUT_S)
     assert doomed.sum() > 1000
     np.testing.assert_array_equal(outcomes.status == FAILED, doomed)
@@ -302,38 +295,38 @@ def test_a_wan_outage_costs_s2_the_requests_sent_while_it_lasts() -> None:
     late = (send >= OUTAGE[1] - TIMEOUT_S) & (send < OUTAGE[1])
     assert np.all(outcomes.status[late] == DONE)
     assert np.all(outcomes.first_token_s[late] >= OUTAGE[1])
-    summary = availability(world, outcomes)
-    ended = summary["requests_ended"]
-    assert summary["availability"] == pytest.approx(1 - doomed.sum() / ended)
+    summary = availability_of(record)
+    judged = summary["requests_judged"]
+    assert summary["availability"] == pytest.approx(1 - doomed.sum() / judged)
     assert summary["requests_cut_off"] == doomed.sum()
     base, _ = run_world(S2, NO_OUTAGE)
-    assert availability(base)["availability"] == 1.0
+    assert availability_of(base)["availability"] == 1.0
 
 
 def test_a_wan_outage_leaves_s1_untouched() -> None:
     """S1 serves on premises: the same outage changes no request's outcome or time."""
-    world, _ = run_world(S1, WITH_OUTAGE)
+    record, _ = run_world(S1, WITH_OUTAGE)
     base, _ = run_world(S1, NO_OUTAGE)
-    a, b = request_outcomes(world), request_outcomes(base)
+    a, b = record.requests, base.requests
     for name in ("status", "done_s", "first_token_s", "replica"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
-    assert availability(world)["availability"] == 1.0
+    assert availability_of(record)["availability"] == 1.0
 
 
 def test_a_replica_failure_in_a_world_retries_its_in_flight_requests() -> None:
     """S1, replica 0 fails at 30 min for longer than the run: the requests it was running
     complete later on the other replicas with 2 attempts; the fault table counts them."""
-    world, _ = run_world(S1, ["horizon=1h", "warmup=0s",
-                              "faults.replica_failures=[{site: premises, pool: gpus, replica: 0, at: [30min], "
-                              "mttr: 2h, distribution: deterministic}]"])
-    outcomes = request_outcomes(world)
+    record, _ = run_world(S1, ["horizon=1h", "warmup=0s",
+                               "faults.replica_failures=[{site: premises, pool: gpus, replica: 0, at: [30min], "
+                               "mttr: 2h, distribution: deterministic}]"])
+    outcomes = record.requests
     retried = np.flatnonzero(outcomes.attempts == 2)
     assert len(retried) > 0
     assert np.all(outcomes.status[retried] == DONE)
     assert np.all(outcomes.replica[retried] != 0)
     assert np.all(outcomes.first_token_s[retried] >= 1800.0)
     assert not np.any((outcomes.replica == 0) & (outcomes.dispatch_s > 1800.0))
-    table = world.faults.table()
+    table = record.faults
     assert list(table["kind"]) == ["replica_failure"]
     assert table.loc[0, "requests_retried"] == len(retried)
     assert not table.loc[0, "restored"]
@@ -342,24 +335,32 @@ def test_a_replica_failure_in_a_world_retries_its_in_flight_requests() -> None:
 def test_a_local_fallback_serves_what_the_cut_wan_cannot() -> None:
     """S2 with one L4 on premises as fallback: requests sent during the outage are served
     locally (over the LAN) instead of failing."""
-    world, _ = run_world(S2, [*WITH_OUTAGE, "placement.fallback=premises",
-                              "sites.premises.pools=[{name: fallback, gpu: l4, count: 1, roles: [serving]}]"])
-    outcomes = request_outcomes(world)
-    send = world.requests.arrival_s
+    record, result = run_world(S2, [*WITH_OUTAGE, "placement.fallback=premises",
+                                    "sites.premises.pools=[{name: fallback, gpu: l4, count: 1, roles: [serving]}]"])
+    outcomes = record.requests
+    send = outcomes.send_s
     during = (send >= OUTAGE[0]) & (send < OUTAGE[1])
-    assert np.all(outcomes.served_by[during] == "premises/fallback")
-    assert np.all(outcomes.served_by[~during] == "cloud/serving")
+    served_by = record.served_by()
+    assert np.all(served_by[during] == "premises/fallback")
+    assert np.all(served_by[~during] == "cloud/serving")
     assert (outcomes.status[during] == DONE).mean() > 0.5  # one L4 for the whole load: some time out
-    assert availability(world)["requests_fallback"] == during.sum()
+    assert availability_of(record)["requests_fallback"] == during.sum()
+    # the fallback is a pool like any other: measured, billed for its energy, in the utilisation
+    assert result.summary["requests_by_pool"]["premises/fallback"] == during.sum()
+    assert 0 < result.summary["gpu_utilisation"]["premises/fallback"] < 1
+    usage = result.tables["gpu_usage"].set_index(["site", "pool"])
+    assert usage.loc[("premises", "fallback"), "serving_busy_gpu_s"] > 0
+    fallback_queueing = result.requests.loc[during & (outcomes.status == DONE), "queueing_s"]
+    assert fallback_queueing.notna().all() and (fallback_queueing >= 0).all()
 
 
 def test_s4_recovery_waits_for_the_wan() -> None:
     """S4 uploads its labelled sample and pulls the adapter over the WAN: an outage over the
     whole recovery window pauses those transfers, so the model recovers later."""
     over = ["horizon=14h", "faults.link_outages=[{link: wan, windows: [{start: 6h, duration: 4h}]}]"]
-    world, result = run_world(S4, over)
+    record, result = run_world(S4, over)
     _, base = run_world(S4, ["horizon=14h"])
-    delay = lifecycle_outage_delay(world, result.tables["lifecycle"])
+    delay = lifecycle_outage_delay(record, result.tables["lifecycle"])
     assert delay["lifecycle_outage_delay_s_by_cause"]["transfer_pause"] > 0
     assert base.summary["recovery_time_s"] is not None
     late = result.summary["recovery_time_s"]
@@ -444,7 +445,7 @@ def test_without_interruptions_training_takes_its_time() -> None:
 def test_a_capacity_shortage_blocks_growth_until_it_ends() -> None:
     world = World(sim.load_scenario(S2, ["horizon=1h", "faults.capacity_shortages=[{site: cloud, pool: training, "
                                          "windows: [{start: 10min, duration: 20min}]}]"]))
-    faults = install_faults(world)
+    faults = world.faults
     assert faults.capacity_blocked_until("cloud", "training", 300.0) == 300.0
     assert faults.capacity_blocked_until("cloud", "training", 900.0) == 1800.0
     assert faults.capacity_blocked_until("cloud", "serving", 900.0) == 900.0

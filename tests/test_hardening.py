@@ -414,7 +414,7 @@ def test_unusable_out_fails_before_any_work(tmp_path: Path, monkeypatch: pytest.
                                             scenario_file: Path, command: str, bad: str) -> None:
     """`--out` that is a file (or below one) exits 2 before a simulation or prediction starts."""
     (tmp_path / "a_file").write_text("not a folder")
-    monkeypatch.setattr("sim.experiment.simulate", _no_simulation)
+    monkeypatch.setattr("sim.runner._simulate", _no_simulation)
     fidelity_module = importlib.import_module("sim.calibration.fidelity")  # the package exports the function
     monkeypatch.setattr(fidelity_module, "predict_measurement", _no_simulation)
     monkeypatch.setattr(fidelity_module, "simulate_run", _no_simulation)

@@ -1,9 +1,10 @@
 """Conservation: every request ends exactly once and every byte the ledger records was handed
 to a link, under random fault schedules; and the check really catches a broken run.
 
-`check_invariants(world, result)` (sim.metrics.availability) runs after every run once
-world.py calls it. Here hypothesis draws fault schedules (replica failures, link and site
-outages, client timeouts, retry limits, a local fallback) on short S1- and S2-like runs.
+`check_invariants(record, requests, ledger)` (sim.metrics.invariants) runs on the record of
+every run (`sim.runner.run_point`). Here hypothesis draws fault schedules (replica failures,
+link and site outages, client timeouts, retry limits, a local fallback) on short S1- and
+S2-like runs.
 """
 
 from __future__ import annotations
@@ -17,26 +18,26 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sim
-from sim.kernels.batching import DONE, FAILED
-from sim.metrics.availability import (
-    InvariantError,
-    check_invariants,
-    request_outcomes,
-)
-from sim.result import STATUS_CATEGORIES, Result
+from sim.kernels.batching import DONE, FAILED, PENDING, REJECTED, RUNNING, WAITING
+from sim.metrics.invariants import InvariantError, check_invariants
+from sim.record import RunRecord
+from sim.result import STATUS_CATEGORIES, Result, collect
 from sim.world import World
 
 SCENARIOS = Path(__file__).parent.parent / "scenarios"
 S1, S2 = SCENARIOS / "s1_local.yaml", SCENARIOS / "s2_cloud_training.yaml"
 
 
-def run_checked(scenario: sim.Scenario) -> tuple[World, Result]:
-    """Run a World (which installs its faults and checks its invariants at the end), and check
-    the invariants once more explicitly."""
-    world = World(scenario)
-    result = world.run()
-    check_invariants(world, result)
-    return world, result
+def run_checked(scenario: sim.Scenario) -> tuple[RunRecord, Result]:
+    """Run a World, measure its record and check the invariants on it."""
+    record = World(scenario).run()
+    result = collect(record)
+    check_invariants(record, result.requests, result.tables["transfers"])
+    return record, result
+
+
+def check(record: RunRecord, result: Result) -> None:
+    check_invariants(record, result.requests, result.tables["transfers"])
 
 
 def _window(start: float, duration: float) -> str:
@@ -80,11 +81,31 @@ def fault_schedules(draw: st.DrawFn) -> tuple[Path, list[str]]:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fault_schedules())
 def test_invariants_hold_under_random_fault_schedules(schedule: tuple[Path, list[str]]) -> None:
-    """Whatever fails and when, every request ends exactly once and the ledger balances."""
+    """Whatever fails and when, every request ends exactly once, the ledger balances, and how
+    each request ended agrees with what could end it."""
     path, overrides = schedule
-    world, result = run_checked(sim.load_scenario(path, overrides))
-    outcomes = request_outcomes(world)
-    assert np.isin(outcomes.status, (0, 1, 2, DONE, 4, FAILED)).all()
+    scenario = sim.load_scenario(path, overrides)
+    record, result = run_checked(scenario)
+    req = record.requests
+    retry = scenario.faults.retry
+    # every request is in exactly one known state, and the summary counts add up
+    assert np.isin(req.status, (PENDING, WAITING, RUNNING, DONE, REJECTED, FAILED)).all()
+    s = result.summary
+    assert (s["requests_completed"] + s["requests_failed"] + s["requests_rejected"] + s["requests_unfinished"]
+            == s["requests_total"] == len(req))
+    # a completed request was served by one pool, on a replica, by a model version
+    done = req.status == DONE
+    assert (req.pool[done] >= 0).all() and (req.replica[done] >= 0).all() and (req.version[done] >= 0).all()
+    assert (req.attempts >= 1).all() and (req.attempts <= retry.max_attempts).all()
+    # without a client timeout a request fails only by running out of attempts or being cut off
+    if retry.timeout is None:
+        failed = (req.status == FAILED) & ~req.cut_off
+        assert (req.attempts[failed] == retry.max_attempts).all()
+    # requests sent to the fallback were served there, the others by the primary pool
+    primary = record.pool_names.index(record.primary_pool)
+    assert (req.pool[req.diverted] != primary).all()
+    assert (req.pool[~req.diverted & (req.pool >= 0)] == primary).all()
+    assert not req.diverted.any() or scenario.placement.fallback != "none"
 
 
 def test_the_fault_scenarios_keep_their_invariants(scenarios_dir: Path) -> None:
@@ -92,52 +113,69 @@ def test_the_fault_scenarios_keep_their_invariants(scenarios_dir: Path) -> None:
     files = sorted((scenarios_dir / "faults").glob("*.yaml"))
     assert len(files) >= 4
     for path in files:
-        world, result = run_checked(sim.load_scenario(path, ["horizon=12h", "replications=1"]))
-        assert len(world.faults.table()) >= 1
+        record, _ = run_checked(sim.load_scenario(path, ["horizon=12h", "replications=1"]))
+        assert len(record.faults) >= 1
 
 
-def _small_run() -> tuple[World, Result]:
+def _small_run() -> tuple[RunRecord, Result]:
     return run_checked(sim.load_scenario(S2, [
         "horizon=20min", "warmup=0s", "faults.retry.timeout=30s",
         "faults.link_outages=[{link: wan, windows: [{start: 5min, duration: 5min}]}]"]))
 
 
 def test_a_request_with_a_wrong_status_breaks_the_invariant() -> None:
-    world, result = _small_run()
+    record, result = _small_run()
     status = result.requests["status"].astype(object).to_numpy()
     failed = np.flatnonzero(status == "failed")
     assert len(failed) > 0
     result.requests["status"] = pd.Categorical(np.where(np.arange(len(status)) == failed[0], "completed", status),
                                                categories=STATUS_CATEGORIES)
     with pytest.raises(InvariantError, match="differs from how they ended"):
-        check_invariants(world, result)
+        check(record, result)
 
 
 def test_a_missing_request_breaks_the_invariant() -> None:
-    world, result = _small_run()
+    record, result = _small_run()
     result.requests = result.requests.iloc[1:]
     with pytest.raises(InvariantError, match="rows for"):
-        check_invariants(world, result)
+        check(record, result)
+
+
+def test_an_open_request_with_an_end_time_breaks_the_invariant() -> None:
+    """A request still in flight at the horizon that also has an end time is caught."""
+    record, result = _small_run()
+    req = record.requests
+    open_ = np.flatnonzero(~np.isin(req.status, (DONE, FAILED, REJECTED)))
+    assert len(open_) > 0  # the small run always ends with requests still in flight
+    req.done_s[open_[0]] = 1.0
+    with pytest.raises(InvariantError, match="did not end but have an end time"):
+        check(record, result)
 
 
 def test_a_request_ending_in_two_pools_breaks_the_invariant() -> None:
-    """A primary-pool outcome that also sets an end time on an unfinished request is caught."""
-    world, result = _small_run()
-    k = world.kernel
-    open_ = np.flatnonzero(~np.isin(k.status, (DONE, FAILED, 4)))
-    assert len(open_) > 0  # the small run always ends with requests still in flight
-    k.done_s[open_[0]] = 1.0
-    with pytest.raises(InvariantError, match="did not end but have an end time"):
-        check_invariants(world, result)
+    """A pool that says it ended more requests than ended (one ended in two pools) is caught."""
+    record, result = _small_run()
+    pool = record.pools[record.primary_pool]
+    pool.requests_ended += 1
+    with pytest.raises(InvariantError, match="more than one pool"):
+        check(record, result)
+
+
+def test_more_attempts_than_allowed_break_the_invariant() -> None:
+    record, result = _small_run()
+    assert record.retry_limit is not None
+    record.requests.attempts[0] = record.retry_limit + 1
+    with pytest.raises(InvariantError, match="max_attempts"):
+        check(record, result)
 
 
 def test_ledger_bytes_that_no_link_carried_break_the_invariant() -> None:
-    world, result = _small_run()
+    record, result = _small_run()
     transfers = result.tables["transfers"].copy()
     transfers.loc[transfers.index[0], "bytes"] += 1e6
     result.tables["transfers"] = transfers
     with pytest.raises(InvariantError, match="the ledger records"):
-        check_invariants(world, result)
+        check(record, result)
 
 
 def test_requests_cut_off_by_an_outage_expose_nothing() -> None:
@@ -145,8 +183,7 @@ def test_requests_cut_off_by_an_outage_expose_nothing() -> None:
     outage (never sent) are not exposed, so exposed prompts = requests - requests never sent."""
     scenario = sim.load_scenario(S2, ["horizon=20min", "warmup=0s", "faults.retry.timeout=30s",
                                       "faults.link_outages=[{link: wan, windows: [{start: 5min, duration: 5min}]}]"])
-    world = World(scenario)
-    result = world.run()
-    never_sent = int(np.isnan(world.faults.request_send_times()).sum())
-    assert never_sent > 0
+    record, result = run_checked(scenario)
+    never_sent = int(np.isnan(record.requests.uplink_send_s).sum())
+    assert never_sent > 0 and int(record.requests.cut_off.sum()) > 0
     assert result.summary["exposed_records_by_class"]["prompt"] == result.summary["requests_total"] - never_sent

@@ -19,7 +19,8 @@ import pytest
 import sim
 from sim.metrics import exposure, privacy_ledger
 from sim.metrics.ledger import LEDGER_COLUMNS
-from sim.result import Result
+from sim.record import RunRecord
+from sim.result import Result, collect
 from sim.world import World
 
 SCENARIOS = Path(__file__).parent.parent / "scenarios"
@@ -63,23 +64,23 @@ def two_site_doc() -> dict[str, Any]:
     }
 
 
-def run(doc: dict[str, Any] | Path, overrides: list[str] | None = None) -> tuple[World, Result]:
-    world = World(sim.load_scenario(doc, overrides or []))
-    return world, world.run()
+def run(doc: dict[str, Any] | Path, overrides: list[str] | None = None) -> tuple[RunRecord, Result]:
+    record = World(sim.load_scenario(doc, overrides or [])).run()
+    return record, collect(record)
 
 
-def summary_of(world: World) -> dict[str, Any]:
-    return exposure(privacy_ledger(world), world.scenario, world.scenario.horizon)
-
-
-@pytest.fixture(scope="module")
-def two_site() -> tuple[World, dict[str, Any]]:
-    world, _ = run(two_site_doc())
-    return world, summary_of(world)
+def summary_of(record: RunRecord) -> dict[str, Any]:
+    return exposure(privacy_ledger(record), record.scenario, record.scenario.horizon)
 
 
 @pytest.fixture(scope="module")
-def seeds() -> dict[str, tuple[World, Result]]:
+def two_site() -> tuple[RunRecord, dict[str, Any]]:
+    record, _ = run(two_site_doc())
+    return record, summary_of(record)
+
+
+@pytest.fixture(scope="module")
+def seeds() -> dict[str, tuple[RunRecord, Result]]:
     """The four seed scenarios, one full day each (about 1.5 s apiece)."""
     return {key: run(SCENARIOS / name) for key, name in SEED_SCENARIOS.items()}
 
@@ -89,13 +90,13 @@ def seeds() -> dict[str, tuple[World, Result]]:
 # ------------------------------------------------------------------------------------------
 
 
-def test_ledger_rows_are_per_minute_and_direction(two_site: tuple[World, dict[str, Any]]) -> None:
+def test_ledger_rows_are_per_minute_and_direction(two_site: tuple[RunRecord, dict[str, Any]]) -> None:
     """Payloads are summed per minute and direction: 60 requests of 1424 bytes up, 60 responses
     of 1224 bytes down, in each of the 60 minutes; a request row's time is the mean send time
     of its minute (29.5 s for the first), a response row's the mean completion time
     (29.5 + 0.01 one way + 1424 / 1.25e8 s on the wire + 0.5 s of service)."""
-    world, _ = two_site
-    ledger = privacy_ledger(world)
+    record, _ = two_site
+    ledger = privacy_ledger(record)
     assert list(ledger.columns) == LEDGER_COLUMNS
     up = ledger[ledger["from_site"] == "office"]
     down = ledger[ledger["from_site"] == "cloud"]
@@ -108,7 +109,7 @@ def test_ledger_rows_are_per_minute_and_direction(two_site: tuple[World, dict[st
     assert down["time_s"].iloc[0] == pytest.approx(29.5 + ONE_WAY_S + UPLINK_S + SERVICE_S)
 
 
-def test_exposure_score_counts_records_times_sensitivity(two_site: tuple[World, dict[str, Any]]) -> None:
+def test_exposure_score_counts_records_times_sensitivity(two_site: tuple[RunRecord, dict[str, Any]]) -> None:
     """3600 prompts (sensitivity 2) go up and the cloud generates 3600 responses (0.5):
     score = 3600 x 2 + 3600 x 0.5 = 9000; bytes = 3600 x (1424 + 1224)."""
     _, s = two_site
@@ -127,7 +128,7 @@ def hand_gb_days(nbytes: float, times: np.ndarray, retention_s: float, horizon_s
     return float(sum(nbytes * min(retention_s, horizon_s - t) for t in times)) / 1e9 / 86400
 
 
-def test_gb_days_cut_by_retention_and_horizon(two_site: tuple[World, dict[str, Any]]) -> None:
+def test_gb_days_cut_by_retention_and_horizon(two_site: tuple[RunRecord, dict[str, Any]]) -> None:
     """GB-days = sum over payloads of bytes/1e9 x min(retention, horizon - time)/86400.
     Prompts (retention 30 min) sent at k: 1424 x (1801 x 1800 + 1799 x 1800 / 2) byte-seconds;
     responses (retention 30 d, so the horizon cuts them) sent at k + 0.51 s (+ wire time)."""
@@ -147,8 +148,8 @@ def test_anonymised_class_adds_bytes_but_no_records_or_score() -> None:
     records are reported as aggregates instead. Score = 3600 x 2 = 7200."""
     doc = two_site_doc()
     doc["privacy"]["data_classes"]["response"]["anonymised"] = True
-    world, _ = run(doc)
-    s = summary_of(world)
+    record, _ = run(doc)
+    s = summary_of(record)
     assert s["exposed_bytes_by_class"]["response"] == pytest.approx(N * RESPONSE_BYTES)
     assert s["exposed_records_by_class"]["response"] == 0
     assert s["exposed_aggregates_by_class"]["response"] == N
@@ -161,11 +162,12 @@ def test_same_site_payloads_leave_no_rows() -> None:
     """Clients and inference at the same site: nothing crosses a site boundary, no rows."""
     doc = two_site_doc()
     doc["sites"]["office"]["pools"] = [{"name": "gpus", "gpu": "l4", "count": 1, "roles": ["serving"]}]
+    doc["sites"]["cloud"]["pools"] = []  # a serving pool no request is routed to is refused
     doc["placement"] = {"inference": "office", "model_registry": "office"}
-    world, _ = run(doc)
-    ledger = privacy_ledger(world)
+    record, _ = run(doc)
+    ledger = privacy_ledger(record)
     assert ledger.empty and list(ledger.columns) == LEDGER_COLUMNS
-    s = summary_of(world)
+    s = summary_of(record)
     assert s["exposed_bytes"] == 0 and s["exposure_score"] == 0 and s["third_party_gb_days"] == 0
 
 
@@ -175,10 +177,10 @@ def test_private_to_private_is_not_exposure() -> None:
     doc = two_site_doc()
     doc["sites"]["cloud"] = {"zone": "private", "pools": [{"name": "serving", "gpu": "l4", "count": 1,
                                                            "roles": ["serving"]}]}
-    world, _ = run(doc)
-    ledger = privacy_ledger(world)
+    record, _ = run(doc)
+    ledger = privacy_ledger(record)
     assert ledger["records"].sum() == 2 * N
-    assert summary_of(world)["exposed_records"] == 0
+    assert summary_of(record)["exposed_records"] == 0
 
 
 # ------------------------------------------------------------------------------------------
@@ -186,42 +188,47 @@ def test_private_to_private_is_not_exposure() -> None:
 # ------------------------------------------------------------------------------------------
 
 
+def development_records(record: RunRecord) -> float:
+    """Records the development experiments' data uploads carried from the premises."""
+    transfers = record.transfers
+    mine = transfers["purpose"].str.startswith("development") & (transfers["from_site"] == "premises")
+    return float(transfers.loc[mine, "records"].sum())
+
+
 @pytest.mark.parametrize("key", ["s1", "s3"])
-def test_local_placements_expose_nothing_sensitive(seeds: dict[str, tuple[World, Result]], key: str) -> None:
+def test_local_placements_expose_nothing_sensitive(seeds: dict[str, tuple[RunRecord, Result]], key: str) -> None:
     """S1 and S3 keep prompts, responses and labelled samples on the premises: no record or
     byte of a sensitive class reaches a third-party zone, and the score is 0."""
-    world, _ = seeds[key]
-    s = summary_of(world)
+    record, _ = seeds[key]
+    s = summary_of(record)
     for name in SENSITIVE:
         assert s["exposed_records_by_class"][name] == 0
         assert s["exposed_bytes_by_class"][name] == 0
     assert s["exposure_score"] == 0
 
 
-def test_cloud_placement_exposes_every_prompt_and_response(seeds: dict[str, tuple[World, Result]]) -> None:
+def test_cloud_placement_exposes_every_prompt_and_response(seeds: dict[str, tuple[RunRecord, Result]]) -> None:
     """S2 serves from the cloud: every prompt sent and every response completed is exposed,
     and the 3000 labelled samples its retraining uploads (training_sample 1.0), plus the
     records of the development experiments' data uploads."""
-    world, result = seeds["s2"]
-    s = summary_of(world)
+    record, result = seeds["s2"]
+    s = summary_of(record)
     assert s["exposed_records_by_class"]["prompt"] == result.summary["requests_total"]
     assert s["exposed_records_by_class"]["response"] == result.summary["requests_completed"]
-    development = sum(r.records for r in world.network.records
-                      if r.purpose.startswith("development") and r.from_site == "premises")
-    assert s["exposed_records_by_class"]["labelled_sample"] == world.scenario.lifecycle.retraining.samples + development
-    assert s["exposed_bytes_by_class"]["prompt"] == pytest.approx(world.request_bytes.sum())
+    development = development_records(record)
+    assert s["exposed_records_by_class"]["labelled_sample"] == record.scenario.lifecycle.retraining.samples + development
+    assert s["exposed_bytes_by_class"]["prompt"] == pytest.approx(record.requests.request_bytes.sum())
 
 
 def test_cloud_served_local_inference_exposes_only_what_it_uploads(
-        seeds: dict[str, tuple[World, Result]]) -> None:
+        seeds: dict[str, tuple[RunRecord, Result]]) -> None:
     """S4 infers on premises: no prompt or response leaves; its retraining uploads
     samples x training_sample = 3000 x 0.3 = 900 labelled samples, and its development
     experiments upload their data; monitoring may send telemetry aggregates; nothing else is
     exposed (the weights it pulls back are not)."""
-    world, _ = seeds["s4"]
-    s = summary_of(world)
-    development = sum(r.records for r in world.network.records
-                      if r.purpose.startswith("development") and r.from_site == "premises")
+    record, _ = seeds["s4"]
+    s = summary_of(record)
+    development = development_records(record)
     assert s["exposed_records_by_class"]["prompt"] == s["exposed_records_by_class"]["response"] == 0
     assert s["exposed_records_by_class"]["labelled_sample"] == 900 + development
     exposed = {c for c, b in s["exposed_bytes_by_class"].items() if b > 0}
@@ -231,21 +238,22 @@ def test_cloud_served_local_inference_exposes_only_what_it_uploads(
 
 
 @pytest.mark.parametrize("key", ["s2", "s4"])
-def test_ledger_bytes_equal_what_the_links_carried(seeds: dict[str, tuple[World, Result]], key: str) -> None:
+def test_ledger_bytes_equal_what_the_links_carried(seeds: dict[str, tuple[RunRecord, Result]], key: str) -> None:
     """Per link direction, the ledger's bytes equal the request payloads the uplink carried
     (those with an arrival time at the pool), plus the responses the downlink carried back
     (completed requests with a client arrival time), plus the bulk transfers' bytes."""
-    world, result = seeds[key]
-    ledger = privacy_ledger(world)
+    record, result = seeds[key]
+    ledger = privacy_ledger(record)
     carried: dict[tuple[str, str], float] = {}
-    scenario = world.scenario
+    scenario = record.scenario
+    requests = record.requests
     origin, site = scenario.workload.origin, scenario.placement.inference
     if origin != site:
-        carried[(origin, site)] = float(world.request_bytes[~np.isnan(world.pool_arrival_s)].sum())
+        carried[(origin, site)] = float(requests.request_bytes[~np.isnan(requests.pool_arrival_s)].sum())
         back = result.requests["done_s"].notna().to_numpy()
-        carried[(site, origin)] = float(world.response_bytes[back].sum())
-    for record in world.network.records:
-        pair = (record.from_site, record.to_site)
-        carried[pair] = carried.get(pair, 0.0) + record.bytes
+        carried[(site, origin)] = float(requests.response_bytes[back].sum())
+    for transfer in record.transfers.itertuples():
+        pair = (transfer.from_site, transfer.to_site)
+        carried[pair] = carried.get(pair, 0.0) + transfer.bytes
     in_ledger = ledger.groupby(["from_site", "to_site"])["bytes"].sum().to_dict()
     assert in_ledger == pytest.approx(carried)

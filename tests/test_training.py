@@ -11,6 +11,8 @@ import pytest
 
 import sim
 from sim.kernels.training import training_time_s
+from sim.record import RunRecord
+from sim.result import collect
 from sim.world import World
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
@@ -18,9 +20,9 @@ S2 = SCENARIOS / "s2_cloud_training.yaml"
 S3 = SCENARIOS / "s3_local_training.yaml"
 
 
-def run(path: Path, overrides: list[str]) -> tuple[World, sim.Result]:
-    world = World(sim.load_scenario(path, overrides))
-    return world, world.run()
+def run(path: Path, overrides: list[str]) -> tuple[RunRecord, sim.Result]:
+    record = World(sim.load_scenario(path, overrides)).run()
+    return record, collect(record)
 
 
 def lora_seconds(scenario: sim.Scenario, gpu_id: str, tokens: float, gpus: int) -> float:
@@ -44,9 +46,9 @@ def test_jobs_queue_first_come_first_served_on_a_small_pool() -> None:
     """Three 2-GPU jobs on a 2-GPU pool submitted at 1000, 1100 and 1200 s run one after another:
     job k starts when job k-1 ends, its duration is 4 x params x tokens / (2 x peak x MFU x
     scaling), and its wait is its start minus its submission (exact, to 1e-6 s)."""
-    world, result = run(S3, DEDICATED_POOL)
+    record, result = run(S3, DEDICATED_POOL)
     jobs = result.tables["training_jobs"].sort_values("submitted_s").reset_index(drop=True)
-    durations = [lora_seconds(world.scenario, "l40s", t, 2) for t in (2.0e7, 1.0e7, 5.0e6)]
+    durations = [lora_seconds(record.scenario, "l40s", t, 2) for t in (2.0e7, 1.0e7, 5.0e6)]
     expected_start = [1000.0, 1000.0 + durations[0], 1000.0 + durations[0] + durations[1]]
     assert jobs["name"].tolist() == ["a", "b", "c"]
     assert jobs["started_s"].to_numpy() == pytest.approx(expected_start, abs=1e-6)
@@ -104,7 +106,7 @@ def test_preempt_serving_raises_serving_latency_while_training() -> None:
 def test_scheduled_retraining_fires_on_its_schedule_and_restores_the_model() -> None:
     """policy `scheduled`, first at 3 h then every 6 h: retraining collects at 3, 9, 15 and 21 h
     (when none is still running); the one after the 6 h drift recovers it."""
-    world, result = run(S2, ["lifecycle.retraining.policy=scheduled", "lifecycle.retraining.every=6h",
+    _, result = run(S2, ["lifecycle.retraining.policy=scheduled", "lifecycle.retraining.every=6h",
                              "lifecycle.retraining.first_at=3h", "lifecycle.development=null"])
     stages = result.tables["lifecycle"]
     collects = stages[stages["stage"] == "collect"]["start_s"].to_numpy()
@@ -131,7 +133,7 @@ def test_min_gap_keeps_retrainings_apart() -> None:
 def test_gpu_hours_by_purpose_add_up_to_the_pools_busy_gpu_hours() -> None:
     """On S3's shared pool, serving busy GPU-hours + retraining + development GPU-hours equal
     the pool's busy GPU-hours in the usage table (to 1e-9 relative)."""
-    world, result = run(S3, [])
+    _, result = run(S3, [])
     hours = result.summary["gpu_hours_by_purpose"]
     assert hours["retraining"] > 0 and hours["development"] > 0
     usage = result.tables["gpu_usage"]
@@ -142,13 +144,13 @@ def test_gpu_hours_by_purpose_add_up_to_the_pools_busy_gpu_hours() -> None:
 def test_cloud_training_is_billed_by_purpose() -> None:
     """S2 pays for development and retraining GPU-hours on its elastic H100 pool: the cost by
     purpose equals held GPU-hours x the catalog's on-demand price, and provisioning is billed."""
-    world, result = run(S2, [])
+    record, result = run(S2, [])
     s = result.summary
     from sim.metrics.cost import cloud_gpu_price
 
-    site = world.scenario.sites["cloud"]
+    site = record.scenario.sites["cloud"]
     pool = next(p for p in site.pools if p.name == "training")
-    price, _ = cloud_gpu_price(pool, site, world.scenario.resolved_catalog)
+    price, _ = cloud_gpu_price(pool, site, record.scenario.resolved_catalog)
     for purpose in ("retraining", "development"):
         assert s["cloud_gpu_cost_usd_by_purpose"][purpose] == pytest.approx(
             s["gpu_hours_held_by_purpose"][purpose] * price, rel=1e-9)

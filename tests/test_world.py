@@ -1,4 +1,5 @@
-"""The SimPy world around the serving kernel: control calls on a ServingPool, and slicing."""
+"""The SimPy world around the serving kernel: control calls on a ServingPool, slicing, and
+exact waits."""
 
 from __future__ import annotations
 
@@ -27,11 +28,11 @@ LOADS = {"steady": [], "burst": [BURST]}
 
 
 def _run_with_control(scenario: sim.Scenario) -> tuple[Result, dict[str, Any]]:
-    """Run a World as World.run does, plus a control process that cycles replica 0.
+    """Run a World with one more control process that cycles replica 0, through the pool's
+    public calls only.
 
     At DRAIN_AT it drains replica 0, waits until it is idle, releases it, keeps it offline
-    for OFFLINE_FOR seconds, sets version 1 and activates it again. A clock syncs the pool
-    every 10 s, as the world's progress clock does.
+    for OFFLINE_FOR seconds, sets version 1 and activates it again.
     """
     world = World(scenario)
     env, pool = world.env, world.pool
@@ -40,11 +41,11 @@ def _run_with_control(scenario: sim.Scenario) -> tuple[Result, dict[str, Any]]:
     def control() -> Generator[Any, Any, None]:
         yield env.timeout(DRAIN_AT)
         pool.sync()
-        marks["busy_at_drain"] = not pool.kernel.is_idle(0)
-        marks["queued_at_drain"] = bool(pool.kernel.queues[0, 0] >= 0)  # head of replica 0's queue
+        marks["busy_at_drain"] = not pool.is_idle(0)
+        marks["queued_at_drain"] = pool.has_queued(0)
         pool.drain(0)
         marks["drain"] = env.now
-        marks["state_after_drain"] = pool.kernel.state(0)
+        marks["state_after_drain"] = pool.state(0)
         yield from pool.wait_idle(0)
         marks["idle"] = env.now
         pool.release(0)
@@ -55,19 +56,13 @@ def _run_with_control(scenario: sim.Scenario) -> tuple[Result, dict[str, Any]]:
         pool.set_version(0, 1)
         pool.activate(0)
         marks["activate"] = env.now
-        marks["state_after_activate"] = pool.kernel.state(0)
-
-    def clock() -> Generator[Any, Any, None]:
-        while True:
-            yield env.timeout(10.0)
-            pool.sync()
+        marks["state_after_activate"] = pool.state(0)
 
     env.process(control())
-    env.process(clock())
-    env.run(until=scenario.horizon)
-    world.kernel.advance_to(scenario.horizon)
+    record = world.run()
     marks["gpus_end"] = pool.gpus_in_use()
-    return collect(world), marks
+    marks["frontend_lag"] = record.pools[record.primary_pool].frontend_lag_bound_s
+    return collect(record), marks
 
 
 @pytest.fixture(scope="module", params=sorted(LOADS))
@@ -127,10 +122,13 @@ def test_drained_replica_admits_nothing_until_activated(
     assert (before["status"] == "completed").all()
     finished_after_drain = before[before["done_s"] > marks["drain"]]
     assert len(finished_after_drain) > 0
-    # ...and they finished on the serving site before wait_idle let the replica go
+    # ...and their last iteration ended when wait_idle let the replica go: the engine's front
+    # end delivered the final tokens at most its lag bound later (the GPU was already free)
     pool_done = finished_after_drain["dispatch_s"] + finished_after_drain["prefill_s"] \
         + finished_after_drain["decode_s"]
-    assert (pool_done <= marks["idle"]).all()
+    assert 0 < marks["frontend_lag"] < 1.0
+    assert (pool_done <= marks["idle"] + marks["frontend_lag"]).all()
+    assert pool_done.max() > marks["idle"] - 1.0  # the wait ended with the last of them, not later
     # the rest of the pool kept serving during the window
     others = frame[(frame["replica"] != 0) & (frame["dispatch_s"] >= marks["drain"])
                    & (frame["dispatch_s"] < marks["activate"])]
@@ -163,8 +161,33 @@ def test_advance_slicing_does_not_change_results(scenario_overrides: list[str]) 
     """World.run with 1 or 200 clock slices gives identical requests frames (the kernel resumes
     exactly where it stopped), at normal load and in overload."""
     scenario = sim.load_scenario(S1, [*SHORT, *scenario_overrides])
-    one = World(scenario).run(slices=1)
-    many = World(scenario).run(slices=200)
+    one = collect(World(scenario).run(slices=1))
+    many = collect(World(scenario).run(slices=200))
     pdt.assert_frame_equal(one.requests, many.requests, check_exact=True)
     assert one.summary == many.summary
     assert np.isfinite(one.requests["arrival_s"]).all()
+
+
+def test_rollout_ends_at_the_hand_computed_time() -> None:
+    """A rolling update drains the replica, waits for its running request to finish, reloads
+    the weights and activates it: with one replica, deterministic 4 s service and a request
+    every 10 s, a vendor release imported at 101 s ends its rollout exactly at
+    (request 10's arrival at the pool + 4 s) + weight bytes / load bandwidth (to 1e-9 s; a
+    polled wait would end up to a poll step later)."""
+    scenario = sim.load_scenario(S1, [
+        "horizon=10min", "warmup=0s", "lifecycle.drift=[]",
+        "workload.arrivals={process: constant, rate_per_s: 0.1}",
+        "model.service_time={dist: deterministic, mean: 4s}", "sites.premises.pools[0].count=1",
+        "lifecycle.vendor_updates={cadence: 1d, first_at: 95s, import_lead_time: 6s}"])
+    record = World(scenario).run()
+    lan = scenario.sites["premises"].lan
+    request_bytes = record.requests.request_bytes[10]
+    arrives = 100.0 + lan.rtt / 2 + request_bytes / lan.bandwidth  # sent at 100 s, in service until +4 s
+    model = scenario.resolved_catalog.models[scenario.model.id]
+    reload_s = model.weight_bytes(scenario.model.precision) / scenario.lifecycle.deployment.load_bandwidth
+    rollout = record.stages[record.stages["stage"] == "vendor_rollout"].iloc[0]
+    assert rollout["start_s"] == 101.0
+    assert abs(rollout["end_s"] - (arrives + 4.0 + reload_s)) < 1e-9
+    # the next request waited for the reactivated replica, which serves it at once
+    assert abs(record.requests.dispatch_s[11] - rollout["end_s"]) < 1e-9
+    assert record.requests.version[11] == 1 and record.requests.version[10] == 0

@@ -42,13 +42,13 @@ from sim.calibration.measurements import (
     Measurement,
     Supplied,
     read_csv,
-    read_measurements,
     read_vllm_json,
     resolve_engine,
     resolve_gpu,
     resolve_model,
     resolve_precision,
 )
+from sim.calibration.reading import read_measurements
 from sim.calibration.reproduce import RequestTimes, predict_measurement, simulate_requests
 from sim.calibration.runs import BenchmarkRun, RunPrediction, read_runs_csv, run_key, simulate_run
 

@@ -396,9 +396,9 @@ class Calibration:
                 "fitted_to": result.fitted_to(date),
                 "fit_error": result.fit_error(),
             }
-        for gpu, result in self.training.items():
-            doc.setdefault("gpus", {})[gpu] = {"training": {**{k: _round(v) for k, v in result.values.items()},
-                                                            "fitted_to": result.fitted_to(date)}}
+        for gpu, trained in self.training.items():
+            doc.setdefault("gpus", {})[gpu] = {"training": {**{k: _round(v) for k, v in trained.values.items()},
+                                                            "fitted_to": trained.fitted_to(date)}}
         return doc
 
 

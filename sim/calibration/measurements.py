@@ -20,7 +20,7 @@ import csv
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,46 +132,6 @@ class Supplied:
     gpus: int | None = None
     precision: str | None = None
     engine: str | None = None
-
-
-def read_measurements(
-    paths: Sequence[str | Path] | str | Path, *, model: str | None = None, gpu: str | None = None,
-    gpus: int | None = None, precision: str | None = None, engine: str | None = None,
-    catalog: Catalog | None = None,
-) -> list[Any]:
-    """Every measured point or run of the files: CSV in the published layout, vLLM benchmark
-    JSON, or benchmark runs under load (the layout of `shared/data/vllm-v0.15-benchmarks`).
-
-    Returns `Measurement`s and `sim.calibration.runs.BenchmarkRun`s, in file order. Model, GPU,
-    GPU count, precision and engine come from the file; the keyword arguments fill what a
-    file leaves out (a vLLM JSON never names the GPU). Any problem raises a `SpecError`
-    naming the file, the row and the field.
-    """
-    from sim.calibration.runs import is_runs_layout, read_runs_csv
-
-    catalog = catalog or shipped_catalog()
-    supplied = Supplied(model, gpu, gpus, precision, engine)
-    _check_supplied(supplied, catalog)
-    if isinstance(paths, str | Path):
-        paths = [paths]
-    if not paths:
-        raise SpecError([SpecIssue("MEASUREMENTS", "no measurement files given", has_value=False,
-                                   allowed="CSV files in the published layout, benchmark runs (runs.csv) "
-                                           "or vLLM benchmark JSON files")])
-    found: list[Any] = []
-    for path in map(Path, paths):
-        text = _read_text(path)
-        if path.suffix.lower() == ".json" or (path.suffix.lower() != ".csv" and text.lstrip().startswith("{")):
-            these: list[Any] = list(read_vllm_json(path, supplied, catalog, text=text))
-        elif is_runs_layout(text):
-            these = list(read_runs_csv(path, supplied, catalog, text=text))
-        else:
-            these = list(read_csv(path, supplied, catalog, text=text))
-        if not these:  # a header-only CSV would otherwise fit nothing and write an empty catalog
-            raise SpecError([SpecIssue("", "no measured points in the file (a header but no rows)", has_value=False,
-                                       allowed="at least one row of measurements")], str(path))
-        found += these
-    return found
 
 
 def _read_text(path: Path) -> str:
@@ -646,9 +606,9 @@ def read_vllm_json(path: str | Path, supplied: Supplied | None = None, catalog: 
     metrics = []
     for key, metric, scale in (("mean_ttft_ms", "ttft", 1e-3), ("mean_tpot_ms", "tpot", 1e-3),
                                ("output_throughput", "output_throughput", 1.0)):
-        value = number(key)
-        if value is not None:
-            metrics.append((key, metric, value * scale))
+        measured = number(key)
+        if measured is not None:
+            metrics.append((key, metric, measured * scale))
     if not metrics and not any(k in doc for k in ("mean_ttft_ms", "mean_tpot_ms", "output_throughput")):
         problem("mean_ttft_ms", "no metric found", has_value=False,
                 allowed="mean_ttft_ms, mean_tpot_ms or output_throughput")

@@ -32,8 +32,8 @@ from sim.calibration.measurements import (
     Measurement,
 )
 from sim.catalog import Catalog, shipped_catalog
-from sim.kernels.batching import DONE, PoolKernel
-from sim.kernels.replica import replica_setup
+from sim.kernels.batching import DONE
+from sim.kernels.replica import build_pool, replica_setup
 from sim.kernels.training import training_time_s
 from sim.predict import predict
 from sim.spec.errors import SpecError, SpecIssue
@@ -173,11 +173,9 @@ def simulate_requests(m: Measurement, overrides: Mapping[str, float] | None = No
         arrivals = np.cumsum(np.random.default_rng(0).exponential(1.0 / m.rate, n))
     else:
         arrivals = np.zeros(n)
-    kernel = PoolKernel(
-        arrivals, inputs, outputs, replicas=1, max_num_seqs=knobs.max_num_seqs, max_num_batched_tokens=budget,
-        chunked_prefill=knobs.chunked_prefill, max_model_len=length,
-        clients=m.batch_or_concurrency if m.setup == "closed" else 0, **setup.kernel_options(),
-    )
+    knobs = knobs.model_copy(update={"max_num_batched_tokens": budget, "max_model_len": length})
+    kernel = build_pool(knobs, setup.kernel_options(), arrivals, inputs, outputs, replicas=1,
+                        clients=m.batch_or_concurrency if m.setup == "closed" else 0)
     kernel.advance_to(np.inf)
     return RequestTimes(kernel.arrival_s.copy(), kernel.first_token_s.copy(), kernel.done_s.copy(),
                         inputs, outputs, kernel.status == DONE)

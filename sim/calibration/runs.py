@@ -59,9 +59,10 @@ from sim.calibration.measurements import (
     resolve_precision,
 )
 from sim.catalog import Catalog, shipped_catalog
-from sim.kernels.batching import DONE, PoolKernel
-from sim.kernels.replica import replica_setup
+from sim.kernels.batching import DONE
+from sim.kernels.replica import build_pool, replica_setup
 from sim.spec.errors import SpecError, SpecIssue
+from sim.spec.scenario import Serving
 
 RUN_METRICS = ("e2e", "ttft", "tpot")
 STATS = ("mean", "p50", "p90", "p99")
@@ -349,13 +350,13 @@ def simulate_run(run: BenchmarkRun, catalog: Catalog | None = None,
                                    "a configuration that fits")], run.source)
     arrival, stage, prompt = run_requests(run, cap_s)
     n = len(arrival)
-    kernel = PoolKernel(
-        arrival, np.full(n, run.prompt_tokens, dtype=np.int64), np.full(n, run.output_tokens, dtype=np.int64),
-        replicas=1, max_num_seqs=run.max_num_seqs, max_num_batched_tokens=run.max_num_batched_tokens,
-        chunked_prefill=run.chunked_prefill, max_model_len=run.max_model_len, prefix_group=prompt,
-        prefix_tokens=np.full(n, run.cached_prefix_tokens, dtype=np.int64), prefix_caching=run.prefix_caching,
-        **setup.kernel_options(),
-    )
+    knobs = Serving(max_num_seqs=run.max_num_seqs, max_num_batched_tokens=run.max_num_batched_tokens,
+                    chunked_prefill=run.chunked_prefill, prefix_caching=run.prefix_caching,
+                    gpu_memory_utilization=run.gpu_memory_utilization, max_model_len=run.max_model_len,
+                    block_size=KV_BLOCK_TOKENS)
+    kernel = build_pool(knobs, setup.kernel_options(), arrival, np.full(n, run.prompt_tokens, dtype=np.int64),
+                        np.full(n, run.output_tokens, dtype=np.int64), replicas=1, prefix_group=prompt,
+                        prefix_tokens=np.full(n, run.cached_prefix_tokens, dtype=np.int64))
     kernel.advance_to(math.inf)
     done = kernel.status == DONE
     ttft = kernel.first_token_s - kernel.arrival_s

@@ -1287,6 +1287,14 @@ class PoolKernel:
             if self.rep_i[other, PI_STATE] == ACTIVE:
                 self._wake(other)
 
+    def busy_until(self, r: int) -> float:
+        """When replica r's iteration in flight ends (inf when it runs none)."""
+        return float(self.rep_f[r, PF_BUSY_UNTIL])
+
+    def has_queued(self, r: int) -> bool:
+        """Requests wait in replica r's own queue (not yet admitted)."""
+        return bool(self.queues[r, 0] >= 0)
+
     def is_idle(self, r: int) -> bool:
         """No running sequence and no iteration in flight."""
         return self.rep_i[r, PI_RUNNING] == 0 and self.rep_i[r, PI_IN_FLIGHT] != BUSY

@@ -11,7 +11,10 @@ calibration build the very same replica:
     params    = sim.kernels.roofline.pack_params(model, gpu, precision, tp, profile)
     memory    = sim.catalog.sizing.replica_memory(..., reserve = engine reserve at the budget)
 
-`kernel_options()` are the `PoolKernel` keyword arguments that follow from it.
+`kernel_options()` are the `PoolKernel` keyword arguments that follow from it, and
+`build_pool(serving, options, ...)` is the one place a pool's kernel is assembled from the
+serving-engine knobs (`sim.spec.scenario.Serving`), those options and the requests: the
+world's serving pools (`sim.world.serving`), `deploysim predict` and calibration all call it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ import numpy as np
 
 from sim.catalog import GPU, Catalog, Engine, Model
 from sim.catalog.sizing import ReplicaMemory, replica_memory
+from sim.kernels.batching import PoolKernel
 from sim.kernels.roofline import EngineProfile, engine_profile, pack_params
+from sim.spec.scenario import Serving
 
 DEFAULT_ENGINE = "vllm"
 
@@ -78,3 +83,18 @@ def replica_setup(
                             profile_of.reserve_bytes(max_num_batched_tokens), block_size)
     params = pack_params(card, device, precision, tp, profile, kv_precision)
     return ReplicaSetup(engine, profile_of, card, device, precision, tp, profile, params, memory)
+
+
+def build_pool(serving: Serving, options: Mapping[str, Any], arrival_s: np.ndarray, prompt_tokens: np.ndarray,
+               output_tokens: np.ndarray, **extra: Any) -> PoolKernel:
+    """A serving pool's kernel: the serving knobs, then the replica / service-model options
+    (`ReplicaSetup.kernel_options()` and the like), then `extra` (replicas, prefix groups,
+    router draws, closed loop, timeouts...), later keys winning."""
+    settings: dict[str, Any] = {
+        "max_num_seqs": serving.max_num_seqs, "max_num_batched_tokens": serving.max_num_batched_tokens,
+        "chunked_prefill": serving.chunked_prefill, "max_model_len": serving.max_model_len,
+        "router": serving.router, "prefix_caching": serving.prefix_caching,
+    }
+    settings.update(options)
+    settings.update(extra)
+    return PoolKernel(arrival_s, prompt_tokens, output_tokens, **settings)

@@ -3,7 +3,7 @@
 `cost_breakdown` returns one row per priced item: `component`, `site`, `pool`, a `detail` a
 reader can check by hand, `usd`, and the `quantity` and `unit` it was priced on. Components:
 
-- **cloud_gpu**: GPU-hours held by each third-party pool (see `sim.metrics.energy` for what
+- **cloud_gpu**: GPU-hours held by each third-party pool (see `sim.metrics.utilisation` for what
   "held" means: non-elastic pools for the whole horizon, elastic pools for what they hold,
   provisioning included), at the pool's `price_usd_per_gpu_hour`, else the catalog's price for
   the site's provider (any provider when the site names none) and the pool's `pricing`. When
@@ -32,17 +32,15 @@ completed within the horizon, and `cost_usd_by_component` (every component, 0 wh
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from sim.catalog import Catalog
 from sim.metrics.energy import completed_work, gpu_usage, per_million
 from sim.metrics.ledger import BYTES_PER_GB, DAY_S, at_rest
+from sim.record import RunRecord
 from sim.spec.scenario import Pool, Scenario, Site
-
-if TYPE_CHECKING:
-    from sim.world.world import World
 
 COMPONENTS = ("cloud_gpu", "egress", "storage", "capex", "ops", "energy")
 COST_COLUMNS = ["component", "site", "pool", "detail", "usd", "quantity", "unit"]
@@ -211,20 +209,21 @@ def energy_rows(usage: pd.DataFrame) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------
 
 
-def cost_breakdown(world: World, ledger: pd.DataFrame, usage: pd.DataFrame | None = None) -> pd.DataFrame:
+def cost_breakdown(record: RunRecord, ledger: pd.DataFrame, usage: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per priced item over the horizon (see the module doc)."""
-    scenario = world.scenario
-    usage = gpu_usage(world) if usage is None else usage
+    scenario = record.scenario
+    usage = gpu_usage(record) if usage is None else usage
     rows = (cloud_gpu_rows(scenario, usage) + egress_rows(scenario, ledger) + storage_rows(scenario, ledger)
             + capex_rows(scenario) + energy_rows(usage))
     return pd.DataFrame(rows, columns=COST_COLUMNS).astype({"usd": float, "quantity": float})
 
 
-def cost_summary(costs: pd.DataFrame, world: World) -> dict[str, Any]:
-    """cost_usd and its normalisations, with the total per component."""
-    horizon = world.scenario.horizon
+def cost_summary(costs: pd.DataFrame, record: RunRecord) -> dict[str, Any]:
+    """cost_usd and its normalisations (over the requests every pool completed), with the
+    total per component."""
+    horizon = record.horizon_s
     total = float(costs["usd"].sum())
-    requests, tokens = completed_work(world)
+    requests, tokens = completed_work(record)
     by_component = costs.groupby("component")["usd"].sum()
     return {
         "cost_usd": total,

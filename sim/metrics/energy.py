@@ -1,17 +1,7 @@
-"""GPU time and energy: what each pool held, how busy it kept it, and the power that took.
+"""Energy and carbon: the power each GPU pool drew for the GPU time it held.
 
-**GPU time** (`gpu_usage`, one row per pool of every site). A pool *holds* GPUs while they
-are powered (premises) or paid for (cloud), and keeps some of that time *busy*:
-
-- Premises GPUs are owned and always on: held = capacity x horizon, used or not.
-- A non-elastic cloud pool is rented for the whole horizon: held = count x horizon.
-- An elastic cloud pool holds what it uses: its serving replicas while they are active or
-  draining (`ServingPool.gpu_seconds_held`), and the training and provisioning holds
-  (`Lifecycle.holds`) beyond its baseline `count`, which it holds throughout. Provisioning is
-  held (and billed) from the moment the GPU is requested: clouds bill from instance start.
-- Busy GPU-seconds: serving replicas' iteration time (`kernel.busy_s`, capped at the horizon)
-  x GPUs per replica, plus training holds at utilisation 1 for their duration; never more
-  than held. Provisioning GPUs are held but idle.
+GPU-seconds held and busy per pool come from `sim.metrics.utilisation.gpu_time` (the one
+definition of GPU time); this module turns them into energy.
 
 **Power.** A GPU draws `idle_w` when on and idle and `tdp_w` at full load, linearly between:
 power = idle_w + (tdp_w - idle_w) x utilisation. Over a pool that is
@@ -36,27 +26,22 @@ move GPUs to the cloud compare fairly; `carbon_kgco2e_by_site` likewise.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from sim.catalog import GPU, Catalog
-from sim.kernels.batching import DONE
-from sim.spec.scenario import Pool, Site
-
-if TYPE_CHECKING:
-    from sim.world.world import World
+from sim.metrics.utilisation import GPU_TIME_COLUMNS, gpu_time
+from sim.record import RunRecord
+from sim.spec.scenario import Site
 
 DEFAULT_PREMISES_PROFILE = "us-commercial"
 DEFAULT_CLOUD_PROFILE = "hyperscale"
 J_PER_KWH = 3.6e6
 
-USAGE_COLUMNS = [
-    "site", "zone", "pool", "gpu", "gpus", "elastic", "held_gpu_s", "serving_busy_gpu_s", "training_gpu_s",
-    "provisioning_gpu_s", "busy_gpu_s", "utilisation", "power_profile", "pue", "usd_per_kwh",
-    "grid_kgco2e_per_kwh", "it_energy_kwh", "energy_kwh", "carbon_kgco2e",
-]
+USAGE_COLUMNS = [*GPU_TIME_COLUMNS, "power_profile", "pue", "usd_per_kwh", "grid_kgco2e_per_kwh", "it_energy_kwh",
+                 "energy_kwh", "carbon_kgco2e"]
 
 
 @dataclass(frozen=True)
@@ -95,74 +80,26 @@ def gpu_energy_kwh(gpu: GPU, held_gpu_s: float, busy_gpu_s: float) -> float:
 
 
 # ------------------------------------------------------------------------------------------
-# GPU time per pool
+# Energy per pool
 # ------------------------------------------------------------------------------------------
 
 
-TRAINING_PURPOSES = ("retraining", "development")  # holds that run jobs on their GPUs
-HOLD_PURPOSES = (*TRAINING_PURPOSES, "provisioning")  # holds that are billed
-
-
-def _hold_seconds(world: World, site: str, pool: str, purpose: str, beyond: int = 0) -> float:
-    """GPU-seconds of the lifecycle's holds on one pool, counting GPUs above `beyond` only."""
-    horizon = world.scenario.horizon
-    total = 0.0
-    for hold in world.lifecycle.holds:
-        if hold.site != site or hold.pool != pool or hold.purpose != purpose:
-            continue
-        end = horizon if np.isnan(hold.end_s) else min(hold.end_s, horizon)
-        total += max(hold.gpus - beyond, 0) * max(end - hold.start_s, 0.0)
-    return total
-
-
-def _serving_busy_gpu_s(world: World) -> float:
-    horizon = world.scenario.horizon
-    return float(np.minimum(world.kernel.busy_s, horizon).sum()) * world.serving.tp
-
-
-def _held_gpu_s(world: World, site_name: str, site: Site, pool: Pool, serves: bool) -> float:
-    horizon = world.scenario.horizon
-    if site.zone == "private":
-        return pool.capacity * horizon
-    if not pool.elastic:
-        return pool.count * horizon
-    assert pool.name is not None
-    if serves:  # the replicas' own record, plus GPUs taken from serving for training
-        held = world.pool.gpu_seconds_held(horizon)
-        return held + sum(_hold_seconds(world, site_name, pool.name, p) for p in HOLD_PURPOSES)
-    extra = sum(_hold_seconds(world, site_name, pool.name, p, beyond=pool.count) for p in HOLD_PURPOSES)
-    return pool.count * horizon + extra
-
-
-def gpu_usage(world: World) -> pd.DataFrame:
-    """One row per pool: GPU-seconds held and busy, utilisation, energy and carbon."""
-    scenario = world.scenario
+def gpu_usage(record: RunRecord) -> pd.DataFrame:
+    """One row per GPU pool of every site: GPU-seconds held and busy, utilisation, energy and
+    carbon."""
+    scenario = record.scenario
     catalog = scenario.resolved_catalog
-    serving = world.serving
-    rows: list[dict[str, Any]] = []
-    for site_name, site in scenario.sites.items():
-        power = power_settings(site, catalog)
-        for pool in site.pools:
-            assert pool.name is not None
-            gpu = catalog.gpus[pool.gpu]
-            serves = site_name == serving.site and pool.name == serving.pool.name
-            held = _held_gpu_s(world, site_name, site, pool, serves)
-            serving_busy = _serving_busy_gpu_s(world) if serves else 0.0
-            training = sum(_hold_seconds(world, site_name, pool.name, p) for p in TRAINING_PURPOSES)
-            busy = min(serving_busy + training, held)
-            it_kwh = gpu_energy_kwh(gpu, held, busy)
-            rows.append({
-                "site": site_name, "zone": site.zone, "pool": pool.name, "gpu": pool.gpu,
-                "gpus": pool.capacity, "elastic": pool.elastic, "held_gpu_s": held,
-                "serving_busy_gpu_s": serving_busy, "training_gpu_s": training,
-                "provisioning_gpu_s": _hold_seconds(world, site_name, pool.name, "provisioning"),
-                "busy_gpu_s": busy, "utilisation": busy / held if held > 0 else 0.0,
-                "power_profile": power.profile, "pue": power.pue, "usd_per_kwh": power.usd_per_kwh,
-                "grid_kgco2e_per_kwh": power.grid_kgco2e_per_kwh, "it_energy_kwh": it_kwh,
-                "energy_kwh": it_kwh * power.pue,
-                "carbon_kgco2e": it_kwh * power.pue * power.grid_kgco2e_per_kwh,
-            })
-    return pd.DataFrame(rows, columns=USAGE_COLUMNS)
+    frame = gpu_time(record)
+    power = {name: power_settings(site, catalog) for name, site in scenario.sites.items()}
+    it_kwh = [gpu_energy_kwh(catalog.gpus[row.gpu], row.held_gpu_s, row.busy_gpu_s) for row in frame.itertuples()]
+    frame["power_profile"] = [power[site].profile for site in frame["site"]]
+    frame["pue"] = [power[site].pue for site in frame["site"]]
+    frame["usd_per_kwh"] = [power[site].usd_per_kwh for site in frame["site"]]
+    frame["grid_kgco2e_per_kwh"] = [power[site].grid_kgco2e_per_kwh for site in frame["site"]]
+    frame["it_energy_kwh"] = np.asarray(it_kwh, dtype=np.float64)
+    frame["energy_kwh"] = frame["it_energy_kwh"] * frame["pue"]
+    frame["carbon_kgco2e"] = frame["energy_kwh"] * frame["grid_kgco2e_per_kwh"]
+    return frame[USAGE_COLUMNS]
 
 
 # ------------------------------------------------------------------------------------------
@@ -170,10 +107,10 @@ def gpu_usage(world: World) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------
 
 
-def completed_work(world: World) -> tuple[int, int]:
-    """Requests completed within the horizon, and their output tokens."""
-    done = world.kernel.status == DONE
-    return int(done.sum()), int(world.requests.output_tokens[done].sum())
+def completed_work(record: RunRecord) -> tuple[int, int]:
+    """Requests completed (by any pool), and their output tokens."""
+    done = record.requests.completed
+    return int(done.sum()), int(record.requests.output_tokens[done].sum())
 
 
 def per_million(value: float, count: float) -> float | None:
@@ -181,13 +118,13 @@ def per_million(value: float, count: float) -> float | None:
     return value / count * 1e6 if count > 0 else None
 
 
-def energy(world: World, usage: pd.DataFrame | None = None) -> dict[str, Any]:
+def energy(record: RunRecord, usage: pd.DataFrame | None = None) -> dict[str, Any]:
     """Summary fields of energy and carbon (see the module doc for what each covers)."""
-    usage = gpu_usage(world) if usage is None else usage
+    usage = gpu_usage(record) if usage is None else usage
     holding = usage[usage["held_gpu_s"] > 0]
     premises = holding["zone"] == "private"
     by_site = holding.groupby("site", sort=True)[["energy_kwh", "carbon_kgco2e"]].sum()
-    _, tokens = completed_work(world)
+    _, tokens = completed_work(record)
     total_kwh = float(holding["energy_kwh"].sum())
     return {
         "energy_kwh": float(holding.loc[premises, "energy_kwh"].sum()),

@@ -9,14 +9,16 @@ it:
 - **Request and response payloads**, when the clients (`workload.origin`) and the inference
   site are different sites. Millions of requests would make millions of rows, so payloads are
   summed per minute and direction: one row per minute for the requests sent in it (records =
-  requests, bytes = their `world.request_bytes`, at the client's send time; every request
-  sent counts, rejected ones too, since the prompt left the site), and one per minute for the
-  responses sent back in it (`world.response_bytes`, at the pool's completion time; only
-  completed requests send one; the first token is part of that payload, not extra bytes).
+  requests, bytes = their `request_bytes`, when the payload entered the link (after any
+  outage it waited out; every request sent within the horizon counts, rejected ones too,
+  since the prompt left the site; one cut off before it entered or sent to the fallback pool
+  does not), and one per minute for the responses sent back in it (`response_bytes`, at the
+  pool's completion time, held while the path is cut; only completed requests send one; the
+  first token is part of that payload, not extra bytes).
   A row's `time_s` is the byte-weighted mean send time of its payloads, so data at rest
   computed from the row equals the sum over its payloads. When clients and inference share a
   site, payloads never cross a site boundary and the ledger has no rows for them.
-- **Bulk transfers** (`world.network.records`: telemetry, copies of requests for monitoring,
+- **Bulk transfers** (`RunRecord.transfers`: telemetry, copies of requests for monitoring,
   training data, model artifacts): one row each, at the time it started; its bytes count in
   full even if the horizon cuts the transfer short.
 
@@ -39,16 +41,13 @@ workload classes) would count with sensitivity 1 and the default retention.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from sim.kernels.batching import DONE
+from sim.record import RunRecord
 from sim.spec.scenario import DataClass, Scenario
-
-if TYPE_CHECKING:
-    from sim.world.world import World
 
 LEDGER_COLUMNS = ["time_s", "from_site", "to_site", "data_class", "bytes", "records", "purpose", "link"]
 REQUEST_PURPOSE = "request"
@@ -65,36 +64,13 @@ UNDECLARED_CLASS = DataClass(sensitivity=1.0)
 # ------------------------------------------------------------------------------------------
 
 
-def privacy_ledger(world: World) -> pd.DataFrame:
+def privacy_ledger(record: RunRecord) -> pd.DataFrame:
     """Every transfer between two sites of a finished run, in time order (see the module doc)."""
-    frames = [frame for frame in (*_payload_rows(world), _bulk_rows(world)) if len(frame)]
+    frames = [frame for frame in (*_payload_rows(record), _bulk_rows(record)) if len(frame)]
     if not frames:
         return _empty_ledger()
     ledger = pd.concat(frames, ignore_index=True)
     return ledger.sort_values("time_s", kind="stable").reset_index(drop=True)[LEDGER_COLUMNS]
-
-
-def request_send_times(world: World) -> np.ndarray:
-    """When each request left its client; NaN for requests never sent within the horizon."""
-    injector = getattr(world, "faults", None)
-    if injector is not None and injector.routing is not None:
-        return injector.request_send_times()  # after outages; NaN when cut off or sent to the fallback
-    requests, horizon = world.requests, world.scenario.horizon
-    if requests.clients == 0:
-        send = np.asarray(requests.arrival_s, dtype=np.float64)
-    else:  # closed loop: the kernel released the request; it left one one-way delay earlier
-        send = world.kernel.arrival_s - world.path.one_way_s
-    with np.errstate(invalid="ignore"):
-        return np.where(send < horizon, send, np.nan)
-
-
-def response_send_times(world: World) -> np.ndarray:
-    """When the serving site sent each response back; NaN for requests that did not complete."""
-    injector = getattr(world, "faults", None)
-    if injector is not None:  # held while the path is cut; the fallback's never cross a link
-        return injector.response_send_s(injector.request_outcomes())[1]
-    kernel = world.kernel
-    return np.where(kernel.status == DONE, kernel.done_s, np.nan)
 
 
 def link_name(scenario: Scenario, a: str, b: str) -> str:
@@ -102,14 +78,15 @@ def link_name(scenario: Scenario, a: str, b: str) -> str:
     return found[0] if found is not None else ""
 
 
-def _payload_rows(world: World) -> tuple[pd.DataFrame, pd.DataFrame]:
-    scenario = world.scenario
+def _payload_rows(record: RunRecord) -> tuple[pd.DataFrame, pd.DataFrame]:
+    scenario = record.scenario
     origin, site = scenario.workload.origin, scenario.placement.inference
     if origin == site:
         return _empty_ledger(), _empty_ledger()
+    requests = record.requests
     link = link_name(scenario, origin, site)
-    up = _per_minute(request_send_times(world), world.request_bytes)
-    down = _per_minute(response_send_times(world), world.response_bytes)
+    up = _per_minute(requests.uplink_send_s, requests.request_bytes)
+    down = _per_minute(requests.downlink_send_s, requests.response_bytes)
     up = up.assign(from_site=origin, to_site=site, data_class=scenario.workload.data_class,
                    purpose=REQUEST_PURPOSE, link=link)
     down = down.assign(from_site=site, to_site=origin, data_class=scenario.workload.response_data_class,
@@ -134,15 +111,19 @@ def _per_minute(send_s: np.ndarray, size_bytes: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"time_s": time_s, "bytes": nbytes, "records": records})
 
 
-def _bulk_rows(world: World) -> pd.DataFrame:
-    scenario = world.scenario
-    rows = [
-        {"time_s": r.start_s, "from_site": r.from_site, "to_site": r.to_site, "data_class": r.data_class,
-         "bytes": float(r.bytes), "records": float(r.records), "purpose": r.purpose,
-         "link": link_name(scenario, r.from_site, r.to_site)}
-        for r in world.network.records
-    ]
-    return pd.DataFrame(rows, columns=LEDGER_COLUMNS) if rows else _empty_ledger()
+def _bulk_rows(record: RunRecord) -> pd.DataFrame:
+    transfers = record.transfers
+    if transfers.empty:
+        return _empty_ledger()
+    scenario = record.scenario
+    frame = pd.DataFrame({
+        "time_s": transfers["start_s"].astype(np.float64), "from_site": transfers["from_site"],
+        "to_site": transfers["to_site"], "data_class": transfers["data_class"],
+        "bytes": transfers["bytes"].astype(np.float64), "records": transfers["records"].astype(np.float64),
+        "purpose": transfers["purpose"],
+        "link": [link_name(scenario, a, b) for a, b in zip(transfers["from_site"], transfers["to_site"], strict=True)],
+    })
+    return frame[LEDGER_COLUMNS]
 
 
 def _empty_ledger() -> pd.DataFrame:

@@ -41,9 +41,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from sim.experiment import flat_summary, mean_ci
+from sim.metrics.lifecycle import STAGE_ORDER
 from sim.outputs import folder_name
 from sim.report import figures as fig_module
-from sim.result import STAGE_ORDER
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -152,7 +152,7 @@ def _one_or_each(comparison: Comparison, value: Callable[[Any], str]) -> str:
 
 
 def run_facts(comparison: Comparison, render_s: float) -> list[tuple[str, str]]:
-    from sim import __version__
+    from sim.version import __version__
 
     return [
         ("scenario files", ", ".join(comparison.sources) or ", ".join(comparison.names)),
@@ -321,7 +321,7 @@ def _default_title(comparison: Comparison) -> str:
 INTRO = ("Each scenario runs the same workload, model and drift history with the same random numbers, "
          "and differs only in where training, hosting and inference run, so differences between columns "
          "come from placement. Values are means over replications ± the half-width of a 95% confidence "
-         "interval; ★ marks the best value of a row, ✗ SLO a percentile above its SLO target.")
+         "interval; ★ marks the best value of a row, ✗ SLO a target missed (in any replication; requests that did not complete count as misses).")
 
 FILES_NOTE: tuple[tuple[str, str], ...] = (
     ("summary.csv", "every metric x scenario in long format: metric, scenario, mean, ci_low, ci_high, n "

@@ -206,13 +206,14 @@ def _line(ax: Axes, part: pd.DataFrame, metric: str, xs: list[Any], position: di
     points = []
     for x in xs:
         values = part.loc[part["_x"] == x, metric] if metric in part else pd.Series(dtype=float)
-        mean, low, high, n = mean_ci([None if pd.isna(v) else float(v) for v in values])
+        centre, lowest, highest, n = mean_ci([None if pd.isna(v) else float(v) for v in values])
         if n:
-            points.append((position[x], mean, low, high))
+            points.append((position[x], centre, lowest, highest))
     if not points:
         return
     points.sort()
-    x, mean, low, high = (np.array(c, dtype=float) for c in zip(*points, strict=True))
+    at, mean, low, high = (np.array(c, dtype=float) for c in zip(*points, strict=True))
+    x = at
     ax.plot(x, mean, color=colour, linestyle=style, marker="o", markersize=3, linewidth=1.5)
     if not np.isfinite(low).any():
         return
@@ -335,7 +336,8 @@ def _cell(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if isinstance(value, float | np.floating):
-        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+        number = float(value)
+        return f"{number:,.0f}" if abs(number) >= 1000 else f"{number:.4g}"
     return str(value)
 
 

@@ -47,7 +47,7 @@ def print_run_summary(console: Console, result: Result) -> None:
             stages.add_row(str(st["stage"]), f"{st['rate_per_s']:g}", f"{st['requests']:,}", _ms(st["ttft_mean_s"]),
                            _ms(st["ttft_p99_s"]), _ms(st["tpot_mean_s"]), _ms(st["e2e_mean_s"]), _ms(st["e2e_p99_s"]))
         console.print(stages)
-    lines = [
+    lines: list[str | Text] = [
         f"requests: {s['requests_total']:,} generated, {s['requests_completed']:,} completed, "
         f"{s['requests_rejected']:,} rejected, {s['requests_unfinished']:,} unfinished at the horizon",
         f"throughput: {s['throughput_rps']:.3g} req/s, {s['output_tokens_per_s']:,.0f} output tokens/s",
@@ -62,8 +62,10 @@ def print_run_summary(console: Console, result: Result) -> None:
                      f"{s['requests_retried']:,} retried, {s['requests_fallback']:,} served by the fallback")
     for name, check in s.get("slo", {}).items():
         mark = styled("met", "green") if check["met"] else styled("MISSED", "bold red")
+        measured = (f"{_ms(check['measured_s'])} ms" if check["measured_s"] is not None
+                    else "not reached (too many requests did not complete)")
         lines.append(Text.assemble(
-            styled(f"  {name}: {_ms(check['measured_s'])} ms vs target {_ms(check['target_s'])} ms: "), mark))
+            styled(f"  {name}: {measured} vs target {_ms(check['target_s'])} ms: "), mark))
     for line in lines:
         console.print(line, soft_wrap=True)
     print_lifecycle(console, result)
@@ -217,7 +219,6 @@ def comparison_rows(comparison) -> list[dict]:  # noqa: ANN001 - sim.experiment.
     """The rows of the comparison table as data: group, label, unit, cells, best, SLO misses."""
     rows = []
     names = comparison.names
-    slo = {s.name: s.slo for s in comparison.scenarios}
     for group, metrics in COMPARISON_ROWS:
         for metric, label, unit, better in metrics:
             frame = comparison.metric(metric)
@@ -246,15 +247,15 @@ def comparison_rows(comparison) -> list[dict]:  # noqa: ANN001 - sim.experiment.
             finite = {k: v for k, v in means.items() if v is not None and not math.isnan(v)}
             if better and len(finite) > 1:
                 low = better == "low"
-                leader = min(finite, key=finite.get) if low else max(finite, key=finite.get)
+                leader = min(finite, key=lambda n: finite[n]) if low else max(finite, key=lambda n: finite[n])
                 others = [n for n in names if n != leader]
                 if all(means.get(n) in (math.inf, None) or comparison.clearly_better(metric, leader, n, low)
                        for n in others):
                     best = {leader}
-            missed = set()
+            missed = set()  # the SLO verdict (unfinished requests count as misses), in any replication
+            verdicts = comparison.values(f"slo.{metric.removesuffix('_s')}.met") if metric.endswith("_s") else {}
             for name in names:
-                target = getattr(slo[name], metric.removesuffix("_s"), None) if metric.endswith("_p99_s") else None
-                if target is not None and means.get(name) is not None and means[name] > target:
+                if any(v == 0.0 for v in verdicts.get(name, [])):
                     missed.add(name)
             rows.append({"group": group, "metric": metric, "label": label, "unit": unit, "cells": cells,
                          "best": best, "slo_missed": missed})

@@ -319,12 +319,49 @@ def check_monitor(s: Scenario) -> list[SpecIssue]:
     return issues + ([signal] if signal is not None else [])
 
 
+def check_serving_pools(s: Scenario) -> list[SpecIssue]:
+    """Every pool that may serve must be able to receive requests, and every elastic pool
+    must have something that grows it: nothing a user writes is silently ignored.
+
+    Requests go to the first serving pool at `placement.inference` (and, while the path to it
+    is cut, to the first serving pool at `placement.fallback`); until routing rules exist a
+    second serving pool at a site, or one at a site nothing routes to, would never serve.
+    An elastic pool grows only for training (the training queue provisions it); serving
+    replicas never scale.
+    """
+    issues: list[SpecIssue] = []
+    routed = {s.placement.inference, s.placement.fallback} - {NONE_SITE}
+    for site_name, site in s.sites.items():
+        seen_serving = False
+        for i, pool in enumerate(site.pools):
+            path = f"sites.{site_name}.pools[{i}]"
+            if "serving" in pool.roles and pool.capacity > 0:
+                if site_name not in routed:
+                    issues.append(SpecIssue(f"{path}.roles", f"pool {pool.name!r} may serve, but no request is sent "
+                                            f"to site {site_name!r} (placement.inference is {s.placement.inference!r})",
+                                            pool.roles, "roles [training] for a training pool, or remove the pool"))
+                elif seen_serving:
+                    issues.append(SpecIssue(f"{path}.roles", f"pool {pool.name!r} would never serve: requests at "
+                                            f"{site_name!r} go to its first serving pool", pool.roles,
+                                            "one serving pool per site (routing between pools is not supported "
+                                            "yet), or roles [training]"))
+                seen_serving = True
+            if pool.elastic and (pool.max_count or 0) > pool.count:
+                trains_here = s.placement.training == site_name and "training" in pool.roles
+                if not trains_here:
+                    issues.append(SpecIssue(f"{path}.elastic", f"elastic pool {pool.name!r} would never grow: only "
+                                            "training provisions GPUs, and this pool does not train "
+                                            f"(placement.training is {s.placement.training!r})", True,
+                                            "elastic: false, or a training pool at placement.training"))
+    return issues
+
+
 def check_scenario(s: Scenario, catalog: Catalog) -> list[SpecIssue]:
     issues = check_bounds(s) + check_sites_named(s) + check_catalog_ids(s, catalog)
     issues += check_data_classes(s) + check_files(s) + check_prices(s, catalog) + check_monitor(s)
     if issues:  # the checks below assume names resolve
         return issues
-    from sim.world.faults import check_faults
+    from sim.spec.faults import check_faults
 
     return (check_model_fits(s, catalog) + check_links(s) + check_training(s) + check_cloud_pools(s, catalog)
-            + check_faults(s))
+            + check_serving_pools(s) + check_faults(s))

@@ -26,7 +26,7 @@ import math
 import reprlib
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any, Union
@@ -302,7 +302,7 @@ _TYPE_WORDS = {
 }
 
 
-def _allowed_from_error(error: dict[str, Any], model_here: Any) -> str:
+def _allowed_from_error(error: Mapping[str, Any], model_here: Any) -> str:
     kind = error["type"]
     ctx = error.get("ctx") or {}
     bounds = {
@@ -401,8 +401,8 @@ def issues_from_validation(
             if "; allowed: " in message:  # unit errors say what is allowed themselves
                 message, _, allowed = message.partition("; allowed: ")
             issue = SpecIssue(path, message, err.get("input"), allowed)
-        key = (issue.path, issue.message)
-        if key not in seen:
-            seen.add(key)
+        found = (issue.path, issue.message)
+        if found not in seen:
+            seen.add(found)
             issues.append(issue)
     return issues

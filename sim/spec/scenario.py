@@ -64,7 +64,7 @@ class Pool(Spec):
     gpu: str = Field(description="GPU id from the catalog, e.g. 'h100-sxm'")
     count: int = Field(ge=0, le=MAX_GPUS_PER_POOL, description="GPUs held from the start")
     roles: list[PoolRole] = Field(
-        default_factory=lambda: ["serving", "training"],
+        default_factory=lambda: list[PoolRole](["serving", "training"]),
         description="what the pool may be used for; a shared pool has both",
     )
     elastic: bool = Field(default=False, description="cloud pools may grow on demand")
@@ -132,7 +132,7 @@ class Site(Spec):
                 index[pool.gpu] = i + 1
                 name = pool.gpu if seen[pool.gpu] == 1 else f"{pool.gpu}-{i}"
                 object.__setattr__(pool, "name", name)
-        names = [p.name for p in self.pools]
+        names = [p.name or "" for p in self.pools]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"pool names must be unique within a site: {', '.join(map(str, duplicates))}")

@@ -29,13 +29,13 @@ the last checkpoint, and training resumes from it when the fault is repaired (`t
 A fault-free scenario changes nothing: no processes, no outages, the same kernel inputs.
 
 `install_faults(world)` wires all of this into a built, not yet run, World and returns the
-`FaultInjector` that the result side reads (`request_outcomes`, `client_times`, `table`).
+`FaultInjector` whose routing, plan and records the world writes into its `RunRecord`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Iterable
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -43,54 +43,18 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from sim.kernels.batching import DONE, PoolKernel
 from sim.kernels.links import carry
-from sim.spec.errors import SpecError, SpecIssue, suggest
+from sim.kernels.replica import build_pool
+from sim.kernels.windows import merge_windows, window_containing
+from sim.record import FAULT_COLUMNS, TRAINING_RUN_COLUMNS, empty_frame
+from sim.spec.faults import pool_replicas, serving_pool_name
 from sim.spec.scenario import NONE_SITE, OutageWindow, Scenario
 from sim.streams import stream
-from sim.world.serving import ServingPool
+from sim.world.network import request_path
+from sim.world.serving import ServingPool, pool_setup, serving_pools_of
 
 if TYPE_CHECKING:
-    from sim.world.world import Path, ServingSetup, World
-
-
-# ------------------------------------------------------------------------------------------
-# Windows: half-open intervals [start, end) of time, merged
-# ------------------------------------------------------------------------------------------
-
-
-def merge_windows(windows: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Sorted, disjoint windows covering the same time as the given (overlapping) ones."""
-    merged: list[tuple[float, float]] = []
-    for start, end in sorted(windows):
-        if end <= start:
-            continue
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
-    return merged
-
-
-def window_containing(windows: list[tuple[float, float]], t: np.ndarray) -> np.ndarray:
-    """For each time, the end of the (merged) window containing it, or NaN when none does."""
-    t = np.asarray(t, dtype=np.float64)
-    if not windows:
-        return np.full(t.shape, np.nan)
-    starts = np.array([w[0] for w in windows])
-    ends = np.array([w[1] for w in windows])
-    k = np.searchsorted(starts, t, side="right") - 1
-    valid = k >= 0
-    out = np.full(t.shape, np.nan)
-    inside = valid.copy()
-    inside[valid] = t[valid] < ends[k[valid]]
-    out[inside] = ends[k[inside]]
-    return out
-
-
-def overlap_s(windows: list[tuple[float, float]], start: float, end: float) -> float:
-    """Seconds of [start, end) covered by the (merged) windows."""
-    return sum(max(0.0, min(end, b) - max(start, a)) for a, b in windows)
+    from sim.world.world import World
 
 
 # ------------------------------------------------------------------------------------------
@@ -129,17 +93,6 @@ def _random_windows(rng: np.random.Generator, mtbf: float, mttr: float, distribu
 
 def _windows(spec_windows: list[OutageWindow]) -> list[tuple[float, float]]:
     return [(w.start, w.start + w.duration) for w in spec_windows]
-
-
-def serving_pool_name(scenario: Scenario, site: str) -> str | None:
-    """The pool that serves at a site (the first serving pool with GPUs), as world.py picks it."""
-    pools = [p for p in scenario.sites[site].pools if "serving" in p.roles and p.capacity > 0]
-    return pools[0].name if pools else None
-
-
-def pool_replicas(scenario: Scenario, site: str, pool: str) -> int:
-    found = next(p for p in scenario.sites[site].pools if p.name == pool)
-    return found.capacity // scenario.model.tensor_parallel
 
 
 @dataclass
@@ -215,80 +168,6 @@ class FaultPlan:
 
 
 # ------------------------------------------------------------------------------------------
-# Checks (readable errors with the field path; sim.spec.checks calls check_faults)
-# ------------------------------------------------------------------------------------------
-
-
-def check_faults(s: Scenario) -> list[SpecIssue]:
-    issues: list[SpecIssue] = []
-    spec = s.faults
-    sites = sorted(s.sites)
-
-    def site_ok(path: str, name: str) -> bool:
-        if name in s.sites:
-            return True
-        issues.append(SpecIssue(path, f"no site named {name!r}{suggest(name, sites)}", name, ", ".join(sites)))
-        return False
-
-    for i, rf in enumerate(spec.replica_failures):
-        path = f"faults.replica_failures[{i}]"
-        if not site_ok(f"{path}.site", rf.site):
-            continue
-        pools = [p.name for p in s.sites[rf.site].pools if p.name is not None]
-        pool = rf.pool or serving_pool_name(s, rf.site)
-        if pool is None or pool not in pools:
-            issues.append(SpecIssue(f"{path}.pool", f"no pool {pool!r} at site {rf.site!r}"
-                                    f"{suggest(str(pool), pools)}", rf.pool, ", ".join(pools) or "(none)",
-                                    has_value=rf.pool is not None))
-            continue
-        replicas = pool_replicas(s, rf.site, pool)
-        if rf.at and rf.replica >= replicas:
-            issues.append(SpecIssue(f"{path}.replica", f"pool {pool!r} has {replicas} replicas", rf.replica,
-                                    f"0 to {replicas - 1}"))
-    links = sorted(s.links)
-    for i, lo in enumerate(spec.link_outages):
-        if lo.link not in s.links:
-            issues.append(SpecIssue(f"faults.link_outages[{i}].link", f"no link named {lo.link!r}"
-                                    f"{suggest(lo.link, links)}", lo.link, ", ".join(links) or "(none)"))
-    for i, so in enumerate(spec.site_outages):
-        site_ok(f"faults.site_outages[{i}].site", so.site)
-    for i, cs in enumerate(spec.capacity_shortages):
-        path = f"faults.capacity_shortages[{i}]"
-        if not site_ok(f"{path}.site", cs.site):
-            continue
-        by_name = {str(p.name): p for p in s.sites[cs.site].pools}
-        if cs.pool not in by_name:
-            issues.append(SpecIssue(f"{path}.pool", f"no pool {cs.pool!r} at site {cs.site!r}"
-                                    f"{suggest(cs.pool, list(by_name))}", cs.pool, ", ".join(by_name) or "(none)"))
-        elif not by_name[cs.pool].elastic:
-            issues.append(SpecIssue(f"{path}.pool", "only an elastic pool grows, so only it can be short",
-                                    cs.pool, "an elastic pool"))
-    fallback = s.placement.fallback
-    if fallback != NONE_SITE:
-        origin = s.workload.origin
-        if fallback not in s.sites:
-            issues.append(SpecIssue("placement.fallback", f"no site named {fallback!r}{suggest(fallback, sites)}",
-                                    fallback, ", ".join([*sites, NONE_SITE])))
-        elif fallback != origin:
-            issues.append(SpecIssue("placement.fallback", "the fallback serves the clients locally, at their own "
-                                    "site (workload.origin)", fallback, f"{origin!r} or 'none'"))
-        elif fallback == s.placement.inference:
-            issues.append(SpecIssue("placement.fallback", "the fallback is the inference site itself", fallback,
-                                    "another site with a serving pool, or 'none'"))
-        elif serving_pool_name(s, fallback) is None:
-            issues.append(SpecIssue(f"sites.{fallback}.pools", "the fallback site has no GPUs for serving",
-                                    has_value=False, allowed="a pool with count >= 1 and role 'serving'"))
-    if s.workload.arrivals.process == "concurrency" and s.workload.origin != s.placement.inference:
-        touches = {*(s.link_between(s.workload.origin, s.placement.inference) or ("",))[:1],
-                   s.workload.origin, s.placement.inference}
-        if any(lo.link in touches for lo in spec.link_outages) or any(so.site in touches for so in spec.site_outages):
-            issues.append(SpecIssue("workload.arrivals.process", "outages on the request path need an open-loop "
-                                    "workload (a closed loop releases requests as it runs)", "concurrency",
-                                    "poisson, constant, bursty, diurnal, stages or trace"))
-    return issues
-
-
-# ------------------------------------------------------------------------------------------
 # The request path: who waits, who fails, who goes to the fallback
 # ------------------------------------------------------------------------------------------
 
@@ -338,43 +217,25 @@ def route_requests(world: World, plan: FaultPlan, timeout_s: float, has_fallback
 # ------------------------------------------------------------------------------------------
 
 
-@dataclass
-class FallbackPool:
-    setup: ServingSetup
-    path: Path
-    kernel: PoolKernel
-    pool: ServingPool
-
-
-def build_fallback(world: World, routing: RequestRouting, timeout_s: float, max_attempts: int) -> FallbackPool:
-    """The fallback site's serving pool, with the diverted requests (over its LAN)."""
-    from sim.world.world import request_path, service_model, serving_setup
-
+def build_fallback(world: World, routing: RequestRouting, timeout_s: float, max_attempts: int) -> ServingPool:
+    """The fallback site's serving pool, serving the diverted requests over its LAN."""
     s = world.scenario
-    local = s.model_copy(update={"placement": s.placement.model_copy(update={"inference": s.placement.fallback})})
-    setup = serving_setup(local)
-    path = request_path(local)
+    site = s.placement.fallback
+    setup = pool_setup(s, site, serving_pools_of(s, site)[0], world.requests.count, s.seed, world.replication)
+    path = request_path(s, site)
     send = np.where(routing.diverted, routing.send_s, np.nan)
     arrival = carry(send, world.request_bytes, path.bandwidth_bytes_per_s, path.one_way_s)
-    serving = s.model.serving
     req = world.requests
-    settings: dict[str, Any] = {
-        "replicas": setup.replicas, "active_replicas": setup.active_replicas,
-        "max_num_seqs": serving.max_num_seqs, "max_num_batched_tokens": serving.max_num_batched_tokens,
-        "chunked_prefill": serving.chunked_prefill, "kv_capacity_tokens": setup.kv_capacity_tokens,
-        "max_model_len": serving.max_model_len, "params": setup.params, "router": serving.router,
-        "prefix_group": req.prefix_group, "prefix_tokens": req.prefix_tokens,
-        "prefix_caching": serving.prefix_caching,
-        "router_u": stream(s.seed, world.replication, "fallback_router").random(req.count),
-    }
-    settings.update(service_model(local, setup, req.count, s.seed, world.replication))
     filled = np.where(routing.diverted, arrival, routing.send_s)  # others never arrive (withdrawn)
     patience = np.where(routing.diverted, np.maximum(routing.send_s + timeout_s - arrival, 0.0), timeout_s)
-    kernel = PoolKernel(filled, req.prompt_tokens, req.output_tokens, timeout_s=timeout_s, patience_s=patience,
-                        max_attempts=max_attempts, **settings)
+    kernel = build_pool(
+        s.model.serving, setup.kernel_options, filled, req.prompt_tokens, req.output_tokens,
+        replicas=setup.replicas, active_replicas=setup.active_replicas, prefix_group=req.prefix_group,
+        prefix_tokens=req.prefix_tokens, router_u=stream(s.seed, world.replication, "fallback_router").random(req.count),
+        timeout_s=timeout_s, patience_s=patience, max_attempts=max_attempts,
+    )
     kernel.withdraw(np.flatnonzero(~routing.diverted))
-    pool = ServingPool(world.env, f"{setup.site}/{setup.pool.name}", kernel, setup.tp)
-    return FallbackPool(setup, path, kernel, pool)
+    return world.add_pool(setup, kernel, path, serves=routing.diverted)
 
 
 # ------------------------------------------------------------------------------------------
@@ -426,22 +287,6 @@ def train_with_checkpoints(env: simpy.Environment, down: list[tuple[float, float
 # ------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Outcomes:
-    """Per-request outcomes across the primary and fallback pools (PoolKernel's names)."""
-
-    status: np.ndarray
-    arrival_s: np.ndarray
-    dispatch_s: np.ndarray
-    first_token_s: np.ndarray
-    done_s: np.ndarray
-    replica: np.ndarray
-    version: np.ndarray
-    preemptions: np.ndarray
-    attempts: np.ndarray
-    served_by: np.ndarray  # pool name
-
-
 class FaultInjector:
     """The faults of one World: its plan, the request routing, the processes and the records."""
 
@@ -453,7 +298,7 @@ class FaultInjector:
         self.timeout_s = spec.retry.timeout if spec.retry.timeout is not None else math.inf
         self.max_attempts = spec.retry.max_attempts
         self.plan = FaultPlan.draw(self.scenario, world.replication)
-        self.fallback: FallbackPool | None = None
+        self.fallback: ServingPool | None = None
         self.routing: RequestRouting | None = None
         self.replica_records: list[dict[str, Any]] = []
         self.training_runs: list[TrainingRun] = []
@@ -462,9 +307,9 @@ class FaultInjector:
 
     # -- wiring, before the run ---------------------------------------------------------------
 
-    def prepare(self) -> None:
+    def prepare(self, w: World) -> None:
         """Set the primary pool's request path (and build the fallback); start the processes."""
-        w, s = self.world, self.scenario
+        s = self.scenario
         kernel = w.kernel
         untouched = (not self.plan.path_down(s, s.workload.origin, s.placement.inference)
                      and s.placement.fallback == NONE_SITE and math.isinf(self.timeout_s))
@@ -487,15 +332,9 @@ class FaultInjector:
                                         np.where(primary, routing.pool_arrival_s, np.nan))
         self._start_processes()
 
-    def serving_pools(self) -> dict[str, ServingPool]:
-        pools = {self.world.pool.name: self.world.pool}
-        if self.fallback is not None:
-            pools[self.fallback.pool.name] = self.fallback.pool
-        return pools
-
     def _start_processes(self) -> None:
         s = self.scenario
-        for name, pool in self.serving_pools().items():
+        for name, pool in self.world.pools.items():
             site, pool_name = name.split("/", 1)
             for r, start, end in self.plan.replica_windows(s, site, pool_name):
                 self.env.process(self._replica_down(pool, r, start, end))
@@ -565,71 +404,13 @@ class FaultInjector:
         self.training_runs.append(run)
         return run
 
-    # -- outcomes, after the run ----------------------------------------------------------------
+    # -- what it leaves behind ------------------------------------------------------------------
 
-    def request_outcomes(self) -> Outcomes:
-        """Per-request outcomes, the fallback pool's merged in (its kernel advanced to the horizon)."""
-        k = self.world.kernel
-        out = Outcomes(
-            status=k.status.copy(), arrival_s=k.arrival_s.copy(), dispatch_s=k.dispatch_s.copy(),
-            first_token_s=k.first_token_s.copy(), done_s=k.done_s.copy(), replica=k.replica.copy(),
-            version=k.version.copy(), preemptions=k.preemptions.copy(), attempts=k.attempts.copy(),
-            served_by=np.full(k.n, self.world.pool.name, dtype=object),
-        )
-        if self.fallback is not None and self.routing is not None:
-            fb = self.fallback.kernel
-            horizon = self.scenario.horizon
-            if fb.now < horizon:
-                fb.advance_to(horizon)
-            m = self.routing.diverted
-            for name in ("status", "arrival_s", "dispatch_s", "first_token_s", "done_s", "replica", "version",
-                         "preemptions", "attempts"):
-                getattr(out, name)[m] = getattr(fb, name)[m]
-            out.served_by[m] = self.fallback.pool.name
-        return out
-
-    def response_send_s(self, outcomes: Outcomes) -> tuple[np.ndarray, np.ndarray]:
-        """When the primary site sends each first token and full response on the primary path
-        (after any outage of the path), NaN for the others."""
-        primary = outcomes.served_by == self.world.pool.name
-        first = np.where(primary, outcomes.first_token_s, np.nan)
-        done = np.where(primary & (outcomes.status == DONE), outcomes.done_s, np.nan)
-        s = self.scenario
-        windows = self.plan.path_down(s, s.workload.origin, s.placement.inference)
-        for send in (first, done):
-            back = window_containing(windows, send)
-            held = ~np.isnan(back)
-            send[held] = back[held]
-        return first, done
-
-    def client_times(self, outcomes: Outcomes, first_bytes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """First token and full response back at the client, over the path each request took."""
-        w = self.world
-        first_send, done_send = self.response_send_s(outcomes)
-        client_first = w.downlink(first_send, first_bytes)
-        client_done = w.downlink(done_send, w.response_bytes)
-        if self.fallback is not None and self.routing is not None:
-            m = self.routing.diverted
-            path = self.fallback.path
-            fb_first = carry(np.where(m, outcomes.first_token_s, np.nan), first_bytes, path.bandwidth_bytes_per_s,
-                             path.one_way_s)
-            fb_done = carry(np.where(m & (outcomes.status == DONE), outcomes.done_s, np.nan), w.response_bytes,
-                            path.bandwidth_bytes_per_s, path.one_way_s)
-            client_first[m] = fb_first[m]
-            client_done[m] = fb_done[m]
-        return client_first, client_done
-
-    def request_send_times(self) -> np.ndarray:
-        """When each request's payload entered the primary path (the privacy ledger's rows)."""
-        w = self.world
-        horizon = self.scenario.horizon
-        if self.routing is None:
-            from sim.metrics.ledger import request_send_times
-
-            return request_send_times(w)
-        send = self.routing.link_send_s
-        with np.errstate(invalid="ignore"):
-            return np.where(send < horizon, send, np.nan)
+    def training_runs_frame(self) -> pd.DataFrame:
+        """One row per training job the faults touched: purpose, lost_s, waited_s, interruptions."""
+        rows = [{"purpose": r.purpose, "lost_s": r.lost_s, "waited_s": r.waited_s, "interruptions": r.interruptions}
+                for r in self.training_runs]
+        return pd.DataFrame(rows, columns=list(TRAINING_RUN_COLUMNS)).astype(TRAINING_RUN_COLUMNS)
 
     def table(self) -> pd.DataFrame:
         """One row per fault: what failed, when, how long until restored, and what it cost."""
@@ -655,9 +436,7 @@ class FaultInjector:
                 row["requests_diverted"] = int((inside & routing.diverted).sum())
             rows.append(row)
         if not rows:
-            from sim.metrics.availability import empty_fault_table
-
-            return empty_fault_table()
+            return empty_frame(FAULT_COLUMNS)
         return pd.DataFrame(rows)
 
     def _on_request_path(self, f: Fault) -> bool:
@@ -677,17 +456,10 @@ def install_faults(world: World) -> FaultInjector:
     Without faults it only sets the client timeout and retry limit on the kernel (which change
     nothing unless a timeout is set) and starts no process.
     """
-    existing = getattr(world, "faults", None)
-    if isinstance(existing, FaultInjector):
-        return existing
-    issues = check_faults(world.scenario)
-    if issues:
-        raise SpecError(issues, world.scenario.source)
     injector = FaultInjector(world)
-    injector.prepare()
-    world.faults = injector  # type: ignore[attr-defined]
+    injector.prepare(world)
     return injector
 
 
-__all__ = ["Fault", "FaultInjector", "FaultPlan", "Outcomes", "RequestRouting", "TrainingRun", "check_faults",
-           "install_faults", "merge_windows", "route_requests", "train_with_checkpoints"]
+__all__ = ["Fault", "FaultInjector", "FaultPlan", "RequestRouting", "TrainingRun", "install_faults",
+           "merge_windows", "route_requests", "train_with_checkpoints"]

@@ -41,15 +41,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import simpy
 
 from sim.kernels.batching import DONE
 from sim.kernels.training import adapter_bytes, training_mfu, training_time_s, training_tokens
+from sim.record import HOLD_COLUMNS, JOB_COLUMNS, STAGE_COLUMNS
 from sim.spec.scenario import NONE_SITE, AbruptDrift, GradualDrift, RecurringDrift, Scenario
 from sim.streams import stream
-from sim.world.training import DevelopmentWorkload, JobRecord, TrainingQueue
+from sim.world.training import DevelopmentWorkload, GpuHold, JobRecord, TrainingQueue
 
 if TYPE_CHECKING:
+    from sim.world.serving import ServingPool
     from sim.world.world import World
 
 TELEMETRY_AGGREGATE_BYTES = 4096.0  # one summary record per monitoring interval
@@ -139,18 +142,6 @@ class StageRecord:
     detail: str = ""
 
 
-@dataclass
-class GpuHold:
-    """GPUs held for a purpose over an interval (for utilisation and cost)."""
-
-    site: str
-    pool: str
-    purpose: str  # "serving", "retraining", "provisioning"
-    gpus: int
-    start_s: float
-    end_s: float = math.nan
-
-
 class LabelFeed:
     """Labels as they arrive, kept incrementally.
 
@@ -162,7 +153,7 @@ class LabelFeed:
     """
 
     def __init__(self, lifecycle: Lifecycle) -> None:
-        self.kernel = lifecycle.world.kernel
+        self.world = lifecycle.world
         requests = lifecycle.world.requests
         spec = lifecycle.spec.monitor
         self.delay = spec.label_delay
@@ -175,22 +166,23 @@ class LabelFeed:
         self.times = np.empty(0, dtype=np.float64)
         self.updated_to = -math.inf
 
-    def update(self, now: float) -> None:
-        """Take in every label that arrived by `now` (the kernel is advanced to `now`)."""
-        if now <= self.updated_to:
+    def update(self, now: float, until: float | None = None) -> None:
+        """Take in every label that arrives by `until` (default `now`), which must be known
+        at `now`, the time the pools are advanced to (see `Lifecycle._collect`)."""
+        until = now if until is None else until
+        if until <= self.updated_to:
             return
         if self.send_s is not None:
             sent = int(np.searchsorted(self.send_s, now, side="right"))
             self.pending = np.concatenate([self.pending, self.candidates[self.next:sent]])
             self.next = sent
-        k = self.kernel
-        times = k.done_s[self.pending] + self.delay
-        ready = (k.status[self.pending] == DONE) & (times <= now)
+        times = self.world.outcome("done_s", self.pending) + self.delay
+        ready = (self.world.outcome("status", self.pending) == DONE) & (times <= until)
         order = np.argsort(times[ready], kind="stable")
         self.index = np.concatenate([self.index, self.pending[ready][order]])
         self.times = np.concatenate([self.times, times[ready][order]])
         self.pending = self.pending[~ready]
-        self.updated_to = now
+        self.updated_to = until
 
     def between(self, start: float, end: float) -> tuple[np.ndarray, np.ndarray]:
         lo = int(np.searchsorted(self.times, start, side="right"))
@@ -262,32 +254,51 @@ class Lifecycle:
     # -- outcomes ---------------------------------------------------------------------------
 
     def served_at(self) -> np.ndarray:
-        """When each request was served (its first token at the pool); NaN if never."""
-        return self.world.kernel.first_token_s
+        """When each request was served (its first token at its pool); NaN if never."""
+        return self.world.outcome("first_token_s")
 
     def outcomes(self, index: np.ndarray) -> np.ndarray:
         """Error (True) or correct for requests already served, drawn from their own stream."""
-        p = self.drift.error_rate(self.served_at()[index], self.world.kernel.version[index])
+        p = self.drift.error_rate(self.world.outcome("first_token_s", index), self.world.outcome("version", index))
         return self.outcome_u[index] < p
 
     def label_times(self) -> np.ndarray:
         """When each request's label arrives (NaN: not labelled, or not completed yet)."""
-        k = self.world.kernel
-        labelled = (self.label_u < self.spec.monitor.label_fraction) & (k.status == DONE)
-        return np.where(labelled, k.done_s + self.spec.monitor.label_delay, np.nan)
+        labelled = (self.label_u < self.spec.monitor.label_fraction) & (self.world.outcome("status") == DONE)
+        return np.where(labelled, self.world.outcome("done_s") + self.spec.monitor.label_delay, np.nan)
 
     def labels_between(self, start: float, end: float) -> tuple[np.ndarray, np.ndarray]:
         """Requests whose label arrived in (start, end], by label time (ties by request)."""
-        self.world.pool.sync()
+        self.world.sync()
         self.labels.update(self.env.now)
         return self.labels.between(start, end)
+
+    # -- what it leaves behind ----------------------------------------------------------------
+
+    def stages_frame(self) -> pd.DataFrame:
+        frame = pd.DataFrame([vars(r) for r in self.stages], columns=list(STAGE_COLUMNS))
+        return frame.astype(STAGE_COLUMNS)
+
+    def holds_frame(self, horizon_s: float) -> pd.DataFrame:
+        """GPU holds for training, development and provisioning, clipped to [0, horizon]
+        (a hold still open at the horizon ends there)."""
+        frame = pd.DataFrame([vars(h) for h in self.holds], columns=list(HOLD_COLUMNS)).astype(HOLD_COLUMNS)
+        frame["end_s"] = frame["end_s"].fillna(horizon_s).clip(upper=horizon_s)
+        return frame
+
+    def jobs_frame(self) -> pd.DataFrame:
+        frame = pd.DataFrame(
+            [{"name": j.name, "purpose": j.purpose, "submitted_s": j.submitted_s, "started_s": j.started_s,
+              "finished_s": j.finished_s, "wait_s": j.wait_s, "gpus": j.gpus, "detail": j.detail} for j in self.jobs],
+            columns=list(JOB_COLUMNS))
+        return frame.astype(JOB_COLUMNS)
 
     # -- monitor ----------------------------------------------------------------------------
 
     def _signal_since(self, start: float, end: float) -> tuple[np.ndarray, np.ndarray]:
         """The monitored values that became available in (start, end], in order."""
         if self.spec.monitor.signal == "feature":
-            arrival = self.world.kernel.arrival_s
+            arrival = self.world.outcome("arrival_s")
             index = np.flatnonzero((arrival > start) & (arrival <= end))
             index = index[np.argsort(arrival[index], kind="stable")]
             values = self.feature_z[index] + self.drift.feature_shift(arrival[index])
@@ -303,11 +314,12 @@ class Lifecycle:
         placement = self.scenario.placement
         while True:
             yield self.env.timeout(interval)
-            self.world.pool.sync()
+            self.world.sync()
             now = self.env.now
             _, values = self._signal_since(self._fed_until, now)
             self._send_monitoring_data(self._fed_until, now)
             self._fed_until = now
+            assert self.detector is not None
             fired = feed(self.detector, values)
             if not fired:
                 continue
@@ -321,7 +333,7 @@ class Lifecycle:
 
     def serving_version(self) -> ModelVersion:
         """The newest version any replica serves (a version set by hand counts as the initial)."""
-        newest = int(max(self.world.pool.version))
+        newest = max(int(max(pool.version)) for pool in self.world.pools.values())
         return self.drift.versions.get(newest, self.drift.versions[0])
 
     def _drift_event_for(self, t: float) -> int:
@@ -349,8 +361,8 @@ class Lifecycle:
             return
         if monitoring in (inference, NONE_SITE):
             return
-        k = self.world.kernel
-        index = np.flatnonzero((k.status == DONE) & (k.done_s > start) & (k.done_s <= end))
+        done = self.world.outcome("done_s")
+        index = np.flatnonzero((self.world.outcome("status") == DONE) & (done > start) & (done <= end))
         if len(index):
             w = self.world
             network.transfer(inference, monitoring, float(w.request_bytes[index].sum()),
@@ -361,13 +373,43 @@ class Lifecycle:
     # -- recovery ---------------------------------------------------------------------------
 
     def _collect(self, since: float, samples: int) -> Generator[simpy.Event, Any, float]:
-        """Wait until `samples` labels have arrived after `since`; returns when that happened."""
-        poll = min(self.spec.monitor.interval, 60.0)
+        """Wait until `samples` labels have arrived after `since`; returns exactly when that
+        happened (no polling step).
+
+        A label arrives `label_delay` after its request completes, so at time `now` every
+        label that arrives by `now + label_delay` is already known (its request is done): if
+        the last label needed is among them, the wait ends exactly at its arrival; otherwise
+        the process looks again when what is known has grown (`_labels_known_until`)."""
         while True:
-            _, arrived = self.labels_between(since, self.env.now)
+            known = self._labels_known_until()
+            self.world.sync()
+            self.labels.update(self.env.now, known)
+            _, arrived = self.labels.between(since, known)
             if len(arrived) >= samples:
-                return float(arrived[samples - 1])
-            yield self.env.timeout(poll)
+                at = float(arrived[samples - 1])
+                if at > self.env.now:
+                    yield self.env.timeout(at - self.env.now)
+                return at
+            yield self.env.timeout(max(known - self.env.now, 0.0))
+
+    def _labels_known_until(self) -> float:
+        """The time up to which every label's arrival is known now.
+
+        Requests not yet done complete after now, so their labels arrive after now + delay.
+        Without a delay, the next completion is no earlier than the end of an iteration in
+        flight or, with every replica idle, the next request's arrival."""
+        now = self.env.now
+        delay = self.spec.monitor.label_delay
+        if delay > 0:
+            return now + delay
+        self.world.sync()
+        ends = [pool.kernel.busy_until(r) for pool in self.world.pools.values() for r in range(pool.replicas)]
+        soonest = min(ends, default=math.inf)
+        if math.isinf(soonest):
+            arrival = self.world.outcome("arrival_s")
+            later = arrival[arrival > now]
+            soonest = float(later.min()) if len(later) else self.scenario.horizon
+        return max(soonest, now)
 
     def _scheduled_retraining(self) -> Generator[simpy.Event, Any, None]:
         """Every `every`, retrain on the labels collected since the last retraining."""
@@ -478,7 +520,11 @@ class Lifecycle:
         return model.weight_bytes(self.scenario.model.precision)
 
     def _rollout(self, version: int, artifact: float) -> Generator[simpy.Event, Any, None]:
-        pool = self.world.pool
+        """Roll the new version out to every serving pool, one pool after the other."""
+        for pool in self.world.pools.values():
+            yield from self._rollout_pool(pool, version, artifact)
+
+    def _rollout_pool(self, pool: ServingPool, version: int, artifact: float) -> Generator[simpy.Event, Any, None]:
         reload_s = artifact / self.spec.deployment.load_bandwidth  # an adapter loads in a blink
         active = pool.active_replicas()
         spare = [r for r in range(pool.replicas) if pool.is_offline(r) and r not in active]

@@ -23,7 +23,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import simpy
+
+from sim.record import LINK_COLUMNS, TRANSFER_COLUMNS
+from sim.spec.scenario import Scenario
 
 # Share of a transfer left below which it counts as finished (guards float round-off).
 EPSILON_BYTES = 1e-6  # a transfer this small is delivered at once
@@ -156,6 +160,17 @@ class Network:
         direction = self.directions.get((a, b))
         return direction is not None and direction.down
 
+    def transfers_frame(self) -> pd.DataFrame:
+        """Every bulk transfer so far, one row each (end_s NaN while it is on its way)."""
+        frame = pd.DataFrame([vars(t) for t in self.records], columns=list(TRANSFER_COLUMNS))
+        return frame.astype(TRANSFER_COLUMNS)
+
+    def link_bytes_frame(self) -> pd.DataFrame:
+        """Per link direction: the bytes handed to it and the bytes it has sent."""
+        rows = [{"from_site": src, "to_site": dst, "accepted_bytes": d.bytes_accepted, "sent_bytes": d.bytes_sent}
+                for (src, dst), d in self.directions.items()]
+        return pd.DataFrame(rows, columns=list(LINK_COLUMNS)).astype(LINK_COLUMNS)
+
     def transfer(self, src: str, dst: str, nbytes: float, data_class: str, records: float = 0.0,
                  purpose: str = "") -> simpy.Event:
         """Move bytes from one site to another; within a site it is instant and unrecorded."""
@@ -169,3 +184,31 @@ class Network:
         done, record = direction.send(nbytes, data_class, records, purpose)
         self.records.append(record)
         return done
+
+
+# ------------------------------------------------------------------------------------------
+# Paths between the clients and a serving site
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Path:
+    """One direction of the network between clients and a serving site."""
+
+    name: str
+    one_way_s: float
+    bandwidth_bytes_per_s: float
+    jitter_s: float
+
+
+def request_path(scenario: Scenario, site: str | None = None) -> Path:
+    """The path from the clients to `site` (default: the inference site): its LAN, or the link."""
+    origin = scenario.workload.origin
+    site = scenario.placement.inference if site is None else site
+    if origin == site:
+        lan = scenario.sites[site].lan
+        return Path(f"{site} LAN", lan.rtt / 2, lan.bandwidth, 0.0)
+    found = scenario.link_between(origin, site)
+    assert found is not None, "checks guarantee a link"
+    name, link = found
+    return Path(name, link.rtt / 2, link.bandwidth, link.jitter)

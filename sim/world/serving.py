@@ -1,17 +1,23 @@
-"""A serving pool in the SimPy world: the control plane's handle on a batching kernel.
+"""Serving pools in the SimPy world: the control plane's handle on a batching kernel.
 
-A serving pool is a set of model replicas on one GPU pool, behind a router. The requests it
-serves live in the numba kernel (`sim.kernels.batching.PoolKernel`), which owns every
-per-request array and is advanced lazily. This class owns nothing but the kernel and the
-SimPy environment's clock, and it enforces one rule: **before the control plane changes the
-pool or reads its outcomes, the kernel is advanced to `env.now`**. Every control call here
-does that first, so a drifted model, a training job taking GPUs or a failed replica changes
-the pool at the right simulated time, and an iteration already running finishes as on a real
-GPU.
+A serving pool is a named group of model replicas on one GPU pool at one site (`site/pool`),
+behind a router. The requests it serves live in its numba kernel
+(`sim.kernels.batching.PoolKernel`), which owns every per-request array and is advanced
+lazily. A `ServingPool` owns the kernel, knows its site, GPUs and replica setup, and enforces
+one rule: **before the control plane changes the pool or reads its outcomes, the kernel is
+advanced to `env.now`**. Every control call here does that first, so a drifted model, a
+training job taking GPUs or a failed replica changes the pool at the right simulated time,
+and an iteration already running finishes as on a real GPU.
 
-Who may change it: the world's control processes (lifecycle, training, faults), only through
-these calls: `drain`, `release`, `activate`, `set_version`, `wait_idle`, and for faults
-`fail` and `restore`.
+`pool_setup` says what a scenario's serving pool is (its site and GPUs, the replica from
+`sim.kernels.replica`, the service model); its kernel is assembled by
+`sim.kernels.replica.build_pool`, the one assembly `predict` and calibration use too.
+
+Who may change a pool: the world's control processes (lifecycle, training, faults), only
+through these calls: `drain`, `release`, `activate`, `set_version`, `wait_idle`, and for
+faults `fail` and `restore`. Waits are exact: `wait_idle` wakes at the iteration end at which
+the replica's last sequence finishes, never on a polling step; whoever needs to know when a
+pool's replicas change state (the training queue) subscribes with `on_change`.
 
 A failed replica is DOWN until repaired. Faults and the lifecycle do not coordinate: while a
 replica is down, the lifecycle's calls (drain, release, activate) only record the state it
@@ -22,35 +28,144 @@ hardware, or a cloud instance billed until replaced) unless the lifecycle had re
 
 from __future__ import annotations
 
-from collections.abc import Generator
+import math
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import simpy
 
-from sim.kernels.batching import ACTIVE, DOWN, DRAINING, OFFLINE, PoolKernel
+from sim.catalog import GPU, Model
+from sim.kernels.batching import ACTIVE, DONE, DOWN, DRAINING, FAILED, OFFLINE, REJECTED, PoolKernel
+from sim.kernels.replica import replica_setup
+from sim.record import PoolRecord
+from sim.spec.scenario import Pool, Scenario
+from sim.streams import stream
+
+UNBOUNDED_TOKENS = 2**40  # "no limit" for service models without a KV cache
+
+
+# ------------------------------------------------------------------------------------------
+# Assembling a pool
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PoolSetup:
+    """What a serving pool is, before it runs: where, on what, and its kernel's arguments."""
+
+    name: str  # "site/pool"
+    site: str
+    zone: str
+    pool: Pool
+    gpu_id: str
+    gpu: GPU
+    model: Model
+    tp: int
+    replicas: int
+    active_replicas: int
+    kernel_options: Mapping[str, Any]
+
+    @property
+    def kv_capacity_tokens(self) -> int:
+        return int(self.kernel_options["kv_capacity_tokens"])
+
+
+def serving_pools_of(scenario: Scenario, site: str) -> list[Pool]:
+    """The pools of a site that can serve (the `serving` role, some capacity), in file order."""
+    return [p for p in scenario.sites[site].pools if "serving" in p.roles and p.capacity > 0]
+
+
+def service_model(scenario: Scenario, model: Model, gpu_id: str, count: int, seed: int, replication: int) -> dict:
+    """Kernel arguments for the scenario's service model: roofline, distribution or batching."""
+    m = scenario.model
+    if m.service_time is not None:
+        rng = stream(seed, replication, "service_time")
+        spec = m.service_time
+        if spec.dist == "exponential":
+            service = rng.exponential(spec.mean, count)
+        elif spec.dist == "deterministic":
+            service = np.full(count, spec.mean)
+        else:
+            service = rng.lognormal(np.log(spec.mean) - spec.sigma**2 / 2, spec.sigma, count)
+        return {"service_s": service, "kv_capacity_tokens": UNBOUNDED_TOKENS, "max_model_len": UNBOUNDED_TOKENS}
+    if model.kind == "classic":
+        b = m.batching
+        entry = next((e for e in model.batch_latency if e.gpu == gpu_id), None)
+        a = b.latency_a if b.latency_a is not None else entry.a_s  # type: ignore[union-attr]
+        c = b.latency_c_per_item if b.latency_c_per_item is not None else entry.c_s_per_item  # type: ignore[union-attr]
+        return {"batch_latency": (a, c), "max_queue_delay_s": b.max_queue_delay, "max_num_seqs": b.max_batch_size,
+                "max_model_len": UNBOUNDED_TOKENS}
+    return {}
+
+
+def pool_setup(scenario: Scenario, site: str, pool: Pool, count: int, seed: int, replication: int) -> PoolSetup:
+    """The setup of one serving pool of the scenario (`count`: requests, for service times)."""
+    catalog = scenario.resolved_catalog
+    gpu = catalog.gpus[pool.gpu]
+    model = catalog.models[scenario.model.id]
+    m = scenario.model
+    tp = m.tensor_parallel
+    options: dict[str, Any]
+    if model.kind == "transformer":
+        replica = replica_setup(
+            catalog, m.id, pool.gpu, m.precision, tp, m.engine,
+            gpu_memory_utilization=m.serving.gpu_memory_utilization, max_model_len=m.serving.max_model_len,
+            max_num_batched_tokens=m.serving.max_num_batched_tokens, kv_precision=m.serving.kv_cache_precision,
+            block_size=m.serving.block_size, overrides=m.efficiency.profile_overrides(),
+        )
+        options = replica.kernel_options()
+    else:  # classic models hold no KV cache; their service model is dynamic batching
+        options = {"params": np.zeros(1), "kv_capacity_tokens": UNBOUNDED_TOKENS}
+    if m.service_time is not None:  # a plain distribution: no engine around it
+        options = {k: v for k, v in options.items() if k in ("params", "kv_capacity_tokens")}
+    options.update(service_model(scenario, model, pool.gpu, count, seed, replication))
+    serving_gpus = pool.count
+    sharing = scenario.lifecycle.gpu_sharing
+    if sharing.policy == "reserved" and scenario.placement.training == site and "training" in pool.roles:
+        serving_gpus = pool.count - sharing.reserved_gpus  # reserved GPUs never serve
+    return PoolSetup(
+        name=f"{site}/{pool.name}", site=site, zone=scenario.sites[site].zone, pool=pool, gpu_id=pool.gpu, gpu=gpu,
+        model=model, tp=tp, replicas=pool.capacity // tp, active_replicas=serving_gpus // tp,
+        kernel_options=options,
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# The pool in the world
+# ------------------------------------------------------------------------------------------
 
 
 class ServingPool:
-    def __init__(self, env: simpy.Environment, name: str, kernel: PoolKernel, gpus_per_replica: int,
-                 poll_s: float = 1.0) -> None:
+    def __init__(self, env: simpy.Environment, setup: PoolSetup, kernel: PoolKernel) -> None:
         self.env = env
-        self.name = name
+        self.setup = setup
+        self.name = setup.name
+        self.site = setup.site
         self.kernel = kernel
-        self.gpus_per_replica = gpus_per_replica
-        self.poll_s = poll_s
+        self.gpus_per_replica = setup.tp
         self.version = np.zeros(kernel.replicas, dtype=np.int64)
         # (time, replica, state) whenever a replica changes state: GPU-time for cost and energy
         self.state_log: list[tuple[float, int, int]] = [
             (env.now, r, kernel.state(r)) for r in range(kernel.replicas)
         ]
         self._failures = np.zeros(kernel.replicas, dtype=np.int64)  # overlapping failures per replica
+        self._listeners: list[Callable[[], None]] = []
+        self.timeline: list[tuple[float, np.ndarray, int]] = []
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` after every change of a replica's state (exact, not polled)."""
+        self._listeners.append(listener)
 
     def _log_state(self, r: int) -> None:
         state = self.kernel.state(r)
         if state == DOWN and self.kernel.wanted_state(r) == OFFLINE:
             state = OFFLINE  # released before or while it was down: it holds no GPUs
         self.state_log.append((self.env.now, r, state))
+        for listener in self._listeners:
+            listener()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -75,6 +190,10 @@ class ServingPool:
         down = sum(1 for r in self.replicas_in(DOWN) if self.kernel.wanted_state(r) != OFFLINE)
         return self.gpus_per_replica * (len(self.replicas_in(ACTIVE)) + len(self.replicas_in(DRAINING)) + down)
 
+    def snapshot(self) -> None:
+        """Record (now, seconds each replica iterated, GPUs held) for the utilisation timeline."""
+        self.timeline.append((self.env.now, self.kernel.busy_s.copy(), self.gpus_in_use()))
+
     # -- control calls ---------------------------------------------------------------------
 
     def drain(self, r: int) -> None:
@@ -83,12 +202,16 @@ class ServingPool:
         self._log_state(r)
 
     def wait_idle(self, r: int) -> Generator[simpy.Event, Any, None]:
-        """SimPy process body: wait until replica r runs nothing (after a drain)."""
+        """SimPy process body: wait until replica r runs nothing (after a drain).
+
+        Wakes exactly at the end of each of r's iterations until the last running sequence
+        has finished, so the wait ends at that iteration's end, never later."""
         while True:
             self.sync()
             if self.kernel.is_idle(r):
                 return
-            yield self.env.timeout(self.poll_s)
+            ends = self.kernel.busy_until(r)
+            yield self.env.timeout(max(ends - self.env.now, 0.0) if math.isfinite(ends) else 0.0)
 
     def release(self, r: int) -> None:
         """Take an idle replica offline, freeing its GPUs."""
@@ -128,21 +251,53 @@ class ServingPool:
             self.kernel.restore(r)
             self._log_state(r)
 
+    def state(self, r: int) -> int:
+        """Replica r's state (sim.kernels.batching ACTIVE, DRAINING, OFFLINE, DOWN)."""
+        return self.kernel.state(r)
+
+    def is_idle(self, r: int) -> bool:
+        """Replica r runs nothing and has no iteration in flight (at the last sync)."""
+        return self.kernel.is_idle(r)
+
+    def has_queued(self, r: int) -> bool:
+        """Requests wait in replica r's own queue (at the last sync)."""
+        return self.kernel.has_queued(r)
+
     def is_down(self, r: int) -> bool:
         return self.kernel.is_down(r)
 
     def is_offline(self, r: int) -> bool:
         return self.kernel.state(r) == OFFLINE
 
-    def gpu_seconds_held(self, horizon_s: float) -> float:
-        """GPU-seconds the pool's replicas held GPUs (active or draining) over [0, horizon]."""
-        total = 0.0
+    # -- what it leaves behind -------------------------------------------------------------
+
+    def holding_intervals(self, horizon_s: float) -> pd.DataFrame:
+        """(replica, start_s, end_s): when each replica held its GPUs (active, draining, or
+        down but not released), within [0, horizon]."""
+        rows: list[tuple[int, float, float]] = []
         since: dict[int, float] = {}
         for t, r, state in sorted(self.state_log, key=lambda row: row[0]):
             holding = state != OFFLINE
             if holding and r not in since:
                 since[r] = t
             elif not holding and r in since:
-                total += min(t, horizon_s) - since.pop(r)
-        total += sum(horizon_s - t for t in since.values() if t < horizon_s)
-        return total * self.gpus_per_replica
+                rows.append((r, since.pop(r), min(t, horizon_s)))
+        rows += [(r, t, horizon_s) for r, t in since.items() if t < horizon_s]
+        frame = pd.DataFrame(rows, columns=["replica", "start_s", "end_s"])
+        return frame.astype({"replica": np.int64, "start_s": np.float64, "end_s": np.float64})
+
+    def record(self, horizon_s: float) -> PoolRecord:
+        """This pool as the run's record has it (after the kernel reached the horizon)."""
+        s = self.setup
+        times = np.array([t for t, _, _ in self.timeline], dtype=np.float64)
+        busy = (np.array([b for _, b, _ in self.timeline], dtype=np.float64) if self.timeline
+                else np.zeros((0, self.replicas)))
+        gpus = np.array([g for _, _, g in self.timeline], dtype=np.int64)
+        return PoolRecord(
+            name=self.name, site=s.site, zone=s.zone, pool=s.pool.name or "", gpu=s.gpu_id,
+            gpus_per_replica=s.tp, replicas=s.replicas, active_replicas=s.active_replicas, elastic=s.pool.elastic,
+            busy_s=self.kernel.busy_s.copy(), iterations=self.kernel.iterations.copy(),
+            holding=self.holding_intervals(horizon_s), timeline_s=times, timeline_busy_s=busy, timeline_gpus=gpus,
+            frontend_lag_bound_s=self.kernel.frontend_lag_bound_s,
+            requests_ended=int(np.isin(self.kernel.status, (DONE, FAILED, REJECTED)).sum()),
+        )

@@ -38,9 +38,21 @@ from sim.streams import stream
 
 if TYPE_CHECKING:
     from sim.world.lifecycle import Lifecycle
+    from sim.world.serving import ServingPool
 
-POLL_S = 60.0  # how often a waiting head-of-queue job re-checks idle GPUs (only_idle_gpus)
 EVAL_FLOPS_PER_PARAM_TOKEN = 2.0  # an evaluation runs the model forward only
+
+
+@dataclass
+class GpuHold:
+    """GPUs held for a purpose over an interval (for utilisation and cost)."""
+
+    site: str
+    pool: str
+    purpose: str  # "serving", "retraining", "provisioning"
+    gpus: int
+    start_s: float
+    end_s: float = math.nan
 
 
 @dataclass
@@ -75,19 +87,21 @@ class TrainingQueue:
         self.site = scenario.placement.training
         self.pool: Pool = next(p for p in scenario.sites[self.site].pools
                                if "training" in p.roles and p.capacity > 0)
-        serving = world.serving
-        self.shared = self.site == serving.site and self.pool.name == serving.pool.name
+        # the serving pool this pool is, when training shares GPUs with serving
+        self.serving: ServingPool | None = world.pools.get(f"{self.site}/{self.pool.name}")
+        self.shared = self.serving is not None
         self.policy = scenario.lifecycle.gpu_sharing.policy if self.shared else "dedicated"
         self.in_use = 0
         self._queue: list[_Request] = []
         self._order = itertools.count()
-        self._polling = False
+        if self.serving is not None and self.policy == "only_idle_gpus":
+            self.serving.on_change(self._dispatch)  # GPUs free up only when replicas change state
 
     # -- capacity --------------------------------------------------------------------------
 
     def capacity(self) -> int:
         """The most GPUs training can ever hold at once under the policy."""
-        tp = self.lifecycle.world.serving.tp
+        tp = self.serving.gpus_per_replica if self.serving is not None else 1
         if self.policy == "preempt_serving":
             return max(self.pool.capacity - tp, 0) if self.pool.capacity > tp else self.pool.capacity
         if self.policy == "reserved":
@@ -97,9 +111,9 @@ class TrainingQueue:
     def free(self) -> int:
         """GPUs a new grant could get right now."""
         if self.policy == "only_idle_gpus":
-            serving = self.lifecycle.world.pool
-            serving.sync()
-            return max(self.pool.capacity - serving.gpus_in_use() - self.in_use, 0)
+            assert self.serving is not None
+            self.serving.sync()
+            return max(self.pool.capacity - self.serving.gpus_in_use() - self.in_use, 0)
         return self.capacity() - self.in_use
 
     # -- granting --------------------------------------------------------------------------
@@ -115,40 +129,33 @@ class TrainingQueue:
         return release, held
 
     def _dispatch(self) -> None:
+        """Grant the head of the queue while its GPUs are free (it waits otherwise: called
+        again when GPUs come back, or, under only_idle_gpus, when a serving replica changes)."""
         while self._queue:
             head = self._queue[0]
             if head.gpus > self.free():
-                if self.policy == "only_idle_gpus" and not self._polling:
-                    self._polling = True
-                    self.env.process(self._poll())
                 return
             heapq.heappop(self._queue)
             self.in_use += head.gpus
             head.granted.succeed()
 
-    def _poll(self) -> Generator[simpy.Event, Any, None]:
-        while self._queue:
-            yield self.env.timeout(POLL_S)
-            self._dispatch()
-        self._polling = False
-
     def _take(self, gpus: int, purpose: str) -> Generator[simpy.Event, Any, tuple[Callable[[], None], int]]:
         """Make the granted GPUs real: drain replicas, or provision an elastic pool."""
-        from sim.world.lifecycle import GpuHold
-
         lifecycle = self.lifecycle
         world = lifecycle.world
         taken: list[int] = []
+        serving = self.serving
         if self.policy == "preempt_serving":
-            tp = world.serving.tp
-            active = world.pool.active_replicas()
+            assert serving is not None
+            tp = serving.gpus_per_replica
+            active = serving.active_replicas()
             keep = 1 if len(active) > 1 else 0
             taken = sorted(active, reverse=True)[: min(math.ceil(gpus / tp), len(active) - keep)]
             for r in taken:
-                world.pool.drain(r)
+                serving.drain(r)
             for r in taken:
-                yield from world.pool.wait_idle(r)
-                world.pool.release(r)
+                yield from serving.wait_idle(r)
+                serving.release(r)
         elif self.policy == "dedicated" and self.pool.elastic and self.pool.count < self.in_use:
             yield from world.faults.wait_for_capacity(self.site, self.pool.name or "")  # a shortage: no GPUs to add
             start = self.env.now
@@ -161,7 +168,8 @@ class TrainingQueue:
             hold.end_s = self.env.now
             self.in_use -= gpus
             for r in taken:
-                world.pool.activate(r, int(world.pool.version[r]))
+                assert serving is not None
+                serving.activate(r, int(serving.version[r]))
             self._dispatch()
 
         return release, gpus

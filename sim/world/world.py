@@ -2,133 +2,49 @@
 
 `World(scenario, replication)` builds everything a scenario describes. Requests are generated
 up front as arrays (`sim.workload`), carried to the inference site over the LAN or the link
-that joins the sites (`sim.kernels.links`, FIFO), served by the serving pool's kernel, and
-carried back. SimPy runs the control plane: a progress clock now, and the lifecycle, training
-and fault processes as they arrive; each advances the pool to `env.now` before it touches it.
+that joins the sites (`sim.kernels.links`, FIFO), served by a serving pool's kernel, and
+carried back. SimPy runs the control plane: a progress clock, and the lifecycle, training and
+fault processes as they arrive; each advances the pools to `env.now` before it touches them.
+
+**Pools.** `World.pools` holds every serving pool by name (`site/pool`): the first serving
+pool at `placement.inference` (the primary), and the first serving pool at
+`placement.fallback` when one is named (it serves requests sent while the path to inference
+is cut; `sim.world.faults`). Each request goes to exactly one of them (`assigned`), decided
+before the run. Every pool is built by `sim.world.serving.pool_setup` and `sim.kernels.replica.build_pool`, gets
+the lifecycle's rollouts and is seen by its monitor, and is measured like any other.
 
 Placement decides the path: clients at `workload.origin` send to the site named by
 `placement.inference`; if that is the same site, the request pays the site's LAN, otherwise
 the WAN link between the two, both ways. No code here looks at a scenario's name.
+
+`World.run()` returns a `RunRecord` (`sim.record`): the world writes down, through its
+parts' public methods, what happened, and is done. Measuring it is somebody else's job.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Generator
+from typing import Any
 
 import numpy as np
 import simpy
 
-from sim.catalog import GPU, Model
-from sim.kernels.batching import PoolKernel
+from sim.kernels.batching import DONE
 from sim.kernels.links import carry
-from sim.kernels.replica import replica_setup
-from sim.spec.scenario import Pool, Scenario
+from sim.kernels.replica import build_pool
+from sim.kernels.windows import window_containing
+from sim.record import RequestTable, RunRecord
+from sim.spec.scenario import Scenario
 from sim.streams import stream
 from sim.workload import Requests, generate_requests
 from sim.world.faults import install_faults
 from sim.world.lifecycle import Lifecycle
-from sim.world.network import Network
-from sim.world.serving import ServingPool
+from sim.world.network import Network, Path, request_path
+from sim.world.serving import PoolSetup, ServingPool, pool_setup, serving_pools_of
 
 TIMELINE_STEP_S = 300.0  # resolution of the utilisation timeline
-UNBOUNDED_TOKENS = 2**40  # "no limit" for service models without a KV cache
-
-
-def service_model(scenario: Scenario, setup: ServingSetup, count: int, seed: int, replication: int) -> dict:
-    """Kernel arguments for the scenario's service model: roofline, distribution or batching."""
-    m = scenario.model
-    if m.service_time is not None:
-        rng = stream(seed, replication, "service_time")
-        spec = m.service_time
-        if spec.dist == "exponential":
-            service = rng.exponential(spec.mean, count)
-        elif spec.dist == "deterministic":
-            service = np.full(count, spec.mean)
-        else:
-            service = rng.lognormal(np.log(spec.mean) - spec.sigma**2 / 2, spec.sigma, count)
-        return {"service_s": service, "kv_capacity_tokens": UNBOUNDED_TOKENS, "max_model_len": UNBOUNDED_TOKENS}
-    if setup.model.kind == "classic":
-        b = m.batching
-        entry = next((e for e in setup.model.batch_latency if e.gpu == setup.gpu_id), None)
-        a = b.latency_a if b.latency_a is not None else entry.a_s  # type: ignore[union-attr]
-        c = b.latency_c_per_item if b.latency_c_per_item is not None else entry.c_s_per_item  # type: ignore[union-attr]
-        return {"batch_latency": (a, c), "max_queue_delay_s": b.max_queue_delay, "max_num_seqs": b.max_batch_size,
-                "max_model_len": UNBOUNDED_TOKENS}
-    return {}
-
-
-@dataclass(frozen=True)
-class Path:
-    """One direction of the network between clients and the serving site."""
-
-    name: str
-    one_way_s: float
-    bandwidth_bytes_per_s: float
-    jitter_s: float
-
-
-@dataclass(frozen=True)
-class ServingSetup:
-    site: str
-    pool: Pool
-    gpu_id: str
-    gpu: GPU
-    model: Model
-    replicas: int
-    active_replicas: int
-    tp: int
-    kv_capacity_tokens: int
-    params: np.ndarray
-    kernel_options: dict
-
-
-def serving_setup(scenario: Scenario) -> ServingSetup:
-    catalog = scenario.resolved_catalog
-    site_name = scenario.placement.inference
-    pools = [p for p in scenario.sites[site_name].pools if "serving" in p.roles and p.capacity > 0]
-    pool = pools[0]  # checks guarantee one exists; further serving pools are not used yet
-    gpu = catalog.gpus[pool.gpu]
-    model = catalog.models[scenario.model.id]
-    m = scenario.model
-    tp = m.tensor_parallel
-    if model.kind == "transformer":
-        replica = replica_setup(
-            catalog, m.id, pool.gpu, m.precision, tp, m.engine,
-            gpu_memory_utilization=m.serving.gpu_memory_utilization, max_model_len=m.serving.max_model_len,
-            max_num_batched_tokens=m.serving.max_num_batched_tokens, kv_precision=m.serving.kv_cache_precision,
-            block_size=m.serving.block_size, overrides=m.efficiency.profile_overrides(),
-        )
-        kv_tokens = replica.kv_tokens
-        params = replica.params
-        options = replica.kernel_options()
-    else:  # classic models hold no KV cache; their service model is dynamic batching
-        kv_tokens = UNBOUNDED_TOKENS
-        params = np.zeros(1)
-        options = {"params": params, "kv_capacity_tokens": kv_tokens}
-    if m.service_time is not None:  # a plain distribution: no engine around it
-        options = {k: v for k, v in options.items() if k in ("params", "kv_capacity_tokens")}
-    serving_gpus = pool.count
-    sharing = scenario.lifecycle.gpu_sharing
-    if sharing.policy == "reserved" and scenario.placement.training == site_name and "training" in pool.roles:
-        serving_gpus = pool.count - sharing.reserved_gpus  # reserved GPUs never serve
-    return ServingSetup(
-        site=site_name, pool=pool, gpu_id=pool.gpu, gpu=gpu, model=model, replicas=pool.capacity // tp,
-        active_replicas=serving_gpus // tp, tp=tp, kv_capacity_tokens=kv_tokens, params=params,
-        kernel_options=options,
-    )
-
-
-def request_path(scenario: Scenario) -> Path:
-    origin, site = scenario.workload.origin, scenario.placement.inference
-    if origin == site:
-        lan = scenario.sites[site].lan
-        return Path(f"{site} LAN", lan.rtt / 2, lan.bandwidth, 0.0)
-    found = scenario.link_between(origin, site)
-    assert found is not None, "checks guarantee a link"
-    name, link = found
-    return Path(name, link.rtt / 2, link.bandwidth, link.jitter)
 
 
 class World:
@@ -138,7 +54,6 @@ class World:
         self.env = simpy.Environment()
         seed = scenario.seed
         self.requests: Requests = generate_requests(scenario.workload, scenario.horizon, seed, replication)
-        self.serving = serving_setup(scenario)
         self.path = request_path(scenario)
         self._up_jitter, self._down_jitter = self._jitter(seed, replication)
         self.request_bytes = self.requests.payload_bytes(scenario.workload.bytes_per_token,
@@ -146,32 +61,43 @@ class World:
         self.response_bytes = (self.requests.output_tokens * scenario.workload.bytes_per_token
                                + scenario.workload.request_overhead)
         self.pool_arrival_s = self._uplink()
-        setup = self.serving
-        serving = scenario.model.serving
-        loop_delay = 2 * self.path.one_way_s + self.requests.think_time_s
-        settings = {
-            "replicas": setup.replicas, "active_replicas": setup.active_replicas,
-            "max_num_seqs": serving.max_num_seqs, "max_num_batched_tokens": serving.max_num_batched_tokens,
-            "chunked_prefill": serving.chunked_prefill,
-            "max_model_len": serving.max_model_len, "router": serving.router,
-            "prefix_group": self.requests.prefix_group, "prefix_tokens": self.requests.prefix_tokens,
-            "prefix_caching": serving.prefix_caching,
-            "router_u": stream(seed, replication, "router").random(self.requests.count),
-            "clients": self.requests.clients, "loop_delay_s": loop_delay,
-        }
-        settings.update(setup.kernel_options)
-        settings.update(service_model(scenario, setup, self.requests.count, seed, replication))
-        self.kernel = PoolKernel(self.pool_arrival_s, self.requests.prompt_tokens, self.requests.output_tokens,
-                                 **settings)
-        self.pool = ServingPool(self.env, f"{setup.site}/{setup.pool.name}", self.kernel, setup.tp)
+        self.pools: dict[str, ServingPool] = {}
+        self.paths: dict[str, Path] = {}
+        self.assigned = np.zeros(self.requests.count, dtype=np.int16)  # index into pools, per request
+        self._primary = self._build_primary()
         self.network = Network(self.env)
         for link in scenario.links.values():
             self.network.add_link(link.ends[0], link.ends[1], link.bandwidth, link.rtt / 2)
         self.lifecycle = Lifecycle(self)
-        self.busy_timeline: list[tuple[float, np.ndarray, int]] = []
         # client timeouts and retries, outages on the request path (arrivals shifted, cut off or
         # sent to the fallback pool, before the first advance) and the fault processes
         self.faults = install_faults(self)
+
+    # -- building ----------------------------------------------------------------------------
+
+    def _build_primary(self) -> str:
+        s = self.scenario
+        site = s.placement.inference
+        setup = pool_setup(s, site, serving_pools_of(s, site)[0], self.requests.count, s.seed, self.replication)
+        loop_delay = 2 * self.path.one_way_s + self.requests.think_time_s
+        kernel = build_pool(
+            s.model.serving, setup.kernel_options, self.pool_arrival_s, self.requests.prompt_tokens,
+            self.requests.output_tokens, replicas=setup.replicas, active_replicas=setup.active_replicas,
+            prefix_group=self.requests.prefix_group, prefix_tokens=self.requests.prefix_tokens,
+            router_u=stream(s.seed, self.replication, "router").random(self.requests.count),
+            clients=self.requests.clients, loop_delay_s=loop_delay,
+        )
+        return self.add_pool(setup, kernel, self.path).name
+
+    def add_pool(self, setup: PoolSetup, kernel: Any, path: Path, serves: np.ndarray | None = None) -> ServingPool:
+        """Add a serving pool reached over `path`; `serves` marks the requests it (not the
+        primary) serves."""
+        pool = ServingPool(self.env, setup, kernel)
+        self.pools[pool.name] = pool
+        self.paths[pool.name] = path
+        if serves is not None:
+            self.assigned[serves] = len(self.pools) - 1
+        return pool
 
     def _jitter(self, seed: int, replication: int) -> tuple[np.ndarray, np.ndarray]:
         n = self.requests.count
@@ -182,40 +108,178 @@ class World:
 
     def _uplink(self) -> np.ndarray:
         if self.requests.clients > 0:  # closed loop: the kernel releases requests itself
-            arrive = self.requests.arrival_s + self.path.one_way_s
-            return arrive
+            return self.requests.arrival_s + self.path.one_way_s
         return carry(self.requests.arrival_s, self.request_bytes, self.path.bandwidth_bytes_per_s,
                      self.path.one_way_s, self._up_jitter)
 
-    # -- running ---------------------------------------------------------------------------
+    # -- the pools, as the control plane sees them -------------------------------------------
 
-    def _clock(self, slices: int, on_progress: Callable[[float], None] | None):
-        """Advance the pool in slices: progress for people, a utilisation timeline for reports."""
+    @property
+    def pool(self) -> ServingPool:
+        """The primary serving pool (the first serving pool at placement.inference)."""
+        return self.pools[self._primary]
+
+    @property
+    def kernel(self) -> Any:
+        """The primary pool's kernel."""
+        return self.pool.kernel
+
+    def sync(self) -> None:
+        """Advance every serving pool to the current simulated time."""
+        for pool in self.pools.values():
+            pool.sync()
+
+    def outcome(self, name: str, index: np.ndarray | None = None) -> np.ndarray:
+        """A per-request kernel array (`status`, `done_s`, `first_token_s`, `version`,
+        `arrival_s`, ...) over all pools, each request from the pool it was sent to."""
+        pools = list(self.pools.values())
+        if len(pools) == 1:
+            values = getattr(pools[0].kernel, name)
+            return values if index is None else values[index]
+        chosen = self.assigned if index is None else self.assigned[index]
+        out = getattr(pools[0].kernel, name).copy() if index is None else getattr(pools[0].kernel, name)[index]
+        for k, pool in enumerate(pools[1:], start=1):
+            mine = chosen == k
+            if mine.any():
+                source = getattr(pool.kernel, name)
+                out[mine] = source[mine] if index is None else source[index[mine]]
+        return out
+
+    # -- running -----------------------------------------------------------------------------
+
+    def _clock(self, slices: int, on_progress: Callable[[float], None] | None) -> Generator[simpy.Event, Any, None]:
+        """Advance the pools in slices: progress for people, a utilisation timeline for reports."""
         horizon = self.scenario.horizon
-        self.busy_timeline.append((0.0, self.kernel.busy_s.copy(), self.pool.gpus_in_use()))
+        for pool in self.pools.values():
+            pool.snapshot()
         for k in range(1, slices + 1):
             yield self.env.timeout(horizon * k / slices - self.env.now)
-            self.pool.sync()
-            self.busy_timeline.append((self.env.now, self.kernel.busy_s.copy(), self.pool.gpus_in_use()))
+            for pool in self.pools.values():
+                pool.sync()
+                pool.snapshot()
             if on_progress is not None:
                 on_progress(self.env.now / horizon)
 
-    def run(self, on_progress: Callable[[float], None] | None = None, slices: int | None = None):
-        """Run to the horizon, collect the results and check that they balance."""
-        from sim.metrics.availability import check_invariants
-        from sim.result import collect
-
+    def run(self, on_progress: Callable[[float], None] | None = None, slices: int | None = None) -> RunRecord:
+        """Run to the horizon and return the record of what happened."""
+        started = time.perf_counter()
         if slices is None:  # about one slice per TIMELINE_STEP_S, at least 50
             slices = max(50, min(2000, math.ceil(self.scenario.horizon / TIMELINE_STEP_S)))
         self.env.process(self._clock(slices, on_progress))
         self.lifecycle.start()
         self.env.run(until=self.scenario.horizon)
-        self.pool.kernel.advance_to(self.scenario.horizon)
-        result = collect(self)
-        check_invariants(self, result)  # every request ends once, the ledger matches the links
-        return result
+        for pool in self.pools.values():
+            pool.kernel.advance_to(self.scenario.horizon)
+        record = self.record()
+        record.wall_s = time.perf_counter() - started
+        return record
 
     def downlink(self, send_s: np.ndarray, size_bytes: np.ndarray) -> np.ndarray:
-        """Client arrival times of payloads the serving site sends back."""
+        """Client arrival times of payloads the inference site sends back."""
         return carry(send_s, size_bytes, self.path.bandwidth_bytes_per_s, self.path.one_way_s,
                      self._down_jitter)
+
+    # -- the record ---------------------------------------------------------------------------
+
+    def record(self) -> RunRecord:
+        """What happened, as plain arrays and frames (the world must have reached its horizon)."""
+        s = self.scenario
+        horizon = s.horizon
+        faults = self.faults
+        return RunRecord(
+            scenario=s, replication=self.replication, requests=self._request_table(),
+            pools={name: pool.record(horizon) for name, pool in self.pools.items()}, primary_pool=self._primary,
+            gpu_holds=self.lifecycle.holds_frame(horizon), transfers=self.network.transfers_frame(),
+            link_bytes=self.network.link_bytes_frame(),
+            link_down={link: faults.plan.link_down(s, link) for link in s.links},
+            stages=self.lifecycle.stages_frame(), jobs=self.lifecycle.jobs_frame(),
+            detections=list(self.lifecycle.detections),
+            version_created_s={v: m.created_s for v, m in self.lifecycle.drift.versions.items()},
+            drift_onsets=[(e.kind, float(e.at)) for e in self.lifecycle.drift.events],
+            base_error_rate=float(self.lifecycle.drift.base),
+            faults=faults.table(), training_runs=faults.training_runs_frame(),
+            reachability_waits=list(faults.reachability_waits), capacity_waits=list(faults.capacity_waits),
+            retry_limit=faults.max_attempts,
+        )
+
+    def _request_table(self) -> RequestTable:
+        req = self.requests
+        n = req.count
+        status = self.outcome("status").copy()
+        first = self.outcome("first_token_s").copy()
+        done = self.outcome("done_s").copy()
+        kernel_arrival = self.outcome("arrival_s").copy()
+        if req.clients == 0:
+            send = np.asarray(req.arrival_s, dtype=np.float64)
+            # the primary pool's arrivals as the path delivered them (NaN: never arrived); the
+            # other pools' from their kernels
+            pool_arrival = np.where(self.assigned == 0, self.pool_arrival_s, kernel_arrival)
+        else:  # closed loop: the kernel released the request; it left one one-way delay earlier
+            send = kernel_arrival - self.path.one_way_s
+            pool_arrival = kernel_arrival
+        client_first, client_done, downlink_send = self._client_times(status, first, done)
+        routing = self.faults.routing
+        empty = np.zeros(n, dtype=bool)
+        served = ~np.isnan(first)
+        version = self.outcome("version").copy()
+        error_rate = np.full(n, np.nan)
+        error_rate[served] = self.lifecycle.drift.error_rate(first[served], version[served])
+        error = np.zeros(n, dtype=bool)
+        error[served] = self.lifecycle.outcome_u[served] < error_rate[served]
+        return RequestTable(
+            send_s=send, prompt_tokens=req.prompt_tokens, output_tokens=req.output_tokens,
+            prefix_group=req.prefix_group, pool=self.assigned.astype(np.int16), status=status,
+            pool_arrival_s=np.asarray(pool_arrival, dtype=np.float64), dispatch_s=self.outcome("dispatch_s").copy(),
+            first_token_s=first, done_s=done, replica=self.outcome("replica").copy(), version=version,
+            preemptions=self.outcome("preemptions").copy(), attempts=self.outcome("attempts").copy(),
+            client_first_s=client_first, client_done_s=client_done, request_bytes=self.request_bytes,
+            response_bytes=np.asarray(self.response_bytes, dtype=np.float64),
+            uplink_send_s=self._uplink_send_s(send), downlink_send_s=downlink_send,
+            delayed=routing.delayed if routing is not None else empty,
+            cut_off=routing.cut_off if routing is not None else empty,
+            diverted=routing.diverted if routing is not None else empty,
+            error_rate=error_rate, error=error, labelled=~np.isnan(self.lifecycle.label_times()),
+        )
+
+    def _client_times(self, status: np.ndarray, first: np.ndarray,
+                      done: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """First token and whole response back at the client over each pool's path, and when
+        responses entered an inter-site link (a response waits while its path is cut)."""
+        s = self.scenario
+        workload = s.workload
+        first_bytes = np.full(self.requests.count, workload.bytes_per_token + workload.request_overhead)
+        finished = np.where(status == DONE, done, np.nan)
+        primary = self.assigned == 0
+        first_send = np.where(primary, first, np.nan)
+        done_send = np.where(primary, finished, np.nan)
+        windows = self.faults.plan.path_down(s, workload.origin, s.placement.inference)
+        for send in (first_send, done_send):
+            back = window_containing(windows, send)
+            held = ~np.isnan(back)
+            send[held] = back[held]
+        client_first = self.downlink(first_send, first_bytes)
+        client_done = self.downlink(done_send, self.response_bytes)
+        for k, (name, path) in enumerate(self.paths.items()):
+            if k == 0:
+                continue
+            mine = self.assigned == k
+            own_first = carry(np.where(mine, first, np.nan), first_bytes, path.bandwidth_bytes_per_s, path.one_way_s)
+            own_done = carry(np.where(mine, finished, np.nan), self.response_bytes, path.bandwidth_bytes_per_s,
+                             path.one_way_s)
+            client_first[mine] = own_first[mine]
+            client_done[mine] = own_done[mine]
+            del name
+        crosses = workload.origin != s.placement.inference
+        downlink_send = done_send if crosses else np.full(self.requests.count, np.nan)
+        return client_first, client_done, downlink_send
+
+    def _uplink_send_s(self, send: np.ndarray) -> np.ndarray:
+        """When each request's payload entered the link to the inference site (NaN: no link,
+        not sent within the horizon, cut off, or sent to the fallback)."""
+        s = self.scenario
+        if s.workload.origin == s.placement.inference:
+            return np.full(self.requests.count, np.nan)
+        routing = self.faults.routing
+        entered = routing.link_send_s if routing is not None else send
+        with np.errstate(invalid="ignore"):
+            return np.where(entered < s.horizon, entered, np.nan)

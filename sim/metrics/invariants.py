@@ -1,0 +1,142 @@
+"""Conservation laws every run must keep, checked on its record by the runner.
+
+- **Every request ends exactly once** (completed, failed, rejected, or unfinished at the
+  horizon), in exactly one pool, with times that make sense: an ended request has an end
+  time within the horizon (plus, for a completed one, the engine front end's delivery lag);
+  one that did not end has none; a completed one got its first token after it arrived and
+  finished after its first token; none made more attempts than the retry limit. The requests
+  table says what the record says.
+- **Every byte is in the ledger**: per link direction, the privacy ledger records exactly the
+  bytes handed to the link (bulk transfers, request and response payloads), and no direction
+  sent more than it was given; no transfer ended before it started.
+
+A broken law raises `InvariantError`, naming a few of the requests involved.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from sim.kernels.batching import DONE, FAILED, REJECTED
+from sim.record import RunRecord
+
+STATUS_OF_CODE = {DONE: "completed", REJECTED: "rejected", FAILED: "failed"}
+BYTES_TOLERANCE = 1e-6  # relative, for sums of float byte counts
+
+
+class InvariantError(AssertionError):
+    """A run broke a conservation law: a request did not end exactly once, or bytes went missing."""
+
+
+def status_names(status: np.ndarray) -> np.ndarray:
+    """The result's status category of each kernel status code."""
+    names = np.full(len(status), "unfinished", dtype=object)
+    for code, name in STATUS_OF_CODE.items():
+        names[status == code] = name
+    return names
+
+
+def _fail(message: str, examples: np.ndarray | None = None) -> None:
+    if examples is not None and len(examples):
+        message += f" (requests {', '.join(str(int(i)) for i in examples[:5])}{', ...' if len(examples) > 5 else ''})"
+    raise InvariantError(message)
+
+
+def check_requests(record: RunRecord, frame: pd.DataFrame) -> None:
+    """Every generated request ends exactly once, in one pool, with consistent times."""
+    req = record.requests
+    n = len(req)
+    horizon = record.horizon_s
+    if len(frame) != n:
+        _fail(f"the requests table has {len(frame)} rows for {n} generated requests")
+    ids = frame["request"].to_numpy()
+    if not np.array_equal(np.sort(ids), np.arange(n)):
+        _fail("the requests table does not list every request exactly once")
+    status = frame["status"].astype(object).to_numpy()
+    missing = np.flatnonzero(pd.isna(status))
+    if len(missing):
+        _fail("requests without a status", missing)
+    expected = status_names(req.status)
+    wrong = np.flatnonzero(status != expected)
+    if len(wrong):
+        i = wrong[0]
+        _fail(f"{len(wrong)} requests have a status in the table that differs from how they ended "
+              f"(request {i}: table says {status[i]!r}, the pools say {expected[i]!r})", wrong)
+    ended = np.isin(req.status, (DONE, FAILED, REJECTED))
+    pools = list(record.pools.values())
+    ended_in_pools = sum(p.requests_ended for p in pools)
+    if ended_in_pools != int(ended.sum()):
+        _fail(f"the pools ended {ended_in_pools} requests between them, but {int(ended.sum())} requests ended: "
+              "some ended in more than one pool, or in a pool they were not sent to")
+    outside = np.flatnonzero(ended & ~((req.pool >= 0) & (req.pool < len(pools))))
+    if len(outside):
+        _fail("requests that ended without a pool", outside)
+    # a request whose last iteration ended by the horizon may still be in the engine's front end
+    lag_of_pool = np.array([p.frontend_lag_bound_s for p in pools] + [0.0])
+    lag = np.where(req.status == DONE, lag_of_pool[np.where(req.pool >= 0, req.pool, len(pools))], 0.0)
+    done = req.done_s
+    with np.errstate(invalid="ignore"):
+        bad_end = np.flatnonzero(ended & ~(done <= horizon + lag))
+        bad_open = np.flatnonzero(~ended & ~np.isnan(done))
+        early = np.flatnonzero((req.status == DONE) & ~(done >= req.first_token_s))
+        before = np.flatnonzero((req.status == DONE) & ~(req.first_token_s >= req.pool_arrival_s))
+    if len(bad_end):
+        _fail("ended requests without an end time within the horizon", bad_end)
+    if len(bad_open):
+        _fail("requests that did not end but have an end time", bad_open)
+    if len(early):
+        _fail("completed requests that ended before their first token", early)
+    if len(before):
+        _fail("completed requests whose first token came before they arrived", before)
+    if record.retry_limit is not None:
+        over = np.flatnonzero(req.attempts > record.retry_limit)
+        if len(over):
+            _fail(f"requests that made more than max_attempts={record.retry_limit} attempts", over)
+
+
+def carried_bytes(record: RunRecord) -> dict[tuple[str, str], float]:
+    """Bytes handed to each link direction: bulk transfers, request and response payloads."""
+    scenario = record.scenario
+    carried: dict[tuple[str, str], float] = {}
+    for row in record.link_bytes.itertuples():
+        if row.accepted_bytes:
+            carried[(str(row.from_site), str(row.to_site))] = float(row.accepted_bytes)  # type: ignore[arg-type]
+    origin, site = scenario.workload.origin, scenario.placement.inference
+    if origin != site:
+        req = record.requests
+        up = float(req.request_bytes[~np.isnan(req.uplink_send_s)].sum())
+        primary = req.pool == record.pool_names.index(record.primary_pool)
+        down = float(req.response_bytes[primary & (req.status == DONE)].sum())
+        for key, nbytes in (((origin, site), up), ((site, origin), down)):
+            if nbytes:
+                carried[key] = carried.get(key, 0.0) + nbytes
+    return carried
+
+
+def check_ledger(record: RunRecord, ledger: pd.DataFrame) -> None:
+    """Per link direction, the ledger's bytes equal the bytes handed to the link, and no
+    direction sent more than it was given."""
+    recorded = ledger.groupby(["from_site", "to_site"])["bytes"].sum().to_dict() if len(ledger) else {}
+    carried = carried_bytes(record)
+    for key in sorted(set(recorded) | set(carried)):
+        a, b = float(recorded.get(key, 0.0)), float(carried.get(key, 0.0))
+        if abs(a - b) > BYTES_TOLERANCE * max(1.0, a, b):
+            raise InvariantError(f"the ledger records {a:.6g} bytes from {key[0]} to {key[1]}, "
+                                 f"but the link was handed {b:.6g}")
+    for row in record.link_bytes.itertuples():
+        if row.sent_bytes > row.accepted_bytes * (1 + BYTES_TOLERANCE) + 1.0:  # type: ignore[operator]
+            raise InvariantError(f"the link from {row.from_site} to {row.to_site} sent {row.sent_bytes:.6g} bytes "
+                                 f"of the {row.accepted_bytes:.6g} it was given")
+    transfers = record.transfers
+    backwards = transfers[transfers["end_s"].notna() & (transfers["end_s"] < transfers["start_s"])]
+    if len(backwards):
+        first = backwards.iloc[0]
+        raise InvariantError(f"a transfer from {first['from_site']} to {first['to_site']} ended before it started")
+
+
+def check_invariants(record: RunRecord, requests: pd.DataFrame, ledger: pd.DataFrame | None) -> None:
+    """Raise InvariantError if a request did not end exactly once or the ledger lost bytes."""
+    check_requests(record, requests)
+    if ledger is not None:
+        check_ledger(record, ledger)

@@ -1,0 +1,175 @@
+"""GPU time and utilisation: the one definition of GPU-seconds held and busy.
+
+A GPU is **held** while it is powered (premises) or paid for (cloud); some of that time it is
+**busy**. Utilisation is always busy / held, over whatever scope is asked for: a serving
+pool's replicas, a site's GPU pool, a slice of the timeline, a purpose.
+
+**Serving pools** (`serving_gpu_seconds`): a pool's replicas hold their GPUs while active,
+draining, or down but not released (`PoolRecord.holding`); they are busy while iterating
+(`PoolRecord.busy_s`, an iteration counting in full when it starts, capped at the horizon),
+x GPUs per replica. `serving_utilisation` is their ratio, per serving pool: the
+`gpu_utilisation` of the summary.
+
+**GPU pools of the sites** (`gpu_time`, one row per pool of every site; `sim.metrics.energy`
+prices it in watts, `sim.metrics.cost` in dollars):
+
+- Premises GPUs are owned and always on: held = capacity x horizon, used or not.
+- A non-elastic cloud pool is rented for the whole horizon: held = count x horizon.
+- An elastic cloud pool holds what it uses: the replicas of every serving pool on it while
+  they hold GPUs, plus the training and provisioning holds (`RunRecord.gpu_holds`) beyond
+  its baseline `count` when no serving pool lives on it (it holds the baseline throughout),
+  or all of them when one does. Provisioning is held from the moment the GPU is requested.
+- Busy GPU-seconds: the serving pools' busy GPU-seconds plus training holds at utilisation
+  1 for their duration; never more than held. Provisioning GPUs are held but idle.
+
+**By purpose** (`gpu_hours_by_purpose`): serving (busy and held by the replicas), retraining
+and development (their holds, busy = held), provisioning (held only).
+
+**Timeline** (`utilisation_timeline`): per slice of the pools' snapshots and per serving
+pool, the GPUs its replicas held on average, how many were busy, their ratio, and the GPUs
+held for retraining.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sim.record import PoolRecord, RunRecord
+
+TRAINING_PURPOSES = ("retraining", "development")  # holds that run jobs on their GPUs
+HOLD_PURPOSES = (*TRAINING_PURPOSES, "provisioning")  # holds that are billed
+PURPOSES = ("serving", *TRAINING_PURPOSES)
+HOUR_S = 3600.0
+
+GPU_TIME_COLUMNS = ["site", "zone", "pool", "gpu", "gpus", "elastic", "held_gpu_s", "serving_busy_gpu_s",
+                    "training_gpu_s", "provisioning_gpu_s", "busy_gpu_s", "utilisation"]
+TIMELINE_COLUMNS = ["start_s", "end_s", "pool", "serving_gpus", "serving_busy_gpus", "serving_utilisation",
+                    "training_gpus"]
+
+
+def ratio(busy: float, held: float) -> float:
+    """busy / held, 0 when nothing was held."""
+    return busy / held if held > 0 else 0.0
+
+
+# ------------------------------------------------------------------------------------------
+# Serving pools
+# ------------------------------------------------------------------------------------------
+
+
+def held_gpu_seconds(pool: PoolRecord, start_s: float = 0.0, end_s: float = np.inf) -> float:
+    """GPU-seconds the pool's replicas held GPUs within [start, end]."""
+    held = pool.holding
+    overlap = (held["end_s"].clip(upper=end_s) - held["start_s"].clip(lower=start_s)).clip(lower=0.0)
+    return float(overlap.sum()) * pool.gpus_per_replica
+
+
+def busy_gpu_seconds(pool: PoolRecord, horizon_s: float) -> float:
+    """GPU-seconds the pool's replicas spent iterating within the horizon."""
+    return float(np.minimum(pool.busy_s, horizon_s).sum()) * pool.gpus_per_replica
+
+
+def serving_gpu_seconds(record: RunRecord) -> dict[str, tuple[float, float]]:
+    """(held, busy) GPU-seconds of every serving pool, by pool name."""
+    horizon = record.horizon_s
+    return {name: (held_gpu_seconds(pool, 0.0, horizon), busy_gpu_seconds(pool, horizon))
+            for name, pool in record.pools.items()}
+
+
+def serving_utilisation(record: RunRecord) -> dict[str, float]:
+    """Busy / held GPU-seconds of every serving pool's replicas over the horizon."""
+    return {name: ratio(busy, held) for name, (held, busy) in serving_gpu_seconds(record).items()}
+
+
+# ------------------------------------------------------------------------------------------
+# GPU pools of the sites
+# ------------------------------------------------------------------------------------------
+
+
+def hold_seconds(record: RunRecord, site: str, pool: str, purposes: tuple[str, ...], beyond: int = 0) -> float:
+    """GPU-seconds of the lifecycle's holds on one pool for these purposes, counting GPUs
+    above `beyond` only."""
+    holds = record.gpu_holds
+    mine = holds[(holds["site"] == site) & (holds["pool"] == pool) & holds["purpose"].isin(purposes)]
+    gpus = (mine["gpus"] - beyond).clip(lower=0)
+    return float((gpus * (mine["end_s"] - mine["start_s"]).clip(lower=0.0)).sum())
+
+
+def gpu_time(record: RunRecord) -> pd.DataFrame:
+    """One row per GPU pool of every site: GPU-seconds held and busy (see the module doc)."""
+    scenario = record.scenario
+    horizon = record.horizon_s
+    serving = serving_gpu_seconds(record)
+    rows: list[dict[str, Any]] = []
+    for site_name, site in scenario.sites.items():
+        for pool in site.pools:
+            assert pool.name is not None
+            mine = [serving[p.name] for p in record.pools.values() if p.site == site_name and p.pool == pool.name]
+            serving_held = sum(held for held, _ in mine)
+            serving_busy = sum(busy for _, busy in mine)
+            if site.zone == "private":
+                held = pool.capacity * horizon
+            elif not pool.elastic:
+                held = pool.count * horizon
+            elif mine:  # the replicas' own record, plus GPUs taken for training and provisioning
+                held = serving_held + hold_seconds(record, site_name, pool.name, HOLD_PURPOSES)
+            else:
+                held = pool.count * horizon + hold_seconds(record, site_name, pool.name, HOLD_PURPOSES,
+                                                           beyond=pool.count)
+            training = hold_seconds(record, site_name, pool.name, TRAINING_PURPOSES)
+            busy = min(serving_busy + training, held)
+            rows.append({
+                "site": site_name, "zone": site.zone, "pool": pool.name, "gpu": pool.gpu, "gpus": pool.capacity,
+                "elastic": pool.elastic, "held_gpu_s": held, "serving_busy_gpu_s": serving_busy,
+                "training_gpu_s": training,
+                "provisioning_gpu_s": hold_seconds(record, site_name, pool.name, ("provisioning",)),
+                "busy_gpu_s": busy, "utilisation": ratio(busy, held),
+            })
+    return pd.DataFrame(rows, columns=GPU_TIME_COLUMNS)
+
+
+def gpu_hours_by_purpose(record: RunRecord) -> tuple[dict[str, float], dict[str, float]]:
+    """(busy, held) GPU-hours by purpose: serving over every serving pool's replicas,
+    retraining and development from their holds, provisioning held only."""
+    serving = serving_gpu_seconds(record)
+    busy = {"serving": sum(b for _, b in serving.values()) / HOUR_S}
+    held = {"serving": sum(h for h, _ in serving.values()) / HOUR_S}
+    holds = record.gpu_holds
+    for purpose in HOLD_PURPOSES:
+        mine = holds[holds["purpose"] == purpose]
+        hours = float((mine["gpus"] * (mine["end_s"] - mine["start_s"]).clip(lower=0.0)).sum()) / HOUR_S
+        held[purpose] = hours
+        if purpose != "provisioning":
+            busy[purpose] = hours
+    return busy, held
+
+
+# ------------------------------------------------------------------------------------------
+# Over time
+# ------------------------------------------------------------------------------------------
+
+
+def utilisation_timeline(record: RunRecord) -> pd.DataFrame:
+    """Per serving pool and slice of its snapshots: GPUs held, busy, their ratio, and the
+    GPUs held for retraining (at the pool's site)."""
+    holds = record.gpu_holds
+    training = holds[holds["purpose"] == "retraining"]
+    rows = []
+    for name, pool in record.pools.items():
+        times, busy = pool.timeline_s, pool.timeline_busy_s
+        for k in range(1, len(times)):
+            t0, t1 = float(times[k - 1]), float(times[k])
+            span = t1 - t0
+            if span <= 0:
+                continue
+            serving_busy = float((np.minimum(busy[k], t1) - np.minimum(busy[k - 1], t1)).sum()) * pool.gpus_per_replica
+            held = held_gpu_seconds(pool, t0, t1)
+            here = training[training["site"] == pool.site]
+            overlap = (here["end_s"].clip(upper=t1) - here["start_s"].clip(lower=t0)).clip(lower=0.0)
+            rows.append({"start_s": t0, "end_s": t1, "pool": name, "serving_gpus": held / span,
+                         "serving_busy_gpus": serving_busy / span, "serving_utilisation": ratio(serving_busy, held),
+                         "training_gpus": float((here["gpus"] * overlap).sum()) / span})
+    return pd.DataFrame(rows, columns=TIMELINE_COLUMNS)
