@@ -312,7 +312,7 @@ def check_monitor(s: Scenario) -> list[SpecIssue]:
     """The detector must know its parameters and suit the monitored signal."""
     if s.placement.monitoring == NONE_SITE:
         return []
-    from sim.world.detectors import check_params, check_signal  # River is slow to import
+    from sim.detectors import check_params, check_signal  # River is imported on first use
 
     monitor = s.lifecycle.monitor
     issues = check_params(monitor.detector, dict(monitor.params))

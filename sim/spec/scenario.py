@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
+from sim.detectors import DETECTORS
 from sim.spec.base import Spec
 from sim.spec.units import Bytes, BytesPerSecond, Seconds
 from sim.workload.arrivals import ARRIVALS, ArrivalProcess
@@ -50,9 +51,11 @@ PoolRole = Literal["serving", "training"]
 if TYPE_CHECKING:
     Arrivals = ArrivalProcess
     TokenLengths = LengthDistribution
+    DetectorName = str
 else:
     Arrivals = ARRIVALS.choice()
     TokenLengths = LENGTHS.choice()
+    DetectorName = DETECTORS.choice()
 
 
 # --------------------------------------------------------------------------------------------
@@ -353,11 +356,8 @@ class RecurringDrift(Spec):
 
 DriftEvent = Annotated[AbruptDrift | GradualDrift | RecurringDrift, Field(discriminator="kind")]
 
-DETECTORS = ("adwin", "page_hinkley", "kswin", "ddm", "eddm", "psi")
-
-
 class Monitor(Spec):
-    detector: Literal["adwin", "page_hinkley", "kswin", "ddm", "eddm", "psi"] = "adwin"
+    detector: DetectorName = "adwin"
     params: dict[str, float | int] = Field(
         default_factory=dict, description="detector parameters, with River's names (delta, threshold, ...)"
     )
@@ -368,6 +368,9 @@ class Monitor(Spec):
     label_fraction: float = Field(default=0.1, gt=0, le=1, description="share of requests that get a label")
     label_delay: Seconds = Field(default=3600.0, ge=0, description="time until a label arrives")
     record_bytes: Bytes = Field(default=2048.0, gt=0, description="size of one labelled record")
+
+
+DETECTORS.bind(Monitor, "detector")
 
 
 class Retraining(Spec):

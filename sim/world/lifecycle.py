@@ -230,7 +230,7 @@ class Lifecycle:
             self.detector = self._new_detector()
 
     def _new_detector(self):  # noqa: ANN202
-        from sim.world.detectors import make_detector
+        from sim.detectors import make_detector
 
         monitor = self.spec.monitor
         return make_detector(monitor.detector, dict(monitor.params), seed=self._detector_seed)
@@ -297,7 +297,7 @@ class Lifecycle:
         return index, self.outcomes(index).astype(np.float64)
 
     def _monitor(self) -> Generator[simpy.Event, Any, None]:
-        from sim.world.detectors import feed
+        from sim.detectors import feed
 
         interval = self.spec.monitor.interval
         placement = self.scenario.placement
