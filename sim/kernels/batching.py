@@ -14,13 +14,14 @@ arrivals go first (lowest request index first), then iteration ends (lowest repl
 
 Dispatch (at arrival). A request whose prompt + output exceeds `max_model_len` or the
 replica's KV capacity is *rejected* (status REJECTED, done = arrival). Otherwise the router
-picks a queue: `shared_queue` puts every request in one FIFO that all replicas pull from;
-`round_robin` cycles over active replicas; `least_outstanding` picks the active replica with
-the fewest dispatched-but-unfinished requests (lowest index on ties); `random` picks active
-replica floor(u x n_active) with u drawn per request up front. With no active replica the
-request waits in the shared queue. Then the chosen replica, if idle, tries to start an
-iteration at that time; for the shared queue, idle active replicas try in index order until
-the queue is empty.
+picks a queue: an active replica's own queue, or the shared queue all replicas pull from.
+Routers are a family (`sim.routers`: shared_queue, round_robin, least_outstanding, random,
+...); the pool is given the chosen router's numba function and calls it here, at one place
+(`_route`), with the active replicas, their outstanding (dispatched-but-unfinished)
+requests, the request's uniform u drawn up front and the router's own memory. With no
+active replica the request waits in the shared queue. Then the chosen replica, if idle,
+tries to start an iteration at that time; for the shared queue, idle active replicas try in
+index order until the queue is empty.
 
 Iteration composition (when a replica is idle and woken, or when its iteration ends), with
 token budget B = max_num_batched_tokens and at most S = max_num_seqs running sequences:
@@ -121,10 +122,13 @@ RUNNING at the end of the run (unfinished).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
-from numba import njit
+from numba import njit, types
 
 from sim.kernels.roofline import step_time
+from sim.routers import ROUTER_TYPE, ROUTERS, SHARED_QUEUE, new_router_memory
 
 INF = np.inf
 
@@ -141,13 +145,6 @@ OFFLINE = 0
 ACTIVE = 1
 DRAINING = 2
 DOWN = 3  # failed; PI_WANTED holds the state it returns to when restored
-
-# Routers.
-ROUTER_SHARED = 0
-ROUTER_ROUND_ROBIN = 1
-ROUTER_LEAST_OUTSTANDING = 2
-ROUTER_RANDOM = 3
-ROUTERS = {"shared_queue": 0, "round_robin": 1, "least_outstanding": 2, "random": 3}
 
 # Service modes.
 MODE_ROOFLINE = 0
@@ -225,12 +222,11 @@ C_PREFIX_CACHING = 4
 C_MODE = 5
 C_KV_CAPACITY = 6
 C_MAX_MODEL_LEN = 7
-C_ROUTER = 8
-C_CLIENTS = 9
-C_GROUPS = 10
-C_DEADLINES = 11  # 1 when some request has a finite patience (client timeouts are events)
-C_ASYNC = 12  # 1: async scheduling (an iteration is scheduled when the previous one starts)
-C_SIZE = 13
+C_CLIENTS = 8
+C_GROUPS = 9
+C_DEADLINES = 10  # 1 when some request has a finite patience (client timeouts are events)
+C_ASYNC = 11  # 1: async scheduling (an iteration is scheduled when the previous one starts)
+C_SIZE = 12
 
 # Float configuration (fcfg[F]).
 F_LOOP_DELAY = 0  # closed loop: from a response reaching its client to the client's next request
@@ -242,10 +238,9 @@ F_SIZE = 3
 G_NEXT_ARRIVAL = 0  # index into `order` of the next arrival to take
 G_RELEASED = 1  # requests in `order` (all of them in open loop)
 G_NEXT_UNRELEASED = 2  # next request a closed-loop client sends
-G_ROUND_ROBIN = 3
-G_USE_CLOCK = 4  # strictly increasing stamp for LRU order of cached prefixes
-G_NEXT_DEADLINE = 5  # index into `deadline_order` of the next deadline to take
-G_SIZE = 6
+G_USE_CLOCK = 3  # strictly increasing stamp for LRU order of cached prefixes
+G_NEXT_DEADLINE = 4  # index into `deadline_order` of the next deadline to take
+G_SIZE = 5
 
 # Prefix cache fields (cache_i[r, g, F]).
 K_CACHED = 0
@@ -817,40 +812,23 @@ def _end_iteration(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cach
 
 
 @njit(cache=True, inline="always")
-def _route(req_i, req_f, rep_i, cfg, glob, i):
-    """The queue a new request joins (a replica index, or R for the shared queue)."""
+def _route(req_f, rep_i, cfg, i, route, router_memory, active):
+    """The queue a new request joins (a replica index, or R for the shared queue): the
+    router's choice among the active replicas (`sim.routers`). `active` is scratch space."""
     n_rep = cfg[C_REPLICAS]
-    router = cfg[C_ROUTER]
-    if router == ROUTER_SHARED:
-        return n_rep
-    active = 0
+    n_active = 0
     for r in range(n_rep):
         if rep_i[r, PI_STATE] == ACTIVE:
-            active += 1
-    if active == 0:
+            active[n_active] = r
+            n_active += 1
+    if n_active == 0:
         return n_rep
-    if router == ROUTER_ROUND_ROBIN:
-        for step in range(n_rep):
-            r = (glob[G_ROUND_ROBIN] + step) % n_rep
-            if rep_i[r, PI_STATE] == ACTIVE:
-                glob[G_ROUND_ROBIN] = (r + 1) % n_rep
-                return r
-    if router == ROUTER_LEAST_OUTSTANDING:
-        best = -1
-        for r in range(n_rep):
-            if rep_i[r, PI_STATE] == ACTIVE and (best < 0 or rep_i[r, PI_OUTSTANDING] < rep_i[best, PI_OUTSTANDING]):
-                best = r
-        return best
-    # random
-    pick = int(req_f[i, RF_RANDOM] * active)
-    if pick >= active:
-        pick = active - 1
-    for r in range(n_rep):
-        if rep_i[r, PI_STATE] == ACTIVE:
-            if pick == 0:
-                return r
-            pick -= 1
-    return n_rep
+    q = route(active, n_active, rep_i[:, PI_OUTSTANDING], req_f[i, RF_RANDOM], router_memory)
+    if q == SHARED_QUEUE:
+        return n_rep
+    if q < 0 or q >= n_rep or rep_i[q, PI_STATE] != ACTIVE:
+        raise ValueError("the router chose a replica that is not active")
+    return q
 
 
 @njit(cache=True)
@@ -913,14 +891,34 @@ def _expire(req_i, req_f, rep_i, queues, order, glob, cfg, i, t, fcfg):
     return True
 
 
+# The entry points that take the router are compiled for exactly one signature, with the
+# router as a first-class function (`sim.routers.ROUTER_TYPE`), the first time a pool is
+# built (`_compile_entry_points`). Left to specialise on their arguments, they would be
+# compiled once per router function, and such a specialisation is not found in the cache by
+# the next process (measured with numba 0.68: every run would compile again).
+_I32_2D = types.int32[:, ::1]
+_I64_1D, _I64_2D, _I64_3D = types.int64[::1], types.int64[:, ::1], types.int64[:, :, ::1]
+_F64_1D, _F64_2D = types.float64[::1], types.float64[:, ::1]
+ADVANCE_SIGNATURE = types.int64(
+    _I32_2D, _F64_2D, _I64_2D, _F64_2D, _I64_2D, _I64_2D, _I64_2D, _I64_2D, _I64_3D, _I64_2D,
+    _I64_1D, _I64_1D, _I64_1D, _I64_1D, _I64_1D, _F64_1D, types.float64, _F64_1D, ROUTER_TYPE, _I64_1D)
+FAIL_SIGNATURE = types.int64[:](
+    _I32_2D, _F64_2D, _I64_2D, _F64_2D, _I64_2D, _I64_3D, _I64_2D, _I64_1D, _I64_1D, _I64_1D,
+    types.int64, types.float64, types.int64, _F64_1D, ROUTER_TYPE, _I64_1D)
+
+
 @njit(cache=True)
 def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
-            prefix_tokens_of_group, order, deadline_order, glob, cfg, params, t_end, fcfg):
-    """Run every arrival, iteration end and deadline with time <= t_end; returns events processed."""
+            prefix_tokens_of_group, order, deadline_order, glob, cfg, params, t_end, fcfg,
+            route, router_memory):
+    """Run every arrival, iteration end and deadline with time <= t_end; returns events processed.
+
+    `route` is the router's numba function (`sim.routers`), `router_memory` its state."""
     n_rep = cfg[C_REPLICAS]
     shared_q = n_rep
     kv_cap = cfg[C_KV_CAPACITY]
     closed = cfg[C_CLIENTS] > 0
+    active = np.empty(n_rep, dtype=np.int64)  # the router's scratch: indices of active replicas
     events = 0
     while True:
         ta = INF
@@ -962,7 +960,7 @@ def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
                 if cfg[C_CLIENTS] > 0:
                     _release_next(req_f, order, glob, ta + fcfg[F_LOOP_DELAY])
                 continue
-            q = _route(req_i, req_f, rep_i, cfg, glob, i)
+            q = _route(req_f, rep_i, cfg, i, route, router_memory, active)
             req_i[i, RI_STATUS] = WAITING
             req_i[i, RI_TARGET] = req_i[i, RI_PROMPT]
             _queue_push(queues, req_i, q, i)
@@ -1006,8 +1004,16 @@ def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
 
 
 @njit(cache=True)
+def _reroute(req_i, req_f, rep_i, queues, cfg, i, route, router_memory, active):
+    q = _route(req_f, rep_i, cfg, i, route, router_memory, active)
+    _queue_push(queues, req_i, q, i)
+    if q < cfg[C_REPLICAS]:
+        rep_i[q, PI_OUTSTANDING] += 1
+
+
+@njit(cache=True)
 def _fail_replica(req_i, req_f, rep_i, rep_f, running, cache_i, queues, order, glob, cfg, r, t,
-                  max_attempts, fcfg):
+                  max_attempts, fcfg, route, router_memory):
     """Replica r fails at t (see the module docstring); returns the requests that failed for good."""
     lost = np.empty(rep_i[r, PI_RUNNING], dtype=np.int64)
     for k in range(rep_i[r, PI_RUNNING]):
@@ -1084,19 +1090,22 @@ def _fail_replica(req_i, req_f, rep_i, rep_f, running, cache_i, queues, order, g
             retry[n_retry] = i
             n_retry += 1
     # the router places them again, as new arrivals: retried ones first, oldest first
+    active = np.empty(cfg[C_REPLICAS], dtype=np.int64)
     for k in range(n_retry):
-        _reroute(req_i, req_f, rep_i, queues, cfg, glob, retry[k])
+        _reroute(req_i, req_f, rep_i, queues, cfg, retry[k], route, router_memory, active)
     for i in untouched:
-        _reroute(req_i, req_f, rep_i, queues, cfg, glob, i)
+        _reroute(req_i, req_f, rep_i, queues, cfg, i, route, router_memory, active)
     return failed[:n_failed]
 
 
-@njit(cache=True)
-def _reroute(req_i, req_f, rep_i, queues, cfg, glob, i):
-    q = _route(req_i, req_f, rep_i, cfg, glob, i)
-    _queue_push(queues, req_i, q, i)
-    if q < cfg[C_REPLICAS]:
-        rep_i[q, PI_OUTSTANDING] += 1
+@functools.cache
+def _compile_entry_points() -> None:
+    """Compile (or load from the cache) the router-taking entry points for their one signature
+    each, and allow no other: a call with any router then converts it to the first-class
+    function type instead of specialising on it."""
+    for kernel, signature in ((advance, ADVANCE_SIGNATURE), (_fail_replica, FAIL_SIGNATURE)):
+        kernel.compile(signature)
+        kernel.disable_compile()
 
 
 # ------------------------------------------------------------------------------------------
@@ -1155,6 +1164,9 @@ class PoolKernel:
             raise ValueError("request arrays differ in length")
         if router not in ROUTERS:
             raise ValueError(f"unknown router {router!r}; allowed: {', '.join(ROUTERS)}")
+        _compile_entry_points()
+        self.route = ROUTERS[router].choose
+        self.router_memory = new_router_memory()
         self.n = n
         self.replicas = replicas
         self.req_i = np.zeros((n, RI_SIZE), dtype=np.int32)
@@ -1220,14 +1232,13 @@ class PoolKernel:
                             else MODE_DYNAMIC_BATCH if batch_latency is not None else MODE_ROOFLINE)
         self.cfg[C_KV_CAPACITY] = kv_capacity_tokens
         self.cfg[C_MAX_MODEL_LEN] = max_model_len
-        self.cfg[C_ROUTER] = ROUTERS[router]
         self.cfg[C_CLIENTS] = clients
         self.cfg[C_GROUPS] = groups
         self.cfg[C_ASYNC] = 1 if async_scheduling and service_s is None and batch_latency is None else 0
         if batch_latency is not None:
             params = np.array([batch_latency[0], batch_latency[1], max_queue_delay_s], dtype=np.float64)
             self.cfg[C_CHUNKED] = 0
-        self.params = np.zeros(1) if params is None else params
+        self.params = np.zeros(1) if params is None else np.ascontiguousarray(params, dtype=np.float64)
         self.cfg[C_DEADLINES] = int(bool(np.isfinite(self.req_f[:, RF_PATIENCE]).any()))
         self._order_deadlines()
         self.fcfg = np.zeros(F_SIZE, dtype=np.float64)
@@ -1257,7 +1268,7 @@ class PoolKernel:
             self.req_i, self.req_f, self.rep_i, self.rep_f, self.running, self.prefilling,
             self.heap_key, self.heap_req, self.cache_i, self.queues, self.prefix_tokens_of_group,
             self.order, self.deadline_order, self.glob, self.cfg, self.params, float(t),
-            self.fcfg,
+            self.fcfg, self.route, self.router_memory,
         )
         self.advanced = True
         self.now = float(t)
@@ -1321,7 +1332,7 @@ class PoolKernel:
             return np.empty(0, dtype=np.int64)
         failed = _fail_replica(self.req_i, self.req_f, self.rep_i, self.rep_f, self.running, self.cache_i,
                                self.queues, self.order, self.glob, self.cfg, r, self.now, self.max_attempts,
-                               self.fcfg)
+                               self.fcfg, self.route, self.router_memory)
         for other in range(self.replicas):
             if self.rep_i[other, PI_STATE] == ACTIVE:
                 self._wake(other)

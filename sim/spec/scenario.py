@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from sim.detectors import DETECTORS
+from sim.routers import ROUTERS
 from sim.spec.base import Spec
 from sim.spec.units import Bytes, BytesPerSecond, Seconds
 from sim.workload.arrivals import ARRIVALS, ArrivalProcess
@@ -52,10 +53,12 @@ if TYPE_CHECKING:
     Arrivals = ArrivalProcess
     TokenLengths = LengthDistribution
     DetectorName = str
+    RouterName = str
 else:
     Arrivals = ARRIVALS.choice()
     TokenLengths = LENGTHS.choice()
     DetectorName = DETECTORS.choice()
+    RouterName = ROUTERS.choice()
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,7 +204,10 @@ class Serving(Spec):
     max_model_len: int = Field(default=8192, ge=16, description="longest prompt + output a replica accepts")
     kv_cache_precision: Literal["bf16", "fp16", "fp8"] = "bf16"
     block_size: int = Field(default=16, ge=1, description="tokens per KV-cache block")
-    router: Literal["round_robin", "least_outstanding", "random", "shared_queue"] = "least_outstanding"
+    router: RouterName = Field(default="least_outstanding", description="a router of `sim.routers`")
+
+
+ROUTERS.bind(Serving, "router")
 
 
 class EfficiencyOverride(Spec):
