@@ -24,6 +24,7 @@ from sim.catalog import GPU, Model
 from sim.kernels.batching import PoolKernel
 from sim.kernels.links import carry
 from sim.kernels.replica import replica_setup
+from sim.kernels.service_models import kernel_arguments
 from sim.spec.scenario import Pool, Scenario
 from sim.streams import stream
 from sim.workload import Requests, generate_requests
@@ -38,25 +39,7 @@ UNBOUNDED_TOKENS = 2**40  # "no limit" for service models without a KV cache
 
 def service_model(scenario: Scenario, setup: ServingSetup, count: int, seed: int, replication: int) -> dict:
     """Kernel arguments for the scenario's service model: roofline, distribution or batching."""
-    m = scenario.model
-    if m.service_time is not None:
-        rng = stream(seed, replication, "service_time")
-        spec = m.service_time
-        if spec.dist == "exponential":
-            service = rng.exponential(spec.mean, count)
-        elif spec.dist == "deterministic":
-            service = np.full(count, spec.mean)
-        else:
-            service = rng.lognormal(np.log(spec.mean) - spec.sigma**2 / 2, spec.sigma, count)
-        return {"service_s": service, "kv_capacity_tokens": UNBOUNDED_TOKENS, "max_model_len": UNBOUNDED_TOKENS}
-    if setup.model.kind == "classic":
-        b = m.batching
-        entry = next((e for e in setup.model.batch_latency if e.gpu == setup.gpu_id), None)
-        a = b.latency_a if b.latency_a is not None else entry.a_s  # type: ignore[union-attr]
-        c = b.latency_c_per_item if b.latency_c_per_item is not None else entry.c_s_per_item  # type: ignore[union-attr]
-        return {"batch_latency": (a, c), "max_queue_delay_s": b.max_queue_delay, "max_num_seqs": b.max_batch_size,
-                "max_model_len": UNBOUNDED_TOKENS}
-    return {}
+    return kernel_arguments(scenario, setup, count, seed, replication)
 
 
 @dataclass(frozen=True)
