@@ -114,6 +114,12 @@ class ArrivalProcess(Spec):
 ARRIVALS: Family[type[ArrivalProcess]] = Family("arrival process", key="process")
 
 
+def processes_with_rate() -> list[str]:
+    """The processes whose mean rate can be set (`mean_rate_overrides` is theirs)."""
+    return [name for name, process in zip(ARRIVALS, ARRIVALS.members(), strict=True)
+            if process.mean_rate_overrides is not ArrivalProcess.mean_rate_overrides]
+
+
 @ARRIVALS.register
 class Poisson(ArrivalProcess):
     process: Literal["poisson"]
