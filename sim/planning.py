@@ -233,7 +233,7 @@ def _rate_of(scenario: Scenario) -> float:
 def _rate_per_unit(scenario: Scenario) -> tuple[tuple[str, float], ...]:
     """The arrival fields planning sets, with their values for a mean rate of 1 req/s."""
     _rate_of(scenario)  # a clear error for a process without a rate
-    return tuple(scenario.workload.arrivals.mean_rate_overrides(1.0, scenario.horizon).items())
+    return tuple((scenario.workload.arrivals.mean_rate_overrides(1.0, scenario.horizon) or {}).items())
 
 
 def configuration_overrides(pool: ServingPool, gpu: str, gpus: int, tp: int, rate_per_s: float) -> list[str]:

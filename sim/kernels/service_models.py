@@ -100,8 +100,8 @@ def _dynamic_batching_arguments(scenario: Any, setup: Any, count: int, seed: int
                                 replication: int) -> dict[str, Any]:
     b = scenario.model.batching
     entry = next((e for e in setup.model.batch_latency if e.gpu == setup.gpu_id), None)
-    a = b.latency_a if b.latency_a is not None else entry.a_s
-    c = b.latency_c_per_item if b.latency_c_per_item is not None else entry.c_s_per_item
+    a = b.latency_a if b.latency_a is not None else entry.a_s  # type: ignore[union-attr]
+    c = b.latency_c_per_item if b.latency_c_per_item is not None else entry.c_s_per_item  # type: ignore[union-attr]
     return {"batch_latency": (a, c), "max_queue_delay_s": b.max_queue_delay, "max_num_seqs": b.max_batch_size,
             "max_model_len": UNBOUNDED_TOKENS}
 

@@ -9,6 +9,8 @@ can build on it without importing the scenario that, in turn, imports them.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import BaseModel, ConfigDict
 
 
@@ -19,3 +21,6 @@ class Spec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True,
                               allow_inf_nan=False)
+
+    file_fields: ClassVar[tuple[str, ...]] = ()
+    """The fields that name files, relative to the scenario file that wrote them (a trace)."""

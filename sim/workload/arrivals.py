@@ -89,7 +89,6 @@ class ArrivalProcess(Spec):
     """The base of every arrival process; see the module docstring for what each answers."""
 
     process: str
-    file_fields: ClassVar[tuple[str, ...]] = ()
 
     def times(self, horizon_s: float, rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError

@@ -43,7 +43,6 @@ class LengthDistribution(Spec):
 
     dist: str
     largest: ClassVar[str | None] = None  # the field bounding the lengths, checked against int32
-    file_fields: ClassVar[tuple[str, ...]] = ()
 
     def sample(self, n: int, rng: np.random.Generator, role: Role) -> np.ndarray:
         raise NotImplementedError

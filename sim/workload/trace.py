@@ -62,13 +62,20 @@ TOKENS_EXPECTED = "a whole number >= 0"
 class TraceSource(Protocol):
     """What replaying needs to know (the `trace` arrival process, `sim.workload.arrivals`)."""
 
-    path: str
-    format: str
-    columns: Mapping[Any, str]
-    time_unit: str
-    time_scale: float
-    loop: bool
-    use_token_counts: bool
+    @property
+    def path(self) -> str: ...
+    @property
+    def format(self) -> str: ...
+    @property
+    def columns(self) -> Mapping[Any, str]: ...
+    @property
+    def time_unit(self) -> str: ...
+    @property
+    def time_scale(self) -> float: ...
+    @property
+    def loop(self) -> bool: ...
+    @property
+    def use_token_counts(self) -> bool: ...
 
 
 @dataclass(frozen=True)
