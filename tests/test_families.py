@@ -200,6 +200,27 @@ def test_the_toy_router_follows_the_active_replicas() -> None:
     np.testing.assert_array_equal(kernel.replica, [2, 2, 1, 1])
 
 
+@njit
+def _always_first(active, n_active, outstanding, u, memory):  # noqa: ANN001, ANN202
+    return 0
+
+
+def test_a_router_that_picks_an_inactive_replica_is_an_error() -> None:
+    """A router's choice is checked: replica 0 after it was drained is refused with an error
+    rather than queued on a replica that takes no requests."""
+    ROUTERS.register(Router("always_first", _always_first, lambda active, outstanding, u, memory: 0))
+    try:
+        kernel = PoolKernel(np.array([0.0, 5.0]), np.full(2, 10), np.full(2, 5), replicas=2, max_num_seqs=4,
+                            max_num_batched_tokens=256, chunked_prefill=True, kv_capacity_tokens=10**6,
+                            max_model_len=10**6, params=batching_params(), router="always_first")
+        kernel.advance_to(1.0)
+        kernel.drain(0)
+        with pytest.raises(ValueError, match="not active"):
+            kernel.advance_to(math.inf)
+    finally:
+        ROUTERS.unregister("always_first")
+
+
 def batching_params() -> np.ndarray:
     from sim.catalog import shipped_catalog
     from sim.kernels.replica import replica_setup
