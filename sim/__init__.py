@@ -27,9 +27,9 @@ def detect(detector: str, values, **params):  # noqa: ANN001, ANN201
 
     Detectors: adwin, page_hinkley, kswin (River's `river.drift`), ddm, eddm
     (`river.drift.binary`, 0/1 values) and psi (population stability index). Parameters use
-    River's names. See `sim.world.detectors.detect`.
+    River's names. See `sim.detectors.detect`.
     """
-    from sim.world.detectors import detect as run_detect  # River takes a second to import
+    from sim.detectors import detect as run_detect  # River takes a second to import
 
     return run_detect(detector, values, **params)
 

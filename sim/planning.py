@@ -17,7 +17,9 @@ scenario's serving pool (the first pool with the `serving` role at the inference
    bisection finds the fewest replicas between the last failing and the first passing
    count. Every probe is a real simulation of the scenario, shortened (`horizon`, default
    1 h after a 10 min warm-up) with overrides for the pool's GPU and count,
-   `model.tensor_parallel` and `workload.arrivals.rate_per_s`. This assumes the SLOs hold
+   `model.tensor_parallel` and the arrival process's rates, set so that its mean rate
+   (`mean_rate_per_s`: a bursty process's quiet and burst rates scaled together) is the
+   planned rate. This assumes the SLOs hold
    for every count above the answer (more replicas, less queueing: monotone).
 
 A configuration meets an SLO such as `ttft_p99 < 0.8 s` when, in every replication, the 99th
@@ -55,6 +57,7 @@ from sim.runner import executor
 from sim.spec.errors import SpecError, SpecIssue, suggest
 from sim.spec.scenario import MAX_GPUS_PER_POOL, MAX_REPLICATIONS
 from sim.spec.units import UnitError, format_duration, parse_duration
+from sim.workload.arrivals import processes_with_rate
 
 if TYPE_CHECKING:
     from sim.result import Result
@@ -65,7 +68,6 @@ DEFAULT_GPUS: tuple[str, ...] = ("l4", "l40s", "a100-80gb", "h100-sxm")
 HEADROOM = 1.5  # the capacity estimate may be this much too pessimistic; see the module doc
 SLO_METRICS = ("ttft", "tpot", "e2e")
 SLO_PERCENTILES = (50, 90, 99)
-RATE_PATH = "workload.arrivals.rate_per_s"
 MONTH_S = 30.44 * 86400.0
 
 
@@ -156,6 +158,7 @@ class ServingPool:
     tp: int
     elastic_max: bool  # the pool has a max_count to keep in step with count
     priced: bool  # the pool names its own price (valid only for its own GPU)
+    rate_per_unit: tuple[tuple[str, float], ...] = (("rate_per_s", 1.0),)  # arrival fields at 1 req/s mean
 
 
 def _document(scenario: str | Path | Mapping[str, Any] | Scenario) -> tuple[dict[str, Any], str]:
@@ -183,24 +186,33 @@ def serving_pool(scenario: Scenario) -> ServingPool:
     for i, pool in enumerate(scenario.sites[site].pools):
         if "serving" in pool.roles and pool.capacity > 0:
             return ServingPool(f"sites.{site}.pools[{i}]", pool.gpu, pool.capacity, scenario.model.tensor_parallel,
-                               pool.max_count is not None, pool.price_usd_per_gpu_hour is not None)
+                               pool.max_count is not None, pool.price_usd_per_gpu_hour is not None,
+                               _rate_per_unit(scenario))
     raise SpecError([SpecIssue(f"sites.{site}.pools", "the inference site has no serving pool", has_value=False,
                                allowed="a pool with role 'serving'")])
 
 
 def _rate_of(scenario: Scenario) -> float:
-    rate = getattr(scenario.workload.arrivals, "rate_per_s", None)
-    if rate is None:
+    """The arrival process's mean rate over the horizon: what a planned rate means."""
+    arrivals = scenario.workload.arrivals
+    rate = arrivals.mean_rate_per_s(scenario.horizon)
+    if rate is None or arrivals.mean_rate_overrides(rate, scenario.horizon) is None:
         raise SpecError([SpecIssue("workload.arrivals.process", "planning sets the arrival rate, and this "
-                                   "arrival process has none", scenario.workload.arrivals.process,
-                                   "poisson, constant, bursty or diurnal (they have rate_per_s)")])
+                                   "arrival process has none", arrivals.process,
+                                   f"{', '.join(processes_with_rate())} (they have a rate to set)")])
     return float(rate)
+
+
+def _rate_per_unit(scenario: Scenario) -> tuple[tuple[str, float], ...]:
+    """The arrival fields planning sets, with their values for a mean rate of 1 req/s."""
+    _rate_of(scenario)  # a clear error for a process without a rate
+    return tuple((scenario.workload.arrivals.mean_rate_overrides(1.0, scenario.horizon) or {}).items())
 
 
 def configuration_overrides(pool: ServingPool, gpu: str, gpus: int, tp: int, rate_per_s: float) -> list[str]:
     """The overrides that put `gpus` x `gpu` (TP `tp`) in the serving pool at `rate_per_s`."""
     overrides = [f"{pool.path}.gpu={gpu}", f"{pool.path}.count={gpus}", f"model.tensor_parallel={tp}",
-                 f"{RATE_PATH}={rate_per_s!r}"]
+                 *(f"workload.arrivals.{path}={per_unit * rate_per_s!r}" for path, per_unit in pool.rate_per_unit)]
     if pool.elastic_max:
         overrides.append(f"{pool.path}.max_count={gpus}")
     if pool.priced and gpu != pool.gpu:

@@ -27,6 +27,7 @@ from sim.metrics.latency import STEMS, latency_summary, percentiles, request_lat
 from sim.metrics.lifecycle import lifecycle_summary, stages_table, training_summary
 from sim.metrics.utilisation import serving_utilisation, utilisation_timeline
 from sim.record import RunRecord
+from sim.workload.arrivals import Stages
 
 if TYPE_CHECKING:
     from sim.spec.scenario import Scenario
@@ -166,7 +167,7 @@ def summarise(frame: pd.DataFrame, record: RunRecord) -> dict[str, Any]:
 def stage_windows(scenario: Scenario) -> list[tuple[int, float, float, float]]:
     """(stage index, start, end, rate) of every stage occurrence of a `stages` workload."""
     arrivals = scenario.workload.arrivals
-    if arrivals.process != "stages":
+    if not isinstance(arrivals, Stages):
         return []
     windows = []
     start = 0.0

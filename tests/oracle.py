@@ -14,7 +14,9 @@ dynamic batching.
 
 Only the status codes are imported from the kernel module; the iteration time comes from the
 very same `sim.kernels.roofline.step_time` (or from the request's service time, or from
-a + c x b), so that any difference is a difference in the batching semantics.
+a + c x b), so that any difference is a difference in the batching semantics. Routing uses
+each router's Python `reference` from the family registry (`sim.routers`), the obvious
+reading of the rule the kernel runs as a numba function.
 
 How the event order of the docstring is reproduced. SimPy processes events in the order
 (time, priority, insertion), and code after a `yield` runs while the awaited event is
@@ -76,8 +78,7 @@ from simpy.events import Event
 
 from sim.kernels.batching import DONE, PENDING, REJECTED, RUNNING, WAITING
 from sim.kernels.roofline import chunk_pairs, step_time
-
-ROUTERS = ("shared_queue", "round_robin", "least_outstanding", "random")
+from sim.routers import ROUTERS, SHARED_QUEUE, new_router_memory
 
 WAKE = -1
 ARRIVAL = 0
@@ -533,7 +534,7 @@ class Pool:
         if batch_latency is not None:
             self.chunked = False
         self.shared_queue: deque[Request] = deque()
-        self.round_robin = 0
+        self.router_memory = new_router_memory()
         self.uses = 0
         self.stats = {k: 0 for k in ("iterations", "preemptions", "rejections", "evictions",
                                      "prefix_hits", "prefixes_cached", "partial_chunks",
@@ -600,17 +601,11 @@ class Pool:
         return True
 
     def route(self, s: Request) -> int | None:
-        """The replica whose queue s joins, or None for the shared queue."""
-        n = len(self.replicas)
-        if self.router == "shared_queue":
-            return None
-        if self.router == "round_robin":
-            r = self.round_robin
-            self.round_robin = (r + 1) % n
-            return r
-        if self.router == "least_outstanding":
-            return min(range(n), key=lambda r: (len(self.replicas[r].outstanding), r))
-        return min(int(s.router_u * n), n - 1)
+        """The replica whose queue s joins, or None for the shared queue (every replica is active)."""
+        outstanding = [len(replica.outstanding) for replica in self.replicas]
+        active = list(range(len(self.replicas)))
+        r = ROUTERS[self.router].reference(active, outstanding, s.router_u, self.router_memory)
+        return None if r == SHARED_QUEUE else r
 
     def check_kv(self, replica: Replica) -> None:
         used = replica.kv_used()

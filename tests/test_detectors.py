@@ -1,4 +1,4 @@
-"""Drift detectors (`sim.world.detectors`): River's detectors run unchanged, our PSI, and errors.
+"""Drift detectors (`sim.detectors`): River's detectors run unchanged, our PSI, and errors.
 
 The streams are seeded: a 0/1 error stream whose error rate jumps from 5 % to 30 %, and a
 Gaussian feature whose mean moves by one standard deviation.
@@ -18,9 +18,7 @@ from hypothesis import strategies as st
 from river import drift
 from river.drift import binary
 
-from sim.spec.errors import SpecError
-from sim.spec.scenario import DETECTORS, Monitor
-from sim.world.detectors import (
+from sim.detectors import (
     FACTORIES,
     PSI,
     SIGNALS,
@@ -32,6 +30,8 @@ from sim.world.detectors import (
     population_stability_index,
     psi_between,
 )
+from sim.spec.errors import SpecError
+from sim.spec.scenario import DETECTORS, Monitor
 
 ERRORS_CHANGE = 3000
 FEATURE_CHANGE = 2000

@@ -20,7 +20,6 @@ from sim.spec import SpecError
 from sim.spec.scenario import Workload
 from sim.streams import stream
 from sim.workload import Requests, generate_requests
-from sim.workload import arrivals as arr
 from sim.workload.lengths import sample_lengths
 from sim.workload.limits import BYTES_PER_REQUEST
 from sim.workload.trace import read_trace
@@ -79,8 +78,7 @@ def trace_workload(path: Path, **trace: Any) -> Workload:
 def test_poisson_counts_and_exponential_gaps() -> None:
     """Poisson: count within 4 sd of rate x horizon; gaps exponential (mean 2%, CV 3%)."""
     rate, horizon = 50.0, 20_000.0
-    times = arr.poisson(spec_of({"process": "poisson", "rate_per_s": rate}), horizon,
-                        stream(7, 0, "arrivals"))
+    times = spec_of({"process": "poisson", "rate_per_s": rate}).times(horizon, stream(7, 0, "arrivals"))
     expected = rate * horizon
     assert abs(len(times) - expected) < 4 * math.sqrt(expected)
     assert times[0] > 0 and times[-1] < horizon and np.all(np.diff(times) >= 0)
@@ -92,8 +90,7 @@ def test_poisson_counts_and_exponential_gaps() -> None:
 def test_constant_spacing_is_exact() -> None:
     """Constant: t_k = k / rate exactly, first at 0, and every k / rate below the horizon."""
     for rate, horizon in [(3.0, 10.0), (0.7, 10.0), (1000.0, 3.3)]:
-        times = arr.constant(spec_of({"process": "constant", "rate_per_s": rate}), horizon,
-                             stream(0, 0, "arrivals"))
+        times = spec_of({"process": "constant", "rate_per_s": rate}).times(horizon, stream(0, 0, "arrivals"))
         n = len(times)
         np.testing.assert_array_equal(times, np.arange(n) / rate)
         assert (n - 1) / rate < horizon <= n / rate
@@ -109,7 +106,7 @@ def test_bursty_mean_rate_and_overdispersion() -> None:
     spec = spec_of({"process": "bursty", "rate_per_s": 1, "burst_rate_per_s": 5,
                     "mean_quiet": 10, "mean_burst": 10})
     horizon = 200_000.0
-    times = arr.bursty(spec, horizon, stream(3, 0, "arrivals"))
+    times = spec.times(horizon, stream(3, 0, "arrivals"))
     assert np.all(np.diff(times) >= 0) and times[0] >= 0 and times[-1] < horizon
     mean_rate = (1 * 10 + 5 * 10) / 20
     assert len(times) / horizon == pytest.approx(mean_rate, rel=0.03)
@@ -122,7 +119,7 @@ def test_bursty_starts_quiet() -> None:
     0.001/s, almost nothing arrives (a start in the 1000/s burst state would bring ~1000)."""
     spec = spec_of({"process": "bursty", "rate_per_s": 0.001, "burst_rate_per_s": 1000,
                     "mean_quiet": 1000, "mean_burst": 1})
-    assert len(arr.bursty(spec, 1.0, stream(1, 0, "arrivals"))) <= 2
+    assert len(spec.times(1.0, stream(1, 0, "arrivals"))) <= 2
 
 
 def test_diurnal_peak_to_trough_ratio_and_total() -> None:
@@ -136,7 +133,7 @@ def test_diurnal_peak_to_trough_ratio_and_total() -> None:
     spec = spec_of({"process": "diurnal", "rate_per_s": 1.0, "amplitude": a,
                     "period": period, "peak_at": peak})
     horizon = 4 * period
-    times = arr.diurnal(spec, horizon, stream(5, 0, "arrivals"))
+    times = spec.times(horizon, stream(5, 0, "arrivals"))
     assert np.all(np.diff(times) >= 0) and times[-1] < horizon
     phase = (times - peak) % period
     at_peak = np.sum((phase < 1800) | (phase >= period - 1800))
@@ -152,7 +149,7 @@ def test_stages_run_in_order_and_stop_after_the_last() -> None:
         {"duration": 100, "rate_per_s": 20, "process": "constant"},
         {"duration": 100, "rate_per_s": 1},
     ]})
-    times = arr.stages(spec, 1000.0, stream(2, 0, "arrivals"))
+    times = spec.times(1000.0, stream(2, 0, "arrivals"))
     assert np.all(np.diff(times) >= 0)
     counts = np.histogram(times, bins=[0, 100, 200, 300, 1000])[0]
     assert abs(counts[0] - 500) < 4 * math.sqrt(500)
@@ -168,7 +165,7 @@ def test_stages_repeat_until_the_horizon() -> None:
         {"duration": 10, "rate_per_s": 1, "process": "constant"},
         {"duration": 10, "rate_per_s": 0.1, "process": "constant"},
     ]})
-    times = arr.stages(spec, 45.0, stream(0, 0, "arrivals"))
+    times = spec.times(45.0, stream(0, 0, "arrivals"))
     expected = [*range(0, 10), 10, *range(20, 30), 30, *range(40, 45)]
     np.testing.assert_allclose(times, expected)
 

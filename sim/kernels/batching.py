@@ -14,13 +14,14 @@ arrivals go first (lowest request index first), then iteration ends (lowest repl
 
 Dispatch (at arrival). A request whose prompt + output exceeds `max_model_len` or the
 replica's KV capacity is *rejected* (status REJECTED, done = arrival). Otherwise the router
-picks a queue: `shared_queue` puts every request in one FIFO that all replicas pull from;
-`round_robin` cycles over active replicas; `least_outstanding` picks the active replica with
-the fewest dispatched-but-unfinished requests (lowest index on ties); `random` picks active
-replica floor(u x n_active) with u drawn per request up front. With no active replica the
-request waits in the shared queue. Then the chosen replica, if idle, tries to start an
-iteration at that time; for the shared queue, idle active replicas try in index order until
-the queue is empty.
+picks a queue: an active replica's own queue, or the shared queue all replicas pull from.
+Routers are a family (`sim.routers`: shared_queue, round_robin, least_outstanding, random,
+...); the pool is given the chosen router's numba function and calls it here, at one place
+(`_route`), with the active replicas, their outstanding (dispatched-but-unfinished)
+requests, the request's uniform u drawn up front and the router's own memory. With no
+active replica the request waits in the shared queue. Then the chosen replica, if idle,
+tries to start an iteration at that time; for the shared queue, idle active replicas try in
+index order until the queue is empty.
 
 Iteration composition (when a replica is idle and woken, or when its iteration ends), with
 token budget B = max_num_batched_tokens and at most S = max_num_seqs running sequences:
@@ -40,9 +41,9 @@ token budget B = max_num_batched_tokens and at most S = max_num_seqs running seq
     FIFO while they fit, whole prompts; otherwise it decodes every decoding sequence. The
     budget check counts the whole prompt; only the tokens computed (not a cached prefix)
     use the budget up.
- 3. An empty batch leaves the replica idle. Otherwise the iteration ends after
-    `step_time(...)` (sim.kernels.roofline), or, in service-time mode, after the service
-    time of its single request.
+ 3. An empty batch leaves the replica idle. Otherwise the iteration ends after the time the
+    service model gives it: `step_time(...)` (sim.kernels.roofline) for the roofline, or,
+    in service-time mode, the service time of its single request.
 A draining or offline replica admits nothing; a draining one finishes what it runs.
 
 Async scheduling (`async_scheduling`, as vLLM V1 does by default since late 2025): the engine
@@ -71,13 +72,16 @@ step D + (output - G); sequences finishing at the same iteration complete in req
 order. KV accounting is per token (paged blocks are not modelled; vLLM wastes fewer than
 block_size tokens per sequence).
 
-Service models. Besides the roofline (LLMs, continuous batching), two simpler ones run on
-the same queues: *service-time* mode (batch size 1, each request's service time drawn up
-front; how queueing theory checks the engine) and *dynamic batching* for classic models
-(CNN/BERT classifiers): an idle replica starts a batch of up to S queued requests when S are
-waiting or when the head of its queue (its own, else the shared one) has waited
-`max_queue_delay` since arriving at the pool, and the
-batch takes a + c x b seconds; all its requests complete (first token = done) at its end.
+Service models (`sim.kernels.service_models`). Besides the roofline (LLMs, continuous
+batching), two simpler ones run on the same queues: *service-time* mode (batch size 1, each
+request's service time drawn up front; how queueing theory checks the engine) and *dynamic
+batching* for classic models (CNN/BERT classifiers): an idle replica starts a batch of up to
+S queued requests when S are waiting or when the head of its queue (its own, else the shared
+one) has waited `max_queue_delay` since arriving at the pool, and the batch takes a + c x b
+seconds; all its requests complete (first token = done) at its end. A service model is a
+row of that module's table: how a replica composes an iteration (continuous or dynamic
+batching: the one branch in `_compose` and the one at an iteration's end in `advance`) and
+a numba function, passed in like the router, for how long an iteration takes.
 
 Closed loop (clients > 0): requests beyond the first `clients` have no arrival time; when a
 request completes (done, or rejected) at time t, the next unreleased request arrives at
@@ -121,10 +125,21 @@ RUNNING at the end of the run (unfinished).
 
 from __future__ import annotations
 
-import numpy as np
-from numba import njit
+import functools
+from typing import Any
 
-from sim.kernels.roofline import step_time
+import numpy as np
+from numba import njit, types
+from numba.core.typing.typeof import typeof_impl
+
+from sim.kernels.service_models import (
+    DYNAMIC,
+    ITERATION_SIGNATURE,
+    ITERATION_TYPE,
+    SERVICE_MODELS,
+    default_service_model,
+)
+from sim.routers import ROUTER_SIGNATURE, ROUTER_TYPE, ROUTERS, SHARED_QUEUE, new_router_memory
 
 INF = np.inf
 
@@ -141,18 +156,6 @@ OFFLINE = 0
 ACTIVE = 1
 DRAINING = 2
 DOWN = 3  # failed; PI_WANTED holds the state it returns to when restored
-
-# Routers.
-ROUTER_SHARED = 0
-ROUTER_ROUND_ROBIN = 1
-ROUTER_LEAST_OUTSTANDING = 2
-ROUTER_RANDOM = 3
-ROUTERS = {"shared_queue": 0, "round_robin": 1, "least_outstanding": 2, "random": 3}
-
-# Service modes.
-MODE_ROOFLINE = 0
-MODE_SERVICE_TIME = 1
-MODE_DYNAMIC_BATCH = 2
 
 # In-flight states of a replica.
 IDLE = 0
@@ -222,15 +225,14 @@ C_MAX_SEQS = 1
 C_BUDGET = 2
 C_CHUNKED = 3
 C_PREFIX_CACHING = 4
-C_MODE = 5
+C_BATCHING = 5  # how replicas compose iterations: service_models.CONTINUOUS or DYNAMIC
 C_KV_CAPACITY = 6
 C_MAX_MODEL_LEN = 7
-C_ROUTER = 8
-C_CLIENTS = 9
-C_GROUPS = 10
-C_DEADLINES = 11  # 1 when some request has a finite patience (client timeouts are events)
-C_ASYNC = 12  # 1: async scheduling (an iteration is scheduled when the previous one starts)
-C_SIZE = 13
+C_CLIENTS = 8
+C_GROUPS = 9
+C_DEADLINES = 10  # 1 when some request has a finite patience (client timeouts are events)
+C_ASYNC = 11  # 1: async scheduling (an iteration is scheduled when the previous one starts)
+C_SIZE = 12
 
 # Float configuration (fcfg[F]).
 F_LOOP_DELAY = 0  # closed loop: from a response reaching its client to the client's next request
@@ -242,10 +244,9 @@ F_SIZE = 3
 G_NEXT_ARRIVAL = 0  # index into `order` of the next arrival to take
 G_RELEASED = 1  # requests in `order` (all of them in open loop)
 G_NEXT_UNRELEASED = 2  # next request a closed-loop client sends
-G_ROUND_ROBIN = 3
-G_USE_CLOCK = 4  # strictly increasing stamp for LRU order of cached prefixes
-G_NEXT_DEADLINE = 5  # index into `deadline_order` of the next deadline to take
-G_SIZE = 6
+G_USE_CLOCK = 3  # strictly increasing stamp for LRU order of cached prefixes
+G_NEXT_DEADLINE = 4  # index into `deadline_order` of the next deadline to take
+G_SIZE = 5
 
 # Prefix cache fields (cache_i[r, g, F]).
 K_CACHED = 0
@@ -535,7 +536,8 @@ def _queue_head(queues, rep_i, r, shared_q):
 
 
 @njit(cache=True)
-def _compose_dynamic_batch(req_i, req_f, rep_i, rep_f, running, prefilling, queues, glob, cfg, params, r, t):
+def _compose_dynamic_batch(req_i, req_f, rep_i, rep_f, running, prefilling, queues, glob, cfg, params, r, t,
+                           iteration_s):
     """Classic models: run a batch when it is full or its oldest request waited long enough.
 
     latency(b) = a + c x b (params[0], params[1]); the oldest queued request waits at most
@@ -577,7 +579,7 @@ def _compose_dynamic_batch(req_i, req_f, rep_i, rep_f, running, prefilling, queu
         running[r, rep_i[r, PI_RUNNING]] = i
         req_i[i, RI_RUN_POS] = rep_i[r, PI_RUNNING]
         rep_i[r, PI_RUNNING] += 1
-    dt = params[0] + params[1] * waiting
+    dt = iteration_s(params, 0.0, 0, 0, 0, waiting, 0, 0, 0)
     rep_i[r, PI_IN_FLIGHT] = BUSY
     rep_i[r, PI_ITER_DECODES] = 0
     rep_f[r, PF_ITER_START] = t
@@ -605,16 +607,17 @@ def _end_dynamic_batch(req_i, req_f, rep_i, rep_f, running, cache_i, order, glob
 
 @njit(cache=True)
 def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
-             prefix_tokens_of_group, glob, cfg, params, r, t, cutoff):
+             prefix_tokens_of_group, glob, cfg, params, r, t, cutoff, iteration_s):
     """Decide replica r's next iteration at time t and start it; returns False if idle.
 
     Only requests that arrived by `cutoff` are admitted (async scheduling: the iteration was
-    scheduled when the previous one started)."""
+    scheduled when the previous one started). `iteration_s` is the service model's duration
+    function (`sim.kernels.service_models`)."""
     if rep_i[r, PI_STATE] == OFFLINE or rep_i[r, PI_STATE] == DOWN:
         return False
-    if cfg[C_MODE] == MODE_DYNAMIC_BATCH:
+    if cfg[C_BATCHING] == DYNAMIC:
         return _compose_dynamic_batch(req_i, req_f, rep_i, rep_f, running, prefilling, queues, glob, cfg,
-                                      params, r, t)
+                                      params, r, t, iteration_s)
     kv_cap = cfg[C_KV_CAPACITY]
     shared_q = cfg[C_REPLICAS]
     budget = cfg[C_BUDGET]
@@ -710,11 +713,9 @@ def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, q
     if cfg[C_CHUNKED] == 0:
         rep_i[r, PI_KV_USED] += decodes
     rep_i[r, PI_ITER_DECODES] = decodes
-    if cfg[C_MODE] == MODE_SERVICE_TIME:
-        dt = req_f[prefilling[r, 0], RF_SERVICE] if rep_i[r, PI_PREFILLING] > 0 else 0.0
-    else:
-        dt = step_time(params, prefill_tokens, prefill_pairs, prefill_context, prefill_seqs, decodes,
-                       rep_i[r, PI_DECODE_CONTEXT] if decodes > 0 else 0, logit_tokens)
+    service_s = req_f[prefilling[r, 0], RF_SERVICE] if rep_i[r, PI_PREFILLING] > 0 else 0.0
+    dt = iteration_s(params, service_s, prefill_tokens, prefill_pairs, prefill_context, prefill_seqs, decodes,
+                     rep_i[r, PI_DECODE_CONTEXT] if decodes > 0 else 0, logit_tokens)
     rep_i[r, PI_IN_FLIGHT] = 1
     rep_f[r, PF_ITER_START] = t
     rep_f[r, PF_BUSY_UNTIL] = t + dt
@@ -817,44 +818,27 @@ def _end_iteration(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cach
 
 
 @njit(cache=True, inline="always")
-def _route(req_i, req_f, rep_i, cfg, glob, i):
-    """The queue a new request joins (a replica index, or R for the shared queue)."""
+def _route(req_f, rep_i, cfg, i, route, router_memory, active):
+    """The queue a new request joins (a replica index, or R for the shared queue): the
+    router's choice among the active replicas (`sim.routers`). `active` is scratch space."""
     n_rep = cfg[C_REPLICAS]
-    router = cfg[C_ROUTER]
-    if router == ROUTER_SHARED:
-        return n_rep
-    active = 0
+    n_active = 0
     for r in range(n_rep):
         if rep_i[r, PI_STATE] == ACTIVE:
-            active += 1
-    if active == 0:
+            active[n_active] = r
+            n_active += 1
+    if n_active == 0:
         return n_rep
-    if router == ROUTER_ROUND_ROBIN:
-        for step in range(n_rep):
-            r = (glob[G_ROUND_ROBIN] + step) % n_rep
-            if rep_i[r, PI_STATE] == ACTIVE:
-                glob[G_ROUND_ROBIN] = (r + 1) % n_rep
-                return r
-    if router == ROUTER_LEAST_OUTSTANDING:
-        best = -1
-        for r in range(n_rep):
-            if rep_i[r, PI_STATE] == ACTIVE and (best < 0 or rep_i[r, PI_OUTSTANDING] < rep_i[best, PI_OUTSTANDING]):
-                best = r
-        return best
-    # random
-    pick = int(req_f[i, RF_RANDOM] * active)
-    if pick >= active:
-        pick = active - 1
-    for r in range(n_rep):
-        if rep_i[r, PI_STATE] == ACTIVE:
-            if pick == 0:
-                return r
-            pick -= 1
-    return n_rep
+    q = route(active, n_active, rep_i[:, PI_OUTSTANDING], req_f[i, RF_RANDOM], router_memory)
+    if q == SHARED_QUEUE:
+        return n_rep
+    if q < 0 or q >= n_rep or rep_i[q, PI_STATE] != ACTIVE:
+        raise ValueError("the router chose a replica that is not active")
+    return q
 
 
 @njit(cache=True)
-def _run_ahead(rep_i, rep_f, hk, queues, cfg, params, r, t_end, next_arrival):
+def _run_ahead(rep_i, rep_f, hk, queues, cfg, params, r, t_end, next_arrival, iteration_s):
     """Fast-forward replica r through decode-only iterations that change nothing but itself.
 
     While r's in-flight iteration is decode only, completes no sequence, ends before the next
@@ -888,7 +872,7 @@ def _run_ahead(rep_i, rep_f, hk, queues, cfg, params, r, t_end, next_arrival):
         rep_i[r, PI_DECODE_CONTEXT] += decodes
         # the next one: the same sequences, one token further
         rep_i[r, PI_KV_USED] += decodes
-        dt = step_time(params, 0, 0, 0, 0, decodes, rep_i[r, PI_DECODE_CONTEXT], decodes)
+        dt = iteration_s(params, 0.0, 0, 0, 0, 0, decodes, rep_i[r, PI_DECODE_CONTEXT], decodes)
         rep_f[r, PF_ITER_START] = end
         end = end + dt
         rep_f[r, PF_BUSY_UNTIL] = end
@@ -913,14 +897,40 @@ def _expire(req_i, req_f, rep_i, queues, order, glob, cfg, i, t, fcfg):
     return True
 
 
+# The entry points that take the router and the service model's duration are compiled for
+# exactly one signature, with both as first-class functions (`sim.routers.ROUTER_TYPE`,
+# `sim.kernels.service_models.ITERATION_TYPE`), the first time a pool is built
+# (`_compile_entry_points`). Left to specialise on their arguments, they would be
+# compiled once per router function, and such a specialisation is not found in the cache by
+# the next process (measured with numba 0.68: every run would compile again).
+_I32_2D = types.int32[:, ::1]
+_I64_1D, _I64_2D, _I64_3D = types.int64[::1], types.int64[:, ::1], types.int64[:, :, ::1]
+_F64_1D, _F64_2D = types.float64[::1], types.float64[:, ::1]
+ADVANCE_SIGNATURE = types.int64(
+    _I32_2D, _F64_2D, _I64_2D, _F64_2D, _I64_2D, _I64_2D, _I64_2D, _I64_2D, _I64_3D, _I64_2D,
+    _I64_1D, _I64_1D, _I64_1D, _I64_1D, _I64_1D, _F64_1D, types.float64, _F64_1D, ROUTER_TYPE, _I64_1D,
+    ITERATION_TYPE)
+COMPOSE_SIGNATURE = types.boolean(
+    _I32_2D, _F64_2D, _I64_2D, _F64_2D, _I64_2D, _I64_2D, _I64_2D, _I64_2D, _I64_3D, _I64_2D,
+    _I64_1D, _I64_1D, _I64_1D, _F64_1D, types.int64, types.float64, types.float64, ITERATION_TYPE)
+FAIL_SIGNATURE = types.int64[:](
+    _I32_2D, _F64_2D, _I64_2D, _F64_2D, _I64_2D, _I64_3D, _I64_2D, _I64_1D, _I64_1D, _I64_1D,
+    types.int64, types.float64, types.int64, _F64_1D, ROUTER_TYPE, _I64_1D)
+
+
 @njit(cache=True)
 def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
-            prefix_tokens_of_group, order, deadline_order, glob, cfg, params, t_end, fcfg):
-    """Run every arrival, iteration end and deadline with time <= t_end; returns events processed."""
+            prefix_tokens_of_group, order, deadline_order, glob, cfg, params, t_end, fcfg,
+            route, router_memory, iteration_s):
+    """Run every arrival, iteration end and deadline with time <= t_end; returns events processed.
+
+    `route` is the router's numba function (`sim.routers`), `router_memory` its state, and
+    `iteration_s` the service model's duration function (`sim.kernels.service_models`)."""
     n_rep = cfg[C_REPLICAS]
     shared_q = n_rep
     kv_cap = cfg[C_KV_CAPACITY]
     closed = cfg[C_CLIENTS] > 0
+    active = np.empty(n_rep, dtype=np.int64)  # the router's scratch: indices of active replicas
     events = 0
     while True:
         ta = INF
@@ -962,7 +972,7 @@ def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
                 if cfg[C_CLIENTS] > 0:
                     _release_next(req_f, order, glob, ta + fcfg[F_LOOP_DELAY])
                 continue
-            q = _route(req_i, req_f, rep_i, cfg, glob, i)
+            q = _route(req_f, rep_i, cfg, i, route, router_memory, active)
             req_i[i, RI_STATUS] = WAITING
             req_i[i, RI_TARGET] = req_i[i, RI_PROMPT]
             _queue_push(queues, req_i, q, i)
@@ -970,12 +980,12 @@ def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
                 rep_i[q, PI_OUTSTANDING] += 1
                 if rep_i[q, PI_IN_FLIGHT] != BUSY:
                     _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i,
-                             queues, prefix_tokens_of_group, glob, cfg, params, q, ta, ta)
+                             queues, prefix_tokens_of_group, glob, cfg, params, q, ta, ta, iteration_s)
             else:
                 for r in range(n_rep):
                     if rep_i[r, PI_IN_FLIGHT] != BUSY and rep_i[r, PI_STATE] == ACTIVE:
                         _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i,
-                                 queues, prefix_tokens_of_group, glob, cfg, params, r, ta, ta)
+                                 queues, prefix_tokens_of_group, glob, cfg, params, r, ta, ta, iteration_s)
                         if queues[shared_q, 0] < 0:
                             break
         else:
@@ -984,7 +994,7 @@ def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
             events += 1
             if rep_i[rmin, PI_IN_FLIGHT] == TIMER:
                 rep_i[rmin, PI_IN_FLIGHT] = IDLE
-            elif cfg[C_MODE] == MODE_DYNAMIC_BATCH:
+            elif cfg[C_BATCHING] == DYNAMIC:
                 _end_dynamic_batch(req_i, req_f, rep_i, rep_f, running, cache_i, order, glob, cfg, rmin,
                                    fcfg)
             else:
@@ -995,19 +1005,27 @@ def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
             # scheduler looks again at once
             cutoff = rep_f[rmin, PF_ITER_START] if cfg[C_ASYNC] == 1 else te
             if not _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
-                            prefix_tokens_of_group, glob, cfg, params, rmin, te, cutoff) and cutoff < te:
+                            prefix_tokens_of_group, glob, cfg, params, rmin, te, cutoff, iteration_s) and cutoff < te:
                 _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
-                         prefix_tokens_of_group, glob, cfg, params, rmin, te, te)
+                         prefix_tokens_of_group, glob, cfg, params, rmin, te, te, iteration_s)
             next_arrival = INF
             if glob[G_NEXT_ARRIVAL] < glob[G_RELEASED]:
                 next_arrival = req_f[order[glob[G_NEXT_ARRIVAL]], RF_ARRIVAL]
-            _run_ahead(rep_i, rep_f, hk, queues, cfg, params, rmin, t_end, next_arrival)
+            _run_ahead(rep_i, rep_f, hk, queues, cfg, params, rmin, t_end, next_arrival, iteration_s)
     return events
 
 
 @njit(cache=True)
+def _reroute(req_i, req_f, rep_i, queues, cfg, i, route, router_memory, active):
+    q = _route(req_f, rep_i, cfg, i, route, router_memory, active)
+    _queue_push(queues, req_i, q, i)
+    if q < cfg[C_REPLICAS]:
+        rep_i[q, PI_OUTSTANDING] += 1
+
+
+@njit(cache=True)
 def _fail_replica(req_i, req_f, rep_i, rep_f, running, cache_i, queues, order, glob, cfg, r, t,
-                  max_attempts, fcfg):
+                  max_attempts, fcfg, route, router_memory):
     """Replica r fails at t (see the module docstring); returns the requests that failed for good."""
     lost = np.empty(rep_i[r, PI_RUNNING], dtype=np.int64)
     for k in range(rep_i[r, PI_RUNNING]):
@@ -1084,19 +1102,57 @@ def _fail_replica(req_i, req_f, rep_i, rep_f, running, cache_i, queues, order, g
             retry[n_retry] = i
             n_retry += 1
     # the router places them again, as new arrivals: retried ones first, oldest first
+    active = np.empty(cfg[C_REPLICAS], dtype=np.int64)
     for k in range(n_retry):
-        _reroute(req_i, req_f, rep_i, queues, cfg, glob, retry[k])
+        _reroute(req_i, req_f, rep_i, queues, cfg, retry[k], route, router_memory, active)
     for i in untouched:
-        _reroute(req_i, req_f, rep_i, queues, cfg, glob, i)
+        _reroute(req_i, req_f, rep_i, queues, cfg, i, route, router_memory, active)
     return failed[:n_failed]
 
 
-@njit(cache=True)
-def _reroute(req_i, req_f, rep_i, queues, cfg, glob, i):
-    q = _route(req_i, req_f, rep_i, cfg, glob, i)
-    _queue_push(queues, req_i, q, i)
-    if q < cfg[C_REPLICAS]:
-        rep_i[q, PI_OUTSTANDING] += 1
+class CompiledFunction(types.WrapperAddressProtocol):
+    """A numba function handed to the kernel as a first-class function, by address.
+
+    Numba converts a jit function passed as a `FunctionType` argument at every call (looking
+    up its compiled version and its address: about 0.2 ms per `advance_to`, which the control
+    plane calls thousands of times). This wrapper implements numba's wrapper-address protocol
+    with the address looked up once."""
+
+    def __init__(self, function: Any, signature: Any) -> None:
+        from numba.experimental.function_type import _get_wrapper_address
+
+        self.function = function
+        self._signature = signature
+        self._address = _get_wrapper_address(function, signature)
+        self.function_type = types.FunctionType(signature)
+
+    def __wrapper_address__(self) -> int:
+        return self._address
+
+    def signature(self) -> Any:
+        return self._signature
+
+
+@typeof_impl.register(CompiledFunction)
+def _typeof_compiled_function(value: CompiledFunction, context: Any) -> Any:
+    return value.function_type  # built once: numba would build a new FunctionType per call
+
+
+@functools.cache
+def compiled(function: Any, signature: Any) -> CompiledFunction:
+    """The one CompiledFunction of a numba function (looked up once per process)."""
+    return CompiledFunction(function, signature)
+
+
+@functools.cache
+def _compile_entry_points() -> None:
+    """Compile (or load from the cache) the entry points that take a router or a duration
+    function, for their one signature each, and allow no other: a call with any router or
+    service model then converts it to the first-class function type instead of specialising."""
+    for kernel, signature in ((_compose, COMPOSE_SIGNATURE), (advance, ADVANCE_SIGNATURE),
+                              (_fail_replica, FAIL_SIGNATURE)):
+        kernel.compile(signature)
+        kernel.disable_compile()
 
 
 # ------------------------------------------------------------------------------------------
@@ -1117,6 +1173,10 @@ class PoolKernel:
     Faults: `timeout_s` is the client timeout (how long a request may wait at the pool
     without being admitted), `patience_s` the same per request (open loop only), and
     `max_attempts` the most attempts a request makes when replicas fail (0: no limit).
+
+    `router` names a member of `sim.routers.ROUTERS`; `service_model` one of
+    `sim.kernels.service_models.SERVICE_MODELS` (by default `service_time` when `service_s`
+    is given, `dynamic_batching` when `batch_latency` is, else `roofline`).
     """
 
     def __init__(
@@ -1149,19 +1209,33 @@ class PoolKernel:
         patience_s: np.ndarray | None = None,
         max_attempts: int = 0,
         async_scheduling: bool = False,
+        service_model: str | None = None,
     ) -> None:
         n = len(arrival_s)
         if not (len(prompt_tokens) == len(output_tokens) == n):
             raise ValueError("request arrays differ in length")
         if router not in ROUTERS:
             raise ValueError(f"unknown router {router!r}; allowed: {', '.join(ROUTERS)}")
+        model = SERVICE_MODELS[service_model or default_service_model(service_s, batch_latency)]
+        if service_s is not None and batch_latency is not None:
+            raise ValueError("service_s and batch_latency are two different service models; pick one")
+        if model.unit_requests and service_s is None:
+            raise ValueError(f"service model {model.name!r} needs service_s: each request's service time")
+        dynamic = model.batching == DYNAMIC
+        if dynamic and batch_latency is None:
+            raise ValueError(f"service model {model.name!r} needs batch_latency: (a, c) of a + c x b")
+        _compile_entry_points()
+        self.route = compiled(ROUTERS[router].choose, ROUTER_SIGNATURE)
+        self.router_memory = new_router_memory()
+        self.iteration_s = compiled(model.iteration_s, ITERATION_SIGNATURE)
+        self.service_model = model.name
         self.n = n
         self.replicas = replicas
         self.req_i = np.zeros((n, RI_SIZE), dtype=np.int32)
         self.req_f = np.full((n, RF_SIZE), np.nan, dtype=np.float64)
         # a service-time request is one unit of service: one "token" in, one out
-        self.req_i[:, RI_PROMPT] = prompt_tokens if service_s is None else 1
-        self.req_i[:, RI_OUTPUT] = output_tokens if service_s is None else 1
+        self.req_i[:, RI_PROMPT] = 1 if model.unit_requests else prompt_tokens
+        self.req_i[:, RI_OUTPUT] = 1 if model.unit_requests else output_tokens
         self.req_i[:, RI_GROUP] = -1 if prefix_group is None else prefix_group
         self.req_i[:, RI_PREFIX] = 0 if prefix_tokens is None else prefix_tokens
         self.req_i[:, RI_REPLICA] = -1
@@ -1180,9 +1254,7 @@ class PoolKernel:
         if n and np.any(self.req_f[:, RF_PATIENCE] < 0):
             raise ValueError("patience_s must be >= 0 (a request with none left never reaches the pool)")
         self.max_attempts = int(max_attempts)
-        if service_s is not None and batch_latency is not None:
-            raise ValueError("service_s and batch_latency are two different service models; pick one")
-        max_seqs = 1 if service_s is not None else max_num_seqs
+        max_seqs = 1 if model.unit_requests else max_num_seqs
         self.rep_i = np.zeros((replicas, PI_SIZE), dtype=np.int64)
         self.rep_f = np.zeros((replicas, PF_SIZE), dtype=np.float64)
         self.rep_f[:, PF_BUSY_UNTIL] = np.inf
@@ -1214,20 +1286,18 @@ class PoolKernel:
         self.cfg[C_REPLICAS] = replicas
         self.cfg[C_MAX_SEQS] = max_seqs
         self.cfg[C_BUDGET] = max_num_batched_tokens
-        self.cfg[C_CHUNKED] = 1 if chunked_prefill and service_s is None else 0
+        self.cfg[C_CHUNKED] = 1 if chunked_prefill and not model.unit_requests and not dynamic else 0
         self.cfg[C_PREFIX_CACHING] = 1 if prefix_caching else 0
-        self.cfg[C_MODE] = (MODE_SERVICE_TIME if service_s is not None
-                            else MODE_DYNAMIC_BATCH if batch_latency is not None else MODE_ROOFLINE)
+        self.cfg[C_BATCHING] = model.batching
         self.cfg[C_KV_CAPACITY] = kv_capacity_tokens
         self.cfg[C_MAX_MODEL_LEN] = max_model_len
-        self.cfg[C_ROUTER] = ROUTERS[router]
         self.cfg[C_CLIENTS] = clients
         self.cfg[C_GROUPS] = groups
-        self.cfg[C_ASYNC] = 1 if async_scheduling and service_s is None and batch_latency is None else 0
+        # an engine's scheduler runs ahead; a service-time server or a batching server does not
+        self.cfg[C_ASYNC] = 1 if async_scheduling and not model.unit_requests and not dynamic else 0
         if batch_latency is not None:
             params = np.array([batch_latency[0], batch_latency[1], max_queue_delay_s], dtype=np.float64)
-            self.cfg[C_CHUNKED] = 0
-        self.params = np.zeros(1) if params is None else params
+        self.params = np.zeros(1) if params is None else np.ascontiguousarray(params, dtype=np.float64)
         self.cfg[C_DEADLINES] = int(bool(np.isfinite(self.req_f[:, RF_PATIENCE]).any()))
         self._order_deadlines()
         self.fcfg = np.zeros(F_SIZE, dtype=np.float64)
@@ -1257,7 +1327,7 @@ class PoolKernel:
             self.req_i, self.req_f, self.rep_i, self.rep_f, self.running, self.prefilling,
             self.heap_key, self.heap_req, self.cache_i, self.queues, self.prefix_tokens_of_group,
             self.order, self.deadline_order, self.glob, self.cfg, self.params, float(t),
-            self.fcfg,
+            self.fcfg, self.route, self.router_memory, self.iteration_s,
         )
         self.advanced = True
         self.now = float(t)
@@ -1266,7 +1336,8 @@ class PoolKernel:
         if self.rep_i[r, PI_IN_FLIGHT] != BUSY:
             _compose(self.req_i, self.req_f, self.rep_i, self.rep_f, self.running, self.prefilling,
                      self.heap_key, self.heap_req, self.cache_i, self.queues,
-                     self.prefix_tokens_of_group, self.glob, self.cfg, self.params, r, self.now, self.now)
+                     self.prefix_tokens_of_group, self.glob, self.cfg, self.params, r, self.now, self.now,
+                     self.iteration_s)
 
     # -- control calls (made by the SimPy world, after advance_to(env.now)) -----------------
 
@@ -1290,6 +1361,29 @@ class PoolKernel:
     def busy_until(self, r: int) -> float:
         """When replica r's iteration in flight ends (inf when it runs none)."""
         return float(self.rep_f[r, PF_BUSY_UNTIL])
+
+    def next_event_time(self) -> float:
+        """The time of the next event `advance_to` would take (an arrival, an iteration or
+        batching timer ending, a client deadline); inf when none is left. Nothing in the pool
+        changes before it."""
+        glob, cfg = self.glob, self.cfg
+        soonest = INF
+        if glob[G_NEXT_ARRIVAL] < glob[G_RELEASED]:
+            soonest = float(self.req_f[self.order[glob[G_NEXT_ARRIVAL]], RF_ARRIVAL])
+        busy = self.rep_i[:, PI_IN_FLIGHT] != IDLE
+        if busy.any():
+            soonest = min(soonest, float(self.rep_f[busy, PF_BUSY_UNTIL].min()))
+        if cfg[C_DEADLINES] == 1:
+            deadlines = glob[G_RELEASED] if cfg[C_CLIENTS] > 0 else self.deadline_order.shape[0]
+            if glob[G_NEXT_DEADLINE] < deadlines:
+                j = self.deadline_order[glob[G_NEXT_DEADLINE]]
+                soonest = min(soonest, float(self.req_f[j, RF_ARRIVAL] + self.req_f[j, RF_PATIENCE]))
+        return soonest
+
+    @property
+    def frontend_min_lag_s(self) -> float:
+        """The least time from an iteration's end to its tokens reaching the client."""
+        return float(self.fcfg[F_FRONTEND_S])
 
     def has_queued(self, r: int) -> bool:
         """Requests wait in replica r's own queue (not yet admitted)."""
@@ -1329,7 +1423,7 @@ class PoolKernel:
             return np.empty(0, dtype=np.int64)
         failed = _fail_replica(self.req_i, self.req_f, self.rep_i, self.rep_f, self.running, self.cache_i,
                                self.queues, self.order, self.glob, self.cfg, r, self.now, self.max_attempts,
-                               self.fcfg)
+                               self.fcfg, self.route, self.router_memory)
         for other in range(self.replicas):
             if self.rep_i[other, PI_STATE] == ACTIVE:
                 self._wake(other)

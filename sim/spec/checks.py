@@ -256,15 +256,16 @@ def check_files(s: Scenario) -> list[SpecIssue]:
     parts = {"workload.arrivals": s.workload.arrivals, "workload.prompt_tokens": s.workload.prompt_tokens,
              "workload.output_tokens": s.workload.output_tokens}
     for path, part in parts.items():
-        file = getattr(part, "path", None)
-        if file is not None and not Path(file).exists():
-            issues.append(SpecIssue(f"{path}.path", "file not found", file,
-                                    "a CSV file, relative to the scenario file"))
-        elif file is not None:
-            try:  # a regular file within the trace cap: a FIFO would block the run, /dev/zero never end
-                check_file(file, MAX_TRACE_BYTES, "trace (CSV file)", f"{path}.path")
-            except SpecError as exc:
-                issues += [replace(issue, message=f"{file} {issue.message}") for issue in exc.issues]
+        for field in part.file_fields:  # each family member names the fields that hold files
+            file = getattr(part, field)
+            if file is not None and not Path(file).exists():
+                issues.append(SpecIssue(f"{path}.{field}", "file not found", file,
+                                        "a CSV file, relative to the scenario file"))
+            elif file is not None:
+                try:  # a regular file within the trace cap: a FIFO would block the run, /dev/zero never end
+                    check_file(file, MAX_TRACE_BYTES, "trace (CSV file)", f"{path}.{field}")
+                except SpecError as exc:
+                    issues += [replace(issue, message=f"{file} {issue.message}") for issue in exc.issues]
     return issues
 
 
@@ -311,7 +312,7 @@ def check_monitor(s: Scenario) -> list[SpecIssue]:
     """The detector must know its parameters and suit the monitored signal."""
     if s.placement.monitoring == NONE_SITE:
         return []
-    from sim.world.detectors import check_params, check_signal  # River is slow to import
+    from sim.detectors import check_params, check_signal  # River is imported on first use
 
     monitor = s.lifecycle.monitor
     issues = check_params(monitor.detector, dict(monitor.params))

@@ -38,6 +38,8 @@ from sim.spec import safe_yaml
 from sim.spec.errors import SpecError, SpecIssue, finite_range, format_path, issues_from_validation
 from sim.spec.files import MAX_YAML_BYTES, read_text
 from sim.spec.scenario import Scenario
+from sim.workload.arrivals import ARRIVALS
+from sim.workload.lengths import LENGTHS
 
 if TYPE_CHECKING:
     from sim.catalog import Catalog
@@ -125,10 +127,14 @@ def _rebase_paths(doc: dict[str, Any], directory: Path) -> None:
     workload = doc.get("workload")
     if not isinstance(workload, Mapping):
         return
-    for key in ("arrivals", "prompt_tokens", "output_tokens"):
+    for key, family in (("arrivals", ARRIVALS), ("prompt_tokens", LENGTHS), ("output_tokens", LENGTHS)):
         part = workload.get(key)
-        if isinstance(part, dict) and isinstance(part.get("path"), str) and not Path(part["path"]).is_absolute():
-            part["path"] = str((directory / part["path"]).resolve())
+        if not isinstance(part, dict):
+            continue
+        # any member's file fields: a file may set `path` and leave `process` to the one it extends
+        for field in {name for member in family.members() for name in member.file_fields}:
+            if isinstance(part.get(field), str) and not Path(part[field]).is_absolute():
+                part[field] = str((directory / part[field]).resolve())
 
 
 def load_document(path: str | Path) -> dict[str, Any]:

@@ -12,17 +12,30 @@ a scenario's name. Quantities accept human units (`40ms`, `1Gbps`, `16GB`, `6h`)
 in SI (seconds, bytes, bytes/s, USD) from here on; see `sim.spec.units`.
 
 Every model forbids unknown keys, so a typo is an error with a "did you mean" suggestion
-rather than a silently ignored line. Checks that need more than one field, or the catalog,
-live in `sim.spec.checks`.
+rather than a silently ignored line (`sim.spec.base.Spec`). Checks that need more than one
+field, or the catalog, live in `sim.spec.checks`.
+
+The interchangeable parts are families, each with its members' models and behaviour in one
+module: arrival processes and token lengths (`sim.workload`), service-time distributions,
+routers (`sim.routers`) and drift detectors (`sim.detectors`). The unions and name lists
+here are generated from their registries and rebuilt when a member is registered
+(`sim.spec.families`); nothing here lists a family's members.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
+from sim.detectors import DETECTORS
+from sim.routers import ROUTERS
+from sim.spec.base import Spec
 from sim.spec.units import Bytes, BytesPerSecond, Seconds
+from sim.workload.arrivals import ARRIVALS, ArrivalProcess
+from sim.workload.lengths import LENGTHS, LengthDistribution
+from sim.workload.prefixes import PrefixGroups
+from sim.workload.service_times import ServiceTime
 
 if TYPE_CHECKING:
     from sim.catalog import Catalog
@@ -34,13 +47,18 @@ Precision = Literal["bf16", "fp16", "fp8", "int8", "int4"]
 PoolRole = Literal["serving", "training"]
 
 
-class Spec(BaseModel):
-    """Base of every scenario model: unknown keys are errors, values are re-checked on edit,
-    and no number is NaN or infinite (`.nan` or `.inf` in YAML, `"inf"` as text): one rule
-    here instead of one per field, so a new field cannot forget it."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True,
-                              allow_inf_nan=False)
+# The families a scenario chooses from, as pydantic sees them: generated from each family's
+# registry (`sim.spec.families`); type checkers see the members' base class.
+if TYPE_CHECKING:
+    Arrivals = ArrivalProcess
+    TokenLengths = LengthDistribution
+    DetectorName = str
+    RouterName = str
+else:
+    Arrivals = ARRIVALS.choice()
+    TokenLengths = LENGTHS.choice()
+    DetectorName = DETECTORS.choice()
+    RouterName = ROUTERS.choice()
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,7 +204,10 @@ class Serving(Spec):
     max_model_len: int = Field(default=8192, ge=16, description="longest prompt + output a replica accepts")
     kv_cache_precision: Literal["bf16", "fp16", "fp8"] = "bf16"
     block_size: int = Field(default=16, ge=1, description="tokens per KV-cache block")
-    router: Literal["round_robin", "least_outstanding", "random", "shared_queue"] = "least_outstanding"
+    router: RouterName = Field(default="least_outstanding", description="a router of `sim.routers`")
+
+
+ROUTERS.bind(Serving, "router")
 
 
 class EfficiencyOverride(Spec):
@@ -213,14 +234,6 @@ class EfficiencyOverride(Spec):
         """The engine-profile factors set here (training MFU left out)."""
         return {k: v for k, v in self.model_dump().items()
                 if v is not None and k not in ("training_mfu", "lora_training_mfu")}
-
-
-class ServiceTime(Spec):
-    """Plain service-time distributions, batch size 1: the M/M/c and M/D/1 of queueing theory."""
-
-    dist: Literal["exponential", "deterministic", "lognormal"]
-    mean: Seconds = Field(gt=0)
-    sigma: float = Field(default=0.5, gt=0, le=4, description="lognormal: sigma of the underlying normal")
 
 
 class DynamicBatching(Spec):
@@ -250,134 +263,10 @@ class ModelSpec(Spec):
 # --------------------------------------------------------------------------------------------
 
 
-class Poisson(Spec):
-    process: Literal["poisson"]
-    rate_per_s: float = Field(gt=0)
-
-
-class Constant(Spec):
-    process: Literal["constant"]
-    rate_per_s: float = Field(gt=0)
-
-
-class Bursty(Spec):
-    """Two-state Markov-modulated Poisson process: quiet and burst, with exponential sojourns."""
-
-    process: Literal["bursty"]
-    rate_per_s: float = Field(gt=0, description="rate in the quiet state")
-    burst_rate_per_s: float = Field(gt=0, description="rate in the burst state")
-    mean_quiet: Seconds = Field(gt=0, description="mean sojourn in the quiet state")
-    mean_burst: Seconds = Field(gt=0, description="mean sojourn in the burst state")
-
-
-class Diurnal(Spec):
-    """A sinusoidal day: rate(t) = mean x (1 + amplitude x sin(2 pi (t - peak + period/4) / period))."""
-
-    process: Literal["diurnal"]
-    rate_per_s: float = Field(gt=0, description="mean rate over a period")
-    amplitude: float = Field(default=0.5, ge=0, le=1, description="peak-to-mean swing, 0..1")
-    period: Seconds = Field(default=86400.0, gt=0)
-    peak_at: Seconds = Field(default=14 * 3600.0, ge=0, description="time of the daily peak")
-
-
-class Stage(Spec):
-    duration: Seconds = Field(gt=0)
-    rate_per_s: float = Field(gt=0)
-    process: Literal["poisson", "constant"] = "poisson"
-
-
-class Stages(Spec):
-    """Piecewise load, as load tests ramp: one rate (and process) per stage, in order."""
-
-    process: Literal["stages"]
-    stages: list[Stage] = Field(min_length=1)
-    repeat: bool = Field(default=False, description="loop the stages until the horizon")
-
-
-class Concurrency(Spec):
-    """Closed loop: a fixed number of clients, each sending its next request when one ends."""
-
-    process: Literal["concurrency"]
-    clients: int = Field(ge=1)
-    think_time: Seconds = Field(default=0.0, ge=0)
-    requests: int | None = Field(default=None, ge=1, description="stop after this many requests")
-
-
-class Trace(Spec):
-    """Replay a request trace: the Azure LLM trace format or a CSV with a column mapping."""
-
-    process: Literal["trace"]
-    path: str = Field(description="CSV file, relative to the scenario file")
-    format: Literal["azure", "csv"] = "azure"
-    columns: dict[Literal["time", "prompt_tokens", "output_tokens"], str] = Field(
-        default_factory=dict, description="for format 'csv': which column holds what"
-    )
-    time_unit: Literal["s", "ms", "us", "datetime"] = "datetime"
-    time_scale: float = Field(default=1.0, gt=0, description="stretch (>1) or compress (<1) time")
-    loop: bool = Field(default=False, description="repeat the trace until the horizon")
-    use_token_counts: bool = Field(default=True, description="take token lengths from the trace")
-
-
-Arrivals = Annotated[
-    Poisson | Constant | Bursty | Diurnal | Stages | Concurrency | Trace,
-    Field(discriminator="process"),
-]
-
-
-class Fixed(Spec):
-    dist: Literal["fixed"]
-    value: int = Field(ge=1)
-
-
-class Uniform(Spec):
-    dist: Literal["uniform"]
-    low: int = Field(ge=1)
-    high: int = Field(ge=1)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Uniform:
-        if self.high < self.low:
-            raise ValueError(f"high ({self.high}) is below low ({self.low})")
-        return self
-
-
-class LogNormal(Spec):
-    """Log-normal token counts given by their mean and the sigma of the underlying normal."""
-
-    dist: Literal["lognormal"]
-    mean: float = Field(gt=0, description="mean token count")
-    sigma: float = Field(default=0.8, gt=0, le=4)
-    min: int = Field(default=1, ge=1)
-    max: int = Field(default=32768, ge=1)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> LogNormal:
-        if self.max < self.min:
-            raise ValueError(f"max ({self.max}) is below min ({self.min})")
-        return self
-
-
-class Empirical(Spec):
-    """Sample token counts from a trace file's column (with replacement)."""
-
-    dist: Literal["empirical"]
-    path: str
-    format: Literal["azure", "csv"] = "azure"
-    column: str | None = Field(default=None, description="defaults to the format's token column")
-
-
-TokenLengths = Annotated[Fixed | Uniform | LogNormal | Empirical, Field(discriminator="dist")]
-
-
-class PrefixGroups(Spec):
-    """Requests share system prompts: a share of requests belongs to one of `groups` prefixes."""
-
-    groups: int = Field(ge=1)
-    prefix_tokens: int = Field(ge=1)
-    share: float = Field(default=1.0, ge=0, le=1, description="share of requests with a prefix")
-
-
 class Workload(Spec):
+    """Who sends what, and when: the arrival process (`sim.workload.arrivals`) and the token
+    lengths (`sim.workload.lengths`) are families; each member is its own model."""
+
     origin: str = Field(description="site where requests come from (the clients)")
     arrivals: Arrivals
     prompt_tokens: TokenLengths
@@ -387,6 +276,10 @@ class Workload(Spec):
     request_overhead: Bytes = Field(default=1024.0, ge=0, description="headers etc. per request")
     data_class: str = Field(default="prompt", description="data class of request payloads")
     response_data_class: str = Field(default="response")
+
+
+ARRIVALS.bind(Workload, "arrivals")
+LENGTHS.bind(Workload, "prompt_tokens", "output_tokens")
 
 
 # --------------------------------------------------------------------------------------------
@@ -469,11 +362,8 @@ class RecurringDrift(Spec):
 
 DriftEvent = Annotated[AbruptDrift | GradualDrift | RecurringDrift, Field(discriminator="kind")]
 
-DETECTORS = ("adwin", "page_hinkley", "kswin", "ddm", "eddm", "psi")
-
-
 class Monitor(Spec):
-    detector: Literal["adwin", "page_hinkley", "kswin", "ddm", "eddm", "psi"] = "adwin"
+    detector: DetectorName = "adwin"
     params: dict[str, float | int] = Field(
         default_factory=dict, description="detector parameters, with River's names (delta, threshold, ...)"
     )
@@ -484,6 +374,9 @@ class Monitor(Spec):
     label_fraction: float = Field(default=0.1, gt=0, le=1, description="share of requests that get a label")
     label_delay: Seconds = Field(default=3600.0, ge=0, description="time until a label arrives")
     record_bytes: Bytes = Field(default=2048.0, gt=0, description="size of one labelled record")
+
+
+DETECTORS.bind(Monitor, "detector")
 
 
 class Retraining(Spec):

@@ -2,9 +2,10 @@
 
 `generate_requests(workload, horizon_s, seed, replication)` returns a `Requests` record of
 parallel arrays (send time, prompt and output tokens, shared-prefix group), sorted by send
-time, that the serving kernels consume. The families live in their own modules:
-`arrivals` (when requests are sent), `lengths` (how long they are), `prefixes` (shared system
-prompts) and `trace` (replaying real request traces).
+time, that the serving kernels consume. The parts live in their own modules: `arrivals` (when
+requests are sent) and `lengths` (how long they are), families whose members each keep their
+spec and behaviour in one class; `prefixes` (shared system prompts), `service_times` (the
+distributions that may replace the engine) and `trace` (replaying real request traces).
 """
 
 from sim.workload.requests import Requests, generate_requests

@@ -135,9 +135,7 @@ def check_request_count(expected: float, where: str) -> None:
 
 def check_run_fits(scenario: Any, runs_at_once: int = 1) -> None:
     """Raise a SpecError when one run of the scenario (times `runs_at_once`) would not fit."""
-    from sim.workload.arrivals import expected_requests
-
-    requests = expected_requests(scenario.workload.arrivals, scenario.horizon)
+    requests = scenario.workload.arrivals.expected_requests(scenario.horizon)
     tp = scenario.model.tensor_parallel
     replicas = sum(max(pool.capacity // tp, 1) for site in scenario.sites.values() for pool in site.pools
                    if "serving" in pool.roles and pool.capacity > 0)

@@ -7,13 +7,23 @@ may serve the first `prefix_tokens` of it. Ungrouped requests have group -1 and 
 
 Request i uses the i-th pair of uniforms of the "prefixes" stream (one for membership, one
 for the group), so, as for lengths, its group does not depend on how many requests there are.
+`PrefixGroups` (the scenario's `workload.prefixes`) lives here beside the code that reads it.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
 
-from sim.spec.scenario import PrefixGroups
+from sim.spec.base import Spec
+
+
+class PrefixGroups(Spec):
+    """Requests share system prompts: a share of requests belongs to one of `groups` prefixes."""
+
+    groups: int = Field(ge=1)
+    prefix_tokens: int = Field(ge=1)
+    share: float = Field(default=1.0, ge=0, le=1, description="share of requests with a prefix")
 
 
 def assign_prefixes(spec: PrefixGroups, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -20,16 +20,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sim.spec.scenario import Concurrency, Empirical, Trace, Workload
 from sim.streams import stream
-from sim.workload.arrivals import arrival_times
 from sim.workload.lengths import sample_lengths
 from sim.workload.limits import spec_error
 from sim.workload.prefixes import assign_prefixes, no_prefixes
-from sim.workload.trace import INT32_MAX, replay_trace
+from sim.workload.trace import INT32_MAX
+
+if TYPE_CHECKING:  # the scenario is built from this package's families; never import it back
+    from sim.spec.scenario import Workload
 
 _COLUMNS = {
     "arrival_s": np.float64,
@@ -122,11 +124,8 @@ def generate_requests(
         raise ValueError(f"horizon_s must be a positive finite number of seconds, got {horizon_s}")
     workload = _with_absolute_paths(workload, base_dir)
     spec = workload.arrivals
-    trace_prompt = trace_output = None
-    if isinstance(spec, Trace):
-        times, trace_prompt, trace_output = replay_trace(spec, horizon_s)
-    else:
-        times = arrival_times(spec, horizon_s, stream(seed, replication, "arrivals"))
+    drawn = spec.sample(horizon_s, stream(seed, replication, "arrivals"))
+    times, trace_prompt, trace_output = drawn.times, drawn.prompt_tokens, drawn.output_tokens
     n = len(times)
 
     prompt = trace_prompt if trace_prompt is not None else sample_lengths(
@@ -145,7 +144,7 @@ def generate_requests(
             prefix_tokens = np.minimum(prefix_tokens, np.maximum(prompt.astype(np.int32) - 1, 0)).astype(np.int32)
             prefix_group = np.where(prefix_tokens > 0, prefix_group, -1).astype(np.int32)
 
-    closed = spec if isinstance(spec, Concurrency) else None
+    closed = spec.closed_loop()
     return Requests(
         arrival_s=times,
         prompt_tokens=prompt,
@@ -153,7 +152,7 @@ def generate_requests(
         prefix_group=prefix_group,
         prefix_tokens=prefix_tokens,
         clients=closed.clients if closed else 0,
-        think_time_s=closed.think_time if closed else 0.0,
+        think_time_s=closed.think_time_s if closed else 0.0,
     )
 
 
@@ -172,6 +171,9 @@ def _with_absolute_paths(workload: Workload, base_dir: Path | None) -> Workload:
     update = {}
     for key in ("arrivals", "prompt_tokens", "output_tokens"):
         part = getattr(workload, key)
-        if isinstance(part, Trace | Empirical) and not Path(part.path).is_absolute():
-            update[key] = part.model_copy(update={"path": str((Path(base_dir) / part.path).resolve())})
+        named = {name: getattr(part, name) for name in part.file_fields}
+        paths = {name: str((Path(base_dir) / file).resolve()) for name, file in named.items()
+                 if file is not None and not Path(file).is_absolute()}
+        if paths:
+            update[key] = part.model_copy(update=paths)
     return workload.model_copy(update=update) if update else workload

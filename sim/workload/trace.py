@@ -33,7 +33,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -41,7 +41,6 @@ from pandas.api import types as pdtypes
 
 from sim.spec.errors import SpecError, SpecIssue, suggest
 from sim.spec.files import MAX_TRACE_BYTES, check_file
-from sim.spec.scenario import Trace
 from sim.workload.limits import check_request_count, spec_error
 
 AZURE_COLUMNS: dict[str, str] = {
@@ -58,6 +57,25 @@ TIME_EXPECTED: dict[str, str] = {
 }
 INT32_MAX = int(np.iinfo(np.int32).max)
 TOKENS_EXPECTED = "a whole number >= 0"
+
+
+class TraceSource(Protocol):
+    """What replaying needs to know (the `trace` arrival process, `sim.workload.arrivals`)."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def format(self) -> str: ...
+    @property
+    def columns(self) -> Mapping[Any, str]: ...
+    @property
+    def time_unit(self) -> str: ...
+    @property
+    def time_scale(self) -> float: ...
+    @property
+    def loop(self) -> bool: ...
+    @property
+    def use_token_counts(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -115,7 +133,7 @@ def read_token_column(path: str | Path, column: str, where: str) -> np.ndarray:
 
 
 def replay_trace(
-    spec: Trace, horizon_s: float, where: str = "workload.arrivals"
+    spec: TraceSource, horizon_s: float, where: str = "workload.arrivals"
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """The trace's requests inside [0, horizon_s): times scaled, looped if asked, then cut.
 

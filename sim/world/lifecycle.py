@@ -142,6 +142,9 @@ class StageRecord:
     detail: str = ""
 
 
+MAX_SAME_INSTANT_YIELDS = 100  # a process that keeps acting at one instant is not waited for longer
+
+
 class LabelFeed:
     """Labels as they arrive, kept incrementally.
 
@@ -222,7 +225,7 @@ class Lifecycle:
             self.detector = self._new_detector()
 
     def _new_detector(self):  # noqa: ANN202
-        from sim.world.detectors import make_detector
+        from sim.detectors import make_detector
 
         monitor = self.spec.monitor
         return make_detector(monitor.detector, dict(monitor.params), seed=self._detector_seed)
@@ -308,7 +311,7 @@ class Lifecycle:
         return index, self.outcomes(index).astype(np.float64)
 
     def _monitor(self) -> Generator[simpy.Event, Any, None]:
-        from sim.world.detectors import feed
+        from sim.detectors import feed
 
         interval = self.spec.monitor.interval
         placement = self.scenario.placement
@@ -376,40 +379,46 @@ class Lifecycle:
         """Wait until `samples` labels have arrived after `since`; returns exactly when that
         happened (no polling step).
 
-        A label arrives `label_delay` after its request completes, so at time `now` every
-        label that arrives by `now + label_delay` is already known (its request is done): if
-        the last label needed is among them, the wait ends exactly at its arrival; otherwise
-        the process looks again when what is known has grown (`_labels_known_until`)."""
-        while True:
-            known = self._labels_known_until()
-            self.world.sync()
-            self.labels.update(self.env.now, known)
-            _, arrived = self.labels.between(since, known)
-            if len(arrived) >= samples:
-                at = float(arrived[samples - 1])
-                if at > self.env.now:
-                    yield self.env.timeout(at - self.env.now)
-                return at
-            yield self.env.timeout(max(known - self.env.now, 0.0))
-
-    def _labels_known_until(self) -> float:
-        """The time up to which every label's arrival is known now.
-
-        Requests not yet done complete after now, so their labels arrive after now + delay.
-        Without a delay, the next completion is no earlier than the end of an iteration in
-        flight or, with every replica idle, the next request's arrival."""
-        now = self.env.now
+        A label arrives `label_delay` after its request's response leaves the engine, at
+        least `frontend` after the iteration that produced it. With the pools at time t,
+        every label up to t + frontend + label_delay is known (requests not done by t finish
+        later). If the last label needed is among them, that is the answer. Otherwise the
+        answer lies beyond, so the pools may run ahead: to that bound, or at least to their
+        next event, but never past the next event of the other processes (`env.peek()`, once
+        all of them have had their turn at this instant), who may change them."""
+        horizon = self.scenario.horizon
         delay = self.spec.monitor.label_delay
-        if delay > 0:
-            return now + delay
-        self.world.sync()
-        ends = [pool.kernel.busy_until(r) for pool in self.world.pools.values() for r in range(pool.replicas)]
-        soonest = min(ends, default=math.inf)
-        if math.isinf(soonest):
-            arrival = self.world.outcome("arrival_s")
-            later = arrival[arrival > now]
-            soonest = float(later.min()) if len(later) else self.scenario.horizon
-        return max(soonest, now)
+        pools = list(self.world.pools.values())
+        lag = min(pool.kernel.frontend_min_lag_s for pool in pools)
+        while True:
+            for _ in range(MAX_SAME_INSTANT_YIELDS):  # let the others at this instant go first
+                if self.env.peek() > self.env.now:
+                    break
+                yield self.env.timeout(0.0)
+            ahead = min(self.env.peek(), horizon)
+            self.world.sync()
+            t = self.env.now
+            while True:
+                known = t + lag + delay
+                self.labels.update(t, known)
+                _, arrived = self.labels.between(since, known)
+                if len(arrived) >= samples:
+                    at = float(arrived[samples - 1])
+                    if at > self.env.now:
+                        yield self.env.timeout(at - self.env.now)
+                    return at
+                step = max(known, min(pool.kernel.next_event_time() for pool in pools))
+                if step >= ahead or not math.isfinite(step):
+                    break
+                for pool in pools:  # the answer is no earlier than `step`: safe to run to it
+                    pool.kernel.advance_to(step)
+                t = step
+            if ahead >= horizon:
+                yield self.env.timeout(max(horizon - self.env.now, 0.0))
+                continue
+            for pool in pools:
+                pool.kernel.advance_to(max(ahead, pool.kernel.now))
+            yield self.env.timeout(ahead - self.env.now)
 
     def _scheduled_retraining(self) -> Generator[simpy.Event, Any, None]:
         """Every `every`, retrain on the labels collected since the last retraining."""

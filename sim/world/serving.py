@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -40,12 +40,9 @@ import simpy
 from sim.catalog import GPU, Model
 from sim.kernels.batching import ACTIVE, DONE, DOWN, DRAINING, FAILED, OFFLINE, REJECTED, PoolKernel
 from sim.kernels.replica import replica_setup
+from sim.kernels.service_models import UNBOUNDED_TOKENS, kernel_arguments
 from sim.record import PoolRecord
 from sim.spec.scenario import Pool, Scenario
-from sim.streams import stream
-
-UNBOUNDED_TOKENS = 2**40  # "no limit" for service models without a KV cache
-
 
 # ------------------------------------------------------------------------------------------
 # Assembling a pool
@@ -78,29 +75,6 @@ def serving_pools_of(scenario: Scenario, site: str) -> list[Pool]:
     return [p for p in scenario.sites[site].pools if "serving" in p.roles and p.capacity > 0]
 
 
-def service_model(scenario: Scenario, model: Model, gpu_id: str, count: int, seed: int, replication: int) -> dict:
-    """Kernel arguments for the scenario's service model: roofline, distribution or batching."""
-    m = scenario.model
-    if m.service_time is not None:
-        rng = stream(seed, replication, "service_time")
-        spec = m.service_time
-        if spec.dist == "exponential":
-            service = rng.exponential(spec.mean, count)
-        elif spec.dist == "deterministic":
-            service = np.full(count, spec.mean)
-        else:
-            service = rng.lognormal(np.log(spec.mean) - spec.sigma**2 / 2, spec.sigma, count)
-        return {"service_s": service, "kv_capacity_tokens": UNBOUNDED_TOKENS, "max_model_len": UNBOUNDED_TOKENS}
-    if model.kind == "classic":
-        b = m.batching
-        entry = next((e for e in model.batch_latency if e.gpu == gpu_id), None)
-        a = b.latency_a if b.latency_a is not None else entry.a_s  # type: ignore[union-attr]
-        c = b.latency_c_per_item if b.latency_c_per_item is not None else entry.c_s_per_item  # type: ignore[union-attr]
-        return {"batch_latency": (a, c), "max_queue_delay_s": b.max_queue_delay, "max_num_seqs": b.max_batch_size,
-                "max_model_len": UNBOUNDED_TOKENS}
-    return {}
-
-
 def pool_setup(scenario: Scenario, site: str, pool: Pool, count: int, seed: int, replication: int) -> PoolSetup:
     """The setup of one serving pool of the scenario (`count`: requests, for service times)."""
     catalog = scenario.resolved_catalog
@@ -108,6 +82,14 @@ def pool_setup(scenario: Scenario, site: str, pool: Pool, count: int, seed: int,
     model = catalog.models[scenario.model.id]
     m = scenario.model
     tp = m.tensor_parallel
+    serving_gpus = pool.count
+    sharing = scenario.lifecycle.gpu_sharing
+    if sharing.policy == "reserved" and scenario.placement.training == site and "training" in pool.roles:
+        serving_gpus = pool.count - sharing.reserved_gpus  # reserved GPUs never serve
+    setup = PoolSetup(
+        name=f"{site}/{pool.name}", site=site, zone=scenario.sites[site].zone, pool=pool, gpu_id=pool.gpu, gpu=gpu,
+        model=model, tp=tp, replicas=pool.capacity // tp, active_replicas=serving_gpus // tp, kernel_options={},
+    )
     options: dict[str, Any]
     if model.kind == "transformer":
         replica = replica_setup(
@@ -121,16 +103,8 @@ def pool_setup(scenario: Scenario, site: str, pool: Pool, count: int, seed: int,
         options = {"params": np.zeros(1), "kv_capacity_tokens": UNBOUNDED_TOKENS}
     if m.service_time is not None:  # a plain distribution: no engine around it
         options = {k: v for k, v in options.items() if k in ("params", "kv_capacity_tokens")}
-    options.update(service_model(scenario, model, pool.gpu, count, seed, replication))
-    serving_gpus = pool.count
-    sharing = scenario.lifecycle.gpu_sharing
-    if sharing.policy == "reserved" and scenario.placement.training == site and "training" in pool.roles:
-        serving_gpus = pool.count - sharing.reserved_gpus  # reserved GPUs never serve
-    return PoolSetup(
-        name=f"{site}/{pool.name}", site=site, zone=scenario.sites[site].zone, pool=pool, gpu_id=pool.gpu, gpu=gpu,
-        model=model, tp=tp, replicas=pool.capacity // tp, active_replicas=serving_gpus // tp,
-        kernel_options=options,
-    )
+    options.update(kernel_arguments(scenario, setup, count, seed, replication))
+    return replace(setup, kernel_options=options)
 
 
 # ------------------------------------------------------------------------------------------

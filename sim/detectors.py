@@ -46,31 +46,39 @@ Parameters keep River's names (`delta`, `threshold`, `window_size`, ...). `make_
 checks them against the detector's own signature, so a typo in a scenario is a `SpecError`
 with a "did you mean" rather than a crash deep in a run. `detect` runs a detector over a whole
 array (this is `sim.detect`); `feed` gives a live detector the values the monitor has
-gathered since its last run. Adding a detector is adding a factory to `FACTORIES`, a row to
-`SIGNALS` and its name to the spec's `Monitor.detector`.
+gathered since its last run.
+
+The family is one registry, `DETECTORS`: each `DetectorKind` holds a name, how to load its
+class, the signals it can watch and the ranges of parameters its class does not check
+itself. Adding a detector is registering one kind here; the spec's `Monitor.detector` names
+are generated from the registry (`sim.spec.families`), and `FACTORIES` and `SIGNALS` are
+views of it. River is imported the first time a detector is built or its parameters checked,
+not when the spec (which needs only the names) is imported.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from river import base as river_base
-from river import drift as river_drift
-from river.drift import binary as river_binary
 
 from sim.spec.errors import SpecError, SpecIssue, suggest
+from sim.spec.families import Family
 
 __all__ = [
+    "DETECTORS",
     "EPSILON",
     "FACTORIES",
     "PSI",
     "SIGNALS",
     "Detector",
+    "DetectorKind",
     "check_params",
     "check_signal",
     "detect",
@@ -226,39 +234,76 @@ class PSI:
 # The family: names, signals, parameters
 # --------------------------------------------------------------------------------------------
 
-FACTORIES: dict[str, Callable[..., Detector]] = {
-    "adwin": river_drift.ADWIN,
-    "page_hinkley": river_drift.PageHinkley,
-    "kswin": river_drift.KSWIN,
-    "ddm": river_binary.DDM,
-    "eddm": river_binary.EDDM,
-    "psi": PSI,
-}
-"""Detector name (as written in `lifecycle.monitor.detector`) -> the class that builds it."""
+Range = tuple[Callable[[float], bool], str]  # a check of a parameter's value, and its words
 
-SIGNALS: dict[str, tuple[str, ...]] = {
-    "adwin": ("errors", "feature"),  # a change in the mean of any bounded stream
-    "page_hinkley": ("errors", "feature"),  # a change in the mean of any stream
-    "kswin": ("feature",),  # a KS test on a 0/1 stream says little
-    "ddm": ("errors",),  # models a Bernoulli error rate
-    "eddm": ("errors",),  # models the distance between errors
-    "psi": ("feature",),  # quantile bins of a 0/1 stream collapse to two
-}
-"""Detector name -> the signals (`errors`, `feature`) it can watch."""
+
+@dataclass(frozen=True)
+class DetectorKind:
+    """One member of the family: its name (as written in `lifecycle.monitor.detector`), how to
+    load the class that builds it, the signals (`errors`, `feature`) it can watch, and ranges
+    for parameters its class does not check itself."""
+
+    name: str
+    load: Callable[[], Callable[..., Detector]]
+    signals: tuple[str, ...]
+    ranges: Mapping[str, Range] = field(default_factory=dict)
+
+
+def _river(module: str, name: str) -> Callable[[], Callable[..., Detector]]:
+    """A loader for River's `module.name`, imported on first use (River takes a second)."""
+    return lambda: getattr(importlib.import_module(module), name)
+
+
+DETECTORS: Family[DetectorKind] = Family("detector")
 
 # River checks some values itself (KSWIN's alpha, EDDM's alpha >= beta); ADWIN checks none,
 # and some bad ADWIN values panic inside its Rust core, which no `except Exception` catches.
-_RANGES: dict[str, dict[str, tuple[Callable[[float], bool], str]]] = {
-    "adwin": {
+DETECTORS.register(DetectorKind(
+    "adwin", _river("river.drift", "ADWIN"), ("errors", "feature"),  # a change in the mean of any bounded stream
+    ranges={
         "delta": (lambda v: 0 < v < 1, "a number between 0 and 1, exclusive"),
         "clock": (lambda v: v >= 1, "a whole number >= 1"),
         "max_buckets": (lambda v: v >= 1, "a whole number >= 1"),
-    },
-}
+    }))
+DETECTORS.register(DetectorKind(
+    "page_hinkley", _river("river.drift", "PageHinkley"), ("errors", "feature")))  # any stream's mean
+DETECTORS.register(DetectorKind(
+    "kswin", _river("river.drift", "KSWIN"), ("feature",)))  # a KS test on a 0/1 stream says little
+DETECTORS.register(DetectorKind(
+    "ddm", _river("river.drift.binary", "DDM"), ("errors",)))  # models a Bernoulli error rate
+DETECTORS.register(DetectorKind(
+    "eddm", _river("river.drift.binary", "EDDM"), ("errors",)))  # models the distance between errors
+DETECTORS.register(DetectorKind(
+    "psi", lambda: PSI, ("feature",)))  # quantile bins of a 0/1 stream collapse to two
+
+
+class _View(Mapping[str, Any]):
+    """A read-only, always current view of the registry: name -> one attribute of each kind."""
+
+    def __init__(self, attribute: Callable[[DetectorKind], Any]) -> None:
+        self._attribute = attribute
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in DETECTORS:
+            raise KeyError(name)
+        return self._attribute(DETECTORS[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(DETECTORS)
+
+    def __len__(self) -> int:
+        return len(DETECTORS)
+
+
+FACTORIES: Mapping[str, Callable[..., Detector]] = _View(lambda kind: kind.load())
+"""Detector name (as written in `lifecycle.monitor.detector`) -> the class that builds it."""
+
+SIGNALS: Mapping[str, tuple[str, ...]] = _View(lambda kind: kind.signals)
+"""Detector name -> the signals (`errors`, `feature`) it can watch."""
 
 
 def _parameters(name: str) -> dict[str, inspect.Parameter]:
-    signature = inspect.signature(FACTORIES[name])
+    signature = inspect.signature(DETECTORS[name].load())
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     return {p.name: p for p in signature.parameters.values() if p.kind in kinds}
 
@@ -273,8 +318,8 @@ def _wants_whole_number(parameter: inspect.Parameter) -> bool:
 
 
 def _unknown_detector(name: str) -> SpecIssue:
-    return SpecIssue(DETECTOR_PATH, f"unknown detector {name!r}{suggest(name, FACTORIES)}",
-                     name, ", ".join(FACTORIES))
+    return SpecIssue(DETECTOR_PATH, f"unknown detector {name!r}{suggest(name, DETECTORS)}",
+                     name, ", ".join(DETECTORS))
 
 
 def _resolve_params(name: str, params: Mapping[str, Any]) -> tuple[dict[str, Any], list[SpecIssue]]:
@@ -293,7 +338,7 @@ def _resolve_params(name: str, params: Mapping[str, Any]) -> tuple[dict[str, Any
                 issues.append(SpecIssue(path, f"{name}'s {key} is a count", value, "a whole number"))
                 continue
             value = int(value)
-        check = _RANGES.get(name, {}).get(key)
+        check = DETECTORS[name].ranges.get(key)
         if check is not None and isinstance(value, int | float) and not check[0](value):
             issues.append(SpecIssue(path, "out of range", value, check[1]))
             continue
@@ -315,7 +360,7 @@ def make_detector(name: str, params: Mapping[str, Any] | None = None, *, seed: i
           grace_period=10
         )
     """
-    if name not in FACTORIES:
+    if name not in DETECTORS:
         raise SpecError([_unknown_detector(name)])
     resolved, issues = _resolve_params(name, params or {})
     if issues:
@@ -323,7 +368,7 @@ def make_detector(name: str, params: Mapping[str, Any] | None = None, *, seed: i
     if seed is not None and "seed" in _parameters(name) and resolved.get("seed") is None:
         resolved["seed"] = seed
     try:
-        return FACTORIES[name](**resolved)
+        return DETECTORS[name].load()(**resolved)
     except (TypeError, ValueError) as error:
         raise SpecError([SpecIssue(PARAMS_PATH, f"{name} rejects these parameters: {error}",
                                    dict(params or {}))]) from None
@@ -340,7 +385,7 @@ def check_params(name: str, params: Mapping[str, Any] | None = None) -> list[Spe
 
 def check_signal(detector: str, signal: str) -> SpecIssue | None:
     """An issue when `detector` cannot watch `signal` (e.g. DDM on a real-valued feature)."""
-    if detector not in SIGNALS:
+    if detector not in DETECTORS:
         return _unknown_detector(detector)
     if signal in SIGNALS[detector]:
         return None
@@ -404,15 +449,23 @@ def feed(detector: Detector, values: ArrayLike) -> list[int]:
     its state between calls, so feeding batches gives what one pass over them all would.
     """
     array = _as_values(values)
-    if isinstance(detector, river_base.BinaryDriftDetector):
+    if _is_binary(detector):
         _require_binary(type(detector).__name__, array)
     return _run(detector, array)
+
+
+def _is_binary(detector: Any) -> bool:
+    """River's binary detectors (DDM, EDDM) read 0/1 values only; `detector` is one or its class."""
+    from river import base as river_base
+
+    binary = river_base.BinaryDriftDetector
+    return isinstance(detector, binary) or (isinstance(detector, type) and issubclass(detector, binary))
 
 
 def detect(detector: str, values: ArrayLike, *, seed: int | None = 0, **params: Any) -> NDArray[np.int64]:
     """Run a fresh detector over `values`; the indices after whose update it reported a drift.
 
-    `detector` is a name from `FACTORIES`, `params` its parameters with River's names. `seed`
+    `detector` is a name from `DETECTORS`, `params` its parameters with River's names. `seed`
     fixes detectors that draw random numbers (KSWIN), so that a call is reproducible.
 
         >>> import numpy as np, sim
@@ -421,11 +474,10 @@ def detect(detector: str, values: ArrayLike, *, seed: int | None = 0, **params: 
         >>> sim.detect("adwin", errors.astype(int))  # the error rate jumps at index 3000
         array([3071])
     """
-    if detector not in FACTORIES:
+    if detector not in DETECTORS:
         raise SpecError([_unknown_detector(detector)])
     array = _as_values(values)
-    factory = FACTORIES[detector]
-    if isinstance(factory, type) and issubclass(factory, river_base.BinaryDriftDetector):
+    if _is_binary(DETECTORS[detector].load()):
         _require_binary(detector, array)
     live = make_detector(detector, params, seed=seed)
     return np.asarray(_run(live, array), dtype=np.int64)

@@ -1,0 +1,135 @@
+"""Routers: which queue a request joins when it reaches a serving pool.
+
+A serving pool is a router in front of R replicas (`sim.kernels.batching`). When a request
+arrives, the router picks one of the replicas that take new requests (the *active* ones), or
+the pool's shared queue that every replica pulls from. Each router is one `Router` in the
+`ROUTERS` registry, with three things side by side:
+
+- its **name**, as a scenario writes it (`model.serving.router`); the spec's list of allowed
+  names is generated from this registry;
+- `choose`, a numba function the serving kernel calls at every arrival (and when a failed
+  replica's requests are placed again). All routers share one signature, `ROUTER_SIGNATURE`:
+
+      choose(active, n_active, outstanding, u, memory) -> queue
+
+  `active[:n_active]` are the indices of the active replicas, in increasing order (there is
+  at least one: with none, the request waits in the shared queue without asking the
+  router); `outstanding[r]` is how many requests replica r has been given and not finished;
+  `u` is the request's own uniform draw from the "router" stream; `memory` is the router's
+  own state, `ROUTER_MEMORY_SLOTS` integers that start at 0 and persist for the run. It
+  returns an active replica's index, or `SHARED_QUEUE`;
+- `reference`, the same rule written the obvious way in Python, with the same arguments
+  (`active` and `outstanding` as sequences). The pure-SimPy oracle of the test suite routes
+  with it, so the kernel is checked against an independent reading of every router.
+
+The kernel receives the chosen `choose` as a first-class function (numba's `FunctionType` of
+that one signature): the kernel is compiled once, and cached, for every router, and a router
+registered later (a test's toy) runs in it without touching the kernel or recompiling it.
+Adding a router is registering one here. A router that needs to know more (a request's
+prefix group, a replica's KV use) changes the signature: the kernel's one call site
+(`sim.kernels.batching._route`) and every router.
+
+- **shared_queue**: every request joins the shared FIFO; idle replicas pull from it.
+- **round_robin**: the active replicas in turn: the first active index at or after a
+  pointer (cyclically), and the pointer moves past it.
+- **least_outstanding**: the active replica with the fewest outstanding requests, the lowest
+  index on ties.
+- **random**: active replica number floor(u x n_active) (u is drawn up front per request).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numba import njit, types
+
+from sim.spec.families import Family
+
+SHARED_QUEUE = -1
+"""What `choose` returns to put a request in the shared queue."""
+
+ROUTER_MEMORY_SLOTS = 4
+"""Integers of state each router may keep across a run (round robin keeps its pointer)."""
+
+ROUTER_SIGNATURE = types.int64(types.int64[::1], types.int64, types.int64[:], types.float64, types.int64[::1])
+ROUTER_TYPE = types.FunctionType(ROUTER_SIGNATURE)
+"""The numba type of every router's `choose`, as the kernel declares its argument."""
+
+Reference = Callable[[Sequence[int], Sequence[int], float, Any], int]
+
+
+@dataclass(frozen=True)
+class Router:
+    """One member of the family: its name, its numba `choose` and its Python `reference`."""
+
+    name: str
+    choose: Any  # a numba function with ROUTER_SIGNATURE
+    reference: Reference
+
+
+ROUTERS: Family[Router] = Family("router")
+
+
+@njit(cache=True)
+def _shared_queue(active, n_active, outstanding, u, memory):  # noqa: ANN001, ANN202
+    return SHARED_QUEUE
+
+
+def _shared_queue_reference(active: Sequence[int], outstanding: Sequence[int], u: float, memory: Any) -> int:
+    return SHARED_QUEUE
+
+
+@njit(cache=True)
+def _round_robin(active, n_active, outstanding, u, memory):  # noqa: ANN001, ANN202
+    pick = active[0]
+    for k in range(n_active):
+        if active[k] >= memory[0]:
+            pick = active[k]
+            break
+    memory[0] = (pick + 1) % outstanding.shape[0]
+    return pick
+
+
+def _round_robin_reference(active: Sequence[int], outstanding: Sequence[int], u: float, memory: Any) -> int:
+    pick = min((r for r in active if r >= memory[0]), default=min(active))
+    memory[0] = (pick + 1) % len(outstanding)
+    return pick
+
+
+@njit(cache=True)
+def _least_outstanding(active, n_active, outstanding, u, memory):  # noqa: ANN001, ANN202
+    best = active[0]
+    for k in range(1, n_active):
+        if outstanding[active[k]] < outstanding[best]:
+            best = active[k]
+    return best
+
+
+def _least_outstanding_reference(active: Sequence[int], outstanding: Sequence[int], u: float, memory: Any) -> int:
+    return min(active, key=lambda r: (outstanding[r], r))
+
+
+@njit(cache=True)
+def _random(active, n_active, outstanding, u, memory):  # noqa: ANN001, ANN202
+    pick = int(u * n_active)
+    if pick >= n_active:
+        pick = n_active - 1
+    return active[pick]
+
+
+def _random_reference(active: Sequence[int], outstanding: Sequence[int], u: float, memory: Any) -> int:
+    return active[min(int(u * len(active)), len(active) - 1)]
+
+
+ROUTERS.register(Router("round_robin", _round_robin, _round_robin_reference))
+ROUTERS.register(Router("least_outstanding", _least_outstanding, _least_outstanding_reference))
+ROUTERS.register(Router("random", _random, _random_reference))
+ROUTERS.register(Router("shared_queue", _shared_queue, _shared_queue_reference))
+
+
+def new_router_memory() -> np.ndarray:
+    """A router's state at the start of a run: `ROUTER_MEMORY_SLOTS` zeros."""
+    return np.zeros(ROUTER_MEMORY_SLOTS, dtype=np.int64)
