@@ -126,8 +126,8 @@ def describe(scenario) -> Text:  # noqa: ANN001 - Scenario, imported lazily for 
     else:
         lines.append(f"  model {m.id} ({model.kind}) on {pool.gpu}")
     arrivals = scenario.workload.arrivals
-    rate = getattr(arrivals, "rate_per_s", None)
-    load = f"{arrivals.process}" + (f" at {rate:g} req/s" if rate is not None else "")
+    rate = arrivals.mean_rate_per_s(scenario.horizon)
+    load = f"{arrivals.process}" + (f" at {rate:.4g} req/s on average" if rate is not None else "")
     lines.append(f"  workload: {load} from {scenario.workload.origin}")
     placed = ", ".join(f"{k}={v}" for k, v in scenario.placement.sites_named().items())
     lines.append(f"  placement: {placed}")
