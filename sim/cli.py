@@ -72,11 +72,12 @@ def validate(
         try:
             scenario = load_scenario(file, set_ or [])
             check_run_fits(scenario)  # what run would refuse, validate refuses
+            text = describe(scenario)  # reads a trace for its mean rate: may find it empty
         except SpecError as exc:
             failed = True
             print_error(exc.within(str(file)))
             continue
-        out.print(describe(scenario), soft_wrap=True)
+        out.print(text, soft_wrap=True)
     if failed:
         raise typer.Exit(USER_ERROR)
 
@@ -109,26 +110,35 @@ def describe(scenario) -> Text:  # noqa: ANN001 - Scenario, imported lazily for 
             f"  link {name}: {link.ends[0]} <-> {link.ends[1]}, rtt {format_duration(link.rtt)}, "
             f"{format_bandwidth(link.bandwidth)}"
         )
-    site = scenario.sites[scenario.placement.inference]
-    pool = next(p for p in site.pools if "serving" in p.roles and p.capacity > 0)
-    if model.kind == "transformer":
-        memory = replica_setup(
-            catalog, m.id, pool.gpu, m.precision, m.tensor_parallel, m.engine,
-            gpu_memory_utilization=m.serving.gpu_memory_utilization, max_model_len=m.serving.max_model_len,
-            max_num_batched_tokens=m.serving.max_num_batched_tokens, kv_precision=m.serving.kv_cache_precision,
-            block_size=m.serving.block_size,
-        ).memory
-        lines.append(
-            f"  model {m.id} at {m.precision}, TP={m.tensor_parallel}, engine {m.engine}: "
-            f"{format_bytes(memory.weights_per_gpu_bytes)} weights per GPU, KV cache {memory.kv_tokens:,} tokens "
-            f"per replica on {pool.gpu}"
-        )
-    else:
-        lines.append(f"  model {m.id} ({model.kind}) on {pool.gpu}")
-    arrivals = scenario.workload.arrivals
-    rate = arrivals.mean_rate_per_s(scenario.horizon)
-    load = f"{arrivals.process}" + (f" at {rate:.4g} req/s on average" if rate is not None else "")
-    lines.append(f"  workload: {load} from {scenario.workload.origin}")
+    from sim.spec.routing import class_routes, serving_pools
+
+    for name, (_, pool) in serving_pools(scenario).items():
+        if model.kind == "transformer":
+            memory = replica_setup(
+                catalog, m.id, pool.gpu, m.precision, pool.tp(m), pool.engine_of(m),
+                gpu_memory_utilization=m.serving.gpu_memory_utilization, max_model_len=m.serving.max_model_len,
+                max_num_batched_tokens=m.serving.max_num_batched_tokens, kv_precision=m.serving.kv_cache_precision,
+                block_size=m.serving.block_size,
+            ).memory
+            what = (f"model {m.id} at {m.precision}, TP={pool.tp(m)}, engine {pool.engine_of(m)}: "
+                    f"{format_bytes(memory.weights_per_gpu_bytes)} weights per GPU, KV cache "
+                    f"{memory.kv_tokens:,} tokens per replica")
+        else:
+            what = f"model {m.id} ({model.kind})"
+        scale = pool.autoscale
+        size = (f"autoscaled {scale.min_replicas}-{scale.max_replicas} replicas on {scale.metric} "
+                f"(target {scale.target:g})" if scale is not None else f"{pool.capacity // pool.tp(m)} replicas")
+        lines.append(f"  serving pool {name}: {size} of {pool.gpu}; {what}")
+    workload = scenario.workload
+    rate = workload.mean_rate_per_s(scenario.horizon)
+    load = f"{workload.arrivals.process}" + (f" at {rate:.4g} req/s on average" if rate is not None else "")
+    lines.append(f"  workload: {load} from {workload.origin}")
+    routes = class_routes(scenario)
+    for traffic_class in workload.class_specs():
+        route = routes[traffic_class.name]
+        rule = "implicit rule" if route.rule is None else f"routing[{route.rule}]"
+        share = f"{traffic_class.share:.3g} of arrivals" if traffic_class.share is not None else "own arrivals"
+        lines.append(f"  class {traffic_class.name} ({share}): {route.policy} over {' > '.join(route.pools)} ({rule})")
     placed = ", ".join(f"{k}={v}" for k, v in scenario.placement.sites_named().items())
     lines.append(f"  placement: {placed}")
     return Text("\n").join([head, *(styled(line) for line in lines)])

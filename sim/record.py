@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from sim.spec.scenario import Scenario
 
 NO_POOL = -1  # a request that reached no pool (cut off on the way, or never sent)
+NO_REASON = -1  # the routing reason of a request that was never routed
 
 
 @dataclass(eq=False)
@@ -62,6 +63,9 @@ class RequestTable:
                      sent it to the fallback pool
     error_rate, error: the served model's error rate at its first token, and the drawn
                      outcome (error is meaningful only where `served`); labelled: it gets a label
+    traffic_class:   index into `RunRecord.class_names`
+    reason:          why the request went to its pool (sim.kernels.batching PREFERRED,
+                     OVERFLOW, FAILOVER, WEIGHTED; NO_REASON when it reached none)
     """
 
     send_s: np.ndarray
@@ -90,6 +94,15 @@ class RequestTable:
     error_rate: np.ndarray
     error: np.ndarray
     labelled: np.ndarray
+    traffic_class: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    reason: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int8))
+
+    def __post_init__(self) -> None:
+        n = len(self.status)
+        if len(self.traffic_class) != n:  # not given: one class
+            self.traffic_class = np.zeros(n, dtype=np.int32)
+        if len(self.reason) != n:
+            self.reason = np.where(self.pool >= 0, 0, NO_REASON).astype(np.int8)
 
     def __len__(self) -> int:
         return len(self.status)
@@ -132,6 +145,17 @@ class PoolRecord:
     timeline_gpus: np.ndarray
     frontend_lag_bound_s: float = 0.0
     requests_ended: int = 0  # requests that ended here (completed, failed or rejected)
+    autoscaled: bool = False  # an autoscaler sets how many replicas hold GPUs
+    min_replicas: int = 0  # the autoscaler's bounds (replicas, active_replicas without one)
+    max_replicas: int = 0
+    billing: str = "per_second"  # how the provider bills held GPUs: per_second or per_hour
+
+    def replicas_held(self, times_s: np.ndarray) -> np.ndarray:
+        """How many replicas held their GPUs at each of `times_s` (from `holding`)."""
+        t = np.asarray(times_s, dtype=np.float64)
+        start = self.holding["start_s"].to_numpy()
+        end = self.holding["end_s"].to_numpy()
+        return ((start[None, :] <= t[:, None]) & (t[:, None] < end[None, :])).sum(axis=1)
 
 
 def empty_frame(columns: dict[str, Any]) -> pd.DataFrame:
@@ -152,6 +176,8 @@ FAULT_COLUMNS = {"kind": object, "target": object, "replica": np.int64, "start_s
                  "restored": bool, "time_to_restore_s": np.float64, "requests_retried": np.int64,
                  "requests_failed": np.int64, "requests_delayed": np.int64, "requests_cut_off": np.int64,
                  "requests_diverted": np.int64}
+AUTOSCALE_COLUMNS = {"pool": object, "t_s": np.float64, "metric": np.float64, "replicas": np.int64,
+                     "desired": np.int64, "action": object}
 TRAINING_RUN_COLUMNS = {"purpose": object, "lost_s": np.float64, "waited_s": np.float64, "interruptions": np.int64}
 
 
@@ -163,7 +189,7 @@ class RunRecord:
     replication: int
     requests: RequestTable
     pools: dict[str, PoolRecord]
-    primary_pool: str
+    primary_pool: str  # the first traffic class's preferred pool (placement.inference's first, without rules)
     gpu_holds: pd.DataFrame = field(default_factory=lambda: empty_frame(HOLD_COLUMNS))
     transfers: pd.DataFrame = field(default_factory=lambda: empty_frame(TRANSFER_COLUMNS))
     link_bytes: pd.DataFrame = field(default_factory=lambda: empty_frame(LINK_COLUMNS))
@@ -179,6 +205,8 @@ class RunRecord:
     reachability_waits: list[tuple[str, str, float, float]] = field(default_factory=list)
     capacity_waits: list[tuple[str, float, float]] = field(default_factory=list)
     retry_limit: int | None = None  # attempts per request when faults are installed
+    class_names: list[str] = field(default_factory=lambda: ["default"])  # RequestTable.traffic_class
+    autoscaling: pd.DataFrame = field(default_factory=lambda: empty_frame(AUTOSCALE_COLUMNS))
     wall_s: float = 0.0
 
     @property

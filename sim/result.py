@@ -2,11 +2,29 @@
 
 A `Result` is measured once from a run's `RunRecord` (`collect`), through `sim.metrics`
 alone: `requests` (one row per request, times in seconds from the start, units in column
-names; `pool` and `site` say which serving pool served it, empty when none did), the small
-tables (`lifecycle`, `gpu_holds`, `bulk_transfers`, `utilisation`, `training_jobs`, `faults`,
-`transfers` (the privacy ledger), `costs`, `gpu_usage`), and a `summary`: a dictionary with
+names; `pool` and `site` say which serving pool served it, empty when none did,
+`traffic_class` its class, `route` why it went to its pool: preferred, overflow, failover or
+weighted, missing when it was never routed), the small tables (`lifecycle`, `gpu_holds`,
+`bulk_transfers`, `utilisation`, `training_jobs`, `faults`, `transfers` (the privacy ledger),
+`costs`, `gpu_usage`, and for the serving pools `pools` (one row each: where, what, its
+autoscaling bounds and billing, and its load as in the summary), `pool_holding` (when each
+replica instance held its GPUs), `routing` (requests per 5-minute bin of their send time, pool
+and route) and `autoscaling` (the autoscalers' decisions)), and a `summary`: a dictionary with
 the field names of DESIGN.md §2 (`ttft_p99_s`, `throughput_rps`, ...), breakdowns nested
-under the same stems. Latency and the SLO verdict are defined in `sim.metrics.latency`.
+under the same stems. Latency and the SLO verdict are defined in `sim.metrics.latency`,
+GPU-hours and replicas held in `sim.metrics.utilisation`.
+
+Besides DESIGN.md §2's fields the summary has:
+
+- `pools`: per serving pool, `site`, `gpu`, `requests` (sent to it), `requests_share` (of the
+  requests sent to any pool), `gpu_hours` (held, as billed), `replicas_mean` (time-average of
+  the replicas holding GPUs over the horizon), `replicas_max` and `utilisation` (busy / held);
+- `classes`: per traffic class, `requests`, `requests_completed`, TTFT/TPOT/E2E percentiles
+  (steady state, completed), `slo_attainment` and `slo_met` against the class's SLO (its own,
+  else the scenario's; the scenario verdict's rules) and `exposure` (bytes, records and score
+  its payloads exposed: `sim.metrics.ledger.traffic_class_exposure`);
+- `burst_share`: the share of routed requests sent to a pool because the pools before it in
+  their route were loaded beyond the route's thresholds (reason overflow; 0 when none were).
 """
 
 from __future__ import annotations
@@ -20,19 +38,39 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from sim.kernels.batching import DONE, FAILED, REJECTED
+from sim.kernels.batching import DONE, FAILED, FAILOVER, OVERFLOW, PREFERRED, REJECTED, WEIGHTED
 from sim.metrics import measure
 from sim.metrics.availability import availability, lifecycle_outage_delay
-from sim.metrics.latency import STEMS, latency_summary, percentiles, request_latencies
+from sim.metrics.latency import (
+    STEMS,
+    class_slo_targets,
+    latency_summary,
+    percentiles,
+    request_latencies,
+    slo_attainment,
+    slo_met,
+    steady_percentiles,
+)
+from sim.metrics.ledger import traffic_class_exposure
 from sim.metrics.lifecycle import lifecycle_summary, stages_table, training_summary
-from sim.metrics.utilisation import serving_utilisation, utilisation_timeline
-from sim.record import RunRecord
+from sim.metrics.utilisation import (
+    HOUR_S,
+    pool_held_gpu_seconds,
+    replicas_max,
+    replicas_mean,
+    serving_utilisation,
+    utilisation_timeline,
+)
+from sim.record import AUTOSCALE_COLUMNS, RunRecord, empty_frame
 from sim.workload.arrivals import Stages
 
 if TYPE_CHECKING:
     from sim.spec.scenario import Scenario
 
 STATUS_CATEGORIES = ["completed", "rejected", "failed", "unfinished"]
+ROUTE_NAMES = {PREFERRED: "preferred", OVERFLOW: "overflow", FAILOVER: "failover", WEIGHTED: "weighted"}
+ROUTE_CATEGORIES = [ROUTE_NAMES[code] for code in range(len(ROUTE_NAMES))]  # category i is reason code i
+ROUTING_BIN_S = 300.0  # the `routing` table's bins of send time
 
 
 @dataclass
@@ -101,6 +139,9 @@ def collect(record: RunRecord) -> Result:
         "status": pd.Categorical.from_codes(codes, categories=STATUS_CATEGORIES),
         "pool": pd.Categorical.from_codes(pool_codes, categories=pool_names),
         "site": pd.Categorical(np.array(sites, dtype=object)[pool_codes]),
+        "traffic_class": pd.Categorical.from_codes(req.traffic_class.astype(np.int64), categories=record.class_names),
+        "route": pd.Categorical.from_codes(np.where(req.reason >= 0, req.reason, -1).astype(np.int64),
+                                           categories=ROUTE_CATEGORIES),
         "replica": req.replica,
         "model_version": req.version,
         "preemptions": req.preemptions,
@@ -118,6 +159,8 @@ def collect(record: RunRecord) -> Result:
     tables: dict[str, pd.DataFrame] = {
         "lifecycle": stages, "gpu_holds": record.gpu_holds, "bulk_transfers": record.transfers,
         "utilisation": utilisation_timeline(record), "training_jobs": record.jobs, "faults": record.faults,
+        "pools": pools_table(frame, record), "pool_holding": pool_holding(record), "routing": routing_timeline(frame),
+        "autoscaling": record.autoscaling if len(record.autoscaling) else empty_frame(AUTOSCALE_COLUMNS),
     }
     summary = summarise(frame, record)
     summary.update(lifecycle_summary(record, stages))
@@ -127,6 +170,8 @@ def collect(record: RunRecord) -> Result:
     metric_tables, metric_summary = measure(record)  # privacy ledger (transfers), costs, gpu_usage
     tables.update(metric_tables)
     summary.update(metric_summary)
+    for name, exposed in traffic_class_exposure(tables["transfers"], scenario).items():
+        summary["classes"][name]["exposure"] = exposed
     return Result(scenario, record.replication, frame, summary, tables=tables,
                   wall_s=record.wall_s + time.perf_counter() - started)
 
@@ -157,11 +202,108 @@ def summarise(frame: pd.DataFrame, record: RunRecord) -> dict[str, Any]:
     summary["output_tokens_per_s"] = float(finished_in_window["output_tokens"].sum()) / window
     summary["gpu_utilisation"] = serving_utilisation(record)
     summary["requests_by_pool"] = {name: int((frame["pool"] == name).sum()) for name in record.pool_names}
+    summary["pools"] = pools_summary(pools_table(frame, record))
+    summary["classes"] = classes_summary(frame, record)
+    summary["burst_share"] = burst_share(record)
     summary["preemptions"] = int(frame["preemptions"].sum())
     stages = stage_summary(frame, scenario)
     if stages:
         summary["stages"] = stages
     return summary
+
+
+# ------------------------------------------------------------------------------------------
+# Serving pools, traffic classes and routes
+# ------------------------------------------------------------------------------------------
+
+POOL_COLUMNS = ["pool", "site", "zone", "gpu", "gpus_per_replica", "autoscaled", "min_replicas", "max_replicas",
+                "billing", "requests", "requests_share", "gpu_hours", "replicas_mean", "replicas_max", "utilisation"]
+POOL_SUMMARY_FIELDS = ("site", "gpu", "requests", "requests_share", "gpu_hours", "replicas_mean", "replicas_max",
+                       "utilisation")
+
+
+def pools_table(frame: pd.DataFrame, record: RunRecord) -> pd.DataFrame:
+    """One row per serving pool: where it is, its GPUs, autoscaling bounds and billing, and
+    its load: requests sent to it and their share, GPU-hours held (as billed), replicas
+    holding GPUs (time-average and most at once) and utilisation (`sim.metrics.utilisation`)."""
+    horizon = record.horizon_s
+    counts = frame["pool"].value_counts()
+    routed = int(counts.sum()) - int(counts.get("", 0))
+    utilisation = serving_utilisation(record)
+    rows = []
+    for name, pool in record.pools.items():
+        requests = int(counts.get(name, 0))
+        rows.append({
+            "pool": name, "site": pool.site, "zone": pool.zone, "gpu": pool.gpu,
+            "gpus_per_replica": pool.gpus_per_replica, "autoscaled": pool.autoscaled,
+            "min_replicas": pool.min_replicas, "max_replicas": pool.max_replicas, "billing": pool.billing,
+            "requests": requests, "requests_share": requests / routed if routed else 0.0,
+            "gpu_hours": pool_held_gpu_seconds(pool, horizon) / HOUR_S,
+            "replicas_mean": replicas_mean(pool, horizon), "replicas_max": replicas_max(pool),
+            "utilisation": utilisation[name],
+        })
+    return pd.DataFrame(rows, columns=POOL_COLUMNS)
+
+
+def pools_summary(pools: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """The summary's `pools` object from `pools_table`."""
+    return {str(row["pool"]): {key: _plain(row[key]) for key in POOL_SUMMARY_FIELDS}
+            for row in pools.to_dict("records")}
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def pool_holding(record: RunRecord) -> pd.DataFrame:
+    """When each replica instance of every serving pool held its GPUs: pool, replica,
+    start_s, end_s, gpus."""
+    frames = [pool.holding[["replica", "start_s", "end_s"]].assign(pool=name, gpus=pool.gpus_per_replica)
+              for name, pool in record.pools.items() if len(pool.holding)]
+    columns = ["pool", "replica", "start_s", "end_s", "gpus"]
+    if not frames:
+        return empty_frame({"pool": object, "replica": np.int64, "start_s": np.float64, "end_s": np.float64,
+                            "gpus": np.int64})
+    return pd.concat(frames, ignore_index=True)[columns]
+
+
+def routing_timeline(frame: pd.DataFrame) -> pd.DataFrame:
+    """Routed requests per ROUTING_BIN_S bin of their send time, pool and route."""
+    routed = frame[frame["route"].notna() & frame["arrival_s"].notna()]
+    start = np.floor(routed["arrival_s"].to_numpy(dtype=float) / ROUTING_BIN_S) * ROUTING_BIN_S
+    grouped = (routed.assign(start_s=start, pool=routed["pool"].astype(str), route=routed["route"].astype(str))
+               .groupby(["start_s", "pool", "route"], sort=True).size())
+    return grouped.rename("requests").reset_index().astype({"requests": np.int64})
+
+
+def burst_share(record: RunRecord) -> float:
+    """Share of routed requests whose reason is OVERFLOW (0 when none was routed)."""
+    reason = record.requests.reason
+    routed = int((reason >= 0).sum())
+    return float((reason == OVERFLOW).sum()) / routed if routed else 0.0
+
+
+def classes_summary(frame: pd.DataFrame, record: RunRecord) -> dict[str, dict[str, Any]]:
+    """Per traffic class: requests, completed, latency percentiles (steady state), and SLO
+    attainment and verdict against the class's targets (`sim.metrics.latency`)."""
+    scenario = record.scenario
+    out: dict[str, dict[str, Any]] = {}
+    for spec in scenario.workload.class_specs():
+        mine = frame[frame["traffic_class"] == spec.name]
+        targets = class_slo_targets(scenario, spec)
+        out[spec.name] = {
+            "requests": int(len(mine)),
+            "requests_completed": int((mine["status"] == "completed").sum()),
+            **steady_percentiles(mine, scenario),
+            "slo_attainment": slo_attainment(mine, scenario, targets),
+            "slo_met": slo_met(mine, scenario, targets),
+        }
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Load stages
+# ------------------------------------------------------------------------------------------
 
 
 def stage_windows(scenario: Scenario) -> list[tuple[int, float, float, float]]:

@@ -1,8 +1,10 @@
 """Routers: which queue a request joins when it reaches a serving pool.
 
 A serving pool is a router in front of R replicas (`sim.kernels.batching`). When a request
-arrives, the router picks one of the replicas that take new requests (the *active* ones), or
-the pool's shared queue that every replica pulls from. Each router is one `Router` in the
+arrives, the router picks one of the pool's replicas that take new requests (the *active*
+ones), or the pool's shared queue that every replica of the pool pulls from. (Which *pool* a
+request goes to is decided earlier, when its client sends it, by the scenario's routing rules:
+`sim.kernels.batching`'s pool choice.) Each router is one `Router` in the
 `ROUTERS` registry, with three things side by side:
 
 - its **name**, as a scenario writes it (`model.serving.router`); the spec's list of allowed
@@ -10,14 +12,17 @@ the pool's shared queue that every replica pulls from. Each router is one `Route
 - `choose`, a numba function the serving kernel calls at every arrival (and when a failed
   replica's requests are placed again). All routers share one signature, `ROUTER_SIGNATURE`:
 
-      choose(active, n_active, outstanding, u, memory) -> queue
+      choose(active, n_active, outstanding, u, memory, group, cached) -> queue
 
-  `active[:n_active]` are the indices of the active replicas, in increasing order (there is
-  at least one: with none, the request waits in the shared queue without asking the
-  router); `outstanding[r]` is how many requests replica r has been given and not finished;
-  `u` is the request's own uniform draw from the "router" stream; `memory` is the router's
-  own state, `ROUTER_MEMORY_SLOTS` integers that start at 0 and persist for the run. It
-  returns an active replica's index, or `SHARED_QUEUE`;
+  `active[:n_active]` are the indices of the pool's active replicas, in increasing order
+  (there is at least one: with none, the request waits in the shared queue without asking
+  the router); replica indices are the kernel's, over every pool, and `outstanding[r]` is how
+  many requests replica r has been given and not finished; `u` is the request's own uniform
+  draw from the "router" stream; `memory` is the router's own state for this pool,
+  `ROUTER_MEMORY_SLOTS` integers that start at 0 and persist for the run; `group` is the
+  request's prefix group (-1: none) and `cached[r]` is 1 when replica r holds that group's
+  prefix in its cache (meaningless when `group` < 0). It returns an active replica's index,
+  or `SHARED_QUEUE`;
 - `reference`, the same rule written the obvious way in Python, with the same arguments
   (`active` and `outstanding` as sequences). The pure-SimPy oracle of the test suite routes
   with it, so the kernel is checked against an independent reading of every router.
@@ -25,9 +30,9 @@ the pool's shared queue that every replica pulls from. Each router is one `Route
 The kernel receives the chosen `choose` as a first-class function (numba's `FunctionType` of
 that one signature): the kernel is compiled once, and cached, for every router, and a router
 registered later (a test's toy) runs in it without touching the kernel or recompiling it.
-Adding a router is registering one here. A router that needs to know more (a request's
-prefix group, a replica's KV use) changes the signature: the kernel's one call site
-(`sim.kernels.batching._route`) and every router.
+Adding a router is registering one here. A router that needs to know more (a replica's KV
+use) changes the signature: the kernel's one call site (`sim.kernels.batching._route`) and
+every router.
 
 - **shared_queue**: every request joins the shared FIFO; idle replicas pull from it.
 - **round_robin**: the active replicas in turn: the first active index at or after a
@@ -35,6 +40,10 @@ prefix group, a replica's KV use) changes the signature: the kernel's one call s
 - **least_outstanding**: the active replica with the fewest outstanding requests, the lowest
   index on ties.
 - **random**: active replica number floor(u x n_active) (u is drawn up front per request).
+- **prefix_affinity**: a request with a prefix group goes to an active replica that holds
+  that prefix in its cache (the one with the fewest outstanding requests, the lowest index on
+  ties), as cache-aware routers (SGLang's, llm-d's) do; without one, or without a group, to
+  the least outstanding replica.
 """
 
 from __future__ import annotations
@@ -54,11 +63,12 @@ SHARED_QUEUE = -1
 ROUTER_MEMORY_SLOTS = 4
 """Integers of state each router may keep across a run (round robin keeps its pointer)."""
 
-ROUTER_SIGNATURE = types.int64(types.int64[::1], types.int64, types.int64[:], types.float64, types.int64[::1])
+ROUTER_SIGNATURE = types.int64(types.int64[::1], types.int64, types.int64[:], types.float64, types.int64[::1],
+                                types.int64, types.int64[:])
 ROUTER_TYPE = types.FunctionType(ROUTER_SIGNATURE)
 """The numba type of every router's `choose`, as the kernel declares its argument."""
 
-Reference = Callable[[Sequence[int], Sequence[int], float, Any], int]
+Reference = Callable[[Sequence[int], Sequence[int], float, Any, int, Sequence[int]], int]
 
 
 @dataclass(frozen=True)
@@ -74,16 +84,17 @@ ROUTERS: Family[Router] = Family("router")
 
 
 @njit(cache=True)
-def _shared_queue(active, n_active, outstanding, u, memory):  # noqa: ANN001, ANN202
+def _shared_queue(active, n_active, outstanding, u, memory, group, cached):  # noqa: ANN001, ANN202
     return SHARED_QUEUE
 
 
-def _shared_queue_reference(active: Sequence[int], outstanding: Sequence[int], u: float, memory: Any) -> int:
+def _shared_queue_reference(active: Sequence[int], outstanding: Sequence[int], u: float, memory: Any, group: int,
+                            cached: Sequence[int]) -> int:
     return SHARED_QUEUE
 
 
 @njit(cache=True)
-def _round_robin(active, n_active, outstanding, u, memory):  # noqa: ANN001, ANN202
+def _round_robin(active, n_active, outstanding, u, memory, group, cached):  # noqa: ANN001, ANN202
     pick = active[0]
     for k in range(n_active):
         if active[k] >= memory[0]:
@@ -93,14 +104,15 @@ def _round_robin(active, n_active, outstanding, u, memory):  # noqa: ANN001, ANN
     return pick
 
 
-def _round_robin_reference(active: Sequence[int], outstanding: Sequence[int], u: float, memory: Any) -> int:
+def _round_robin_reference(active: Sequence[int], outstanding: Sequence[int], u: float, memory: Any, group: int,
+                           cached: Sequence[int]) -> int:
     pick = min((r for r in active if r >= memory[0]), default=min(active))
     memory[0] = (pick + 1) % len(outstanding)
     return pick
 
 
 @njit(cache=True)
-def _least_outstanding(active, n_active, outstanding, u, memory):  # noqa: ANN001, ANN202
+def _least_outstanding(active, n_active, outstanding, u, memory, group, cached):  # noqa: ANN001, ANN202
     best = active[0]
     for k in range(1, n_active):
         if outstanding[active[k]] < outstanding[best]:
@@ -108,26 +120,48 @@ def _least_outstanding(active, n_active, outstanding, u, memory):  # noqa: ANN00
     return best
 
 
-def _least_outstanding_reference(active: Sequence[int], outstanding: Sequence[int], u: float, memory: Any) -> int:
+def _least_outstanding_reference(active: Sequence[int], outstanding: Sequence[int], u: float, memory: Any, group: int,
+                                 cached: Sequence[int]) -> int:
     return min(active, key=lambda r: (outstanding[r], r))
 
 
 @njit(cache=True)
-def _random(active, n_active, outstanding, u, memory):  # noqa: ANN001, ANN202
+def _random(active, n_active, outstanding, u, memory, group, cached):  # noqa: ANN001, ANN202
     pick = int(u * n_active)
     if pick >= n_active:
         pick = n_active - 1
     return active[pick]
 
 
-def _random_reference(active: Sequence[int], outstanding: Sequence[int], u: float, memory: Any) -> int:
+def _random_reference(active: Sequence[int], outstanding: Sequence[int], u: float, memory: Any, group: int,
+                      cached: Sequence[int]) -> int:
     return active[min(int(u * len(active)), len(active) - 1)]
+
+
+@njit(cache=True)
+def _prefix_affinity(active, n_active, outstanding, u, memory, group, cached):  # noqa: ANN001, ANN202
+    best = -1
+    if group >= 0:
+        for k in range(n_active):
+            r = active[k]
+            if cached[r] == 1 and (best < 0 or outstanding[r] < outstanding[best]):
+                best = r
+    if best >= 0:
+        return best
+    return _least_outstanding(active, n_active, outstanding, u, memory, group, cached)
+
+
+def _prefix_affinity_reference(active: Sequence[int], outstanding: Sequence[int], u: float, memory: Any,
+                               group: int, cached: Sequence[int]) -> int:
+    holding = [r for r in active if group >= 0 and cached[r] == 1]
+    return min(holding or active, key=lambda r: (outstanding[r], r))
 
 
 ROUTERS.register(Router("round_robin", _round_robin, _round_robin_reference))
 ROUTERS.register(Router("least_outstanding", _least_outstanding, _least_outstanding_reference))
 ROUTERS.register(Router("random", _random, _random_reference))
 ROUTERS.register(Router("shared_queue", _shared_queue, _shared_queue_reference))
+ROUTERS.register(Router("prefix_affinity", _prefix_affinity, _prefix_affinity_reference))
 
 
 def new_router_memory() -> np.ndarray:

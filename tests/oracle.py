@@ -43,8 +43,8 @@ as the kernel does. Within an iteration end, prefills complete in admission orde
 decides who hands a prefix to the cache), and sequences that finish complete in request order.
 An arrival wakes the replica the router chose if it is idle; one that joins the shared queue
 wakes the idle replicas in index order, each after the first only if requests still wait.
-A batching timer is dropped when its replica composes again before it fires. Delays are
-chosen so that now + delay is exactly the kernel's time (`delay_until`).
+A batching timer is dropped when its replica composes again before it fires. Events at a
+time the kernel computed are scheduled at exactly that time (`AtTime`).
 
 Choices where the kernel's docstring is silent, taken from the kernel and flagged here so that
 they stay visible (see the report that came with this file):
@@ -69,6 +69,8 @@ the oracle checks that after every iteration.
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -80,10 +82,17 @@ from sim.kernels.batching import DONE, PENDING, REJECTED, RUNNING, WAITING
 from sim.kernels.roofline import chunk_pairs, step_time
 from sim.routers import ROUTERS, SHARED_QUEUE, new_router_memory
 
+SEND = -2
 WAKE = -1
 ARRIVAL = 0
 NOTICE = 1
 ITERATION_END = 2
+
+
+def ordered(base: int, index: int, n: int) -> float:
+    """A priority just above `base` that orders equal-time events of one kind by request index
+    (SimPy compares priorities as numbers: base < base + index / (n + 1) < base + 1)."""
+    return base + index / (n + 1)
 
 
 class At(Event):
@@ -109,14 +118,16 @@ class Notice(Event):
         self.env.schedule(self, priority)
 
 
-def delay_until(now: float, t: float) -> float:
-    """The delay d with now + d == t exactly in floating point (SimPy adds delays to now)."""
-    d = t - now
-    while now + d < t:
-        d = float(np.nextafter(d, np.inf))
-    while now + d > t:
-        d = float(np.nextafter(d, -np.inf))
-    return d
+class AtTime(Event):
+    """An event that fires at the absolute time `t` (not now + (t - now), which floating
+    point cannot always make equal to t) with an explicit priority; the same push onto the
+    event queue as SimPy's `Environment.schedule`."""
+
+    def __init__(self, env: simpy.Environment, t: float, priority: float) -> None:
+        super().__init__(env)
+        self._ok = True
+        self._value = None
+        heapq.heappush(env._queue, (max(t, env.now), priority, next(env._eid), self))  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -136,6 +147,15 @@ class Request:
     service_s: float
     router_u: float
     env: simpy.Environment
+    send_s: float = np.nan
+    request_class: int = 0
+    priority: int = 0
+    size_bytes: float = 0.0
+    jitter_z: float = 0.0
+    route_u: float = 0.0
+    pool: int = -1  # the pool it was sent to
+    reason: int = -1  # why that pool (sim.kernels.batching PREFERRED, OVERFLOW, FAILOVER, WEIGHTED)
+    link_send_s: float = np.nan
     arrival_s: float = np.nan
     dispatch_s: float = np.nan
     first_token_s: float = np.nan
@@ -170,6 +190,10 @@ class Request:
 
 @dataclass
 class OracleResult:
+    send_s: np.ndarray
+    link_send_s: np.ndarray
+    pool: np.ndarray
+    reason: np.ndarray
     arrival_s: np.ndarray
     dispatch_s: np.ndarray
     first_token_s: np.ndarray
@@ -187,7 +211,7 @@ class Replica:
     def __init__(self, pool: Pool, index: int) -> None:
         self.pool = pool
         self.env = pool.env
-        self.index = index
+        self.index = index  # across the cluster
         self.queue: deque[Request] = deque()
         self.running: list[Request] = []  # admission order
         self.cache: dict[int, CachedPrefix] = {}
@@ -241,7 +265,7 @@ class Replica:
         """The partial batch starts at the deadline, as if an iteration ended then."""
         assert self.deadline is not None
         decision = self.decisions
-        timer = At(self.env, delay_until(self.env.now, self.deadline), ITERATION_END + self.index)
+        timer = AtTime(self.env, self.deadline, ITERATION_END + self.index)
         timer.callbacks.append(lambda _: self.timer_fired(decision))
 
     def timer_fired(self, decision: int) -> None:
@@ -448,7 +472,7 @@ class Replica:
         for s in sorted(self.batch, key=lambda s: s.index):
             s.first_token.fire(value=seen)
             s.status = DONE
-            self.pool.replicas[s.owner].outstanding.discard(s.index)
+            self.pool.cluster.replicas[s.owner].outstanding.discard(s.index)
             s.completed.fire(value=seen)
         self.batch = []
 
@@ -497,85 +521,68 @@ class Replica:
         s.kv = 0
         s.decoding = False
         s.status = DONE
-        self.pool.replicas[s.owner].outstanding.discard(s.index)
+        self.pool.cluster.replicas[s.owner].outstanding.discard(s.index)
         s.completed.fire(value=seen)
 
 
-class Pool:
-    """The router, the shared queue and the replicas; starts one process per request."""
+def enqueue(queue: deque[Request], s: Request) -> None:
+    """Join a queue behind every waiting request of the same or a higher priority (FIFO
+    within a priority; ahead of lower ones)."""
+    for k, other in enumerate(queue):
+        if other.priority < s.priority:
+            queue.insert(k, s)
+            return
+    queue.append(s)
 
-    def __init__(self, env: simpy.Environment, requests: list[Request], *, replicas: int,
-                 max_num_seqs: int, max_num_batched_tokens: int, chunked_prefill: bool,
-                 kv_capacity_tokens: int, max_model_len: int, params: np.ndarray | None,
-                 router: str, prefix_caching: bool, service_mode: bool, clients: int,
-                 loop_delay_s: float,
-                 batch_latency: tuple[float, float] | None, max_queue_delay_s: float,
-                 async_scheduling: bool = False, frontend_s: float = 0.0, frontend_per_step: float = 0.0) -> None:
-        if router not in ROUTERS:
-            raise ValueError(f"unknown router {router!r}")
-        self.env = env
-        self.requests = requests
+
+class Pool:
+    """One pool: its engine settings, its router and shared queue, and its replicas."""
+
+    def __init__(self, cluster: Cluster, index: int, first: int, *, replicas: int, max_num_seqs: int,
+                 max_num_batched_tokens: int, chunked_prefill: bool, kv_capacity_tokens: int, max_model_len: int,
+                 params: np.ndarray | None, prefix_caching: bool = True, async_scheduling: bool = False,
+                 frontend_s: float = 0.0, frontend_per_step: float = 0.0,
+                 batch_latency: tuple[float, float] | None = None, max_queue_delay_s: float = 0.0,
+                 path: int = 0, loop_delay_s: float = 0.0) -> None:
+        service_mode = cluster.service_mode
+        self.cluster = cluster
+        self.env = cluster.env
+        self.index = index
         self.max_num_seqs = 1 if service_mode else max_num_seqs
         self.budget = max_num_batched_tokens
-        self.chunked = chunked_prefill and not service_mode
+        self.chunked = chunked_prefill and not service_mode and batch_latency is None
         self.kv_capacity = kv_capacity_tokens
         self.max_model_len = max_model_len
         self.params = params
-        self.router = router
+        self.router = cluster.router
         self.prefix_caching = prefix_caching
         self.service_mode = service_mode
-        self.clients = clients
-        self.loop_delay_s = loop_delay_s
         self.batch_latency = batch_latency
         self.max_queue_delay_s = max_queue_delay_s
         self.async_scheduling = async_scheduling and not service_mode and batch_latency is None
         self.frontend_s = frontend_s
         self.frontend_per_step = frontend_per_step
-        if batch_latency is not None:
-            self.chunked = False
+        self.path = path
+        self.loop_delay_s = loop_delay_s
         self.shared_queue: deque[Request] = deque()
         self.router_memory = new_router_memory()
-        self.uses = 0
-        self.stats = {k: 0 for k in ("iterations", "preemptions", "rejections", "evictions",
-                                     "prefix_hits", "prefixes_cached", "partial_chunks",
-                                     "mixed_iterations")}
-        self.replicas = [Replica(self, r) for r in range(replicas)]
-        self.next_unreleased = len(requests)
-        if clients > 0:
-            self.next_unreleased = min(clients, len(requests))
-        for s in requests[: self.next_unreleased]:
-            env.process(self.request_life(s, s.arrival_s))
+        self.stats = cluster.stats
+        self.replicas = [Replica(self, first + r) for r in range(replicas)]
 
     def frontend_delay(self, step_s: float) -> float:
         """From an iteration's end to its tokens reaching the clients (as the kernel computes it)."""
         return self.frontend_s + self.frontend_per_step * step_s
 
     def use_clock(self) -> int:
-        self.uses += 1
-        return self.uses
+        return self.cluster.use_clock()
 
-    # -- a request's life -------------------------------------------------------------------
+    def queued(self) -> list[Request]:
+        return [s for replica in self.replicas for s in replica.queue] + list(self.shared_queue)
 
-    def request_life(self, s: Request, delay: float):
-        yield At(self.env, delay, ARRIVAL)
-        s.arrival_s = self.env.now
-        if not self.dispatch(s):
-            s.done_s = self.env.now
-            self.release_next()
-            return
-        yield s.admitted
-        s.dispatch_s = self.env.now
-        s.first_token_s = yield s.first_token
-        s.done_s = yield s.completed
-        self.release_next(s.done_s)
-
-    def release_next(self, done_s: float | None = None) -> None:
-        """Closed loop: a finished request lets the next unreleased one arrive after the delay."""
-        if self.clients > 0 and self.next_unreleased < len(self.requests):
-            s = self.requests[self.next_unreleased]
-            self.next_unreleased += 1
-            at = (self.env.now if done_s is None else done_s) + self.loop_delay_s
-            self.env.process(self.request_life(s, delay_until(self.env.now, at)))
+    def oldest_queued_arrival(self) -> float:
+        """The earliest arrival among the heads of the pool's queues (inf: nothing waits)."""
+        heads = [q[0].arrival_s for q in [*(r.queue for r in self.replicas), self.shared_queue] if q]
+        return min(heads, default=math.inf)
 
     def dispatch(self, s: Request) -> bool:
         """Reject, or put s in a queue and wake idle replicas; False when rejected."""
@@ -587,14 +594,14 @@ class Pool:
         s.target = s.prompt
         r = self.route(s)
         if r is not None:
-            replica = self.replicas[r]
-            replica.queue.append(s)
+            replica = self.cluster.replicas[r]
+            enqueue(replica.queue, s)
             s.owner = r
             replica.outstanding.add(s.index)
             if replica.idle:
                 replica.wake_up(first=True)
             return True
-        self.shared_queue.append(s)
+        enqueue(self.shared_queue, s)
         idle = [replica for replica in self.replicas if replica.idle]
         for k, replica in enumerate(idle):
             replica.wake_up(first=k == 0)
@@ -602,15 +609,246 @@ class Pool:
 
     def route(self, s: Request) -> int | None:
         """The replica whose queue s joins, or None for the shared queue (every replica is active)."""
-        outstanding = [len(replica.outstanding) for replica in self.replicas]
-        active = list(range(len(self.replicas)))
-        r = ROUTERS[self.router].reference(active, outstanding, s.router_u, self.router_memory)
+        everyone = self.cluster.replicas
+        outstanding = [len(replica.outstanding) for replica in everyone]
+        cached = [int(s.group >= 0 and s.group in replica.cache) for replica in everyone]
+        active = [replica.index for replica in self.replicas]
+        if not active:
+            return None
+        r = ROUTERS[self.router].reference(active, outstanding, s.router_u, self.router_memory, s.group, cached)
         return None if r == SHARED_QUEUE else r
 
     def check_kv(self, replica: Replica) -> None:
         used = replica.kv_used()
         if used > self.kv_capacity or any(s.kv < 0 for s in replica.running):
             raise AssertionError(f"replica {replica.index}: KV {used} over {self.kv_capacity}")
+
+
+@dataclass
+class OraclePath:
+    one_way_s: float = 0.0
+    bandwidth_bytes_per_s: float = math.inf
+    jitter_s: float = 0.0
+    windows: list[tuple[float, float]] = field(default_factory=list)
+    free_at: float = -math.inf
+
+    def back_at(self, t: float) -> float | None:
+        """When the path comes back if it is cut at t, else None."""
+        for start, end in self.windows:
+            if start <= t < end:
+                return end
+        return None
+
+
+@dataclass
+class OracleRoute:
+    pools: list[int]
+    policy: str = "overflow"
+    queue_per_replica: float = math.inf
+    wait_s: float = math.inf
+    weights: list[float] = field(default_factory=list)
+
+
+PREFERRED, OVERFLOW, FAILOVER, WEIGHTED = 0, 1, 2, 3
+
+
+class Cluster:
+    """The pools, the paths to them and the routes; starts one process per request."""
+
+    def __init__(self, env: simpy.Environment, requests: list[Request], pools: list[dict], *,
+                 paths: list[OraclePath], routes: list[OracleRoute], class_route: list[int], router: str,
+                 service_mode: bool, clients: int) -> None:
+        if router not in ROUTERS:
+            raise ValueError(f"unknown router {router!r}")
+        self.env = env
+        self.requests = requests
+        self.router = router
+        self.service_mode = service_mode
+        self.clients = clients
+        self.paths = paths
+        self.routes = routes
+        self.class_route = class_route
+        self.uses = 0
+        self.stats = {k: 0 for k in ("iterations", "preemptions", "rejections", "evictions",
+                                     "prefix_hits", "prefixes_cached", "partial_chunks",
+                                     "mixed_iterations", "overflows", "failovers", "resends")}
+        self.pools: list[Pool] = []
+        self.replicas: list[Replica] = []
+        for p, options in enumerate(pools):
+            pool = Pool(self, p, len(self.replicas), **options)
+            self.pools.append(pool)
+            self.replicas += pool.replicas
+        self.next_unreleased = len(requests)
+        if clients > 0:
+            self.next_unreleased = min(clients, len(requests))
+        for s in requests[: self.next_unreleased]:
+            env.process(self.request_life(s, s.send_s))
+
+    def use_clock(self) -> int:
+        self.uses += 1
+        return self.uses
+
+    # -- a request's life -------------------------------------------------------------------
+
+    def request_life(self, s: Request, send_at: float):
+        n = len(self.requests)
+        yield AtTime(self.env, send_at, ordered(SEND, s.index, n))
+        s.send_s = self.env.now
+        while True:
+            choice = self.choose_pool(s)
+            if isinstance(choice, tuple):
+                break
+            self.stats["resends"] += 1  # every path is cut: send again when one comes back
+            yield AtTime(self.env, choice, ordered(SEND, s.index, n))
+        p, s.reason = choice
+        s.pool = p
+        pool = self.pools[p]
+        s.link_send_s = self.env.now
+        path = self.paths[pool.path]
+        start = self.env.now if self.env.now > path.free_at else path.free_at
+        path.free_at = start + s.size_bytes / path.bandwidth_bytes_per_s
+        delay = max(path.one_way_s + path.jitter_s * s.jitter_z, 0.0)
+        yield AtTime(self.env, path.free_at + delay, ordered(ARRIVAL, s.index, n))
+        s.arrival_s = self.env.now
+        if not pool.dispatch(s):
+            s.done_s = self.env.now
+            self.release_next(s)
+            return
+        yield s.admitted
+        s.dispatch_s = self.env.now
+        s.first_token_s = yield s.first_token
+        s.done_s = yield s.completed
+        self.release_next(s, s.done_s)
+
+    def choose_pool(self, s: Request) -> tuple[int, int] | float:
+        """(pool, why) by the request's route, or the time the first candidate's path comes
+        back when every candidate's path is cut (every replica of the oracle is active)."""
+        route = self.routes[self.class_route[s.request_class]]
+        now = self.env.now
+        pools = [self.pools[p] for p in route.pools]
+        up = [j for j, pool in enumerate(pools) if self.paths[pool.path].back_at(now) is None]
+        if not up:
+            return min(self.paths[pool.path].back_at(now) for pool in pools)  # type: ignore[type-var]
+        available = [j for j in up if pools[j].replicas]
+        if not available:  # nothing can serve: queue at the first pool that can be reached
+            return route.pools[up[0]], PREFERRED if up[0] == 0 else FAILOVER
+
+        def why(j: int) -> int:
+            if j == 0:
+                return PREFERRED
+            return FAILOVER if any(k not in available for k in range(j)) else OVERFLOW
+
+        if route.policy == "weighted" and sum(route.weights[j] for j in available) <= 0:
+            # no weight on any pool that can serve: queue at the first pool that can be reached
+            return route.pools[up[0]], PREFERRED if up[0] == 0 else FAILOVER
+        if route.policy == "weighted":
+            total = sum(route.weights[j] for j in available)
+            acc, last = 0.0, None
+            for j in available:
+                if route.weights[j] <= 0:
+                    continue
+                last = route.pools[j]
+                acc += route.weights[j]
+                if s.route_u * total < acc:
+                    return last, WEIGHTED
+            return last, WEIGHTED  # type: ignore[return-value]
+        for j in available:
+            pool = pools[j]
+            loaded = (len(pool.queued()) > route.queue_per_replica * len(pool.replicas)
+                      or now - pool.oldest_queued_arrival() > route.wait_s)
+            if not loaded:
+                return route.pools[j], why(j)
+        return route.pools[available[-1]], why(available[-1])  # all loaded: the end of the chain
+
+    def release_next(self, finished: Request, done_s: float | None = None) -> None:
+        """Closed loop: a finished request lets its client send the next unreleased one after
+        its pool's loop delay."""
+        if self.clients > 0 and self.next_unreleased < len(self.requests):
+            s = self.requests[self.next_unreleased]
+            self.next_unreleased += 1
+            at = (self.env.now if done_s is None else done_s) + self.pools[finished.pool].loop_delay_s
+            self.env.process(self.request_life(s, at))
+
+
+def run_cluster_oracle(
+    pools: list[dict],
+    send_s: np.ndarray,
+    prompt_tokens: np.ndarray,
+    output_tokens: np.ndarray,
+    *,
+    paths: list[OraclePath] | None = None,
+    routes: list[OracleRoute] | None = None,
+    request_class: np.ndarray | None = None,
+    class_route: list[int] | None = None,
+    class_priority: list[int] | None = None,
+    request_bytes: np.ndarray | None = None,
+    jitter_z: np.ndarray | None = None,
+    route_u: np.ndarray | None = None,
+    router: str = "least_outstanding",
+    router_u: np.ndarray | None = None,
+    prefix_group: np.ndarray | None = None,
+    prefix_tokens: np.ndarray | None = None,
+    service_s: np.ndarray | None = None,
+    clients: int = 0,
+) -> OracleResult:
+    """Run the cluster to the end on the same inputs as `ClusterKernel` (every replica active;
+    no client timeout, no replica failure). `pools` are `PoolConfig` fields as keywords."""
+    n = len(send_s)
+    env = simpy.Environment()
+    if service_s is not None:  # one unit of service: one token in, one out
+        prompt_tokens = output_tokens = np.ones(n, dtype=np.int64)
+    classes = np.zeros(n, dtype=np.int64) if request_class is None else np.asarray(request_class)
+    n_classes = int(classes.max()) + 1 if n else 1
+    priorities = class_priority or [0] * n_classes
+    requests = [
+        Request(
+            index=i,
+            prompt=int(prompt_tokens[i]),
+            output=int(output_tokens[i]),
+            group=-1 if prefix_group is None else int(prefix_group[i]),
+            prefix=0 if prefix_tokens is None else int(prefix_tokens[i]),
+            service_s=0.0 if service_s is None else float(service_s[i]),
+            router_u=0.0 if router_u is None else float(router_u[i]),
+            env=env,
+            send_s=float(send_s[i]),
+            request_class=int(classes[i]),
+            priority=int(priorities[int(classes[i])]),
+            size_bytes=0.0 if request_bytes is None else float(request_bytes[i]),
+            jitter_z=0.0 if jitter_z is None else float(jitter_z[i]),
+            route_u=0.0 if route_u is None else float(route_u[i]),
+        )
+        for i in range(n)
+    ]
+    paths = [replace_path(p) for p in paths] if paths else [OraclePath()]
+    routes = routes or [OracleRoute(pools=list(range(len(pools))))]
+    cluster = Cluster(env, requests, pools, paths=paths, routes=routes,
+                      class_route=class_route or [0] * n_classes, router=router,
+                      service_mode=service_s is not None, clients=clients)
+    env.run()
+
+    def column(name: str, dtype: type) -> np.ndarray:
+        return np.array([getattr(s, name) for s in requests], dtype=dtype)
+
+    return OracleResult(
+        send_s=column("send_s", float),
+        link_send_s=column("link_send_s", float),
+        pool=column("pool", np.int64),
+        reason=column("reason", np.int64),
+        arrival_s=column("arrival_s", float),
+        dispatch_s=column("dispatch_s", float),
+        first_token_s=column("first_token_s", float),
+        done_s=column("done_s", float),
+        replica=column("replica", np.int64),
+        status=column("status", np.int64),
+        preemptions=column("preemptions", np.int64),
+        version=column("version", np.int64),
+        stats=dict(cluster.stats),
+    )
+
+
+def replace_path(path: OraclePath) -> OraclePath:
+    """A fresh copy (the oracle writes `free_at`)."""
+    return OraclePath(path.one_way_s, path.bandwidth_bytes_per_s, path.jitter_s, list(path.windows))
 
 
 def run_oracle(
@@ -639,47 +877,13 @@ def run_oracle(
     frontend_s: float = 0.0,
     frontend_per_step: float = 0.0,
 ) -> OracleResult:
-    """Run the pool to the end on the same inputs as `PoolKernel` (every replica active)."""
-    n = len(arrival_s)
-    env = simpy.Environment()
-    if service_s is not None:  # one unit of service: one token in, one out
-        prompt_tokens = output_tokens = np.ones(n, dtype=np.int64)
-    requests = [
-        Request(
-            index=i,
-            prompt=int(prompt_tokens[i]),
-            output=int(output_tokens[i]),
-            group=-1 if prefix_group is None else int(prefix_group[i]),
-            prefix=0 if prefix_tokens is None else int(prefix_tokens[i]),
-            service_s=0.0 if service_s is None else float(service_s[i]),
-            router_u=0.0 if router_u is None else float(router_u[i]),
-            env=env,
-            arrival_s=float(arrival_s[i]),
-        )
-        for i in range(n)
-    ]
-    pool = Pool(
-        env, requests, replicas=replicas, max_num_seqs=max_num_seqs,
-        max_num_batched_tokens=max_num_batched_tokens, chunked_prefill=chunked_prefill,
-        kv_capacity_tokens=kv_capacity_tokens, max_model_len=max_model_len, params=params,
-        router=router, prefix_caching=prefix_caching, service_mode=service_s is not None,
-        clients=clients, loop_delay_s=loop_delay_s,
-        batch_latency=batch_latency, max_queue_delay_s=max_queue_delay_s,
-        async_scheduling=async_scheduling, frontend_s=frontend_s, frontend_per_step=frontend_per_step,
-    )
-    env.run()
-
-    def column(name: str, dtype: type) -> np.ndarray:
-        return np.array([getattr(s, name) for s in requests], dtype=dtype)
-
-    return OracleResult(
-        arrival_s=column("arrival_s", float),
-        dispatch_s=column("dispatch_s", float),
-        first_token_s=column("first_token_s", float),
-        done_s=column("done_s", float),
-        replica=column("replica", np.int64),
-        status=column("status", np.int64),
-        preemptions=column("preemptions", np.int64),
-        version=column("version", np.int64),
-        stats=dict(pool.stats),
-    )
+    """Run one pool to the end on the same inputs as `PoolKernel` (every replica active;
+    requests arrive at `arrival_s`: a path of zero delay)."""
+    pool = dict(replicas=replicas, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+                chunked_prefill=chunked_prefill, kv_capacity_tokens=kv_capacity_tokens, max_model_len=max_model_len,
+                params=params, prefix_caching=prefix_caching, async_scheduling=async_scheduling,
+                frontend_s=frontend_s, frontend_per_step=frontend_per_step, batch_latency=batch_latency,
+                max_queue_delay_s=max_queue_delay_s, loop_delay_s=loop_delay_s)
+    return run_cluster_oracle([pool], arrival_s, prompt_tokens, output_tokens, router=router,
+                              prefix_group=prefix_group, prefix_tokens=prefix_tokens, service_s=service_s,
+                              router_u=router_u, clients=clients)

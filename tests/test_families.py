@@ -48,11 +48,12 @@ from sim.workload.service_times import SERVICE_TIMES, ServiceTime
 
 
 @njit
-def _highest_active(active, n_active, outstanding, u, memory):  # noqa: ANN001, ANN202
+def _highest_active(active, n_active, outstanding, u, memory, group, cached):  # noqa: ANN001, ANN202
     return active[n_active - 1]
 
 
-HIGHEST_ACTIVE = Router("highest_active", _highest_active, lambda active, outstanding, u, memory: max(active))
+HIGHEST_ACTIVE = Router("highest_active", _highest_active,
+                        lambda active, outstanding, u, memory, group, cached: max(active))
 
 
 class EveryK(ArrivalProcess):
@@ -115,7 +116,7 @@ def test_each_registry_is_exactly_what_the_spec_accepts() -> None:
     for family, (registered, accepted) in accepted_names().items():
         assert registered == accepted, family
     assert set(ARRIVALS) >= {"poisson", "constant", "bursty", "diurnal", "stages", "concurrency", "trace"}
-    assert set(ROUTERS) == {"shared_queue", "round_robin", "least_outstanding", "random"}
+    assert set(ROUTERS) == {"shared_queue", "round_robin", "least_outstanding", "random", "prefix_affinity"}
     assert set(SERVICE_MODELS) == {"service_time", "dynamic_batching", "roofline"}
 
 
@@ -201,14 +202,14 @@ def test_the_toy_router_follows_the_active_replicas() -> None:
 
 
 @njit
-def _always_first(active, n_active, outstanding, u, memory):  # noqa: ANN001, ANN202
+def _always_first(active, n_active, outstanding, u, memory, group, cached):  # noqa: ANN001, ANN202
     return 0
 
 
 def test_a_router_that_picks_an_inactive_replica_is_an_error() -> None:
     """A router's choice is checked: replica 0 after it was drained is refused with an error
     rather than queued on a replica that takes no requests."""
-    ROUTERS.register(Router("always_first", _always_first, lambda active, outstanding, u, memory: 0))
+    ROUTERS.register(Router("always_first", _always_first, lambda active, outstanding, u, memory, group, cached: 0))
     try:
         kernel = PoolKernel(np.array([0.0, 5.0]), np.full(2, 10), np.full(2, 5), replicas=2, max_num_seqs=4,
                             max_num_batched_tokens=256, chunked_prefill=True, kv_capacity_tokens=10**6,

@@ -194,17 +194,6 @@ def test_failure_in_the_simpler_service_models(mode: str) -> None:
     assert np.all(k.attempts[hit] == 2)
 
 
-def test_withdrawn_requests_never_reach_the_pool() -> None:
-    k = pool(n=10)
-    k.withdraw(np.array([2, 3]), np.array([7.0, 8.0]))
-    k.withdraw(np.array([5]))
-    k.advance_to(np.inf)
-    assert list(k.status[[2, 3]]) == [FAILED, FAILED]
-    assert list(k.done_s[[2, 3]]) == [7.0, 8.0]
-    assert k.status[5] == 0  # PENDING: another pool answers it
-    assert np.all(k.status[[0, 1, 4, 6, 7, 8, 9]] == DONE)
-
-
 @settings(max_examples=40, deadline=None)
 @given(cuts=st.lists(st.floats(0.0, 4.0), max_size=6),
        fail_at=st.floats(0.05, 1.5), down_for=st.floats(0.0, 1.0), timeout=st.sampled_from([np.inf, 0.4, 1.5]),

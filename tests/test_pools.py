@@ -20,13 +20,6 @@ def issues_of(path: Path, overrides: list[str]) -> dict[str, str]:
     return {issue.path: issue.message for issue in caught.value.issues}
 
 
-def test_a_second_serving_pool_at_the_inference_site_is_an_error_that_names_it() -> None:
-    issues = issues_of(S1, ["sites.premises.pools=[{name: gpus, gpu: l40s, count: 4}, "
-                            "{name: spare, gpu: l4, count: 2, roles: [serving]}]"])
-    message = issues["sites.premises.pools[1].roles"]
-    assert "'spare' would never serve" in message and "first serving pool" in message
-
-
 def test_a_serving_pool_at_a_site_nothing_routes_to_is_an_error() -> None:
     """S2 serves in the cloud: a serving pool on premises (without a fallback) gets nothing."""
     issues = issues_of(S2, ["sites.premises.pools=[{name: local, gpu: l4, count: 1, roles: [serving]}]"])

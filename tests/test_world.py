@@ -35,7 +35,7 @@ def _run_with_control(scenario: sim.Scenario) -> tuple[Result, dict[str, Any]]:
     for OFFLINE_FOR seconds, sets version 1 and activates it again.
     """
     world = World(scenario)
-    env, pool = world.env, world.pool
+    env, pool = world.env, world.pools["premises/gpus"]
     marks: dict[str, Any] = {}
 
     def control() -> Generator[Any, Any, None]:

@@ -1,30 +1,64 @@
-"""Continuous batching: the serving pool's data plane, as a numba kernel.
+"""Continuous batching across a cluster of serving pools: the data plane, as a numba kernel.
 
-A serving pool is a router in front of R replicas. Requests are not objects: they are rows of
-a few arrays, and the pool's whole state (queues, running batches, KV-cache use, prefix
-caches) is arrays too, so `advance(state, t)` can stop at any time t and resume exactly where
-it stopped. Advancing to t1 and then to t2 gives bit-identical results to advancing to t2.
+The serving cluster is P pools of replicas (each pool: one GPU type, tensor-parallel degree
+and engine profile, at one site), a pool choice made when a request's client sends it, the
+network path to the chosen pool's site, and a router in front of each pool's replicas.
+Requests are not objects: they are rows of a few arrays, and the cluster's whole state
+(paths, queues, running batches, KV-cache use, prefix caches) is arrays too, so
+`advance(state, t)` can stop at any time t and resume exactly where it stopped. Advancing to
+t1 and then to t2 gives bit-identical results to advancing to t2. A single pool behind a
+path of zero delay (`PoolKernel`) is the special case `predict`, calibration and the
+queueing-theory tests use.
 
 Semantics (the pure-SimPy oracle in tests/ implements exactly these; keep them in step):
 
-Events. Two kinds: a request *arrives* at the pool (time `arrival`, already including the
-network), and a replica's *iteration ends*. Events are taken in time order; at equal times
-arrivals go first (lowest request index first), then iteration ends (lowest replica first).
+Events. Five kinds: a client *sends* a request (its send time; or again when the path it
+waited for comes back), a request *arrives* at its pool (send time plus the path), a
+replica's *iteration ends*, a request's client *deadline* passes (client timeouts only). They
+are taken in time order; at equal times sends go first (lowest request index first), then
+arrivals (lowest index first), then iteration ends (lowest replica first), then deadlines.
 `advance(t)` takes every event with time <= t.
 
-Dispatch (at arrival). A request whose prompt + output exceeds `max_model_len` or the
-replica's KV capacity is *rejected* (status REJECTED, done = arrival). Otherwise the router
-picks a queue: an active replica's own queue, or the shared queue all replicas pull from.
-Routers are a family (`sim.routers`: shared_queue, round_robin, least_outstanding, random,
-...); the pool is given the chosen router's numba function and calls it here, at one place
-(`_route`), with the active replicas, their outstanding (dispatched-but-unfinished)
-requests, the request's uniform u drawn up front and the router's own memory. With no
-active replica the request waits in the shared queue. Then the chosen replica, if idle,
-tries to start an iteration at that time; for the shared queue, idle active replicas try in
-index order until the queue is empty.
+Pool choice (at send). The request's traffic class names a route: pools in preference order
+and a policy. A pool is *available* when the path to its site is up (not inside one of the
+path's outage windows) and it has an active replica. `overflow` takes the first available
+pool whose load is within the route's thresholds (queued requests per active replica <=
+`queue_per_replica`, and the oldest queued request's wait <= `wait_s`), else the last
+available one (the end of the overflow chain); `weighted` picks among the available pools by
+their weights with the request's own uniform draw. A pool skipped because it was unavailable
+is a *failover*, one skipped because it was loaded an *overflow*. With no pool available,
+the request goes to the first pool in order whose path is up (it queues there, with no active
+replica: a pool scaled to zero, or all its replicas down); if every path is cut, the client
+waits and sends again when the first of them comes back. The route's first pool is the
+request's *preferred* pool (why it went elsewhere is recorded: `RI_REASON`). Each pool
+counts the requests whose choice reached it while it had no active replica (`sought`): the
+demand an autoscaler of a pool scaled to zero must see, since no request can queue there.
+
+Path (at send). Each pool is reached over a path: the clients' site LAN, or the link between
+the clients' site and the pool's. A path carries payloads first in, first out at its
+bandwidth, then each travels the one-way delay plus its own jitter (a standard normal draw
+per request times the path's jitter, never below zero delay): start = max(send, the path's
+previous payload's end); end = start + bytes / bandwidth; arrival = end + one-way + jitter
+(the same arithmetic as `sim.kernels.links.fifo_link`). Responses travel back after the run
+(`sim.world`): they change nothing here.
+
+Dispatch (at arrival). A request whose prompt + output exceeds its pool's `max_model_len` or
+KV capacity is *rejected* (status REJECTED, done = arrival). Otherwise the pool's router picks
+a queue: an active replica of the pool's own queue, or the pool's shared queue all its
+replicas pull from. Routers are a family (`sim.routers`: shared_queue, round_robin,
+least_outstanding, random, prefix_affinity, ...); the kernel is given the chosen router's
+numba function and calls it here, at one place (`_route`), with the pool's active replicas,
+their outstanding (dispatched-but-unfinished) requests, the request's uniform u drawn up
+front, the router's own memory for the pool and the request's prefix group with the replicas'
+prefix caches. With no active replica the request waits in the pool's shared queue. Then the
+chosen replica, if idle, tries to start an iteration at that time; for the shared queue, the
+pool's idle active replicas try in index order until the queue is empty. Queues are FIFO;
+when traffic classes have different priorities, a request joins its queue ahead of every
+waiting request of a lower priority (behind those of its own or higher).
 
 Iteration composition (when a replica is idle and woken, or when its iteration ends), with
-token budget B = max_num_batched_tokens and at most S = max_num_seqs running sequences:
+token budget B = max_num_batched_tokens and at most S = max_num_seqs running sequences (the
+replica's pool's settings):
  1. KV for decoding: every decoding sequence writes one KV token this iteration. While the
     decoding count d does not fit (kv_used + d > capacity), evict the least recently used
     unreferenced cached prefix; if none, preempt the newest running sequence (recompute: it
@@ -32,26 +66,27 @@ token budget B = max_num_batched_tokens and at most S = max_num_seqs running seq
     own queue, even if it came from the shared queue). The d tokens are then taken.
  2. Chunked prefill on: the decoding sequences take d tokens of the budget; sequences already
     in prefill continue in admission order, each taking min(remaining prompt, budget left);
-    then new sequences are admitted (own queue first, then the shared queue; FIFO) while
-    fewer than S run, budget is left, and KV holds their whole prompt (after evicting
-    unreferenced cached prefixes if needed); each takes min(prompt, budget left).
+    then new sequences are admitted (own queue first, then the pool's shared queue; in queue
+    order) while fewer than S run, budget is left, and KV holds their whole prompt (after
+    evicting unreferenced cached prefixes if needed); each takes min(prompt, budget left).
     Every decoding sequence decodes even if d exceeds the budget.
     Chunked prefill off (prefill first): if the queue head can be admitted (S, KV, and its
     whole prompt within the budget, or it is alone), the iteration is prefill only: admit
-    FIFO while they fit, whole prompts; otherwise it decodes every decoding sequence. The
-    budget check counts the whole prompt; only the tokens computed (not a cached prefix)
-    use the budget up.
+    in queue order while they fit, whole prompts; otherwise it decodes every decoding
+    sequence. The budget check counts the whole prompt; only the tokens computed (not a
+    cached prefix) use the budget up.
  3. An empty batch leaves the replica idle. Otherwise the iteration ends after the time the
-    service model gives it: `step_time(...)` (sim.kernels.roofline) for the roofline, or,
-    in service-time mode, the service time of its single request.
+    service model gives it: `step_time(...)` (sim.kernels.roofline) with the pool's
+    parameters for the roofline, or, in service-time mode, the service time of its single
+    request.
 A draining or offline replica admits nothing; a draining one finishes what it runs.
 
-Async scheduling (`async_scheduling`, as vLLM V1 does by default since late 2025): the engine
-schedules iteration k+1 while iteration k runs, so the iteration composed when iteration k
-ends admits only requests that had arrived when iteration k *started*; later arrivals wait
-for the next one (about one more iteration of TTFT). If that leaves nothing to run, the
-scheduler looks again at once, with every arrival so far. An idle replica schedules a new
-arrival immediately.
+Async scheduling (a pool whose engine has `async_scheduling`, as vLLM V1 does by default
+since late 2025): the engine schedules iteration k+1 while iteration k runs, so the iteration
+composed when iteration k ends admits only requests that had arrived when iteration k
+*started*; later arrivals wait for the next one (about one more iteration of TTFT). If that
+leaves nothing to run, the scheduler looks again at once, with every arrival so far. An idle
+replica schedules a new arrival immediately.
 
 Prefix caching. A request in prefix group g whose prefix is cached on the replica skips the
 prefix's prefill and holds no KV for it (it references the cached copy). A request that
@@ -65,60 +100,63 @@ admission of a request that hits it).
 Iteration end. Chunks advance; a sequence whose prefill completes produces its first token
 and starts decoding; every sequence that was decoding produced one token. Tokens reach the
 client through the engine's front end (API server: detokenising, streaming) a delay
-`frontend_s + frontend_per_step x (the iteration's duration)` after the iteration ends: that
-is first_token, and done for the last token (the replica frees its KV at the iteration end). A sequence with G generated tokens after decode step D (an iteration in which
-the decoding sequences advance; prefill-only iterations are not decode steps) finishes at
-step D + (output - G); sequences finishing at the same iteration complete in request
-order. KV accounting is per token (paged blocks are not modelled; vLLM wastes fewer than
-block_size tokens per sequence).
+`frontend_s + frontend_per_step x (the iteration's duration)` (the pool's engine) after the
+iteration ends: that is first_token, and done for the last token (the replica frees its KV
+at the iteration end). A sequence with G generated tokens after decode step D (an iteration
+in which the decoding sequences advance; prefill-only iterations are not decode steps)
+finishes at step D + (output - G); sequences finishing at the same iteration complete in
+request order. KV accounting is per token (paged blocks are not modelled; vLLM wastes fewer
+than block_size tokens per sequence).
 
 Service models (`sim.kernels.service_models`). Besides the roofline (LLMs, continuous
 batching), two simpler ones run on the same queues: *service-time* mode (batch size 1, each
 request's service time drawn up front; how queueing theory checks the engine) and *dynamic
 batching* for classic models (CNN/BERT classifiers): an idle replica starts a batch of up to
-S queued requests when S are waiting or when the head of its queue (its own, else the shared
-one) has waited `max_queue_delay` since arriving at the pool, and the batch takes a + c x b
-seconds; all its requests complete (first token = done) at its end. A service model is a
-row of that module's table: how a replica composes an iteration (continuous or dynamic
-batching: the one branch in `_compose` and the one at an iteration's end in `advance`) and
-a numba function, passed in like the router, for how long an iteration takes.
+S queued requests when S are waiting or when the head of its queue (its own, else its pool's
+shared one) has waited `max_queue_delay` since arriving at the pool, and the batch takes
+a + c x b seconds (the pool's GPU); all its requests complete (first token = done) at its
+end. A service model is a row of that module's table: how a replica composes an iteration
+(continuous or dynamic batching: the one branch in `_compose` and the one at an iteration's
+end in `advance`) and a numba function, passed in like the router, for how long an
+iteration takes.
 
-Closed loop (clients > 0): requests beyond the first `clients` have no arrival time; when a
-request completes (done, or rejected) at time t, the next unreleased request arrives at
-t + loop_delay; pending arrivals are kept in time order.
+Closed loop (clients > 0): requests beyond the first `clients` have no send time; when a
+request completes (done, rejected or failed) at time t at pool p, the next unreleased
+request is sent at t + p's loop delay (the response's way back and the client's think time);
+pending sends are kept in time order.
 
-Per request the kernel records the replica, the time it was first scheduled (dispatch), the
-first token, completion, the model version of the replica when it was last admitted, its
-status, the number of preemptions and the number of attempts.
+Per request the kernel records the pool and replica, why it went to that pool, when its
+payload entered the path, the time it reached the pool (arrival), was first scheduled
+(dispatch), the first token, completion, the model version of the replica when it was last
+admitted, its status, the number of preemptions and the number of attempts. Per pool it keeps
+running counters the control plane reads (time to first token at the pool, first tokens).
 
-Faults (none of this happens in a run without faults: with no `fail` call and an infinite
-client timeout, everything above is unchanged, and the oracle need not model it).
- - *Client timeout.* Each request has a deadline: its arrival at the pool plus its patience
-   (`timeout_s`, or per request `patience_s`, e.g. what is left of the client's timeout after
-   the network). A request still WAITING at its deadline that has not been admitted in its
-   current attempt fails there: status FAILED, done = deadline; it leaves its queue (and its
-   replica's outstanding count). This is a third kind of event, taken after arrivals and
-   iteration ends at the same time (a request admitted exactly at its deadline is served),
-   in deadline order (lowest request index on ties). A preempted request was admitted, so it
-   does not time out; a retried one (below) was not, in its new attempt.
+Faults (none of this happens in a run without faults: with no `fail` call, no path outage
+and no client timeout, everything above is unchanged, and the oracle need not model it).
+ - *Client timeout.* Each request has a deadline: its send time plus the client timeout
+   (`timeout_s`; `PoolKernel` also takes a per-request `patience_s` from the arrival). A
+   request not admitted in its current attempt by its deadline fails there (status FAILED,
+   done = deadline): still on its way, waiting for a path to come back, or WAITING in a
+   queue (it leaves the queue and its replica's outstanding count). A preempted request was
+   admitted, so it does not time out; a retried one (below) was not, in its new attempt.
+   Deadlines are taken in deadline order (lowest request index on ties).
  - `fail(r)` (a control call, after `advance_to(now)`): replica r goes DOWN at once. Its
    iteration in flight is lost (busy time counts only up to now). Every request admitted to r
    in its current attempt (running, or preempted and queued on r) loses its progress: its KV
    is freed, prefill and generated tokens, first token and dispatch are reset, and it makes
-   another attempt, unless it has used `max_attempts` attempts or its deadline has passed, in
-   which case it fails now (FAILED, done = now). A new attempt is routed again as a new
-   arrival would be (to the tail of the queue the router picks among the active replicas, or
-   the shared queue), oldest arrival first; then the requests queued on r but never admitted
-   are routed the same way, in their queue order, unchanged. (Unlike a drain, which moves its
-   queue to the shared queue: there they would wait behind every replica's own queue.)
-   r's prefix cache is lost. Idle active replicas are then woken in index order. Failing a
-   DOWN replica does nothing.
+   another attempt in the same pool, unless it has used `max_attempts` attempts or its
+   deadline has passed, in which case it fails now (FAILED, done = now). A new attempt is
+   routed again as a new arrival would be (to the tail of the queue the pool's router picks
+   among its active replicas, or the pool's shared queue), oldest arrival first; then the
+   requests queued on r but never admitted are routed the same way, in their queue order,
+   unchanged. (Unlike a drain, which moves its queue to the shared queue: there they would
+   wait behind every replica's own queue.) r's prefix cache is lost. The pool's idle active
+   replicas are then woken in index order. Failing a DOWN replica does nothing.
  - While DOWN, a replica admits and runs nothing; `drain`, `activate` and `deactivate` only
    record the state it returns to; `restore(r)` brings it back in that state (waking it if
    ACTIVE).
- - `withdraw(index, done_s)`, before the first advance in an open loop: requests that never
-   reach the pool (cut off on the way, or sent to another pool). With `done_s` they are
-   FAILED at those times; without, they stay PENDING (another pool answers them).
+ - Path outages (windows given up front): a request is never sent on a cut path (see the
+   pool choice); a payload already on its way arrives.
 Every request ends exactly once: DONE, REJECTED or FAILED, or it is still PENDING, WAITING or
 RUNNING at the end of the run (unfinished).
 """
@@ -126,6 +164,9 @@ RUNNING at the end of the run (unfinished).
 from __future__ import annotations
 
 import functools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -139,12 +180,12 @@ from sim.kernels.service_models import (
     SERVICE_MODELS,
     default_service_model,
 )
-from sim.routers import ROUTER_SIGNATURE, ROUTER_TYPE, ROUTERS, SHARED_QUEUE, new_router_memory
+from sim.routers import ROUTER_MEMORY_SLOTS, ROUTER_SIGNATURE, ROUTER_TYPE, ROUTERS, SHARED_QUEUE
 
 INF = np.inf
 
 # Request status.
-PENDING = 0  # not arrived yet (or not released, in a closed loop)
+PENDING = 0  # not sent yet (or not released, in a closed loop), or on its way to its pool
 WAITING = 1
 RUNNING = 2
 DONE = 3
@@ -161,6 +202,16 @@ DOWN = 3  # failed; PI_WANTED holds the state it returns to when restored
 IDLE = 0
 BUSY = 1
 TIMER = 2  # waiting for a dynamic batch to fill or its oldest request to wait long enough
+
+# Why a request went to its pool (RI_REASON).
+PREFERRED = 0  # the route's first pool
+OVERFLOW = 1  # a pool before it in the route was loaded beyond the route's thresholds
+FAILOVER = 2  # a pool before it was unavailable (path cut, or no active replica)
+WEIGHTED = 3  # picked by the route's weights
+
+# Route policies.
+POLICY_OVERFLOW = 0
+POLICY_WEIGHTED = 1
 
 # Integer request fields (req_i[:, F]).
 RI_PROMPT = 0
@@ -183,17 +234,26 @@ RI_RUN_POS = 16  # position in its replica's running array
 RI_ADMITTED = 17  # admission stamp: the newest running sequence has the largest
 RI_RETRIES = 18  # attempts lost to replica failures (attempts = retries + 1)
 RI_QUEUE = 19  # the queue it waits in (valid while WAITING)
-RI_SIZE = 20
+RI_POOL = 20  # the pool it was sent to (-1: not yet)
+RI_CLASS = 21  # its traffic class
+RI_REASON = 22  # why that pool (PREFERRED, OVERFLOW, FAILOVER, WEIGHTED)
+RI_PRIORITY = 23  # its class's priority (higher is admitted first)
+RI_SIZE = 24
 
 # Float request fields (req_f[:, F]).
-RF_ARRIVAL = 0
+RF_ARRIVAL = 0  # at its pool
 RF_DISPATCH = 1
 RF_FIRST_TOKEN = 2
 RF_DONE = 3
 RF_SERVICE = 4
-RF_RANDOM = 5
-RF_PATIENCE = 6  # how long it may wait at the pool without being admitted (client timeout)
-RF_SIZE = 7
+RF_RANDOM = 5  # the router's uniform draw
+RF_DEADLINE = 6  # when its client gives up (inf: never; a closed-loop request not sent yet: the timeout)
+RF_SEND = 7  # when its client sent it (NaN: a closed-loop request not released yet)
+RF_LINK_SEND = 8  # when its payload entered the path to its pool (after waiting for a cut path)
+RF_BYTES = 9  # its payload on the wire
+RF_JITTER = 10  # its standard normal draw for the path's jitter
+RF_ROUTE_U = 11  # its uniform draw for a weighted pool choice
+RF_SIZE = 12
 
 # Integer replica fields (rep_i[:, F]).
 PI_STATE = 0
@@ -210,7 +270,8 @@ PI_HEAP = 10
 PI_ITER_DECODES = 11  # decoding sequences in the iteration in flight
 PI_DECODE_STEPS = 12  # iterations in which the decoding sequences advanced
 PI_WANTED = 13  # a DOWN replica's state when restored
-PI_SIZE = 14
+PI_POOL = 14  # the pool it belongs to
+PI_SIZE = 15
 
 # Float replica fields (rep_f[:, F]).
 PF_BUSY_UNTIL = 0
@@ -219,34 +280,62 @@ PF_ITER_START = 2
 PF_LONGEST = 3  # the longest iteration so far (bounds how late the front end delivers)
 PF_SIZE = 4
 
-# Configuration (cfg[F]).
+# Cluster-wide configuration (cfg[F]).
 C_REPLICAS = 0
-C_MAX_SEQS = 1
-C_BUDGET = 2
-C_CHUNKED = 3
-C_PREFIX_CACHING = 4
+C_POOLS = 1
+C_CLIENTS = 2
+C_GROUPS = 3
+C_DEADLINES = 4  # 1 when some request has a finite deadline (client timeouts are events)
 C_BATCHING = 5  # how replicas compose iterations: service_models.CONTINUOUS or DYNAMIC
-C_KV_CAPACITY = 6
-C_MAX_MODEL_LEN = 7
-C_CLIENTS = 8
-C_GROUPS = 9
-C_DEADLINES = 10  # 1 when some request has a finite patience (client timeouts are events)
-C_ASYNC = 11  # 1: async scheduling (an iteration is scheduled when the previous one starts)
-C_SIZE = 12
+C_PRIORITIES = 6  # 1: traffic classes have different priorities (queues insert by priority)
+C_SIZE = 7
 
-# Float configuration (fcfg[F]).
-F_LOOP_DELAY = 0  # closed loop: from a response reaching its client to the client's next request
+# Integer configuration of each pool (pool_i[p, F]).
+Q_FIRST = 0  # its first replica (its replicas are FIRST .. FIRST + COUNT - 1)
+Q_COUNT = 1
+Q_MAX_SEQS = 2
+Q_BUDGET = 3
+Q_CHUNKED = 4
+Q_PREFIX_CACHING = 5
+Q_KV_CAPACITY = 6
+Q_MAX_MODEL_LEN = 7
+Q_ASYNC = 8  # 1: async scheduling (an iteration is scheduled when the previous one starts)
+Q_PATH = 9  # the path its requests take
+Q_SOUGHT = 10  # requests whose route reached this pool while it had no active replica (demand it missed)
+Q_SIZE = 11
+
+# Float configuration and counters of each pool (pool_f[p, F]).
+F_LOOP_DELAY = 0  # closed loop: from a request completing here to its client's next send
 F_FRONTEND_S = 1  # the front end's fixed delay from a token's iteration end to its client
 F_FRONTEND_PER_STEP = 2  # ... plus this fraction of that iteration's duration
-F_SIZE = 3
+F_TTFT_SUM = 3  # running sum of (first token - arrival) at the pool, over first tokens
+F_FIRST_TOKENS = 4  # running count of first tokens
+F_SIZE = 5
+
+# Paths (path_f[k, F]).
+PA_ONE_WAY = 0
+PA_BANDWIDTH = 1
+PA_JITTER = 2  # standard deviation of the jitter added to each one-way delay
+PA_FREE_AT = 3  # when its last payload finished going onto the wire
+PA_SIZE = 4
+
+# Routes (route_i[k, F]; pools from RT_POOLS on; route_f[k, F], weights from RTF_WEIGHTS on).
+RT_POLICY = 0
+RT_LEN = 1
+RT_POOLS = 2
+RTF_QUEUE = 0  # overflow when queued requests per active replica exceed this
+RTF_WAIT = 1  # ... or when the oldest queued request has waited longer than this
+RTF_WEIGHTS = 2
 
 # Global counters (glob[F]).
-G_NEXT_ARRIVAL = 0  # index into `order` of the next arrival to take
-G_RELEASED = 1  # requests in `order` (all of them in open loop)
+G_NEXT_SEND = 0  # index into `sorder` of the next send to take
+G_SENDS = 1  # sends in `sorder` (all of them in open loop; released ones in a closed loop)
 G_NEXT_UNRELEASED = 2  # next request a closed-loop client sends
 G_USE_CLOCK = 3  # strictly increasing stamp for LRU order of cached prefixes
 G_NEXT_DEADLINE = 4  # index into `deadline_order` of the next deadline to take
-G_SIZE = 5
+G_ARRIVING = 5  # requests on their way (size of the arrival heap)
+G_RESENDING = 6  # requests waiting for a path (size of the resend heap)
+G_SIZE = 7
 
 # Prefix cache fields (cache_i[r, g, F]).
 K_CACHED = 0
@@ -254,39 +343,64 @@ K_REFS = 1
 K_LAST_USE = 2
 K_SIZE = 3
 
+# Queue fields (queues[q, F]); queue R + p is pool p's shared queue.
+QU_HEAD = 0
+QU_TAIL = 1
+QU_LENGTH = 2
+QU_SIZE = 3
+
 
 # ------------------------------------------------------------------------------------------
-# Queues: singly linked lists of request ids; queue R is the shared queue.
+# Queues: singly linked lists of request ids, in priority then arrival order.
 # ------------------------------------------------------------------------------------------
 
 
 @njit(cache=True, inline="always")
-def _queue_push(queues, req_i, q, i):
-    req_i[i, RI_NEXT] = -1
+def _queue_push(queues, req_i, q, i, by_priority):
     req_i[i, RI_QUEUE] = q
-    if queues[q, 1] < 0:
-        queues[q, 0] = i
+    queues[q, QU_LENGTH] += 1
+    tail = queues[q, QU_TAIL]
+    if tail < 0:
+        req_i[i, RI_NEXT] = -1
+        queues[q, QU_HEAD] = i
+        queues[q, QU_TAIL] = i
+        return
+    if by_priority == 0 or req_i[tail, RI_PRIORITY] >= req_i[i, RI_PRIORITY]:
+        req_i[i, RI_NEXT] = -1
+        req_i[tail, RI_NEXT] = i
+        queues[q, QU_TAIL] = i
+        return
+    # ahead of every waiting request of a lower priority, behind its own and higher ones
+    prev = -1
+    k = queues[q, QU_HEAD]
+    while k >= 0 and req_i[k, RI_PRIORITY] >= req_i[i, RI_PRIORITY]:
+        prev = k
+        k = req_i[k, RI_NEXT]
+    req_i[i, RI_NEXT] = k
+    if prev < 0:
+        queues[q, QU_HEAD] = i
     else:
-        req_i[queues[q, 1], RI_NEXT] = i
-    queues[q, 1] = i
+        req_i[prev, RI_NEXT] = i
 
 
 @njit(cache=True, inline="always")
 def _queue_push_front(queues, req_i, q, i):
-    req_i[i, RI_NEXT] = queues[q, 0]
+    req_i[i, RI_NEXT] = queues[q, QU_HEAD]
     req_i[i, RI_QUEUE] = q
-    queues[q, 0] = i
-    if queues[q, 1] < 0:
-        queues[q, 1] = i
+    queues[q, QU_HEAD] = i
+    queues[q, QU_LENGTH] += 1
+    if queues[q, QU_TAIL] < 0:
+        queues[q, QU_TAIL] = i
 
 
 @njit(cache=True, inline="always")
 def _queue_pop(queues, req_i, q):
-    i = queues[q, 0]
+    i = queues[q, QU_HEAD]
     nxt = req_i[i, RI_NEXT]
-    queues[q, 0] = nxt
+    queues[q, QU_HEAD] = nxt
+    queues[q, QU_LENGTH] -= 1
     if nxt < 0:
-        queues[q, 1] = -1
+        queues[q, QU_TAIL] = -1
     req_i[i, RI_NEXT] = -1
     return i
 
@@ -295,7 +409,7 @@ def _queue_pop(queues, req_i, q):
 def _queue_remove(queues, req_i, q, i):
     """Take request i out of queue q wherever it is (a timeout); O(position), usually the head."""
     prev = -1
-    k = queues[q, 0]
+    k = queues[q, QU_HEAD]
     while k >= 0 and k != i:
         prev = k
         k = req_i[k, RI_NEXT]
@@ -303,17 +417,20 @@ def _queue_remove(queues, req_i, q, i):
         return False
     nxt = req_i[i, RI_NEXT]
     if prev < 0:
-        queues[q, 0] = nxt
+        queues[q, QU_HEAD] = nxt
     else:
         req_i[prev, RI_NEXT] = nxt
-    if queues[q, 1] == i:
-        queues[q, 1] = prev
+    if queues[q, QU_TAIL] == i:
+        queues[q, QU_TAIL] = prev
+    queues[q, QU_LENGTH] -= 1
     req_i[i, RI_NEXT] = -1
     return True
 
 
 # ------------------------------------------------------------------------------------------
-# Completion heap per replica, keyed by (finish iteration, request id).
+# Heaps. Per replica: completions keyed by (finish iteration, request id). Cluster-wide:
+# requests on their way keyed by (arrival, request id), and requests waiting for a cut path
+# keyed by (resend time, request id).
 # ------------------------------------------------------------------------------------------
 
 
@@ -385,6 +502,51 @@ def _heap_remove(rep_i, hk, hr, r, req):
     rep_i[r, PI_HEAP] = 0
     for k in range(m):
         _heap_push(rep_i, hk, hr, r, keys[k], reqs[k])
+
+
+@njit(cache=True, inline="always")
+def _timed_less(ht, hi, a, b):
+    return ht[a] < ht[b] or (ht[a] == ht[b] and hi[a] < hi[b])
+
+
+@njit(cache=True, inline="always")
+def _timed_push(ht, hi, glob, size_field, t, i):
+    n = glob[size_field]
+    ht[n] = t
+    hi[n] = i
+    glob[size_field] = n + 1
+    while n > 0:
+        parent = (n - 1) // 2
+        if _timed_less(ht, hi, n, parent):
+            ht[n], ht[parent] = ht[parent], ht[n]
+            hi[n], hi[parent] = hi[parent], hi[n]
+            n = parent
+        else:
+            break
+
+
+@njit(cache=True, inline="always")
+def _timed_pop(ht, hi, glob, size_field):
+    top = hi[0]
+    n = glob[size_field] - 1
+    glob[size_field] = n
+    ht[0] = ht[n]
+    hi[0] = hi[n]
+    k = 0
+    while True:
+        left = 2 * k + 1
+        right = left + 1
+        smallest = k
+        if left < n and _timed_less(ht, hi, left, smallest):
+            smallest = left
+        if right < n and _timed_less(ht, hi, right, smallest):
+            smallest = right
+        if smallest == k:
+            break
+        ht[k], ht[smallest] = ht[smallest], ht[k]
+        hi[k], hi[smallest] = hi[smallest], hi[k]
+        k = smallest
+    return top
 
 
 # ------------------------------------------------------------------------------------------
@@ -485,12 +647,12 @@ def _preempt_newest(req_i, rep_i, running, prefilling, hk, hr, cache_i, queues, 
 
 
 @njit(cache=True)
-def _try_admit(req_i, req_f, rep_i, running, prefilling, cache_i, prefix_tokens_of_group, glob, cfg, r, i, t,
-               kv_cap, from_shared):
+def _try_admit(req_i, req_f, rep_i, running, prefilling, cache_i, prefix_tokens_of_group, glob, cfg, pool_i, r,
+               i, t, kv_cap, from_shared):
     """Admit request i to replica r if KV holds its prompt; returns the tokens it must prefill."""
     shared = 0
     group = req_i[i, RI_GROUP]
-    caching = cfg[C_PREFIX_CACHING] == 1 and group >= 0
+    caching = pool_i[rep_i[r, PI_POOL], Q_PREFIX_CACHING] == 1 and group >= 0
     if caching and cache_i[r, group, K_CACHED] == 1:
         shared = min(req_i[i, RI_PREFIX], req_i[i, RI_TARGET] - 1)  # recompute at least the last token
     need = req_i[i, RI_TARGET] - shared
@@ -527,25 +689,26 @@ def _try_admit(req_i, req_f, rep_i, running, prefilling, cache_i, prefix_tokens_
 
 @njit(cache=True, inline="always")
 def _queue_head(queues, rep_i, r, shared_q):
-    """The next request replica r would admit: its own queue first, then the shared one."""
-    if queues[r, 0] >= 0:
+    """The next request replica r would admit: its own queue first, then its pool's shared one."""
+    if queues[r, QU_HEAD] >= 0:
         return r
-    if rep_i[r, PI_STATE] == ACTIVE and queues[shared_q, 0] >= 0:
+    if rep_i[r, PI_STATE] == ACTIVE and queues[shared_q, QU_HEAD] >= 0:
         return shared_q
     return -1
 
 
 @njit(cache=True)
-def _compose_dynamic_batch(req_i, req_f, rep_i, rep_f, running, prefilling, queues, glob, cfg, params, r, t,
-                           iteration_s):
+def _compose_dynamic_batch(req_i, req_f, rep_i, rep_f, running, prefilling, queues, glob, cfg, pool_i, params,
+                           r, t, iteration_s):
     """Classic models: run a batch when it is full or its oldest request waited long enough.
 
-    latency(b) = a + c x b (params[0], params[1]); the oldest queued request waits at most
-    params[2] seconds after arriving at the pool before a partial batch starts.
+    latency(b) = a + c x b (the pool's params[0], params[1]); the oldest queued request waits
+    at most params[2] seconds after arriving at the pool before a partial batch starts.
     """
-    shared_q = cfg[C_REPLICAS]
-    max_batch = cfg[C_MAX_SEQS]
-    own = queues[r, 0]
+    p = rep_i[r, PI_POOL]
+    shared_q = cfg[C_REPLICAS] + p
+    max_batch = pool_i[p, Q_MAX_SEQS]
+    own = queues[r, QU_HEAD]
     pull_shared = rep_i[r, PI_STATE] == ACTIVE
     waiting = 0
     k = own
@@ -553,7 +716,7 @@ def _compose_dynamic_batch(req_i, req_f, rep_i, rep_f, running, prefilling, queu
         waiting += 1
         k = req_i[k, RI_NEXT]
     if pull_shared:
-        k = queues[shared_q, 0]
+        k = queues[shared_q, QU_HEAD]
         while k >= 0 and waiting < max_batch:
             waiting += 1
             k = req_i[k, RI_NEXT]
@@ -561,14 +724,14 @@ def _compose_dynamic_batch(req_i, req_f, rep_i, rep_f, running, prefilling, queu
         rep_i[r, PI_IN_FLIGHT] = IDLE
         rep_f[r, PF_BUSY_UNTIL] = INF
         return False
-    head = own if own >= 0 else queues[shared_q, 0]
-    deadline = req_f[head, RF_ARRIVAL] + params[2]
+    head = own if own >= 0 else queues[shared_q, QU_HEAD]
+    deadline = req_f[head, RF_ARRIVAL] + params[p, 2]
     if waiting < max_batch and t < deadline:
         rep_i[r, PI_IN_FLIGHT] = TIMER
         rep_f[r, PF_BUSY_UNTIL] = deadline
         return False
     for _ in range(waiting):
-        q = r if queues[r, 0] >= 0 else shared_q
+        q = r if queues[r, QU_HEAD] >= 0 else shared_q
         i = _queue_pop(queues, req_i, q)
         if q == shared_q:
             rep_i[r, PI_OUTSTANDING] += 1
@@ -579,7 +742,7 @@ def _compose_dynamic_batch(req_i, req_f, rep_i, rep_f, running, prefilling, queu
         running[r, rep_i[r, PI_RUNNING]] = i
         req_i[i, RI_RUN_POS] = rep_i[r, PI_RUNNING]
         rep_i[r, PI_RUNNING] += 1
-    dt = iteration_s(params, 0.0, 0, 0, 0, waiting, 0, 0, 0)
+    dt = iteration_s(params[p], 0.0, 0, 0, 0, waiting, 0, 0, 0)
     rep_i[r, PI_IN_FLIGHT] = BUSY
     rep_i[r, PI_ITER_DECODES] = 0
     rep_f[r, PF_ITER_START] = t
@@ -591,37 +754,41 @@ def _compose_dynamic_batch(req_i, req_f, rep_i, rep_f, running, prefilling, queu
 
 
 @njit(cache=True)
-def _end_dynamic_batch(req_i, req_f, rep_i, rep_f, running, cache_i, order, glob, cfg, r, fcfg):
+def _end_dynamic_batch(req_i, req_f, rep_i, rep_f, running, cache_i, sorder, glob, cfg, pool_f, r):
     t = rep_f[r, PF_BUSY_UNTIL]
-    seen = t + _frontend_delay(fcfg, t - rep_f[r, PF_ITER_START])
+    p = rep_i[r, PI_POOL]
+    seen = t + _frontend_delay(pool_f, p, t - rep_f[r, PF_ITER_START])
     rep_i[r, PI_ITERATIONS] += 1
     batch = np.sort(running[r, :rep_i[r, PI_RUNNING]].copy())  # complete in request order
     for i in batch:
         req_f[i, RF_FIRST_TOKEN] = seen
+        pool_f[p, F_TTFT_SUM] += seen - req_f[i, RF_ARRIVAL]
+        pool_f[p, F_FIRST_TOKENS] += 1.0
         req_i[i, RI_KV_BASE] = 0
         req_i[i, RI_GEN0] = req_i[i, RI_OUTPUT] - 1  # holds no KV: _complete frees nothing
-        _complete(req_i, req_f, rep_i, running, cache_i, order, glob, cfg, r, i, seen, fcfg)
+        _complete(req_i, req_f, rep_i, running, cache_i, sorder, glob, cfg, pool_f, r, i, seen)
     rep_i[r, PI_IN_FLIGHT] = IDLE
     rep_f[r, PF_BUSY_UNTIL] = INF
 
 
 @njit(cache=True)
 def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
-             prefix_tokens_of_group, glob, cfg, params, r, t, cutoff, iteration_s):
+             prefix_tokens_of_group, glob, cfg, pool_i, params, r, t, cutoff, iteration_s):
     """Decide replica r's next iteration at time t and start it; returns False if idle.
 
     Only requests that arrived by `cutoff` are admitted (async scheduling: the iteration was
     scheduled when the previous one started). `iteration_s` is the service model's duration
-    function (`sim.kernels.service_models`)."""
+    function (`sim.kernels.service_models`), `params[p]` its parameters for r's pool p."""
     if rep_i[r, PI_STATE] == OFFLINE or rep_i[r, PI_STATE] == DOWN:
         return False
     if cfg[C_BATCHING] == DYNAMIC:
-        return _compose_dynamic_batch(req_i, req_f, rep_i, rep_f, running, prefilling, queues, glob, cfg,
+        return _compose_dynamic_batch(req_i, req_f, rep_i, rep_f, running, prefilling, queues, glob, cfg, pool_i,
                                       params, r, t, iteration_s)
-    kv_cap = cfg[C_KV_CAPACITY]
-    shared_q = cfg[C_REPLICAS]
-    budget = cfg[C_BUDGET]
-    max_seqs = cfg[C_MAX_SEQS]
+    p = rep_i[r, PI_POOL]
+    kv_cap = pool_i[p, Q_KV_CAPACITY]
+    shared_q = cfg[C_REPLICAS] + p
+    budget = pool_i[p, Q_BUDGET]
+    max_seqs = pool_i[p, Q_MAX_SEQS]
     # 1. room for the decoding sequences' next KV token
     while rep_i[r, PI_DECODING] > 0 and rep_i[r, PI_KV_USED] + rep_i[r, PI_DECODING] > kv_cap:
         if not _evict_one(rep_i, cache_i, r, prefix_tokens_of_group, cfg[C_GROUPS]):
@@ -632,8 +799,8 @@ def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, q
     prefill_seqs = 0
     logit_tokens = 0
     decodes = rep_i[r, PI_DECODING]
-    admitting = rep_i[r, PI_STATE] == ACTIVE or queues[r, 0] >= 0
-    if cfg[C_CHUNKED] == 1:
+    admitting = rep_i[r, PI_STATE] == ACTIVE or queues[r, QU_HEAD] >= 0
+    if pool_i[p, Q_CHUNKED] == 1:
         # the decoding sequences' KV tokens are taken before any prompt is admitted
         rep_i[r, PI_KV_USED] += decodes
         left = budget - decodes
@@ -651,13 +818,13 @@ def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, q
             q = _queue_head(queues, rep_i, r, shared_q)
             if q < 0:
                 break
-            i = queues[q, 0]
+            i = queues[q, QU_HEAD]
             if rep_i[r, PI_STATE] == DRAINING and q != r:
                 break
             if req_f[i, RF_ARRIVAL] > cutoff:
                 break
             todo = _try_admit(req_i, req_f, rep_i, running, prefilling, cache_i,
-                              prefix_tokens_of_group, glob, cfg, r, i, t, kv_cap, q != r)
+                              prefix_tokens_of_group, glob, cfg, pool_i, r, i, t, kv_cap, q != r)
             if todo < 0:
                 break
             _queue_pop(queues, req_i, q)
@@ -683,14 +850,14 @@ def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, q
             q = _queue_head(queues, rep_i, r, shared_q)
             if q < 0:
                 break
-            i = queues[q, 0]
+            i = queues[q, QU_HEAD]
             need = req_i[i, RI_TARGET]
             if admitted > 0 and need > left:
                 break
             if req_f[i, RF_ARRIVAL] > cutoff:
                 break
             todo = _try_admit(req_i, req_f, rep_i, running, prefilling, cache_i,
-                              prefix_tokens_of_group, glob, cfg, r, i, t, kv_cap, q != r)
+                              prefix_tokens_of_group, glob, cfg, pool_i, r, i, t, kv_cap, q != r)
             if todo < 0:
                 break
             _queue_pop(queues, req_i, q)
@@ -710,11 +877,11 @@ def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, q
         rep_f[r, PF_BUSY_UNTIL] = INF
         return False
     logit_tokens += decodes
-    if cfg[C_CHUNKED] == 0:
+    if pool_i[p, Q_CHUNKED] == 0:
         rep_i[r, PI_KV_USED] += decodes
     rep_i[r, PI_ITER_DECODES] = decodes
     service_s = req_f[prefilling[r, 0], RF_SERVICE] if rep_i[r, PI_PREFILLING] > 0 else 0.0
-    dt = iteration_s(params, service_s, prefill_tokens, prefill_pairs, prefill_context, prefill_seqs, decodes,
+    dt = iteration_s(params[p], service_s, prefill_tokens, prefill_pairs, prefill_context, prefill_seqs, decodes,
                      rep_i[r, PI_DECODE_CONTEXT] if decodes > 0 else 0, logit_tokens)
     rep_i[r, PI_IN_FLIGHT] = 1
     rep_f[r, PF_ITER_START] = t
@@ -726,29 +893,38 @@ def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, q
 
 
 @njit(cache=True)
-def _release_next(req_f, order, glob, t):
-    """Closed loop: the next unreleased request arrives at t; pending arrivals stay in time order."""
-    if glob[G_NEXT_UNRELEASED] >= order.shape[0]:
+def _release_next(req_f, sorder, glob, t):
+    """Closed loop: the next unreleased request is sent at t; pending sends stay in time order."""
+    if glob[G_NEXT_UNRELEASED] >= sorder.shape[0]:
         return
     nxt = glob[G_NEXT_UNRELEASED]
     glob[G_NEXT_UNRELEASED] = nxt + 1
-    req_f[nxt, RF_ARRIVAL] = t
-    pos = glob[G_RELEASED]
-    while pos > glob[G_NEXT_ARRIVAL] and req_f[order[pos - 1], RF_ARRIVAL] > t:
-        order[pos] = order[pos - 1]
+    req_f[nxt, RF_SEND] = t
+    req_f[nxt, RF_DEADLINE] += t  # it held its client's timeout until now
+    pos = glob[G_SENDS]
+    while pos > glob[G_NEXT_SEND] and req_f[sorder[pos - 1], RF_SEND] > t:
+        sorder[pos] = sorder[pos - 1]
         pos -= 1
-    order[pos] = nxt
-    glob[G_RELEASED] += 1
+    sorder[pos] = nxt
+    glob[G_SENDS] += 1
 
 
 @njit(cache=True, inline="always")
-def _frontend_delay(fcfg, step_s):
-    """How long after its iteration ends a token reaches the client (the engine's front end)."""
-    return fcfg[F_FRONTEND_S] + fcfg[F_FRONTEND_PER_STEP] * step_s
+def _release_after(req_f, req_i, sorder, glob, cfg, pool_f, i, t):
+    """Closed loop: request i ended at t (done, rejected or failed); its client sends the next."""
+    if cfg[C_CLIENTS] > 0:
+        p = req_i[i, RI_POOL]
+        _release_next(req_f, sorder, glob, t + pool_f[p if p >= 0 else 0, F_LOOP_DELAY])
 
 
 @njit(cache=True, inline="always")
-def _complete(req_i, req_f, rep_i, running, cache_i, order, glob, cfg, r, i, t, fcfg):
+def _frontend_delay(pool_f, p, step_s):
+    """How long after its iteration ends a token reaches the client (the pool's front end)."""
+    return pool_f[p, F_FRONTEND_S] + pool_f[p, F_FRONTEND_PER_STEP] * step_s
+
+
+@njit(cache=True, inline="always")
+def _complete(req_i, req_f, rep_i, running, cache_i, sorder, glob, cfg, pool_f, r, i, t):
     """Request i's last token reaches its client at t; its replica frees what it held."""
     req_i[i, RI_STATUS] = DONE
     req_f[i, RF_DONE] = t
@@ -756,20 +932,21 @@ def _complete(req_i, req_f, rep_i, running, cache_i, order, glob, cfg, r, i, t, 
     _release_prefix(req_i, cache_i, r, i)
     _drop_running(req_i, rep_i, running, r, i)
     rep_i[r, PI_OUTSTANDING] -= 1
-    if cfg[C_CLIENTS] > 0:
-        _release_next(req_f, order, glob, t + fcfg[F_LOOP_DELAY])
+    _release_after(req_f, req_i, sorder, glob, cfg, pool_f, i, t)
 
 
 @njit(cache=True)
 def _end_iteration(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i,
-                   prefix_tokens_of_group, order, glob, cfg, r, fcfg):
+                   prefix_tokens_of_group, sorder, glob, cfg, pool_i, pool_f, r):
     t = rep_f[r, PF_BUSY_UNTIL]
-    seen = t + _frontend_delay(fcfg, t - rep_f[r, PF_ITER_START])  # when its tokens reach clients
+    p = rep_i[r, PI_POOL]
+    seen = t + _frontend_delay(pool_f, p, t - rep_f[r, PF_ITER_START])  # when its tokens reach clients
     rep_i[r, PI_ITERATIONS] += 1
     if rep_i[r, PI_ITER_DECODES] > 0:
         rep_i[r, PI_DECODE_STEPS] += 1
         rep_i[r, PI_DECODE_CONTEXT] += rep_i[r, PI_ITER_DECODES]
     step = rep_i[r, PI_DECODE_STEPS]
+    caching = pool_i[p, Q_PREFIX_CACHING] == 1
     # prefill chunks advance; completed prefills produce their first token
     k = 0
     while k < rep_i[r, PI_PREFILLING]:
@@ -787,8 +964,10 @@ def _end_iteration(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cach
         rep_i[r, PI_PREFILLING] -= 1
         if np.isnan(req_f[i, RF_FIRST_TOKEN]):
             req_f[i, RF_FIRST_TOKEN] = seen
+            pool_f[p, F_TTFT_SUM] += seen - req_f[i, RF_ARRIVAL]
+            pool_f[p, F_FIRST_TOKENS] += 1.0
         group = req_i[i, RI_GROUP]
-        if (cfg[C_PREFIX_CACHING] == 1 and group >= 0 and req_i[i, RI_USES_PREFIX] == 0
+        if (caching and group >= 0 and req_i[i, RI_USES_PREFIX] == 0
                 and cache_i[r, group, K_CACHED] == 0 and req_i[i, RI_PREFIX] < req_i[i, RI_TARGET]):
             # hand the computed prefix to the cache; the request now references it
             cache_i[r, group, K_CACHED] = 1
@@ -801,7 +980,7 @@ def _end_iteration(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cach
         req_i[i, RI_FINISH_STEP] = step + (req_i[i, RI_OUTPUT] - generated)
         if generated >= req_i[i, RI_OUTPUT]:
             req_i[i, RI_FINISH_STEP] = step
-            _complete(req_i, req_f, rep_i, running, cache_i, order, glob, cfg, r, i, seen, fcfg)
+            _complete(req_i, req_f, rep_i, running, cache_i, sorder, glob, cfg, pool_f, r, i, seen)
             continue
         rep_i[r, PI_DECODING] += 1
         rep_i[r, PI_DECODE_CONTEXT] += req_i[i, RI_PROMPT] + generated
@@ -811,48 +990,52 @@ def _end_iteration(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cach
         i = _heap_pop(rep_i, hk, hr, r)
         rep_i[r, PI_DECODING] -= 1
         rep_i[r, PI_DECODE_CONTEXT] -= req_i[i, RI_PROMPT] + req_i[i, RI_OUTPUT]
-        _complete(req_i, req_f, rep_i, running, cache_i, order, glob, cfg, r, i, seen, fcfg)
+        _complete(req_i, req_f, rep_i, running, cache_i, sorder, glob, cfg, pool_f, r, i, seen)
     rep_i[r, PI_IN_FLIGHT] = 0
     rep_f[r, PF_BUSY_UNTIL] = INF
     return t
 
 
 @njit(cache=True, inline="always")
-def _route(req_f, rep_i, cfg, i, route, router_memory, active):
-    """The queue a new request joins (a replica index, or R for the shared queue): the
-    router's choice among the active replicas (`sim.routers`). `active` is scratch space."""
-    n_rep = cfg[C_REPLICAS]
+def _route(req_i, req_f, rep_i, cache_i, cfg, pool_i, i, p, route, router_memory, active):
+    """The queue a request joins at its pool p (a replica index, or R + p for the pool's shared
+    queue): the router's choice among p's active replicas (`sim.routers`). `active` is scratch."""
+    shared_q = cfg[C_REPLICAS] + p
+    first = pool_i[p, Q_FIRST]
     n_active = 0
-    for r in range(n_rep):
+    for r in range(first, first + pool_i[p, Q_COUNT]):
         if rep_i[r, PI_STATE] == ACTIVE:
             active[n_active] = r
             n_active += 1
     if n_active == 0:
-        return n_rep
-    q = route(active, n_active, rep_i[:, PI_OUTSTANDING], req_f[i, RF_RANDOM], router_memory)
+        return shared_q
+    group = req_i[i, RI_GROUP]
+    q = route(active, n_active, rep_i[:, PI_OUTSTANDING], req_f[i, RF_RANDOM], router_memory[p],
+              group, cache_i[:, group if group >= 0 else 0, K_CACHED])
     if q == SHARED_QUEUE:
-        return n_rep
-    if q < 0 or q >= n_rep or rep_i[q, PI_STATE] != ACTIVE:
+        return shared_q
+    if q < first or q >= first + pool_i[p, Q_COUNT] or rep_i[q, PI_STATE] != ACTIVE:
         raise ValueError("the router chose a replica that is not active")
     return q
 
 
 @njit(cache=True)
-def _run_ahead(rep_i, rep_f, hk, queues, cfg, params, r, t_end, next_arrival, iteration_s):
+def _run_ahead(rep_i, rep_f, hk, queues, cfg, pool_i, params, r, t_end, next_arrival, iteration_s):
     """Fast-forward replica r through decode-only iterations that change nothing but itself.
 
     While r's in-flight iteration is decode only, completes no sequence, ends before the next
-    arrival and before t_end, r's queues are empty and KV holds the next token of every
-    decoding sequence, the next iteration is the same batch one token longer: apply the end
-    of the iteration and start the next one in place. No other replica or request can see the
-    difference, so the result is bit-identical to taking each iteration end as an event; it
-    only skips the event machinery. (Closed loops are excluded: another replica's completion
-    may release an arrival earlier than r's next iteration end.)
+    possible arrival and before t_end, r's queues are empty and KV holds the next token of
+    every decoding sequence, the next iteration is the same batch one token longer: apply the
+    end of the iteration and start the next one in place. No other replica or request can see
+    the difference, so the result is bit-identical to taking each iteration end as an event;
+    it only skips the event machinery. (Closed loops are excluded: another replica's completion
+    may release a send, and its arrival, earlier than r's next iteration end.)
     """
     if cfg[C_CLIENTS] > 0:
         return
-    shared_q = cfg[C_REPLICAS]
-    kv_cap = cfg[C_KV_CAPACITY]
+    p = rep_i[r, PI_POOL]
+    shared_q = cfg[C_REPLICAS] + p
+    kv_cap = pool_i[p, Q_KV_CAPACITY]
     decodes = rep_i[r, PI_ITER_DECODES]
     if decodes == 0 or rep_i[r, PI_PREFILLING] > 0 or rep_i[r, PI_IN_FLIGHT] == 0:
         return
@@ -862,7 +1045,7 @@ def _run_ahead(rep_i, rep_f, hk, queues, cfg, params, r, t_end, next_arrival, it
             return
         if rep_i[r, PI_HEAP] > 0 and hk[r, 0] <= rep_i[r, PI_DECODE_STEPS] + 1:
             return
-        if queues[r, 0] >= 0 or (rep_i[r, PI_STATE] == ACTIVE and queues[shared_q, 0] >= 0):
+        if queues[r, QU_HEAD] >= 0 or (rep_i[r, PI_STATE] == ACTIVE and queues[shared_q, QU_HEAD] >= 0):
             return
         if rep_i[r, PI_KV_USED] + decodes > kv_cap:
             return
@@ -872,7 +1055,7 @@ def _run_ahead(rep_i, rep_f, hk, queues, cfg, params, r, t_end, next_arrival, it
         rep_i[r, PI_DECODE_CONTEXT] += decodes
         # the next one: the same sequences, one token further
         rep_i[r, PI_KV_USED] += decodes
-        dt = iteration_s(params, 0.0, 0, 0, 0, 0, decodes, rep_i[r, PI_DECODE_CONTEXT], decodes)
+        dt = iteration_s(params[p], 0.0, 0, 0, 0, 0, decodes, rep_i[r, PI_DECODE_CONTEXT], decodes)
         rep_f[r, PF_ITER_START] = end
         end = end + dt
         rep_f[r, PF_BUSY_UNTIL] = end
@@ -882,60 +1065,193 @@ def _run_ahead(rep_i, rep_f, hk, queues, cfg, params, r, t_end, next_arrival, it
 
 
 @njit(cache=True)
-def _expire(req_i, req_f, rep_i, queues, order, glob, cfg, i, t, fcfg):
-    """Request i's deadline has come: if it still waits unadmitted, it fails (client timeout)."""
-    if req_i[i, RI_STATUS] != WAITING or not np.isnan(req_f[i, RF_DISPATCH]):
+def _expire(req_i, req_f, rep_i, queues, sorder, glob, cfg, pool_f, i, t):
+    """Request i's deadline has come: if it is not admitted in its current attempt (on its way,
+    waiting for a path, or queued), it fails (client timeout)."""
+    status = req_i[i, RI_STATUS]
+    if status == PENDING:
+        if np.isnan(req_f[i, RF_SEND]):
+            return False  # a closed-loop request not released yet has no deadline
+    elif status != WAITING or not np.isnan(req_f[i, RF_DISPATCH]):
         return False
-    q = req_i[i, RI_QUEUE]
-    _queue_remove(queues, req_i, q, i)
-    if q < cfg[C_REPLICAS]:
-        rep_i[q, PI_OUTSTANDING] -= 1
+    else:
+        q = req_i[i, RI_QUEUE]
+        _queue_remove(queues, req_i, q, i)
+        if q < cfg[C_REPLICAS]:
+            rep_i[q, PI_OUTSTANDING] -= 1
     req_i[i, RI_STATUS] = FAILED
     req_f[i, RF_DONE] = t
-    if cfg[C_CLIENTS] > 0:
-        _release_next(req_f, order, glob, t + fcfg[F_LOOP_DELAY])
+    _release_after(req_f, req_i, sorder, glob, cfg, pool_f, i, t)
     return True
 
 
-# The entry points that take the router and the service model's duration are compiled for
-# exactly one signature, with both as first-class functions (`sim.routers.ROUTER_TYPE`,
-# `sim.kernels.service_models.ITERATION_TYPE`), the first time a pool is built
-# (`_compile_entry_points`). Left to specialise on their arguments, they would be
-# compiled once per router function, and such a specialisation is not found in the cache by
-# the next process (measured with numba 0.68: every run would compile again).
-_I32_2D = types.int32[:, ::1]
-_I64_1D, _I64_2D, _I64_3D = types.int64[::1], types.int64[:, ::1], types.int64[:, :, ::1]
-_F64_1D, _F64_2D = types.float64[::1], types.float64[:, ::1]
-ADVANCE_SIGNATURE = types.int64(
-    _I32_2D, _F64_2D, _I64_2D, _F64_2D, _I64_2D, _I64_2D, _I64_2D, _I64_2D, _I64_3D, _I64_2D,
-    _I64_1D, _I64_1D, _I64_1D, _I64_1D, _I64_1D, _F64_1D, types.float64, _F64_1D, ROUTER_TYPE, _I64_1D,
-    ITERATION_TYPE)
-COMPOSE_SIGNATURE = types.boolean(
-    _I32_2D, _F64_2D, _I64_2D, _F64_2D, _I64_2D, _I64_2D, _I64_2D, _I64_2D, _I64_3D, _I64_2D,
-    _I64_1D, _I64_1D, _I64_1D, _F64_1D, types.int64, types.float64, types.float64, ITERATION_TYPE)
-FAIL_SIGNATURE = types.int64[:](
-    _I32_2D, _F64_2D, _I64_2D, _F64_2D, _I64_2D, _I64_3D, _I64_2D, _I64_1D, _I64_1D, _I64_1D,
-    types.int64, types.float64, types.int64, _F64_1D, ROUTER_TYPE, _I64_1D)
+# ------------------------------------------------------------------------------------------
+# Sending: the pool choice and the path
+# ------------------------------------------------------------------------------------------
+
+
+@njit(cache=True, inline="always")
+def _path_back_at(path_w, path_n, k, t):
+    """When path k comes back if it is cut at t (inside one of its outage windows), else -1."""
+    for w in range(path_n[k]):
+        if path_w[k, w, 0] <= t < path_w[k, w, 1]:
+            return path_w[k, w, 1]
+    return -1.0
+
+
+@njit(cache=True, inline="always")
+def _active_count(rep_i, pool_i, p):
+    first = pool_i[p, Q_FIRST]
+    n = 0
+    for r in range(first, first + pool_i[p, Q_COUNT]):
+        if rep_i[r, PI_STATE] == ACTIVE:
+            n += 1
+    return n
 
 
 @njit(cache=True)
-def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
-            prefix_tokens_of_group, order, deadline_order, glob, cfg, params, t_end, fcfg,
-            route, router_memory, iteration_s):
-    """Run every arrival, iteration end and deadline with time <= t_end; returns events processed.
+def _over_threshold(req_f, rep_i, queues, cfg, pool_i, route_f, k, p, n_active, t):
+    """Is pool p loaded beyond route k's overflow thresholds at t?"""
+    first = pool_i[p, Q_FIRST]
+    shared_q = cfg[C_REPLICAS] + p
+    queued = queues[shared_q, QU_LENGTH]
+    oldest = INF
+    if queues[shared_q, QU_HEAD] >= 0:
+        oldest = req_f[queues[shared_q, QU_HEAD], RF_ARRIVAL]
+    for r in range(first, first + pool_i[p, Q_COUNT]):
+        queued += queues[r, QU_LENGTH]
+        head = queues[r, QU_HEAD]
+        if head >= 0 and req_f[head, RF_ARRIVAL] < oldest:
+            oldest = req_f[head, RF_ARRIVAL]
+    if queued > route_f[k, RTF_QUEUE] * n_active:
+        return True
+    return oldest < INF and t - oldest > route_f[k, RTF_WAIT]
 
-    `route` is the router's numba function (`sim.routers`), `router_memory` its state, and
-    `iteration_s` the service model's duration function (`sim.kernels.service_models`)."""
+
+@njit(cache=True)
+def _choose_pool(req_i, req_f, rep_i, queues, cfg, pool_i, path_w, path_n, route_i, route_f, class_route, i, t):
+    """The pool request i is sent to at t, and why (see the module docstring), or (-1, the
+    time the first candidate's path comes back) when every candidate's path is cut."""
+    k = class_route[req_i[i, RI_CLASS]]
+    n = route_i[k, RT_LEN]
+    first_open = -1  # the first candidate whose path is up
+    first_open_j = -1
+    soonest_back = INF
+    if route_i[k, RT_POLICY] == POLICY_WEIGHTED:
+        total = 0.0
+        for j in range(n):
+            p = route_i[k, RT_POOLS + j]
+            back = _path_back_at(path_w, path_n, pool_i[p, Q_PATH], t)
+            if back >= 0.0:
+                soonest_back = min(soonest_back, back)
+                continue
+            if first_open < 0:
+                first_open, first_open_j = p, j
+            if _active_count(rep_i, pool_i, p) > 0:
+                total += route_f[k, RTF_WEIGHTS + j]
+            elif route_f[k, RTF_WEIGHTS + j] > 0.0:
+                pool_i[p, Q_SOUGHT] += 1
+        if total > 0.0:
+            target = req_f[i, RF_ROUTE_U] * total
+            acc = 0.0
+            last = -1
+            for j in range(n):
+                p = route_i[k, RT_POOLS + j]
+                if _path_back_at(path_w, path_n, pool_i[p, Q_PATH], t) >= 0.0:
+                    continue
+                if _active_count(rep_i, pool_i, p) == 0 or route_f[k, RTF_WEIGHTS + j] <= 0.0:
+                    continue
+                last = p
+                acc += route_f[k, RTF_WEIGHTS + j]
+                if target < acc:
+                    return p, float(WEIGHTED)
+            return last, float(WEIGHTED)
+    else:
+        last_available = -1
+        last_why = PREFERRED
+        skipped_unavailable = False  # a pool before this one was unavailable
+        for j in range(n):
+            p = route_i[k, RT_POOLS + j]
+            back = _path_back_at(path_w, path_n, pool_i[p, Q_PATH], t)
+            if back >= 0.0:
+                soonest_back = min(soonest_back, back)
+                skipped_unavailable = True
+                continue
+            if first_open < 0:
+                first_open, first_open_j = p, j
+            n_active = _active_count(rep_i, pool_i, p)
+            if n_active == 0:
+                pool_i[p, Q_SOUGHT] += 1
+                skipped_unavailable = True
+                continue
+            why = PREFERRED if j == 0 else (FAILOVER if skipped_unavailable else OVERFLOW)
+            last_available, last_why = p, why
+            if _over_threshold(req_f, rep_i, queues, cfg, pool_i, route_f, k, p, n_active, t):
+                continue
+            return p, float(why)
+        if last_available >= 0:  # every available pool is loaded: the end of the overflow chain
+            return last_available, float(last_why)
+    if first_open >= 0:  # nothing can serve now: queue at the first pool that can be reached
+        return first_open, float(PREFERRED if first_open_j == 0 else FAILOVER)
+    return -1, soonest_back
+
+
+@njit(cache=True)
+def _send(req_i, req_f, rep_i, queues, glob, cfg, pool_i, path_f, path_w, path_n, route_i, route_f, class_route,
+          aheap_t, aheap_i, rheap_t, rheap_i, i, t):
+    """Client sends request i at t: choose its pool and put it on the path there (or wait for
+    a path to come back)."""
+    if req_i[i, RI_STATUS] != PENDING:
+        return  # its client gave up while it waited for a path
+    p, why = _choose_pool(req_i, req_f, rep_i, queues, cfg, pool_i, path_w, path_n, route_i, route_f,
+                          class_route, i, t)
+    if p < 0:
+        _timed_push(rheap_t, rheap_i, glob, G_RESENDING, why, i)
+        return
+    req_i[i, RI_POOL] = p
+    req_i[i, RI_REASON] = int(why)
+    req_f[i, RF_LINK_SEND] = t
+    k = pool_i[p, Q_PATH]
+    start = t if t > path_f[k, PA_FREE_AT] else path_f[k, PA_FREE_AT]
+    free_at = start + req_f[i, RF_BYTES] / path_f[k, PA_BANDWIDTH]
+    path_f[k, PA_FREE_AT] = free_at
+    delay = path_f[k, PA_ONE_WAY] + path_f[k, PA_JITTER] * req_f[i, RF_JITTER]
+    if delay < 0.0:
+        delay = 0.0
+    _timed_push(aheap_t, aheap_i, glob, G_ARRIVING, free_at + delay, i)
+
+
+# ------------------------------------------------------------------------------------------
+# The clock
+# ------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues, prefix_tokens_of_group,
+            sorder, deadline_order, glob, cfg, pool_i, pool_f, params, path_f, path_w, path_n, route_i, route_f,
+            class_route, aheap_t, aheap_i, rheap_t, rheap_i, t_end, route, router_memory, iteration_s):
+    """Run every send, arrival, iteration end and deadline with time <= t_end; returns the
+    events processed.
+
+    `route` is the router's numba function (`sim.routers`), `router_memory` its state per
+    pool, and `iteration_s` the service model's duration function
+    (`sim.kernels.service_models`)."""
     n_rep = cfg[C_REPLICAS]
-    shared_q = n_rep
-    kv_cap = cfg[C_KV_CAPACITY]
     closed = cfg[C_CLIENTS] > 0
-    active = np.empty(n_rep, dtype=np.int64)  # the router's scratch: indices of active replicas
+    by_priority = cfg[C_PRIORITIES]
+    active = np.empty(max(n_rep, 1), dtype=np.int64)  # the router's scratch: indices of active replicas
     events = 0
     while True:
-        ta = INF
-        if glob[G_NEXT_ARRIVAL] < glob[G_RELEASED]:
-            ta = req_f[order[glob[G_NEXT_ARRIVAL]], RF_ARRIVAL]
+        # the next send: the next in send order, or a request whose path came back
+        ts = INF
+        resend = False
+        if glob[G_NEXT_SEND] < glob[G_SENDS]:
+            ts = req_f[sorder[glob[G_NEXT_SEND]], RF_SEND]
+        if glob[G_RESENDING] > 0 and (rheap_t[0] < ts or (rheap_t[0] == ts
+                                                           and rheap_i[0] < sorder[glob[G_NEXT_SEND]])):
+            ts = rheap_t[0]
+            resend = True
+        ta = aheap_t[0] if glob[G_ARRIVING] > 0 else INF
         te = INF
         rmin = -1
         for r in range(n_rep):
@@ -946,47 +1262,62 @@ def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
         td = INF
         j = -1
         if cfg[C_DEADLINES] == 1:
-            deadlines = glob[G_RELEASED] if closed else deadline_order.shape[0]
+            deadlines = glob[G_SENDS] if closed else deadline_order.shape[0]
             if glob[G_NEXT_DEADLINE] < deadlines:
                 j = deadline_order[glob[G_NEXT_DEADLINE]]
-                td = req_f[j, RF_ARRIVAL] + req_f[j, RF_PATIENCE]
-        if ta == INF and te == INF and td == INF:
+                td = req_f[j, RF_DEADLINE]
+        if ts == INF and ta == INF and te == INF and td == INF:
             break
+        if ts <= ta and ts <= te and ts <= td:
+            if ts > t_end:
+                break
+            if resend:
+                i = _timed_pop(rheap_t, rheap_i, glob, G_RESENDING)
+            else:
+                i = sorder[glob[G_NEXT_SEND]]
+                glob[G_NEXT_SEND] += 1
+            events += 1
+            _send(req_i, req_f, rep_i, queues, glob, cfg, pool_i, path_f, path_w, path_n, route_i, route_f,
+                  class_route, aheap_t, aheap_i, rheap_t, rheap_i, i, ts)
+            continue
         if td < ta and td < te:
             if td > t_end:
                 break
             glob[G_NEXT_DEADLINE] += 1
-            if _expire(req_i, req_f, rep_i, queues, order, glob, cfg, j, td, fcfg):
+            if _expire(req_i, req_f, rep_i, queues, sorder, glob, cfg, pool_f, j, td):
                 events += 1
             continue
         if ta <= te:
             if ta > t_end:
                 break
-            i = order[glob[G_NEXT_ARRIVAL]]
-            glob[G_NEXT_ARRIVAL] += 1
+            i = _timed_pop(aheap_t, aheap_i, glob, G_ARRIVING)
+            if req_i[i, RI_STATUS] != PENDING:
+                continue  # its client gave up on the way
             events += 1
+            req_f[i, RF_ARRIVAL] = ta
+            p = req_i[i, RI_POOL]
             total = req_i[i, RI_PROMPT] + req_i[i, RI_OUTPUT]
-            if total > cfg[C_MAX_MODEL_LEN] or total > kv_cap:
+            if total > pool_i[p, Q_MAX_MODEL_LEN] or total > pool_i[p, Q_KV_CAPACITY]:
                 req_i[i, RI_STATUS] = REJECTED
                 req_f[i, RF_DONE] = ta
-                if cfg[C_CLIENTS] > 0:
-                    _release_next(req_f, order, glob, ta + fcfg[F_LOOP_DELAY])
+                _release_after(req_f, req_i, sorder, glob, cfg, pool_f, i, ta)
                 continue
-            q = _route(req_f, rep_i, cfg, i, route, router_memory, active)
+            q = _route(req_i, req_f, rep_i, cache_i, cfg, pool_i, i, p, route, router_memory, active)
             req_i[i, RI_STATUS] = WAITING
             req_i[i, RI_TARGET] = req_i[i, RI_PROMPT]
-            _queue_push(queues, req_i, q, i)
+            _queue_push(queues, req_i, q, i, by_priority)
             if q < n_rep:
                 rep_i[q, PI_OUTSTANDING] += 1
                 if rep_i[q, PI_IN_FLIGHT] != BUSY:
-                    _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i,
-                             queues, prefix_tokens_of_group, glob, cfg, params, q, ta, ta, iteration_s)
+                    _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
+                             prefix_tokens_of_group, glob, cfg, pool_i, params, q, ta, ta, iteration_s)
             else:
-                for r in range(n_rep):
+                first = pool_i[p, Q_FIRST]
+                for r in range(first, first + pool_i[p, Q_COUNT]):
                     if rep_i[r, PI_IN_FLIGHT] != BUSY and rep_i[r, PI_STATE] == ACTIVE:
-                        _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i,
-                                 queues, prefix_tokens_of_group, glob, cfg, params, r, ta, ta, iteration_s)
-                        if queues[shared_q, 0] < 0:
+                        _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
+                                 prefix_tokens_of_group, glob, cfg, pool_i, params, r, ta, ta, iteration_s)
+                        if queues[q, QU_HEAD] < 0:
                             break
         else:
             if te > t_end:
@@ -995,54 +1326,53 @@ def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
             if rep_i[rmin, PI_IN_FLIGHT] == TIMER:
                 rep_i[rmin, PI_IN_FLIGHT] = IDLE
             elif cfg[C_BATCHING] == DYNAMIC:
-                _end_dynamic_batch(req_i, req_f, rep_i, rep_f, running, cache_i, order, glob, cfg, rmin,
-                                   fcfg)
+                _end_dynamic_batch(req_i, req_f, rep_i, rep_f, running, cache_i, sorder, glob, cfg, pool_f, rmin)
             else:
                 _end_iteration(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i,
-                               prefix_tokens_of_group, order, glob, cfg, rmin, fcfg)
+                               prefix_tokens_of_group, sorder, glob, cfg, pool_i, pool_f, rmin)
             # async scheduling: the next iteration was scheduled when the one ending now
             # started, so it admits only what had arrived by then; with nothing to run, the
             # scheduler looks again at once
-            cutoff = rep_f[rmin, PF_ITER_START] if cfg[C_ASYNC] == 1 else te
+            cutoff = rep_f[rmin, PF_ITER_START] if pool_i[rep_i[rmin, PI_POOL], Q_ASYNC] == 1 else te
             if not _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
-                            prefix_tokens_of_group, glob, cfg, params, rmin, te, cutoff, iteration_s) and cutoff < te:
+                            prefix_tokens_of_group, glob, cfg, pool_i, params, rmin, te, cutoff,
+                            iteration_s) and cutoff < te:
                 _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
-                         prefix_tokens_of_group, glob, cfg, params, rmin, te, te, iteration_s)
-            next_arrival = INF
-            if glob[G_NEXT_ARRIVAL] < glob[G_RELEASED]:
-                next_arrival = req_f[order[glob[G_NEXT_ARRIVAL]], RF_ARRIVAL]
-            _run_ahead(rep_i, rep_f, hk, queues, cfg, params, rmin, t_end, next_arrival, iteration_s)
+                         prefix_tokens_of_group, glob, cfg, pool_i, params, rmin, te, te, iteration_s)
+            next_arrival = aheap_t[0] if glob[G_ARRIVING] > 0 else INF
+            if glob[G_NEXT_SEND] < glob[G_SENDS]:  # an arrival comes no earlier than its send
+                next_arrival = min(next_arrival, req_f[sorder[glob[G_NEXT_SEND]], RF_SEND])
+            if glob[G_RESENDING] > 0:
+                next_arrival = min(next_arrival, rheap_t[0])
+            _run_ahead(rep_i, rep_f, hk, queues, cfg, pool_i, params, rmin, t_end, next_arrival, iteration_s)
     return events
 
 
 @njit(cache=True)
-def _reroute(req_i, req_f, rep_i, queues, cfg, i, route, router_memory, active):
-    q = _route(req_f, rep_i, cfg, i, route, router_memory, active)
-    _queue_push(queues, req_i, q, i)
+def _reroute(req_i, req_f, rep_i, cache_i, queues, cfg, pool_i, i, route, router_memory, active):
+    p = req_i[i, RI_POOL]
+    q = _route(req_i, req_f, rep_i, cache_i, cfg, pool_i, i, p, route, router_memory, active)
+    _queue_push(queues, req_i, q, i, cfg[C_PRIORITIES])
     if q < cfg[C_REPLICAS]:
         rep_i[q, PI_OUTSTANDING] += 1
 
 
 @njit(cache=True)
-def _fail_replica(req_i, req_f, rep_i, rep_f, running, cache_i, queues, order, glob, cfg, r, t,
-                  max_attempts, fcfg, route, router_memory):
+def _fail_replica(req_i, req_f, rep_i, rep_f, running, cache_i, queues, sorder, glob, cfg, pool_i, pool_f, r, t,
+                  max_attempts, route, router_memory):
     """Replica r fails at t (see the module docstring); returns the requests that failed for good."""
     lost = np.empty(rep_i[r, PI_RUNNING], dtype=np.int64)
     for k in range(rep_i[r, PI_RUNNING]):
         lost[k] = running[r, k]
     # r's own queue: preempted requests were admitted in this attempt, the others were not
     untouched = np.empty(0, dtype=np.int64)
-    own = 0
-    k = queues[r, 0]
-    while k >= 0:
-        own += 1
-        k = req_i[k, RI_NEXT]
+    own = queues[r, QU_LENGTH]
     if own > 0:
         keep = np.empty(own, dtype=np.int64)
         kept = 0
         extra = np.empty(own, dtype=np.int64)
         lost_queued = 0
-        while queues[r, 0] >= 0:
+        while queues[r, QU_HEAD] >= 0:
             i = _queue_pop(queues, req_i, r)
             if np.isnan(req_f[i, RF_DISPATCH]):
                 keep[kept] = i
@@ -1088,26 +1418,46 @@ def _fail_replica(req_i, req_f, rep_i, rep_f, running, cache_i, queues, order, g
         req_f[i, RF_FIRST_TOKEN] = np.nan
         req_f[i, RF_DISPATCH] = np.nan
         out_of_attempts = max_attempts > 0 and req_i[i, RI_RETRIES] + 1 >= max_attempts
-        timed_out = t >= req_f[i, RF_ARRIVAL] + req_f[i, RF_PATIENCE]
+        timed_out = t >= req_f[i, RF_DEADLINE]
         if out_of_attempts or timed_out:
             req_i[i, RI_STATUS] = FAILED
             req_f[i, RF_DONE] = t
             failed[n_failed] = i
             n_failed += 1
-            if cfg[C_CLIENTS] > 0:
-                _release_next(req_f, order, glob, t + fcfg[F_LOOP_DELAY])
+            _release_after(req_f, req_i, sorder, glob, cfg, pool_f, i, t)
         else:
             req_i[i, RI_RETRIES] += 1
             req_i[i, RI_STATUS] = WAITING
             retry[n_retry] = i
             n_retry += 1
     # the router places them again, as new arrivals: retried ones first, oldest first
-    active = np.empty(cfg[C_REPLICAS], dtype=np.int64)
+    active = np.empty(max(cfg[C_REPLICAS], 1), dtype=np.int64)
     for k in range(n_retry):
-        _reroute(req_i, req_f, rep_i, queues, cfg, retry[k], route, router_memory, active)
+        _reroute(req_i, req_f, rep_i, cache_i, queues, cfg, pool_i, retry[k], route, router_memory, active)
     for i in untouched:
-        _reroute(req_i, req_f, rep_i, queues, cfg, i, route, router_memory, active)
+        _reroute(req_i, req_f, rep_i, cache_i, queues, cfg, pool_i, i, route, router_memory, active)
     return failed[:n_failed]
+
+
+# The entry points that take the router and the service model's duration are compiled for
+# exactly one signature, with both as first-class functions (`sim.routers.ROUTER_TYPE`,
+# `sim.kernels.service_models.ITERATION_TYPE`), the first time a kernel is built
+# (`_compile_entry_points`). Left to specialise on their arguments, they would be
+# compiled once per router function, and such a specialisation is not found in the cache by
+# the next process (measured with numba 0.68: every run would compile again).
+_I32_2D = types.int32[:, ::1]
+_I64_1D, _I64_2D, _I64_3D = types.int64[::1], types.int64[:, ::1], types.int64[:, :, ::1]
+_F64_1D, _F64_2D, _F64_3D = types.float64[::1], types.float64[:, ::1], types.float64[:, :, ::1]
+ADVANCE_SIGNATURE = types.int64(
+    _I32_2D, _F64_2D, _I64_2D, _F64_2D, _I64_2D, _I64_2D, _I64_2D, _I64_2D, _I64_3D, _I64_2D, _I64_1D,
+    _I64_1D, _I64_1D, _I64_1D, _I64_1D, _I64_2D, _F64_2D, _F64_2D, _F64_2D, _F64_3D, _I64_1D, _I64_2D, _F64_2D,
+    _I64_1D, _F64_1D, _I64_1D, _F64_1D, _I64_1D, types.float64, ROUTER_TYPE, _I64_2D, ITERATION_TYPE)
+COMPOSE_SIGNATURE = types.boolean(
+    _I32_2D, _F64_2D, _I64_2D, _F64_2D, _I64_2D, _I64_2D, _I64_2D, _I64_2D, _I64_3D, _I64_2D,
+    _I64_1D, _I64_1D, _I64_1D, _I64_2D, _F64_2D, types.int64, types.float64, types.float64, ITERATION_TYPE)
+FAIL_SIGNATURE = types.int64[:](
+    _I32_2D, _F64_2D, _I64_2D, _F64_2D, _I64_2D, _I64_3D, _I64_2D, _I64_1D, _I64_1D, _I64_1D, _I64_2D, _F64_2D,
+    types.int64, types.float64, types.int64, ROUTER_TYPE, _I64_2D)
 
 
 class CompiledFunction(types.WrapperAddressProtocol):
@@ -1160,77 +1510,137 @@ def _compile_entry_points() -> None:
 # ------------------------------------------------------------------------------------------
 
 
-class PoolKernel:
-    """The arrays of one serving pool and the calls that change them.
+@dataclass(frozen=True)
+class PoolConfig:
+    """One serving pool of the cluster: its replicas, its engine's settings, its path.
 
-    Build it with the requests (arrival times at the pool, token counts, prefix groups) and
-    the engine settings; then call `advance_to(t)` as often as you like, and the control
-    calls (`drain`, `activate`, `deactivate`, `set_version`, and for faults `fail`,
-    `restore`) between advances. Results are read from the request arrays (`arrival_s`,
-    `dispatch_s`, `first_token_s`, `done_s`, `replica`, `version`, `status`, `preemptions`,
-    `attempts`).
+    `params` are the service model's parameters for this pool's replica (the roofline's packed
+    vector; for dynamic batching `batch_latency` and `max_queue_delay_s` instead). `path` is
+    the index of the path (`PathConfig`) its requests take; `loop_delay_s` the closed loop's
+    delay from a request completing here to its client's next send (the response's way back
+    and the think time)."""
 
-    Faults: `timeout_s` is the client timeout (how long a request may wait at the pool
-    without being admitted), `patience_s` the same per request (open loop only), and
-    `max_attempts` the most attempts a request makes when replicas fail (0: no limit).
+    replicas: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    chunked_prefill: bool
+    kv_capacity_tokens: int
+    max_model_len: int
+    active_replicas: int | None = None
+    params: np.ndarray | None = None
+    prefix_caching: bool = True
+    async_scheduling: bool = False
+    frontend_s: float = 0.0
+    frontend_per_step: float = 0.0
+    batch_latency: tuple[float, float] | None = None
+    max_queue_delay_s: float = 0.0
+    path: int = 0
+    loop_delay_s: float = 0.0
 
-    `router` names a member of `sim.routers.ROUTERS`; `service_model` one of
-    `sim.kernels.service_models.SERVICE_MODELS` (by default `service_time` when `service_s`
-    is given, `dynamic_batching` when `batch_latency` is, else `roofline`).
+
+@dataclass(frozen=True)
+class PathConfig:
+    """The way from the clients to a pool's site: a FIFO at `bandwidth_bytes_per_s`, then the
+    one-way delay plus jitter (standard deviation `jitter_s`); cut during `windows` (start, end)."""
+
+    one_way_s: float = 0.0
+    bandwidth_bytes_per_s: float = math.inf
+    jitter_s: float = 0.0
+    windows: Sequence[tuple[float, float]] = ()
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    """Pools in preference order and how to choose among them (module docstring): `overflow`
+    with its thresholds (queued requests per active replica, the oldest queued request's
+    wait), or `weighted` with one weight per pool."""
+
+    pools: Sequence[int]
+    policy: str = "overflow"
+    queue_per_replica: float = math.inf
+    wait_s: float = math.inf
+    weights: Sequence[float] = ()
+
+
+POLICIES = {"overflow": POLICY_OVERFLOW, "weighted": POLICY_WEIGHTED}
+
+
+class ClusterKernel:
+    """The arrays of a serving cluster and the calls that change them.
+
+    Build it with the pools, the paths and routes, and the requests (send times, token
+    counts, payload sizes, traffic classes, prefix groups); then call `advance_to(t)` as often
+    as you like, and the control calls (`drain`, `activate`, `deactivate`, `set_version`,
+    and for faults `fail`, `restore`) between advances. Replicas are numbered across the
+    cluster: pool p's are `pool_replicas(p)`. Results are read from the request arrays
+    (`send_s`, `link_send_s`, `pool`, `reason`, `arrival_s`, `dispatch_s`, `first_token_s`,
+    `done_s`, `replica`, `version`, `status`, `preemptions`, `attempts`).
+
+    Randomness comes in as arrays drawn up front: `router_u` (a pool's router), `route_u` (a
+    weighted pool choice), `jitter_z` (standard normal, times a path's jitter). Faults:
+    `timeout_s` is the client timeout from the send (`deadline_s` sets each request's deadline
+    instead), `max_attempts` the most attempts a request makes when replicas fail (0: no
+    limit). `clients` > 0 makes a closed loop (the first `clients` sends are given).
     """
 
     def __init__(
         self,
-        arrival_s: np.ndarray,
+        pools: Sequence[PoolConfig],
+        send_s: np.ndarray,
         prompt_tokens: np.ndarray,
         output_tokens: np.ndarray,
         *,
-        replicas: int,
-        active_replicas: int | None = None,
-        max_num_seqs: int,
-        max_num_batched_tokens: int,
-        chunked_prefill: bool,
-        kv_capacity_tokens: int,
-        max_model_len: int,
-        params: np.ndarray | None = None,
+        paths: Sequence[PathConfig] = (PathConfig(),),
+        routes: Sequence[RouteConfig] | None = None,
+        request_class: np.ndarray | None = None,
+        class_route: Sequence[int] | None = None,
+        class_priority: Sequence[int] | None = None,
+        request_bytes: np.ndarray | None = None,
+        jitter_z: np.ndarray | None = None,
+        route_u: np.ndarray | None = None,
         router: str = "least_outstanding",
+        router_u: np.ndarray | None = None,
         prefix_group: np.ndarray | None = None,
         prefix_tokens: np.ndarray | None = None,
-        prefix_caching: bool = True,
         service_s: np.ndarray | None = None,
-        batch_latency: tuple[float, float] | None = None,
-        max_queue_delay_s: float = 0.0,
-        router_u: np.ndarray | None = None,
-        clients: int = 0,
-        loop_delay_s: float = 0.0,
-        frontend_s: float = 0.0,
-        frontend_per_step: float = 0.0,
-        timeout_s: float = np.inf,
-        patience_s: np.ndarray | None = None,
-        max_attempts: int = 0,
-        async_scheduling: bool = False,
         service_model: str | None = None,
+        clients: int = 0,
+        timeout_s: float = math.inf,
+        deadline_s: np.ndarray | None = None,
+        max_attempts: int = 0,
     ) -> None:
-        n = len(arrival_s)
+        n = len(send_s)
         if not (len(prompt_tokens) == len(output_tokens) == n):
             raise ValueError("request arrays differ in length")
+        if not pools:
+            raise ValueError("a cluster needs at least one pool")
         if router not in ROUTERS:
             raise ValueError(f"unknown router {router!r}; allowed: {', '.join(ROUTERS)}")
-        model = SERVICE_MODELS[service_model or default_service_model(service_s, batch_latency)]
-        if service_s is not None and batch_latency is not None:
+        latencies = [p.batch_latency for p in pools if p.batch_latency is not None]
+        model = SERVICE_MODELS[service_model or default_service_model(service_s, latencies[0] if latencies else None)]
+        if service_s is not None and latencies:
             raise ValueError("service_s and batch_latency are two different service models; pick one")
         if model.unit_requests and service_s is None:
             raise ValueError(f"service model {model.name!r} needs service_s: each request's service time")
         dynamic = model.batching == DYNAMIC
-        if dynamic and batch_latency is None:
-            raise ValueError(f"service model {model.name!r} needs batch_latency: (a, c) of a + c x b")
+        if dynamic and len(latencies) != len(pools):
+            raise ValueError(f"service model {model.name!r} needs batch_latency: (a, c) of a + c x b, for every pool")
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        if max_attempts < 0:
+            raise ValueError(f"max_attempts must be >= 0 (0: no limit), got {max_attempts}")
         _compile_entry_points()
         self.route = compiled(ROUTERS[router].choose, ROUTER_SIGNATURE)
-        self.router_memory = new_router_memory()
         self.iteration_s = compiled(model.iteration_s, ITERATION_SIGNATURE)
         self.service_model = model.name
         self.n = n
+        self.max_attempts = int(max_attempts)
+        n_pools = len(pools)
+        self.n_pools = n_pools
+        replicas = sum(p.replicas for p in pools)
         self.replicas = replicas
+        self.router_memory = np.zeros((n_pools, ROUTER_MEMORY_SLOTS), dtype=np.int64)
+        # -- requests
         self.req_i = np.zeros((n, RI_SIZE), dtype=np.int32)
         self.req_f = np.full((n, RF_SIZE), np.nan, dtype=np.float64)
         # a service-time request is one unit of service: one "token" in, one out
@@ -1241,25 +1651,95 @@ class PoolKernel:
         self.req_i[:, RI_REPLICA] = -1
         self.req_i[:, RI_VERSION] = -1
         self.req_i[:, RI_NEXT] = -1
-        self.req_f[:, RF_ARRIVAL] = arrival_s
+        self.req_i[:, RI_POOL] = -1
+        self.req_i[:, RI_CLASS] = 0 if request_class is None else request_class
+        self.req_f[:, RF_SEND] = send_s
         self.req_f[:, RF_SERVICE] = 0.0 if service_s is None else service_s
         self.req_f[:, RF_RANDOM] = 0.0 if router_u is None else router_u
-        if not timeout_s > 0:
-            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
-        if patience_s is not None and clients > 0:
-            raise ValueError("per-request patience_s needs an open loop; use timeout_s")
-        if max_attempts < 0:
-            raise ValueError(f"max_attempts must be >= 0 (0: no limit), got {max_attempts}")
-        self.req_f[:, RF_PATIENCE] = timeout_s if patience_s is None else patience_s
-        if n and np.any(self.req_f[:, RF_PATIENCE] < 0):
-            raise ValueError("patience_s must be >= 0 (a request with none left never reaches the pool)")
-        self.max_attempts = int(max_attempts)
-        max_seqs = 1 if model.unit_requests else max_num_seqs
+        self.req_f[:, RF_ROUTE_U] = 0.0 if route_u is None else route_u
+        self.req_f[:, RF_JITTER] = 0.0 if jitter_z is None else jitter_z
+        self.req_f[:, RF_BYTES] = 0.0 if request_bytes is None else request_bytes
+        # -- classes and routes
+        routes = list(routes) if routes is not None else [RouteConfig(pools=list(range(n_pools)))]
+        n_classes = int(self.req_i[:, RI_CLASS].max()) + 1 if n else 1
+        class_route = list(class_route) if class_route is not None else [0] * n_classes
+        priorities = list(class_priority) if class_priority is not None else [0] * len(class_route)
+        if len(class_route) < n_classes or len(priorities) < n_classes:
+            raise ValueError(f"{n_classes} traffic classes need a route and a priority each")
+        self.class_route = np.array(class_route, dtype=np.int64)
+        priority_of = np.array(priorities, dtype=np.int64)
+        self.req_i[:, RI_PRIORITY] = priority_of[self.req_i[:, RI_CLASS]] if n else 0
+        longest = max(len(r.pools) for r in routes)
+        self.route_i = np.full((len(routes), RT_POOLS + longest), -1, dtype=np.int64)
+        self.route_f = np.zeros((len(routes), RTF_WEIGHTS + longest), dtype=np.float64)
+        for k, r in enumerate(routes):
+            if not r.pools or not all(0 <= p < n_pools for p in r.pools):
+                raise ValueError(f"route {k} names pools outside 0..{n_pools - 1}: {list(r.pools)}")
+            if r.policy not in POLICIES:
+                raise ValueError(f"unknown route policy {r.policy!r}; allowed: {', '.join(POLICIES)}")
+            self.route_i[k, RT_POLICY] = POLICIES[r.policy]
+            self.route_i[k, RT_LEN] = len(r.pools)
+            self.route_i[k, RT_POOLS:RT_POOLS + len(r.pools)] = r.pools
+            self.route_f[k, RTF_QUEUE] = r.queue_per_replica
+            self.route_f[k, RTF_WAIT] = r.wait_s
+            if r.policy == "weighted":
+                if len(r.weights) != len(r.pools) or min(r.weights) < 0 or sum(r.weights) <= 0:
+                    raise ValueError(f"route {k}: one non-negative weight per pool, some positive")
+                self.route_f[k, RTF_WEIGHTS:RTF_WEIGHTS + len(r.pools)] = r.weights
+        # -- paths
+        self.path_f = np.zeros((len(paths), PA_SIZE), dtype=np.float64)
+        most = max((len(p.windows) for p in paths), default=0)
+        self.path_w = np.zeros((len(paths), max(most, 1), 2), dtype=np.float64)
+        self.path_n = np.zeros(len(paths), dtype=np.int64)
+        for k, path in enumerate(paths):
+            self.path_f[k, PA_ONE_WAY] = path.one_way_s
+            self.path_f[k, PA_BANDWIDTH] = path.bandwidth_bytes_per_s
+            self.path_f[k, PA_JITTER] = path.jitter_s
+            self.path_f[k, PA_FREE_AT] = -INF
+            windows = sorted(path.windows)
+            self.path_n[k] = len(windows)
+            for w, (start, end) in enumerate(windows):
+                self.path_w[k, w] = (start, end)
+        # -- pools and replicas
+        unit = model.unit_requests
+        max_seqs = max(1 if unit else p.max_num_seqs for p in pools)
+        self.pool_i = np.zeros((n_pools, Q_SIZE), dtype=np.int64)
+        self.pool_f = np.zeros((n_pools, F_SIZE), dtype=np.float64)
         self.rep_i = np.zeros((replicas, PI_SIZE), dtype=np.int64)
         self.rep_f = np.zeros((replicas, PF_SIZE), dtype=np.float64)
         self.rep_f[:, PF_BUSY_UNTIL] = np.inf
-        active = replicas if active_replicas is None else active_replicas
-        self.rep_i[:active, PI_STATE] = ACTIVE
+        vectors = []
+        first = 0
+        for p, pool in enumerate(pools):
+            if not 0 <= pool.path < len(paths):
+                raise ValueError(f"pool {p} takes path {pool.path}, but there are {len(paths)} paths")
+            row = self.pool_i[p]
+            row[Q_FIRST] = first
+            row[Q_COUNT] = pool.replicas
+            row[Q_MAX_SEQS] = 1 if unit else pool.max_num_seqs
+            row[Q_BUDGET] = pool.max_num_batched_tokens
+            row[Q_CHUNKED] = 1 if pool.chunked_prefill and not unit and not dynamic else 0
+            row[Q_PREFIX_CACHING] = 1 if pool.prefix_caching else 0
+            row[Q_KV_CAPACITY] = pool.kv_capacity_tokens
+            row[Q_MAX_MODEL_LEN] = pool.max_model_len
+            # an engine's scheduler runs ahead; a service-time server or a batching server does not
+            row[Q_ASYNC] = 1 if pool.async_scheduling and not unit and not dynamic else 0
+            row[Q_PATH] = pool.path
+            self.pool_f[p, F_LOOP_DELAY] = pool.loop_delay_s
+            self.pool_f[p, F_FRONTEND_S] = pool.frontend_s
+            self.pool_f[p, F_FRONTEND_PER_STEP] = pool.frontend_per_step
+            active = pool.replicas if pool.active_replicas is None else pool.active_replicas
+            self.rep_i[first:first + pool.replicas, PI_POOL] = p
+            self.rep_i[first:first + active, PI_STATE] = ACTIVE
+            if pool.batch_latency is not None:
+                vectors.append(np.array([pool.batch_latency[0], pool.batch_latency[1], pool.max_queue_delay_s]))
+            else:
+                vectors.append(np.zeros(1) if pool.params is None else np.asarray(pool.params, dtype=np.float64))
+            first += pool.replicas
+        width = max(len(v) for v in vectors)
+        self.params = np.zeros((n_pools, width), dtype=np.float64)
+        for p, vector in enumerate(vectors):
+            self.params[p, :len(vector)] = vector
         self.running = np.zeros((replicas, max_seqs), dtype=np.int64)
         self.prefilling = np.zeros((replicas, max_seqs), dtype=np.int64)
         self.heap_key = np.zeros((replicas, max_seqs), dtype=np.int64)
@@ -1269,125 +1749,171 @@ class PoolKernel:
         self.prefix_tokens_of_group = np.zeros(groups, dtype=np.int64)
         grouped = self.req_i[:, RI_GROUP] >= 0
         self.prefix_tokens_of_group[self.req_i[grouped, RI_GROUP]] = self.req_i[grouped, RI_PREFIX]
-        self.cache_i = np.zeros((replicas, groups, K_SIZE), dtype=np.int64)
-        self.queues = np.full((replicas + 1, 2), -1, dtype=np.int64)
+        self.cache_i = np.zeros((max(replicas, 1), groups, K_SIZE), dtype=np.int64)
+        self.queues = np.full((replicas + n_pools, QU_SIZE), -1, dtype=np.int64)
+        self.queues[:, QU_LENGTH] = 0
+        # -- sends, arrivals on their way, sends waiting for a path
         self.glob = np.zeros(G_SIZE, dtype=np.int64)
         if clients > 0:
-            self.order = np.full(n, -1, dtype=np.int64)
-            first = min(clients, n)
-            self.order[:first] = np.argsort(arrival_s[:first], kind="stable")
-            self.glob[G_RELEASED] = first
-            self.glob[G_NEXT_UNRELEASED] = first
+            self.sorder = np.full(n, -1, dtype=np.int64)
+            first_sends = min(clients, n)
+            self.sorder[:first_sends] = np.argsort(np.asarray(send_s[:first_sends]), kind="stable")
+            self.req_f[first_sends:, RF_SEND] = np.nan
+            self.glob[G_SENDS] = first_sends
+            self.glob[G_NEXT_UNRELEASED] = first_sends
         else:
-            self.order = np.argsort(arrival_s, kind="stable").astype(np.int64)
-            self.glob[G_RELEASED] = n
+            sent = np.flatnonzero(~np.isnan(self.req_f[:, RF_SEND]))
+            self.sorder = sent[np.argsort(self.req_f[sent, RF_SEND], kind="stable")].astype(np.int64)
+            self.glob[G_SENDS] = len(self.sorder)
             self.glob[G_NEXT_UNRELEASED] = n
+        self.aheap_t = np.zeros(max(n, 1), dtype=np.float64)
+        self.aheap_i = np.zeros(max(n, 1), dtype=np.int64)
+        has_windows = bool(self.path_n.sum())
+        self.rheap_t = np.zeros(max(n, 1) if has_windows else 1, dtype=np.float64)
+        self.rheap_i = np.zeros(max(n, 1) if has_windows else 1, dtype=np.int64)
+        # -- configuration and deadlines
         self.cfg = np.zeros(C_SIZE, dtype=np.int64)
         self.cfg[C_REPLICAS] = replicas
-        self.cfg[C_MAX_SEQS] = max_seqs
-        self.cfg[C_BUDGET] = max_num_batched_tokens
-        self.cfg[C_CHUNKED] = 1 if chunked_prefill and not model.unit_requests and not dynamic else 0
-        self.cfg[C_PREFIX_CACHING] = 1 if prefix_caching else 0
-        self.cfg[C_BATCHING] = model.batching
-        self.cfg[C_KV_CAPACITY] = kv_capacity_tokens
-        self.cfg[C_MAX_MODEL_LEN] = max_model_len
+        self.cfg[C_POOLS] = n_pools
         self.cfg[C_CLIENTS] = clients
         self.cfg[C_GROUPS] = groups
-        # an engine's scheduler runs ahead; a service-time server or a batching server does not
-        self.cfg[C_ASYNC] = 1 if async_scheduling and not model.unit_requests and not dynamic else 0
-        if batch_latency is not None:
-            params = np.array([batch_latency[0], batch_latency[1], max_queue_delay_s], dtype=np.float64)
-        self.params = np.zeros(1) if params is None else np.ascontiguousarray(params, dtype=np.float64)
-        self.cfg[C_DEADLINES] = int(bool(np.isfinite(self.req_f[:, RF_PATIENCE]).any()))
+        self.cfg[C_BATCHING] = model.batching
+        self.cfg[C_PRIORITIES] = int(len(set(priorities)) > 1)
+        self.timeout_s = float(timeout_s)
+        if deadline_s is not None:
+            if clients > 0:
+                raise ValueError("per-request deadlines need an open loop; use timeout_s")
+            self.req_f[:, RF_DEADLINE] = deadline_s
+        elif clients > 0:  # released requests: send + timeout; the others hold the timeout until sent
+            self.req_f[:, RF_DEADLINE] = timeout_s
+            self.req_f[:min(clients, n), RF_DEADLINE] += self.req_f[:min(clients, n), RF_SEND]
+        else:
+            self.req_f[:, RF_DEADLINE] = self.req_f[:, RF_SEND] + timeout_s
+        self.cfg[C_DEADLINES] = int(bool(np.isfinite(timeout_s) or np.isfinite(self.req_f[:, RF_DEADLINE]).any()))
         self._order_deadlines()
-        self.fcfg = np.zeros(F_SIZE, dtype=np.float64)
-        self.fcfg[F_LOOP_DELAY] = loop_delay_s
-        self.fcfg[F_FRONTEND_S] = frontend_s
-        self.fcfg[F_FRONTEND_PER_STEP] = frontend_per_step
         self.now = 0.0
         self.events = 0
         self.advanced = False
 
     def _order_deadlines(self) -> None:
-        """Requests in deadline order (then index); a closed loop's is its arrival order."""
+        """Requests in deadline order (then index); a closed loop's is its send order."""
         if self.cfg[C_CLIENTS] > 0 or self.cfg[C_DEADLINES] == 0:
-            self.deadline_order = self.order  # no deadline is ever due: nothing reads it
+            self.deadline_order = self.sorder  # in a closed loop: send + one timeout, in send order
             return
-        index = self.order
-        deadline = self.req_f[index, RF_ARRIVAL] + self.req_f[index, RF_PATIENCE]
+        index = self.sorder
+        deadline = self.req_f[index, RF_DEADLINE]
         self.deadline_order = index[np.lexsort((index, deadline))].astype(np.int64)
 
     # -- the clock --------------------------------------------------------------------------
 
     def advance_to(self, t: float) -> None:
-        """Run every arrival and iteration end up to and including time t."""
+        """Run every send, arrival, iteration end and deadline up to and including time t."""
         if t < self.now:
             raise ValueError(f"cannot advance backwards from {self.now} to {t}")
         self.events += advance(
             self.req_i, self.req_f, self.rep_i, self.rep_f, self.running, self.prefilling,
             self.heap_key, self.heap_req, self.cache_i, self.queues, self.prefix_tokens_of_group,
-            self.order, self.deadline_order, self.glob, self.cfg, self.params, float(t),
-            self.fcfg, self.route, self.router_memory, self.iteration_s,
+            self.sorder, self.deadline_order, self.glob, self.cfg, self.pool_i, self.pool_f, self.params,
+            self.path_f, self.path_w, self.path_n, self.route_i, self.route_f, self.class_route,
+            self.aheap_t, self.aheap_i, self.rheap_t, self.rheap_i, float(t), self.route, self.router_memory,
+            self.iteration_s,
         )
         self.advanced = True
         self.now = float(t)
+
+    def next_event_time(self) -> float:
+        """The time of the next event `advance_to` would take (a send, an arrival, an iteration
+        or batching timer ending, a client deadline); inf when none is left. Nothing in the
+        cluster changes before it."""
+        glob, cfg = self.glob, self.cfg
+        soonest = INF
+        if glob[G_NEXT_SEND] < glob[G_SENDS]:
+            soonest = float(self.req_f[self.sorder[glob[G_NEXT_SEND]], RF_SEND])
+        if glob[G_RESENDING] > 0:
+            soonest = min(soonest, float(self.rheap_t[0]))
+        if glob[G_ARRIVING] > 0:
+            soonest = min(soonest, float(self.aheap_t[0]))
+        busy = self.rep_i[:, PI_IN_FLIGHT] != IDLE
+        if busy.any():
+            soonest = min(soonest, float(self.rep_f[busy, PF_BUSY_UNTIL].min()))
+        if cfg[C_DEADLINES] == 1:
+            deadlines = glob[G_SENDS] if cfg[C_CLIENTS] > 0 else self.deadline_order.shape[0]
+            if glob[G_NEXT_DEADLINE] < deadlines:
+                soonest = min(soonest, float(self.req_f[self.deadline_order[glob[G_NEXT_DEADLINE]], RF_DEADLINE]))
+        return soonest
 
     def _wake(self, r: int) -> None:
         if self.rep_i[r, PI_IN_FLIGHT] != BUSY:
             _compose(self.req_i, self.req_f, self.rep_i, self.rep_f, self.running, self.prefilling,
                      self.heap_key, self.heap_req, self.cache_i, self.queues,
-                     self.prefix_tokens_of_group, self.glob, self.cfg, self.params, r, self.now, self.now,
-                     self.iteration_s)
+                     self.prefix_tokens_of_group, self.glob, self.cfg, self.pool_i, self.params, r, self.now,
+                     self.now, self.iteration_s)
+
+    def pool_replicas(self, p: int) -> range:
+        """The replica numbers of pool p."""
+        first = int(self.pool_i[p, Q_FIRST])
+        return range(first, first + int(self.pool_i[p, Q_COUNT]))
+
+    def pool_of(self, r: int) -> int:
+        return int(self.rep_i[r, PI_POOL])
+
+    def _wake_pool(self, p: int) -> None:
+        for other in self.pool_replicas(p):
+            if self.rep_i[other, PI_STATE] == ACTIVE:
+                self._wake(other)
 
     # -- control calls (made by the SimPy world, after advance_to(env.now)) -----------------
 
     def drain(self, r: int) -> None:
-        """Stop admitting on replica r; its queued requests move to the shared queue."""
+        """Stop admitting on replica r; its queued requests move to its pool's shared queue."""
         if self.rep_i[r, PI_STATE] == DOWN:
             self.rep_i[r, PI_WANTED] = DRAINING
             return
         self.rep_i[r, PI_STATE] = DRAINING
-        shared = self.replicas
+        p = self.pool_of(r)
+        shared = self.replicas + p
         moved = 0
-        while self.queues[r, 0] >= 0:
+        while self.queues[r, QU_HEAD] >= 0:
             i = _queue_pop(self.queues, self.req_i, r)
-            _queue_push(self.queues, self.req_i, shared, i)
+            _queue_push(self.queues, self.req_i, shared, i, self.cfg[C_PRIORITIES])
             moved += 1
         self.rep_i[r, PI_OUTSTANDING] -= moved
-        for other in range(self.replicas):
-            if self.rep_i[other, PI_STATE] == ACTIVE:
-                self._wake(other)
+        self._wake_pool(p)
 
     def busy_until(self, r: int) -> float:
         """When replica r's iteration in flight ends (inf when it runs none)."""
         return float(self.rep_f[r, PF_BUSY_UNTIL])
 
-    def next_event_time(self) -> float:
-        """The time of the next event `advance_to` would take (an arrival, an iteration or
-        batching timer ending, a client deadline); inf when none is left. Nothing in the pool
-        changes before it."""
-        glob, cfg = self.glob, self.cfg
-        soonest = INF
-        if glob[G_NEXT_ARRIVAL] < glob[G_RELEASED]:
-            soonest = float(self.req_f[self.order[glob[G_NEXT_ARRIVAL]], RF_ARRIVAL])
-        busy = self.rep_i[:, PI_IN_FLIGHT] != IDLE
-        if busy.any():
-            soonest = min(soonest, float(self.rep_f[busy, PF_BUSY_UNTIL].min()))
-        if cfg[C_DEADLINES] == 1:
-            deadlines = glob[G_RELEASED] if cfg[C_CLIENTS] > 0 else self.deadline_order.shape[0]
-            if glob[G_NEXT_DEADLINE] < deadlines:
-                j = self.deadline_order[glob[G_NEXT_DEADLINE]]
-                soonest = min(soonest, float(self.req_f[j, RF_ARRIVAL] + self.req_f[j, RF_PATIENCE]))
-        return soonest
-
     @property
     def frontend_min_lag_s(self) -> float:
         """The least time from an iteration's end to its tokens reaching the client."""
-        return float(self.fcfg[F_FRONTEND_S])
+        return float(self.pool_f[:, F_FRONTEND_S].min())
 
     def has_queued(self, r: int) -> bool:
         """Requests wait in replica r's own queue (not yet admitted)."""
-        return bool(self.queues[r, 0] >= 0)
+        return bool(self.queues[r, QU_HEAD] >= 0)
+
+    def queued(self, p: int) -> int:
+        """Requests waiting (not admitted) in pool p's queues."""
+        queues = self.queues
+        rows = [*self.pool_replicas(p), self.replicas + p]
+        return int(queues[rows, QU_LENGTH].sum())
+
+    def sought(self, p: int) -> int:
+        """Requests so far whose route reached pool p while it had no active replica and so
+        went elsewhere (or waited): the demand a pool scaled to zero missed."""
+        return int(self.pool_i[p, Q_SOUGHT])
+
+    def running_count(self, p: int) -> int:
+        """Sequences admitted and running on pool p's replicas."""
+        return int(self.rep_i[self.pool_replicas(p), PI_RUNNING].sum())
+
+    def active_count(self, p: int) -> int:
+        return int((self.rep_i[self.pool_replicas(p), PI_STATE] == ACTIVE).sum())
+
+    def ttft_counters(self, p: int) -> tuple[float, float]:
+        """(sum of time to first token at the pool, first tokens) of pool p so far."""
+        return float(self.pool_f[p, F_TTFT_SUM]), float(self.pool_f[p, F_FIRST_TOKENS])
 
     def is_idle(self, r: int) -> bool:
         """No running sequence and no iteration in flight."""
@@ -1405,7 +1931,8 @@ class PoolKernel:
         self.rep_i[r, PI_KV_USED] = 0
 
     def activate(self, r: int) -> None:
-        """Bring replica r into service; it starts taking requests at once."""
+        """Bring replica r into service; it starts taking requests at once (it pulls from its
+        pool's shared queue, where requests wait while the pool has no active replica)."""
         if self.rep_i[r, PI_STATE] == DOWN:
             self.rep_i[r, PI_WANTED] = ACTIVE
             return
@@ -1422,11 +1949,9 @@ class PoolKernel:
         if self.rep_i[r, PI_STATE] == DOWN:
             return np.empty(0, dtype=np.int64)
         failed = _fail_replica(self.req_i, self.req_f, self.rep_i, self.rep_f, self.running, self.cache_i,
-                               self.queues, self.order, self.glob, self.cfg, r, self.now, self.max_attempts,
-                               self.fcfg, self.route, self.router_memory)
-        for other in range(self.replicas):
-            if self.rep_i[other, PI_STATE] == ACTIVE:
-                self._wake(other)
+                               self.queues, self.sorder, self.glob, self.cfg, self.pool_i, self.pool_f, r, self.now,
+                               self.max_attempts, self.route, self.router_memory)
+        self._wake_pool(self.pool_of(r))
         return failed
 
     def restore(self, r: int) -> None:
@@ -1444,49 +1969,6 @@ class PoolKernel:
         """The state replica r is in, or, while DOWN, the one it returns to."""
         return int(self.rep_i[r, PI_WANTED] if self.rep_i[r, PI_STATE] == DOWN else self.rep_i[r, PI_STATE])
 
-    def set_request_path(self, arrival_s: np.ndarray | None = None, patience_s: np.ndarray | float | None = None,
-                         max_attempts: int | None = None) -> None:
-        """Arrival times at the pool, patience and the retry limit, set after building the
-        kernel and before its first advance (a closed loop takes one patience for all)."""
-        if self.advanced:
-            raise RuntimeError("the request path is set before the first advance")
-        closed = self.cfg[C_CLIENTS] > 0
-        if arrival_s is not None:
-            if closed:
-                raise RuntimeError("a closed loop releases its own arrivals")
-            self.req_f[:, RF_ARRIVAL] = arrival_s
-            self.order = self.order[np.lexsort((self.order, self.req_f[self.order, RF_ARRIVAL]))]
-        if patience_s is not None:
-            if closed and np.ndim(patience_s) > 0:
-                raise RuntimeError("a closed loop takes one patience for every request")
-            patience = np.broadcast_to(np.asarray(patience_s, dtype=np.float64), (self.n,))
-            if self.n and not np.all(patience >= 0):
-                raise ValueError("patience_s must be >= 0 (a request with none left never reaches the pool)")
-            self.req_f[:, RF_PATIENCE] = patience
-            self.cfg[C_DEADLINES] = int(bool(np.isfinite(patience).any()))
-        if max_attempts is not None:
-            self.max_attempts = int(max_attempts)
-        self._order_deadlines()
-
-    def withdraw(self, index: np.ndarray, done_s: np.ndarray | None = None) -> None:
-        """Requests that never reach this pool (before the first advance, open loop only).
-
-        With `done_s`, they are FAILED at those times (cut off on the way); without, they
-        stay PENDING (another pool serves them).
-        """
-        if self.advanced or self.cfg[C_CLIENTS] > 0:
-            raise RuntimeError("withdraw works before the first advance, in an open loop")
-        index = np.asarray(index, dtype=np.int64)
-        if done_s is not None:
-            self.req_i[index, RI_STATUS] = FAILED
-            self.req_f[index, RF_DONE] = done_s
-        keep = np.ones(self.n, dtype=bool)
-        keep[index] = False
-        self.order = self.order[keep[self.order]]
-        self.glob[G_RELEASED] = len(self.order)
-        self.glob[G_NEXT_UNRELEASED] = self.n
-        self._order_deadlines()
-
     def set_version(self, r: int, version: int) -> None:
         self.rep_i[r, PI_VERSION] = version
 
@@ -1494,6 +1976,25 @@ class PoolKernel:
         return int(self.rep_i[r, PI_STATE])
 
     # -- results ----------------------------------------------------------------------------
+
+    @property
+    def send_s(self) -> np.ndarray:
+        return self.req_f[:, RF_SEND]
+
+    @property
+    def link_send_s(self) -> np.ndarray:
+        """When each request's payload entered the path to its pool (NaN: it never did)."""
+        return self.req_f[:, RF_LINK_SEND]
+
+    @property
+    def pool(self) -> np.ndarray:
+        """The pool each request was sent to (-1: none)."""
+        return self.req_i[:, RI_POOL]
+
+    @property
+    def reason(self) -> np.ndarray:
+        """Why each request went to its pool: PREFERRED, OVERFLOW, FAILOVER or WEIGHTED."""
+        return self.req_i[:, RI_REASON]
 
     @property
     def arrival_s(self) -> np.ndarray:
@@ -1510,6 +2011,10 @@ class PoolKernel:
     @property
     def done_s(self) -> np.ndarray:
         return self.req_f[:, RF_DONE]
+
+    @property
+    def deadline_s(self) -> np.ndarray:
+        return self.req_f[:, RF_DEADLINE]
 
     @property
     def status(self) -> np.ndarray:
@@ -1533,10 +2038,6 @@ class PoolKernel:
         return self.req_i[:, RI_RETRIES] + 1
 
     @property
-    def patience_s(self) -> np.ndarray:
-        return self.req_f[:, RF_PATIENCE]
-
-    @property
     def busy_s(self) -> np.ndarray:
         """Seconds each replica spent in iterations (started ones count in full)."""
         return self.rep_f[:, PF_BUSY_TIME]
@@ -1545,9 +2046,69 @@ class PoolKernel:
     def iterations(self) -> np.ndarray:
         return self.rep_i[:, PI_ITERATIONS]
 
+    def frontend_lag_bound(self, p: int) -> float:
+        """The longest a token of pool p waits in the front end after its iteration ends, in
+        this run so far (a request done by the horizon at the engine may reach its client up to
+        this much later)."""
+        rows = list(self.pool_replicas(p))
+        longest = float(self.rep_f[rows, PF_LONGEST].max()) if rows else 0.0
+        return float(self.pool_f[p, F_FRONTEND_S] + self.pool_f[p, F_FRONTEND_PER_STEP] * longest)
+
     @property
     def frontend_lag_bound_s(self) -> float:
-        """The longest a token waits in the front end after its iteration ends, in this run so far
-        (a request done by the horizon at the engine may reach its client up to this much later)."""
-        longest = float(self.rep_f[:, PF_LONGEST].max()) if self.replicas else 0.0
-        return float(self.fcfg[F_FRONTEND_S] + self.fcfg[F_FRONTEND_PER_STEP] * longest)
+        """The longest lag over every pool (see `frontend_lag_bound`)."""
+        return max(self.frontend_lag_bound(p) for p in range(self.n_pools))
+
+
+class PoolKernel(ClusterKernel):
+    """One serving pool whose requests arrive at given times (a path of zero delay): what
+    `predict`, calibration and the queueing-theory tests run.
+
+    `arrival_s` are the arrival times at the pool; `timeout_s` is how long a request may wait
+    at the pool without being admitted (`patience_s` the same per request, open loop only);
+    `loop_delay_s` the closed loop's delay from a completion to the client's next arrival.
+    The other arguments are the pool's (`PoolConfig`) and the cluster's (`ClusterKernel`).
+    """
+
+    def __init__(
+        self,
+        arrival_s: np.ndarray,
+        prompt_tokens: np.ndarray,
+        output_tokens: np.ndarray,
+        *,
+        replicas: int,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
+        chunked_prefill: bool,
+        kv_capacity_tokens: int,
+        max_model_len: int,
+        active_replicas: int | None = None,
+        params: np.ndarray | None = None,
+        prefix_caching: bool = True,
+        async_scheduling: bool = False,
+        frontend_s: float = 0.0,
+        frontend_per_step: float = 0.0,
+        batch_latency: tuple[float, float] | None = None,
+        max_queue_delay_s: float = 0.0,
+        loop_delay_s: float = 0.0,
+        timeout_s: float = math.inf,
+        patience_s: np.ndarray | None = None,
+        **cluster: Any,
+    ) -> None:
+        pool = PoolConfig(replicas=replicas, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+                          chunked_prefill=chunked_prefill, kv_capacity_tokens=kv_capacity_tokens,
+                          max_model_len=max_model_len, active_replicas=active_replicas, params=params,
+                          prefix_caching=prefix_caching, async_scheduling=async_scheduling, frontend_s=frontend_s,
+                          frontend_per_step=frontend_per_step, batch_latency=batch_latency,
+                          max_queue_delay_s=max_queue_delay_s, loop_delay_s=loop_delay_s)
+        arrival = np.asarray(arrival_s, dtype=np.float64)
+        deadline = None
+        if patience_s is not None:
+            if cluster.get("clients", 0) > 0:
+                raise ValueError("per-request patience_s needs an open loop; use timeout_s")
+            patience = np.asarray(patience_s, dtype=np.float64)
+            if len(arrival) and np.any(patience < 0):
+                raise ValueError("patience_s must be >= 0 (a request with none left never reaches the pool)")
+            deadline = arrival + patience
+        super().__init__([pool], arrival, prompt_tokens, output_tokens, timeout_s=timeout_s, deadline_s=deadline,
+                         **cluster)

@@ -19,6 +19,7 @@ world's serving pools (`sim.world.serving`), `deploysim predict` and calibration
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,7 @@ import numpy as np
 
 from sim.catalog import GPU, Catalog, Engine, Model
 from sim.catalog.sizing import ReplicaMemory, replica_memory
-from sim.kernels.batching import PoolKernel
+from sim.kernels.batching import PoolConfig, PoolKernel
 from sim.kernels.roofline import EngineProfile, engine_profile, pack_params
 from sim.spec.scenario import Serving
 
@@ -98,3 +99,21 @@ def build_pool(serving: Serving, options: Mapping[str, Any], arrival_s: np.ndarr
     settings.update(options)
     settings.update(extra)
     return PoolKernel(arrival_s, prompt_tokens, output_tokens, **settings)
+
+
+_POOL_FIELDS = frozenset(f.name for f in dataclasses.fields(PoolConfig))
+
+
+def pool_config(serving: Serving, options: Mapping[str, Any], **extra: Any) -> tuple[PoolConfig, dict[str, Any]]:
+    """One pool of a serving cluster from the same knobs as `build_pool`: its `PoolConfig`,
+    and the cluster-wide keyword arguments the options carry (the service model, per-request
+    service times), for `ClusterKernel`."""
+    settings: dict[str, Any] = {
+        "max_num_seqs": serving.max_num_seqs, "max_num_batched_tokens": serving.max_num_batched_tokens,
+        "chunked_prefill": serving.chunked_prefill, "max_model_len": serving.max_model_len,
+        "prefix_caching": serving.prefix_caching,
+    }
+    settings.update(options)
+    settings.update(extra)
+    own = {k: v for k, v in settings.items() if k in _POOL_FIELDS}
+    return PoolConfig(**own), {k: v for k, v in settings.items() if k not in _POOL_FIELDS}

@@ -4,10 +4,15 @@
 reader can check by hand, `usd`, and the `quantity` and `unit` it was priced on. Components:
 
 - **cloud_gpu**: GPU-hours held by each third-party pool (see `sim.metrics.utilisation` for what
-  "held" means: non-elastic pools for the whole horizon, elastic pools for what they hold,
-  provisioning included), at the pool's `price_usd_per_gpu_hour`, else the catalog's price for
-  the site's provider (any provider when the site names none) and the pool's `pricing`. When
-  several catalog prices match, the most recent `as_of` wins, ties going to the lowest price.
+  "held" means: non-elastic pools for the whole horizon, elastic pools and pools an autoscaled
+  serving pool lives on for what they hold, provisioning included), at the pool's
+  `price_usd_per_gpu_hour`, else the catalog's price for the site's provider (any provider
+  when the site names none) and the pool's `pricing`. When several catalog prices match, the
+  most recent `as_of` wins, ties going to the lowest price. A pool that pays for what it holds
+  has one row per serving pool on it, whose quantity is that serving pool's `gpu_hours` in the
+  summary's `pools` (its replica instances' intervals x GPUs per replica, each interval rounded
+  up to whole hours when the pool is billed `per_hour`; the row's detail says which), and one
+  row for its training and provisioning holds.
 - **egress**: per direction (from -> to) of the privacy ledger, GB x price. The link's
   `egress_usd_per_gb['from->to']` when set; otherwise data leaving a third-party site pays its
   provider's catalog price (inter-region when it goes to another site of the same provider,
@@ -39,7 +44,8 @@ import pandas as pd
 from sim.catalog import Catalog
 from sim.metrics.energy import completed_work, gpu_usage, per_million
 from sim.metrics.ledger import BYTES_PER_GB, DAY_S, at_rest
-from sim.record import RunRecord
+from sim.metrics.utilisation import holds_what_it_uses, pool_held_gpu_seconds, serving_pools_on
+from sim.record import PoolRecord, RunRecord
 from sim.spec.scenario import Pool, Scenario, Site
 
 COMPONENTS = ("cloud_gpu", "egress", "storage", "capex", "ops", "energy")
@@ -96,20 +102,51 @@ def storage_price(site: Site, catalog: Catalog) -> tuple[float, str]:
 # ------------------------------------------------------------------------------------------
 
 
-def cloud_gpu_rows(scenario: Scenario, usage: pd.DataFrame) -> list[dict[str, Any]]:
+def cloud_gpu_rows(record: RunRecord, usage: pd.DataFrame) -> list[dict[str, Any]]:
+    """One row per third-party GPU pool rented for the horizon; for a pool that pays for what it
+    holds, one row per serving pool on it (its replicas' GPU-hours as billed) and one for the
+    training and provisioning holds."""
+    scenario = record.scenario
     catalog = scenario.resolved_catalog
     rows = []
     for use in usage[(usage["zone"] == "third_party") & (usage["held_gpu_s"] > 0)].itertuples():
         site = scenario.sites[use.site]
         pool = next(p for p in site.pools if p.name == use.pool)
         price, source = cloud_gpu_price(pool, site, catalog)
-        hours = use.held_gpu_s / HOUR_S
-        how = (f"{use.training_gpu_s / HOUR_S:.4g} training + {use.provisioning_gpu_s / HOUR_S:.4g} provisioning"
-               f" GPU-h{' + serving replicas' if use.serving_busy_gpu_s > 0 else ''}"
-               if use.elastic else f"{pool.count} GPUs x {_duration(scenario.horizon)} (not elastic)")
-        rows.append(_row("cloud_gpu", use.site, use.pool, f"{hours:.4g} GPU-h {pool.gpu} ({how}) x "
-                         f"${price:.4g}/GPU-h ({source})", hours * price, hours, "GPU-h"))
+        priced = f"x ${price:.4g}/GPU-h ({source})"
+        if not holds_what_it_uses(record, use.site, pool):
+            hours = use.held_gpu_s / HOUR_S
+            rows.append(_row("cloud_gpu", use.site, use.pool, f"{hours:.4g} GPU-h {pool.gpu} ({pool.count} GPUs x "
+                             f"{_duration(scenario.horizon)}, not elastic) {priced}", hours * price, hours, "GPU-h"))
+            continue
+        serving_s = 0.0
+        on_it = serving_pools_on(record, use.site, use.pool)
+        for name in on_it:
+            held_s = pool_held_gpu_seconds(record.pools[name], scenario.horizon)
+            serving_s += held_s
+            if held_s > 0:
+                hours = held_s / HOUR_S
+                rows.append(_row("cloud_gpu", use.site, use.pool, f"{hours:.4g} GPU-h {pool.gpu} held by serving pool "
+                                 f"{name} ({_billing(record.pools[name])}) {priced}", hours * price, hours, "GPU-h"))
+        holds_s = use.held_gpu_s - serving_s
+        if holds_s > 1e-9 * max(use.held_gpu_s, 1.0):
+            hours = holds_s / HOUR_S
+            how = (f"{use.training_gpu_s / HOUR_S:.4g} training + {use.provisioning_gpu_s / HOUR_S:.4g} "
+                   "provisioning GPU-h" + ("" if on_it or not pool.count
+                                           else f", {pool.count} GPUs held throughout"))
+            rows.append(_row("cloud_gpu", use.site, use.pool, f"{hours:.4g} GPU-h {pool.gpu} ({how}) {priced}",
+                             hours * price, hours, "GPU-h"))
     return rows
+
+
+def _billing(pool: PoolRecord) -> str:
+    """How a serving pool's replicas were billed, as a cost row says it."""
+    instances = int((pool.holding["end_s"] > pool.holding["start_s"]).sum())
+    gpus = pool.gpus_per_replica
+    what = f"{instances} replica instance{'s' if instances != 1 else ''} x {gpus} GPU{'s' if gpus != 1 else ''}"
+    if pool.billing == "per_hour":
+        return f"{what}, billed per hour: each instance rounded up to whole hours"
+    return f"{what}, billed per second"
 
 
 def _egress_price(scenario: Scenario, src: str, dst: str) -> tuple[float, str, str | None]:
@@ -213,7 +250,7 @@ def cost_breakdown(record: RunRecord, ledger: pd.DataFrame, usage: pd.DataFrame 
     """One row per priced item over the horizon (see the module doc)."""
     scenario = record.scenario
     usage = gpu_usage(record) if usage is None else usage
-    rows = (cloud_gpu_rows(scenario, usage) + egress_rows(scenario, ledger) + storage_rows(scenario, ledger)
+    rows = (cloud_gpu_rows(record, usage) + egress_rows(scenario, ledger) + storage_rows(scenario, ledger)
             + capex_rows(scenario) + energy_rows(usage))
     return pd.DataFrame(rows, columns=COST_COLUMNS).astype({"usd": float, "quantity": float})
 

@@ -1,14 +1,16 @@
 """Conservation laws every run must keep, checked on its record by the runner.
 
 - **Every request ends exactly once** (completed, failed, rejected, or unfinished at the
-  horizon), in exactly one pool, with times that make sense: an ended request has an end
+  horizon), in exactly one pool (or in none, failed, when its client gave up before any path
+  to a pool came back), with times that make sense: an ended request has an end
   time within the horizon (plus, for a completed one, the engine front end's delivery lag);
   one that did not end has none; a completed one got its first token after it arrived and
   finished after its first token; none made more attempts than the retry limit. The requests
   table says what the record says.
 - **Every byte is in the ledger**: per link direction, the privacy ledger records exactly the
   bytes handed to the link (bulk transfers, request and response payloads), and no direction
-  sent more than it was given; no transfer ended before it started.
+  sent more than it was given; no transfer ended before it started; a request whose payload
+  entered a link has a pool (the ledger says where its bytes went by its pool's site).
 
 A broken law raises `InvariantError`, naming a few of the requests involved.
 """
@@ -19,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from sim.kernels.batching import DONE, FAILED, REJECTED
+from sim.metrics.ledger import request_sites
 from sim.record import RunRecord
 
 STATUS_OF_CODE = {DONE: "completed", REJECTED: "rejected", FAILED: "failed"}
@@ -65,13 +68,19 @@ def check_requests(record: RunRecord, frame: pd.DataFrame) -> None:
               f"(request {i}: table says {status[i]!r}, the pools say {expected[i]!r})", wrong)
     ended = np.isin(req.status, (DONE, FAILED, REJECTED))
     pools = list(record.pools.values())
+    # a client that gave up while every path to its pools was cut ends without a pool
+    unrouted = ended & (req.pool < 0)
     ended_in_pools = sum(p.requests_ended for p in pools)
-    if ended_in_pools != int(ended.sum()):
-        _fail(f"the pools ended {ended_in_pools} requests between them, but {int(ended.sum())} requests ended: "
-              "some ended in more than one pool, or in a pool they were not sent to")
-    outside = np.flatnonzero(ended & ~((req.pool >= 0) & (req.pool < len(pools))))
+    if ended_in_pools != int((ended & ~unrouted).sum()):
+        _fail(f"the pools ended {ended_in_pools} requests between them, but {int((ended & ~unrouted).sum())} "
+              "requests sent to a pool ended: some ended in more than one pool, or in a pool they were not sent to")
+    outside = np.flatnonzero(ended & (req.pool >= len(pools)))
     if len(outside):
-        _fail("requests that ended without a pool", outside)
+        _fail("requests that ended in a pool that does not exist", outside)
+    with np.errstate(invalid="ignore"):
+        stray = np.flatnonzero(unrouted & ((req.status != FAILED) | ~np.isnan(req.pool_arrival_s)))
+    if len(stray):
+        _fail("requests that ended without a pool other than by giving up on the way", stray)
     # a request whose last iteration ended by the horizon may still be in the engine's front end
     lag_of_pool = np.array([p.frontend_lag_bound_s for p in pools] + [0.0])
     lag = np.where(req.status == DONE, lag_of_pool[np.where(req.pool >= 0, req.pool, len(pools))], 0.0)
@@ -96,18 +105,19 @@ def check_requests(record: RunRecord, frame: pd.DataFrame) -> None:
 
 
 def carried_bytes(record: RunRecord) -> dict[tuple[str, str], float]:
-    """Bytes handed to each link direction: bulk transfers, request and response payloads."""
-    scenario = record.scenario
+    """Bytes handed to each link direction: bulk transfers, request and response payloads
+    (between the clients' site and the site of each request's pool)."""
     carried: dict[tuple[str, str], float] = {}
     for row in record.link_bytes.itertuples():
         if row.accepted_bytes:
             carried[(str(row.from_site), str(row.to_site))] = float(row.accepted_bytes)  # type: ignore[arg-type]
-    origin, site = scenario.workload.origin, scenario.placement.inference
-    if origin != site:
-        req = record.requests
-        up = float(req.request_bytes[~np.isnan(req.uplink_send_s)].sum())
-        primary = req.pool == record.pool_names.index(record.primary_pool)
-        down = float(req.response_bytes[primary & (req.status == DONE)].sum())
+    origin = record.scenario.workload.origin
+    req = record.requests
+    sites = request_sites(record)
+    for site in sorted(set(sites) - {origin, ""}):
+        here = sites == site
+        up = float(req.request_bytes[here & ~np.isnan(req.uplink_send_s)].sum())
+        down = float(req.response_bytes[here & (req.status == DONE)].sum())
         for key, nbytes in (((origin, site), up), ((site, origin), down)):
             if nbytes:
                 carried[key] = carried.get(key, 0.0) + nbytes
@@ -116,7 +126,11 @@ def carried_bytes(record: RunRecord) -> dict[tuple[str, str], float]:
 
 def check_ledger(record: RunRecord, ledger: pd.DataFrame) -> None:
     """Per link direction, the ledger's bytes equal the bytes handed to the link, and no
-    direction sent more than it was given."""
+    direction sent more than it was given; a request that entered a link went to a pool."""
+    req = record.requests
+    lost = np.flatnonzero(~np.isnan(req.uplink_send_s) & (req.pool < 0))
+    if len(lost):
+        _fail("requests that entered a link without a pool at its other end", lost)
     recorded = ledger.groupby(["from_site", "to_site"])["bytes"].sum().to_dict() if len(ledger) else {}
     carried = carried_bytes(record)
     for key in sorted(set(recorded) | set(carried)):

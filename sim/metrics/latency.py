@@ -21,6 +21,10 @@ max(target) seconds before the horizon are left out, as they had no time to fini
 every per-request target (the SLO's percentile targets used as per-request thresholds; the
 largest target of a metric when it has several); availability's `availability_slo` is the
 same share.
+
+**Per traffic class** (`class_slo_targets`): a class is judged against its own SLO when it
+has one, else the scenario's, with the same rules (`slo_verdict` and `slo_attainment` take the
+targets).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import pandas as pd
 
 from sim.kernels.batching import DONE
 from sim.record import RequestTable
-from sim.spec.scenario import Scenario
+from sim.spec.scenario import SLO, Scenario, TrafficClass
 
 STEMS = ("ttft", "tpot", "e2e")
 PERCENTILES = (50, 90, 99)
@@ -82,9 +86,19 @@ def order_statistic(values: np.ndarray, q: float) -> float:
     return float(low + (high - low) * (position - math.floor(position)))
 
 
+def targets_of(slo: SLO) -> dict[str, float]:
+    """An SLO as {'ttft_p99': seconds, ...} (unset targets left out)."""
+    return {name: float(target) for name, target in slo.model_dump().items() if target is not None}
+
+
 def slo_targets(scenario: Scenario) -> dict[str, float]:
     """The scenario's SLO as {'ttft_p99': seconds, ...} (unset targets left out)."""
-    return {name: float(target) for name, target in scenario.slo.model_dump().items() if target is not None}
+    return targets_of(scenario.slo)
+
+
+def class_slo_targets(scenario: Scenario, traffic_class: TrafficClass) -> dict[str, float]:
+    """The targets a traffic class is judged against: its own SLO, else the scenario's."""
+    return targets_of(traffic_class.slo if traffic_class.slo is not None else scenario.slo)
 
 
 def per_request_thresholds(targets: Mapping[str, float]) -> dict[str, float]:
@@ -145,19 +159,39 @@ def within_slo(latencies: Mapping[str, np.ndarray], status: np.ndarray, scenario
     return ok
 
 
-def slo_attainment(requests: pd.DataFrame, scenario: Scenario) -> float | None:
+def slo_attainment(requests: pd.DataFrame, scenario: Scenario,
+                   targets: Mapping[str, float] | None = None) -> float | None:
     """Share of the verdict window's requests (`verdict_window`) that completed within every
-    per-request target (rejected, failed and unfinished ones are misses)."""
-    window = verdict_window(requests["arrival_s"].to_numpy(dtype=float), scenario, slo_targets(scenario))
+    per-request target (rejected, failed and unfinished ones are misses); the scenario's SLO
+    unless `targets` are given."""
+    targets = slo_targets(scenario) if targets is None else dict(targets)
+    window = verdict_window(requests["arrival_s"].to_numpy(dtype=float), scenario, targets)
     steady = requests[window]
     if len(steady) == 0:
         return None
     ok = (steady["status"] == "completed").to_numpy().copy()
-    for stem, threshold in per_request_thresholds(slo_targets(scenario)).items():
+    for stem, threshold in per_request_thresholds(targets).items():
         values = steady[f"{stem}_s"].to_numpy(dtype=float)
         with np.errstate(invalid="ignore"):
             ok &= ~(values > threshold)
     return float(ok.mean())
+
+
+def steady_percentiles(requests: pd.DataFrame, scenario: Scenario) -> dict[str, float | None]:
+    """`percentiles` of TTFT, TPOT and E2E over the completed steady-state requests."""
+    steady = requests[requests["arrival_s"] >= scenario.warmup]
+    done = steady[steady["status"] == "completed"]
+    out: dict[str, float | None] = {}
+    for stem in STEMS:
+        out.update(percentiles(done[f"{stem}_s"].to_numpy(dtype=float), stem))
+    return out
+
+
+def slo_met(requests: pd.DataFrame, scenario: Scenario, targets: Mapping[str, float]) -> bool | None:
+    """Were all these targets met (`slo_verdict`)? None when there are none."""
+    if not targets:
+        return None
+    return all(check["met"] for check in slo_verdict(requests, scenario, targets).values())
 
 
 def latency_summary(requests: pd.DataFrame, scenario: Scenario) -> dict[str, Any]:
@@ -165,9 +199,7 @@ def latency_summary(requests: pd.DataFrame, scenario: Scenario) -> dict[str, Any
     mean of each part, the SLO attainment and the SLO verdict."""
     steady = requests[requests["arrival_s"] >= scenario.warmup]
     done = steady[steady["status"] == "completed"]
-    summary: dict[str, Any] = {}
-    for stem in STEMS:
-        summary.update(percentiles(done[f"{stem}_s"].to_numpy(dtype=float), stem))
+    summary: dict[str, Any] = steady_percentiles(requests, scenario)
     ttft_network = (done["pool_arrival_s"] - done["arrival_s"]) + (done["first_token_s"] - (done["dispatch_s"]
                                                                                          + done["prefill_s"]))
     summary["ttft_parts_mean_s"] = {

@@ -6,21 +6,24 @@ sites, its data class (`prompt`, `response`, `labelled_sample`, `telemetry_aggre
 carries (`records`), why it moved (`purpose`) and the link it took (`link`). Two sources feed
 it:
 
-- **Request and response payloads**, when the clients (`workload.origin`) and the inference
-  site are different sites. Millions of requests would make millions of rows, so payloads are
-  summed per minute and direction: one row per minute for the requests sent in it (records =
-  requests, bytes = their `request_bytes`, when the payload entered the link (after any
-  outage it waited out; every request sent within the horizon counts, rejected ones too,
-  since the prompt left the site; one cut off before it entered or sent to the fallback pool
-  does not), and one per minute for the responses sent back in it (`response_bytes`, at the
-  pool's completion time, held while the path is cut; only completed requests send one; the
-  first token is part of that payload, not extra bytes).
+- **Request and response payloads**, for requests served at a site other than the clients'
+  (`workload.origin`): each request's site is its pool's (`PoolRecord.site`), and its payloads
+  cross the link between the origin and that site. Millions of requests would make millions of
+  rows, so payloads are summed per minute, direction, site and traffic class: one row per
+  minute for the requests of a class sent to a site in it (records = requests, bytes = their
+  `request_bytes`, when the payload entered the link (after any outage it waited out; every
+  request sent within the horizon counts, rejected ones too, since the prompt left the site;
+  one cut off before it entered or sent to a pool at the origin does not), and one per minute
+  for the responses that site sent back in it (`response_bytes`, at the pool's completion
+  time, held while the path is cut; only completed requests send one; the first token is part
+  of that payload, not extra bytes). Their data class is the traffic class's (`data_class`,
+  `response_data_class`, default the workload's), and `traffic_class` names the class.
   A row's `time_s` is the byte-weighted mean send time of its payloads, so data at rest
-  computed from the row equals the sum over its payloads. When clients and inference share a
-  site, payloads never cross a site boundary and the ledger has no rows for them.
+  computed from the row equals the sum over its payloads. Requests served at the origin never
+  cross a site boundary and leave no rows.
 - **Bulk transfers** (`RunRecord.transfers`: telemetry, copies of requests for monitoring,
   training data, model artifacts): one row each, at the time it started; its bytes count in
-  full even if the horizon cuts the transfer short.
+  full even if the horizon cuts the transfer short. Their `traffic_class` is empty.
 
 **Exposure** is what a third party gets to see. A third-party site sees (1) everything a
 private site sends it, and (2) every response it generates for private clients: ledger rows
@@ -29,6 +32,8 @@ holds them). Exposure counts, per data class, those rows' bytes and records, and
 score = records x the class's `sensitivity`. A class marked `anonymised` is uploaded as
 aggregates: its bytes count, but its rows carry no customer records, so it adds 0 records and
 0 score (the number of aggregates is reported apart, as `exposed_aggregates_by_class`).
+`traffic_class_exposure` gives the same bytes, records and score per traffic class (its
+requests' and responses' rows).
 
 **Data at rest.** Each exposed row's bytes stay at the third-party site for the class's
 `retention`, cut at the horizon: GB-days = bytes / 1e9 x min(retention, horizon - time_s) /
@@ -49,7 +54,8 @@ import pandas as pd
 from sim.record import RunRecord
 from sim.spec.scenario import DataClass, Scenario
 
-LEDGER_COLUMNS = ["time_s", "from_site", "to_site", "data_class", "bytes", "records", "purpose", "link"]
+LEDGER_COLUMNS = ["time_s", "from_site", "to_site", "data_class", "traffic_class", "bytes", "records", "purpose",
+                  "link"]
 REQUEST_PURPOSE = "request"
 RESPONSE_PURPOSE = "response"
 MINUTE_S = 60.0
@@ -78,20 +84,41 @@ def link_name(scenario: Scenario, a: str, b: str) -> str:
     return found[0] if found is not None else ""
 
 
+def request_sites(record: RunRecord) -> np.ndarray:
+    """Each request's serving site: its pool's site ('' when it reached no pool)."""
+    sites = np.array([*(pool.site for pool in record.pools.values()), ""], dtype=object)
+    pool = record.requests.pool
+    return sites[np.where(pool >= 0, pool, len(record.pools))]
+
+
 def _payload_rows(record: RunRecord) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Request and response rows per (pool site, traffic class) away from the origin."""
     scenario = record.scenario
-    origin, site = scenario.workload.origin, scenario.placement.inference
-    if origin == site:
-        return _empty_ledger(), _empty_ledger()
+    workload = scenario.workload
+    origin = workload.origin
     requests = record.requests
-    link = link_name(scenario, origin, site)
-    up = _per_minute(requests.uplink_send_s, requests.request_bytes)
-    down = _per_minute(requests.downlink_send_s, requests.response_bytes)
-    up = up.assign(from_site=origin, to_site=site, data_class=scenario.workload.data_class,
-                   purpose=REQUEST_PURPOSE, link=link)
-    down = down.assign(from_site=site, to_site=origin, data_class=scenario.workload.response_data_class,
-                       purpose=RESPONSE_PURPOSE, link=link)
-    return up[LEDGER_COLUMNS], down[LEDGER_COLUMNS]
+    sites = request_sites(record)
+    ups: list[pd.DataFrame] = []
+    downs: list[pd.DataFrame] = []
+    for k, spec in enumerate(workload.class_specs()):
+        mine = requests.traffic_class == k
+        up_class = spec.data_class or workload.data_class
+        down_class = spec.response_data_class or workload.response_data_class
+        for site in sorted(set(sites[mine]) - {origin, ""}):
+            here = mine & (sites == site)
+            link = link_name(scenario, origin, site)
+            up = _per_minute(requests.uplink_send_s[here], requests.request_bytes[here])
+            down = _per_minute(requests.downlink_send_s[here], requests.response_bytes[here])
+            ups.append(up.assign(from_site=origin, to_site=site, data_class=up_class, traffic_class=spec.name,
+                                 purpose=REQUEST_PURPOSE, link=link)[LEDGER_COLUMNS])
+            downs.append(down.assign(from_site=site, to_site=origin, data_class=down_class, traffic_class=spec.name,
+                                     purpose=RESPONSE_PURPOSE, link=link)[LEDGER_COLUMNS])
+    return _joined(ups), _joined(downs)
+
+
+def _joined(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [frame for frame in frames if len(frame)]
+    return pd.concat(frames, ignore_index=True) if frames else _empty_ledger()
 
 
 def _per_minute(send_s: np.ndarray, size_bytes: np.ndarray) -> pd.DataFrame:
@@ -118,7 +145,7 @@ def _bulk_rows(record: RunRecord) -> pd.DataFrame:
     scenario = record.scenario
     frame = pd.DataFrame({
         "time_s": transfers["start_s"].astype(np.float64), "from_site": transfers["from_site"],
-        "to_site": transfers["to_site"], "data_class": transfers["data_class"],
+        "to_site": transfers["to_site"], "data_class": transfers["data_class"], "traffic_class": "",
         "bytes": transfers["bytes"].astype(np.float64), "records": transfers["records"].astype(np.float64),
         "purpose": transfers["purpose"],
         "link": [link_name(scenario, a, b) for a, b in zip(transfers["from_site"], transfers["to_site"], strict=True)],
@@ -178,6 +205,28 @@ def at_rest(ledger: pd.DataFrame, scenario: Scenario, horizon_s: float) -> pd.Da
     return frame.groupby(["site", "data_class"], as_index=False, sort=True)["gb_days"].sum()
 
 
+def customer_records(scenario: Scenario, name: str, records: float) -> int:
+    """The customer records that rows of data class `name` carrying `records` expose (none
+    for an anonymised class: its rows are aggregates)."""
+    return 0 if data_class(scenario, name).anonymised else int(round(records))
+
+
+def traffic_class_exposure(ledger: pd.DataFrame, scenario: Scenario) -> dict[str, dict[str, Any]]:
+    """Per traffic class: the bytes, records and score its requests' and responses' exposed
+    rows carry (records and score as `exposure` counts them)."""
+    rows = ledger[exposed_rows(ledger, scenario)]
+    out: dict[str, dict[str, Any]] = {}
+    for name in scenario.workload.class_names():
+        by_class = rows[rows["traffic_class"] == name].groupby("data_class")[["bytes", "records"]].sum()
+        records = {c: customer_records(scenario, str(c), float(n)) for c, n in by_class["records"].items()}
+        out[name] = {
+            "exposed_bytes": float(by_class["bytes"].sum()),
+            "exposed_records": int(sum(records.values())),
+            "exposure_score": float(sum(n * data_class(scenario, c).sensitivity for c, n in records.items())),
+        }
+    return out
+
+
 def exposure(ledger: pd.DataFrame, scenario: Scenario, horizon_s: float) -> dict[str, Any]:
     """Summary fields of exposure and data at rest (DESIGN.md §2), with per-class breakdowns."""
     rows = ledger[exposed_rows(ledger, scenario)]
@@ -192,7 +241,7 @@ def exposure(ledger: pd.DataFrame, scenario: Scenario, horizon_s: float) -> dict
         return float(by_class[column].get(name, 0.0))
 
     bytes_by_class = {c: total("bytes", c) for c in names}
-    records_by_class = {c: 0 if c in anonymised else int(round(total("records", c))) for c in names}
+    records_by_class = {c: customer_records(scenario, c, total("records", c)) for c in names}
     aggregates_by_class = {c: int(round(total("records", c))) for c in names if c in anonymised}
     score_by_class = {c: records_by_class[c] * data_class(scenario, c).sensitivity for c in names}
     return {

@@ -5,20 +5,32 @@ A GPU is **held** while it is powered (premises) or paid for (cloud); some of th
 pool's replicas, a site's GPU pool, a slice of the timeline, a purpose.
 
 **Serving pools** (`serving_gpu_seconds`): a pool's replicas hold their GPUs while active,
-draining, or down but not released (`PoolRecord.holding`); they are busy while iterating
-(`PoolRecord.busy_s`, an iteration counting in full when it starts, capped at the horizon),
-x GPUs per replica. `serving_utilisation` is their ratio, per serving pool: the
-`gpu_utilisation` of the summary.
+draining, or down but not released (`PoolRecord.holding`, one interval per replica instance);
+they are busy while iterating (`PoolRecord.busy_s`, an iteration counting in full when it
+starts, capped at the horizon), x GPUs per replica. Over the horizon, a cloud pool billed
+`per_hour` holds (pays for) each instance's interval rounded up to whole hours
+(`billed_seconds`): an instance released after 10 minutes is paid for an hour. An instance
+still held at the horizon is charged up to the horizon only: the hour it is in is billed
+within the next period. Premises pools, and pools billed `per_second`, hold exactly their
+intervals. `pool_held_gpu_seconds` is this definition; `serving_utilisation` is busy / held,
+per serving pool: the `gpu_utilisation` of the summary.
+
+**Replicas** (`replicas_mean`, `replicas_max`): the time-average over the horizon of the
+replicas holding GPUs, and the most at once, from the same intervals (unrounded: replicas that
+exist, not hours billed).
 
 **GPU pools of the sites** (`gpu_time`, one row per pool of every site; `sim.metrics.energy`
 prices it in watts, `sim.metrics.cost` in dollars):
 
 - Premises GPUs are owned and always on: held = capacity x horizon, used or not.
-- A non-elastic cloud pool is rented for the whole horizon: held = count x horizon.
-- An elastic cloud pool holds what it uses: the replicas of every serving pool on it while
-  they hold GPUs, plus the training and provisioning holds (`RunRecord.gpu_holds`) beyond
-  its baseline `count` when no serving pool lives on it (it holds the baseline throughout),
-  or all of them when one does. Provisioning is held from the moment the GPU is requested.
+- A non-elastic cloud pool is rented for the whole horizon: held = count x horizon, unless an
+  autoscaled serving pool lives on it.
+- An elastic cloud pool, or one an autoscaled serving pool lives on, holds what it uses: the
+  replicas of every serving pool on it as they hold GPUs (`pool_held_gpu_seconds`, billing
+  rounding included), plus the training and provisioning holds (`RunRecord.gpu_holds`)
+  beyond its baseline `count` when no serving pool lives on it (it holds the baseline
+  throughout), or all of them when one does. Provisioning is held from the moment the GPU is
+  requested. A pool scaled to zero holds nothing while it is empty.
 - Busy GPU-seconds: the serving pools' busy GPU-seconds plus training holds at utilisation
   1 for their duration; never more than held. Provisioning GPUs are held but idle.
 
@@ -38,6 +50,9 @@ import numpy as np
 import pandas as pd
 
 from sim.record import PoolRecord, RunRecord
+from sim.spec.scenario import Pool
+
+BILLINGS = ("per_second", "per_hour")
 
 TRAINING_PURPOSES = ("retraining", "development")  # holds that run jobs on their GPUs
 HOLD_PURPOSES = (*TRAINING_PURPOSES, "provisioning")  # holds that are billed
@@ -67,6 +82,46 @@ def held_gpu_seconds(pool: PoolRecord, start_s: float = 0.0, end_s: float = np.i
     return float(overlap.sum()) * pool.gpus_per_replica
 
 
+def billed_seconds(pool: PoolRecord, horizon_s: float) -> np.ndarray:
+    """Seconds each holding interval (replica instance) is paid for within the horizon: its
+    length, rounded up to whole hours for a cloud pool billed per hour when the instance was
+    released before the horizon (see the module doc)."""
+    start = pool.holding["start_s"].to_numpy(dtype=np.float64).clip(min=0.0)
+    end = pool.holding["end_s"].to_numpy(dtype=np.float64).clip(max=horizon_s)
+    seconds = (end - start).clip(min=0.0)
+    if pool.billing == "per_hour" and pool.zone == "third_party":
+        released = end < horizon_s
+        seconds = np.where(released & (seconds > 0), np.ceil(seconds / HOUR_S) * HOUR_S, seconds)
+    return seconds
+
+
+def pool_held_gpu_seconds(pool: PoolRecord, horizon_s: float) -> float:
+    """GPU-seconds the pool's replicas held (paid for, in the cloud) over the horizon: the one
+    definition behind GPU-hours, utilisation and cloud GPU cost of serving pools."""
+    return float(billed_seconds(pool, horizon_s).sum()) * pool.gpus_per_replica
+
+
+def replicas_mean(pool: PoolRecord, horizon_s: float) -> float:
+    """Time-average over [0, horizon] of the replicas holding GPUs."""
+    if horizon_s <= 0:
+        return 0.0
+    return held_gpu_seconds(pool, 0.0, horizon_s) / pool.gpus_per_replica / horizon_s
+
+
+def replicas_max(pool: PoolRecord) -> int:
+    """The most replicas holding GPUs at once (intervals are [start, end): one released at t
+    and one acquired at t are not both counted)."""
+    start = pool.holding["start_s"].to_numpy(dtype=np.float64)
+    end = pool.holding["end_s"].to_numpy(dtype=np.float64)
+    keep = end > start
+    if not keep.any():
+        return 0
+    times = np.concatenate([start[keep], end[keep]])
+    steps = np.concatenate([np.ones(keep.sum()), -np.ones(keep.sum())])
+    order = np.lexsort((steps, times))  # at equal times, releases (-1) before acquisitions
+    return int(np.cumsum(steps[order]).max())
+
+
 def busy_gpu_seconds(pool: PoolRecord, horizon_s: float) -> float:
     """GPU-seconds the pool's replicas spent iterating within the horizon."""
     return float(np.minimum(pool.busy_s, horizon_s).sum()) * pool.gpus_per_replica
@@ -75,7 +130,7 @@ def busy_gpu_seconds(pool: PoolRecord, horizon_s: float) -> float:
 def serving_gpu_seconds(record: RunRecord) -> dict[str, tuple[float, float]]:
     """(held, busy) GPU-seconds of every serving pool, by pool name."""
     horizon = record.horizon_s
-    return {name: (held_gpu_seconds(pool, 0.0, horizon), busy_gpu_seconds(pool, horizon))
+    return {name: (pool_held_gpu_seconds(pool, horizon), busy_gpu_seconds(pool, horizon))
             for name, pool in record.pools.items()}
 
 
@@ -98,6 +153,20 @@ def hold_seconds(record: RunRecord, site: str, pool: str, purposes: tuple[str, .
     return float((gpus * (mine["end_s"] - mine["start_s"]).clip(lower=0.0)).sum())
 
 
+def serving_pools_on(record: RunRecord, site: str, pool: str) -> list[str]:
+    """The serving pools whose replicas live on a site's GPU pool, by name."""
+    return [name for name, p in record.pools.items() if p.site == site and p.pool == pool]
+
+
+def holds_what_it_uses(record: RunRecord, site_name: str, pool: Pool) -> bool:
+    """Does a cloud GPU pool pay for what it holds (elastic, or an autoscaled serving pool
+    lives on it), rather than for its count over the horizon?"""
+    if record.scenario.sites[site_name].zone != "third_party":
+        return False
+    on_it = serving_pools_on(record, site_name, pool.name or "")
+    return pool.elastic or any(record.pools[name].autoscaled for name in on_it)
+
+
 def gpu_time(record: RunRecord) -> pd.DataFrame:
     """One row per GPU pool of every site: GPU-seconds held and busy (see the module doc)."""
     scenario = record.scenario
@@ -107,12 +176,12 @@ def gpu_time(record: RunRecord) -> pd.DataFrame:
     for site_name, site in scenario.sites.items():
         for pool in site.pools:
             assert pool.name is not None
-            mine = [serving[p.name] for p in record.pools.values() if p.site == site_name and p.pool == pool.name]
+            mine = [serving[name] for name in serving_pools_on(record, site_name, pool.name)]
             serving_held = sum(held for held, _ in mine)
             serving_busy = sum(busy for _, busy in mine)
             if site.zone == "private":
                 held = pool.capacity * horizon
-            elif not pool.elastic:
+            elif not holds_what_it_uses(record, site_name, pool):
                 held = pool.count * horizon
             elif mine:  # the replicas' own record, plus GPUs taken for training and provisioning
                 held = serving_held + hold_seconds(record, site_name, pool.name, HOLD_PURPOSES)

@@ -94,6 +94,12 @@ METRIC_DEFINITIONS: tuple[tuple[str, str], ...] = (
     ("Excess-error area",
      "The area under the curve of (error rate - base error rate) over time: 1 error x h is one hour "
      "at 100% excess error, or ten hours at 10%."),
+    ("Serving pools",
+     "Per pool: its share of the requests sent to any pool, the GPU-hours its replicas held (as the "
+     "provider bills them: per-hour billing rounds each replica instance up to whole hours), and the "
+     "replicas holding GPUs, averaged over the horizon and at most at once. The burst share is the "
+     "share of requests sent to a pool because the pools before it in their route were loaded beyond "
+     "the route's thresholds (overflow)."),
     ("Cost",
      "USD over the horizon: cloud GPU-hours, egress, third-party storage, premises capex amortised per "
      "second and premises energy; also per month, per 1M requests and per 1M output tokens."),
@@ -106,10 +112,10 @@ METRIC_DEFINITIONS: tuple[tuple[str, str], ...] = (
 def comparison_table(comparison: Comparison) -> list[tuple[str, list[dict[str, Any]]]]:
     """The terminal's comparison rows (`sim.report.terminal.comparison_rows`: same values, same
     paired best-of marking, same SLO flags), grouped; a group nothing measured has no rows."""
-    from sim.report.terminal import COMPARISON_ROWS, comparison_rows
+    from sim.report.terminal import comparison_groups, comparison_rows
 
     rows = comparison_rows(comparison)
-    groups = [group for group, _ in COMPARISON_ROWS]
+    groups = [group for group, _ in comparison_groups(comparison)]
     groups += [row["group"] for row in rows if row["group"] not in groups]
     return [(group, [row for row in rows if row["group"] == group]) for group in groups]
 

@@ -17,10 +17,14 @@ What each figure answers:
 - `privacy`: what leaves the premises, by data class, and how much stays at third parties;
 - `cost`: where the money goes, and the cost per million requests;
 - `gpu_utilisation`: serving and training GPUs over time, per pool;
+- `burst_share_over_time`: how much of the traffic overflowed to a pool later in its route,
+  per 5 minutes, for the scenarios where any did;
+- `replicas_over_time`: each autoscaled serving pool's replicas holding GPUs, as steps;
 - `summary`: the four axes (latency, privacy, recovery, cost) at one glance, best marked.
 
-Privacy and cost figures need summary fields that some runs may not measure; `all_figures`
-leaves out a figure whose fields are absent from every run, and `missing_figures` says why.
+Privacy and cost figures need summary fields that some runs may not measure, the burst and
+replica figures a run that overflowed or autoscaled; `all_figures` leaves out a figure with
+nothing to show, and `missing_figures` says why.
 Figures are sized to read well at about 900 px wide (8.2 in at `DPI`).
 """
 
@@ -41,7 +45,7 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from sim.experiment import flat_summary, mean_ci
 
@@ -555,6 +559,116 @@ def gpu_utilisation(comparison: Comparison) -> Figure:
 
 
 # ------------------------------------------------------------------------------------------
+# Serving pools: burst share and autoscaled replicas
+# ------------------------------------------------------------------------------------------
+
+BOUNDS_STYLE: dict[str, Any] = {"color": "#8a8a8a", "linestyle": (0, (1, 2)), "linewidth": 1.2}
+
+
+def _routing(run: RunDigest) -> pd.DataFrame:
+    table = run.tables.get("routing")
+    return table if table is not None else pd.DataFrame(columns=["start_s", "pool", "route", "requests"])
+
+
+def bursting_scenarios(comparison: Comparison) -> list[str]:
+    """The scenarios where some replication sent a request on overflow."""
+    return [name for name in comparison.names
+            if any(_routing(run).query("route == 'overflow'")["requests"].sum() > 0 for run in comparison.runs[name])]
+
+
+def autoscaled_pools(comparison: Comparison) -> list[tuple[str, str]]:
+    """(scenario, serving pool) of every pool an autoscaler sized in some replication."""
+    out: list[tuple[str, str]] = []
+    for name in comparison.names:
+        for run in comparison.runs[name]:
+            pools = run.tables.get("pools")
+            if pools is None or "autoscaled" not in pools:
+                continue
+            out += [(name, str(pool)) for pool in pools.loc[pools["autoscaled"].astype(bool), "pool"]
+                    if (name, str(pool)) not in out]
+    return out
+
+
+def burst_share_over_time(comparison: Comparison) -> Figure:
+    """Per 5-minute bin of send time, the share of routed requests sent on overflow (all
+    replications pooled), one line per scenario that overflowed at all."""
+    colours = scenario_colours(comparison)
+    dashes = scenario_linestyles(comparison)
+    horizon = _horizon_s(comparison)
+    names = bursting_scenarios(comparison)
+    with _style():
+        fig, axes = _figure(1, 1, 3.2)
+        ax = axes[0, 0]
+        edges = np.append(np.arange(0.0, horizon, BIN_S), horizon)
+        for name in names:
+            routing = pd.concat([_routing(run) for run in comparison.runs[name]], ignore_index=True)
+            routed = routing.groupby("start_s")["requests"].sum()
+            overflow = routing[routing["route"] == "overflow"].groupby("start_s")["requests"].sum()
+            share = (overflow.reindex(routed.index).fillna(0.0) / routed).reindex(edges[:-1])
+            values = share.to_numpy(dtype=float) * 100
+            ax.step(edges / HOUR_S, np.append(values, values[-1:]), where="post", color=colours[name],
+                    linestyle=dashes[name], linewidth=1.5, label=name)
+        ax.set_xlim(0, horizon / HOUR_S)
+        ax.set_ylim(0, 105)
+        _hours_axis(ax)
+        ax.set_ylabel("requests sent on overflow (%)")
+        ax.set_title("burst share: requests sent past a loaded pool, per 5 minutes (bins without requests left blank)")
+        fig.legend(loc="outside upper center", ncols=_legend_columns(names), frameon=False)
+    return fig
+
+
+def _replica_steps(holding: pd.DataFrame, pool: str, horizon_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """(times, replicas held from each time on) of one pool's holding intervals, from 0 to the
+    horizon (the last value repeated at the horizon, for a step plot)."""
+    mine = holding[holding["pool"] == pool]
+    start, end = mine["start_s"].to_numpy(dtype=float), mine["end_s"].to_numpy(dtype=float)
+    times = np.unique(np.concatenate([[0.0], start, end]).clip(0.0, horizon_s))
+    times = times[times < horizon_s]
+    held = ((start[None, :] <= times[:, None]) & (times[:, None] < end[None, :])).sum(axis=1)
+    return np.append(times, horizon_s), np.append(held, held[-1:])
+
+
+def replicas_over_time(comparison: Comparison) -> Figure:
+    """One panel per autoscaled serving pool: the replicas holding GPUs over time (a step per
+    replication), between the autoscaler's bounds."""
+    colours = scenario_colours(comparison)
+    panels = autoscaled_pools(comparison)
+    horizon = _horizon_s(comparison)
+    with _style():
+        fig, axes = _figure(len(panels), 1, 1.1 + 1.5 * len(panels), sharex=True)
+        for ax, (name, pool) in zip(axes[:, 0], panels, strict=True):
+            runs = comparison.runs[name]
+            top = 1
+            for run in runs:
+                holding = run.tables.get("pool_holding")
+                if holding is None:
+                    continue
+                times, held = _replica_steps(holding, pool, _scenario(comparison, name).horizon)
+                ax.step(times / HOUR_S, held, where="post", color=colours[name], linewidth=1.4,
+                        alpha=0.55 if len(runs) > 1 else 1.0)
+                top = max(top, int(held.max()))
+                table = run.tables.get("pools")
+                pools = table.set_index("pool") if table is not None else pd.DataFrame()
+                if pool in pools.index:
+                    for bound in ("min_replicas", "max_replicas"):
+                        ax.axhline(float(pools.loc[pool, bound]), **BOUNDS_STYLE)
+                    top = max(top, int(pools.loc[pool, "max_replicas"]))
+            ax.set_ylim(0, top * 1.2 + 0.2)
+            ax.set_xlim(0, horizon / HOUR_S)
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_title(f"{name}: {pool}", loc="left", color=colours[name], fontweight="bold")
+            ax.set_ylabel("replicas (count)")
+        _hours_axis(axes[-1, 0])
+        _share_label(axes[:-1, 0], "x")
+        handles = [Line2D([], [], color=MARK_COLOUR, linewidth=1.4,
+                          label="replicas holding GPUs (one step line per replication)"),
+                   Line2D([], [], **BOUNDS_STYLE, label="autoscaler bounds (min, max replicas)")]
+        fig.legend(handles=handles, loc="outside upper center", frameon=False,
+                   ncols=_legend_columns([str(h.get_label()) for h in handles]))
+    return fig
+
+
+# ------------------------------------------------------------------------------------------
 # Bars: privacy, cost, summary
 # ------------------------------------------------------------------------------------------
 
@@ -828,13 +942,15 @@ def summary(comparison: Comparison) -> Figure:
 @dataclass(frozen=True)
 class FigureSpec:
     """A figure of the report: its file name, heading, caption, builder and the summary
-    fields without which it has nothing to show (any one of `needs` is enough)."""
+    fields without which it has nothing to show (any one of `needs` is enough), or a test of
+    the runs that says why it has nothing to show (`nothing_to_show`)."""
 
     name: str
     title: str
     caption: str
     build: Callable[[Comparison], Figure]
     needs: tuple[str, ...] = ()
+    nothing_to_show: Callable[[Comparison], str | None] | None = None  # why not, if the runs have nothing for it
 
 
 FIGURES: tuple[FigureSpec, ...] = (
@@ -864,11 +980,29 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("gpu_utilisation", "GPU utilisation",
                "Busy serving GPUs and GPUs held for training per 5-minute bin (mean over replications, "
                "stacked), and the serving GPUs in service (line), per scenario.", gpu_utilisation),
+    FigureSpec("burst_share_over_time", "Burst share over time",
+               "Share of the requests sent in each 5-minute bin that went to a pool later in their route "
+               "because the pools before it were loaded beyond the route's thresholds (overflow), all "
+               "replications pooled, for each scenario where any did.", burst_share_over_time,
+               nothing_to_show=lambda c: None if bursting_scenarios(c) else "no request was sent on overflow"),
+    FigureSpec("replicas_over_time", "Autoscaled pools' replicas over time",
+               "Replicas of each autoscaled serving pool holding their GPUs over time (a step line per "
+               "replication), with the autoscaler's minimum and maximum (dotted).", replicas_over_time,
+               nothing_to_show=lambda c: None if autoscaled_pools(c) else "no serving pool was autoscaled"),
 )
 
 
+def _why_missing(comparison: Comparison, spec: FigureSpec) -> str | None:
+    """Why a figure has nothing to show (None when it has something)."""
+    if spec.needs and not any(measured(comparison, key) for key in spec.needs):
+        return f"{NOT_MEASURED} (no {' or '.join(spec.needs)} in any run's summary)"
+    if spec.nothing_to_show is not None:
+        return spec.nothing_to_show(comparison)
+    return None
+
+
 def figure_available(comparison: Comparison, spec: FigureSpec) -> bool:
-    return not spec.needs or any(measured(comparison, key) for key in spec.needs)
+    return _why_missing(comparison, spec) is None
 
 
 def all_figures(comparison: Comparison) -> dict[str, Figure]:
@@ -878,5 +1012,4 @@ def all_figures(comparison: Comparison) -> dict[str, Figure]:
 
 def missing_figures(comparison: Comparison) -> dict[str, str]:
     """Figures left out of `all_figures`, with the reason (their fields were not measured)."""
-    return {spec.name: f"{NOT_MEASURED} (no {' or '.join(spec.needs)} in any run's summary)"
-            for spec in FIGURES if not figure_available(comparison, spec)}
+    return {spec.name: reason for spec in FIGURES if (reason := _why_missing(comparison, spec)) is not None}

@@ -189,6 +189,34 @@ COMPARISON_ROWS: list[tuple[str, list[tuple[str, str, str, str]]]] = [
     ]),
 ]
 
+POOLS_GROUP = "Serving pools (load per pool)"
+POOL_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("requests_share", "share of requests", "%"), ("gpu_hours", "GPU-hours held", "GPU-h"),
+    ("replicas_mean", "replicas (time-average)", ""), ("replicas_max", "replicas (most at once)", ""),
+)
+
+
+def pool_names(comparison) -> list[str]:  # noqa: ANN001 - sim.experiment.Comparison
+    """Every serving pool of any run, in the order the scenarios and their runs list them."""
+    names: list[str] = []
+    for runs in comparison.runs.values():
+        for run in runs:
+            names += [name for name in run.summary.get("pools", {}) if name not in names]
+    return names
+
+
+def comparison_groups(comparison) -> list[tuple[str, list[tuple[str, str, str, str]]]]:  # noqa: ANN001
+    """COMPARISON_ROWS with the serving pools' group after throughput: per pool its share of
+    the requests, GPU-hours held, replicas (mean and most), then the burst share."""
+    pools = [(f"pools.{pool}.{field}", f"{pool}: {label}", unit, "")
+             for pool in pool_names(comparison) for field, label, unit in POOL_ROWS]
+    pools.append(("burst_share", "burst share (sent on overflow)", "%", ""))
+    groups = list(COMPARISON_ROWS)
+    after = next(i for i, (group, _) in enumerate(groups) if group.startswith("Throughput")) + 1
+    groups.insert(after, (POOLS_GROUP, pools))
+    return groups
+
+
 _SCALE = {"ms": 1e3, "s": 1.0, "min": 1 / 60, "h": 1 / 3600, "%": 100.0, "GB": 1e-9, "error x h": 1 / 3600}
 
 
@@ -219,7 +247,7 @@ def comparison_rows(comparison) -> list[dict]:  # noqa: ANN001 - sim.experiment.
     """The rows of the comparison table as data: group, label, unit, cells, best, SLO misses."""
     rows = []
     names = comparison.names
-    for group, metrics in COMPARISON_ROWS:
+    for group, metrics in comparison_groups(comparison):
         for metric, label, unit, better in metrics:
             frame = comparison.metric(metric)
             if frame["n"].sum() == 0 and metric != "recovery_time_s":

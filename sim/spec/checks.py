@@ -3,7 +3,9 @@
 Pydantic checks each value on its own; these checks ask whether the scenario as a whole can
 run: that placement names sites that exist, that the GPUs and the model are in the catalog,
 that the model fits the GPUs that serve it, that sites which must exchange data are linked,
-and that training has GPUs where it is placed. Each returns `SpecIssue`s with the path of the
+that training has GPUs where it is placed, that the routing rules give every traffic class a
+pool and every serving pool some traffic (`sim.spec.routing`), and that an autoscaler has room
+to grow. Each returns `SpecIssue`s with the path of the
 field a user should change and what they may change it to.
 """
 
@@ -16,8 +18,10 @@ from sim.catalog import Catalog
 from sim.catalog.sizing import DEFAULT_RESERVE_BYTES, replica_memory, smallest_fitting_tp
 from sim.spec.errors import SpecError, SpecIssue, suggest
 from sim.spec.files import MAX_TRACE_BYTES, check_file
-from sim.spec.scenario import NONE_SITE, Scenario
+from sim.spec.routing import class_routes, implicit_pools, is_serving, pool_name, serving_pools
+from sim.spec.scenario import NONE_SITE, ZONES, RoutingRule, Scenario
 from sim.spec.units import format_bytes, format_duration
+from sim.workload.requests import SHARE_TOLERANCE
 
 
 def _site_issue(path: str, name: str, sites: list[str], optional: bool) -> SpecIssue:
@@ -55,35 +59,45 @@ def check_catalog_ids(s: Scenario, catalog: Catalog) -> list[SpecIssue]:
         models = sorted(catalog.models)
         issues.append(SpecIssue("model.id", f"unknown model id{suggest(s.model.id, models)}",
                                 s.model.id, ", ".join(models)))
+    engines = sorted(catalog.engines)
     if s.model.engine not in catalog.engines:
-        engines = sorted(catalog.engines)
         issues.append(SpecIssue("model.engine", f"unknown engine{suggest(s.model.engine, engines)}",
                                 s.model.engine, ", ".join(engines)))
+    for site_name, site in s.sites.items():
+        for i, pool in enumerate(site.pools):
+            if pool.engine is not None and pool.engine not in catalog.engines:
+                issues.append(SpecIssue(f"sites.{site_name}.pools[{i}].engine",
+                                        f"unknown engine{suggest(pool.engine, engines)}", pool.engine,
+                                        ", ".join(engines)))
     return issues
 
 
 def check_model_fits(s: Scenario, catalog: Catalog) -> list[SpecIssue]:
-    """Every pool that serves must hold a replica: weights, plus KV for one max-length sequence."""
+    """placement.inference has GPUs that serve, and every pool that serves (at any site: a
+    routing rule may send requests there) holds a replica: weights, plus KV for one
+    max-length sequence."""
     issues: list[SpecIssue] = []
     model = catalog.models.get(s.model.id)
     if model is None or s.placement.inference not in s.sites:
         return issues
-    tp = s.model.tensor_parallel
     serving = s.model.serving
-    site = s.sites[s.placement.inference]
-    serving_pools = [(i, p) for i, p in enumerate(site.pools) if "serving" in p.roles]
-    if not serving_pools or all(p.capacity == 0 for _, p in serving_pools):
+    if not any(is_serving(p) for p in s.sites[s.placement.inference].pools):
         issues.append(SpecIssue(
             f"sites.{s.placement.inference}.pools",
             f"placement.inference is {s.placement.inference!r}, but that site has no GPUs for serving",
             has_value=False,
             allowed="a pool with count >= 1 (or elastic with max_count >= 1) and role 'serving'"))
         return issues
-    for i, pool in serving_pools:
+    # a pool of no capacity serves nowhere, but at placement.inference it is surely a mistake
+    serving_pools = [(f"sites.{site_name}.pools[{i}]", p) for site_name, site in s.sites.items()
+                     for i, p in enumerate(site.pools)
+                     if is_serving(p) or ("serving" in p.roles and site_name == s.placement.inference)]
+    for path, pool in serving_pools:
         gpu = catalog.gpus.get(pool.gpu)
         if gpu is None:
             continue
-        path = f"sites.{s.placement.inference}.pools[{i}]"
+        tp = pool.tp(s.model)
+        tp_field = f"{path}.tensor_parallel" if pool.tensor_parallel is not None else "model.tensor_parallel"
         if s.model.service_time is not None:
             continue  # a plain distribution: nothing to fit
         if model.kind == "classic":
@@ -104,13 +118,13 @@ def check_model_fits(s: Scenario, catalog: Catalog) -> list[SpecIssue]:
         if pool.capacity < tp:
             issues.append(SpecIssue(
                 f"{path}.count", f"a replica needs tensor_parallel={tp} GPUs but the pool has {pool.capacity}",
-                pool.capacity, f"a value >= {tp}, or a smaller model.tensor_parallel"))
+                pool.capacity, f"a value >= {tp}, or a smaller {tp_field}"))
             continue
         if pool.count % tp or pool.capacity % tp:
             issues.append(SpecIssue(
                 f"{path}.count", f"GPUs are grouped into replicas of tensor_parallel={tp}", pool.count,
                 f"a multiple of {tp}"))
-        engine = catalog.engines.get(s.model.engine)
+        engine = catalog.engines.get(pool.engine_of(s.model))
         reserve = engine.reserve_bytes(serving.max_num_batched_tokens) if engine else DEFAULT_RESERVE_BYTES
         memory = replica_memory(
             model, gpu, s.model.precision, tp, serving.gpu_memory_utilization,
@@ -120,7 +134,7 @@ def check_model_fits(s: Scenario, catalog: Catalog) -> list[SpecIssue]:
                 model, gpu, s.model.precision, gpu_memory_utilization=serving.gpu_memory_utilization,
                 max_model_len=serving.max_model_len, kv_precision=serving.kv_cache_precision,
                 reserve_bytes=reserve, block_size=serving.block_size)
-            hint = f"model.tensor_parallel >= {need_tp}" if need_tp else "a GPU with more memory"
+            hint = f"{tp_field} >= {need_tp}" if need_tp else "a GPU with more memory"
             issues.append(SpecIssue(
                 f"{path}.gpu",
                 f"{s.model.id} at {s.model.precision} with tensor_parallel={tp} does not fit a {pool.gpu}: "
@@ -146,6 +160,12 @@ def check_links(s: Scenario) -> list[SpecIssue]:
         ("placement.training", p.training_data, p.training, "training data"),
         ("placement.training", p.training, p.model_registry, "trained artifacts"),
     ]
+    pools = serving_pools(s)
+    for k, rule in enumerate(s.routing):  # a rule may send requests to any site, which then loads the model
+        for j, name in enumerate(rule.pools):
+            if name in pools:
+                flows += [(f"routing[{k}].pools[{j}]", s.workload.origin, pools[name][0], "requests and responses"),
+                          (f"routing[{k}].pools[{j}]", p.model_registry, pools[name][0], "model weights")]
     issues: list[SpecIssue] = []
     reported: set[frozenset[str]] = set()
     for path, a, b, what in flows:
@@ -176,8 +196,8 @@ def check_training(s: Scenario) -> list[SpecIssue]:
     shared = site_name == s.placement.inference and any(
         "training" in p.roles and "serving" in p.roles and p.capacity > 0 for p in site.pools)
     if shared and sharing.policy == "reserved":
-        tp = s.model.tensor_parallel
-        pool_gpus = next(p.count for p in site.pools if "training" in p.roles and "serving" in p.roles)
+        shared_pool = next(p for p in site.pools if "training" in p.roles and "serving" in p.roles)
+        tp, pool_gpus = shared_pool.tp(s.model), shared_pool.count
         if sharing.reserved_gpus < 1 or sharing.reserved_gpus > pool_gpus - tp:
             issues.append(SpecIssue(
                 "lifecycle.gpu_sharing.reserved_gpus", "the reserved GPUs must leave at least one serving replica",
@@ -255,10 +275,22 @@ def check_files(s: Scenario) -> list[SpecIssue]:
     issues: list[SpecIssue] = []
     parts = {"workload.arrivals": s.workload.arrivals, "workload.prompt_tokens": s.workload.prompt_tokens,
              "workload.output_tokens": s.workload.output_tokens}
+    for k, traffic_class in enumerate(s.workload.classes):
+        for key in ("arrivals", "prompt_tokens", "output_tokens"):
+            part = getattr(traffic_class, key)
+            if part is not None:
+                parts[f"workload.classes[{k}].{key}"] = part
     for path, part in parts.items():
         for field in part.file_fields:  # each family member names the fields that hold files
             file = getattr(part, field)
-            if file is not None and not Path(file).exists():
+            if file is not None and path.startswith("workload.classes") and not Path(file).is_absolute():
+                # the loader makes the workload's own file paths relative to the scenario file,
+                # not yet its classes': a relative path here would be read from wherever the
+                # command runs
+                issues.append(SpecIssue(f"{path}.{field}", "a traffic class's file path must be absolute "
+                                        "(relative paths are not yet taken from the scenario file's folder)",
+                                        file, "an absolute path to a CSV file"))
+            elif file is not None and not Path(file).exists():
                 issues.append(SpecIssue(f"{path}.{field}", "file not found", file,
                                         "a CSV file, relative to the scenario file"))
             elif file is not None:
@@ -272,11 +304,72 @@ def check_files(s: Scenario) -> list[SpecIssue]:
 def check_data_classes(s: Scenario) -> list[SpecIssue]:
     classes = sorted(s.privacy.data_classes)
     issues = []
-    for path, name in (("workload.data_class", s.workload.data_class),
-                       ("workload.response_data_class", s.workload.response_data_class)):
-        if name not in s.privacy.data_classes:
+    named: list[tuple[str, str | None]] = [("workload.data_class", s.workload.data_class),
+                                           ("workload.response_data_class", s.workload.response_data_class)]
+    for k, traffic_class in enumerate(s.workload.classes):
+        named += [(f"workload.classes[{k}].data_class", traffic_class.data_class),
+                  (f"workload.classes[{k}].response_data_class", traffic_class.response_data_class)]
+    for path, name in named:
+        if name is not None and name not in s.privacy.data_classes:
             issues.append(SpecIssue(path, f"unknown data class{suggest(name, classes)}", name,
                                     f"{', '.join(classes)}, or a class added under privacy.data_classes"))
+    return issues
+
+
+def check_traffic_classes(s: Scenario) -> list[SpecIssue]:
+    """Traffic classes: distinct names; every request of the main stream in exactly one class
+    (the shares of the share classes sum to 1, and some class has a share); own arrivals only
+    beside an open-loop main stream; residencies that name zones or sites that exist."""
+    classes = s.workload.classes
+    issues: list[SpecIssue] = []
+    first_of: dict[str, int] = {}
+    for k, traffic_class in enumerate(classes):
+        if traffic_class.name in first_of:
+            issues.append(SpecIssue(f"workload.classes[{k}].name",
+                                    f"class name already used by workload.classes[{first_of[traffic_class.name]}]",
+                                    traffic_class.name, "a name unique within workload.classes"))
+        first_of.setdefault(traffic_class.name, k)
+    shared = [(k, c) for k, c in enumerate(classes) if c.share is not None]
+    total = sum(c.share or 0.0 for _, c in shared)
+    if shared and abs(total - 1.0) > SHARE_TOLERANCE:
+        terms = " + ".join(f"{c.name} {c.share:g}" for _, c in shared)
+        issues.append(SpecIssue("workload.classes", f"the shares split workload.arrivals' requests between the "
+                                f"classes and must sum to 1; they sum to {total:.12g} ({terms})", total,
+                                "shares that sum to 1"))
+    if classes and not shared:
+        issues.append(SpecIssue("workload.classes", "every class has arrivals of its own, so the requests of "
+                                "workload.arrivals would belong to no class", [c.name for c in classes],
+                                "one or more classes with a share of workload.arrivals (shares sum to 1)"))
+    if s.workload.arrivals.closed_loop() is not None:
+        for k, traffic_class in enumerate(classes):
+            if traffic_class.arrivals is not None:
+                issues.append(SpecIssue(
+                    f"workload.classes[{k}].arrivals", "workload.arrivals is a closed loop (concurrency), whose send "
+                    "times the servers set; a class's own arrivals cannot be merged with it",
+                    traffic_class.arrivals.process,
+                    "share: a fraction of the closed loop's requests, or an open-loop workload.arrivals"))
+    return issues + _residency_issues(s)
+
+
+def _residency_issues(s: Scenario) -> list[SpecIssue]:
+    """Each residency entry is a zone that has sites, or a site; never a name that is both."""
+    zones_with_sites = {site.zone for site in s.sites.values()}
+    options = [*ZONES, *s.sites]
+    allowed = f"a zone ({', '.join(ZONES)}) or a site ({', '.join(s.sites)})"
+    issues: list[SpecIssue] = []
+    for k, traffic_class in enumerate(s.workload.classes):
+        for j, name in enumerate(traffic_class.residency or []):
+            path = f"workload.classes[{k}].residency[{j}]"
+            if name in ZONES and name in s.sites:
+                issues.append(SpecIssue(path, f"{name!r} is both a zone and a site name, so it is unclear "
+                                        "where the class may be served", name, f"rename the site {name!r}"))
+            elif name in ZONES and name not in zones_with_sites:
+                issues.append(SpecIssue(path, f"no site is in zone {name!r}", name,
+                                        f"a zone with sites ({', '.join(sorted(zones_with_sites))}) or a site "
+                                        f"({', '.join(s.sites)})"))
+            elif name not in ZONES and name not in s.sites:
+                issues.append(SpecIssue(path, f"no zone or site named {name!r}{suggest(name, options)}", name,
+                                        allowed))
     return issues
 
 
@@ -320,49 +413,244 @@ def check_monitor(s: Scenario) -> list[SpecIssue]:
     return issues + ([signal] if signal is not None else [])
 
 
-def check_serving_pools(s: Scenario) -> list[SpecIssue]:
-    """Every pool that may serve must be able to receive requests, and every elastic pool
-    must have something that grows it: nothing a user writes is silently ignored.
-
-    Requests go to the first serving pool at `placement.inference` (and, while the path to it
-    is cut, to the first serving pool at `placement.fallback`); until routing rules exist a
-    second serving pool at a site, or one at a site nothing routes to, would never serve.
-    An elastic pool grows only for training (the training queue provisions it); serving
-    replicas never scale.
-    """
+def check_pool_billing_and_autoscale(s: Scenario) -> list[SpecIssue]:
+    """A pool's billing and autoscaler can take effect: per-hour billing only where a provider
+    bills (not on premises); an autoscaler only on a serving pool, with room between
+    min_replicas and max_replicas, and GPUs to grow into (premises: the GPUs it owns; cloud:
+    an elastic pool up to its max_count)."""
     issues: list[SpecIssue] = []
-    routed = {s.placement.inference, s.placement.fallback} - {NONE_SITE}
     for site_name, site in s.sites.items():
-        seen_serving = False
         for i, pool in enumerate(site.pools):
             path = f"sites.{site_name}.pools[{i}]"
-            if "serving" in pool.roles and pool.capacity > 0:
-                if site_name not in routed:
-                    issues.append(SpecIssue(f"{path}.roles", f"pool {pool.name!r} may serve, but no request is sent "
-                                            f"to site {site_name!r} (placement.inference is {s.placement.inference!r})",
-                                            pool.roles, "roles [training] for a training pool, or remove the pool"))
-                elif seen_serving:
-                    issues.append(SpecIssue(f"{path}.roles", f"pool {pool.name!r} would never serve: requests at "
-                                            f"{site_name!r} go to its first serving pool", pool.roles,
-                                            "one serving pool per site (routing between pools is not supported "
-                                            "yet), or roles [training]"))
-                seen_serving = True
-            if pool.elastic and (pool.max_count or 0) > pool.count:
-                trains_here = s.placement.training == site_name and "training" in pool.roles
-                if not trains_here:
-                    issues.append(SpecIssue(f"{path}.elastic", f"elastic pool {pool.name!r} would never grow: only "
-                                            "training provisions GPUs, and this pool does not train "
-                                            f"(placement.training is {s.placement.training!r})", True,
-                                            "elastic: false, or a training pool at placement.training"))
+            tp = pool.tp(s.model)
+            for key in ("tensor_parallel", "engine"):
+                if getattr(pool, key) is not None and "serving" not in pool.roles:
+                    issues.append(SpecIssue(
+                        f"{path}.{key}", f"pool {pool.name!r} does not serve (roles {pool.roles}), and {key} is "
+                        "how its serving replicas are built", getattr(pool, key),
+                        "unset it, or add the 'serving' role"))
+            if pool.billing != "per_second" and site.zone == "private":
+                issues.append(SpecIssue(
+                    f"{path}.billing", f"pool {pool.name!r} is on premises (site {site_name!r}, zone private): "
+                    "owned GPUs are paid for by capex and power, not billed by time", pool.billing,
+                    "per_second (the default) on a private-zone pool; per_hour only at third_party sites"))
+            scale = pool.autoscale
+            if scale is None:
+                continue
+            if "serving" not in pool.roles:
+                issues.append(SpecIssue(
+                    f"{path}.autoscale", f"pool {pool.name!r} does not serve (roles {pool.roles}), and the "
+                    "autoscaler scales serving replicas", has_value=False,
+                    allowed="roles that include 'serving', or no autoscale"))
+                continue
+            if scale.min_replicas > scale.max_replicas:
+                issues.append(SpecIssue(
+                    f"{path}.autoscale.min_replicas", f"pool {pool.name!r}: min_replicas is above max_replicas "
+                    f"({scale.max_replicas})", scale.min_replicas, f"a value <= {scale.max_replicas}"))
+            elif scale.min_replicas == scale.max_replicas:
+                issues.append(SpecIssue(
+                    f"{path}.autoscale.max_replicas", f"pool {pool.name!r} can never scale: min_replicas and "
+                    f"max_replicas are both {scale.max_replicas}", scale.max_replicas,
+                    f"a value > min_replicas ({scale.min_replicas}), or no autoscale (a fixed pool of count GPUs)"))
+            gpus = scale.max_replicas * tp
+            if site.zone == "private":
+                if gpus > pool.count:
+                    issues.append(SpecIssue(
+                        f"{path}.autoscale.max_replicas", f"premises pool {pool.name!r} can grow only up to the "
+                        f"{pool.count} GPUs it owns (count), but max_replicas {scale.max_replicas} x tensor_parallel "
+                        f"{tp} is {gpus} GPUs", scale.max_replicas,
+                        f"a value <= {pool.count // tp}, or a larger count (GPUs bought)"))
+            elif not pool.elastic:
+                issues.append(SpecIssue(
+                    f"{path}.elastic", f"cloud pool {pool.name!r} has an autoscaler but cannot grow: it is not "
+                    "elastic", pool.elastic, f"elastic: true with max_count >= {gpus} "
+                    f"(max_replicas {scale.max_replicas} x tensor_parallel {tp})"))
+            elif pool.max_count is not None and pool.max_count < gpus:
+                issues.append(SpecIssue(
+                    f"{path}.max_count", f"cloud pool {pool.name!r} may grow only to max_count GPUs, fewer than its "
+                    f"autoscaler's max_replicas {scale.max_replicas} x tensor_parallel {tp} = {gpus}",
+                    pool.max_count, f"a value >= {gpus}, or autoscale.max_replicas <= {pool.max_count // tp}"))
+            if site.zone == "third_party" and pool.count > gpus:
+                issues.append(SpecIssue(
+                    f"{path}.count", f"cloud pool {pool.name!r} would hold more GPUs from the start than its "
+                    f"autoscaler may run (max_replicas {scale.max_replicas} x tensor_parallel {tp} = {gpus})",
+                    pool.count, f"a value <= {gpus}"))
+    return issues
+
+
+def _pool_names(s: Scenario) -> list[str]:
+    return [pool_name(site_name, pool) for site_name, site in s.sites.items() for pool in site.pools]
+
+
+def _check_rule_pools(s: Scenario, k: int, rule: RoutingRule) -> list[SpecIssue]:
+    """Each pool of a rule is a serving pool, named once."""
+    issues: list[SpecIssue] = []
+    serving = serving_pools(s)
+    every = {pool_name(site_name, pool): pool for site_name, site in s.sites.items() for pool in site.pools}
+    allowed = f"serving pools as 'site/pool': {', '.join(serving) or '(none)'}"
+    seen: dict[str, int] = {}
+    for j, name in enumerate(rule.pools):
+        path = f"routing[{k}].pools[{j}]"
+        if name in seen:
+            issues.append(SpecIssue(path, f"pool {name!r} is already routing[{k}].pools[{seen[name]}]; a pool "
+                                    "appears once in a rule", name, "each pool once, in order of preference"))
+        seen.setdefault(name, j)
+        pool = every.get(name)
+        if pool is None:
+            hint = "" if "/" in name else " (pools are named 'site/pool')"
+            issues.append(SpecIssue(path, f"no pool named {name!r}{hint}{suggest(name, _pool_names(s))}",
+                                    name, allowed))
+        elif "serving" not in pool.roles:
+            issues.append(SpecIssue(path, f"pool {name!r} does not serve (roles {pool.roles})", name,
+                                    f"add 'serving' to its roles, or one of the {allowed}"))
+        elif pool.capacity == 0:
+            issues.append(SpecIssue(path, f"pool {name!r} has no GPUs (count 0, not elastic)", name,
+                                    f"a count >= 1 for it, or one of the {allowed}"))
+    return issues
+
+
+def _check_rule_policy(k: int, rule: RoutingRule) -> list[SpecIssue]:
+    """overflow takes thresholds, weighted takes one weight per pool (>= 0, some > 0)."""
+    path = f"routing[{k}]"
+    if rule.policy == "overflow":
+        if rule.weights is not None:
+            return [SpecIssue(f"{path}.weights", "weights split requests only under policy weighted; this rule's "
+                              "policy is overflow", rule.weights,
+                              "policy: weighted, or no weights (overflow uses the pools' order)")]
+        return []
+    issues: list[SpecIssue] = []
+    if rule.overflow is not None:
+        issues.append(SpecIssue(f"{path}.overflow", "overflow thresholds apply only under policy overflow; this "
+                                "rule's policy is weighted", has_value=False,
+                                allowed="policy: overflow, or no overflow (weighted splits by weights)"))
+    n = len(rule.pools)
+    if rule.weights is None:
+        issues.append(SpecIssue(f"{path}.weights", "policy weighted needs a weight per pool", has_value=False,
+                                allowed=f"one weight >= 0 per pool ({n}), e.g. weights: [{', '.join(['1'] * n)}]"))
+    elif len(rule.weights) != n:
+        issues.append(SpecIssue(f"{path}.weights", f"{len(rule.weights)} weights for {n} pools", rule.weights,
+                                f"one weight per pool: {n} weights >= 0"))
+    elif sum(rule.weights) <= 0:
+        issues.append(SpecIssue(f"{path}.weights", "the weights sum to 0, so no pool would be chosen",
+                                rule.weights, "weights >= 0 with at least one > 0"))
+    return issues
+
+
+def check_routing(s: Scenario) -> list[SpecIssue]:
+    """The routing rules name serving pools and traffic classes that exist, each class takes
+    exactly one rule (named once; the catch-all for the rest), every rule takes some class, and
+    each rule's policy has what it needs (and nothing of the other policy)."""
+    issues: list[SpecIssue] = []
+    class_names = s.workload.class_names()
+    named_by: dict[str, int] = {}
+    catch_all: int | None = None
+    for k, rule in enumerate(s.routing):
+        issues += _check_rule_pools(s, k, rule) + _check_rule_policy(k, rule)
+        if rule.classes is None:
+            if catch_all is not None:
+                issues.append(SpecIssue(f"routing[{k}].classes", f"routing[{catch_all}] already takes every class "
+                                        "that no rule names, so this rule would take none", has_value=False,
+                                        allowed=f"classes: a list of traffic classes ({', '.join(class_names)})"))
+            catch_all = k if catch_all is None else catch_all
+            continue
+        for j, name in enumerate(rule.classes):
+            path = f"routing[{k}].classes[{j}]"
+            if name not in class_names:
+                issues.append(SpecIssue(path, f"no traffic class named {name!r}{suggest(name, class_names)}", name,
+                                        f"{', '.join(class_names)} (workload.classes)"))
+            elif name in named_by:
+                issues.append(SpecIssue(path, f"class {name!r} already takes routing[{named_by[name]}] (a class "
+                                        "takes the first rule that names it)", name, "each class in one rule"))
+            else:
+                named_by[name] = k
+    if not s.routing:
+        return issues
+    unnamed = [name for name in class_names if name not in named_by]
+    if catch_all is None and unnamed:
+        them = "them" if len(unnamed) > 1 else "it"
+        issues.append(SpecIssue("routing", f"no rule takes class{'es' if len(unnamed) > 1 else ''} "
+                                f"{', '.join(map(repr, unnamed))}", has_value=False,
+                                allowed=f"a rule that names {them} in classes, or a rule without classes "
+                                        "(it takes every class no rule names)"))
+    elif catch_all is not None and not unnamed:
+        issues.append(SpecIssue(f"routing[{catch_all}]", "every class is named by a rule, so this rule without "
+                                f"classes would take none ({', '.join(class_names)})", has_value=False,
+                                allowed="remove the rule, or name the classes it is for"))
+    return issues
+
+
+def check_routes(s: Scenario) -> list[SpecIssue]:
+    """What the rules resolve to (`sim.spec.routing.class_routes`): every class keeps some pool
+    after its residency (a weighted one, some weight), and every serving pool is on some
+    class's route (a pool that takes requests only on failover counts). Assumes
+    `check_routing` passed."""
+    issues: list[SpecIssue] = []
+    routes = class_routes(s)
+    for k, (traffic_class, route) in enumerate(zip(s.workload.class_specs(), routes.values(), strict=True)):
+        name, residency = traffic_class.name, traffic_class.residency or []
+        rule = "the implicit rule (no routing: placement.inference, then placement.fallback)" \
+            if route.rule is None else f"routing[{route.rule}]"
+        sites = ", ".join(sorted(traffic_class.allowed_sites(s))) or "no site"
+        where = f"class {name!r} may be served only at {sites} (residency [{', '.join(residency)}])"
+        if not route.pools:
+            issues.append(SpecIssue(
+                f"workload.classes[{k}].residency", f"{where}, and {rule} has no serving pool there", residency,
+                f"a wider residency, or a rule for {name!r} with a serving pool at {sites}"))
+        elif route.policy == "weighted" and sum(route.weights) <= 0:
+            issues.append(SpecIssue(
+                f"workload.classes[{k}].residency", f"{where}, where {rule} gives its pools "
+                f"({', '.join(route.pools)}) weight 0", residency,
+                f"a wider residency, or a weight > 0 in {rule} for a pool at {sites}"))
+    reached = {pool for route in routes.values() for pool in route.pools}
+    named = {pool for rule in s.routing for pool in rule.pools} if s.routing else set(implicit_pools(s))
+    for site_name, site in s.sites.items():
+        for i, pool in enumerate(site.pools):
+            name = pool_name(site_name, pool)
+            if not is_serving(pool) or name in reached:
+                continue
+            path = f"sites.{site_name}.pools[{i}].roles"
+            fix = f"a routing rule that names {name!r}, roles [training] for a training pool, or remove the pool"
+            if name in named and not s.routing:
+                message = (f"pool {pool.name!r} may serve, but no class may be served at site {site_name!r} "
+                           "(residency)")
+            elif name in named:
+                message = (f"pool {pool.name!r} may serve, but no class that takes a rule naming {name!r} may be "
+                           f"served at site {site_name!r} (residency)")
+            elif not s.routing:
+                message = (f"pool {pool.name!r} may serve, but no request is sent to site {site_name!r} "
+                           f"(placement.inference is {s.placement.inference!r}, placement.fallback "
+                           f"{s.placement.fallback!r}, and there are no routing rules)")
+            else:
+                message = f"pool {pool.name!r} may serve, but no routing rule names {name!r}"
+            issues.append(SpecIssue(path, message, pool.roles, fix))
+    return issues
+
+
+def check_elastic_pools(s: Scenario) -> list[SpecIssue]:
+    """Every elastic pool has something that grows it: training (at placement.training) or an
+    autoscaler; nothing a user writes is silently ignored."""
+    issues: list[SpecIssue] = []
+    for site_name, site in s.sites.items():
+        for i, pool in enumerate(site.pools):
+            if not pool.elastic or (pool.max_count or 0) <= pool.count:
+                continue
+            trains_here = s.placement.training == site_name and "training" in pool.roles
+            if not trains_here and pool.autoscale is None:
+                issues.append(SpecIssue(
+                    f"sites.{site_name}.pools[{i}].elastic", f"elastic pool {pool.name!r} would never grow: only "
+                    "training or an autoscaler provisions GPUs, and this pool has no autoscale and does not train "
+                    f"(placement.training is {s.placement.training!r})", True,
+                    "autoscale: {...} on a serving pool, a training pool at placement.training, or elastic: false"))
     return issues
 
 
 def check_scenario(s: Scenario, catalog: Catalog) -> list[SpecIssue]:
     issues = check_bounds(s) + check_sites_named(s) + check_catalog_ids(s, catalog)
-    issues += check_data_classes(s) + check_files(s) + check_prices(s, catalog) + check_monitor(s)
+    issues += check_data_classes(s) + check_traffic_classes(s) + check_files(s) + check_prices(s, catalog)
+    issues += check_monitor(s) + check_pool_billing_and_autoscale(s) + check_routing(s)
     if issues:  # the checks below assume names resolve
         return issues
     from sim.spec.faults import check_faults
 
     return (check_model_fits(s, catalog) + check_links(s) + check_training(s) + check_cloud_pools(s, catalog)
-            + check_serving_pools(s) + check_faults(s))
+            + check_routes(s) + check_elastic_pools(s) + check_faults(s))

@@ -19,7 +19,9 @@ def serving_pool_name(scenario: Scenario, site: str) -> str | None:
 
 def pool_replicas(scenario: Scenario, site: str, pool: str) -> int:
     found = next(p for p in scenario.sites[site].pools if p.name == pool)
-    return found.capacity // scenario.model.tensor_parallel
+    if found.autoscale is not None:
+        return found.autoscale.max_replicas
+    return found.capacity // found.tp(scenario.model)
 
 
 def check_faults(s: Scenario) -> list[SpecIssue]:

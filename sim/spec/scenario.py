@@ -3,7 +3,8 @@
 A scenario names the **sites** (premises and cloud regions, each in a trust zone, each with GPU
 pools), the **links** between them, the **model** and how it is served, the **workload**, the
 **placement** of every stage (inference, model registry, training, monitoring, training data),
-the model **lifecycle** (drift, monitoring, retraining, rollout, vendor updates), the
+the **routing** of each traffic class to serving pools (`sim.spec.routing` resolves it), the model
+**lifecycle** (drift, monitoring, retraining, rollout, vendor updates), the
 **privacy** weights of each data class, the **SLO**, and the run settings (`horizon`, `warmup`,
 `seed`, `replications`).
 
@@ -24,17 +25,21 @@ here are generated from their registries and rebuilt when a member is registered
 
 from __future__ import annotations
 
+import re
+import typing
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from sim.detectors import DETECTORS
 from sim.routers import ROUTERS
 from sim.spec.base import Spec
-from sim.spec.units import Bytes, BytesPerSecond, Seconds
+from sim.spec.units import Bytes, BytesPerSecond, Seconds, parse_duration
+from sim.workload import limits
 from sim.workload.arrivals import ARRIVALS, ArrivalProcess
 from sim.workload.lengths import LENGTHS, LengthDistribution
 from sim.workload.prefixes import PrefixGroups
+from sim.workload.requests import DEFAULT_CLASS
 from sim.workload.service_times import ServiceTime
 
 if TYPE_CHECKING:
@@ -75,6 +80,75 @@ MAX_TENSOR_PARALLEL = 64
 MAX_REPLICATIONS = 1000
 
 
+AutoscaleMetric = Literal["queue_per_replica", "utilisation", "ttft"]
+Billing = Literal["per_second", "per_hour"]
+
+
+class Autoscale(Spec):
+    """A serving pool's autoscaler: replicas follow the load between `min_replicas` and
+    `max_replicas`.
+
+    The contract (implemented by `sim.world.autoscaler`):
+
+    - The pool starts with `count // model.tensor_parallel` replicas, clipped to
+      [min_replicas, max_replicas].
+    - Every `interval` (first at t = interval) the autoscaler reads `metric` over the interval
+      just past and sets a desired number of replicas, clipped to [min_replicas, max_replicas]:
+      `queue_per_replica`: X = the requests in the pool now (waiting or running) plus those
+      whose route reached the pool during the interval while it had no active replica (a pool
+      scaled to zero takes no requests, so this is the demand it missed); desired =
+      ceil(X / target). `utilisation`: the busy fraction of the active replicas over the
+      interval; desired = ceil(active x utilisation / target). `ttft`: the mean time to first
+      token of the first tokens of the interval; one replica more above the target, one fewer
+      below half of it. With no active replica, any demand wants at least one.
+    - Scale up: when desired exceeds the active and provisioning replicas, the difference is
+      requested at once; each becomes active `provisioning_delay` later, and is held (and
+      billed) from the request on. Nothing is requested during a capacity shortage.
+    - Scale down: when desired is below them and `cooldown` has passed since the last scaling
+      action (up or down), the surplus replicas stop taking requests, finish the ones they
+      run, and are released when idle. So the pool scales down at most once per cooldown;
+      min_replicas 0 lets it scale to zero (and cost nothing while empty).
+
+    A premises (private-zone) pool scales only within the GPUs it owns (`count`); a cloud pool
+    must be elastic, up to its `max_count`.
+    """
+
+    min_replicas: int = Field(default=0, ge=0, le=MAX_GPUS_PER_POOL,
+                              description="fewest replicas kept; 0 lets the pool scale to zero")
+    max_replicas: int = Field(ge=1, le=MAX_GPUS_PER_POOL, description="most replicas the pool may run")
+    metric: AutoscaleMetric = Field(
+        default="queue_per_replica",
+        description="what is held at target: requests in the pool (waiting or running) per replica, the busy "
+                    "fraction of the active replicas, or the mean time to first token")
+    target: float = Field(
+        gt=0, description="queue_per_replica: requests in the pool per replica; utilisation: a busy "
+                          "fraction in (0, 1]; ttft: a duration, e.g. '500ms'")
+    interval: Seconds = Field(default=30.0, gt=0, description="how often the metric is read and acted on")
+    provisioning_delay: Seconds | None = Field(
+        default=None, ge=0, description="from a scale-up request to an active replica; unset: the pool's "
+                                        "provisioning_delay")
+    cooldown: Seconds = Field(default=300.0, ge=0,
+                              description="least time from the last scaling action to a scale-down")
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _target_in_metric_units(cls, value: Any, info: ValidationInfo) -> Any:
+        """A ttft target is a duration (units allowed); the other metrics' targets are plain numbers."""
+        metric = info.data.get("metric")
+        if metric == "ttft":
+            return parse_duration(value)
+        if isinstance(value, str):
+            raise ValueError(f"the target of metric {metric!r} is a plain number (a duration only for ttft)")
+        return value
+
+    @field_validator("target")
+    @classmethod
+    def _fraction_for_utilisation(cls, value: float, info: ValidationInfo) -> float:
+        if info.data.get("metric") == "utilisation" and value > 1:
+            raise ValueError("a utilisation target is a busy fraction in (0, 1]")
+        return value
+
+
 class Pool(Spec):
     """A group of identical GPUs at one site."""
 
@@ -92,6 +166,27 @@ class Pool(Spec):
     price_usd_per_gpu_hour: float | None = Field(
         default=None, gt=0, description="overrides the catalog's cloud price"
     )
+    billing: Billing = Field(
+        default="per_second",
+        description="how the provider bills a held GPU: by the second, or per started hour of each hold; "
+                    "premises pools are owned, not billed by time, so only per_second (the default) there")
+    autoscale: Autoscale | None = Field(
+        default=None, description="serving pools: scale the replicas with the load (`Autoscale`); unset: "
+                                  "the pool serves with `count` GPUs throughout")
+    tensor_parallel: int | None = Field(
+        default=None, ge=1, le=MAX_TENSOR_PARALLEL,
+        description="serving pools: GPUs per replica here; unset: model.tensor_parallel")
+    engine: str | None = Field(
+        default=None, min_length=1, description="serving pools: the serving engine's profile here (catalog "
+                                                "engines); unset: model.engine")
+
+    def tp(self, model: ModelSpec) -> int:
+        """GPUs per replica of this pool: its own tensor_parallel, else the model's."""
+        return self.tensor_parallel if self.tensor_parallel is not None else model.tensor_parallel
+
+    def engine_of(self, model: ModelSpec) -> str:
+        """The serving engine of this pool: its own, else the model's."""
+        return self.engine if self.engine is not None else model.engine
 
     @property
     def capacity(self) -> int:
@@ -263,9 +358,116 @@ class ModelSpec(Spec):
 # --------------------------------------------------------------------------------------------
 
 
+class SLO(Spec):
+    """Latency targets; a missing target is not checked."""
+
+    ttft_p99: Seconds | None = Field(default=None, gt=0)
+    ttft_p90: Seconds | None = Field(default=None, gt=0)
+    tpot_p99: Seconds | None = Field(default=None, gt=0)
+    e2e_p99: Seconds | None = Field(default=None, gt=0)
+    e2e_p90: Seconds | None = Field(default=None, gt=0)
+
+
+
+
+# A class name is a label in files, tables and stream names ("arrivals:<name>"): kept plain.
+CLASS_NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
+MAX_CLASS_NAME = 64
+# Priorities are held as int32 by the serving kernel.
+PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
+# The zones a residency may name, besides sites.
+ZONES: tuple[str, ...] = typing.get_args(Zone)
+
+
+class TrafficClass(Spec):
+    """One kind of traffic in the workload: who sends it, how long it is, how it must be served.
+
+    A class takes its requests in one of two ways (exactly one):
+
+    - `share`: that fraction of the main stream (`workload.arrivals`); each main-stream request
+      belongs to one share class, drawn by the shares (the shares of all share classes sum to 1);
+    - `arrivals`: its own open-loop arrival process, whose requests are added to the main
+      stream and merged with it by send time.
+
+    Every other field is optional and defaults to the workload's (or, for `slo`, the
+    scenario's): the class's token lengths, prefix groups, the data classes of its payloads and
+    its latency targets. `priority` orders admission: the serving engine admits waiting
+    requests of a higher priority first (ties: first come, first served); 0 for all classes
+    means one queue in arrival order. `residency` says where its requests may be served: zones
+    (`private`, `third_party`) or site names; unset, anywhere.
+
+    How requests are generated from classes: `sim.workload.requests`.
+    """
+
+    name: str = Field(min_length=1, max_length=MAX_CLASS_NAME,
+                      description="a label: letters, digits, '_' and '-', unique within the workload")
+    share: float | None = Field(default=None, gt=0, le=1,
+                                description="fraction (0, 1] of workload.arrivals' requests in this class")
+    arrivals: Arrivals | None = Field(
+        default=None, discriminator="process", validate_default=True,
+        description="the class's own open-loop arrival process, added to workload.arrivals' requests")
+    prompt_tokens: TokenLengths | None = Field(default=None, discriminator="dist",
+                                               description="prompt lengths (default: the workload's)")
+    output_tokens: TokenLengths | None = Field(default=None, discriminator="dist",
+                                               description="output lengths (default: the workload's)")
+    prefixes: PrefixGroups | None = Field(
+        default=None, description="the class's own shared prompt prefixes (default: the workload's)")
+    data_class: str | None = Field(default=None, min_length=1,
+                                   description="data class of its request payloads (default: the workload's)")
+    response_data_class: str | None = Field(
+        default=None, min_length=1, description="data class of its responses (default: the workload's)")
+    slo: SLO | None = Field(default=None, description="latency targets of this class (default: the scenario's slo)")
+    priority: int = Field(default=0, ge=PRIORITY_MIN, le=PRIORITY_MAX,
+                          description="admission order in the serving engine: higher is admitted first")
+    residency: list[str] | None = Field(
+        default=None, min_length=1,
+        description="where its requests may be served: zones (private, third_party) or site names; "
+                    "unset: anywhere")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not CLASS_NAME_PATTERN.fullmatch(value):
+            raise ValueError(f"a class name is letters, digits, '_' and '-' (got {value!r})")
+        return value
+
+    @field_validator("arrivals")
+    @classmethod
+    def _share_or_open_loop(cls, value: ArrivalProcess | None, info: ValidationInfo) -> ArrivalProcess | None:
+        """Exactly one of share and arrivals (checked here, with `validate_default`, so that the
+        error names a field), and own arrivals that are an open loop."""
+        if "share" not in info.data:
+            return value  # share itself is invalid, and reported
+        share = info.data["share"]
+        either = "allowed: share (a fraction of workload.arrivals' requests) or arrivals (its own process)"
+        if share is not None and value is not None:
+            raise ValueError(f"the class sets both share ({share:g}) and arrivals; give one of them; {either}")
+        if share is None and value is None:
+            raise ValueError(f"the class sets neither share nor arrivals; {either}")
+        if value is not None and value.closed_loop() is not None:
+            open_loop = [name for name, member in zip(ARRIVALS, ARRIVALS.members(), strict=True)
+                         if member.closed_loop is ArrivalProcess.closed_loop]
+            raise ValueError(
+                f"a class's own arrivals are merged with the main stream by send time, so they must be "
+                f"an open-loop process, and {value.process!r} is a closed loop; allowed: "
+                f"{', '.join(open_loop)}, or share: a fraction of workload.arrivals' requests")
+        return value
+
+    def allowed_sites(self, scenario: Scenario) -> set[str]:
+        """The sites where this class's requests may be served: every site without a
+        residency; else the sites of the zones it names, and the sites it names."""
+        if self.residency is None:
+            return set(scenario.sites)
+        allowed = {name for name in self.residency if name in scenario.sites}
+        allowed |= {name for name, site in scenario.sites.items() if site.zone in self.residency}
+        return allowed
+
+
 class Workload(Spec):
     """Who sends what, and when: the arrival process (`sim.workload.arrivals`) and the token
-    lengths (`sim.workload.lengths`) are families; each member is its own model."""
+    lengths (`sim.workload.lengths`) are families; each member is its own model. `classes`
+    splits the traffic into kinds with their own lengths, priorities and rules
+    (`TrafficClass`); without classes, every request is of one class, `default`."""
 
     origin: str = Field(description="site where requests come from (the clients)")
     arrivals: Arrivals
@@ -276,10 +478,35 @@ class Workload(Spec):
     request_overhead: Bytes = Field(default=1024.0, ge=0, description="headers etc. per request")
     data_class: str = Field(default="prompt", description="data class of request payloads")
     response_data_class: str = Field(default="response")
+    classes: list[TrafficClass] = Field(
+        default_factory=list,
+        description="traffic classes: each a share of `arrivals` or its own arrival process; "
+                    "empty: one class, 'default'")
+
+    def class_names(self) -> list[str]:
+        """The class names, in declaration order: `Requests.traffic_class` indexes this list."""
+        return [c.name for c in self.classes] or [DEFAULT_CLASS]
+
+    def class_specs(self) -> list[TrafficClass]:
+        """The classes in `class_names()` order; without classes, the implicit `default` class
+        (all of the main stream, every field the workload's)."""
+        return list(self.classes) or [TrafficClass(name=DEFAULT_CLASS, share=1.0)]
+
+    def expected_requests(self, horizon_s: float) -> float:
+        """About how many requests a run generates, own-arrival classes included
+        (`sim.workload.limits.expected_requests`)."""
+        return limits.expected_requests(self, horizon_s)
+
+    def mean_rate_per_s(self, horizon_s: float) -> float | None:
+        """The long-run mean request rate, own-arrival classes included; None for a closed loop
+        (`sim.workload.limits.mean_rate_per_s`)."""
+        return limits.mean_rate_per_s(self, horizon_s)
 
 
 ARRIVALS.bind(Workload, "arrivals")
 LENGTHS.bind(Workload, "prompt_tokens", "output_tokens")
+ARRIVALS.bind(TrafficClass, "arrivals")
+LENGTHS.bind(TrafficClass, "prompt_tokens", "output_tokens")
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,6 +550,59 @@ class Placement(Spec):
             "monitoring": self.monitoring,
             "training_data": self.training_data,
         }
+
+
+# --------------------------------------------------------------------------------------------
+# Routing
+# --------------------------------------------------------------------------------------------
+
+
+RoutingPolicy = Literal["overflow", "weighted"]
+
+
+class Overflow(Spec):
+    """When a request skips a pool for the next one in order: either test, once exceeded."""
+
+    queue_per_replica: float | None = Field(
+        default=None, ge=0, description="queued requests per active replica above which the pool is skipped; "
+                                        "unset: never by this test")
+    wait: Seconds | None = Field(
+        default=None, ge=0, description="the pool is skipped while its oldest queued request has waited longer; "
+                                        "unset: never by this test")
+
+
+class RoutingRule(Spec):
+    """Which serving pools a traffic class's requests go to, decided when the client sends.
+
+    A class takes the first rule that names it in `classes`, else the first rule without
+    `classes` (the catch-all). Its pools are those of the rule at sites its residency allows
+    (`TrafficClass.allowed_sites`), in the rule's order. A pool is *available* while the path
+    from the clients to its site is up and it has an active replica (a pool scaled to zero is
+    not; its autoscaler sees the requests that sought it).
+
+    - `overflow`: a request goes to the first available pool, unless that pool's queued
+      requests per active replica exceed `overflow.queue_per_replica` or its oldest queued
+      request has waited longer than `overflow.wait`; then the next available pool is tested
+      the same way, and the last available pool takes what every earlier one passed on.
+      Without thresholds the later pools take requests only on failover.
+    - `weighted`: a request goes to a pool drawn by `weights` among the available pools; when
+      no pool of positive weight is available, to the first pool whose path is up.
+
+    Without `routing:` one implicit rule holds for every class: the serving pools at
+    `placement.inference`, then those at `placement.fallback`, in file order, policy
+    overflow without thresholds (`sim.spec.routing.class_routes`).
+    """
+
+    classes: list[str] | None = Field(
+        default=None, min_length=1,
+        description="the traffic classes this rule is for; unset: every class that no rule names")
+    pools: list[str] = Field(min_length=1, description="serving pools as 'site/pool', in order of preference")
+    policy: RoutingPolicy = Field(
+        default="overflow", description="overflow: in order, on to the next pool past a threshold or on "
+                                        "failover; weighted: split by weights")
+    overflow: Overflow | None = Field(default=None, description="overflow only: the thresholds; unset: failover only")
+    weights: list[Annotated[float, Field(ge=0)]] | None = Field(
+        default=None, description="weighted only: one weight >= 0 per pool, summing to more than 0")
 
 
 # --------------------------------------------------------------------------------------------
@@ -496,16 +776,6 @@ class Privacy(Spec):
         return value
 
 
-class SLO(Spec):
-    """Latency targets; a missing target is not checked."""
-
-    ttft_p99: Seconds | None = Field(default=None, gt=0)
-    ttft_p90: Seconds | None = Field(default=None, gt=0)
-    tpot_p99: Seconds | None = Field(default=None, gt=0)
-    e2e_p99: Seconds | None = Field(default=None, gt=0)
-    e2e_p90: Seconds | None = Field(default=None, gt=0)
-
-
 # --------------------------------------------------------------------------------------------
 # Faults and outages
 # --------------------------------------------------------------------------------------------
@@ -620,6 +890,10 @@ class Scenario(Spec):
     model: ModelSpec
     workload: Workload
     placement: Placement
+    routing: list[RoutingRule] = Field(
+        default_factory=list,
+        description="which serving pools each traffic class uses (`RoutingRule`); empty: the serving pools "
+                    "at placement.inference, then at placement.fallback")
     lifecycle: Lifecycle = Field(default_factory=Lifecycle)
     privacy: Privacy = Field(default_factory=Privacy)
     slo: SLO = Field(default_factory=SLO)

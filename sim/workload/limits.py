@@ -13,7 +13,9 @@ paid once):
 
 - a run: expected requests x `BYTES_PER_REQUEST` (workload, kernel arrays, request table,
   metrics and Parquet files) + serving replicas x max_num_seqs x `BYTES_PER_REPLICA_SEQ`;
-  `compare` holds one run per worker process at once;
+  `compare` holds one run per worker process at once. The expected requests of a workload
+  (`expected_requests`) are its main stream's plus those of every traffic class with arrivals
+  of its own; its mean rate (`mean_rate_per_s`) adds up the same way;
 - a sweep: points x replications x bases x `BYTES_PER_SWEEP_POINT` before any point runs;
 - `predict` and calibration points: requests x `BYTES_PER_PREDICTED_REQUEST`.
 
@@ -133,18 +135,51 @@ def check_request_count(expected: float, where: str) -> None:
                  f"{BYTES_PER_REQUEST} B while a run holds it)")
 
 
+def _own_arrivals(workload: Any) -> list[Any]:
+    """The arrival processes of the traffic classes that have their own (not a share)."""
+    return [c.arrivals for c in getattr(workload, "classes", ()) if c.arrivals is not None]
+
+
+def expected_requests(workload: Any, horizon_s: float) -> float:
+    """About how many requests `workload` generates over the horizon: the main stream's
+    (`workload.arrivals.expected_requests`) plus each own-arrival class's. Share classes split
+    the main stream and add nothing."""
+    return workload.arrivals.expected_requests(horizon_s) + sum(
+        arrivals.expected_requests(horizon_s) for arrivals in _own_arrivals(workload))
+
+
+def mean_rate_per_s(workload: Any, horizon_s: float) -> float | None:
+    """The workload's long-run mean request rate over the horizon: the main stream's plus each
+    own-arrival class's; None when the main stream is a closed loop (its pace is the servers')."""
+    main = workload.arrivals.mean_rate_per_s(horizon_s)
+    if main is None:
+        return None
+    return float(main) + sum(float(arrivals.mean_rate_per_s(horizon_s) or 0.0)
+                             for arrivals in _own_arrivals(workload))
+
+
 def check_run_fits(scenario: Any, runs_at_once: int = 1) -> None:
     """Raise a SpecError when one run of the scenario (times `runs_at_once`) would not fit."""
-    requests = scenario.workload.arrivals.expected_requests(scenario.horizon)
-    tp = scenario.model.tensor_parallel
-    replicas = sum(max(pool.capacity // tp, 1) for site in scenario.sites.values() for pool in site.pools
+    requests = expected_requests(scenario.workload, scenario.horizon)
+    replicas = sum(pool.autoscale.max_replicas if pool.autoscale is not None
+                   else max(pool.capacity // pool.tp(scenario.model), 1)
+                   for site in scenario.sites.values() for pool in site.pools
                    if "serving" in pool.roles and pool.capacity > 0)
     parts = [request_bytes(requests), replica_bytes(replicas, scenario.model.serving.max_num_seqs)]
     advice = ("a lower rate or a shorter horizon (each request takes about "
               f"{BYTES_PER_REQUEST} B), fewer GPUs or a smaller max_num_seqs")
     if runs_at_once > 1:
         advice += ", or fewer workers (--workers)"
-    check_memory(parts, "workload.arrivals" if parts[0][1] >= parts[1][1] else "sites", advice, runs_at_once)
+    where = _busiest_source(scenario.workload, scenario.horizon) if parts[0][1] >= parts[1][1] else "sites"
+    check_memory(parts, where, advice, runs_at_once)
+
+
+def _busiest_source(workload: Any, horizon_s: float) -> str:
+    """The arrivals field that generates the most requests: the main stream's or a class's own."""
+    sources = [("workload.arrivals", workload.arrivals.expected_requests(horizon_s))]
+    sources += [(f"workload.classes[{k}].arrivals", c.arrivals.expected_requests(horizon_s))
+                for k, c in enumerate(getattr(workload, "classes", ())) if c.arrivals is not None]
+    return max(sources, key=lambda source: source[1])[0]  # the first of equals: the main stream
 
 
 def spec_error(where: str, message: str, allowed: str = "") -> SpecError:

@@ -13,12 +13,13 @@ What each fault does:
   progress and are retried on another replica, or fail after `retry.max_attempts`; it is
   repaired at the end. A failure of a training pool interrupts the training running on it.
 - *Link outage*: both directions of the link carry nothing. Bulk transfers pause and resume
-  (`sim.world.network`). Requests whose path crosses the link are handled up front
-  (`route_requests`): a request sent while its path is cut goes to the fallback site's pool
-  when `placement.fallback` names one (the clients' own site), or else waits for the path to
-  come back and is sent then, failing when that is after its client timeout
-  (`retry.timeout`, from when it was sent). A response sent while the path is cut waits for
-  it. A path is judged when a payload is sent; one already on its way arrives.
+  (`sim.world.network`). The request paths that cross the link are cut during its windows
+  (the serving kernel's paths, `sim.world.world`): a request sent while its pool's path is
+  cut goes to the next pool of its route that can be reached (e.g. the fallback site's pool
+  of `placement.fallback`), or else waits for a path to come back and is sent then, failing
+  when its client timeout (`retry.timeout`, from when it was sent) passes first. A response
+  sent while the path is cut waits for it. A path is judged when a payload is sent; one
+  already on its way arrives.
 - *Site outage*: every link to the site is cut and every replica serving there fails; training
   at the site is interrupted.
 - *Capacity shortage*: an elastic pool cannot grow during the window; whoever provisions it
@@ -28,8 +29,9 @@ Training checkpoints every `faults.checkpoint_interval`; an interruption loses t
 the last checkpoint, and training resumes from it when the fault is repaired (`train`).
 A fault-free scenario changes nothing: no processes, no outages, the same kernel inputs.
 
-`install_faults(world)` wires all of this into a built, not yet run, World and returns the
-`FaultInjector` whose routing, plan and records the world writes into its `RunRecord`.
+`install_faults(world)` wires all of this into a built, not yet run, World (whose `plan` it
+uses) and returns the `FaultInjector` whose plan and records the world writes into its
+`RunRecord`.
 """
 
 from __future__ import annotations
@@ -43,15 +45,12 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from sim.kernels.links import carry
-from sim.kernels.replica import build_pool
 from sim.kernels.windows import merge_windows, window_containing
-from sim.record import FAULT_COLUMNS, TRAINING_RUN_COLUMNS, empty_frame
+from sim.record import FAULT_COLUMNS, TRAINING_RUN_COLUMNS, RequestTable, empty_frame
 from sim.spec.faults import pool_replicas, serving_pool_name
-from sim.spec.scenario import NONE_SITE, OutageWindow, Scenario
+from sim.spec.scenario import OutageWindow, Scenario
 from sim.streams import stream
-from sim.world.network import request_path
-from sim.world.serving import ServingPool, pool_setup, serving_pools_of
+from sim.world.serving import ServingPool
 
 if TYPE_CHECKING:
     from sim.world.world import World
@@ -168,77 +167,6 @@ class FaultPlan:
 
 
 # ------------------------------------------------------------------------------------------
-# The request path: who waits, who fails, who goes to the fallback
-# ------------------------------------------------------------------------------------------
-
-
-@dataclass
-class RequestRouting:
-    """Where each request went, decided up front from the plan (open loop)."""
-
-    send_s: np.ndarray  # when the client sent it
-    link_send_s: np.ndarray  # when it entered the primary path (NaN: it never did)
-    pool_arrival_s: np.ndarray  # at the primary pool, or at the fallback pool for diverted ones
-    patience_s: np.ndarray  # client timeout left at the pool
-    delayed: np.ndarray  # waited for the path to come back
-    cut_off: np.ndarray  # the client gave up before reaching any pool
-    gave_up_s: np.ndarray  # when it gave up (cut_off)
-    diverted: np.ndarray  # served by the fallback pool
-
-
-def route_requests(world: World, plan: FaultPlan, timeout_s: float, has_fallback: bool) -> RequestRouting:
-    s = world.scenario
-    send = np.asarray(world.requests.arrival_s, dtype=np.float64)
-    origin, site = s.workload.origin, s.placement.inference
-    restored = window_containing(plan.path_down(s, origin, site), send)
-    cut = ~np.isnan(restored)
-    diverted = np.zeros(len(send), dtype=bool)
-    if has_fallback:
-        fallback_down = ~np.isnan(window_containing(plan.site_down(s.placement.fallback), send))
-        diverted = cut & ~fallback_down
-    waiting = cut & ~diverted
-    link_send = np.where(waiting, restored, send)
-    with np.errstate(invalid="ignore"):
-        gave_up_waiting = waiting & (restored - send > timeout_s)
-    link_send[gave_up_waiting | diverted] = np.nan
-    path = world.path
-    arrival = carry(link_send, world.request_bytes, path.bandwidth_bytes_per_s, path.one_way_s, world._up_jitter)
-    with np.errstate(invalid="ignore"):
-        late = ~np.isnan(arrival) & (arrival - send > timeout_s)  # sent, but the client gave up first
-    cut_off = gave_up_waiting | late
-    patience = np.where(np.isnan(arrival), timeout_s, send + timeout_s - arrival)
-    return RequestRouting(send_s=send, link_send_s=link_send, pool_arrival_s=arrival,
-                          patience_s=np.maximum(patience, 0.0), delayed=waiting & ~gave_up_waiting,
-                          cut_off=cut_off, gave_up_s=send + timeout_s, diverted=diverted)
-
-
-# ------------------------------------------------------------------------------------------
-# The fallback pool (a second serving pool at the clients' site)
-# ------------------------------------------------------------------------------------------
-
-
-def build_fallback(world: World, routing: RequestRouting, timeout_s: float, max_attempts: int) -> ServingPool:
-    """The fallback site's serving pool, serving the diverted requests over its LAN."""
-    s = world.scenario
-    site = s.placement.fallback
-    setup = pool_setup(s, site, serving_pools_of(s, site)[0], world.requests.count, s.seed, world.replication)
-    path = request_path(s, site)
-    send = np.where(routing.diverted, routing.send_s, np.nan)
-    arrival = carry(send, world.request_bytes, path.bandwidth_bytes_per_s, path.one_way_s)
-    req = world.requests
-    filled = np.where(routing.diverted, arrival, routing.send_s)  # others never arrive (withdrawn)
-    patience = np.where(routing.diverted, np.maximum(routing.send_s + timeout_s - arrival, 0.0), timeout_s)
-    kernel = build_pool(
-        s.model.serving, setup.kernel_options, filled, req.prompt_tokens, req.output_tokens,
-        replicas=setup.replicas, active_replicas=setup.active_replicas, prefix_group=req.prefix_group,
-        prefix_tokens=req.prefix_tokens, router_u=stream(s.seed, world.replication, "fallback_router").random(req.count),
-        timeout_s=timeout_s, patience_s=patience, max_attempts=max_attempts,
-    )
-    kernel.withdraw(np.flatnonzero(~routing.diverted))
-    return world.add_pool(setup, kernel, path, serves=routing.diverted)
-
-
-# ------------------------------------------------------------------------------------------
 # Training with checkpoints
 # ------------------------------------------------------------------------------------------
 
@@ -297,9 +225,7 @@ class FaultInjector:
         spec = self.scenario.faults
         self.timeout_s = spec.retry.timeout if spec.retry.timeout is not None else math.inf
         self.max_attempts = spec.retry.max_attempts
-        self.plan = FaultPlan.draw(self.scenario, world.replication)
-        self.fallback: ServingPool | None = None
-        self.routing: RequestRouting | None = None
+        self.plan: FaultPlan = world.plan
         self.replica_records: list[dict[str, Any]] = []
         self.training_runs: list[TrainingRun] = []
         self.reachability_waits: list[tuple[str, str, float, float]] = []  # (a, b, start, end)
@@ -308,33 +234,9 @@ class FaultInjector:
     # -- wiring, before the run ---------------------------------------------------------------
 
     def prepare(self, w: World) -> None:
-        """Set the primary pool's request path (and build the fallback); start the processes."""
+        """Start the processes: replica failures of every serving pool, link outages."""
         s = self.scenario
-        kernel = w.kernel
-        untouched = (not self.plan.path_down(s, s.workload.origin, s.placement.inference)
-                     and s.placement.fallback == NONE_SITE and math.isinf(self.timeout_s))
-        if w.requests.clients > 0 or untouched:  # the kernel's arrivals stay as world.py computed them
-            kernel.set_request_path(patience_s=self.timeout_s, max_attempts=self.max_attempts)
-        else:
-            routing = route_requests(w, self.plan, self.timeout_s, s.placement.fallback != NONE_SITE)
-            self.routing = routing
-            primary = ~np.isnan(routing.pool_arrival_s) & ~routing.cut_off & ~routing.diverted
-            filled = np.where(primary, routing.pool_arrival_s, routing.send_s)
-            kernel.set_request_path(arrival_s=filled, patience_s=np.where(primary, routing.patience_s, 0.0),
-                                    max_attempts=self.max_attempts)
-            gone = ~primary
-            failed_by = routing.cut_off & (routing.gave_up_s <= s.horizon)
-            kernel.withdraw(np.flatnonzero(failed_by), routing.gave_up_s[failed_by])
-            kernel.withdraw(np.flatnonzero(gone & ~failed_by))
-            if routing.diverted.any() or s.placement.fallback != NONE_SITE:
-                self.fallback = build_fallback(w, routing, self.timeout_s, self.max_attempts)
-            w.pool_arrival_s = np.where(routing.diverted, routing.pool_arrival_s,
-                                        np.where(primary, routing.pool_arrival_s, np.nan))
-        self._start_processes()
-
-    def _start_processes(self) -> None:
-        s = self.scenario
-        for name, pool in self.world.pools.items():
+        for name, pool in w.pools.items():
             site, pool_name = name.split("/", 1)
             for r, start, end in self.plan.replica_windows(s, site, pool_name):
                 self.env.process(self._replica_down(pool, r, start, end))
@@ -412,12 +314,14 @@ class FaultInjector:
                 for r in self.training_runs]
         return pd.DataFrame(rows, columns=list(TRAINING_RUN_COLUMNS)).astype(TRAINING_RUN_COLUMNS)
 
-    def table(self) -> pd.DataFrame:
-        """One row per fault: what failed, when, how long until restored, and what it cost."""
+    def table(self, requests: RequestTable, pool_sites: list[str]) -> pd.DataFrame:
+        """One row per fault: what failed, when, how long until restored, and what it cost
+        (for outages on a request path: the requests sent during it that waited for a path,
+        were cut off, or went to another pool than their preferred one because of it)."""
         horizon = self.scenario.horizon
         rows: list[dict[str, Any]] = []
         by_replica = {(r["pool"], r["replica"], r["start_s"]): r for r in self.replica_records}
-        routing = self.routing
+        send = requests.send_s
         for f in self.plan.faults:
             row: dict[str, Any] = {"kind": f.kind, "target": f.target, "replica": f.replica, "start_s": f.start_s,
                                    "end_s": f.end_s, "restored": f.end_s <= horizon,
@@ -429,37 +333,40 @@ class FaultInjector:
                 if hit is not None:
                     row["requests_retried"] = hit["requests_retried"]
                     row["requests_failed"] = hit["requests_failed"]
-            elif routing is not None and self._on_request_path(f):
-                inside = (routing.send_s >= f.start_s) & (routing.send_s < f.end_s)
-                row["requests_delayed"] = int((inside & routing.delayed).sum())
-                row["requests_cut_off"] = int((inside & routing.cut_off).sum())
-                row["requests_diverted"] = int((inside & routing.diverted).sum())
+            elif self._on_request_path(f, pool_sites):
+                with np.errstate(invalid="ignore"):
+                    inside = (send >= f.start_s) & (send < f.end_s)
+                row["requests_delayed"] = int((inside & requests.delayed).sum())
+                row["requests_cut_off"] = int((inside & requests.cut_off).sum())
+                row["requests_diverted"] = int((inside & requests.diverted).sum())
             rows.append(row)
         if not rows:
             return empty_frame(FAULT_COLUMNS)
         return pd.DataFrame(rows)
 
-    def _on_request_path(self, f: Fault) -> bool:
+    def _on_request_path(self, f: Fault, pool_sites: list[str]) -> bool:
+        """The fault cuts the path from the clients to some serving pool."""
         s = self.scenario
-        origin, site = s.workload.origin, s.placement.inference
+        origin = s.workload.origin
         if f.kind == "site_outage":
-            return f.target in (origin, site)
+            return f.target == origin or f.target in pool_sites
         if f.kind == "link_outage":
-            found = s.link_between(origin, site)
-            return found is not None and found[0] == f.target
+            for site in set(pool_sites) - {origin}:
+                found = s.link_between(origin, site)
+                if found is not None and found[0] == f.target:
+                    return True
         return False
 
 
 def install_faults(world: World) -> FaultInjector:
     """Wire the scenario's faults into a built World, before it runs (see the module doc).
 
-    Without faults it only sets the client timeout and retry limit on the kernel (which change
-    nothing unless a timeout is set) and starts no process.
+    Without faults it starts no process.
     """
     injector = FaultInjector(world)
     injector.prepare(world)
     return injector
 
 
-__all__ = ["Fault", "FaultInjector", "FaultPlan", "RequestRouting", "TrainingRun", "install_faults",
-           "merge_windows", "route_requests", "train_with_checkpoints"]
+__all__ = ["Fault", "FaultInjector", "FaultPlan", "TrainingRun", "install_faults", "merge_windows",
+           "train_with_checkpoints"]

@@ -348,10 +348,11 @@ class Lifecycle:
     def _send_monitoring_data(self, start: float, end: float) -> None:
         """What monitoring needs to travel, for the requests completed in (start, end].
 
-        A monitor at another site than inference receives telemetry aggregates, or copies of
-        every request and response it sees. A monitor that sends aggregates also reports them
-        to the model registry's site when that is elsewhere (the party that maintains the
-        model: the cloud in S4).
+        A monitor at another site than a request's serving pool receives telemetry
+        aggregates, or copies of every request and response it sees (from that pool's site,
+        with the request's traffic class's data classes). A monitor that sends aggregates also
+        reports them to the model registry's site when that is elsewhere (the party that
+        maintains the model: the cloud in S4). Aggregates go from the inference site.
         """
         placement = self.scenario.placement
         inference, monitoring = placement.inference, placement.monitoring
@@ -362,16 +363,27 @@ class Lifecycle:
                     network.transfer(inference, target, TELEMETRY_AGGREGATE_BYTES, "telemetry_aggregate", 1,
                                      "monitoring")
             return
-        if monitoring in (inference, NONE_SITE):
+        if monitoring == NONE_SITE:
             return
-        done = self.world.outcome("done_s")
-        index = np.flatnonzero((self.world.outcome("status") == DONE) & (done > start) & (done <= end))
-        if len(index):
-            w = self.world
-            network.transfer(inference, monitoring, float(w.request_bytes[index].sum()),
-                             self.scenario.workload.data_class, len(index), "monitoring")
-            network.transfer(inference, monitoring, float(w.response_bytes[index].sum()),
-                             self.scenario.workload.response_data_class, len(index), "monitoring")
+        w = self.world
+        done = w.outcome("done_s")
+        index = np.flatnonzero((w.outcome("status") == DONE) & (done > start) & (done <= end))
+        if not len(index):
+            return
+        pool = w.outcome("pool", index)
+        traffic_class = np.asarray(w.requests.traffic_class)[index]
+        workload = self.scenario.workload
+        for p, site in enumerate(w.pool_sites()):
+            if site == monitoring:
+                continue
+            for k, spec in enumerate(w.class_specs):
+                mine = index[(pool == p) & (traffic_class == k)]
+                if not len(mine):
+                    continue
+                network.transfer(site, monitoring, float(w.request_bytes[mine].sum()),
+                                 spec.data_class or workload.data_class, len(mine), "monitoring")
+                network.transfer(site, monitoring, float(w.response_bytes[mine].sum()),
+                                 spec.response_data_class or workload.response_data_class, len(mine), "monitoring")
 
     # -- recovery ---------------------------------------------------------------------------
 

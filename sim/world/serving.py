@@ -1,9 +1,10 @@
 """Serving pools in the SimPy world: the control plane's handle on a batching kernel.
 
 A serving pool is a named group of model replicas on one GPU pool at one site (`site/pool`),
-behind a router. The requests it serves live in its numba kernel
-(`sim.kernels.batching.PoolKernel`), which owns every per-request array and is advanced
-lazily. A `ServingPool` owns the kernel, knows its site, GPUs and replica setup, and enforces
+behind a router. The requests it serves live in the world's one numba kernel for all pools
+(`sim.kernels.batching.ClusterKernel`: pool choice, paths, queues, batches), which owns every
+per-request array and is advanced lazily. A `ServingPool` is pool p of that kernel (its
+replicas numbered from 0 here), knows its site, GPUs and replica setup, and enforces
 one rule: **before the control plane changes the pool or reads its outcomes, the kernel is
 advanced to `env.now`**. Every control call here does that first, so a drifted model, a
 training job taking GPUs or a failed replica changes the pool at the right simulated time,
@@ -13,9 +14,10 @@ and an iteration already running finishes as on a real GPU.
 `sim.kernels.replica`, the service model); its kernel is assembled by
 `sim.kernels.replica.build_pool`, the one assembly `predict` and calibration use too.
 
-Who may change a pool: the world's control processes (lifecycle, training, faults), only
-through these calls: `drain`, `release`, `activate`, `set_version`, `wait_idle`, and for
-faults `fail` and `restore`. Waits are exact: `wait_idle` wakes at the iteration end at which
+Who may change a pool: the world's control processes (lifecycle, training, faults, the
+autoscaler), only through these calls: `drain`, `release`, `activate`, `set_version`,
+`wait_idle`, `provision` (the autoscaler: GPUs requested, held and billed before the replica
+serves), and for faults `fail` and `restore`. Waits are exact: `wait_idle` wakes at the iteration end at which
 the replica's last sequence finishes, never on a polling step; whoever needs to know when a
 pool's replicas change state (the training queue) subscribes with `on_change`.
 
@@ -38,7 +40,16 @@ import pandas as pd
 import simpy
 
 from sim.catalog import GPU, Model
-from sim.kernels.batching import ACTIVE, DONE, DOWN, DRAINING, FAILED, OFFLINE, REJECTED, PoolKernel
+from sim.kernels.batching import (
+    ACTIVE,
+    DONE,
+    DOWN,
+    DRAINING,
+    FAILED,
+    OFFLINE,
+    REJECTED,
+    ClusterKernel,
+)
 from sim.kernels.replica import replica_setup
 from sim.kernels.service_models import UNBOUNDED_TOKENS, kernel_arguments
 from sim.record import PoolRecord
@@ -81,19 +92,23 @@ def pool_setup(scenario: Scenario, site: str, pool: Pool, count: int, seed: int,
     gpu = catalog.gpus[pool.gpu]
     model = catalog.models[scenario.model.id]
     m = scenario.model
-    tp = m.tensor_parallel
+    tp = pool.tp(m)
     serving_gpus = pool.count
     sharing = scenario.lifecycle.gpu_sharing
     if sharing.policy == "reserved" and scenario.placement.training == site and "training" in pool.roles:
         serving_gpus = pool.count - sharing.reserved_gpus  # reserved GPUs never serve
+    replicas, active = pool.capacity // tp, serving_gpus // tp
+    if pool.autoscale is not None:  # the autoscaler starts within its bounds and grows up to the top one
+        replicas = pool.autoscale.max_replicas
+        active = min(max(active, pool.autoscale.min_replicas), replicas)
     setup = PoolSetup(
         name=f"{site}/{pool.name}", site=site, zone=scenario.sites[site].zone, pool=pool, gpu_id=pool.gpu, gpu=gpu,
-        model=model, tp=tp, replicas=pool.capacity // tp, active_replicas=serving_gpus // tp, kernel_options={},
+        model=model, tp=tp, replicas=replicas, active_replicas=active, kernel_options={},
     )
     options: dict[str, Any]
     if model.kind == "transformer":
         replica = replica_setup(
-            catalog, m.id, pool.gpu, m.precision, tp, m.engine,
+            catalog, m.id, pool.gpu, m.precision, tp, pool.engine_of(m),
             gpu_memory_utilization=m.serving.gpu_memory_utilization, max_model_len=m.serving.max_model_len,
             max_num_batched_tokens=m.serving.max_num_batched_tokens, kv_precision=m.serving.kv_cache_precision,
             block_size=m.serving.block_size, overrides=m.efficiency.profile_overrides(),
@@ -112,30 +127,42 @@ def pool_setup(scenario: Scenario, site: str, pool: Pool, count: int, seed: int,
 # ------------------------------------------------------------------------------------------
 
 
+PROVISIONING = -1
+"""A replica's state in the pool's log while its GPUs are being provisioned: held (and billed),
+not yet serving. The kernel sees it OFFLINE until the autoscaler activates it."""
+
+
 class ServingPool:
-    def __init__(self, env: simpy.Environment, setup: PoolSetup, kernel: PoolKernel) -> None:
+    """Pool p of the world's serving cluster: its replicas are numbered 0..replicas-1 here
+    and `kernel.pool_replicas(p)` in the kernel."""
+
+    def __init__(self, env: simpy.Environment, setup: PoolSetup, kernel: ClusterKernel, index: int = 0) -> None:
         self.env = env
         self.setup = setup
         self.name = setup.name
         self.site = setup.site
         self.kernel = kernel
+        self.index = index
+        self._first = kernel.pool_replicas(index).start
+        self.replicas = len(kernel.pool_replicas(index))
         self.gpus_per_replica = setup.tp
-        self.version = np.zeros(kernel.replicas, dtype=np.int64)
+        self.version = np.zeros(self.replicas, dtype=np.int64)
         # (time, replica, state) whenever a replica changes state: GPU-time for cost and energy
-        self.state_log: list[tuple[float, int, int]] = [
-            (env.now, r, kernel.state(r)) for r in range(kernel.replicas)
-        ]
-        self._failures = np.zeros(kernel.replicas, dtype=np.int64)  # overlapping failures per replica
+        self.state_log: list[tuple[float, int, int]] = [(env.now, r, self.state(r)) for r in range(self.replicas)]
+        self._failures = np.zeros(self.replicas, dtype=np.int64)  # overlapping failures per replica
         self._listeners: list[Callable[[], None]] = []
         self.timeline: list[tuple[float, np.ndarray, int]] = []
+        self.provisioning: set[int] = set()  # replicas whose GPUs are being provisioned
 
     def on_change(self, listener: Callable[[], None]) -> None:
         """Call `listener()` after every change of a replica's state (exact, not polled)."""
         self._listeners.append(listener)
 
     def _log_state(self, r: int) -> None:
-        state = self.kernel.state(r)
-        if state == DOWN and self.kernel.wanted_state(r) == OFFLINE:
+        state = self.state(r)
+        if r in self.provisioning:
+            state = PROVISIONING
+        elif state == DOWN and self.kernel.wanted_state(self._first + r) == OFFLINE:
             state = OFFLINE  # released before or while it was down: it holds no GPUs
         self.state_log.append((self.env.now, r, state))
         for listener in self._listeners:
@@ -144,15 +171,11 @@ class ServingPool:
     # -- reading ---------------------------------------------------------------------------
 
     def sync(self) -> None:
-        """Advance the kernel to the current simulated time."""
+        """Advance the cluster's kernel to the current simulated time."""
         self.kernel.advance_to(self.env.now)
 
-    @property
-    def replicas(self) -> int:
-        return self.kernel.replicas
-
     def replicas_in(self, state: int) -> list[int]:
-        return [r for r in range(self.kernel.replicas) if self.kernel.state(r) == state]
+        return [r for r in range(self.replicas) if self.state(r) == state]
 
     def active_replicas(self) -> list[int]:
         self.sync()
@@ -161,18 +184,19 @@ class ServingPool:
     def gpus_in_use(self) -> int:
         """GPUs held by replicas that are active or draining, or down but not released (a
         failed GPU is free for nothing else)."""
-        down = sum(1 for r in self.replicas_in(DOWN) if self.kernel.wanted_state(r) != OFFLINE)
-        return self.gpus_per_replica * (len(self.replicas_in(ACTIVE)) + len(self.replicas_in(DRAINING)) + down)
+        down = sum(1 for r in self.replicas_in(DOWN) if self.kernel.wanted_state(self._first + r) != OFFLINE)
+        held = len(self.replicas_in(ACTIVE)) + len(self.replicas_in(DRAINING)) + down + len(self.provisioning)
+        return self.gpus_per_replica * held
 
     def snapshot(self) -> None:
         """Record (now, seconds each replica iterated, GPUs held) for the utilisation timeline."""
-        self.timeline.append((self.env.now, self.kernel.busy_s.copy(), self.gpus_in_use()))
+        self.timeline.append((self.env.now, self.busy_s(), self.gpus_in_use()))
 
     # -- control calls ---------------------------------------------------------------------
 
     def drain(self, r: int) -> None:
         self.sync()
-        self.kernel.drain(r)
+        self.kernel.drain(self._first + r)
         self._log_state(r)
 
     def wait_idle(self, r: int) -> Generator[simpy.Event, Any, None]:
@@ -182,28 +206,29 @@ class ServingPool:
         has finished, so the wait ends at that iteration's end, never later."""
         while True:
             self.sync()
-            if self.kernel.is_idle(r):
+            if self.kernel.is_idle(self._first + r):
                 return
-            ends = self.kernel.busy_until(r)
+            ends = self.kernel.busy_until(self._first + r)
             yield self.env.timeout(max(ends - self.env.now, 0.0) if math.isfinite(ends) else 0.0)
 
     def release(self, r: int) -> None:
         """Take an idle replica offline, freeing its GPUs."""
         self.sync()
-        self.kernel.deactivate(r)
+        self.kernel.deactivate(self._first + r)
         self._log_state(r)
 
     def activate(self, r: int, version: int | None = None) -> None:
         self.sync()
         if version is not None:
             self.set_version(r, version)
-        self.kernel.activate(r)
+        self.provisioning.discard(r)
+        self.kernel.activate(self._first + r)
         self._log_state(r)
 
     def set_version(self, r: int, version: int) -> None:
         self.sync()
         self.version[r] = version
-        self.kernel.set_version(r, version)
+        self.kernel.set_version(self._first + r, version)
 
     def fail(self, r: int) -> np.ndarray:
         """Replica r fails now (see `PoolKernel.fail`); returns the requests that failed for good."""
@@ -211,7 +236,7 @@ class ServingPool:
         self._failures[r] += 1
         if self._failures[r] > 1:
             return np.empty(0, dtype=np.int64)  # already down
-        failed = self.kernel.fail(r)
+        failed = self.kernel.fail(self._first + r)
         self._log_state(r)
         return failed
 
@@ -222,26 +247,26 @@ class ServingPool:
             return
         self._failures[r] -= 1
         if self._failures[r] == 0:
-            self.kernel.restore(r)
+            self.kernel.restore(self._first + r)
             self._log_state(r)
 
     def state(self, r: int) -> int:
         """Replica r's state (sim.kernels.batching ACTIVE, DRAINING, OFFLINE, DOWN)."""
-        return self.kernel.state(r)
+        return self.kernel.state(self._first + r)
 
     def is_idle(self, r: int) -> bool:
         """Replica r runs nothing and has no iteration in flight (at the last sync)."""
-        return self.kernel.is_idle(r)
+        return self.kernel.is_idle(self._first + r)
 
     def has_queued(self, r: int) -> bool:
         """Requests wait in replica r's own queue (at the last sync)."""
-        return self.kernel.has_queued(r)
+        return self.kernel.has_queued(self._first + r)
 
     def is_down(self, r: int) -> bool:
-        return self.kernel.is_down(r)
+        return self.kernel.is_down(self._first + r)
 
     def is_offline(self, r: int) -> bool:
-        return self.kernel.state(r) == OFFLINE
+        return self.state(r) == OFFLINE and r not in self.provisioning
 
     # -- what it leaves behind -------------------------------------------------------------
 
@@ -251,7 +276,7 @@ class ServingPool:
         rows: list[tuple[int, float, float]] = []
         since: dict[int, float] = {}
         for t, r, state in sorted(self.state_log, key=lambda row: row[0]):
-            holding = state != OFFLINE
+            holding = state != OFFLINE  # PROVISIONING holds
             if holding and r not in since:
                 since[r] = t
             elif not holding and r in since:
@@ -260,6 +285,17 @@ class ServingPool:
         frame = pd.DataFrame(rows, columns=["replica", "start_s", "end_s"])
         return frame.astype({"replica": np.int64, "start_s": np.float64, "end_s": np.float64})
 
+    def busy_s(self) -> np.ndarray:
+        """Seconds each replica has spent iterating so far."""
+        return self.kernel.busy_s[self._first:self._first + self.replicas].copy()
+
+    def provision(self, r: int) -> None:
+        """Replica r's GPUs are requested now (held and billed from now; see `PROVISIONING`);
+        `activate` puts it into service when they are ready."""
+        self.sync()
+        self.provisioning.add(r)
+        self._log_state(r)
+
     def record(self, horizon_s: float) -> PoolRecord:
         """This pool as the run's record has it (after the kernel reached the horizon)."""
         s = self.setup
@@ -267,11 +303,18 @@ class ServingPool:
         busy = (np.array([b for _, b, _ in self.timeline], dtype=np.float64) if self.timeline
                 else np.zeros((0, self.replicas)))
         gpus = np.array([g for _, _, g in self.timeline], dtype=np.int64)
+        k = self.kernel
+        mine = k.pool == self.index
+        autoscale = s.pool.autoscale
         return PoolRecord(
             name=self.name, site=s.site, zone=s.zone, pool=s.pool.name or "", gpu=s.gpu_id,
             gpus_per_replica=s.tp, replicas=s.replicas, active_replicas=s.active_replicas, elastic=s.pool.elastic,
-            busy_s=self.kernel.busy_s.copy(), iterations=self.kernel.iterations.copy(),
+            busy_s=self.busy_s(), iterations=k.iterations[self._first:self._first + self.replicas].copy(),
             holding=self.holding_intervals(horizon_s), timeline_s=times, timeline_busy_s=busy, timeline_gpus=gpus,
-            frontend_lag_bound_s=self.kernel.frontend_lag_bound_s,
-            requests_ended=int(np.isin(self.kernel.status, (DONE, FAILED, REJECTED)).sum()),
+            frontend_lag_bound_s=k.frontend_lag_bound(self.index),
+            requests_ended=int((mine & np.isin(k.status, (DONE, FAILED, REJECTED))).sum()),
+            autoscaled=autoscale is not None,
+            min_replicas=autoscale.min_replicas if autoscale is not None else s.active_replicas,
+            max_replicas=autoscale.max_replicas if autoscale is not None else s.replicas,
+            billing=s.pool.billing,
         )

@@ -1,21 +1,24 @@
 """The simulated world: sites, GPU pools, links and serving pools on one SimPy clock.
 
 `World(scenario, replication)` builds everything a scenario describes. Requests are generated
-up front as arrays (`sim.workload`), carried to the inference site over the LAN or the link
-that joins the sites (`sim.kernels.links`, FIFO), served by a serving pool's kernel, and
-carried back. SimPy runs the control plane: a progress clock, and the lifecycle, training and
-fault processes as they arrive; each advances the pools to `env.now` before it touches them.
+up front as arrays (`sim.workload`), each of one traffic class. Every serving pool of the
+scenario (`sim.spec.routing.serving_pool_names`) is one pool of a single serving cluster
+(`sim.kernels.batching.ClusterKernel`): when a client sends a request, the kernel picks its
+pool by the class's route (`sim.spec.routing.class_routes`: residency, preference order,
+overflow, failover, weighted split), carries it over the path to that pool's site (the
+clients' LAN, or the link between the two sites: FIFO at the path's bandwidth, then the
+one-way delay and jitter), queues it at the pool's router and serves it. The response comes
+back over the same path (`_client_times`). SimPy runs the control plane: a progress clock,
+the lifecycle, the autoscalers, training and the fault processes; each advances the cluster
+to `env.now` before it touches it.
 
-**Pools.** `World.pools` holds every serving pool by name (`site/pool`): the first serving
-pool at `placement.inference` (the primary), and the first serving pool at
-`placement.fallback` when one is named (it serves requests sent while the path to inference
-is cut; `sim.world.faults`). Each request goes to exactly one of them (`assigned`), decided
-before the run. Every pool is built by `sim.world.serving.pool_setup` and `sim.kernels.replica.build_pool`, gets
-the lifecycle's rollouts and is seen by its monitor, and is measured like any other.
-
-Placement decides the path: clients at `workload.origin` send to the site named by
-`placement.inference`; if that is the same site, the request pays the site's LAN, otherwise
-the WAN link between the two, both ways. No code here looks at a scenario's name.
+**Faults on the path.** Every fault is drawn up front (`sim.world.faults.FaultPlan`). A path
+is cut while the link it crosses, the clients' site or the pool's site is out: the kernel
+skips a pool whose path is cut (failover to the next pool of the route), and when every
+candidate's path is cut the client waits and sends again when the first comes back; a
+client gives up `faults.retry.timeout` after it first sent (the request fails). A response
+sent while its path is cut waits for it. The fallback of `placement.fallback` is the last
+pool of the implicit route.
 
 `World.run()` returns a `RunRecord` (`sim.record`): the world writes down, through its
 parts' public methods, what happened, and is done. Measuring it is somebody else's job.
@@ -29,20 +32,31 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import simpy
 
-from sim.kernels.batching import DONE
+from sim.kernels.batching import (
+    DONE,
+    FAILED,
+    FAILOVER,
+    ClusterKernel,
+    PathConfig,
+    PoolConfig,
+    RouteConfig,
+)
 from sim.kernels.links import carry
-from sim.kernels.replica import build_pool
+from sim.kernels.replica import pool_config
 from sim.kernels.windows import window_containing
-from sim.record import RequestTable, RunRecord
+from sim.record import AUTOSCALE_COLUMNS, NO_POOL, RequestTable, RunRecord, empty_frame
+from sim.spec.routing import class_routes, serving_pool_names
 from sim.spec.scenario import Scenario
 from sim.streams import stream
 from sim.workload import Requests, generate_requests
-from sim.world.faults import install_faults
+from sim.world.autoscaler import Autoscaler
+from sim.world.faults import FaultPlan, install_faults
 from sim.world.lifecycle import Lifecycle
 from sim.world.network import Network, Path, request_path
-from sim.world.serving import PoolSetup, ServingPool, pool_setup, serving_pools_of
+from sim.world.serving import PoolSetup, ServingPool, pool_setup
 
 TIMELINE_STEP_S = 300.0  # resolution of the utilisation timeline
 
@@ -53,109 +67,116 @@ class World:
         self.replication = replication
         self.env = simpy.Environment()
         seed = scenario.seed
-        self.requests: Requests = generate_requests(scenario.workload, scenario.horizon, seed, replication)
-        self.path = request_path(scenario)
-        self._up_jitter, self._down_jitter = self._jitter(seed, replication)
-        self.request_bytes = self.requests.payload_bytes(scenario.workload.bytes_per_token,
-                                                         scenario.workload.request_overhead)
-        self.response_bytes = (self.requests.output_tokens * scenario.workload.bytes_per_token
-                               + scenario.workload.request_overhead)
-        self.pool_arrival_s = self._uplink()
-        self.pools: dict[str, ServingPool] = {}
-        self.paths: dict[str, Path] = {}
-        self.assigned = np.zeros(self.requests.count, dtype=np.int16)  # index into pools, per request
-        self._primary = self._build_primary()
+        workload = scenario.workload
+        self.requests: Requests = generate_requests(workload, scenario.horizon, seed, replication)
+        self.class_specs = workload.class_specs()
+        self.request_bytes = self.requests.payload_bytes(workload.bytes_per_token, workload.request_overhead)
+        self.response_bytes = np.asarray(self.requests.output_tokens * workload.bytes_per_token
+                                         + workload.request_overhead, dtype=np.float64)
+        self.plan = FaultPlan.draw(scenario, replication)
+        self.setups = self._setups()
+        self.kernel = self._build_cluster()
+        self.pools: dict[str, ServingPool] = {
+            setup.name: ServingPool(self.env, setup, self.kernel, p) for p, setup in enumerate(self.setups)}
         self.network = Network(self.env)
         for link in scenario.links.values():
             self.network.add_link(link.ends[0], link.ends[1], link.bandwidth, link.rtt / 2)
         self.lifecycle = Lifecycle(self)
-        # client timeouts and retries, outages on the request path (arrivals shifted, cut off or
-        # sent to the fallback pool, before the first advance) and the fault processes
+        # replica failures, link outages and training interruptions (the request path's
+        # outages are in the kernel's paths already)
         self.faults = install_faults(self)
+        self.autoscalers = [Autoscaler(self, pool) for pool in self.pools.values()
+                            if pool.setup.pool.autoscale is not None]
 
     # -- building ----------------------------------------------------------------------------
 
-    def _build_primary(self) -> str:
+    def _setups(self) -> list[PoolSetup]:
         s = self.scenario
-        site = s.placement.inference
-        setup = pool_setup(s, site, serving_pools_of(s, site)[0], self.requests.count, s.seed, self.replication)
-        loop_delay = 2 * self.path.one_way_s + self.requests.think_time_s
-        kernel = build_pool(
-            s.model.serving, setup.kernel_options, self.pool_arrival_s, self.requests.prompt_tokens,
-            self.requests.output_tokens, replicas=setup.replicas, active_replicas=setup.active_replicas,
-            prefix_group=self.requests.prefix_group, prefix_tokens=self.requests.prefix_tokens,
-            router_u=stream(s.seed, self.replication, "router").random(self.requests.count),
-            clients=self.requests.clients, loop_delay_s=loop_delay,
+        setups = []
+        for name in serving_pool_names(s):
+            site, pool_name = name.split("/", 1)
+            pool = next(p for p in s.sites[site].pools if p.name == pool_name)
+            setups.append(pool_setup(s, site, pool, self.requests.count, s.seed, self.replication))
+        return setups
+
+    def _build_cluster(self) -> ClusterKernel:
+        s = self.scenario
+        req = self.requests
+        n = req.count
+        origin = s.workload.origin
+        # one path per site that has a serving pool
+        sites = list(dict.fromkeys(setup.site for setup in self.setups))
+        self.paths: dict[str, Path] = {site: request_path(s, site) for site in sites}
+        self.path_windows = {site: self.plan.path_down(s, origin, site) for site in sites}
+        path_configs = [PathConfig(one_way_s=self.paths[site].one_way_s,
+                                   bandwidth_bytes_per_s=self.paths[site].bandwidth_bytes_per_s,
+                                   jitter_s=self.paths[site].jitter_s, windows=self.path_windows[site])
+                        for site in sites]
+        self._up_z, self._down_z = self._jitter(n)
+        pools: list[PoolConfig] = []
+        cluster: dict[str, Any] = {}
+        for setup in self.setups:
+            path = self.paths[setup.site]
+            config, cluster = pool_config(s.model.serving, setup.kernel_options, replicas=setup.replicas,
+                                          active_replicas=setup.active_replicas, path=sites.index(setup.site),
+                                          loop_delay_s=2 * path.one_way_s + req.think_time_s)
+            pools.append(config)
+        names = [setup.name for setup in self.setups]
+        routes: list[RouteConfig] = []
+        class_route: list[int] = []
+        resolved = class_routes(s)
+        # the first class's preferred pool (the first pool of placement.inference without rules)
+        self.primary_pool = resolved[req.class_names[0]].pools[0]
+        for name in req.class_names:
+            r = resolved[name]
+            route = RouteConfig(pools=[names.index(p) for p in r.pools], policy=r.policy,
+                                queue_per_replica=r.queue_per_replica, wait_s=r.wait_s, weights=list(r.weights))
+            if route not in routes:
+                routes.append(route)
+            class_route.append(routes.index(route))
+        weighted = any(r.policy == "weighted" for r in routes)
+        timeout = s.faults.retry.timeout
+        return ClusterKernel(
+            pools, np.asarray(req.arrival_s, dtype=np.float64), req.prompt_tokens, req.output_tokens,
+            paths=path_configs, routes=routes, request_class=req.traffic_class, class_route=class_route,
+            class_priority=[c.priority for c in self.class_specs], request_bytes=self.request_bytes,
+            jitter_z=self._up_z, route_u=stream(s.seed, self.replication, "route").random(n) if weighted else None,
+            router=s.model.serving.router, router_u=stream(s.seed, self.replication, "router").random(n),
+            prefix_group=req.prefix_group, prefix_tokens=req.prefix_tokens, clients=req.clients,
+            timeout_s=timeout if timeout is not None else math.inf, max_attempts=s.faults.retry.max_attempts,
+            **cluster,
         )
-        return self.add_pool(setup, kernel, self.path).name
 
-    def add_pool(self, setup: PoolSetup, kernel: Any, path: Path, serves: np.ndarray | None = None) -> ServingPool:
-        """Add a serving pool reached over `path`; `serves` marks the requests it (not the
-        primary) serves."""
-        pool = ServingPool(self.env, setup, kernel)
-        self.pools[pool.name] = pool
-        self.paths[pool.name] = path
-        if serves is not None:
-            self.assigned[serves] = len(self.pools) - 1
-        return pool
-
-    def _jitter(self, seed: int, replication: int) -> tuple[np.ndarray, np.ndarray]:
-        n = self.requests.count
-        if self.path.jitter_s <= 0:
-            return np.zeros(n), np.zeros(n)
-        rng = stream(seed, replication, "jitter")
-        return rng.normal(0.0, self.path.jitter_s, n), rng.normal(0.0, self.path.jitter_s, n)
-
-    def _uplink(self) -> np.ndarray:
-        if self.requests.clients > 0:  # closed loop: the kernel releases requests itself
-            return self.requests.arrival_s + self.path.one_way_s
-        return carry(self.requests.arrival_s, self.request_bytes, self.path.bandwidth_bytes_per_s,
-                     self.path.one_way_s, self._up_jitter)
+    def _jitter(self, n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Standard normal draws per request for the way there and back (none without jitter)."""
+        if not any(path.jitter_s > 0 for path in self.paths.values()):
+            return None, None
+        rng = stream(self.scenario.seed, self.replication, "jitter")
+        return rng.standard_normal(n), rng.standard_normal(n)
 
     # -- the pools, as the control plane sees them -------------------------------------------
 
-    @property
-    def pool(self) -> ServingPool:
-        """The primary serving pool (the first serving pool at placement.inference)."""
-        return self.pools[self._primary]
-
-    @property
-    def kernel(self) -> Any:
-        """The primary pool's kernel."""
-        return self.pool.kernel
-
     def sync(self) -> None:
-        """Advance every serving pool to the current simulated time."""
-        for pool in self.pools.values():
-            pool.sync()
+        """Advance the serving cluster to the current simulated time."""
+        self.kernel.advance_to(self.env.now)
 
     def outcome(self, name: str, index: np.ndarray | None = None) -> np.ndarray:
         """A per-request kernel array (`status`, `done_s`, `first_token_s`, `version`,
-        `arrival_s`, ...) over all pools, each request from the pool it was sent to."""
-        pools = list(self.pools.values())
-        if len(pools) == 1:
-            values = getattr(pools[0].kernel, name)
-            return values if index is None else values[index]
-        chosen = self.assigned if index is None else self.assigned[index]
-        out = getattr(pools[0].kernel, name).copy() if index is None else getattr(pools[0].kernel, name)[index]
-        for k, pool in enumerate(pools[1:], start=1):
-            mine = chosen == k
-            if mine.any():
-                source = getattr(pool.kernel, name)
-                out[mine] = source[mine] if index is None else source[index[mine]]
-        return out
+        `arrival_s`, `pool`, ...)."""
+        values = getattr(self.kernel, name)
+        return values if index is None else values[index]
 
     # -- running -----------------------------------------------------------------------------
 
     def _clock(self, slices: int, on_progress: Callable[[float], None] | None) -> Generator[simpy.Event, Any, None]:
-        """Advance the pools in slices: progress for people, a utilisation timeline for reports."""
+        """Advance the cluster in slices: progress for people, a utilisation timeline for reports."""
         horizon = self.scenario.horizon
         for pool in self.pools.values():
             pool.snapshot()
         for k in range(1, slices + 1):
             yield self.env.timeout(horizon * k / slices - self.env.now)
+            self.sync()
             for pool in self.pools.values():
-                pool.sync()
                 pool.snapshot()
             if on_progress is not None:
                 on_progress(self.env.now / horizon)
@@ -167,17 +188,13 @@ class World:
             slices = max(50, min(2000, math.ceil(self.scenario.horizon / TIMELINE_STEP_S)))
         self.env.process(self._clock(slices, on_progress))
         self.lifecycle.start()
+        for autoscaler in self.autoscalers:
+            autoscaler.start()
         self.env.run(until=self.scenario.horizon)
-        for pool in self.pools.values():
-            pool.kernel.advance_to(self.scenario.horizon)
+        self.kernel.advance_to(self.scenario.horizon)
         record = self.record()
         record.wall_s = time.perf_counter() - started
         return record
-
-    def downlink(self, send_s: np.ndarray, size_bytes: np.ndarray) -> np.ndarray:
-        """Client arrival times of payloads the inference site sends back."""
-        return carry(send_s, size_bytes, self.path.bandwidth_bytes_per_s, self.path.one_way_s,
-                     self._down_jitter)
 
     # -- the record ---------------------------------------------------------------------------
 
@@ -185,101 +202,112 @@ class World:
         """What happened, as plain arrays and frames (the world must have reached its horizon)."""
         s = self.scenario
         horizon = s.horizon
-        faults = self.faults
+        requests = self._request_table()
+        autoscaling = [a.decisions_frame() for a in self.autoscalers]
         return RunRecord(
-            scenario=s, replication=self.replication, requests=self._request_table(),
-            pools={name: pool.record(horizon) for name, pool in self.pools.items()}, primary_pool=self._primary,
+            scenario=s, replication=self.replication, requests=requests,
+            pools={name: pool.record(horizon) for name, pool in self.pools.items()},
+            primary_pool=self.primary_pool,
             gpu_holds=self.lifecycle.holds_frame(horizon), transfers=self.network.transfers_frame(),
             link_bytes=self.network.link_bytes_frame(),
-            link_down={link: faults.plan.link_down(s, link) for link in s.links},
+            link_down={link: self.plan.link_down(s, link) for link in s.links},
             stages=self.lifecycle.stages_frame(), jobs=self.lifecycle.jobs_frame(),
             detections=list(self.lifecycle.detections),
             version_created_s={v: m.created_s for v, m in self.lifecycle.drift.versions.items()},
             drift_onsets=[(e.kind, float(e.at)) for e in self.lifecycle.drift.events],
             base_error_rate=float(self.lifecycle.drift.base),
-            faults=faults.table(), training_runs=faults.training_runs_frame(),
-            reachability_waits=list(faults.reachability_waits), capacity_waits=list(faults.capacity_waits),
-            retry_limit=faults.max_attempts,
+            faults=self.faults.table(requests, self.pool_sites()), training_runs=self.faults.training_runs_frame(),
+            reachability_waits=list(self.faults.reachability_waits), capacity_waits=list(self.faults.capacity_waits),
+            retry_limit=self.faults.max_attempts, class_names=list(self.requests.class_names),
+            autoscaling=(pd.concat(autoscaling, ignore_index=True) if autoscaling
+                         else empty_frame(AUTOSCALE_COLUMNS)),
         )
+
+    def pool_sites(self) -> list[str]:
+        """The site of each pool, in pool order."""
+        return [setup.site for setup in self.setups]
 
     def _request_table(self) -> RequestTable:
         req = self.requests
-        n = req.count
-        status = self.outcome("status").copy()
-        first = self.outcome("first_token_s").copy()
-        done = self.outcome("done_s").copy()
-        kernel_arrival = self.outcome("arrival_s").copy()
-        if req.clients == 0:
-            send = np.asarray(req.arrival_s, dtype=np.float64)
-            # the primary pool's arrivals as the path delivered them (NaN: never arrived); the
-            # other pools' from their kernels
-            pool_arrival = np.where(self.assigned == 0, self.pool_arrival_s, kernel_arrival)
-        else:  # closed loop: the kernel released the request; it left one one-way delay earlier
-            send = kernel_arrival - self.path.one_way_s
-            pool_arrival = kernel_arrival
-        client_first, client_done, downlink_send = self._client_times(status, first, done)
-        routing = self.faults.routing
-        empty = np.zeros(n, dtype=bool)
+        k = self.kernel
+        status = k.status.copy()
+        first = k.first_token_s.copy()
+        done = k.done_s.copy()
+        pool = k.pool.astype(np.int16)
+        send = k.send_s.copy()
+        link_send = k.link_send_s.copy()
+        arrival = k.arrival_s.copy()
+        client_first, client_done, downlink_send = self._client_times(pool, status, first, done)
         served = ~np.isnan(first)
-        version = self.outcome("version").copy()
-        error_rate = np.full(n, np.nan)
+        version = k.version.copy()
+        error_rate = np.full(req.count, np.nan)
         error_rate[served] = self.lifecycle.drift.error_rate(first[served], version[served])
-        error = np.zeros(n, dtype=bool)
+        error = np.zeros(req.count, dtype=bool)
         error[served] = self.lifecycle.outcome_u[served] < error_rate[served]
+        with np.errstate(invalid="ignore"):
+            delayed = link_send > send  # waited for a path to come back
+        crosses = self._crosses_link(pool)
+        with np.errstate(invalid="ignore"):
+            uplink = np.where(crosses & (link_send < self.scenario.horizon), link_send, np.nan)
         return RequestTable(
             send_s=send, prompt_tokens=req.prompt_tokens, output_tokens=req.output_tokens,
-            prefix_group=req.prefix_group, pool=self.assigned.astype(np.int16), status=status,
-            pool_arrival_s=np.asarray(pool_arrival, dtype=np.float64), dispatch_s=self.outcome("dispatch_s").copy(),
-            first_token_s=first, done_s=done, replica=self.outcome("replica").copy(), version=version,
-            preemptions=self.outcome("preemptions").copy(), attempts=self.outcome("attempts").copy(),
+            prefix_group=req.prefix_group, pool=pool, status=status,
+            pool_arrival_s=arrival, dispatch_s=k.dispatch_s.copy(),
+            first_token_s=first, done_s=done, replica=self._local_replica(pool), version=version,
+            preemptions=k.preemptions.copy(), attempts=k.attempts.copy(),
             client_first_s=client_first, client_done_s=client_done, request_bytes=self.request_bytes,
-            response_bytes=np.asarray(self.response_bytes, dtype=np.float64),
-            uplink_send_s=self._uplink_send_s(send), downlink_send_s=downlink_send,
-            delayed=routing.delayed if routing is not None else empty,
-            cut_off=routing.cut_off if routing is not None else empty,
-            diverted=routing.diverted if routing is not None else empty,
+            response_bytes=self.response_bytes, uplink_send_s=uplink, downlink_send_s=downlink_send,
+            delayed=delayed, cut_off=(status == FAILED) & np.isnan(arrival), diverted=k.reason == FAILOVER,
             error_rate=error_rate, error=error, labelled=~np.isnan(self.lifecycle.label_times()),
+            traffic_class=np.asarray(req.traffic_class, dtype=np.int32),
+            reason=np.where(pool >= 0, k.reason, -1).astype(np.int8),
         )
 
-    def _client_times(self, status: np.ndarray, first: np.ndarray,
+    def _local_replica(self, pool: np.ndarray) -> np.ndarray:
+        """Each request's replica numbered within its pool (-1: none)."""
+        replica = self.kernel.replica.astype(np.int64)
+        first = np.array([self.kernel.pool_replicas(p).start for p in range(len(self.setups))], dtype=np.int64)
+        local = replica - first[np.maximum(pool, 0)]
+        return np.where((pool >= 0) & (replica >= 0), local, -1)
+
+    def _crosses_link(self, pool: np.ndarray) -> np.ndarray:
+        """Requests whose pool is at another site than the clients' (their path is a link)."""
+        origin = self.scenario.workload.origin
+        remote = np.array([site != origin for site in self.pool_sites()] + [False])
+        return remote[np.where(pool >= 0, pool, len(self.setups))]
+
+    def _client_times(self, pool: np.ndarray, status: np.ndarray, first: np.ndarray,
                       done: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """First token and whole response back at the client over each pool's path, and when
-        responses entered an inter-site link (a response waits while its path is cut)."""
-        s = self.scenario
-        workload = s.workload
-        first_bytes = np.full(self.requests.count, workload.bytes_per_token + workload.request_overhead)
+        """First token and whole response back at the client over each pool's path (a FIFO
+        per path; a payload sent while its path is cut waits for it), and when responses
+        entered an inter-site link."""
+        workload = self.scenario.workload
+        n = self.requests.count
+        first_bytes = np.full(n, workload.bytes_per_token + workload.request_overhead)
         finished = np.where(status == DONE, done, np.nan)
-        primary = self.assigned == 0
-        first_send = np.where(primary, first, np.nan)
-        done_send = np.where(primary, finished, np.nan)
-        windows = self.faults.plan.path_down(s, workload.origin, s.placement.inference)
-        for send in (first_send, done_send):
-            back = window_containing(windows, send)
-            held = ~np.isnan(back)
-            send[held] = back[held]
-        client_first = self.downlink(first_send, first_bytes)
-        client_done = self.downlink(done_send, self.response_bytes)
-        for k, (name, path) in enumerate(self.paths.items()):
-            if k == 0:
+        client_first = np.full(n, np.nan)
+        client_done = np.full(n, np.nan)
+        downlink_send = np.full(n, np.nan)
+        site_of = self.pool_sites()
+        for site, path in self.paths.items():
+            mine = np.isin(pool, [p for p, s in enumerate(site_of) if s == site])
+            if not mine.any():
                 continue
-            mine = self.assigned == k
-            own_first = carry(np.where(mine, first, np.nan), first_bytes, path.bandwidth_bytes_per_s, path.one_way_s)
-            own_done = carry(np.where(mine, finished, np.nan), self.response_bytes, path.bandwidth_bytes_per_s,
-                             path.one_way_s)
+            sends = []
+            for at in (first, finished):
+                send = np.where(mine, at, np.nan)
+                back = window_containing(self.path_windows[site], send)
+                held = ~np.isnan(back)
+                send[held] = back[held]
+                sends.append(send)
+            jitter = None if self._down_z is None else path.jitter_s * self._down_z
+            own_first = carry(sends[0], first_bytes, path.bandwidth_bytes_per_s, path.one_way_s, jitter)
+            own_done = carry(sends[1], self.response_bytes, path.bandwidth_bytes_per_s, path.one_way_s, jitter)
             client_first[mine] = own_first[mine]
             client_done[mine] = own_done[mine]
-            del name
-        crosses = workload.origin != s.placement.inference
-        downlink_send = done_send if crosses else np.full(self.requests.count, np.nan)
+            if site != workload.origin:
+                downlink_send[mine] = sends[1][mine]
         return client_first, client_done, downlink_send
 
-    def _uplink_send_s(self, send: np.ndarray) -> np.ndarray:
-        """When each request's payload entered the link to the inference site (NaN: no link,
-        not sent within the horizon, cut off, or sent to the fallback)."""
-        s = self.scenario
-        if s.workload.origin == s.placement.inference:
-            return np.full(self.requests.count, np.nan)
-        routing = self.faults.routing
-        entered = routing.link_send_s if routing is not None else send
-        with np.errstate(invalid="ignore"):
-            return np.where(entered < s.horizon, entered, np.nan)
+
+__all__ = ["NO_POOL", "TIMELINE_STEP_S", "World"]
