@@ -6,6 +6,12 @@ lengths. The kernel runs N requests (default 1M); the oracle runs the first M of
 requests (default 20k). Prints one JSON object: both rates, their ratio, and the kernel's peak
 memory per request (tracemalloc: numpy arrays allocated while building and running the pool).
 
+The `cluster` entry runs the same requests through a cluster of two pools of two replicas
+each (the same 4 replicas in all): a premises pool over a LAN and a cloud pool over a 10 ms,
+1 Gbps path, two traffic classes (a third confidential, routed to the premises pool only; the
+rest overflowing to the cloud past 64 requests per replica), paying the path both ways. It
+measures what routing at send time, the paths and the priorities cost against one pool.
+
     python benchmarks/serving.py [--requests 1000000] [--oracle-requests 20000]
 """
 
@@ -23,7 +29,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sim.catalog import shipped_catalog  # noqa: E402
-from sim.kernels.batching import DONE, PoolKernel  # noqa: E402
+from sim.kernels.batching import (  # noqa: E402
+    DONE,
+    ClusterKernel,
+    PathConfig,
+    PoolConfig,
+    PoolKernel,
+    RouteConfig,
+)
 from sim.kernels.replica import replica_setup  # noqa: E402
 
 REPLICAS = 4
@@ -46,6 +59,21 @@ def kernel(arrivals, prompt, output, params, kv) -> PoolKernel:
     return PoolKernel(arrivals, prompt, output, replicas=REPLICAS, max_num_seqs=256,
                       max_num_batched_tokens=8192, chunked_prefill=True, kv_capacity_tokens=kv,
                       max_model_len=8192, params=params)
+
+
+def cluster(arrivals, prompt, output, params, kv, rng) -> ClusterKernel:
+    """Two pools of two replicas, two paths, two classes (see the module docstring)."""
+    n = len(arrivals)
+    pool = dict(replicas=REPLICAS // 2, max_num_seqs=256, max_num_batched_tokens=8192, chunked_prefill=True,
+                kv_capacity_tokens=kv, max_model_len=8192, params=params)
+    confidential = (rng.random(n) < 1 / 3).astype(np.int64)
+    return ClusterKernel(
+        [PoolConfig(**pool, path=0), PoolConfig(**pool, path=1)], arrivals, prompt, output,
+        paths=[PathConfig(one_way_s=0.00025, bandwidth_bytes_per_s=1.25e9),
+               PathConfig(one_way_s=0.01, bandwidth_bytes_per_s=1.25e8, jitter_s=0.0005)],
+        routes=[RouteConfig(pools=[0, 1], queue_per_replica=64.0), RouteConfig(pools=[0])],
+        request_class=confidential, class_route=[0, 1], class_priority=[0, 1],
+        request_bytes=4.0 * prompt + 1024.0, jitter_z=rng.standard_normal(n))
 
 
 def capacity_rps(params, kv, prompt, output) -> float:
@@ -80,6 +108,14 @@ def main() -> None:
     tracemalloc.stop()
     completed = int((k.status == DONE).sum())
 
+    cluster_rng = np.random.default_rng(7)
+    warm_cluster = cluster(np.zeros(10), prompt[:10], output[:10], params, kv, cluster_rng)
+    warm_cluster.advance_to(np.inf)
+    started = time.perf_counter()
+    c = cluster(arrivals, prompt, output, params, kv, cluster_rng)
+    c.advance_to(np.inf)
+    cluster_s = time.perf_counter() - started
+
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from oracle import run_oracle  # the pure-SimPy reference model
 
@@ -102,6 +138,11 @@ def main() -> None:
         "oracle_requests": m, "oracle_wall_s": oracle_s, "oracle_requests_per_wall_s": oracle_rate,
         "speedup_vs_oracle": kernel_rate / oracle_rate,
         "peak_bytes_per_request": peak / args.requests,
+        "cluster": {"pools": 2, "replicas": REPLICAS, "classes": 2, "wall_s": cluster_s,
+                    "requests_per_wall_s": args.requests / cluster_s,
+                    "completed": int((c.status == DONE).sum()),
+                    "share_to_cloud": float((c.pool == 1).mean()),
+                    "ratio_to_single_pool": (args.requests / cluster_s) / kernel_rate},
         "targets": {"speedup_vs_oracle": 100, "kernel_requests_per_wall_s": 3_000_000,
                     "peak_bytes_per_request": 200},
     }, indent=2))

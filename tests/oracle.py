@@ -754,7 +754,8 @@ class Cluster:
             return last, WEIGHTED  # type: ignore[return-value]
         for j in available:
             pool = pools[j]
-            loaded = (len(pool.queued()) > route.queue_per_replica * len(pool.replicas)
+            in_pool = len(pool.queued()) + sum(len(r.running) + len(r.batch) for r in pool.replicas)
+            loaded = (in_pool > route.queue_per_replica * len(pool.replicas)
                       or now - pool.oldest_queued_arrival() > route.wait_s)
             if not loaded:
                 return route.pools[j], why(j)

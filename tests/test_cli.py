@@ -42,7 +42,8 @@ def test_validate_summarises_the_resolved_scenario(runner: CliRunner) -> None:
     """The summary names the sites, the link, the model sizing, the workload and the placement."""
     result = runner.invoke(app, ["validate", str(SCENARIOS_DIR / "s3_local_training.yaml")])
     assert result.exit_code == 0, result.output
-    for text in ("site premises (private)", "link wan", "llama-3.1-8b", "poisson at 3 req/s",
+    for text in ("site premises (private)", "link wan", "llama-3.1-8b", "diurnal at 3 req/s",
+                 "serving pool premises/gpus: 4 replicas of l40s", "class default (1 of arrivals)",
                  "training=premises", "horizon 1d"):
         assert text in result.stdout
 
@@ -90,7 +91,7 @@ def test_validate_with_good_override(runner: CliRunner) -> None:
         app, ["validate", str(SCENARIOS_DIR / "s1_local.yaml"), "--set", "workload.arrivals.rate_per_s=40"]
     )
     assert result.exit_code == 0, result.output
-    assert "poisson at 40 req/s" in result.stdout
+    assert "diurnal at 40 req/s" in result.stdout
 
 
 def test_validate_missing_file_exits_2(runner: CliRunner, tmp_path: Path) -> None:

@@ -250,7 +250,7 @@ def test_fault_spec_mistakes_name_the_field() -> None:
         sim.load_scenario(S2, overrides)
     issues = {issue.path: issue.message for issue in caught.value.issues}
     assert "did you mean 'wan'" in issues["faults.link_outages[0].link"]
-    assert "4 replicas" in issues["faults.replica_failures[0].replica"]
+    assert "3 replicas" in issues["faults.replica_failures[0].replica"]  # its autoscaler's max_replicas
     assert "placement.fallback" in issues
 
 

@@ -57,7 +57,8 @@ def fault_schedules(draw: st.DrawFn) -> tuple[Path, list[str]]:
         overrides.append(f"faults.retry.timeout={timeout}s")
     times = st.floats(0.0, horizon, allow_nan=False)
     durations = st.floats(1.0, 900.0, allow_nan=False)
-    failures = draw(st.lists(st.tuples(st.integers(0, 3), times, durations), max_size=4))
+    replicas = 2 if path == S1 else 3  # S1 owns two L40S; S2's autoscaler runs up to three
+    failures = draw(st.lists(st.tuples(st.integers(0, replicas - 1), times, durations), max_size=4))
     entries = [f"{{site: {serving}, replica: {r}, at: [{t:.3f}s], mttr: {d:.3f}s, distribution: deterministic}}"
                for r, t, d in failures]
     if draw(st.booleans()):

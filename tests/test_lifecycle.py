@@ -227,7 +227,8 @@ def test_error_fraction_matches_the_mean_error_rate(seeds: dict[str, Run]) -> No
 def test_outcomes_are_common_random_numbers(seeds: dict[str, Run]) -> None:
     """Request i's outcome is u_i < p with u_i drawn per request index from the seed alone, so:
     where S1 and S2 serve request i with the same version at the same error rate, the outcome is
-    the same (every request S2 serves before it recovers at about 8.6 h, a third of the day);
+    the same (every request S2 serves before it recovers at about 9 h: a sixth of the day's
+    requests and more, the night being quiet);
     and wherever S1's error rate is at least S2's, an S2 error implies an S1 error (monotone
     coupling: after S2 recovers, its errors are a subset of S1's)."""
     a, b = seeds["s1"].result.requests, seeds["s2"].result.requests
@@ -235,7 +236,7 @@ def test_outcomes_are_common_random_numbers(seeds: dict[str, Run]) -> None:
     error_a, error_b = (f["error"].fillna(False).astype(bool) for f in (a, b))
     both = a["error_rate"].notna() & b["error_rate"].notna()
     same = both & (a["model_version"] == b["model_version"]) & (a["error_rate"] == b["error_rate"])
-    assert same.sum() > 0.3 * len(a)
+    assert same.sum() > 0.15 * len(a)
     assert (error_a[same] == error_b[same]).all()
     s1_worse = both & (a["error_rate"] >= b["error_rate"])
     assert (s1_worse & (a["error_rate"] > b["error_rate"])).sum() > 10_000  # S2 has recovered
@@ -337,8 +338,8 @@ LATENCY_BUMP = 1.10
 
 @pytest.fixture(scope="module")
 def s3_busy() -> Result:
-    """S3 at 6 requests/s over 12 h (the drift at 6 h is recovered by about 8.4 h)."""
-    return _run(S3, ["workload.arrivals.rate_per_s=6", "horizon=12h"]).result
+    """S3 at a steady 6 requests/s over 12 h (the drift at 6 h is recovered by about 8.4 h)."""
+    return _run(S3, ["workload.arrivals={process: poisson, rate_per_s: 6}", "horizon=12h"]).result
 
 
 def test_s3_latency_rises_while_training(s3_busy: Result) -> None:
@@ -503,8 +504,9 @@ def test_recovery_differs_by_placement(seeds: dict[str, Run]) -> None:
     for name in ("s2", "s3", "s4"):
         assert summaries[name]["recovered"] is True
         assert summaries[name]["recovery_time_s"] < seeds[name].record.scenario.horizon
-    # S3 and S4 serve identically until their pipelines act, so they collect the same labels
-    assert stages["s3"].loc["collect", "end_s"] == stages["s4"].loc["collect", "end_s"]
+    # S3 and S4 see the same requests and labels until their pipelines act; S3 serves them on
+    # four GPUs and S4 on two, so the labels arrive within a second of each other
+    assert stages["s3"].loc["collect", "end_s"] == pytest.approx(stages["s4"].loc["collect", "end_s"], abs=1.0)
     duration = {name: s["end_s"] - s["start_s"] for name, s in stages.items()}
     assert duration["s2"]["acquire_gpus"] == duration["s4"]["acquire_gpus"] == 600.0
     assert duration["s3"]["acquire_gpus"] < 60.0
@@ -557,8 +559,10 @@ NO_FRONTEND = ["model.efficiency.frontend_s=0", "model.efficiency.frontend_per_s
 
 @pytest.fixture(scope="module")
 def certain() -> dict[str, Run]:
-    """S2, S3 and S4 under CERTAIN (S3 without the engine's front end: NO_FRONTEND)."""
-    extra = {"s3": NO_FRONTEND}
+    """S2, S3 and S4 under CERTAIN (S3 without the engine's front end: NO_FRONTEND), each
+    serving on four L40S (S2's pool fixed at four instead of autoscaled, S4's four owned)."""
+    extra = {"s3": NO_FRONTEND, "s2": ["sites.cloud.pools[0]={name: serving, gpu: l40s, count: 4, roles: [serving]}"],
+             "s4": ["sites.premises.pools[0].count=4"]}
     return {name: _run(SEEDS[name], [*CERTAIN, *extra.get(name, [])]) for name in ("s2", "s3", "s4")}
 
 

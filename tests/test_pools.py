@@ -28,8 +28,9 @@ def test_a_serving_pool_at_a_site_nothing_routes_to_is_an_error() -> None:
 
 
 def test_an_elastic_serving_pool_that_nothing_grows_is_an_error() -> None:
-    """An elastic cloud serving pool would never scale: only training provisions GPUs."""
-    issues = issues_of(S2, ["sites.cloud.pools[0].elastic=true", "sites.cloud.pools[0].max_count=16"])
+    """An elastic cloud serving pool without an autoscaler would never scale: only training
+    (or an autoscaler) provisions GPUs."""
+    issues = issues_of(S2, ["sites.cloud.pools[0].autoscale=null", "sites.cloud.pools[0].max_count=16"])
     message = issues["sites.cloud.pools[0].elastic"]
     assert "would never grow" in message and "placement.training" in message
 

@@ -161,20 +161,20 @@ def two_pools(**route: Any) -> dict[str, Any]:
 
 def test_overflow_engages_only_above_its_threshold() -> None:
     """Requests every 0.1 s, 1 s of service, one replica per pool, overflow when more than two
-    wait per replica at the preferred pool. At each send the preferred pool has: request 0
-    running; 1 and 2 queued (1 then 2 per replica: not above 2); at request 3's send, 2 wait:
-    still not above 2, so 3 queues there too (3 waiting); request 4 sees 3 > 2 and overflows,
-    as does every later one while three or more wait. By hand: pools [0, 0, 0, 0, 1, 1, ...]."""
+    requests per replica are in the preferred pool (waiting or running). At each send the
+    preferred pool holds: request 0 nothing; 1 one (request 0 running); 2 two (not above
+    two); 3 three: above, so 3 overflows, and so do 4..7 (request 0 runs until 1.0 s, the pool
+    holds three throughout). By hand: pools [0, 0, 0, 1, 1, 1, 1, 1]."""
     n = 8
     send = np.arange(n) * 0.1
     kernel = ClusterKernel(**two_pools(queue_per_replica=2.0), send_s=send, prompt_tokens=np.ones(n, int),
                            output_tokens=np.ones(n, int), service_s=np.ones(n))
     kernel.advance_to(math.inf)
-    np.testing.assert_array_equal(kernel.pool, [0, 0, 0, 0, 1, 1, 1, 1])
-    np.testing.assert_array_equal(kernel.reason, [PREFERRED] * 4 + [OVERFLOW] * 4)
-    # preferred pool: back to back from 0 s; the overflow pool takes 4..7 from 0.4 s
-    np.testing.assert_allclose(kernel.done_s[:4], [1.0, 2.0, 3.0, 4.0])
-    np.testing.assert_allclose(kernel.done_s[4:], [1.4, 2.4, 3.4, 4.4])
+    np.testing.assert_array_equal(kernel.pool, [0, 0, 0, 1, 1, 1, 1, 1])
+    np.testing.assert_array_equal(kernel.reason, [PREFERRED] * 3 + [OVERFLOW] * 5)
+    # preferred pool: back to back from 0 s; the overflow pool takes 3..7 from 0.3 s
+    np.testing.assert_allclose(kernel.done_s[:3], [1.0, 2.0, 3.0])
+    np.testing.assert_allclose(kernel.done_s[3:], [1.3, 2.3, 3.3, 4.3, 5.3])
     # the same sends with a looser threshold never overflow
     kernel = ClusterKernel(**two_pools(queue_per_replica=10.0), send_s=send, prompt_tokens=np.ones(n, int),
                            output_tokens=np.ones(n, int), service_s=np.ones(n))

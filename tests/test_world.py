@@ -17,7 +17,7 @@ from sim.result import Result, collect
 from sim.world import World
 
 S1 = Path(__file__).parent.parent / "scenarios" / "s1_local.yaml"
-SHORT = ["horizon=20min", "warmup=2min"]
+SHORT = ["horizon=20min", "warmup=2min", "sites.premises.pools[0].count=4"]
 DRAIN_AT = 300.0
 OFFLINE_FOR = 60.0
 # A burst of 40 req/s just before the drain: every replica runs max_num_seqs sequences and has

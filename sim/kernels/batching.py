@@ -22,8 +22,10 @@ arrivals (lowest index first), then iteration ends (lowest replica first), then 
 Pool choice (at send). The request's traffic class names a route: pools in preference order
 and a policy. A pool is *available* when the path to its site is up (not inside one of the
 path's outage windows) and it has an active replica. `overflow` takes the first available
-pool whose load is within the route's thresholds (queued requests per active replica <=
-`queue_per_replica`, and the oldest queued request's wait <= `wait_s`), else the last
+pool whose load is within the route's thresholds (requests in the pool, waiting or running,
+per active replica <= `queue_per_replica`, and the oldest waiting request's wait <= `wait_s`;
+under continuous batching a queue of waiting requests forms only when a replica is full, so
+the first test counts the running ones too), else the last
 available one (the end of the overflow chain); `weighted` picks among the available pools by
 their weights with the request's own uniform draw. A pool skipped because it was unavailable
 is a *failover*, one skipped because it was loaded an *overflow*. With no pool available,
@@ -32,7 +34,9 @@ replica: a pool scaled to zero, or all its replicas down); if every path is cut,
 waits and sends again when the first of them comes back. The route's first pool is the
 request's *preferred* pool (why it went elsewhere is recorded: `RI_REASON`). Each pool
 counts the requests whose choice reached it while it had no active replica (`sought`): the
-demand an autoscaler of a pool scaled to zero must see, since no request can queue there.
+demand an autoscaler of a pool scaled to zero must see, since no request can queue there
+(`overflow`: the chain reached it; `weighted`: the request's draw over every pool whose path
+is up, with a replica or not, picked it).
 
 Path (at send). Each pool is reached over a path: the clients' site LAN, or the link between
 the clients' site and the pool's. A path carries payloads first in, first out at its
@@ -1111,7 +1115,8 @@ def _active_count(rep_i, pool_i, p):
 
 @njit(cache=True)
 def _over_threshold(req_f, rep_i, queues, cfg, pool_i, route_f, k, p, n_active, t):
-    """Is pool p loaded beyond route k's overflow thresholds at t?"""
+    """Is pool p loaded beyond route k's overflow thresholds at t? (requests in the pool,
+    waiting or running, per active replica; the oldest waiting request's wait)"""
     first = pool_i[p, Q_FIRST]
     shared_q = cfg[C_REPLICAS] + p
     queued = queues[shared_q, QU_LENGTH]
@@ -1119,7 +1124,7 @@ def _over_threshold(req_f, rep_i, queues, cfg, pool_i, route_f, k, p, n_active, 
     if queues[shared_q, QU_HEAD] >= 0:
         oldest = req_f[queues[shared_q, QU_HEAD], RF_ARRIVAL]
     for r in range(first, first + pool_i[p, Q_COUNT]):
-        queued += queues[r, QU_LENGTH]
+        queued += queues[r, QU_LENGTH] + rep_i[r, PI_RUNNING]
         head = queues[r, QU_HEAD]
         if head >= 0 and req_f[head, RF_ARRIVAL] < oldest:
             oldest = req_f[head, RF_ARRIVAL]
@@ -1139,6 +1144,7 @@ def _choose_pool(req_i, req_f, rep_i, queues, cfg, pool_i, path_w, path_n, route
     soonest_back = INF
     if route_i[k, RT_POLICY] == POLICY_WEIGHTED:
         total = 0.0
+        reachable = 0.0  # the weights of the pools whose path is up, with a replica or not
         for j in range(n):
             p = route_i[k, RT_POOLS + j]
             back = _path_back_at(path_w, path_n, pool_i[p, Q_PATH], t)
@@ -1147,10 +1153,22 @@ def _choose_pool(req_i, req_f, rep_i, queues, cfg, pool_i, path_w, path_n, route
                 continue
             if first_open < 0:
                 first_open, first_open_j = p, j
+            reachable += route_f[k, RTF_WEIGHTS + j]
             if _active_count(rep_i, pool_i, p) > 0:
                 total += route_f[k, RTF_WEIGHTS + j]
-            elif route_f[k, RTF_WEIGHTS + j] > 0.0:
-                pool_i[p, Q_SOUGHT] += 1
+        if reachable > total:
+            # demand missed: the draw among every reachable pool picks one without a replica
+            target = req_f[i, RF_ROUTE_U] * reachable
+            acc = 0.0
+            for j in range(n):
+                p = route_i[k, RT_POOLS + j]
+                if _path_back_at(path_w, path_n, pool_i[p, Q_PATH], t) >= 0.0 or route_f[k, RTF_WEIGHTS + j] <= 0.0:
+                    continue
+                acc += route_f[k, RTF_WEIGHTS + j]
+                if target < acc:
+                    if _active_count(rep_i, pool_i, p) == 0:
+                        pool_i[p, Q_SOUGHT] += 1
+                    break
         if total > 0.0:
             target = req_f[i, RF_ROUTE_U] * total
             acc = 0.0

@@ -196,7 +196,9 @@ def slo_met(requests: pd.DataFrame, scenario: Scenario, targets: Mapping[str, fl
 
 def latency_summary(requests: pd.DataFrame, scenario: Scenario) -> dict[str, Any]:
     """Percentiles and means of TTFT, TPOT and E2E over completed steady-state requests, the
-    mean of each part, the SLO attainment and the SLO verdict."""
+    mean of each part, the SLO attainment and the SLO verdict. When traffic classes have SLOs
+    of their own, the attainment judges each request against its class's targets, and the
+    verdict (`slo`) is the scenario SLO's over the classes without one."""
     steady = requests[requests["arrival_s"] >= scenario.warmup]
     done = steady[steady["status"] == "completed"]
     summary: dict[str, Any] = steady_percentiles(requests, scenario)
@@ -209,8 +211,26 @@ def latency_summary(requests: pd.DataFrame, scenario: Scenario) -> dict[str, Any
         "network": _mean(done["network_s"]), "queueing": _mean(done["queueing_s"]),
         "prefill": _mean(done["prefill_s"]), "decode": _mean(done["decode_s"]),
     }
-    summary["slo_attainment"] = slo_attainment(requests, scenario)
-    summary["slo"] = slo_verdict(requests, scenario)
+    own = {c.name: class_slo_targets(scenario, c) for c in scenario.workload.class_specs() if c.slo is not None}
+    if not own or "traffic_class" not in requests:
+        summary["slo_attainment"] = slo_attainment(requests, scenario)
+        summary["slo"] = slo_verdict(requests, scenario)
+        return summary
+    # classes with SLOs of their own: each request is judged against its class's targets; the
+    # scenario's SLO judges the classes without one (`classes` in the summary has each verdict)
+    classes = requests["traffic_class"].astype(object).to_numpy()
+    hits, judged = 0.0, 0
+    for name in dict.fromkeys(classes):
+        mine = requests[classes == name]
+        targets = own.get(name, slo_targets(scenario))
+        share = slo_attainment(mine, scenario, targets)
+        count = int(verdict_window(mine["arrival_s"].to_numpy(dtype=float), scenario, targets).sum())
+        if share is not None:
+            hits += share * count
+            judged += count
+    summary["slo_attainment"] = hits / judged if judged else None
+    rest = ~np.isin(classes, list(own))
+    summary["slo"] = slo_verdict(requests[rest], scenario) if rest.any() else {}
     return summary
 
 

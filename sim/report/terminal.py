@@ -205,15 +205,39 @@ def pool_names(comparison) -> list[str]:  # noqa: ANN001 - sim.experiment.Compar
     return names
 
 
+CLASSES_GROUP = "Traffic classes (each against its own SLO)"
+CLASS_ROWS: tuple[tuple[str, str, str, str], ...] = (
+    ("requests", "requests", "", ""), ("slo_attainment", "SLO attainment", "%", "high"),
+    ("exposure.exposed_records", "exposed records", "", "low"), ("exposure.exposure_score", "exposure score", "", "low"),
+)
+
+
+def class_names(comparison) -> list[str]:  # noqa: ANN001 - sim.experiment.Comparison
+    """Every traffic class declared by any run's scenario, in order ('default', the implicit
+    class of scenarios without classes, left out)."""
+    names: list[str] = []
+    for runs in comparison.runs.values():
+        for run in runs:
+            names += [name for name in run.summary.get("classes", {}) if name not in names and name != "default"]
+    return names
+
+
 def comparison_groups(comparison) -> list[tuple[str, list[tuple[str, str, str, str]]]]:  # noqa: ANN001
     """COMPARISON_ROWS with the serving pools' group after throughput: per pool its share of
-    the requests, GPU-hours held, replicas (mean and most), then the burst share."""
+    the requests, GPU-hours held, replicas (mean and most), then the burst share; and, when a
+    scenario has traffic classes, their group after privacy: per class its requests, SLO
+    attainment and exposure."""
     pools = [(f"pools.{pool}.{field}", f"{pool}: {label}", unit, "")
              for pool in pool_names(comparison) for field, label, unit in POOL_ROWS]
     pools.append(("burst_share", "burst share (sent on overflow)", "%", ""))
     groups = list(COMPARISON_ROWS)
     after = next(i for i, (group, _) in enumerate(groups) if group.startswith("Throughput")) + 1
     groups.insert(after, (POOLS_GROUP, pools))
+    classes = [(f"classes.{name}.{field}", f"{name}: {label}", unit, better)
+               for name in class_names(comparison) for field, label, unit, better in CLASS_ROWS]
+    if classes:
+        after = next(i for i, (group, _) in enumerate(groups) if group.startswith("Privacy")) + 1
+        groups.insert(after, (CLASSES_GROUP, classes))
     return groups
 
 

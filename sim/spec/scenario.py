@@ -104,9 +104,10 @@ class Autoscale(Spec):
     - Scale up: when desired exceeds the active and provisioning replicas, the difference is
       requested at once; each becomes active `provisioning_delay` later, and is held (and
       billed) from the request on. Nothing is requested during a capacity shortage.
-    - Scale down: when desired is below them and `cooldown` has passed since the last scaling
-      action (up or down), the surplus replicas stop taking requests, finish the ones they
-      run, and are released when idle. So the pool scales down at most once per cooldown;
+    - Scale down: to the highest desired count of the evaluations within the last `cooldown`
+      (a stabilisation window), when that is below them and `cooldown` has passed since the
+      last scaling action (up or down): the surplus replicas stop taking requests, finish the
+      ones they run, and are released when idle. So the pool scales down at most once per cooldown;
       min_replicas 0 lets it scale to zero (and cost nothing while empty).
 
     A premises (private-zone) pool scales only within the GPUs it owns (`count`); a cloud pool

@@ -20,9 +20,13 @@ provisioned):
   GPUs are held (billed, for a cloud pool) from now, and they start serving, on the newest
   model version, `provisioning_delay` later. During a capacity shortage of the pool
   (`faults.capacity_shortages`) nothing is requested (the decision says `blocked`).
-- **down**: only when `cooldown` has passed since its last scaling action: the surplus
-  active replicas (the highest-numbered first) stop taking requests (their queued requests
-  go back to the pool), finish what they run, and then release their GPUs.
+- **down**: to the highest desired count of the evaluations within the last `cooldown` (a
+  stabilisation window, as Kubernetes' HPA keeps for scale-down: a burst pool whose load comes
+  and goes is not released between two waves), and only when `cooldown` has passed since its
+  last scaling action: replicas still being provisioned are given back first (their GPUs are
+  released at once), then the surplus active replicas (the highest-numbered first) stop
+  taking requests (their queued requests go back to the pool), finish what they run, and
+  then release their GPUs. So replicas active or on their way never fall below min_replicas.
 
 Every evaluation is written down (`RunRecord.autoscaling`: pool, t_s, metric, replicas,
 desired, action in up / down / hold / blocked).
@@ -31,6 +35,7 @@ desired, action in up / down / hold / blocked).
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +62,7 @@ class Autoscaler:
         self.provisioning_delay_s = float(pool.setup.pool.provisioning_delay if delay is None else delay)
         self.rows: list[dict[str, Any]] = []
         self._last_action_s = -math.inf
+        self._recent: deque[tuple[float, int]] = deque()  # (t, desired) within the last cooldown
 
     def start(self) -> None:
         self.env.process(self._run())
@@ -112,11 +118,15 @@ class Autoscaler:
                                           sought - sought_before)
             busy_before, ttft_before, sought_before = busy, ttft, sought
             desired = min(max(wanted, spec.min_replicas), spec.max_replicas)
+            self._recent.append((now, desired))
+            while self._recent and self._recent[0][0] <= now - spec.cooldown:
+                self._recent.popleft()
+            keep = max(d for _, d in self._recent)  # the stabilisation window for scaling down
             action = "hold"
             if desired > current:
                 action = self._scale_up(desired - current)
-            elif desired < current and now - self._last_action_s >= spec.cooldown:
-                action = self._scale_down(len(active) - max(desired - len(pool.provisioning), 0))
+            elif keep < current and now - self._last_action_s >= spec.cooldown:
+                action = self._scale_down(current - keep)
             self.rows.append({"pool": pool.name, "t_s": now, "metric": float(metric), "replicas": current,
                               "desired": desired, "action": action})
 
@@ -139,12 +149,18 @@ class Autoscaler:
         yield self.env.timeout(self.provisioning_delay_s)
         version = self.world.lifecycle.serving_version().version
         for r in replicas:
-            self.pool.activate(r, version)
+            if r in self.pool.provisioning:  # not given back meanwhile
+                self.pool.activate(r, version)
 
     def _scale_down(self, count: int) -> str:
+        """Remove `count` replicas: those still being provisioned first (the newest first),
+        then active ones (the highest-numbered first)."""
         pool = self.pool
-        surplus = sorted(pool.replicas_in(ACTIVE), reverse=True)[:max(count, 0)]
-        if not surplus:
+        pending = sorted(pool.provisioning, reverse=True)[:max(count, 0)]
+        for r in pending:
+            pool.cancel_provision(r)
+        surplus = sorted(pool.replicas_in(ACTIVE), reverse=True)[:max(count - len(pending), 0)]
+        if not pending and not surplus:
             return "hold"
         for r in surplus:
             pool.drain(r)

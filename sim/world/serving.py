@@ -296,6 +296,12 @@ class ServingPool:
         self.provisioning.add(r)
         self._log_state(r)
 
+    def cancel_provision(self, r: int) -> None:
+        """Give back the GPUs requested for replica r before it served (it holds nothing from now)."""
+        self.sync()
+        self.provisioning.discard(r)
+        self._log_state(r)
+
     def record(self, horizon_s: float) -> PoolRecord:
         """This pool as the run's record has it (after the kernel reached the horizon)."""
         s = self.setup
