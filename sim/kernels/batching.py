@@ -337,9 +337,11 @@ G_SENDS = 1  # sends in `sorder` (all of them in open loop; released ones in a c
 G_NEXT_UNRELEASED = 2  # next request a closed-loop client sends
 G_USE_CLOCK = 3  # strictly increasing stamp for LRU order of cached prefixes
 G_NEXT_DEADLINE = 4  # index into `deadline_order` of the next deadline to take
-G_ARRIVING = 5  # requests on their way (size of the arrival heap)
+G_ARRIVING = 5  # requests on their way out of order (size of the arrival heap)
 G_RESENDING = 6  # requests waiting for a path (size of the resend heap)
-G_SIZE = 7
+G_FIFO_HEAD = 7  # requests on their way in order: the arrival FIFO's [head, tail)
+G_FIFO_TAIL = 8
+G_SIZE = 9
 
 # Prefix cache fields (cache_i[r, g, F]).
 K_CACHED = 0
@@ -551,6 +553,48 @@ def _timed_pop(ht, hi, glob, size_field):
         hi[k], hi[smallest] = hi[smallest], hi[k]
         k = smallest
     return top
+
+
+# Requests on their way to their pools. Most arrive in the order they were sent (one path, or
+# paths without jitter): those go to a FIFO, O(1); one that would arrive before the FIFO's
+# last goes to a heap. The next arrival is the earlier of the two heads, by (time, index),
+# which is exactly the heap's order over all of them. Both live in the arrival arrays: the
+# heap in [0, n), the FIFO in [n, 2n) (each request is sent once).
+
+
+@njit(cache=True, inline="always")
+def _arrival_push(ht, hi, glob, t, i):
+    base = ht.shape[0] // 2
+    tail = glob[G_FIFO_TAIL]
+    last = base + tail - 1
+    if tail == glob[G_FIFO_HEAD] or ht[last] < t or (ht[last] == t and hi[last] < i):
+        ht[base + tail] = t
+        hi[base + tail] = i
+        glob[G_FIFO_TAIL] = tail + 1
+    else:
+        _timed_push(ht, hi, glob, G_ARRIVING, t, i)
+
+
+@njit(cache=True, inline="always")
+def _arrival_next(ht, hi, glob):
+    """(time, source) of the next arrival: source 1 the heap, 2 the FIFO, 0 none (time INF)."""
+    if glob[G_FIFO_HEAD] < glob[G_FIFO_TAIL]:
+        f = ht.shape[0] // 2 + glob[G_FIFO_HEAD]
+        if glob[G_ARRIVING] > 0 and (ht[0] < ht[f] or (ht[0] == ht[f] and hi[0] < hi[f])):
+            return ht[0], 1
+        return ht[f], 2
+    if glob[G_ARRIVING] > 0:
+        return ht[0], 1
+    return INF, 0
+
+
+@njit(cache=True, inline="always")
+def _arrival_pop(ht, hi, glob, source):
+    if source == 1:
+        return _timed_pop(ht, hi, glob, G_ARRIVING)
+    f = ht.shape[0] // 2 + glob[G_FIFO_HEAD]
+    glob[G_FIFO_HEAD] += 1
+    return hi[f]
 
 
 # ------------------------------------------------------------------------------------------
@@ -1117,6 +1161,8 @@ def _active_count(rep_i, pool_i, p):
 def _over_threshold(req_f, rep_i, queues, cfg, pool_i, route_f, k, p, n_active, t):
     """Is pool p loaded beyond route k's overflow thresholds at t? (requests in the pool,
     waiting or running, per active replica; the oldest waiting request's wait)"""
+    if route_f[k, RTF_QUEUE] == INF and route_f[k, RTF_WAIT] == INF:
+        return False  # failover only: no need to look at the queues
     first = pool_i[p, Q_FIRST]
     shared_q = cfg[C_REPLICAS] + p
     queued = queues[shared_q, QU_LENGTH]
@@ -1236,7 +1282,7 @@ def _send(req_i, req_f, rep_i, queues, glob, cfg, pool_i, path_f, path_w, path_n
     delay = path_f[k, PA_ONE_WAY] + path_f[k, PA_JITTER] * req_f[i, RF_JITTER]
     if delay < 0.0:
         delay = 0.0
-    _timed_push(aheap_t, aheap_i, glob, G_ARRIVING, free_at + delay, i)
+    _arrival_push(aheap_t, aheap_i, glob, free_at + delay, i)
 
 
 # ------------------------------------------------------------------------------------------
@@ -1256,7 +1302,6 @@ def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
     (`sim.kernels.service_models`)."""
     n_rep = cfg[C_REPLICAS]
     closed = cfg[C_CLIENTS] > 0
-    by_priority = cfg[C_PRIORITIES]
     active = np.empty(max(n_rep, 1), dtype=np.int64)  # the router's scratch: indices of active replicas
     events = 0
     while True:
@@ -1269,7 +1314,7 @@ def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
                                                            and rheap_i[0] < sorder[glob[G_NEXT_SEND]])):
             ts = rheap_t[0]
             resend = True
-        ta = aheap_t[0] if glob[G_ARRIVING] > 0 else INF
+        ta, source = _arrival_next(aheap_t, aheap_i, glob)
         te = INF
         rmin = -1
         for r in range(n_rep):
@@ -1308,35 +1353,13 @@ def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
         if ta <= te:
             if ta > t_end:
                 break
-            i = _timed_pop(aheap_t, aheap_i, glob, G_ARRIVING)
+            i = _arrival_pop(aheap_t, aheap_i, glob, source)
             if req_i[i, RI_STATUS] != PENDING:
                 continue  # its client gave up on the way
             events += 1
-            req_f[i, RF_ARRIVAL] = ta
-            p = req_i[i, RI_POOL]
-            total = req_i[i, RI_PROMPT] + req_i[i, RI_OUTPUT]
-            if total > pool_i[p, Q_MAX_MODEL_LEN] or total > pool_i[p, Q_KV_CAPACITY]:
-                req_i[i, RI_STATUS] = REJECTED
-                req_f[i, RF_DONE] = ta
-                _release_after(req_f, req_i, sorder, glob, cfg, pool_f, i, ta)
-                continue
-            q = _route(req_i, req_f, rep_i, cache_i, cfg, pool_i, i, p, route, router_memory, active)
-            req_i[i, RI_STATUS] = WAITING
-            req_i[i, RI_TARGET] = req_i[i, RI_PROMPT]
-            _queue_push(queues, req_i, q, i, by_priority)
-            if q < n_rep:
-                rep_i[q, PI_OUTSTANDING] += 1
-                if rep_i[q, PI_IN_FLIGHT] != BUSY:
-                    _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
-                             prefix_tokens_of_group, glob, cfg, pool_i, params, q, ta, ta, iteration_s)
-            else:
-                first = pool_i[p, Q_FIRST]
-                for r in range(first, first + pool_i[p, Q_COUNT]):
-                    if rep_i[r, PI_IN_FLIGHT] != BUSY and rep_i[r, PI_STATE] == ACTIVE:
-                        _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
-                                 prefix_tokens_of_group, glob, cfg, pool_i, params, r, ta, ta, iteration_s)
-                        if queues[q, QU_HEAD] < 0:
-                            break
+            _arrive(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
+                    prefix_tokens_of_group, sorder, glob, cfg, pool_i, pool_f, params, route, router_memory,
+                    iteration_s, active, i, ta)
         else:
             if te > t_end:
                 break
@@ -1357,13 +1380,46 @@ def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
                             iteration_s) and cutoff < te:
                 _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
                          prefix_tokens_of_group, glob, cfg, pool_i, params, rmin, te, te, iteration_s)
-            next_arrival = aheap_t[0] if glob[G_ARRIVING] > 0 else INF
+            next_arrival, _ = _arrival_next(aheap_t, aheap_i, glob)
             if glob[G_NEXT_SEND] < glob[G_SENDS]:  # an arrival comes no earlier than its send
                 next_arrival = min(next_arrival, req_f[sorder[glob[G_NEXT_SEND]], RF_SEND])
             if glob[G_RESENDING] > 0:
                 next_arrival = min(next_arrival, rheap_t[0])
             _run_ahead(rep_i, rep_f, hk, queues, cfg, pool_i, params, rmin, t_end, next_arrival, iteration_s)
     return events
+
+
+@njit(cache=True, inline="always")
+def _arrive(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues, prefix_tokens_of_group,
+            sorder, glob, cfg, pool_i, pool_f, params, route, router_memory, iteration_s, active, i, ta):
+    """Request i arrives at its pool at ta: rejected if it can never fit, else queued by the
+    pool's router, and the replicas that can take it compose."""
+    n_rep = cfg[C_REPLICAS]
+    req_f[i, RF_ARRIVAL] = ta
+    p = req_i[i, RI_POOL]
+    total = req_i[i, RI_PROMPT] + req_i[i, RI_OUTPUT]
+    if total > pool_i[p, Q_MAX_MODEL_LEN] or total > pool_i[p, Q_KV_CAPACITY]:
+        req_i[i, RI_STATUS] = REJECTED
+        req_f[i, RF_DONE] = ta
+        _release_after(req_f, req_i, sorder, glob, cfg, pool_f, i, ta)
+        return
+    q = _route(req_i, req_f, rep_i, cache_i, cfg, pool_i, i, p, route, router_memory, active)
+    req_i[i, RI_STATUS] = WAITING
+    req_i[i, RI_TARGET] = req_i[i, RI_PROMPT]
+    _queue_push(queues, req_i, q, i, cfg[C_PRIORITIES])
+    if q < n_rep:
+        rep_i[q, PI_OUTSTANDING] += 1
+        if rep_i[q, PI_IN_FLIGHT] != BUSY:
+            _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
+                     prefix_tokens_of_group, glob, cfg, pool_i, params, q, ta, ta, iteration_s)
+    else:
+        first = pool_i[p, Q_FIRST]
+        for r in range(first, first + pool_i[p, Q_COUNT]):
+            if rep_i[r, PI_IN_FLIGHT] != BUSY and rep_i[r, PI_STATE] == ACTIVE:
+                _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
+                         prefix_tokens_of_group, glob, cfg, pool_i, params, r, ta, ta, iteration_s)
+                if queues[q, QU_HEAD] < 0:
+                    break
 
 
 @njit(cache=True)
@@ -1784,8 +1840,8 @@ class ClusterKernel:
             self.sorder = sent[np.argsort(self.req_f[sent, RF_SEND], kind="stable")].astype(np.int64)
             self.glob[G_SENDS] = len(self.sorder)
             self.glob[G_NEXT_UNRELEASED] = n
-        self.aheap_t = np.zeros(max(n, 1), dtype=np.float64)
-        self.aheap_i = np.zeros(max(n, 1), dtype=np.int64)
+        self.aheap_t = np.zeros(2 * max(n, 1), dtype=np.float64)  # heap, then FIFO (`_arrival_push`)
+        self.aheap_i = np.zeros(2 * max(n, 1), dtype=np.int64)
         has_windows = bool(self.path_n.sum())
         self.rheap_t = np.zeros(max(n, 1) if has_windows else 1, dtype=np.float64)
         self.rheap_i = np.zeros(max(n, 1) if has_windows else 1, dtype=np.int64)
@@ -1851,6 +1907,8 @@ class ClusterKernel:
             soonest = min(soonest, float(self.rheap_t[0]))
         if glob[G_ARRIVING] > 0:
             soonest = min(soonest, float(self.aheap_t[0]))
+        if glob[G_FIFO_HEAD] < glob[G_FIFO_TAIL]:
+            soonest = min(soonest, float(self.aheap_t[len(self.aheap_t) // 2 + glob[G_FIFO_HEAD]]))
         busy = self.rep_i[:, PI_IN_FLIGHT] != IDLE
         if busy.any():
             soonest = min(soonest, float(self.rep_f[busy, PF_BUSY_UNTIL].min()))
