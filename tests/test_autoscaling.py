@@ -399,6 +399,8 @@ VALIDATION_CASES: list[tuple[str, Callable[[], dict[str, Any]], list[str], str, 
      "sites.cloud.pools[0].elastic", ["'burst'", "not elastic"]),
     ("min equals max", zero_doc, ["sites.cloud.pools[0].autoscale.min_replicas=2"],
      "sites.cloud.pools[0].autoscale.max_replicas", ["'burst'", "can never scale"]),
+    ("shared with training", step_doc, ["sites.cloud.pools[0].roles=[serving, training]"],
+     "sites.cloud.pools[0].roles", ["'burst'", "lends GPUs to training"]),
 ]
 
 

@@ -443,6 +443,12 @@ def check_pool_billing_and_autoscale(s: Scenario) -> list[SpecIssue]:
                     "autoscaler scales serving replicas", has_value=False,
                     allowed="roles that include 'serving', or no autoscale"))
                 continue
+            if "training" in pool.roles:
+                issues.append(SpecIssue(
+                    f"{path}.roles", f"pool {pool.name!r} has an autoscaler and also lends GPUs to training: both "
+                    "would take and return its replicas, and neither would know what the other holds",
+                    pool.roles, "roles [serving] with an autoscaler, or a separate training pool"))
+                continue
             if scale.min_replicas > scale.max_replicas:
                 issues.append(SpecIssue(
                     f"{path}.autoscale.min_replicas", f"pool {pool.name!r}: min_replicas is above max_replicas "
