@@ -526,7 +526,7 @@ def _compare_vary(files: list[Path], vary: list[str], replications: int | None, 
     for column in ("scenario", *(f.split(".")[-1] for f in factors), *(label(m) for m in metrics)):
         view.add_column(column, justify="left" if column == "scenario" else "right")
     for _, row in summary.iterrows():
-        cells = [_plus_minus(row[m], row[f"{m}_ci_high"]) for m in metrics]
+        cells = [_plus_minus(row[m], row[f"{m}_ci_low"], row[f"{m}_ci_high"]) for m in metrics]
         view.add_row(str(row["base"]), *(str(row[f]) for f in factors), *cells)
     wide().print(view)
     failed = int((results["status"] == "failed").sum())
@@ -536,15 +536,20 @@ def _compare_vary(files: list[Path], vary: list[str], replications: int | None, 
     out.print(f"report: {index} (also report.md, results.csv, summary.csv, figures/)", soft_wrap=True)
 
 
-def _plus_minus(mean: float, high: float) -> str:
-    """'1,035 ± 9.1': the mean and the CI half-width, without exponents for everyday sizes."""
+def _plus_minus(mean: float, low: float, high: float) -> str:
+    """'1,035 ± 9.1': the mean and the CI half-width, without exponents for everyday sizes;
+    '2.33 (0 to 5.2)' when the metric's domain cut the interval (`metric_domain`)."""
     if mean != mean:  # NaN: no replication had a value
         return "-"
 
     def number(x: float, digits: int) -> str:
         return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.{digits}g}"
 
-    return number(mean, 4) + ("" if high != high else f" ± {number(high - mean, 2)}")
+    if high != high or low != low:
+        return number(mean, 4)
+    if abs((mean - low) - (high - mean)) > 1e-9 * max(high - mean, mean - low, 1e-300):
+        return number(mean, 4) + f" ({number(low, 2)} to {number(high, 2)})"
+    return number(mean, 4) + f" ± {number(high - mean, 2)}"
 
 
 def _with_progress(work, label: str, quiet: bool):  # noqa: ANN001, ANN202

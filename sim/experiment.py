@@ -103,10 +103,30 @@ def _run_digest(task: tuple[Scenario, int, Path | None]) -> RunDigest:
 # ------------------------------------------------------------------------------------------
 
 
-def mean_ci(values: Sequence[float | None], confidence: float = 0.95) -> tuple[float, float, float, int]:
+FRACTION_WORDS = ("attainment", "availability", "_share", "utilisation")
+"""A summary metric whose name holds one of these is a share of something: it lies in [0, 1]."""
+FEW_REPLICATIONS = 3
+"""Below this many replications compare warns that its intervals say little: with 2, a 95%
+Student-t interval spans 12.7 standard errors either side of the mean (4.3 with 3)."""
+
+
+def metric_domain(name: str) -> tuple[float, float]:
+    """Where a summary metric's values lie: [0, 1] for shares (`FRACTION_WORDS`), else
+    [0, inf): every metric of a run's summary is a count, a time, a size, an amount of money or
+    energy, none of them negative."""
+    if any(word in name for word in FRACTION_WORDS) and not name.endswith("_requests"):
+        return 0.0, 1.0
+    return 0.0, math.inf
+
+
+def mean_ci(values: Sequence[float | None], confidence: float = 0.95,
+            domain: tuple[float, float] = (-math.inf, math.inf)) -> tuple[float, float, float, int]:
     """Mean and Student-t confidence interval of replication values; (nan, nan, nan, 0) if none.
 
     Values that are None (e.g. "not recovered") are left out; the count says how many remain.
+    The interval is cut to `domain` (`metric_domain`): a count's interval never goes below
+    zero, a share's never above one. Cutting keeps at least the interval's coverage (the true
+    mean lies in the domain), and the interval is then not symmetric about the mean.
     """
     from scipy import stats
 
@@ -119,7 +139,8 @@ def mean_ci(values: Sequence[float | None], confidence: float = 0.95) -> tuple[f
     if n == 1:
         return mean, math.nan, math.nan, 1
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * data.std(ddof=1) / math.sqrt(n))
-    return mean, mean - half, mean + half, n
+    low, high = domain
+    return mean, max(mean - half, low), min(mean + half, high), n
 
 
 def flat_summary(summary: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -186,7 +207,7 @@ class Comparison:
         rows = {}
         for scenario in self.names:
             values = [flat_summary(run.summary).get(name) for run in self.runs[scenario]]
-            mean, low, high, n = mean_ci(values)
+            mean, low, high, n = mean_ci(values, domain=metric_domain(name))
             rows[scenario] = {"mean": mean, "ci_low": low, "ci_high": high, "n": n}
         return pd.DataFrame.from_dict(rows, orient="index")
 

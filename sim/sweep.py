@@ -813,7 +813,7 @@ def metric_columns(results: pd.DataFrame) -> list[str]:
 def summarise(results: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per configuration (base x factor values): mean, 95% CI and n of each metric
     over its successful replications, as `<metric>`, `<metric>_ci_low`, `<metric>_ci_high`."""
-    from sim.experiment import mean_ci
+    from sim.experiment import mean_ci, metric_domain
 
     factors = list(results.attrs.get("factors", []))
     metrics = list(metrics or metric_columns(results))
@@ -827,7 +827,7 @@ def summarise(results: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd
             if name not in group:
                 continue
             values = [None if pd.isna(v) else float(v) for v in group[name]]
-            mean, low, high, _ = mean_ci(values)
+            mean, low, high, _ = mean_ci(values, domain=metric_domain(name))
             row[name], row[f"{name}_ci_low"], row[f"{name}_ci_high"] = mean, low, high
         rows.append(row)
     frame = pd.DataFrame(rows)

@@ -258,6 +258,18 @@ def format_value(value: float, unit: str, digits: int = 3) -> str:
     return f"{scaled:.{digits}g}"
 
 
+def format_interval(mean: float, low: float, high: float, unit: str) -> str:
+    """' ± h' for an interval symmetric about the mean; ' (low to high)' for one its domain cut
+    (a count near zero, a share near one: `sim.experiment.metric_domain`); '' for none."""
+    if mean is None or math.isnan(mean) or math.isnan(low) or math.isnan(high) or high <= low:
+        return ""
+    below, above = mean - low, high - mean
+    if abs(below - above) <= 1e-9 * max(abs(below), abs(above), 1e-300):
+        return format_half_width((high - low) / 2, mean, unit)
+    digits = 3 if unit == "%" else 2  # a share near 100% needs its decimals
+    return f" ({format_value(low, unit, digits=digits)} to {format_value(high, unit, digits=digits)})"
+
+
 def format_half_width(half: float, mean: float, unit: str) -> str:
     """A CI half-width to two significant digits, or '' when it rounds to nothing."""
     scaled_half = abs(half * _SCALE.get(unit, 1.0))
@@ -289,10 +301,7 @@ def comparison_rows(comparison) -> list[dict]:  # noqa: ANN001 - sim.experiment.
                         f"{format_value(mean, unit)} ({recovered}/{comparison.replications} recovered)")
                     means[name] = math.inf if recovered == 0 else mean
                     continue
-                half = (row["ci_high"] - row["ci_low"]) / 2 if not math.isnan(row["ci_high"]) else math.nan
-                text = format_value(mean, unit)
-                if not math.isnan(half) and half > 0:
-                    text += format_half_width(half, mean, unit)
+                text = format_value(mean, unit) + format_interval(mean, row["ci_low"], row["ci_high"], unit)
                 cells[name] = text
                 means[name] = mean
             best: set[str] = set()
@@ -339,3 +348,23 @@ def print_comparison(console: Console, comparison) -> None:  # noqa: ANN001
     console.print(table)
     console.print(f"{comparison.total_requests():,} simulated requests in {comparison.wall_s:.1f} s "
                   f"on {comparison.workers} worker(s)", style="dim", soft_wrap=True)
+    warning = few_replications_warning(comparison.replications)
+    if warning:
+        console.print(warning, style="yellow", soft_wrap=True)
+
+
+def few_replications_warning(replications: int) -> str:
+    """One line when there are too few replications for the intervals to say much (fewer than
+    `sim.experiment.FEW_REPLICATIONS`), else ''."""
+    from scipy import stats
+
+    from sim.experiment import FEW_REPLICATIONS
+
+    if replications >= FEW_REPLICATIONS:
+        return ""
+    if replications < 2:
+        return ("warning: one replication per scenario, so no confidence intervals and no 'best' beyond noise; "
+                f"use -r {FEW_REPLICATIONS} or more to tell scenarios apart")
+    t = float(stats.t.ppf(0.975, replications - 1))
+    return (f"warning: with {replications} replications a 95% interval spans {t:.1f} standard errors either side "
+            f"of the mean, too wide to tell most scenarios apart; use -r {FEW_REPLICATIONS} or more")
