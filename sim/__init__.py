@@ -10,11 +10,32 @@ privacy exposure, drift-recovery time and cost.
     4.0
 """
 
-from sim.experiment import Comparison, compare, simulate  # noqa: E402
-from sim.planning import plan  # noqa: E402
-from sim.result import Result  # noqa: E402
-from sim.spec import Scenario, SpecError, load_scenario  # noqa: E402
-from sim.version import __version__  # noqa: E402, F401
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from sim.version import __version__
+
+if TYPE_CHECKING:
+    from sim.experiment import Comparison, compare, simulate
+    from sim.planning import plan
+    from sim.result import Result
+    from sim.spec import Scenario, SpecError, load_scenario
+
+# The public names, imported when first used: `deploysim --help` (and any command that needs
+# only the spec) does not pay for pandas, numba, SciPy and SimPy.
+_LAZY = {"Comparison": "sim.experiment", "compare": "sim.experiment", "simulate": "sim.experiment",
+         "plan": "sim.planning", "Result": "sim.result", "Scenario": "sim.spec", "SpecError": "sim.spec",
+         "load_scenario": "sim.spec"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sim' has no attribute {name!r}")
 
 
 def detect(detector: str, values, **params):  # noqa: ANN001, ANN201

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -17,8 +17,17 @@ from rich.text import Text
 
 from sim.outputs import folder_name, prepare_out_dir, prepare_out_file
 from sim.report.console import SafeConsole, console, escape_control, styled
-from sim.spec import SpecError, SpecIssue, load_scenario
+from sim.spec.errors import SpecError, SpecIssue
 from sim.spec.units import format_bandwidth, format_bytes, format_duration
+
+
+def load_scenario(source: Any, overrides: Any = ()) -> Any:
+    """`sim.spec.load_scenario`, imported on first use: the scenario pulls in numba and pandas,
+    which `deploysim --help` and `catalog` do not need."""
+    from sim.spec.loader import load_scenario as load
+
+    return load(source, overrides)
+
 
 app = typer.Typer(
     name="deploysim",

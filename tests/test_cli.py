@@ -147,3 +147,15 @@ def test_console_script_exit_codes(broken_file: Path) -> None:
     assert "sites.edge.pools[0].gpu" in bad.stderr
     assert "Traceback" not in bad.stderr
     assert "Traceback" not in bad.stdout
+
+
+def test_the_command_line_starts_without_the_heavy_libraries() -> None:
+    """`deploysim --help` (importing sim.cli) loads neither numba, pandas, SciPy nor SimPy:
+    they are imported by the commands that use them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, sim.cli; heavy = [m for m in ('numba', 'pandas', 'scipy', 'simpy') if m in sys.modules]; "
+            "print(','.join(heavy))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == ""

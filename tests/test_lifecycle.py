@@ -437,11 +437,15 @@ def test_s1_vendor_fix_reports_recovery(s1_vendor_fix: Run) -> None:
 def test_sensitive_transfers_reach_the_network_records(seeds: dict[str, Run]) -> None:
     """What crosses premises -> cloud is in the bulk-transfer records with its data class:
     S2 uploads the collected labelled samples (samples x training_sample = 3000 records of
-    record_bytes each); S4 uploads only its sample (round(3000 x 0.3) = 900 records) and pulls
+    2048 tokens x 4 bytes each: monitor.record_bytes is unset, so a record is the sample the
+    retraining reads, tokens_per_sample x bytes_per_token); S4 uploads only its sample (round(3000 x 0.3) = 900 records) and pulls
     the LoRA adapter back cloud -> premises as one model_weights record; S1 and S3 send nothing
     premises -> cloud."""
     tables = {name: run.result.tables["bulk_transfers"] for name, run in seeds.items()}
-    record_bytes = seeds["s2"].record.scenario.lifecycle.monitor.record_bytes
+    scenario = seeds["s2"].record.scenario
+    assert scenario.lifecycle.monitor.record_bytes is None
+    record_bytes = scenario.lifecycle.retraining.tokens_per_sample * scenario.workload.bytes_per_token
+    assert record_bytes == 2048 * 4
     for name, records in (("s2", 3000), ("s4", 900)):
         up = tables[name][(tables[name]["from_site"] == "premises") & (tables[name]["to_site"] == "cloud")]
         samples = up[up["data_class"] == "labelled_sample"]
@@ -604,7 +608,8 @@ def test_cloud_training_stage_times_by_hand(name: str, certain: dict[str, Run]) 
     """Each stage of a cloud retraining, by hand:
 
     - collect: ends exactly when the 300th label after detection arrives (no polling step);
-    - upload: uploaded = 300 x training_sample (S2 300, S4 90) records of 2048 bytes, premises
+    - upload: uploaded = 300 x training_sample (S2 300, S4 90) records of 2048 tokens x 4 bytes
+      (retraining.tokens_per_sample x workload.bytes_per_token; monitor.record_bytes unset), premises
       -> cloud, alone on the WAN: bytes / 125 MB/s + 10 ms;
     - acquire_gpus: the elastic H100 pool holds 0 < 2 GPUs, so its provisioning delay, 600 s;
     - train: 4 x params x tokens / (2 x peak bf16 x training MFU x 0.9), tokens = uploaded x
@@ -627,7 +632,7 @@ def test_cloud_training_stage_times_by_hand(name: str, certain: dict[str, Run]) 
     load_bandwidth = scenario.lifecycle.deployment.load_bandwidth
     expected = {
         "collect": _collect_end(record, detected) - detected,
-        "upload": uploaded * 2048 / WAN_BYTES_PER_S + WAN_ONE_WAY_S,
+        "upload": uploaded * 2048 * 4 / WAN_BYTES_PER_S + WAN_ONE_WAY_S,
         "acquire_gpus": 600.0,
         "train": _train_s(scenario, "h100-sxm", uploaded),
         "validate": 1800.0,
@@ -685,3 +690,16 @@ def test_shared_pool_trains_on_the_gpus_it_holds() -> None:
     stages = _stages(result)
     train = stages.loc["train", "end_s"] - stages.loc["train", "start_s"]
     assert train == pytest.approx(_train_s(record.scenario, "l40s", 3000, gpus=held), rel=1e-12)
+
+
+def test_a_labelled_record_is_the_sample_it_trains_on_unless_sized_by_hand() -> None:
+    """A record's bytes follow the token knobs (tokens_per_sample x bytes_per_token) unless
+    monitor.record_bytes says otherwise: S4's upload of round(300 x 0.3) = 90 records is
+    90 x 1024 x 2 bytes with 1024-token samples at 2 bytes per token, and 90 x 5000 bytes
+    with record_bytes: 5000."""
+    short = [*CERTAIN, "lifecycle.retraining.tokens_per_sample=1024", "workload.bytes_per_token=2"]
+    for extra, size in (([], 1024 * 2), (["lifecycle.monitor.record_bytes=5000"], 5000)):
+        transfers = _run(S4, [*short, *extra]).result.tables["bulk_transfers"]
+        samples = transfers[transfers["data_class"] == "labelled_sample"]
+        assert samples["records"].tolist() == [90.0]
+        assert samples["bytes"].tolist() == [90.0 * size]

@@ -654,7 +654,9 @@ class Monitor(Spec):
     interval: Seconds = Field(default=300.0, gt=0, description="how often the monitor runs")
     label_fraction: float = Field(default=0.1, gt=0, le=1, description="share of requests that get a label")
     label_delay: Seconds = Field(default=3600.0, ge=0, description="time until a label arrives")
-    record_bytes: Bytes = Field(default=2048.0, gt=0, description="size of one labelled record")
+    record_bytes: Bytes | None = Field(
+        default=None, gt=0, description="size of one labelled record; unset: retraining.tokens_per_sample x "
+                                        "workload.bytes_per_token (the record is the sample trained on)")
 
 
 DETECTORS.bind(Monitor, "detector")

@@ -480,7 +480,7 @@ class Lifecycle:
         # upload
         start = self.env.now
         uploaded = max(1, round(samples * p.training_sample))
-        nbytes = uploaded * self.spec.monitor.record_bytes
+        nbytes = uploaded * self.record_bytes()
         origin = s.workload.origin
         if p.training_data not in (NONE_SITE, origin):
             yield w.network.transfer(origin, p.training_data, nbytes, "labelled_sample", uploaded, "training data")
@@ -534,6 +534,14 @@ class Lifecycle:
             self.log("recovered", self.env.now, self.env.now, covered, version.version, trigger)
         self.new_epoch()
         self.busy = False
+
+    def record_bytes(self) -> float:
+        """Bytes of one labelled record: `monitor.record_bytes`, else the sample it trains on
+        (`retraining.tokens_per_sample` x `workload.bytes_per_token`)."""
+        given = self.spec.monitor.record_bytes
+        if given is not None:
+            return float(given)
+        return float(self.spec.retraining.tokens_per_sample * self.scenario.workload.bytes_per_token)
 
     def _artifact_bytes(self, model) -> float:  # noqa: ANN001
         if self.spec.deployment.artifact == "adapter" and self.spec.retraining.method == "lora":
