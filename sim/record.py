@@ -166,7 +166,10 @@ def empty_frame(columns: dict[str, Any]) -> pd.DataFrame:
 HOLD_COLUMNS = {"site": object, "pool": object, "purpose": object, "gpus": np.int64, "start_s": np.float64,
                 "end_s": np.float64}
 TRANSFER_COLUMNS = {"start_s": np.float64, "from_site": object, "to_site": object, "data_class": object,
-                    "bytes": np.float64, "records": np.float64, "purpose": object, "end_s": np.float64}
+                    "bytes": np.float64, "records": np.float64, "purpose": object, "end_s": np.float64,
+                    "dataset": object}
+"""`dataset` names the records a transfer carries when the same ones may travel again (a
+development job's data set: 'development:<job>'); '' when they are new every time."""
 STAGE_COLUMNS = {"stage": object, "start_s": np.float64, "end_s": np.float64, "drift_event": np.int64,
                  "version": np.int64, "detail": object}
 JOB_COLUMNS = {"name": object, "purpose": object, "submitted_s": np.float64, "started_s": np.float64,

@@ -189,10 +189,11 @@ def test_private_to_private_is_not_exposure() -> None:
 
 
 def development_records(record: RunRecord) -> float:
-    """Records the development experiments' data uploads carried from the premises."""
+    """Distinct records the development experiments' data uploads carried from the premises:
+    each job's data set once, however often it was uploaded again."""
     transfers = record.transfers
-    mine = transfers["purpose"].str.startswith("development") & (transfers["from_site"] == "premises")
-    return float(transfers.loc[mine, "records"].sum())
+    mine = transfers[transfers["purpose"].str.startswith("development") & (transfers["from_site"] == "premises")]
+    return float(mine.groupby("dataset")["records"].max().sum())
 
 
 @pytest.mark.parametrize("key", ["s1", "s3"])
@@ -210,7 +211,7 @@ def test_local_placements_expose_nothing_sensitive(seeds: dict[str, tuple[RunRec
 def test_cloud_placement_exposes_every_prompt_and_response(seeds: dict[str, tuple[RunRecord, Result]]) -> None:
     """S2 serves from the cloud: every prompt sent and every response completed is exposed,
     and the 3000 labelled samples its retraining uploads (training_sample 1.0), plus the
-    records of the development experiments' data uploads."""
+    distinct records of the development experiments' data sets."""
     record, result = seeds["s2"]
     s = summary_of(record)
     assert s["exposed_records_by_class"]["prompt"] == result.summary["requests_total"]

@@ -160,5 +160,5 @@ def test_records_carry_what_moved_where_and_when() -> None:
     assert values == [in_flight]
     assert vars(in_flight) == pytest.approx({
         "start_s": 3.0, "from_site": "b", "to_site": "a", "data_class": "model_weights",
-        "bytes": 250.0, "records": 1.0, "purpose": "artifact", "end_s": 3.0 + 2.5 + ONE_WAY_S,
+        "bytes": 250.0, "records": 1.0, "purpose": "artifact", "end_s": 3.0 + 2.5 + ONE_WAY_S, "dataset": "",
     })

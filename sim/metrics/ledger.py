@@ -28,8 +28,13 @@ it:
 **Exposure** is what a third party gets to see. A third-party site sees (1) everything a
 private site sends it, and (2) every response it generates for private clients: ledger rows
 with purpose `response` sent from a third-party site to a private one (it computed them, so it
-holds them). Exposure counts, per data class, those rows' bytes and records, and scores them:
-score = records x the class's `sensitivity`. A class marked `anonymised` is uploaded as
+holds them). Exposure counts, per data class, those rows' bytes and **distinct** records, and
+scores them: score = records x the class's `sensitivity`. A record counts once per third
+party: a transfer that names its data set (`dataset`, e.g. a development job's data set,
+uploaded again by every run of the job) adds its bytes and a transfer (`exposed_transfers`),
+but its records only the first time that party sees them; payloads and transfers of new
+records (`dataset` '') add all theirs. `exposed_records_by_purpose` splits the distinct
+records by use: serving (requests, responses), monitoring, retraining, development. A class marked `anonymised` is uploaded as
 aggregates: its bytes count, but its rows carry no customer records, so it adds 0 records and
 0 score (the number of aggregates is reported apart, as `exposed_aggregates_by_class`).
 `traffic_class_exposure` gives the same bytes, records and score per traffic class (its
@@ -55,7 +60,7 @@ from sim.record import RunRecord
 from sim.spec.scenario import DataClass, Scenario
 
 LEDGER_COLUMNS = ["time_s", "from_site", "to_site", "data_class", "traffic_class", "bytes", "records", "purpose",
-                  "link"]
+                  "link", "dataset"]
 REQUEST_PURPOSE = "request"
 RESPONSE_PURPOSE = "response"
 MINUTE_S = 60.0
@@ -110,9 +115,9 @@ def _payload_rows(record: RunRecord) -> tuple[pd.DataFrame, pd.DataFrame]:
             up = _per_minute(requests.uplink_send_s[here], requests.request_bytes[here])
             down = _per_minute(requests.downlink_send_s[here], requests.response_bytes[here])
             ups.append(up.assign(from_site=origin, to_site=site, data_class=up_class, traffic_class=spec.name,
-                                 purpose=REQUEST_PURPOSE, link=link)[LEDGER_COLUMNS])
+                                 purpose=REQUEST_PURPOSE, link=link, dataset="")[LEDGER_COLUMNS])
             downs.append(down.assign(from_site=site, to_site=origin, data_class=down_class, traffic_class=spec.name,
-                                     purpose=RESPONSE_PURPOSE, link=link)[LEDGER_COLUMNS])
+                                     purpose=RESPONSE_PURPOSE, link=link, dataset="")[LEDGER_COLUMNS])
     return _joined(ups), _joined(downs)
 
 
@@ -149,6 +154,7 @@ def _bulk_rows(record: RunRecord) -> pd.DataFrame:
         "bytes": transfers["bytes"].astype(np.float64), "records": transfers["records"].astype(np.float64),
         "purpose": transfers["purpose"],
         "link": [link_name(scenario, a, b) for a, b in zip(transfers["from_site"], transfers["to_site"], strict=True)],
+        "dataset": transfers["dataset"].fillna("") if "dataset" in transfers else "",
     })
     return frame[LEDGER_COLUMNS]
 
@@ -227,9 +233,44 @@ def traffic_class_exposure(ledger: pd.DataFrame, scenario: Scenario) -> dict[str
     return out
 
 
+PURPOSE_GROUPS = {REQUEST_PURPOSE: "serving", RESPONSE_PURPOSE: "serving", "monitoring": "monitoring",
+                  "training data": "retraining"}
+
+
+def purpose_group(purpose: str) -> str:
+    """The use a transfer served: serving, monitoring, retraining, development (or its purpose)."""
+    if purpose.startswith("development"):
+        return "development"
+    return PURPOSE_GROUPS.get(purpose, purpose)
+
+
+def distinct_records(rows: pd.DataFrame, scenario: Scenario) -> pd.Series:
+    """Per exposed row, the records it shows a third party for the first time: all of them for
+    payloads and transfers of new records (`dataset` ''); for a named data set, its records
+    once per third party and data class (on the first row of the largest upload), 0 on every
+    other row."""
+    _, dst = _zones(rows, scenario)
+    holder = rows["to_site"].where(dst == THIRD_PARTY, rows["from_site"])
+    named = rows["dataset"].fillna("").astype(str) != ""
+    out = rows["records"].astype(float).where(~named, 0.0)
+    if named.any():
+        keys = pd.DataFrame({"holder": holder[named], "data_class": rows.loc[named, "data_class"],
+                             "dataset": rows.loc[named, "dataset"], "records": rows.loc[named, "records"]})
+        first = keys.sort_values("records", ascending=False, kind="stable").drop_duplicates(
+            ["holder", "data_class", "dataset"])
+        out.loc[first.index] = first["records"].astype(float)
+    return out
+
+
 def exposure(ledger: pd.DataFrame, scenario: Scenario, horizon_s: float) -> dict[str, Any]:
-    """Summary fields of exposure and data at rest (DESIGN.md §2), with per-class breakdowns."""
+    """Summary fields of exposure and data at rest (DESIGN.md §2), with per-class breakdowns.
+    Records are counted once per third party (`distinct_records`); `exposed_transfers` counts
+    every payload and bulk transfer that showed them."""
     rows = ledger[exposed_rows(ledger, scenario)]
+    payload = rows["purpose"].isin([REQUEST_PURPOSE, RESPONSE_PURPOSE])
+    transfers = int(round(float(rows.loc[payload, "records"].sum()))) + int((~payload).sum())
+    rows = rows.assign(records=distinct_records(rows, scenario))
+    by_purpose = rows.assign(use=rows["purpose"].map(purpose_group))
     names = sorted(set(scenario.privacy.data_classes) | set(ledger["data_class"]))
     anonymised = {c for c in names if data_class(scenario, c).anonymised}
     by_class = rows.groupby("data_class")[["bytes", "records"]].sum()
@@ -244,9 +285,15 @@ def exposure(ledger: pd.DataFrame, scenario: Scenario, horizon_s: float) -> dict
     records_by_class = {c: customer_records(scenario, c, total("records", c)) for c in names}
     aggregates_by_class = {c: int(round(total("records", c))) for c in names if c in anonymised}
     score_by_class = {c: records_by_class[c] * data_class(scenario, c).sensitivity for c in names}
+    records_by_purpose: dict[str, int] = {}
+    for (use, name), group in by_purpose.groupby(["use", "data_class"]):
+        records_by_purpose[str(use)] = records_by_purpose.get(str(use), 0) + customer_records(
+            scenario, str(name), float(group["records"].sum()))
     return {
         "exposed_bytes": float(sum(bytes_by_class.values())),
         "exposed_records": int(sum(records_by_class.values())),
+        "exposed_transfers": transfers,
+        "exposed_records_by_purpose": records_by_purpose,
         "exposure_score": float(sum(score_by_class.values())),
         "third_party_gb_days": float(rest["gb_days"].sum()),
         "exposed_bytes_by_class": bytes_by_class,

@@ -44,6 +44,7 @@ class TransferRecord:
     records: float
     purpose: str
     end_s: float = float("nan")
+    dataset: str = ""  # the records' identity when the same ones may be sent again ('' : new ones)
 
 
 @dataclass
@@ -70,10 +71,10 @@ class LinkDirection:
     _generation: int = 0
 
     def send(self, nbytes: float, data_class: str, records: float = 0.0,
-             purpose: str = "") -> tuple[simpy.Event, TransferRecord]:
+             purpose: str = "", dataset: str = "") -> tuple[simpy.Event, TransferRecord]:
         """Start a transfer; the event fires (with the record) when it has fully arrived."""
         record = TransferRecord(self.env.now, self.from_site, self.to_site, data_class, float(nbytes),
-                                float(records), purpose)
+                                float(records), purpose, dataset=dataset)
         done = self.env.event()
         self._progress()
         self.bytes_accepted += float(nbytes)
@@ -172,8 +173,9 @@ class Network:
         return pd.DataFrame(rows, columns=list(LINK_COLUMNS)).astype(LINK_COLUMNS)
 
     def transfer(self, src: str, dst: str, nbytes: float, data_class: str, records: float = 0.0,
-                 purpose: str = "") -> simpy.Event:
-        """Move bytes from one site to another; within a site it is instant and unrecorded."""
+                 purpose: str = "", dataset: str = "") -> simpy.Event:
+        """Move bytes from one site to another; within a site it is instant and unrecorded.
+        `dataset` names the records when the same ones may be sent again (see TRANSFER_COLUMNS)."""
         if src == dst:
             event = self.env.event()
             event.succeed(None)
@@ -181,7 +183,7 @@ class Network:
         direction = self.directions.get((src, dst))
         if direction is None:
             raise KeyError(f"no link joins {src!r} and {dst!r}")
-        done, record = direction.send(nbytes, data_class, records, purpose)
+        done, record = direction.send(nbytes, data_class, records, purpose, dataset)
         self.records.append(record)
         return done
 

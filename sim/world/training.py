@@ -214,10 +214,12 @@ class DevelopmentWorkload:
         network = lifecycle.world.network
         purpose = f"development: {job.name}"
         store = placement.training_data if placement.training_data != NONE_SITE else origin
+        dataset = f"development:{job.name}"  # each run of the job uploads the same data set again
         if job.data > 0 and store != origin:
-            yield network.transfer(origin, store, job.data, job.data_class, job.records, purpose)
+            yield network.transfer(origin, store, job.data, job.data_class, job.records, purpose, dataset)
         if job.data > 0 and store != placement.training:
-            yield network.transfer(store, placement.training, job.data, job.data_class, job.records, purpose)
+            yield network.transfer(store, placement.training, job.data, job.data_class, job.records, purpose,
+                                   dataset)
         queue = lifecycle.training
         assert queue is not None
         release, gpus = yield from queue.request(job.gpus, spec.priority, "development")
