@@ -574,3 +574,19 @@ def test_generation_refuses_an_unchecked_workload_whose_shares_do_not_add_up() -
     """A Workload built without the scenario checks still cannot leave requests without a class."""
     with pytest.raises(SpecError, match="sum to 1"):
         generate_requests(workload([{"name": "a", "share": 0.5}]), 10.0, 0, 0)
+
+
+def test_each_request_is_judged_against_its_own_classes_slo() -> None:
+    """The heterogeneous example's classes have SLOs of their own (interactive: e2e p99 20 s;
+    batch: 120 s; the scenario's 30 s judges neither): SLO attainment and availability within
+    the SLO count each request against its class's targets, agree with each other, and agree
+    with the request-weighted attainment of the classes; the scenario's verdict judges no class."""
+    path = Path(__file__).parent.parent / "scenarios" / "examples" / "hetero_h100_l4.yaml"
+    result = sim.simulate(sim.load_scenario(path, ["replications=1", "horizon=3h", "warmup=10min"]))
+    s = result.summary
+    assert s["slo"] == {}
+    assert s["availability_slo"] == pytest.approx(s["slo_attainment"])
+    frame = result.requests
+    batch = frame[frame["traffic_class"] == "batch"]
+    assert (batch["e2e_s"] > 30).any()  # what the scenario's SLO would have missed, the class's does not
+    assert s["classes"]["batch"]["slo_attainment"] > 0.99

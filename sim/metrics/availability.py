@@ -12,8 +12,8 @@ scenario without SLO targets judges only the requests that ended within the hori
     availability_slo  = completed within every per-request SLO target / judged
 
 The per-request targets are the SLO's percentile targets, as for `slo_attainment`
-(`sim.metrics.latency.within_slo`, the one definition), so `availability_slo` equals
-`slo_attainment`. With no faults, no rejections and no backlog, availability is 1. Next to it: failed and retried requests, the
+(`sim.metrics.latency.within_slo`, the one definition): each traffic class's own SLO, else
+the scenario's, so `availability_slo` equals `slo_attainment`. With no faults, no rejections and no backlog, availability is 1. Next to it: failed and retried requests, the
 requests served by the fallback pool, delayed or cut off by outages, and per kind of fault the
 number of faults, the mean time to restore and the time spent down (within the horizon).
 
@@ -35,7 +35,7 @@ import pandas as pd
 
 from sim.kernels.batching import DONE, FAILED, REJECTED
 from sim.kernels.windows import overlap_s
-from sim.metrics.latency import slo_targets, verdict_window, within_slo
+from sim.metrics.latency import class_slo_targets, verdict_window, within_slo
 from sim.record import RunRecord
 
 FAULT_KINDS = ("replica_failure", "link_outage", "site_outage", "capacity_shortage")
@@ -53,13 +53,19 @@ def availability(record: RunRecord, latencies: dict[str, np.ndarray]) -> dict[st
     `latencies`: the per-request latencies of `sim.metrics.latency.request_latencies`."""
     scenario = record.scenario
     req = record.requests
-    targets = slo_targets(scenario)
-    window = verdict_window(req.send_s, scenario, targets)
     status = req.status
-    ended = window & np.isin(status, (DONE, FAILED, REJECTED))
-    judged = window if targets else ended  # unfinished ones are misses when the SLO gives them time
+    n = len(status)
+    ended, judged, good = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    classes = np.asarray(req.traffic_class)
+    for k, traffic_class in enumerate(scenario.workload.class_specs()):  # each against its own SLO
+        targets = class_slo_targets(scenario, traffic_class)
+        window = verdict_window(req.send_s, scenario, targets) & (classes == k)
+        ended_k = window & np.isin(status, (DONE, FAILED, REJECTED))
+        judged_k = window if targets else ended_k  # unfinished ones are misses when the SLO gives them time
+        ended |= ended_k
+        judged |= judged_k
+        good |= judged_k & within_slo(latencies, status, scenario, targets)
     completed = judged & (status == DONE)
-    good = judged & within_slo(latencies, status, scenario)
     n_judged = int(judged.sum())
     retried = req.attempts > 1
     summary: dict[str, Any] = {

@@ -150,10 +150,13 @@ def slo_verdict(requests: pd.DataFrame, scenario: Scenario,
     return out
 
 
-def within_slo(latencies: Mapping[str, np.ndarray], status: np.ndarray, scenario: Scenario) -> np.ndarray:
-    """Per request: completed, and within every per-request target."""
+def within_slo(latencies: Mapping[str, np.ndarray], status: np.ndarray, scenario: Scenario,
+               targets: Mapping[str, float] | None = None) -> np.ndarray:
+    """Per request: completed, and within every per-request target (the scenario's SLO unless
+    `targets` are given)."""
     ok = status == DONE
-    for stem, threshold in per_request_thresholds(slo_targets(scenario)).items():
+    chosen = slo_targets(scenario) if targets is None else targets
+    for stem, threshold in per_request_thresholds(chosen).items():
         with np.errstate(invalid="ignore"):
             ok &= ~(latencies[f"{stem}_s"] > threshold)
     return ok
