@@ -91,14 +91,21 @@ def build_pool(serving: Serving, options: Mapping[str, Any], arrival_s: np.ndarr
     """A serving pool's kernel: the serving knobs, then the replica / service-model options
     (`ReplicaSetup.kernel_options()` and the like), then `extra` (replicas, prefix groups,
     router draws, closed loop, timeouts...), later keys winning."""
+    settings = {"router": serving.router, **_settings(serving, options, extra)}
+    return PoolKernel(arrival_s, prompt_tokens, output_tokens, **settings)
+
+
+def _settings(serving: Serving, options: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """The serving-engine knobs, then `options`, then `extra`, later keys winning (the router
+    is the caller's: per pool or per cluster)."""
     settings: dict[str, Any] = {
         "max_num_seqs": serving.max_num_seqs, "max_num_batched_tokens": serving.max_num_batched_tokens,
         "chunked_prefill": serving.chunked_prefill, "max_model_len": serving.max_model_len,
-        "router": serving.router, "prefix_caching": serving.prefix_caching,
+        "prefix_caching": serving.prefix_caching,
     }
     settings.update(options)
     settings.update(extra)
-    return PoolKernel(arrival_s, prompt_tokens, output_tokens, **settings)
+    return settings
 
 
 _POOL_FIELDS = frozenset(f.name for f in dataclasses.fields(PoolConfig))
@@ -108,12 +115,6 @@ def pool_config(serving: Serving, options: Mapping[str, Any], **extra: Any) -> t
     """One pool of a serving cluster from the same knobs as `build_pool`: its `PoolConfig`,
     and the cluster-wide keyword arguments the options carry (the service model, per-request
     service times), for `ClusterKernel`."""
-    settings: dict[str, Any] = {
-        "max_num_seqs": serving.max_num_seqs, "max_num_batched_tokens": serving.max_num_batched_tokens,
-        "chunked_prefill": serving.chunked_prefill, "max_model_len": serving.max_model_len,
-        "prefix_caching": serving.prefix_caching,
-    }
-    settings.update(options)
-    settings.update(extra)
+    settings = _settings(serving, options, extra)
     own = {k: v for k, v in settings.items() if k in _POOL_FIELDS}
     return PoolConfig(**own), {k: v for k, v in settings.items() if k not in _POOL_FIELDS}

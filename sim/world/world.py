@@ -47,7 +47,7 @@ from sim.kernels.batching import (
 from sim.kernels.links import carry
 from sim.kernels.replica import pool_config
 from sim.kernels.windows import window_containing
-from sim.record import AUTOSCALE_COLUMNS, NO_POOL, RequestTable, RunRecord, empty_frame
+from sim.record import AUTOSCALE_COLUMNS, RequestTable, RunRecord, empty_frame
 from sim.spec.routing import class_routes, serving_pool_names
 from sim.spec.scenario import Scenario
 from sim.streams import stream
@@ -310,4 +310,4 @@ class World:
         return client_first, client_done, downlink_send
 
 
-__all__ = ["NO_POOL", "TIMELINE_STEP_S", "World"]
+__all__ = ["TIMELINE_STEP_S", "World"]
