@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sim.version import __version__
 
 if TYPE_CHECKING:
+    from sim.decision import Decision, decide
     from sim.experiment import Comparison, compare, simulate
     from sim.planning import plan
     from sim.result import Result
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 # The public names, imported when first used: `deploysim --help` (and any command that needs
 # only the spec) does not pay for pandas, numba, SciPy and SimPy.
 _LAZY = {"Comparison": "sim.experiment", "compare": "sim.experiment", "simulate": "sim.experiment",
-         "plan": "sim.planning", "Result": "sim.result", "Scenario": "sim.spec", "SpecError": "sim.spec",
+         "plan": "sim.planning", "decide": "sim.decision", "Decision": "sim.decision", "Result": "sim.result", "Scenario": "sim.spec", "SpecError": "sim.spec",
          "load_scenario": "sim.spec"}
 
 
@@ -54,7 +55,7 @@ def detect(detector: str, values, **params):  # noqa: ANN001, ANN201
 
     return run_detect(detector, values, **params)
 
-__all__ = ["Comparison", "Result", "Scenario", "SpecError", "__version__", "compare", "detect",
+__all__ = ["Comparison", "Decision", "Result", "Scenario", "SpecError", "__version__", "compare", "decide", "detect",
            "load_scenario", "plan", "simulate", "sweep"]
 
 

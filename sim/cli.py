@@ -478,6 +478,110 @@ def plan(
               f"{result.wall_s:.0f} s; their workspaces in {target}/runs", soft_wrap=True)
 
 
+@app.command()
+def decide(
+    scenario_files: Annotated[list[Path] | None, typer.Argument(
+        help="Candidate scenario files (default: the seed scenarios and scenarios/examples/).")] = None,
+    require: Annotated[list[str] | None, typer.Option(
+        "--require", help='A hard rule over a summary field, e.g. "exposure_score==0", "recovery_time_s<6h", '
+                          '"ttft_p99_s<0.8s", "cost_per_day<100" (repeatable).')] = None,
+    weight: Annotated[list[str] | None, typer.Option(
+        "--weight", help="A ranking weight, e.g. cost=0.5 (repeatable; criteria cost, ttft_p99, e2e_p99, "
+                         "exposure, recovery, energy; default cost=0.5 ttft_p99=0.2 exposure=0.2 "
+                         "recovery=0.1).")] = None,
+    replications: Annotated[int, typer.Option("--replications", "-r", help="Replications per candidate.")] = 3,
+    headroom: Annotated[int, typer.Option(help="Spare replicas added to each right-sized pool (1: N+1).")] = 0,
+    pin: Annotated[list[str] | None, typer.Option(
+        "--pin", help="Fix a pool's size instead of right-sizing it: [SCENARIO:]SITE/POOL=N (GPUs; most "
+                      "replicas for an autoscaled pool; repeatable).")] = None,
+    sensitivity: Annotated[bool, typer.Option(
+        "--sensitivity/--no-sensitivity", help="Vary the uncertain inputs one at a time.")] = True,
+    ranges: Annotated[Path | None, typer.Option(
+        help="YAML file of input ranges (default: the shipped sim/catalog/sensitivity.yaml).")] = None,
+    input_: Annotated[list[str] | None, typer.Option(
+        "--input", help="Only these sensitivity inputs (repeatable; default: every input in the ranges).")] = None,
+    sizing_horizon: Annotated[str, typer.Option(help="Simulated time per right-sizing probe.")] = "1h",
+    workers: Annotated[int | None, typer.Option(help="Parallel processes (default: all CPUs).")] = None,
+    set_: SetOption = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Report folder (default reports/decide).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Which placement, right-sized, meets the SLOs and rules at the lowest cost, and what would change it."""
+    import json
+
+    from sim.decision import decide as run_decide
+    from sim.decision import default_candidates
+
+    files = list(scenario_files or []) or default_candidates(Path("scenarios"))
+    if not files:
+        raise fail(SpecError([SpecIssue(
+            "SCENARIO", "no scenario files given and none found in ./scenarios", str(Path.cwd()),
+            "scenario files as arguments, or run from the folder that holds scenarios/")]))
+    if workers is not None and workers < 1:
+        raise fail(SpecError([SpecIssue("--workers", "out of range", workers, "a whole number >= 1")]))
+    target = _ready(out_dir or Path("reports") / "decide")
+    try:
+        decision = _with_stages(
+            lambda progress: run_decide(files, requires=require or [], weights=weight, replications=replications,
+                                        headroom=headroom, pins=pin or [], sensitivity=sensitivity, ranges=ranges,
+                                        inputs=input_, overrides=set_ or [], sizing_horizon=sizing_horizon,
+                                        workers=workers, out=target, on_progress=progress), quiet)
+    except SpecError as exc:
+        raise fail(exc) from None
+    from sim.report.decision_page import write_decision_report
+
+    index = write_decision_report(decision, target)  # first: the results are safe whatever printing does
+    if as_json:
+        out.print_json(json.dumps(decision.to_json()))
+        return
+    print_decision(decision)
+    out.print(f"decision page: {index} (also report.md, decision.json, compare/)", soft_wrap=True)
+
+
+def _with_stages(work, quiet: bool):  # noqa: ANN001, ANN202
+    """Run work(progress) with a bar per stage (progress(stage, done, total))."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if quiet or not err.is_terminal:
+        return work(None)
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(escape_control(stage), total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        return work(progress)
+
+
+def print_decision(decision) -> None:  # noqa: ANN001 - a sim.decision.Decision, imported lazily
+    from sim.report.decision_page import _ranking_rows, _sensitivity_rows
+
+    console_ = wide()
+    for line in decision.verdict():
+        console_.print(Text(line, style="bold"), soft_wrap=True)
+    for title, rows, keep in (
+        ("Ranking (score 1 = best; * Pareto set)", _ranking_rows(decision),
+         ("rank", "candidate", "score", "cost per day", "TTFT p99", "exposure score", "drift recovery",
+          "right-sized pools", "broken rules")),
+        ("What would change the answer", _sensitivity_rows(decision),
+         ("input", "as simulated", "range", "margin (low / base / high)", "flips at")),
+    ):
+        if not rows:
+            continue
+        view = Table(title=title)
+        for column in keep:
+            view.add_column(column, overflow="fold")
+        for row in rows:
+            view.add_row(*(row[c] for c in keep))
+        console_.print(view)
+    for note in decision.notes:
+        console_.print(Text(f"note: {note}"), soft_wrap=True)
+
+
 def _int_list(text: str, option: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sim.outputs import folder_name
+from sim.record import RunRecord
 from sim.result import Result, collect
 from sim.spec.errors import SpecError, SpecIssue
 from sim.spec.scenario import Scenario
@@ -70,19 +71,22 @@ def clear_workspace(workspace: Path) -> None:
 
 
 def run_point(scenario: Scenario, replication: int = 0, workspace: str | Path | None = None, *,
-              requests: bool = False, on_progress: Callable[[float], None] | None = None) -> Result:
+              requests: bool = False, on_progress: Callable[[float], None] | None = None,
+              on_record: Callable[[RunRecord, Result], None] | None = None) -> Result:
     """Run one replication of a scenario to its horizon and measure it (see the module doc).
 
     Refuses (SpecError) a run whose estimated memory exceeds what this process can use. With a
     `workspace`, leaves the point's files there (`requests`: also requests.parquet), or
-    `error.txt` and re-raises when it fails.
+    `error.txt` and re-raises when it fails. `on_record(record, result)` is called once the
+    run is measured, for callers that re-measure the same record (`sim.decision` prices it
+    again under other prices without simulating again).
     """
     folder = Path(workspace) if workspace is not None else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         clear_workspace(folder)
     try:
-        result = _simulate(scenario, replication, on_progress)
+        result = _simulate(scenario, replication, on_progress, on_record)
     except BaseException as exc:
         if folder is not None and not isinstance(exc, KeyboardInterrupt):
             write_error(folder, scenario, exc)
@@ -92,7 +96,8 @@ def run_point(scenario: Scenario, replication: int = 0, workspace: str | Path | 
     return result
 
 
-def _simulate(scenario: Scenario, replication: int, on_progress: Callable[[float], None] | None) -> Result:
+def _simulate(scenario: Scenario, replication: int, on_progress: Callable[[float], None] | None,
+              on_record: Callable[[RunRecord, Result], None] | None = None) -> Result:
     from sim.metrics.invariants import check_invariants
     from sim.workload.limits import check_run_fits
     from sim.world import World
@@ -102,6 +107,8 @@ def _simulate(scenario: Scenario, replication: int, on_progress: Callable[[float
     record = World(scenario, replication).run(on_progress=on_progress)
     result = collect(record)
     check_invariants(record, result.requests, result.tables.get("transfers"))
+    if on_record is not None:
+        on_record(record, result)
     result.wall_s = time.perf_counter() - started
     return result
 

@@ -103,6 +103,12 @@ class ArrivalProcess(Spec):
         """Field paths (below `workload.arrivals`) and values that give this mean rate."""
         return None
 
+    def peak_rate_per_s(self, horizon_s: float) -> float | None:
+        """The highest rate the process sends at for a sustained time (what capacity must carry);
+        None when it has no rate (a closed loop) or none known ahead (a trace). By default the
+        mean: a process with one rate."""
+        return self.mean_rate_per_s(horizon_s)
+
     def expected_requests(self, horizon_s: float) -> float:
         return float(self.mean_rate_per_s(horizon_s) or 0.0) * horizon_s
 
@@ -181,6 +187,9 @@ class Bursty(ArrivalProcess):
         scale = mean_rate_per_s / self.mean_rate_per_s(horizon_s)
         return {"rate_per_s": self.rate_per_s * scale, "burst_rate_per_s": self.burst_rate_per_s * scale}
 
+    def peak_rate_per_s(self, horizon_s: float) -> float:
+        return max(self.rate_per_s, self.burst_rate_per_s)
+
 
 @ARRIVALS.register
 class Diurnal(ArrivalProcess):
@@ -206,6 +215,9 @@ class Diurnal(ArrivalProcess):
 
     def mean_rate_overrides(self, mean_rate_per_s: float, horizon_s: float) -> dict[str, float]:
         return {"rate_per_s": mean_rate_per_s}
+
+    def peak_rate_per_s(self, horizon_s: float) -> float:
+        return self.rate_per_s * (1.0 + self.amplitude)
 
     def expected_requests(self, horizon_s: float) -> float:
         return self.rate_per_s * (1.0 + self.amplitude) * horizon_s  # the candidates thinning draws
@@ -266,6 +278,14 @@ class Stages(ArrivalProcess):
         scale = mean_rate_per_s / self.mean_rate_per_s(horizon_s)
         return {f"stages[{k}].rate_per_s": stage.rate_per_s * scale for k, stage in enumerate(self.stages)}
 
+    def peak_rate_per_s(self, horizon_s: float) -> float:
+        start, peak = 0.0, 0.0
+        for stage in self.stages:
+            if start < horizon_s or self.repeat:
+                peak = max(peak, stage.rate_per_s)
+            start += stage.duration
+        return peak
+
     def expected_requests(self, horizon_s: float) -> float:
         if not self.repeat:
             return self._expected_inside(horizon_s)
@@ -325,6 +345,9 @@ class Trace(ArrivalProcess):
     def sample(self, horizon_s: float, rng: np.random.Generator) -> ArrivalSample:
         """The replayed times and, with `use_token_counts`, the trace's own token counts."""
         return ArrivalSample(*replay_trace(self, horizon_s, WHERE))
+
+    def peak_rate_per_s(self, horizon_s: float) -> None:
+        return None  # a trace's busiest stretch depends on the window: replay it instead
 
     def mean_rate_per_s(self, horizon_s: float) -> float:
         """Requests replayed inside the horizon, over the horizon (reads the file)."""
