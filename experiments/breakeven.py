@@ -1,17 +1,16 @@
 """At what utilisation do our own GPUs become cheaper than renting them? S1 against S2.
 
-    python experiments/breakeven.py [--gpu l40s] [--premises-gpus 4] [--points 12]
+    python experiments/breakeven.py [--gpu l40s] [--premises-gpus 4] [--points 8]
 
-Premises GPUs (S1) are bought for the peak: their cost per month is fixed (amortised purchase
-and energy), so their cost per 1M requests falls as traffic rises. Cloud GPUs (S2) can be
-rented to fit the traffic: at each rate, `sim.plan` finds the fewest cloud GPUs that meet the
-SLOs, and that configuration's cost per 1M requests (GPU-hours and egress) is the cloud price
-of the traffic. Utilisation here is the share of the premises pool's capacity in use: the
-rate over the highest rate the pool sustains within the SLOs (`sim.planning.max_rate`).
-
-The S1 leg is a sweep over the rate (`sim.sweep.sweep`, resumable); the crossover is where
-the two cost curves meet, interpolated on a log scale between the bracketing rates. Writes
-reports/breakeven/: costs.csv, breakeven.png and report.md.
+Premises GPUs (S1) are bought for the peak: their cost per day is fixed (amortised purchase,
+energy), so their cost per 1M requests falls as traffic rises. Cloud GPUs (S2) are rented to
+fit the traffic. At each rate (a steady Poisson load, one simulated hour after a 10-minute
+warm-up), `sim.decide` ranks the two by cost with the premises pool pinned at its size and
+the cloud pool right-sized for that rate (the fewest replicas meeting every SLO).
+Utilisation is the rate over the highest rate the premises pool sustains within the SLOs
+(`sim.planning.max_rate`). The break-even is where the two costs meet, interpolated on a log
+scale between the bracketing rates. Prints the answer; writes reports/breakeven/: costs.csv,
+breakeven.png and report.md (the answer first).
 """
 
 from __future__ import annotations
@@ -27,20 +26,44 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from sim.planning import max_rate, parse_slos, plan  # noqa: E402
+from sim.decision import Variant, decide  # noqa: E402
+from sim.planning import max_rate, parse_slos  # noqa: E402
 from sim.report.sweep_figures import markdown_table  # noqa: E402
-from sim.sweep import sweep  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 S1 = ROOT / "scenarios" / "s1_local.yaml"
 S2 = ROOT / "scenarios" / "s2_cloud_training.yaml"
 
 
+def steady_load(rate: float, horizon: str) -> list[str]:
+    return [f"workload.arrivals={{process: poisson, rate_per_s: {rate!r}}}", f"horizon={horizon}", "warmup=10min"]
+
+
+def costs_at(rate: float, gpu: str, premises_gpus: int, slos: dict[str, float], horizon: str,
+             workers: int | None) -> dict[str, float | int | None]:
+    """Cost per day and per 1M requests of the pinned premises pool and the right-sized cloud one."""
+    slo_overrides = [f"slo.{name}={target!r}" for name, target in slos.items()]
+    decision = decide([Variant(S1, (f"sites.premises.pools[0].gpu={gpu}",), "s1"),
+                       Variant(S2, (f"sites.cloud.pools[0].gpu={gpu}",), "s2")],
+                      weights={"cost": 1.0}, replications=1, pins=[f"s1:premises/gpus={premises_gpus}"],
+                      sensitivity=False, overrides=[*steady_load(rate, horizon), *slo_overrides], workers=workers)
+    by_name = {r.scenario: r for r in decision.ranking}
+    per_million = 1e6 / (rate * 86400.0)
+    s2 = by_name["s2"]
+    return {"rate_per_s": rate,
+            "s1_cost_usd_per_day": by_name["s1"].criteria["cost"] if by_name["s1"].feasible else math.nan,
+            "s2_cost_usd_per_day": s2.criteria["cost"] if s2.feasible else math.nan,
+            "s1_cost_usd_per_1m_requests": (by_name["s1"].criteria["cost"] * per_million
+                                            if by_name["s1"].feasible else math.nan),
+            "s2_cost_usd_per_1m_requests": s2.criteria["cost"] * per_million if s2.feasible else math.nan,
+            "s2_max_replicas": s2.sizing.sizes.get("cloud/serving")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpu", default="l40s")
     parser.add_argument("--premises-gpus", type=int, default=4)
-    parser.add_argument("--points", type=int, default=12, help="rates from 5%% to 100%% of the pool's capacity")
+    parser.add_argument("--points", type=int, default=8, help="rates from 5%% to 100%% of the pool's capacity")
     parser.add_argument("--slo", action="append", default=None, help='e.g. "ttft_p99<0.8s" (repeatable)')
     parser.add_argument("--horizon", default="1h")
     parser.add_argument("--workers", type=int, default=None)
@@ -53,44 +76,37 @@ def main() -> None:
     capacity = ceiling.rate_per_s
     print(f"{args.premises_gpus}x {args.gpu} on premises sustain {capacity:.2f} req/s within the SLOs "
           f"({ceiling.simulations} simulations)", flush=True)
-    rates = [round(float(r), 3) for r in np.geomspace(0.05, 1.0, args.points) * capacity]
-
-    premises = sweep({"name": "breakeven_s1", "base": [str(S1)], "set": [*pool, f"horizon={args.horizon}",
-                                                                          "warmup=10min"],
-                      "factors": {"workload.arrivals.rate_per_s": rates},
-                      "metrics": ["cost_usd_per_month", "cost_usd_per_1m_requests", "throughput_rps"],
-                      "out": str(args.out / "s1_sweep")}, workers=args.workers)
-    premises = premises.set_index("workload.arrivals.rate_per_s")
     rows = []
-    for rate in rates:
-        cloud = plan(S2, rate, slos, gpus=(args.gpu,), max_gpus=64, horizon=args.horizon, workers=1)
-        best = cloud.best
-        rows.append({
-            "rate_per_s": rate, "utilisation": rate / capacity,
-            "s1_cost_usd_per_1m_requests": float(premises.loc[rate, "cost_usd_per_1m_requests"]),
-            "s1_cost_usd_per_month": float(premises.loc[rate, "cost_usd_per_month"]),
-            "s2_gpus": best.gpus if best else None,
-            "s2_cost_usd_per_1m_requests": best.chosen.cost_usd_per_1m_requests if best else math.nan,
-            "s2_cost_usd_per_month": best.cost_usd_per_month if best else math.nan,
-        })
+    for rate in (round(float(r), 3) for r in np.geomspace(0.05, 1.0, args.points) * capacity):
+        rows.append({**costs_at(rate, args.gpu, args.premises_gpus, slos, args.horizon, args.workers),
+                     "utilisation": rate / capacity})
         print(f"  {rate:7.2f} req/s ({rate / capacity:4.0%}): S1 ${rows[-1]['s1_cost_usd_per_1m_requests']:8.2f}"
               f" vs S2 ${rows[-1]['s2_cost_usd_per_1m_requests']:8.2f} per 1M requests "
-              f"({rows[-1]['s2_gpus']} cloud GPUs)", flush=True)
+              f"(S2 right-sized to at most {rows[-1]['s2_max_replicas']} cloud replicas)", flush=True)
     costs = pd.DataFrame(rows)
     crossover = crossover_utilisation(costs)
     args.out.mkdir(parents=True, exist_ok=True)
     costs.to_csv(args.out / "costs.csv", index=False)
     _figure(costs, crossover, args, args.out / "breakeven.png")
-    verdict = (f"premises GPUs become cheaper than renting at {crossover:.0%} utilisation "
-               f"({crossover * capacity:.2f} req/s)" if crossover is not None
-               else "no crossover in the range: one placement is cheaper at every utilisation")
+    verdict = answer(crossover, capacity, costs)
     print(verdict)
     text = [f"# Break-even utilisation: {args.premises_gpus}x {args.gpu} on premises (S1) vs right-sized cloud (S2)",
-            "", f"SLOs: {', '.join(f'{k} < {v:g} s' for k, v in slos.items())}. Capacity of the premises pool "
-            f"within the SLOs: {capacity:.2f} req/s.", "", f"**{verdict}.**", "",
-            markdown_table(costs), "", "![breakeven](breakeven.png)", ""]
+            "", f"**{verdict}.**", "",
+            f"SLOs: {', '.join(f'{k} < {v:g} s' for k, v in slos.items())}. Capacity of the premises pool "
+            f"within the SLOs: {capacity:.2f} req/s. Each rate decided by `sim.decide` (cost only; S1 pinned, "
+            "S2 right-sized).", "", markdown_table(costs), "", "![breakeven](breakeven.png)", ""]
     (args.out / "report.md").write_text("\n".join(text))
-    print(f"wrote {args.out}/report.md, costs.csv, breakeven.png")
+    print(f"wrote {args.out / 'report.md'}, costs.csv, breakeven.png")
+
+
+def answer(crossover: float | None, capacity: float, costs: pd.DataFrame) -> str:
+    """The one-line answer to the script's question."""
+    if crossover is not None:
+        return (f"owning becomes cheaper than renting at {crossover:.0%} utilisation of the premises pool "
+                f"({crossover * capacity:.2f} req/s)")
+    cheaper = ("owning" if np.nanmean(costs["s1_cost_usd_per_1m_requests"]) <
+               np.nanmean(costs["s2_cost_usd_per_1m_requests"]) else "renting")
+    return f"no break-even between 5% and 100% utilisation: {cheaper} is cheaper throughout"
 
 
 def crossover_utilisation(costs: pd.DataFrame) -> float | None:
@@ -113,7 +129,7 @@ def _figure(costs: pd.DataFrame, crossover: float | None, args: argparse.Namespa
     ax.plot(costs["utilisation"] * 100, costs["s1_cost_usd_per_1m_requests"], marker="o",
             label=f"S1: {args.premises_gpus}x {args.gpu} owned")
     ax.plot(costs["utilisation"] * 100, costs["s2_cost_usd_per_1m_requests"], marker="s",
-            label=f"S2: fewest cloud {args.gpu} meeting the SLOs")
+            label=f"S2: cloud {args.gpu}, right-sized")
     if crossover is not None:
         ax.axvline(crossover * 100, color="#444444", linestyle="--", linewidth=1)
         ax.annotate(f"break-even {crossover:.0%}", (crossover * 100, ax.get_ylim()[1]), ha="left", va="top",
@@ -123,8 +139,8 @@ def _figure(costs: pd.DataFrame, crossover: float | None, args: argparse.Namespa
     ax.set_xlabel("utilisation of the premises pool (% of the rate it sustains within the SLOs)")
     ax.set_ylabel("cost (USD per 1M requests)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    fig.savefig(path, dpi=110)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 

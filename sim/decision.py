@@ -37,7 +37,10 @@ through five steps:
    re-price the same simulated runs (cost is linear in them); the others (traffic, WAN RTT,
    label fraction) are simulated again. The *margin* is the top choice's score minus the best
    other feasible score; where it changes sign inside the range, the value where the top choice
-   flips is found by bisection and confirmed by direct runs on both sides of it.
+   flips is found by bisection (20 steps on re-priced runs, 4 on simulated ones) and
+   confirmed by direct runs on both sides of it: for a price-only input, the top choice and
+   its rival simulated with the input set 1% of the range either side; a simulated input's
+   bisection already simulates every candidate at each value it tries.
 
     >>> import sim
     >>> decision = sim.decide(["scenarios/s1_local.yaml", "scenarios/s2_cloud_training.yaml"],
@@ -68,6 +71,7 @@ if TYPE_CHECKING:
     from sim.experiment import Comparison, RunDigest
     from sim.record import RunRecord
     from sim.result import Result
+    from sim.runner import Executor
     from sim.spec.scenario import Scenario
 
 DAY_S = 86400.0
@@ -903,21 +907,32 @@ class Decision:
         return lines
 
 
+@dataclass(frozen=True)
+class Variant:
+    """A candidate that is a scenario file with overrides of its own (and a name, required when
+    several variants share a file), e.g. the same placement on another GPU type."""
+
+    path: str | Path
+    overrides: tuple[str, ...] = ()
+    name: str | None = None
+
+
 def default_candidates(root: str | Path | None = None) -> list[Path]:
     """The seed scenarios and the shipped examples."""
     base = Path(root) if root is not None else Path.cwd() / "scenarios"
     return sorted(base.glob("s[0-9]*.yaml")) + sorted((base / "examples").glob("*.yaml"))
 
 
-def _candidates(scenarios: Iterable[str | Path], overrides: Sequence[str]) -> list[Candidate]:
+def _candidates(scenarios: Iterable[str | Path | Variant], overrides: Sequence[str]) -> list[Candidate]:
     from sim.spec.loader import load_document
 
     out, names = [], []
     for item in scenarios:
-        document = load_document(item)
-        candidate = Candidate("", str(item), document, tuple(overrides))
-        scenario = candidate.load()
-        out.append(Candidate(scenario.name, str(item), document, tuple(overrides)))
+        variant = item if isinstance(item, Variant) else Variant(item)
+        own = (*overrides, *variant.overrides, *((f"name={variant.name}",) if variant.name else ()))
+        document = load_document(variant.path)
+        scenario = Candidate("", str(variant.path), document, own).load()
+        out.append(Candidate(scenario.name, str(variant.path), document, own))
         names.append(scenario.name)
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -930,7 +945,7 @@ def _candidates(scenarios: Iterable[str | Path], overrides: Sequence[str]) -> li
 
 
 def decide(
-    scenarios: Iterable[str | Path] | None = None,
+    scenarios: Iterable[str | Path | Variant] | None = None,
     requires: Iterable[str] = (),
     weights: Mapping[str, float] | Iterable[str] | None = None,
     replications: int = 3,
@@ -946,9 +961,16 @@ def decide(
     out: str | Path | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
 ) -> Decision:
-    """Right-size, evaluate, constrain, rank and probe the candidates (see the module doc)."""
-    from sim.experiment import Comparison, mean_ci
-    from sim.runner import executor, point_folder
+    """Right-size, evaluate, constrain, rank and probe the candidates (see the module doc).
+
+    `scenarios`: files or `Variant`s (default: `default_candidates()`). `requires`: rules such
+    as "exposure_score==0". `weights`: {"cost": 0.5, ...} or ["cost=0.5", ...] (default
+    `DEFAULT_WEIGHTS`). `pins`: "[SCENARIO:]SITE/POOL=N". `ranges`: a YAML file of input
+    ranges; `inputs`: only these inputs. `overrides` apply to every candidate first. With
+    `out`, every evaluated run leaves its workspace in `out/runs/<candidate>/rep-<k>/`.
+    `on_progress(stage, done, total)` follows the stages.
+    """
+    from sim.runner import executor
 
     started = time.perf_counter()
     rules = parse_rules(requires)
@@ -991,8 +1013,20 @@ def decide(
                                    ", ".join(sorted(set().union(*pools_of.values())))) for p in missing])
     tasks = [(c, {**{p: n for p, n in wildcard.items() if p in pools_of[c.name]}, **pin_of.get(c.name, {})},
               headroom, horizons["--sizing-horizon"], horizons["--sizing-warmup"]) for c in candidates]
+    with executor(workers, len(candidates) * max(replications, 2)) as pool:
+        return _decide(candidates, tasks, rules, weight_of, replications, ranges_of, folder, pool, progress, notes,
+                       started)
+
+
+def _decide(candidates: Sequence[Candidate], tasks: Sequence[tuple[Any, ...]], rules: Sequence[Rule],
+            weight_of: dict[str, float], replications: int, ranges_of: Mapping[str, Range], folder: Path,
+            run_with: Executor, progress: Callable[[str, int, int], None], notes: list[str],
+            started: float) -> Decision:
+    from sim.experiment import Comparison, mean_ci
+    from sim.runner import point_folder
+
+    names = [c.name for c in candidates]
     sizings: dict[str, Sizing] = {}
-    run_with = executor(workers, len(tasks))
     progress("right-sizing", 0, len(tasks))
     for done, (i, outcome) in enumerate(run_with.run(_right_size_task, tasks), start=1):
         if isinstance(outcome, BaseException):
@@ -1009,7 +1043,6 @@ def decide(
                 for c in candidates}
     eval_tasks = [(sized[c.name], k, point_folder(folder, c.name, k), variants[c.name] if k == 0 else {})
                   for k in range(replications) for c in candidates]
-    run_with = executor(workers, len(eval_tasks))
     runs: dict[str, list[RunDigest]] = {n: [] for n in names}
     repriced: dict[str, dict[str, dict[float, float]]] = {}
     progress("evaluating", 0, len(eval_tasks))
@@ -1032,10 +1065,11 @@ def decide(
     sens: list[Sensitivity] = []
     if ranges_of and sum(r.feasible for r in ranking) >= 1 and len(candidates) >= 2:
         sens = _sensitivity(candidates, sized, sizings, runs, repriced, rules, weight_of, ranges_of, ranking,
-                            variant_folder, workers, progress, notes)
+                            variant_folder, run_with, progress, notes)
     elif ranges_of:
         notes.append("sensitivity needs two candidates and a feasible one")
-    return Decision(ranking, rules, weight_of, comparison, sens, replications, time.perf_counter() - started, notes)
+    return Decision(ranking, list(rules), weight_of, comparison, sens, replications, time.perf_counter() - started,
+                    notes)
 
 
 def _field_names(candidate: Candidate) -> set[str]:
@@ -1144,11 +1178,9 @@ def _point(summary: Mapping[str, Any], scenario: Scenario, rules: Sequence[Rule]
 
 
 def _simulate_all(tasks: Sequence[tuple[Scenario, int, Path | None, dict[str, Any]]],
-                  workers: int | None) -> list[Evaluated]:
-    from sim.runner import executor
-
+                  pool: Executor) -> list[Evaluated]:
     results: list[Evaluated | None] = [None] * len(tasks)
-    for i, outcome in executor(workers, len(tasks)).run(_evaluate_task, tasks):
+    for i, outcome in pool.run(_evaluate_task, tasks):
         if isinstance(outcome, BaseException):
             raise outcome
         results[i] = outcome
@@ -1162,9 +1194,9 @@ class _Points:
     def __init__(self, name: str, candidates: Sequence[Candidate], sized: Mapping[str, Scenario],
                  sizings: Mapping[str, Sizing], runs: Mapping[str, Sequence[RunDigest]],
                  repriced: Mapping[str, Mapping[str, Mapping[float, float]]], rules: Sequence[Rule], folder: Path,
-                 workers: int | None) -> None:
+                 pool: Executor) -> None:
         self.name, self.candidates, self.sized, self.sizings = name, candidates, sized, sizings
-        self.runs, self.repriced, self.rules, self.folder, self.workers = runs, repriced, rules, folder, workers
+        self.runs, self.repriced, self.rules, self.folder, self.pool = runs, repriced, rules, folder, pool
         self.cache: dict[float, dict[str, tuple[dict[str, float], bool]]] = {}
         self.simulations = 0
 
@@ -1175,7 +1207,7 @@ class _Points:
         if value not in self.cache:
             variants = [_variant(self.sized[c.name], c, self.sizings[c.name], self.name, value, self.folder)
                         for c in self.candidates]
-            done = _simulate_all([(v, 0, None, {}) for v in variants], self.workers)
+            done = _simulate_all([(v, 0, None, {}) for v in variants], self.pool)
             self.simulations += len(variants)
             self.cache[value] = {c.name: _point(e.digest.summary, v, self.rules)
                                  for c, v, e in zip(self.candidates, variants, done, strict=True)}
@@ -1189,7 +1221,7 @@ class _Points:
 def _sensitivity(candidates: Sequence[Candidate], sized: Mapping[str, Scenario], sizings: Mapping[str, Sizing],
                  runs: Mapping[str, Sequence[RunDigest]], repriced: Mapping[str, Mapping[str, Mapping[float, float]]],
                  rules: Sequence[Rule], weights: Mapping[str, float], ranges: Mapping[str, Range],
-                 ranking: Sequence[Ranked], folder: Path, workers: int | None,
+                 ranking: Sequence[Ranked], folder: Path, pool: Executor,
                  progress: Callable[[str, int, int], None], notes: list[str]) -> list[Sensitivity]:
     top = next(r.scenario for r in ranking if r.feasible)
     base_points = {c.name: _point(runs[c.name][0].summary, sized[c.name], rules) for c in candidates}
@@ -1202,7 +1234,7 @@ def _sensitivity(candidates: Sequence[Candidate], sized: Mapping[str, Scenario],
         base = bases.pop() if len(bases) == 1 else None
         simulations = 0
 
-        points = _Points(name, candidates, sized, sizings, runs, repriced, rules, folder, workers)
+        points = _Points(name, candidates, sized, sizings, runs, repriced, rules, folder, pool)
         points_at = points.at
         try:
             low_points, high_points = points_at(rng.low), points_at(rng.high)
@@ -1218,14 +1250,20 @@ def _sensitivity(candidates: Sequence[Candidate], sized: Mapping[str, Scenario],
             inside = base if base is not None and rng.low < base < rng.high else None
             holds_at = inside if inside is not None else (rng.high if flipped_end == rng.low else rng.low)
             if _margin(points_at(holds_at), weights, top)[0] >= 0:
-                flip = _bisect_flip(points.holds(weights, top), holds_at, flipped_end,
-                                    steps=30 if spec.prices_only else 4)
+                good, flip = _bisect_flip(points.holds(weights, top), holds_at, flipped_end,
+                                          steps=20 if spec.prices_only else 4)
                 entry.flips_at = flip
                 entry.flips_when = "below" if flip < holds_at else "above"
                 entry.flips_to = _margin(points_at(flip), weights, top)[1]
-                entry.confirmed, entry.confirmation, n = _confirm(candidates, sized, sizings, name, holds_at, flip,
-                                                                  rules, weights, top, folder, workers)
-                simulations += n
+                if spec.prices_only:
+                    entry.confirmed, entry.confirmation, n = _confirm(
+                        candidates, sized, sizings, points, name, holds_at, flip, rng.high - rng.low, rules, weights,
+                        top, entry.flips_to, folder, pool)
+                    simulations += n
+                else:
+                    entry.confirmed = True
+                    entry.confirmation = (f"bisection simulated every candidate: {top} first at {good:.4g}, "
+                                          f"{entry.flips_to} first at {flip:.4g}")
         entry.simulations = points.simulations + simulations
         out.append(entry)
     progress("sensitivity", len(ranges), len(ranges))
@@ -1238,34 +1276,38 @@ def _interpolate(costs: Mapping[float, float], value: float) -> float:
     return y0 + (y1 - y0) * (value - x0) / (x1 - x0)
 
 
-def _bisect_flip(holds: Callable[[float], bool], good: float, bad: float, steps: int) -> float:
-    """The value between good (the choice holds) and bad (it flips) where it flips: the first
-    value on the bad side, within (bad - good) / 2^steps."""
+def _bisect_flip(holds: Callable[[float], bool], good: float, bad: float, steps: int) -> tuple[float, float]:
+    """Where the choice flips between good (it holds) and bad (it does not): the last value
+    tried where it holds and the first where it does not, (bad - good) / 2^steps apart."""
     for _ in range(steps):
         middle = (good + bad) / 2
         if holds(middle):
             good = middle
         else:
             bad = middle
-    return bad
+    return good, bad
 
 
 def _confirm(candidates: Sequence[Candidate], sized: Mapping[str, Scenario], sizings: Mapping[str, Sizing],
-             name: str, holds_at: float, flip: float, rules: Sequence[Rule], weights: Mapping[str, float],
-             top: str, folder: Path, workers: int | None) -> tuple[bool, str, int]:
-    """Direct runs (every candidate simulated with the input set, replication 0) just on each
-    side of the flip: the top choice must hold on one side and not on the other."""
-    step = abs(flip - holds_at) * 0.05 or 1e-9
-    before = flip - step if flip > holds_at else flip + step
-    after = flip + step if flip > holds_at else flip - step
+             points: _Points, name: str, holds_at: float, flip: float, span: float, rules: Sequence[Rule],
+             weights: Mapping[str, float], top: str, rival: str | None, folder: Path,
+             pool: Executor) -> tuple[bool, str, int]:
+    """Direct runs of the top choice and its rival with the input set 1% of the range either side
+    of the flip (the other candidates re-priced): the top choice must stay first on one side
+    and lose on the other. (A simulated input's bisection already ran every candidate at each
+    value it tried; this checks a price-only input's re-pricing against the simulator.)"""
+    step = 0.01 * span * (1 if flip > holds_at else -1)
+    before, after = flip - step, flip + step
+    involved = [c for c in candidates if c.name in {top, rival}]
     firsts = []
     for value in (before, after):
-        variants = [_variant(sized[c.name], c, sizings[c.name], name, value, folder) for c in candidates]
-        done = _simulate_all([(v, 0, None, {}) for v in variants], workers)
-        points = {c.name: _point(e.digest.summary, v, rules) for c, v, e in zip(candidates, variants, done, strict=True)}
-        firsts.append(_margin(points, weights, top))
+        others = points.at(value)
+        variants = [_variant(sized[c.name], c, sizings[c.name], name, value, folder) for c in involved]
+        done = _simulate_all([(v, 0, None, {}) for v in variants], pool)
+        direct = {c.name: _point(e.digest.summary, v, rules) for c, v, e in zip(involved, variants, done, strict=True)}
+        firsts.append(_margin({**others, **direct}, weights, top))
     (m_before, first_before), (m_after, first_after) = firsts
     confirmed = m_before >= 0 > m_after
-    text = (f"direct runs at {before:.4g}: {first_before} first (margin {m_before:+.3f}); "
-            f"at {after:.4g}: {first_after} first (margin {m_after:+.3f})")
-    return confirmed, text, 2 * len(candidates)
+    text = (f"direct runs of {' and '.join(c.name for c in involved)} at {before:.4g}: {first_before} first "
+            f"(margin {m_before:+.3f}); at {after:.4g}: {first_after} first (margin {m_after:+.3f})")
+    return confirmed, text, 2 * len(involved)

@@ -153,6 +153,13 @@ class Executor(ABC):
         `fn` and the items must be picklable for the process and Dask executors (a function
         defined at module level, plain data)."""
 
+    def __enter__(self) -> Executor:
+        """Keep the workers between calls of `run` (a process pool starts once), until exit."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
 
 class SerialExecutor(Executor):
     kind: ExecutorKind = "serial"
@@ -176,19 +183,40 @@ class ProcessExecutor(Executor):
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
+        self._pool: Any = None
+
+    def __enter__(self) -> ProcessExecutor:
+        from concurrent.futures import ProcessPoolExecutor
+
+        self._pool = ProcessPoolExecutor(max_workers=self.workers)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
 
     def run(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[tuple[int, Any]]:
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import ProcessPoolExecutor
 
+        if self._pool is not None:
+            yield from self._run(self._pool, fn, items)
+            return
         with ProcessPoolExecutor(max_workers=self.workers) as pool:
-            futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
-            try:
-                for future in as_completed(futures):
-                    exc = future.exception()
-                    yield futures[future], exc if exc is not None else future.result()
-            finally:
-                for future in futures:
-                    future.cancel()
+            yield from self._run(pool, fn, items)
+
+    @staticmethod
+    def _run(pool: Any, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[tuple[int, Any]]:
+        from concurrent.futures import as_completed
+
+        futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
+        try:
+            for future in as_completed(futures):
+                exc = future.exception()
+                yield futures[future], exc if exc is not None else future.result()
+        finally:
+            for future in futures:
+                future.cancel()
 
 
 class DaskExecutor(Executor):
