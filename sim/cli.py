@@ -109,7 +109,8 @@ def describe(scenario) -> Text:  # noqa: ANN001 - Scenario, imported lazily for 
     )
     for name, site in scenario.sites.items():
         pools = ", ".join(
-            f"{p.name}: {p.count}x {p.gpu}" + (f" (elastic to {p.max_count})" if p.elastic else "")
+            (f"{p.name}: managed API {p.api}" if p.is_api else
+             f"{p.name}: {p.count}x {p.gpu}" + (f" (elastic to {p.max_count})" if p.elastic else ""))
             + f" ({'/'.join(p.roles)})"
             for p in site.pools
         ) or "no GPUs"
@@ -122,6 +123,9 @@ def describe(scenario) -> Text:  # noqa: ANN001 - Scenario, imported lazily for 
     from sim.spec.routing import class_routes, serving_pools
 
     for name, (_, pool) in serving_pools(scenario).items():
+        if pool.is_api:
+            lines.append(f"  serving pool {name}: {describe_api(scenario, pool)}")
+            continue
         if model.kind == "transformer":
             memory = replica_setup(
                 catalog, m.id, pool.gpu, m.precision, pool.tp(m), pool.engine_of(m),
@@ -151,6 +155,19 @@ def describe(scenario) -> Text:  # noqa: ANN001 - Scenario, imported lazily for 
     placed = ", ".join(f"{k}={v}" for k, v in scenario.placement.sites_named().items())
     lines.append(f"  placement: {placed}")
     return Text("\n").join([head, *(styled(line) for line in lines)])
+
+
+def describe_api(scenario, pool) -> str:  # noqa: ANN001 - Scenario and Pool, imported lazily
+    """A managed API pool in one line: provider, prices, latency profile, rate limit."""
+    api = scenario.resolved_catalog.apis[pool.api]
+    limit = pool.rate_limit
+    rpm = limit.requests_per_minute if limit is not None and limit.requests_per_minute else api.requests_per_minute
+    tpm = limit.tokens_per_minute if limit is not None and limit.tokens_per_minute else api.tokens_per_minute
+    limits = ", ".join(f"{v:,} {what}/min" for v, what in ((rpm, "requests"), (tpm, "tokens")) if v) or "no rate limit"
+    return (f"managed API {pool.api} ({api.provider}, {api.model}): ${api.usd_per_1m_input_tokens:g} / "
+            f"${api.usd_per_1m_output_tokens:g} per 1M input / output tokens, TTFT median "
+            f"{format_duration(api.ttft.median)} (p90 {format_duration(api.ttft.p90)}), "
+            f"{format_duration(api.time_per_output_token.median)} per output token; {limits}")
 
 
 @app.command()

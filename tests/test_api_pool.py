@@ -12,8 +12,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
+import yaml
+from conftest import SCENARIOS_DIR, WriteYaml
 from oracle import OraclePath, OracleRoute, run_cluster_oracle
 
+import sim
+from sim.catalog import shipped_catalog
 from sim.kernels.batching import (
     DONE,
     OVERFLOW,
@@ -27,6 +32,11 @@ from sim.kernels.batching import (
     RouteConfig,
     api_pool,
 )
+from sim.record import RunRecord
+from sim.result import Result, collect
+from sim.spec.errors import SpecError
+from sim.streams import stream
+from sim.world.world import World
 
 AMPLE = 10**6
 
@@ -160,3 +170,125 @@ def test_a_closed_loop_through_an_api_matches_the_oracle() -> None:
         np.testing.assert_allclose(getattr(kernel, name), getattr(oracle, name), rtol=0, atol=1e-9, err_msg=name)
     np.testing.assert_array_equal(kernel.status, oracle.status)
     assert (kernel.status == REJECTED).any() and (kernel.status == DONE).any()
+
+
+# ------------------------------------------------------------------------------------------
+# In the world: the example scenario, shortened (the first two hours: night, 0.6-1 req/s)
+# ------------------------------------------------------------------------------------------
+
+EXAMPLE = SCENARIOS_DIR / "examples" / "api_serving.yaml"
+SHORT = ["horizon=2h", "warmup=0s", "replications=1", "lifecycle.development=null"]
+
+
+def short_run(*overrides: str) -> tuple[RunRecord, Result]:
+    record = World(sim.load_scenario(EXAMPLE, [*SHORT, *overrides])).run()
+    return record, collect(record)
+
+
+def test_the_example_keeps_confidential_traffic_home_and_exposes_every_prompt_sent_to_the_api() -> None:
+    """A 20-per-minute quota that binds: general requests go to the API until it is reached
+    and overflow to the premises GPU beyond it; no confidential request reaches the API; the
+    ledger's prompt records sent to the API equal the requests sent there (each a distinct
+    record), its responses those it completed; no GPU-hours, no cloud GPU cost."""
+    record, result = short_run("sites.cloud.pools[0].rate_limit.requests_per_minute=20")
+    req = record.requests
+    api = record.pool_names.index("cloud/bedrock")
+    general = req.traffic_class == record.class_names.index("general")
+    at_api = req.pool == api
+    assert not (at_api & ~general).any()
+    assert 0 < at_api.sum() < general.sum()  # the quota binds: some general requests overflowed
+    assert (req.reason[general & ~at_api] == OVERFLOW).all()
+    assert (req.status[at_api] == DONE).all()  # overflow took what was over the quota: no 429
+    # no window of 60 s holds more than 20 sends to the API
+    sends = np.sort(req.send_s[at_api])
+    assert (np.searchsorted(sends, sends + 60.0, side="left") - np.arange(len(sends)) <= 20).all()
+    exposure = result.summary["classes"]["confidential"]["exposure"]
+    assert exposure["exposed_records"] == 0 and exposure["exposed_bytes"] == 0
+    records = result.summary["exposed_records_by_class"]
+    assert records["prompt"] == int(at_api.sum())
+    assert records["response"] == int((at_api & req.completed).sum())
+    summary_pool = result.summary["pools"]["cloud/bedrock"]
+    assert summary_pool["gpu_hours"] == 0 and summary_pool["requests"] == int(at_api.sum())
+    assert "cloud/bedrock" not in result.summary["gpu_utilisation"]
+    assert result.summary["cost_usd_by_component"]["cloud_gpu"] == 0
+
+
+def test_api_tokens_cost_by_hand() -> None:
+    """Two rows: the completed API requests' prompt tokens x $0.22/1M and output tokens x
+    $0.22/1M (bedrock-llama-3.1-8b), and nothing else for the API pool."""
+    record, result = short_run()
+    req = record.requests
+    mine = (req.pool == record.pool_names.index("cloud/bedrock")) & req.completed
+    costs = result.tables["costs"]
+    rows = costs[costs["component"] == "api_tokens"].set_index("unit")
+    tokens_in, tokens_out = int(req.prompt_tokens[mine].sum()), int(req.output_tokens[mine].sum())
+    assert rows.loc["M input tokens", "quantity"] == pytest.approx(tokens_in / 1e6, rel=1e-12)
+    assert rows.loc["M output tokens", "quantity"] == pytest.approx(tokens_out / 1e6, rel=1e-12)
+    assert rows["usd"].sum() == pytest.approx((tokens_in + tokens_out) / 1e6 * 0.22, rel=1e-12)
+    assert set(costs.loc[costs["pool"] == "bedrock", "component"]) == {"api_tokens"}
+    assert result.summary["cost_usd_by_component"]["api_tokens"] == pytest.approx(rows["usd"].sum())
+
+
+def test_the_latency_profile_is_the_catalogs_lognormal() -> None:
+    """At the API, TTFT = 90 ms x exp(sigma z) with sigma = ln(180/90) / z_0.9 and the
+    request's draw z from the scenario's 'api_latency' stream; the last token (output - 1) x
+    3.57 ms x exp(sigma' z') later. Over the run, the TTFT's median and 90th percentile are
+    the catalog's 90 ms and 180 ms within sampling error (about 3,000 requests: 5%)."""
+    record, _ = short_run()
+    req = record.requests
+    at_api = np.flatnonzero((req.pool == record.pool_names.index("cloud/bedrock")) & req.completed)
+    api = shipped_catalog().apis["bedrock-llama-3.1-8b"]
+    scenario = record.scenario
+    z = stream(scenario.seed, 0, "api_latency").standard_normal((len(req), 2))[at_api]
+    ttft = req.first_token_s[at_api] - req.pool_arrival_s[at_api]
+    np.testing.assert_allclose(ttft, api.ttft.median * np.exp(api.ttft.sigma * z[:, 0]), rtol=1e-9)
+    tpot = api.time_per_output_token
+    np.testing.assert_allclose(req.done_s[at_api] - req.first_token_s[at_api],
+                               (req.output_tokens[at_api] - 1) * tpot.median * np.exp(tpot.sigma * z[:, 1]),
+                               rtol=1e-9, atol=1e-12)
+    assert len(at_api) > 2000
+    assert np.median(ttft) == pytest.approx(0.090, rel=0.05)
+    assert np.quantile(ttft, 0.9) == pytest.approx(0.180, rel=0.05)
+
+
+def test_a_run_is_bit_identical_for_the_same_seed() -> None:
+    first, _ = short_run()
+    again, _ = short_run()
+    for name in ("first_token_s", "done_s", "client_done_s", "pool"):
+        np.testing.assert_array_equal(getattr(first.requests, name), getattr(again.requests, name))
+
+
+# ------------------------------------------------------------------------------------------
+# Validation: what cannot take effect on an API pool is an error naming the field
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("override", "path"), [
+    ("sites.cloud.pools[0].count=2", "sites.cloud.pools[0].count"),
+    ("sites.cloud.pools[0].gpu=l40s", "sites.cloud.pools[0].gpu"),
+    ("sites.cloud.pools[0].tensor_parallel=2", "sites.cloud.pools[0].tensor_parallel"),
+    ("sites.cloud.pools[0].engine=vllm", "sites.cloud.pools[0].engine"),
+    ("sites.cloud.pools[0].autoscale={max_replicas: 2, target: 4}", "sites.cloud.pools[0].autoscale"),
+    ("sites.cloud.pools[0].elastic=true", "sites.cloud.pools[0].elastic"),
+    ("sites.cloud.pools[0].roles=[serving, training]", "sites.cloud.pools[0].roles"),
+    ("sites.cloud.zone=private", "sites.cloud.zone"),
+    ("sites.cloud.pools[0].api=bedrock-llama-3.1-70b", "sites.cloud.pools[0].api"),
+    ("sites.cloud.pools[0].api=bedrok-llama-3.1-8b", "sites.cloud.pools[0].api"),
+    ("sites.premises.pools[0].rate_limit={requests_per_minute: 5}", "sites.premises.pools[0].rate_limit"),
+    ("model.service_time={dist: exponential, mean: 1}", "model.service_time"),
+])
+def test_what_cannot_take_effect_is_an_error_naming_the_field(override: str, path: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        sim.load_scenario(EXAMPLE, [override])
+    assert path in {issue.path for issue in caught.value.issues}, caught.value.issues
+
+
+def test_a_pool_of_gpus_still_needs_its_gpu_and_count(write_yaml: WriteYaml) -> None:
+    """gpu and count have defaults only so that an API pool can leave them out."""
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    del doc["sites"]["premises"]["pools"][0]["gpu"], doc["sites"]["premises"]["pools"][0]["count"]
+    doc["extends"] = str(SCENARIOS_DIR / "base.yaml")
+    with pytest.raises(SpecError) as caught:
+        sim.load_scenario(write_yaml(doc))
+    paths = {issue.path for issue in caught.value.issues}
+    assert {"sites.premises.pools[0].gpu", "sites.premises.pools[0].count"} <= paths
