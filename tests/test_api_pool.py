@@ -10,6 +10,7 @@ oracle on random clusters with APIs is in tests/test_routing.py.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,6 +36,7 @@ from sim.kernels.batching import (
 from sim.record import RunRecord
 from sim.result import Result, collect
 from sim.spec.errors import SpecError
+from sim.spec.loader import dump_scenario
 from sim.streams import stream
 from sim.world.world import World
 
@@ -292,3 +294,14 @@ def test_a_pool_of_gpus_still_needs_its_gpu_and_count(write_yaml: WriteYaml) -> 
         sim.load_scenario(write_yaml(doc))
     paths = {issue.path for issue in caught.value.issues}
     assert {"sites.premises.pools[0].gpu", "sites.premises.pools[0].count"} <= paths
+
+
+def test_a_resolved_scenario_with_an_api_pool_loads_again(tmp_path: Path) -> None:
+    """A run's scenario.yaml spells every default out (gpu '', count 0, ...): loading it again
+    finds nothing written that an API pool cannot take, and the same pools."""
+    scenario = sim.load_scenario(EXAMPLE)
+    path = tmp_path / "scenario.yaml"
+    path.write_text(dump_scenario(scenario), encoding="utf-8")
+    again = sim.load_scenario(path)
+    assert again.sites["cloud"].pools[0] == scenario.sites["cloud"].pools[0]
+    assert again.sites["cloud"].pools[0].roles == ["serving"]

@@ -672,16 +672,20 @@ def check_api_pools(s: Scenario, catalog: Catalog) -> list[SpecIssue]:
     for site_name, site in s.sites.items():
         for i, pool in enumerate(site.pools):
             path = f"sites.{site_name}.pools[{i}]"
-            given = pool.model_fields_set
             if not pool.is_api:
                 issues += [SpecIssue(f"{path}.{key}", f"pool {pool.name!r} is a pool of GPUs (kind gpus); {key} is "
                                      "for a managed API", getattr(pool, key), "kind: api, or remove it")
-                           for key in ("api", "rate_limit") if key in given]
+                           for key in ("api", "rate_limit") if getattr(pool, key) is not None]
+                missing = [key for key, absent in (("gpu", not pool.gpu), ("count", "count" not in pool.model_fields_set))
+                           if absent]
                 issues += [SpecIssue(f"{path}.{key}", f"a pool of GPUs (kind gpus) needs its {key}", has_value=False,
                                      allowed="a GPU id from the catalog" if key == "gpu" else "a number of GPUs")
-                           for key in ("gpu", "count") if key not in given]
+                           for key in missing]
                 continue
-            for key in sorted(given - API_POOL_FIELDS):
+            # what differs from its default was written (a resolved scenario.yaml spells every default out)
+            written = {key for key, field in type(pool).model_fields.items()
+                       if getattr(pool, key) != field.get_default(call_default_factory=True)}
+            for key in sorted(written - API_POOL_FIELDS):
                 issues.append(SpecIssue(
                     f"{path}.{key}", f"pool {pool.name!r} is a managed API (kind api): it runs on the provider's "
                     f"capacity, not on GPUs of ours, so {key} cannot take effect", getattr(pool, key),
