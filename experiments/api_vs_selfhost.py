@@ -154,7 +154,7 @@ class BreakEven:
 
     first: float | None
     always: float | None
-    last_api_step: int  # replicas on the staircase step where the API was last cheaper (0: none)
+    last_api_step: int  # replicas on the staircase step where the API is last cheaper (0: never wins)
 
 
 def break_even(a: float, g: float, capacity_rps: float, peak_to_mean: float = PEAK_TO_MEAN) -> BreakEven:
@@ -162,9 +162,7 @@ def break_even(a: float, g: float, capacity_rps: float, peak_to_mean: float = PE
     k = peak_to_mean / (DAY_S * capacity_rps)
     if g * k >= a:
         return BreakEven(None, None, 0)
-    n_max = math.ceil(a / (a - g * k)) - 1  # the largest n < a / (a - g k)
-    if n_max == 0:  # cheaper from the first request on
-        return BreakEven(0.0, 0.0, 0)
+    n_max = math.ceil(a / (a - g * k)) - 1  # the largest n < a / (a - g k): >= 1, as a / (a - g k) > 1
     return BreakEven(g / a, g * n_max / a, n_max)
 
 
@@ -173,8 +171,8 @@ def brackets(a: float, g: float, capacity_rps: float, peak_to_mean: float = PEAK
     where self-hosting is (the middle of the rest of that step, past the break-even)."""
     k = peak_to_mean / (DAY_S * capacity_rps)
     found = break_even(a, g, capacity_rps, peak_to_mean)
-    if found.always is None or found.last_api_step == 0:
-        raise ValueError("no break-even to bracket")
+    if found.always is None:
+        raise ValueError("self-hosting never wins: no break-even to bracket")
     n = found.last_api_step
     start, end = (n - 1) / k, n / k
     return (max(start, 0.0) + found.always) / 2, (found.always + end) / 2
@@ -221,16 +219,19 @@ def answer_line(measured: list[Measured], peak_to_mean: float = PEAK_TO_MEAN) ->
     return " | ".join(parts)
 
 
-def figure(costs: pd.DataFrame, measured: list[Measured], path: Path) -> None:
+def figure(costs: pd.DataFrame, measured: list[Measured], peak_to_mean: float, path: Path) -> None:
+    """Cost per day against volume per model; a dotted line where a placement wins for good."""
     fig, axes = plt.subplots(1, len(measured), figsize=(6 * len(measured), 4.2), squeeze=False)
     for ax, meas in zip(axes[0], measured, strict=True):
         mine = costs[costs["model"] == meas.model.key]
         v = mine["volume_per_day"]
         ax.plot(v, mine["api_usd_per_day"], label=f"API ({meas.model.api})", color="tab:red")
-        ax.step(v, mine["own_usd_per_day"], where="post", label=f"own {meas.model.tp}x {meas.model.gpu}",
-                color="tab:blue")
-        ax.step(v, mine["rent_usd_per_day"], where="post", label=f"rent {meas.model.tp}x {meas.model.gpu}",
-                color="tab:orange")
+        for p, colour in (("own", "tab:blue"), ("rent", "tab:orange")):
+            ax.step(v, mine[f"{p}_usd_per_day"], where="post", label=f"{p} {meas.model.tp}x {meas.model.gpu}",
+                    color=colour)
+            found = break_even(meas.api_usd_per_request, meas.replica_usd_per_day[p], meas.capacity_rps, peak_to_mean)
+            if found.always:
+                ax.axvline(found.always, color=colour, linestyle=":", linewidth=1)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("requests per day")
@@ -262,7 +263,9 @@ def report(answer: str, measured: list[Measured], peak_to_mean: float, out: Path
               "break-even the replicas a busy hour needs stand idle too much of the day; above it, "
               "the API's per-token margin costs more than the idle hours. Rented GPUs held around the "
               "clock at on-demand prices rarely win: autoscaling them to the daily rhythm, or reserved "
-              "prices, would move their line down."]
+              "prices, would move their line down. The owned line is mostly amortised capex: it moves "
+              "with the catalog's server price per GPU (`--server-usd-per-gpu`; TCO.md §7 puts the "
+              "non-GPU share of an HGX server at $4-6k per GPU)."]
     (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -285,11 +288,10 @@ def main(argv: list[str] | None = None) -> str:
               + ", ".join(f"${usd:,.2f} ({p})" for p, usd in meas.replica_usd_per_day.items()), flush=True)
         measured.append(meas)
     top = max(1e8, max(m.capacity_rps for m in measured) * DAY_S * 20)
-    volumes = np.unique(np.concatenate([np.geomspace(1e3, top, 400)]))
-    costs = costs_table(measured, volumes, args.peak_to_mean)
+    costs = costs_table(measured, np.geomspace(1e3, top, 400), args.peak_to_mean)
     args.out.mkdir(parents=True, exist_ok=True)
     costs.to_csv(args.out / "costs.csv", index=False)
-    figure(costs, measured, args.out / "api_vs_selfhost.png")
+    figure(costs, measured, args.peak_to_mean, args.out / "api_vs_selfhost.png")
     answer = answer_line(measured, args.peak_to_mean)
     report(answer, measured, args.peak_to_mean, args.out)
     print(answer)
