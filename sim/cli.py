@@ -36,7 +36,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-catalog_app = typer.Typer(help="Show the shipped catalogs (GPUs, models, engines, prices) with sources.",
+catalog_app = typer.Typer(help="Show the shipped catalogs (GPUs, models, engines, prices, APIs) with sources.",
                           no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 
@@ -859,6 +859,26 @@ def catalog_prices(
     for key, power in sorted(prices.power.items()):
         table.add_row("power", key, f"${power.usd_per_kwh}/kWh",
                       f"PUE {power.pue}, {power.grid_kgco2e_per_kwh} kgCO2e/kWh", str(power.as_of), power.source)
+    out.print(table)
+
+
+@catalog_app.command("apis")
+def catalog_apis(
+    catalog_file: Annotated[Path | None, typer.Option("--catalog", help="Add a user catalog file.")] = None,
+) -> None:
+    """Managed model APIs (pools of kind api): prices, latency profiles, rate limits, sources."""
+    apis = _catalog(catalog_file).apis
+    table = Table(title="Managed model APIs (USD per 1M tokens; latency at the provider)")
+    for column in ("id", "model", "$ in / out", "TTFT median / p90", "per token median / p90", "rate limit", "as of",
+                   "source"):
+        table.add_column(column)
+    for key, api in sorted(apis.items()):
+        limits = ", ".join(f"{v:,} {what}/min" for v, what in ((api.requests_per_minute, "req"),
+                                                              (api.tokens_per_minute, "tok")) if v) or "-"
+        table.add_row(key, api.model, f"{api.usd_per_1m_input_tokens:g} / {api.usd_per_1m_output_tokens:g}",
+                      f"{format_duration(api.ttft.median)} / {format_duration(api.ttft.p90)}",
+                      f"{format_duration(api.time_per_output_token.median)} / "
+                      f"{format_duration(api.time_per_output_token.p90)}", limits, str(api.as_of), api.source)
     out.print(table)
 
 

@@ -305,3 +305,20 @@ def test_a_resolved_scenario_with_an_api_pool_loads_again(tmp_path: Path) -> Non
     again = sim.load_scenario(path)
     assert again.sites["cloud"].pools[0] == scenario.sites["cloud"].pools[0]
     assert again.sites["cloud"].pools[0].roles == ["serving"]
+
+
+def test_the_command_line_validates_the_example_and_refuses_a_gpu_field_with_exit_code_2() -> None:
+    """`deploysim validate` lists the API pool (provider, prices, latency, quota); with
+    `--set sites.cloud.pools[0].count=2` it exits 2 with an error naming that field."""
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["validate", str(EXAMPLE)], terminal_width=400)
+    assert ok.exit_code == 0, ok.output
+    assert "managed API bedrock-llama-3.1-8b (aws, llama-3.1-8b): $0.22 / $0.22" in ok.stdout
+    assert "150 requests/min" in ok.stdout
+    bad = runner.invoke(app, ["validate", str(EXAMPLE), "--set", "sites.cloud.pools[0].count=2"], terminal_width=400)
+    assert bad.exit_code == 2
+    assert "sites.cloud.pools[0].count" in bad.output and "Traceback" not in bad.output
