@@ -871,7 +871,7 @@ def catalog_apis(
     table = Table(title="Managed model APIs (USD per 1M tokens; latency at the provider)")
     for column in ("id", "model", "$ in / out", "TTFT median / p90", "per token median / p90", "rate limit", "as of",
                    "source"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("id", "model"))
     for key, api in sorted(apis.items()):
         limits = ", ".join(f"{v:,} {what}/min" for v, what in ((api.requests_per_minute, "req"),
                                                               (api.tokens_per_minute, "tok")) if v) or "-"
