@@ -122,9 +122,9 @@ def describe(scenario) -> Text:  # noqa: ANN001 - Scenario, imported lazily for 
         )
     from sim.spec.routing import class_routes, serving_pools
 
-    for name, (_, pool) in serving_pools(scenario).items():
+    for name, (site_name, pool) in serving_pools(scenario).items():
         if pool.is_api:
-            lines.append(f"  serving pool {name}: {describe_api(scenario, pool)}")
+            lines.append(f"  serving pool {name}: {describe_api(scenario, site_name, pool)}")
             continue
         if model.kind == "transformer":
             memory = replica_setup(
@@ -157,13 +157,14 @@ def describe(scenario) -> Text:  # noqa: ANN001 - Scenario, imported lazily for 
     return Text("\n").join([head, *(styled(line) for line in lines)])
 
 
-def describe_api(scenario, pool) -> str:  # noqa: ANN001 - Scenario and Pool, imported lazily
-    """A managed API pool in one line: provider, prices, latency profile, rate limit."""
-    api = scenario.resolved_catalog.apis[pool.api]
-    limit = pool.rate_limit
-    rpm = limit.requests_per_minute if limit is not None and limit.requests_per_minute else api.requests_per_minute
-    tpm = limit.tokens_per_minute if limit is not None and limit.tokens_per_minute else api.tokens_per_minute
-    limits = ", ".join(f"{v:,} {what}/min" for v, what in ((rpm, "requests"), (tpm, "tokens")) if v) or "no rate limit"
+def describe_api(scenario, site: str, pool) -> str:  # noqa: ANN001 - Scenario and Pool, imported lazily
+    """A managed API pool in one line: provider, prices, latency profile, rate limit (as it runs)."""
+    from sim.world.serving import api_setup
+
+    api = api_setup(scenario, site, pool).api
+    assert api is not None
+    limits = ", ".join(f"{v:,} {what}/min" for v, what in ((api.requests_per_minute, "requests"),
+                                                          (api.tokens_per_minute, "tokens")) if v) or "no rate limit"
     return (f"managed API {pool.api} ({api.provider}, {api.model}): ${api.usd_per_1m_input_tokens:g} / "
             f"${api.usd_per_1m_output_tokens:g} per 1M input / output tokens, TTFT median "
             f"{format_duration(api.ttft.median)} (p90 {format_duration(api.ttft.p90)}), "
