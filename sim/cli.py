@@ -36,7 +36,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-catalog_app = typer.Typer(help="Show the shipped catalogs (GPUs, models, engines, prices) with sources.",
+catalog_app = typer.Typer(help="Show the shipped catalogs (GPUs, models, engines, prices, APIs) with sources.",
                           no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 
@@ -109,7 +109,8 @@ def describe(scenario) -> Text:  # noqa: ANN001 - Scenario, imported lazily for 
     )
     for name, site in scenario.sites.items():
         pools = ", ".join(
-            f"{p.name}: {p.count}x {p.gpu}" + (f" (elastic to {p.max_count})" if p.elastic else "")
+            (f"{p.name}: managed API {p.api}" if p.is_api else
+             f"{p.name}: {p.count}x {p.gpu}" + (f" (elastic to {p.max_count})" if p.elastic else ""))
             + f" ({'/'.join(p.roles)})"
             for p in site.pools
         ) or "no GPUs"
@@ -121,7 +122,10 @@ def describe(scenario) -> Text:  # noqa: ANN001 - Scenario, imported lazily for 
         )
     from sim.spec.routing import class_routes, serving_pools
 
-    for name, (_, pool) in serving_pools(scenario).items():
+    for name, (site_name, pool) in serving_pools(scenario).items():
+        if pool.is_api:
+            lines.append(f"  serving pool {name}: {describe_api(scenario, site_name, pool)}")
+            continue
         if model.kind == "transformer":
             memory = replica_setup(
                 catalog, m.id, pool.gpu, m.precision, pool.tp(m), pool.engine_of(m),
@@ -151,6 +155,20 @@ def describe(scenario) -> Text:  # noqa: ANN001 - Scenario, imported lazily for 
     placed = ", ".join(f"{k}={v}" for k, v in scenario.placement.sites_named().items())
     lines.append(f"  placement: {placed}")
     return Text("\n").join([head, *(styled(line) for line in lines)])
+
+
+def describe_api(scenario, site: str, pool) -> str:  # noqa: ANN001 - Scenario and Pool, imported lazily
+    """A managed API pool in one line: provider, prices, latency profile, rate limit (as it runs)."""
+    from sim.world.serving import api_setup
+
+    api = api_setup(scenario, site, pool).api
+    assert api is not None
+    limits = ", ".join(f"{v:,} {what}/min" for v, what in ((api.requests_per_minute, "requests"),
+                                                          (api.tokens_per_minute, "tokens")) if v) or "no rate limit"
+    return (f"managed API {pool.api} ({api.provider}, {api.model}): ${api.usd_per_1m_input_tokens:g} / "
+            f"${api.usd_per_1m_output_tokens:g} per 1M input / output tokens, TTFT median "
+            f"{format_duration(api.ttft.median)} (p90 {format_duration(api.ttft.p90)}), "
+            f"{format_duration(api.time_per_output_token.median)} per output token; {limits}")
 
 
 @app.command()
@@ -946,6 +964,26 @@ def catalog_prices(
     for key, power in sorted(prices.power.items()):
         table.add_row("power", key, f"${power.usd_per_kwh}/kWh",
                       f"PUE {power.pue}, {power.grid_kgco2e_per_kwh} kgCO2e/kWh", str(power.as_of), power.source)
+    out.print(table)
+
+
+@catalog_app.command("apis")
+def catalog_apis(
+    catalog_file: Annotated[Path | None, typer.Option("--catalog", help="Add a user catalog file.")] = None,
+) -> None:
+    """Managed model APIs (pools of kind api): prices, latency profiles, rate limits, sources."""
+    apis = _catalog(catalog_file).apis
+    table = Table(title="Managed model APIs (USD per 1M tokens; latency at the provider)")
+    for column in ("id", "model", "$ in / out", "TTFT median / p90", "per token median / p90", "rate limit", "as of",
+                   "source"):
+        table.add_column(column, no_wrap=column in ("id", "model"))
+    for key, api in sorted(apis.items()):
+        limits = ", ".join(f"{v:,} {what}/min" for v, what in ((api.requests_per_minute, "req"),
+                                                              (api.tokens_per_minute, "tok")) if v) or "-"
+        table.add_row(key, api.model, f"{api.usd_per_1m_input_tokens:g} / {api.usd_per_1m_output_tokens:g}",
+                      f"{format_duration(api.ttft.median)} / {format_duration(api.ttft.p90)}",
+                      f"{format_duration(api.time_per_output_token.median)} / "
+                      f"{format_duration(api.time_per_output_token.p90)}", limits, str(api.as_of), api.source)
     out.print(table)
 
 

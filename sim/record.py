@@ -149,6 +149,7 @@ class PoolRecord:
     min_replicas: int = 0  # the autoscaler's bounds (replicas, active_replicas without one)
     max_replicas: int = 0
     billing: str = "per_second"  # how the provider bills held GPUs: per_second or per_hour
+    api: str = ""  # a managed API pool: its catalog id (no replicas, no GPUs); "" for a pool of GPUs
 
     def replicas_held(self, times_s: np.ndarray) -> np.ndarray:
         """How many replicas held their GPUs at each of `times_s` (from `holding`)."""

@@ -234,13 +234,13 @@ def pools_table(frame: pd.DataFrame, record: RunRecord) -> pd.DataFrame:
     for name, pool in record.pools.items():
         requests = int(counts.get(name, 0))
         rows.append({
-            "pool": name, "site": pool.site, "zone": pool.zone, "gpu": pool.gpu,
+            "pool": name, "site": pool.site, "zone": pool.zone, "gpu": f"api {pool.api}" if pool.api else pool.gpu,
             "gpus_per_replica": pool.gpus_per_replica, "autoscaled": pool.autoscaled,
             "min_replicas": pool.min_replicas, "max_replicas": pool.max_replicas, "billing": pool.billing,
             "requests": requests, "requests_share": requests / routed if routed else 0.0,
             "gpu_hours": pool_held_gpu_seconds(pool, horizon) / HOUR_S,
             "replicas_mean": replicas_mean(pool, horizon), "replicas_max": replicas_max(pool),
-            "utilisation": utilisation[name],
+            "utilisation": utilisation.get(name, 0.0),  # a managed API: no GPUs of ours
         })
     return pd.DataFrame(rows, columns=POOL_COLUMNS)
 

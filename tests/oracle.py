@@ -153,6 +153,9 @@ class Request:
     size_bytes: float = 0.0
     jitter_z: float = 0.0
     route_u: float = 0.0
+    ttft_z: float = 0.0  # standard normal draws for an API pool's latency profile
+    tpot_z: float = 0.0
+    limited: bool = False  # sent to an API over its rate limit: answered 429 on arrival
     pool: int = -1  # the pool it was sent to
     reason: int = -1  # why that pool (sim.kernels.batching PREFERRED, OVERFLOW, FAILOVER, WEIGHTED)
     link_send_s: float = np.nan
@@ -624,6 +627,40 @@ class Pool:
             raise AssertionError(f"replica {replica.index}: KV {used} over {self.kv_capacity}")
 
 
+class ApiPool:
+    """A managed model API: no replicas; every request it admits starts on arrival, its first
+    token after its TTFT draw and its last (output - 1) per-token draws later; its rate limit
+    is the list of every request it admitted, with its send time and tokens, read afresh at
+    each send (those sent less than 60 s before count)."""
+
+    WINDOW_S = 60.0
+
+    def __init__(self, index: int, *, api: object, path: int = 0, loop_delay_s: float = 0.0, **_: object) -> None:
+        self.index = index
+        self.api = api
+        self.path = path
+        self.loop_delay_s = loop_delay_s
+        self.replicas: list[Replica] = []
+        self.admitted: list[tuple[float, int]] = []  # (send time, prompt + output tokens)
+
+    def within_limit(self, s: Request, now: float) -> bool:
+        recent = [tokens for sent, tokens in self.admitted if now - sent < self.WINDOW_S]
+        rpm, tpm = self.api.requests_per_minute, self.api.tokens_per_minute  # type: ignore[attr-defined]
+        return ((rpm is None or len(recent) + 1 <= rpm)
+                and (tpm is None or sum(recent) + s.total <= tpm))
+
+    def admit(self, s: Request, now: float) -> None:
+        self.admitted.append((now, s.total))
+
+    def ttft(self, s: Request) -> float:
+        api = self.api
+        return api.ttft_median_s * math.exp(api.ttft_sigma * s.ttft_z)  # type: ignore[attr-defined]
+
+    def tpot(self, s: Request) -> float:
+        api = self.api
+        return api.tpot_median_s * math.exp(api.tpot_sigma * s.tpot_z)  # type: ignore[attr-defined]
+
+
 @dataclass
 class OraclePath:
     one_way_s: float = 0.0
@@ -671,11 +708,14 @@ class Cluster:
         self.uses = 0
         self.stats = {k: 0 for k in ("iterations", "preemptions", "rejections", "evictions",
                                      "prefix_hits", "prefixes_cached", "partial_chunks",
-                                     "mixed_iterations", "overflows", "failovers", "resends")}
-        self.pools: list[Pool] = []
+                                     "mixed_iterations", "overflows", "failovers", "resends", "rate_limited")}
+        self.pools: list[Pool | ApiPool] = []
         self.replicas: list[Replica] = []
         for p, options in enumerate(pools):
-            pool = Pool(self, p, len(self.replicas), **options)
+            if options.get("api") is not None:
+                self.pools.append(ApiPool(p, **options))
+                continue
+            pool = Pool(self, p, len(self.replicas), **{k: v for k, v in options.items() if k != "api"})
             self.pools.append(pool)
             self.replicas += pool.replicas
         self.next_unreleased = len(requests)
@@ -704,12 +744,21 @@ class Cluster:
         s.pool = p
         pool = self.pools[p]
         s.link_send_s = self.env.now
+        if isinstance(pool, ApiPool):
+            if pool.within_limit(s, self.env.now):
+                pool.admit(s, self.env.now)
+            else:
+                s.limited = True
+                self.stats["rate_limited"] += 1
         path = self.paths[pool.path]
         start = self.env.now if self.env.now > path.free_at else path.free_at
         path.free_at = start + s.size_bytes / path.bandwidth_bytes_per_s
         delay = max(path.one_way_s + path.jitter_s * s.jitter_z, 0.0)
         yield AtTime(self.env, path.free_at + delay, ordered(ARRIVAL, s.index, n))
         s.arrival_s = self.env.now
+        if isinstance(pool, ApiPool):
+            yield from self.api_life(s, pool)
+            return
         if not pool.dispatch(s):
             s.done_s = self.env.now
             self.release_next(s)
@@ -720,31 +769,65 @@ class Cluster:
         s.done_s = yield s.completed
         self.release_next(s, s.done_s)
 
+    def api_life(self, s: Request, pool: ApiPool):
+        """At an API: 429 if it was over the limit when sent, else tokens after its draws."""
+        n = len(self.requests)
+        if s.limited:
+            s.status = REJECTED
+            s.done_s = self.env.now
+            self.release_next(s)
+            return
+        s.status = RUNNING
+        s.dispatch_s = self.env.now
+        s.version = 0
+        yield AtTime(self.env, self.env.now + pool.ttft(s), ordered(ARRIVAL, s.index, n))
+        s.first_token_s = self.env.now
+        if s.output > 1:
+            yield AtTime(self.env, s.first_token_s + (s.output - 1) * pool.tpot(s), ordered(ARRIVAL, s.index, n))
+        s.status = DONE
+        s.done_s = self.env.now
+        self.release_next(s, s.done_s)
+
     def choose_pool(self, s: Request) -> tuple[int, int] | float:
         """(pool, why) by the request's route, or the time the first candidate's path comes
-        back when every candidate's path is cut (every replica of the oracle is active)."""
+        back when every candidate's path is cut (every replica of the oracle is active). An
+        API over its rate limit is loaded: skipped, never the end of the chain, left out of
+        a weighted draw, and taken (to answer 429) only when no pool with replicas is reachable."""
         route = self.routes[self.class_route[s.request_class]]
         now = self.env.now
         pools = [self.pools[p] for p in route.pools]
         up = [j for j, pool in enumerate(pools) if self.paths[pool.path].back_at(now) is None]
         if not up:
             return min(self.paths[pool.path].back_at(now) for pool in pools)  # type: ignore[type-var]
-        available = [j for j in up if pools[j].replicas]
-        if not available:  # nothing can serve: queue at the first pool that can be reached
-            return route.pools[up[0]], PREFERRED if up[0] == 0 else FAILOVER
+
+        def is_api(j: int) -> bool:
+            return isinstance(pools[j], ApiPool)
+
+        def serves(j: int) -> bool:
+            pool = pools[j]
+            return pool.within_limit(s, now) if isinstance(pool, ApiPool) else bool(pool.replicas)
+
+        def fallback() -> tuple[int, int]:
+            """Nothing can serve: queue at the first reachable pool with replicas, else 429 at
+            the first reachable API."""
+            queues = [j for j in up if not is_api(j)]
+            j = queues[0] if queues else up[0]
+            return route.pools[j], PREFERRED if j == 0 else FAILOVER
+
+        available = [j for j in up if is_api(j) or pools[j].replicas]  # an API over its limit too
 
         def why(j: int) -> int:
             if j == 0:
                 return PREFERRED
             return FAILOVER if any(k not in available for k in range(j)) else OVERFLOW
 
-        if route.policy == "weighted" and sum(route.weights[j] for j in available) <= 0:
-            # no weight on any pool that can serve: queue at the first pool that can be reached
-            return route.pools[up[0]], PREFERRED if up[0] == 0 else FAILOVER
         if route.policy == "weighted":
-            total = sum(route.weights[j] for j in available)
+            candidates = [j for j in up if serves(j)]
+            total = sum(route.weights[j] for j in candidates)
+            if total <= 0:  # no weight on any pool that can serve
+                return fallback()
             acc, last = 0.0, None
-            for j in available:
+            for j in candidates:
                 if route.weights[j] <= 0:
                     continue
                 last = route.pools[j]
@@ -754,12 +837,19 @@ class Cluster:
             return last, WEIGHTED  # type: ignore[return-value]
         for j in available:
             pool = pools[j]
+            if isinstance(pool, ApiPool):
+                if pool.within_limit(s, now):  # no queue of ours: no thresholds
+                    return route.pools[j], why(j)
+                continue
             in_pool = len(pool.queued()) + sum(len(r.running) + len(r.batch) for r in pool.replicas)
             loaded = (in_pool > route.queue_per_replica * len(pool.replicas)
                       or now - pool.oldest_queued_arrival() > route.wait_s)
             if not loaded:
                 return route.pools[j], why(j)
-        return route.pools[available[-1]], why(available[-1])  # all loaded: the end of the chain
+        with_replicas = [j for j in available if not is_api(j)]
+        if with_replicas:  # all loaded: the end of the chain
+            return route.pools[with_replicas[-1]], why(with_replicas[-1])
+        return fallback()
 
     def release_next(self, finished: Request, done_s: float | None = None) -> None:
         """Closed loop: a finished request lets its client send the next unreleased one after
@@ -791,9 +881,11 @@ def run_cluster_oracle(
     prefix_tokens: np.ndarray | None = None,
     service_s: np.ndarray | None = None,
     clients: int = 0,
+    api_z: np.ndarray | None = None,
 ) -> OracleResult:
     """Run the cluster to the end on the same inputs as `ClusterKernel` (every replica active;
-    no client timeout, no replica failure). `pools` are `PoolConfig` fields as keywords."""
+    no client timeout, no replica failure). `pools` are `PoolConfig` fields as keywords (a
+    managed API's with `api`, as `sim.kernels.batching.api_pool` makes them)."""
     n = len(send_s)
     env = simpy.Environment()
     if service_s is not None:  # one unit of service: one token in, one out
@@ -817,6 +909,8 @@ def run_cluster_oracle(
             size_bytes=0.0 if request_bytes is None else float(request_bytes[i]),
             jitter_z=0.0 if jitter_z is None else float(jitter_z[i]),
             route_u=0.0 if route_u is None else float(route_u[i]),
+            ttft_z=0.0 if api_z is None else float(api_z[i][0]),
+            tpot_z=0.0 if api_z is None else float(api_z[i][1]),
         )
         for i in range(n)
     ]

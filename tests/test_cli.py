@@ -109,10 +109,11 @@ def test_validate_missing_file_exits_2(runner: CliRunner, tmp_path: Path) -> Non
         ("gpus", ("h100-sxm", "l40s", "l4", "mi300x")),
         ("models", ("llama-3.1-8b", "llama-3.1-70b", "mixtral-8x7b")),
         ("prices", ("aws", "gcp", "azure")),
+        ("apis", ("bedrock-llama-3.1-8b", "groq-llama-3.1-8b", "fireworks-llama-3.1-70b")),
     ],
 )
 def test_catalog_lists_ids(runner: CliRunner, kind: str, ids: tuple[str, ...]) -> None:
-    """`catalog gpus|models|prices` exits 0 and lists the shipped ids."""
+    """`catalog gpus|models|prices|apis` exits 0 and lists the shipped ids."""
     result = runner.invoke(app, ["catalog", kind], terminal_width=400)
     assert result.exit_code == 0, result.output
     for catalog_id in ids:

@@ -4,7 +4,7 @@
 request's pool, why it went there, when its payload entered the path, its arrival, dispatch,
 first token and completion (to 1e-9 s), its status, replica and preemptions. Hypothesis draws
 clusters of 1-3 heterogeneous pools (engine, KV capacity, batch limits, async scheduling,
-front end), paths (one-way delay, bandwidth, jitter, outage windows that cut them), routes per
+front end; or a managed API with lognormal latency draws and a rate limit that binds), paths (one-way delay, bandwidth, jitter, outage windows that cut them), routes per
 traffic class (overflow with queue or wait thresholds, weighted splits), class priorities,
 every router (prefix affinity included), open and closed loops. Explicit cases then check the
 overflow threshold and the path arithmetic by hand.
@@ -30,6 +30,7 @@ from sim.kernels.batching import (
     PREFERRED,
     REJECTED,
     WEIGHTED,
+    ApiConfig,
     ClusterKernel,
     PathConfig,
     PoolConfig,
@@ -70,8 +71,18 @@ def clusters(draw: st.DrawFn) -> dict[str, Any]:
             one_way_s=draw(st.sampled_from([0.0, 0.25 * tick, 2 * tick])),
             bandwidth_bytes_per_s=draw(st.sampled_from([math.inf, 1e6, 2e4])),
             jitter_s=draw(st.sampled_from([0.0, 0.1 * tick])), windows=windows))
-    pools = []
+    pools: list[dict[str, Any]] = []
     for _ in range(n_pools):
+        if draw(st.integers(0, 3)) == 0:  # a managed API: latency draws, a rate limit that binds
+            api = ApiConfig(ttft_median_s=draw(st.sampled_from([0.0, tick, 3 * tick])),
+                            tpot_median_s=draw(st.sampled_from([0.0, 0.1 * tick])),
+                            ttft_sigma=draw(st.sampled_from([0.0, 0.5])), tpot_sigma=draw(st.sampled_from([0.0, 0.3])),
+                            requests_per_minute=draw(st.sampled_from([None, 1, 3])),
+                            tokens_per_minute=draw(st.sampled_from([None, 400])))
+            pools.append(dict(replicas=0, max_num_seqs=1, max_num_batched_tokens=1, chunked_prefill=False,
+                              kv_capacity_tokens=0, max_model_len=0, path=draw(st.integers(0, len(paths) - 1)),
+                              loop_delay_s=draw(st.sampled_from([0.0, tick])), api=api))
+            continue
         pools.append(dict(
             replicas=draw(st.integers(1, 3)),
             max_num_seqs=draw(st.integers(1, 8)),
@@ -111,6 +122,7 @@ def clusters(draw: st.DrawFn) -> dict[str, Any]:
         route_u=np.array(draw(st.lists(uniform, min_size=n, max_size=n))),
         router=draw(st.sampled_from(sorted(ROUTERS))),
         router_u=np.array(draw(st.lists(uniform, min_size=n, max_size=n))),
+        api_z=np.array(draw(st.lists(st.tuples(st.floats(-3, 3), st.floats(-3, 3)), min_size=n, max_size=n))),
     )
     if draw(st.booleans()):
         groups = draw(st.integers(1, 3))
@@ -145,11 +157,13 @@ def run_both(case: dict[str, Any]) -> tuple[ClusterKernel, Any]:
 def test_kernel_matches_oracle_on_random_clusters_and_rules(case: dict[str, Any]) -> None:
     kernel, oracle = run_both(case)
     assert_same(kernel, oracle)
-    for name in ("overflows", "failovers", "resends"):
+    for name in ("overflows", "failovers", "resends", "rate_limited"):
         if oracle.stats[name]:
             event(name)
     if len(case["pools"]) > 1 and len(set(kernel.pool.tolist())) > 1:
         event("several pools served")
+    if any(case["pools"][p].get("api") is not None for p in set(kernel.pool.tolist())):
+        event("an API served")
 
 
 def two_pools(**route: Any) -> dict[str, Any]:

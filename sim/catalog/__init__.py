@@ -15,11 +15,17 @@ Engines (`engines.yaml`) are serving-engine profiles: the fractions of a GPU's p
 an engine reaches per operation, its per-iteration host overhead and all-reduce cost, and
 the memory it keeps out of the KV cache, with defaults and per-GPU values where measurements
 exist (`sim.kernels.roofline` says how they enter the step time).
+
+Managed model APIs (`apis.yaml`) are providers' endpoints a scenario may serve from (a pool of
+`kind: api`): the model each serves, its price per 1M input and output tokens, a latency
+profile (lognormal time to first token and time per output token, each a median and a 90th
+percentile) and, where one was found, its rate limit.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -249,6 +255,45 @@ class PowerPrice(Sourced):
     grid_kgco2e_per_kwh: float = Field(ge=0)
 
 
+Z_90 = 1.2815515655446004  # the standard normal's 90th percentile
+
+
+class Lognormal(BaseModel):
+    """A lognormal latency given by its median and 90th percentile: sigma = ln(p90 / median) / z_0.9
+    (p90 = median: always the median)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    median: Seconds = Field(ge=0)
+    p90: Seconds = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _p90_not_below_median(self) -> Lognormal:
+        if self.p90 < self.median or (self.median == 0 and self.p90 > 0):
+            raise ValueError(f"p90 ({self.p90:g} s) must be at least the median ({self.median:g} s), and 0 only "
+                             "with a median of 0")
+        return self
+
+    @property
+    def sigma(self) -> float:
+        """The standard deviation of its logarithm."""
+        return math.log(self.p90 / self.median) / Z_90 if self.median > 0 else 0.0
+
+
+class ManagedApi(Sourced):
+    """A managed model API: what it serves, what it charges, how fast it answers, how much it
+    takes (`sim.kernels.batching` says how a pool of kind api runs on these)."""
+
+    provider: str = Field(min_length=1)
+    model: str = Field(min_length=1, description="the model id it serves (catalog models)")
+    usd_per_1m_input_tokens: float = Field(ge=0)
+    usd_per_1m_output_tokens: float = Field(ge=0)
+    ttft: Lognormal = Field(description="time to first token at the provider (the path to it not included)")
+    time_per_output_token: Lognormal = Field(description="after the first token")
+    requests_per_minute: int | None = Field(default=None, ge=1, description="unset: none known")
+    tokens_per_minute: int | None = Field(default=None, ge=1, description="prompt + output; unset: none known")
+
+
 class Prices(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -264,6 +309,7 @@ class Catalog(BaseModel):
     models: dict[str, Model] = Field(default_factory=dict)
     engines: dict[str, Engine] = Field(default_factory=dict)
     prices: Prices = Field(default_factory=Prices)
+    apis: dict[str, ManagedApi] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _engine_gpus_known(self) -> Catalog:
@@ -287,7 +333,7 @@ def _deep_merge(base: dict, top: dict) -> dict:
 @cache
 def _shipped_raw() -> dict:
     raw: dict = {}
-    for name in ("gpus", "models", "engines", "prices"):
+    for name in ("gpus", "models", "engines", "prices", "apis"):
         with open(CATALOG_DIR / f"{name}.yaml", encoding="utf-8") as fh:
             raw = _deep_merge(raw, yaml.safe_load(fh) or {})
     return raw

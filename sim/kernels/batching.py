@@ -13,7 +13,8 @@ queueing-theory tests use.
 Semantics (the pure-SimPy oracle in tests/ implements exactly these; keep them in step):
 
 Events. Five kinds: a client *sends* a request (its send time; or again when the path it
-waited for comes back), a request *arrives* at its pool (send time plus the path), a
+waited for comes back), a request *arrives* at its pool (send time plus the path; a request at
+a managed API's pool also has its token events taken as arrivals, below), a
 replica's *iteration ends*, a request's client *deadline* passes (client timeouts only). They
 are taken in time order; at equal times sends go first (lowest request index first), then
 arrivals (lowest index first), then iteration ends (lowest replica first), then deadlines.
@@ -129,6 +130,26 @@ request completes (done, rejected or failed) at time t at pool p, the next unrel
 request is sent at t + p's loop delay (the response's way back and the client's think time);
 pending sends are kept in time order.
 
+Managed model APIs. A pool may be a managed API (`ApiConfig`, `api_pool`): a provider's
+endpoint with no replicas of ours, reached over its path like any pool. The provider's
+capacity is not ours, so a request that reaches it starts at once (dispatch = arrival, no
+queue, no batch); its first token comes its TTFT later and its last token (output - 1) times
+its per-token time after the first, each a lognormal draw: median x exp(sigma x z), with z the
+request's own standard normal drawn up front (one for TTFT, one for the per-token time). These
+token events are taken with the arrivals, by (time, request index). The API's rate limit is a
+sliding window of RATE_WINDOW_S: a request sent at t is *within the limit* when the requests
+sent to the API and admitted in (t - 60 s, t], plus it, are at most `requests_per_minute`,
+and their prompt + output tokens, plus its own, at most `tokens_per_minute`. The window is
+counted at the send (the client's router tracks what it sent, as LiteLLM's router does per
+deployment; the provider, counting arrivals, sees the same window shifted by the path's
+delay). In the pool choice an API within its limit is available (the route's queue and wait
+thresholds do not apply: there is no queue of ours); one over its limit is *loaded*: overflow
+skips it (a later pool's reason is OVERFLOW) and it is never the end of the overflow chain,
+and a weighted draw leaves it out. When nothing else can take the request (no pool with
+replicas reachable either), it goes to the first reachable API over its limit, which answers
+HTTP 429: REJECTED at its arrival (done = arrival; it counts in no window). A request served
+by an API has no replica (-1) and model version 0: the provider's model, never one of ours.
+
 Per request the kernel records the pool and replica, why it went to that pool, when its
 payload entered the path, the time it reached the pool (arrival), was first scheduled
 (dispatch), the first token, completion, the model version of the replica when it was last
@@ -242,7 +263,8 @@ RI_POOL = 20  # the pool it was sent to (-1: not yet)
 RI_CLASS = 21  # its traffic class
 RI_REASON = 22  # why that pool (PREFERRED, OVERFLOW, FAILOVER, WEIGHTED)
 RI_PRIORITY = 23  # its class's priority (higher is admitted first)
-RI_SIZE = 24
+RI_LIMITED = 24  # 1: sent to an API pool over its rate limit, answered 429 on arrival (REJECTED)
+RI_SIZE = 25
 
 # Float request fields (req_f[:, F]).
 RF_ARRIVAL = 0  # at its pool
@@ -257,7 +279,9 @@ RF_LINK_SEND = 8  # when its payload entered the path to its pool (after waiting
 RF_BYTES = 9  # its payload on the wire
 RF_JITTER = 10  # its standard normal draw for the path's jitter
 RF_ROUTE_U = 11  # its uniform draw for a weighted pool choice
-RF_SIZE = 12
+RF_TTFT_Z = 12  # its standard normal draw for an API pool's time to first token
+RF_TPOT_Z = 13  # ... and for its time per output token
+RF_SIZE = 14
 
 # Integer replica fields (rep_i[:, F]).
 PI_STATE = 0
@@ -306,7 +330,14 @@ Q_MAX_MODEL_LEN = 7
 Q_ASYNC = 8  # 1: async scheduling (an iteration is scheduled when the previous one starts)
 Q_PATH = 9  # the path its requests take
 Q_SOUGHT = 10  # requests whose route reached this pool while it had no active replica (demand it missed)
-Q_SIZE = 11
+Q_API = 11  # 1: a managed model API (no replicas; see the module docstring)
+Q_WINDOW_HEAD = 12  # an API pool's rate-limit window: requests admitted in the last RATE_WINDOW_S,
+Q_WINDOW_TAIL = 13  # a list in send order linked through RI_NEXT (-1: empty)
+Q_WINDOW_COUNT = 14
+Q_WINDOW_TOKENS = 15  # their prompt + output tokens
+Q_API_RPM = 16  # its rate limit: requests and tokens per RATE_WINDOW_S (NO_LIMIT: none)
+Q_API_TPM = 17
+Q_SIZE = 18
 
 # Float configuration and counters of each pool (pool_f[p, F]).
 F_LOOP_DELAY = 0  # closed loop: from a request completing here to its client's next send
@@ -314,7 +345,14 @@ F_FRONTEND_S = 1  # the front end's fixed delay from a token's iteration end to 
 F_FRONTEND_PER_STEP = 2  # ... plus this fraction of that iteration's duration
 F_TTFT_SUM = 3  # running sum of (first token - arrival) at the pool, over first tokens
 F_FIRST_TOKENS = 4  # running count of first tokens
-F_SIZE = 5
+F_API_TTFT_MEDIAN = 5  # an API pool's latency profile: lognormal time to first token (median, sigma)
+F_API_TTFT_SIGMA = 6
+F_API_TPOT_MEDIAN = 7  # ... and lognormal time per output token after the first (median, sigma)
+F_API_TPOT_SIGMA = 8
+F_SIZE = 9
+
+RATE_WINDOW_S = 60.0  # an API's rate limits are per minute
+NO_LIMIT = 2**62  # an API pool's Q_API_RPM / Q_API_TPM when it sets no such limit
 
 # Paths (path_f[k, F]).
 PA_ONE_WAY = 0
@@ -1134,6 +1172,87 @@ def _expire(req_i, req_f, rep_i, queues, sorder, glob, cfg, pool_f, i, t):
 
 
 # ------------------------------------------------------------------------------------------
+# Managed model APIs: a rate-limit window counted at the send, token times drawn up front
+# ------------------------------------------------------------------------------------------
+
+
+@njit(cache=True, inline="always")
+def _api_tokens(req_i, i):
+    """What a request counts against an API's tokens-per-minute limit: its prompt plus its
+    output (providers reserve the input plus the requested output at admission)."""
+    return req_i[i, RI_PROMPT] + req_i[i, RI_OUTPUT]
+
+
+@njit(cache=True)
+def _api_within_limit(req_i, req_f, pool_i, p, i, t):
+    """Does API pool p's rate limit admit request i sent at t? First forgets the requests
+    admitted RATE_WINDOW_S or more before t (sends are taken in time order, so the window
+    only moves forward and forgetting twice at one t changes nothing)."""
+    head = pool_i[p, Q_WINDOW_HEAD]
+    while head >= 0 and t - req_f[head, RF_LINK_SEND] >= RATE_WINDOW_S:
+        pool_i[p, Q_WINDOW_COUNT] -= 1
+        pool_i[p, Q_WINDOW_TOKENS] -= _api_tokens(req_i, head)
+        head = req_i[head, RI_NEXT]
+    pool_i[p, Q_WINDOW_HEAD] = head
+    if head < 0:
+        pool_i[p, Q_WINDOW_TAIL] = -1
+    return (pool_i[p, Q_WINDOW_COUNT] + 1 <= pool_i[p, Q_API_RPM]
+            and pool_i[p, Q_WINDOW_TOKENS] + _api_tokens(req_i, i) <= pool_i[p, Q_API_TPM])
+
+
+@njit(cache=True, inline="always")
+def _api_admit(req_i, pool_i, p, i):
+    """Request i, sent now to API pool p within its limit, joins the limit's window (a request
+    at an API pool never waits in a queue, so its RI_NEXT links the window)."""
+    req_i[i, RI_NEXT] = -1
+    tail = pool_i[p, Q_WINDOW_TAIL]
+    if tail >= 0:
+        req_i[tail, RI_NEXT] = i
+    else:
+        pool_i[p, Q_WINDOW_HEAD] = i
+    pool_i[p, Q_WINDOW_TAIL] = i
+    pool_i[p, Q_WINDOW_COUNT] += 1
+    pool_i[p, Q_WINDOW_TOKENS] += _api_tokens(req_i, i)
+
+
+@njit(cache=True)
+def _arrive_api(req_i, req_f, pool_f, sorder, glob, cfg, aheap_t, aheap_i, i, ta):
+    """Request i reaches its API pool at ta: answered 429 (REJECTED) if it was over the limit
+    when sent, else it starts at once and its first token is due after its TTFT draw."""
+    req_f[i, RF_ARRIVAL] = ta
+    if req_i[i, RI_LIMITED] == 1:
+        req_i[i, RI_STATUS] = REJECTED
+        req_f[i, RF_DONE] = ta
+        _release_after(req_f, req_i, sorder, glob, cfg, pool_f, i, ta)
+        return
+    p = req_i[i, RI_POOL]
+    req_i[i, RI_STATUS] = RUNNING
+    req_i[i, RI_VERSION] = 0  # the provider's model: never one of our fine-tuned versions
+    req_f[i, RF_DISPATCH] = ta
+    ttft = pool_f[p, F_API_TTFT_MEDIAN] * math.exp(pool_f[p, F_API_TTFT_SIGMA] * req_f[i, RF_TTFT_Z])
+    _timed_push(aheap_t, aheap_i, glob, G_ARRIVING, ta + ttft, i)
+
+
+@njit(cache=True)
+def _api_token(req_i, req_f, pool_f, sorder, glob, cfg, aheap_t, aheap_i, i, t):
+    """A token event of request i at its API pool at t: its first token (then its last is due
+    (output - 1) x its per-token draw later), or its last token (it is done)."""
+    p = req_i[i, RI_POOL]
+    if np.isnan(req_f[i, RF_FIRST_TOKEN]):
+        req_f[i, RF_FIRST_TOKEN] = t
+        pool_f[p, F_TTFT_SUM] += t - req_f[i, RF_ARRIVAL]
+        pool_f[p, F_FIRST_TOKENS] += 1.0
+        rest = req_i[i, RI_OUTPUT] - 1
+        if rest > 0:
+            tpot = pool_f[p, F_API_TPOT_MEDIAN] * math.exp(pool_f[p, F_API_TPOT_SIGMA] * req_f[i, RF_TPOT_Z])
+            _timed_push(aheap_t, aheap_i, glob, G_ARRIVING, t + rest * tpot, i)
+            return
+    req_i[i, RI_STATUS] = DONE
+    req_f[i, RF_DONE] = t
+    _release_after(req_f, req_i, sorder, glob, cfg, pool_f, i, t)
+
+
+# ------------------------------------------------------------------------------------------
 # Sending: the pool choice and the path
 # ------------------------------------------------------------------------------------------
 
@@ -1179,14 +1298,22 @@ def _over_threshold(req_f, rep_i, queues, cfg, pool_i, route_f, k, p, n_active, 
     return oldest < INF and t - oldest > route_f[k, RTF_WAIT]
 
 
+@njit(cache=True, inline="always")
+def _limited(req_i, req_f, pool_i, p, i, t):
+    """Is p an API pool whose rate limit refuses request i at t?"""
+    return pool_i[p, Q_API] == 1 and not _api_within_limit(req_i, req_f, pool_i, p, i, t)
+
+
 @njit(cache=True)
 def _choose_pool(req_i, req_f, rep_i, queues, cfg, pool_i, path_w, path_n, route_i, route_f, class_route, i, t):
     """The pool request i is sent to at t, and why (see the module docstring), or (-1, the
     time the first candidate's path comes back) when every candidate's path is cut."""
     k = class_route[req_i[i, RI_CLASS]]
     n = route_i[k, RT_LEN]
-    first_open = -1  # the first candidate whose path is up
+    first_open = -1  # the first candidate with replicas (a queue) whose path is up
     first_open_j = -1
+    first_api = -1  # the first API candidate whose path is up (over its limit: answered 429)
+    first_api_j = -1
     soonest_back = INF
     if route_i[k, RT_POLICY] == POLICY_WEIGHTED:
         total = 0.0
@@ -1196,6 +1323,13 @@ def _choose_pool(req_i, req_f, rep_i, queues, cfg, pool_i, path_w, path_n, route
             back = _path_back_at(path_w, path_n, pool_i[p, Q_PATH], t)
             if back >= 0.0:
                 soonest_back = min(soonest_back, back)
+                continue
+            if pool_i[p, Q_API] == 1:
+                if first_api < 0:
+                    first_api, first_api_j = p, j
+                if _api_within_limit(req_i, req_f, pool_i, p, i, t):
+                    reachable += route_f[k, RTF_WEIGHTS + j]
+                    total += route_f[k, RTF_WEIGHTS + j]
                 continue
             if first_open < 0:
                 first_open, first_open_j = p, j
@@ -1210,9 +1344,11 @@ def _choose_pool(req_i, req_f, rep_i, queues, cfg, pool_i, path_w, path_n, route
                 p = route_i[k, RT_POOLS + j]
                 if _path_back_at(path_w, path_n, pool_i[p, Q_PATH], t) >= 0.0 or route_f[k, RTF_WEIGHTS + j] <= 0.0:
                     continue
+                if _limited(req_i, req_f, pool_i, p, i, t):
+                    continue
                 acc += route_f[k, RTF_WEIGHTS + j]
                 if target < acc:
-                    if _active_count(rep_i, pool_i, p) == 0:
+                    if pool_i[p, Q_API] == 0 and _active_count(rep_i, pool_i, p) == 0:
                         pool_i[p, Q_SOUGHT] += 1
                     break
         if total > 0.0:
@@ -1221,9 +1357,12 @@ def _choose_pool(req_i, req_f, rep_i, queues, cfg, pool_i, path_w, path_n, route
             last = -1
             for j in range(n):
                 p = route_i[k, RT_POOLS + j]
-                if _path_back_at(path_w, path_n, pool_i[p, Q_PATH], t) >= 0.0:
+                if _path_back_at(path_w, path_n, pool_i[p, Q_PATH], t) >= 0.0 or route_f[k, RTF_WEIGHTS + j] <= 0.0:
                     continue
-                if _active_count(rep_i, pool_i, p) == 0 or route_f[k, RTF_WEIGHTS + j] <= 0.0:
+                if pool_i[p, Q_API] == 1:
+                    if not _api_within_limit(req_i, req_f, pool_i, p, i, t):
+                        continue
+                elif _active_count(rep_i, pool_i, p) == 0:
                     continue
                 last = p
                 acc += route_f[k, RTF_WEIGHTS + j]
@@ -1241,6 +1380,12 @@ def _choose_pool(req_i, req_f, rep_i, queues, cfg, pool_i, path_w, path_n, route
                 soonest_back = min(soonest_back, back)
                 skipped_unavailable = True
                 continue
+            if pool_i[p, Q_API] == 1:
+                if first_api < 0:
+                    first_api, first_api_j = p, j
+                if _api_within_limit(req_i, req_f, pool_i, p, i, t):  # no queue of ours: thresholds do not apply
+                    return p, float(PREFERRED if j == 0 else (FAILOVER if skipped_unavailable else OVERFLOW))
+                continue  # over its rate limit: loaded, and never the end of the chain (it cannot take i)
             if first_open < 0:
                 first_open, first_open_j = p, j
             n_active = _active_count(rep_i, pool_i, p)
@@ -1257,6 +1402,8 @@ def _choose_pool(req_i, req_f, rep_i, queues, cfg, pool_i, path_w, path_n, route
             return last_available, float(last_why)
     if first_open >= 0:  # nothing can serve now: queue at the first pool that can be reached
         return first_open, float(PREFERRED if first_open_j == 0 else FAILOVER)
+    if first_api >= 0:  # only APIs over their limit can be reached: the first answers 429
+        return first_api, float(PREFERRED if first_api_j == 0 else FAILOVER)
     return -1, soonest_back
 
 
@@ -1275,6 +1422,11 @@ def _send(req_i, req_f, rep_i, queues, glob, cfg, pool_i, path_f, path_w, path_n
     req_i[i, RI_POOL] = p
     req_i[i, RI_REASON] = int(why)
     req_f[i, RF_LINK_SEND] = t
+    if pool_i[p, Q_API] == 1:
+        if _api_within_limit(req_i, req_f, pool_i, p, i, t):
+            _api_admit(req_i, pool_i, p, i)
+        else:
+            req_i[i, RI_LIMITED] = 1
     k = pool_i[p, Q_PATH]
     start = t if t > path_f[k, PA_FREE_AT] else path_f[k, PA_FREE_AT]
     free_at = start + req_f[i, RF_BYTES] / path_f[k, PA_BANDWIDTH]
@@ -1354,9 +1506,16 @@ def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
             if ta > t_end:
                 break
             i = _arrival_pop(aheap_t, aheap_i, glob, source)
+            if req_i[i, RI_STATUS] == RUNNING:  # only a request at an API pool is RUNNING here
+                events += 1
+                _api_token(req_i, req_f, pool_f, sorder, glob, cfg, aheap_t, aheap_i, i, ta)
+                continue
             if req_i[i, RI_STATUS] != PENDING:
                 continue  # its client gave up on the way
             events += 1
+            if pool_i[req_i[i, RI_POOL], Q_API] == 1:
+                _arrive_api(req_i, req_f, pool_f, sorder, glob, cfg, aheap_t, aheap_i, i, ta)
+                continue
             _arrive(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
                     prefix_tokens_of_group, sorder, glob, cfg, pool_i, pool_f, params, route, router_memory,
                     iteration_s, active, i, ta)
@@ -1610,6 +1769,29 @@ class PoolConfig:
     max_queue_delay_s: float = 0.0
     path: int = 0
     loop_delay_s: float = 0.0
+    api: ApiConfig | None = None
+    """A managed model API instead of replicas (`api_pool`); None for a pool of GPUs."""
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """A managed model API (module docstring): its latency profile, lognormal time to first
+    token and time per output token after the first (median, and sigma of the log; 0: always
+    the median), and its rate limit, requests and prompt + output tokens per RATE_WINDOW_S
+    (None: no such limit)."""
+
+    ttft_median_s: float
+    tpot_median_s: float
+    ttft_sigma: float = 0.0
+    tpot_sigma: float = 0.0
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+
+
+def api_pool(api: ApiConfig, path: int = 0, loop_delay_s: float = 0.0) -> PoolConfig:
+    """The pool of a managed API: no replicas, no engine settings (nothing of ours runs it)."""
+    return PoolConfig(replicas=0, max_num_seqs=1, max_num_batched_tokens=1, chunked_prefill=False,
+                      kv_capacity_tokens=0, max_model_len=0, path=path, loop_delay_s=loop_delay_s, api=api)
 
 
 @dataclass(frozen=True)
@@ -1682,6 +1864,7 @@ class ClusterKernel:
         timeout_s: float = math.inf,
         deadline_s: np.ndarray | None = None,
         max_attempts: int = 0,
+        api_z: np.ndarray | None = None,
     ) -> None:
         n = len(send_s)
         if not (len(prompt_tokens) == len(output_tokens) == n):
@@ -1690,14 +1873,15 @@ class ClusterKernel:
             raise ValueError("a cluster needs at least one pool")
         if router not in ROUTERS:
             raise ValueError(f"unknown router {router!r}; allowed: {', '.join(ROUTERS)}")
-        latencies = [p.batch_latency for p in pools if p.batch_latency is not None]
+        gpu_pools = [p for p in pools if p.api is None]
+        latencies = [p.batch_latency for p in gpu_pools if p.batch_latency is not None]
         model = SERVICE_MODELS[service_model or default_service_model(service_s, latencies[0] if latencies else None)]
         if service_s is not None and latencies:
             raise ValueError("service_s and batch_latency are two different service models; pick one")
         if model.unit_requests and service_s is None:
             raise ValueError(f"service model {model.name!r} needs service_s: each request's service time")
         dynamic = model.batching == DYNAMIC
-        if dynamic and len(latencies) != len(pools):
+        if dynamic and len(latencies) != len(gpu_pools):
             raise ValueError(f"service model {model.name!r} needs batch_latency: (a, c) of a + c x b, for every pool")
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
@@ -1733,6 +1917,9 @@ class ClusterKernel:
         self.req_f[:, RF_ROUTE_U] = 0.0 if route_u is None else route_u
         self.req_f[:, RF_JITTER] = 0.0 if jitter_z is None else jitter_z
         self.req_f[:, RF_BYTES] = 0.0 if request_bytes is None else request_bytes
+        z = np.zeros((n, 2)) if api_z is None else np.asarray(api_z, dtype=np.float64).reshape(n, 2)
+        self.req_f[:, RF_TTFT_Z] = z[:, 0]
+        self.req_f[:, RF_TPOT_Z] = z[:, 1]
         # -- classes and routes
         routes = list(routes) if routes is not None else [RouteConfig(pools=list(range(n_pools)))]
         n_classes = int(self.req_i[:, RI_CLASS].max()) + 1 if n else 1
@@ -1802,6 +1989,7 @@ class ClusterKernel:
             self.pool_f[p, F_LOOP_DELAY] = pool.loop_delay_s
             self.pool_f[p, F_FRONTEND_S] = pool.frontend_s
             self.pool_f[p, F_FRONTEND_PER_STEP] = pool.frontend_per_step
+            self._set_api(p, pool)
             active = pool.replicas if pool.active_replicas is None else pool.active_replicas
             self.rep_i[first:first + pool.replicas, PI_POOL] = p
             self.rep_i[first:first + active, PI_STATE] = ACTIVE
@@ -1868,6 +2056,24 @@ class ClusterKernel:
         self.now = 0.0
         self.events = 0
         self.advanced = False
+
+    def _set_api(self, p: int, pool: PoolConfig) -> None:
+        """Pool p's API settings (nothing for a pool of GPUs)."""
+        self.pool_i[p, Q_WINDOW_HEAD] = self.pool_i[p, Q_WINDOW_TAIL] = -1
+        api = pool.api
+        if api is None:
+            return
+        if pool.replicas != 0:
+            raise ValueError(f"pool {p} is a managed API: it has no replicas (got {pool.replicas})")
+        if not (api.ttft_median_s >= 0 and api.tpot_median_s >= 0 and api.ttft_sigma >= 0 and api.tpot_sigma >= 0):
+            raise ValueError(f"pool {p}: an API's latency medians and sigmas must be >= 0, got {api}")
+        self.pool_i[p, Q_API] = 1
+        self.pool_i[p, Q_API_RPM] = NO_LIMIT if api.requests_per_minute is None else api.requests_per_minute
+        self.pool_i[p, Q_API_TPM] = NO_LIMIT if api.tokens_per_minute is None else api.tokens_per_minute
+        self.pool_f[p, F_API_TTFT_MEDIAN] = api.ttft_median_s
+        self.pool_f[p, F_API_TTFT_SIGMA] = api.ttft_sigma
+        self.pool_f[p, F_API_TPOT_MEDIAN] = api.tpot_median_s
+        self.pool_f[p, F_API_TPOT_SIGMA] = api.tpot_sigma
 
     def _order_deadlines(self) -> None:
         """Requests in deadline order (then index); a closed loop's is its send order."""

@@ -29,6 +29,11 @@ reader can check by hand, `usd`, and the `quantity` and `unit` it was priced on.
 - **ops**: a premises site's `ops_usd_per_year` x horizon / year (365 days).
 - **energy**: premises GPUs' facility kWh (`sim.metrics.energy.gpu_energy_kwh` x PUE) x the
   site's price per kWh. Cloud energy is inside the GPU-hour price.
+- **api_tokens**: each managed API pool (kind api), two rows: the prompt tokens and the output
+  tokens of the requests it completed within the horizon, in millions, x its catalog price per
+  1M input and output tokens (`sim.catalog.ManagedApi`; a negotiated price goes in a catalog
+  file). A request answered 429 is not billed; one still running at the horizon is billed in
+  the next period. An API holds no GPUs: no GPU-hours, capex or energy.
 
 `cost_summary` totals them: `cost_usd` over the horizon, `cost_usd_per_month` (a month is
 30.44 days), `cost_usd_per_1m_requests` and `cost_usd_per_1m_output_tokens` over the requests
@@ -48,7 +53,7 @@ from sim.metrics.utilisation import holds_what_it_uses, pool_held_gpu_seconds, s
 from sim.record import PoolRecord, RunRecord
 from sim.spec.scenario import Pool, Scenario, Site
 
-COMPONENTS = ("cloud_gpu", "egress", "storage", "capex", "ops", "energy")
+COMPONENTS = ("cloud_gpu", "egress", "storage", "capex", "ops", "energy", "api_tokens")
 COST_COLUMNS = ["component", "site", "pool", "detail", "usd", "quantity", "unit"]
 MONTH_S = 30.44 * DAY_S
 YEAR_S = 365 * DAY_S  # as sim.spec.units reads "1y"
@@ -241,6 +246,26 @@ def energy_rows(usage: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
+def api_token_rows(record: RunRecord) -> list[dict[str, Any]]:
+    """Per managed API pool: its completed requests' prompt and output tokens x its prices."""
+    requests = record.requests
+    catalog = record.scenario.resolved_catalog
+    rows = []
+    for p, pool in enumerate(record.pools.values()):
+        if not pool.api:
+            continue
+        api = catalog.apis[pool.api]
+        mine = (requests.pool == p) & requests.completed
+        for what, tokens, price in (
+                ("input", requests.prompt_tokens[mine], api.usd_per_1m_input_tokens),
+                ("output", requests.output_tokens[mine], api.usd_per_1m_output_tokens)):
+            millions = int(tokens.sum()) / 1e6
+            rows.append(_row("api_tokens", pool.site, pool.pool, f"{millions:.6g}M {what} tokens of {int(mine.sum())} "
+                             f"completed requests x ${price:.4g}/1M ({pool.api}, {api.provider}, as of {api.as_of})",
+                             millions * price, millions, f"M {what} tokens"))
+    return rows
+
+
 # ------------------------------------------------------------------------------------------
 # The breakdown and its summary
 # ------------------------------------------------------------------------------------------
@@ -251,7 +276,7 @@ def cost_breakdown(record: RunRecord, ledger: pd.DataFrame, usage: pd.DataFrame 
     scenario = record.scenario
     usage = gpu_usage(record) if usage is None else usage
     rows = (cloud_gpu_rows(record, usage) + egress_rows(scenario, ledger) + storage_rows(scenario, ledger)
-            + capex_rows(scenario) + energy_rows(usage))
+            + capex_rows(scenario) + energy_rows(usage) + api_token_rows(record))
     return pd.DataFrame(rows, columns=COST_COLUMNS).astype({"usd": float, "quantity": float})
 
 

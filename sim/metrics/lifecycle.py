@@ -96,7 +96,7 @@ def cloud_cost_by_purpose(record: RunRecord) -> dict[str, float]:
 
     for name, (held, _) in serving_gpu_seconds(record).items():
         pool = record.pools[name]
-        if pool.zone == "third_party":
+        if pool.zone == "third_party" and not pool.api:  # a managed API holds no GPUs
             usd["serving"] += held / HOUR_S * price(pool.site, pool.pool)
     holds = record.gpu_holds
     for row in holds[holds["purpose"].isin(HOLD_PURPOSES)].itertuples():

@@ -135,8 +135,10 @@ def serving_gpu_seconds(record: RunRecord) -> dict[str, tuple[float, float]]:
 
 
 def serving_utilisation(record: RunRecord) -> dict[str, float]:
-    """Busy / held GPU-seconds of every serving pool's replicas over the horizon."""
-    return {name: ratio(busy, held) for name, (held, busy) in serving_gpu_seconds(record).items()}
+    """Busy / held GPU-seconds of every serving pool's replicas over the horizon (a managed API
+    holds no GPUs of ours: it has none)."""
+    return {name: ratio(busy, held) for name, (held, busy) in serving_gpu_seconds(record).items()
+            if not record.pools[name].api}
 
 
 # ------------------------------------------------------------------------------------------
@@ -176,6 +178,8 @@ def gpu_time(record: RunRecord) -> pd.DataFrame:
     for site_name, site in scenario.sites.items():
         for pool in site.pools:
             assert pool.name is not None
+            if pool.is_api:
+                continue  # a managed API holds no GPUs of ours
             mine = [serving[name] for name in serving_pools_on(record, site_name, pool.name)]
             serving_held = sum(held for held, _ in mine)
             serving_busy = sum(busy for _, busy in mine)

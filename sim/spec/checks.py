@@ -51,7 +51,7 @@ def check_catalog_ids(s: Scenario, catalog: Catalog) -> list[SpecIssue]:
     gpus = sorted(catalog.gpus)
     for site_name, site in s.sites.items():
         for i, pool in enumerate(site.pools):
-            if pool.gpu not in catalog.gpus:
+            if pool.gpu not in catalog.gpus and not pool.is_api and pool.gpu:  # no gpu: check_api_pools
                 issues.append(SpecIssue(
                     f"sites.{site_name}.pools[{i}].gpu",
                     f"unknown GPU id{suggest(pool.gpu, gpus)}", pool.gpu, ", ".join(gpus)))
@@ -164,8 +164,9 @@ def check_links(s: Scenario) -> list[SpecIssue]:
     for k, rule in enumerate(s.routing):  # a rule may send requests to any site, which then loads the model
         for j, name in enumerate(rule.pools):
             if name in pools:
-                flows += [(f"routing[{k}].pools[{j}]", s.workload.origin, pools[name][0], "requests and responses"),
-                          (f"routing[{k}].pools[{j}]", p.model_registry, pools[name][0], "model weights")]
+                flows += [(f"routing[{k}].pools[{j}]", s.workload.origin, pools[name][0], "requests and responses")]
+                if not pools[name][1].is_api:  # a provider's API loads no weights of ours
+                    flows += [(f"routing[{k}].pools[{j}]", p.model_registry, pools[name][0], "model weights")]
     issues: list[SpecIssue] = []
     reported: set[frozenset[str]] = set()
     for path, a, b, what in flows:
@@ -421,6 +422,8 @@ def check_pool_billing_and_autoscale(s: Scenario) -> list[SpecIssue]:
     issues: list[SpecIssue] = []
     for site_name, site in s.sites.items():
         for i, pool in enumerate(site.pools):
+            if pool.is_api:
+                continue  # check_api_pools: none of this applies
             path = f"sites.{site_name}.pools[{i}]"
             tp = pool.tp(s.model)
             for key in ("tensor_parallel", "engine"):
@@ -509,7 +512,7 @@ def _check_rule_pools(s: Scenario, k: int, rule: RoutingRule) -> list[SpecIssue]
         elif "serving" not in pool.roles:
             issues.append(SpecIssue(path, f"pool {name!r} does not serve (roles {pool.roles})", name,
                                     f"add 'serving' to its roles, or one of the {allowed}"))
-        elif pool.capacity == 0:
+        elif pool.capacity == 0 and not pool.is_api:
             issues.append(SpecIssue(path, f"pool {name!r} has no GPUs (count 0, not elastic)", name,
                                     f"a count >= 1 for it, or one of the {allowed}"))
     return issues
@@ -650,8 +653,67 @@ def check_elastic_pools(s: Scenario) -> list[SpecIssue]:
     return issues
 
 
+# The fields a pool of kind api may set; every other field of `Pool` is about GPUs of ours.
+API_POOL_FIELDS = frozenset({"name", "kind", "api", "rate_limit", "roles"})
+
+
+def check_api_pools(s: Scenario, catalog: Catalog) -> list[SpecIssue]:
+    """A managed API pool names a catalog API that serves the scenario's model, only serves,
+    sits at a third-party site, and sets nothing that belongs to GPUs (count, gpu,
+    tensor_parallel, autoscale, engine, pricing, ...): such a field could not take effect. A
+    GPU pool names its gpu and count, and sets nothing that belongs to an API."""
+    issues: list[SpecIssue] = []
+    apis = sorted(catalog.apis)
+    if s.model.service_time is not None and any(p.is_api for site in s.sites.values() for p in site.pools):
+        issues.append(SpecIssue(
+            "model.service_time", "a managed API pool answers with its own latency profile, per token; a plain "
+            "service-time model counts no tokens, so the API's per-token time could not take effect",
+            has_value=False, allowed="no service_time (the engine model), or no pool of kind api"))
+    for site_name, site in s.sites.items():
+        for i, pool in enumerate(site.pools):
+            path = f"sites.{site_name}.pools[{i}]"
+            if not pool.is_api:
+                issues += [SpecIssue(f"{path}.{key}", f"pool {pool.name!r} is a pool of GPUs (kind gpus); {key} is "
+                                     "for a managed API", getattr(pool, key), "kind: api, or remove it")
+                           for key in ("api", "rate_limit") if getattr(pool, key) is not None]
+                missing = [key for key, absent in (("gpu", not pool.gpu), ("count", "count" not in pool.model_fields_set))
+                           if absent]
+                issues += [SpecIssue(f"{path}.{key}", f"a pool of GPUs (kind gpus) needs its {key}", has_value=False,
+                                     allowed="a GPU id from the catalog" if key == "gpu" else "a number of GPUs")
+                           for key in missing]
+                continue
+            # what differs from its default was written (a resolved scenario.yaml spells every default out)
+            written = {key for key, field in type(pool).model_fields.items()
+                       if getattr(pool, key) != field.get_default(call_default_factory=True)}
+            for key in sorted(written - API_POOL_FIELDS):
+                issues.append(SpecIssue(
+                    f"{path}.{key}", f"pool {pool.name!r} is a managed API (kind api): it runs on the provider's "
+                    f"capacity, not on GPUs of ours, so {key} cannot take effect", getattr(pool, key),
+                    f"remove it (an API pool takes {', '.join(sorted(API_POOL_FIELDS))}), or kind: gpus"))
+            if "training" in pool.roles:
+                issues.append(SpecIssue(f"{path}.roles", f"pool {pool.name!r} is a managed API: it only serves "
+                                        "(nothing of ours trains on it)", pool.roles, "[serving] (the default)"))
+            if pool.api is None:
+                issues.append(SpecIssue(f"{path}.api", "a managed API pool names its API", has_value=False,
+                                        allowed=", ".join(apis)))
+            elif pool.api not in catalog.apis:
+                issues.append(SpecIssue(f"{path}.api", f"unknown API{suggest(pool.api, apis)}", pool.api,
+                                        ", ".join(apis)))
+            elif catalog.apis[pool.api].model != s.model.id:
+                served = catalog.apis[pool.api].model
+                issues.append(SpecIssue(
+                    f"{path}.api", f"API {pool.api!r} serves {served}, but the scenario's model is {s.model.id}: "
+                    "every pool of a scenario serves the same model", pool.api,
+                    ", ".join(a for a in apis if catalog.apis[a].model == s.model.id) or "none in the catalog"))
+            if site.zone != "third_party":
+                issues.append(SpecIssue(
+                    f"sites.{site_name}.zone", f"pool {pool.name!r} is a managed API: its site is the provider, a "
+                    "third party (every prompt sent there is exposure)", site.zone, "third_party"))
+    return issues
+
+
 def check_scenario(s: Scenario, catalog: Catalog) -> list[SpecIssue]:
-    issues = check_bounds(s) + check_sites_named(s) + check_catalog_ids(s, catalog)
+    issues = check_bounds(s) + check_sites_named(s) + check_catalog_ids(s, catalog) + check_api_pools(s, catalog)
     issues += check_data_classes(s) + check_traffic_classes(s) + check_files(s) + check_prices(s, catalog)
     issues += check_monitor(s) + check_pool_billing_and_autoscale(s) + check_routing(s)
     if issues:  # the checks below assume names resolve

@@ -46,6 +46,11 @@ def check_faults(s: Scenario) -> list[SpecIssue]:
                                     f"{suggest(str(pool), pools)}", rf.pool, ", ".join(pools) or "(none)",
                                     has_value=rf.pool is not None))
             continue
+        if next(p for p in s.sites[rf.site].pools if p.name == pool).is_api:
+            issues.append(SpecIssue(f"{path}.pool", f"pool {pool!r} is a managed API: it has no replicas of ours "
+                                    "that could fail (a site outage cuts the path to it)", pool,
+                                    "a pool of GPUs"))
+            continue
         replicas = pool_replicas(s, rf.site, pool)
         if rf.at and rf.replica >= replicas:
             issues.append(SpecIssue(f"{path}.replica", f"pool {pool!r} has {replicas} replicas", rf.replica,

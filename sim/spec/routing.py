@@ -14,7 +14,7 @@ The functions here are pure (a scenario in, names and numbers out) and assume a 
 find what they reject.
 
 A pool is named "site/pool" everywhere (rules, routes, results); a serving pool is one with the
-`serving` role and some capacity (`Pool.capacity` > 0).
+`serving` role and some capacity (`Pool.capacity` > 0, or a managed API: `Pool.is_api`).
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ class ResolvedRoute:
 
 
 def is_serving(pool: Pool) -> bool:
-    """Whether a pool can serve: the `serving` role and some capacity."""
-    return "serving" in pool.roles and pool.capacity > 0
+    """Whether a pool can serve: the `serving` role and some capacity (a managed API's is the
+    provider's)."""
+    return "serving" in pool.roles and (pool.capacity > 0 or pool.is_api)
 
 
 def pool_name(site: str, pool: Pool) -> str:

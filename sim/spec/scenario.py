@@ -50,6 +50,7 @@ NONE_SITE = "none"
 Zone = Literal["private", "third_party"]
 Precision = Literal["bf16", "fp16", "fp8", "int8", "int4"]
 PoolRole = Literal["serving", "training"]
+PoolKind = Literal["gpus", "api"]
 
 
 # The families a scenario chooses from, as pydantic sees them: generated from each family's
@@ -150,12 +151,25 @@ class Autoscale(Spec):
         return value
 
 
-class Pool(Spec):
-    """A group of identical GPUs at one site."""
+class RateLimit(Spec):
+    """A managed API's rate limit: at most this many requests, and prompt + output tokens, sent
+    to it within any 60 s (`sim.kernels.batching`: counted at the send; a request over it is
+    skipped by overflow when another pool can take it, else answered HTTP 429)."""
 
-    name: str | None = Field(default=None, description="defaults to '<gpu>' or '<gpu>-<index>'")
-    gpu: str = Field(description="GPU id from the catalog, e.g. 'h100-sxm'")
-    count: int = Field(ge=0, le=MAX_GPUS_PER_POOL, description="GPUs held from the start")
+    requests_per_minute: int | None = Field(default=None, ge=1, description="unset: no request limit")
+    tokens_per_minute: int | None = Field(default=None, ge=1,
+                                          description="prompt + output tokens; unset: no token limit")
+
+
+class Pool(Spec):
+    """A group of identical GPUs at one site (kind `gpus`), or a managed model API (kind `api`:
+    a provider's endpoint, priced per token, with a latency profile and a rate limit from the
+    catalog's `apis`; it holds no GPUs of ours, only serves, and its site is a third party)."""
+
+    name: str | None = Field(default=None, description="defaults to '<gpu>' or '<gpu>-<index>' (an API: '<api>')")
+    gpu: str = Field(default="", description="GPU id from the catalog, e.g. 'h100-sxm' (kind gpus: required)")
+    count: int = Field(default=0, ge=0, le=MAX_GPUS_PER_POOL,
+                       description="GPUs held from the start (kind gpus: required)")
     roles: list[PoolRole] = Field(
         default_factory=lambda: list[PoolRole](["serving", "training"]),
         description="what the pool may be used for; a shared pool has both",
@@ -180,6 +194,27 @@ class Pool(Spec):
     engine: str | None = Field(
         default=None, min_length=1, description="serving pools: the serving engine's profile here (catalog "
                                                 "engines); unset: model.engine")
+
+    kind: PoolKind = Field(
+        default="gpus", description="'gpus': GPUs of ours running replicas; 'api': a managed model API")
+    api: str | None = Field(
+        default=None, min_length=1, description="kind api: the API from the catalog's apis, e.g. "
+                                                "'bedrock-llama-3.1-8b' (prices, latency profile, rate limit)")
+    rate_limit: RateLimit | None = Field(
+        default=None, description="kind api: the account's rate limit, overriding the catalog's (each field "
+                                  "on its own)")
+
+    @model_validator(mode="after")
+    def _an_api_only_serves(self) -> Pool:
+        """An API pool's roles default to ['serving'] (a GPU pool's to both)."""
+        if self.kind == "api" and "roles" not in self.model_fields_set:
+            object.__setattr__(self, "roles", ["serving"])
+        return self
+
+    @property
+    def is_api(self) -> bool:
+        """A managed model API rather than GPUs of ours."""
+        return self.kind == "api"
 
     def tp(self, model: ModelSpec) -> int:
         """GPUs per replica of this pool: its own tensor_parallel, else the model's."""
@@ -237,14 +272,15 @@ class Site(Spec):
     @model_validator(mode="after")
     def _name_pools(self) -> Site:
         seen: dict[str, int] = {}
-        for pool in self.pools:
-            seen[pool.gpu] = seen.get(pool.gpu, 0) + 1
+        stems = [pool.api or "api" if pool.is_api else pool.gpu for pool in self.pools]
+        for stem in stems:
+            seen[stem] = seen.get(stem, 0) + 1
         index: dict[str, int] = {}
-        for pool in self.pools:
+        for pool, stem in zip(self.pools, stems, strict=True):
             if pool.name is None:
-                i = index.get(pool.gpu, 0)
-                index[pool.gpu] = i + 1
-                name = pool.gpu if seen[pool.gpu] == 1 else f"{pool.gpu}-{i}"
+                i = index.get(stem, 0)
+                index[stem] = i + 1
+                name = stem if seen[stem] == 1 else f"{stem}-{i}"
                 object.__setattr__(pool, "name", name)
         names = [p.name or "" for p in self.pools]
         duplicates = sorted({n for n in names if names.count(n) > 1})

@@ -336,7 +336,7 @@ class Lifecycle:
 
     def serving_version(self) -> ModelVersion:
         """The newest version any replica serves (a version set by hand counts as the initial)."""
-        newest = max(int(max(pool.version)) for pool in self.world.pools.values())
+        newest = max((int(max(pool.version)) for pool in self.world.pools.values() if pool.replicas), default=0)
         return self.drift.versions.get(newest, self.drift.versions[0])
 
     def _drift_event_for(self, t: float) -> int:

@@ -12,7 +12,9 @@ and an iteration already running finishes as on a real GPU.
 
 `pool_setup` says what a scenario's serving pool is (its site and GPUs, the replica from
 `sim.kernels.replica`, the service model); its kernel is assembled by
-`sim.kernels.replica.build_pool`, the one assembly `predict` and calibration use too.
+`sim.kernels.replica.build_pool`, the one assembly `predict` and calibration use too. A managed
+model API (a pool of kind api) is a pool with no replicas: its setup is its catalog entry
+(`api_setup`), its kernel pool an `ApiConfig`; the control plane has nothing to change on it.
 
 Who may change a pool: the world's control processes (lifecycle, training, faults, the
 autoscaler), only through these calls: `drain`, `release`, `activate`, `set_version`,
@@ -39,7 +41,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from sim.catalog import GPU, Model
+from sim.catalog import GPU, ManagedApi, Model
 from sim.kernels.batching import (
     ACTIVE,
     DONE,
@@ -48,6 +50,7 @@ from sim.kernels.batching import (
     FAILED,
     OFFLINE,
     REJECTED,
+    ApiConfig,
     ClusterKernel,
 )
 from sim.kernels.replica import replica_setup
@@ -69,12 +72,21 @@ class PoolSetup:
     zone: str
     pool: Pool
     gpu_id: str
-    gpu: GPU
+    gpu: GPU | None  # None: a managed API
     model: Model
     tp: int
     replicas: int
     active_replicas: int
     kernel_options: Mapping[str, Any]
+    api: ManagedApi | None = None  # a managed API: its catalog entry, the pool's rate limit applied
+
+    def api_config(self) -> ApiConfig:
+        """A managed API pool's latency profile and rate limit, as the kernel takes them."""
+        api = self.api
+        assert api is not None, f"{self.name} is not a managed API"
+        return ApiConfig(ttft_median_s=api.ttft.median, tpot_median_s=api.time_per_output_token.median,
+                         ttft_sigma=api.ttft.sigma, tpot_sigma=api.time_per_output_token.sigma,
+                         requests_per_minute=api.requests_per_minute, tokens_per_minute=api.tokens_per_minute)
 
     @property
     def kv_capacity_tokens(self) -> int:
@@ -86,8 +98,23 @@ def serving_pools_of(scenario: Scenario, site: str) -> list[Pool]:
     return [p for p in scenario.sites[site].pools if "serving" in p.roles and p.capacity > 0]
 
 
+def api_setup(scenario: Scenario, site: str, pool: Pool) -> PoolSetup:
+    """The setup of a managed API pool: no GPUs, no replicas; its catalog entry, with the rate
+    limit the pool sets (each field on its own) over the catalog's."""
+    catalog = scenario.resolved_catalog
+    assert pool.api is not None
+    api = catalog.apis[pool.api]
+    if pool.rate_limit is not None:
+        api = api.model_copy(update=pool.rate_limit.model_dump(exclude_unset=True))
+    return PoolSetup(name=f"{site}/{pool.name}", site=site, zone=scenario.sites[site].zone, pool=pool, gpu_id="",
+                     gpu=None, model=catalog.models[scenario.model.id], tp=1, replicas=0, active_replicas=0,
+                     kernel_options={}, api=api)
+
+
 def pool_setup(scenario: Scenario, site: str, pool: Pool, count: int, seed: int, replication: int) -> PoolSetup:
     """The setup of one serving pool of the scenario (`count`: requests, for service times)."""
+    if pool.is_api:
+        return api_setup(scenario, site, pool)
     catalog = scenario.resolved_catalog
     gpu = catalog.gpus[pool.gpu]
     model = catalog.models[scenario.model.id]
@@ -322,5 +349,5 @@ class ServingPool:
             autoscaled=autoscale is not None,
             min_replicas=autoscale.min_replicas if autoscale is not None else s.active_replicas,
             max_replicas=autoscale.max_replicas if autoscale is not None else s.replicas,
-            billing=s.pool.billing,
+            billing=s.pool.billing, api=s.pool.api or "",
         )

@@ -43,6 +43,7 @@ from sim.kernels.batching import (
     PathConfig,
     PoolConfig,
     RouteConfig,
+    api_pool,
 )
 from sim.kernels.links import carry
 from sim.kernels.replica import pool_config
@@ -117,6 +118,10 @@ class World:
         cluster: dict[str, Any] = {}
         for setup in self.setups:
             path = self.paths[setup.site]
+            if setup.api is not None:
+                pools.append(api_pool(setup.api_config(), path=sites.index(setup.site),
+                                      loop_delay_s=2 * path.one_way_s + req.think_time_s))
+                continue
             config, cluster = pool_config(s.model.serving, setup.kernel_options, replicas=setup.replicas,
                                           active_replicas=setup.active_replicas, path=sites.index(setup.site),
                                           loop_delay_s=2 * path.one_way_s + req.think_time_s)
@@ -144,8 +149,15 @@ class World:
             router=s.model.serving.router, router_u=stream(s.seed, self.replication, "router").random(n),
             prefix_group=req.prefix_group, prefix_tokens=req.prefix_tokens, clients=req.clients,
             timeout_s=timeout if timeout is not None else math.inf, max_attempts=s.faults.retry.max_attempts,
-            **cluster,
+            api_z=self._api_draws(n), **cluster,
         )
+
+    def _api_draws(self, n: int) -> np.ndarray | None:
+        """Standard normal draws per request for a managed API's TTFT and per-token time (none
+        without an API pool)."""
+        if not any(setup.api is not None for setup in self.setups):
+            return None
+        return stream(self.scenario.seed, self.replication, "api_latency").standard_normal((n, 2))
 
     def _jitter(self, n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Standard normal draws per request for the way there and back (none without jitter)."""
