@@ -291,7 +291,7 @@ def knobs_of(scenario: Scenario) -> list[Knob]:
     for site_name, site in scenario.sites.items():
         for i, pool in enumerate(site.pools):
             name = f"{site_name}/{pool.name}"
-            if name not in serving:
+            if name not in serving or pool.kind == "api":  # a managed API has no size of ours to choose
                 continue
             tp = pool.tp(scenario.model)
             if pool.autoscale is not None:
