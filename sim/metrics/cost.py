@@ -39,16 +39,22 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from sim.catalog import Catalog
-from sim.metrics.energy import completed_work, gpu_usage, per_million
+from sim.catalog import COMMITTED, Catalog, CloudOffer, cloud_offer
+from sim.metrics.energy import completed_work, gpu_usage, per_million, server_of
 from sim.metrics.ledger import BYTES_PER_GB, DAY_S, at_rest
-from sim.metrics.utilisation import holds_what_it_uses, pool_held_gpu_seconds, serving_pools_on
+from sim.metrics.utilisation import (
+    HOLD_PURPOSES,
+    holds_what_it_uses,
+    pool_held_gpu_seconds,
+    serving_pools_on,
+)
 from sim.record import PoolRecord, RunRecord
 from sim.spec.scenario import Pool, Scenario, Site
 
-COMPONENTS = ("cloud_gpu", "egress", "storage", "capex", "ops", "energy")
+COMPONENTS = ("cloud_gpu", "egress", "storage", "capex", "support", "colocation", "ops", "energy")
 COST_COLUMNS = ["component", "site", "pool", "detail", "usd", "quantity", "unit"]
 MONTH_S = 30.44 * DAY_S
 YEAR_S = 365 * DAY_S  # as sim.spec.units reads "1y"
@@ -73,18 +79,31 @@ def _duration(seconds: float) -> str:
 # ------------------------------------------------------------------------------------------
 
 
+def gpus_needed(pool: Pool, scenario: Scenario) -> int:
+    """GPUs a pool rents at a time: a replica's (serving pools), else a retraining job's."""
+    if "serving" in pool.roles:
+        return pool.tp(scenario.model)
+    return scenario.lifecycle.retraining.gpus
+
+
+def cloud_rate(pool: Pool, site: Site, catalog: Catalog, gpus: int = 1) -> CloudOffer:
+    """The instance a cloud pool rents and its price per GPU-hour (`sim.catalog.cloud_offer`;
+    `gpus`: what the pool rents at a time). A scenario price (`price_usd_per_gpu_hour`) is per
+    GPU; it rents the pool's `instance` when that is in the catalog, else single GPUs."""
+    if pool.price_usd_per_gpu_hour is None:
+        return cloud_offer(catalog, pool.gpu, site.provider, pool.pricing, pool.instance, gpus)
+    sold = [c for c in catalog.gpus[pool.gpu].cloud_prices if c.instance == pool.instance]
+    per_instance = sold[0].gpus_per_instance if sold else 1
+    spot = [c for c in sold if c.pricing == "spot"]
+    return CloudOffer(site.provider or "", pool.instance or f"{pool.gpu} (per GPU)", per_instance,
+                      pool.price_usd_per_gpu_hour, pool.pricing, "scenario price",
+                      spot[0].interruptions_per_hour if spot else None, spot[0].interruption_notice_s if spot else None)
+
+
 def cloud_gpu_price(pool: Pool, site: Site, catalog: Catalog) -> tuple[float, str]:
     """USD per GPU-hour of a cloud pool, and where the number comes from."""
-    if pool.price_usd_per_gpu_hour is not None:
-        return pool.price_usd_per_gpu_hour, "scenario price"
-    gpu = catalog.gpus[pool.gpu]
-    matches = [c for c in gpu.cloud_prices
-               if c.pricing == pool.pricing and site.provider in (None, c.provider)]
-    if not matches:  # the scenario checks reject this; a hand-built scenario may not be checked
-        raise ValueError(f"no {pool.pricing} price for {pool.gpu} at provider {site.provider!r}; "
-                         "set price_usd_per_gpu_hour on the pool")
-    best = max(matches, key=lambda c: (c.as_of, -c.usd_per_gpu_hour))
-    return best.usd_per_gpu_hour, f"{best.provider} {best.instance}, {best.pricing}, as of {best.as_of}"
+    offer = cloud_rate(pool, site, catalog)
+    return offer.usd_per_gpu_hour, offer.source
 
 
 def storage_price(site: Site, catalog: Catalog) -> tuple[float, str]:
@@ -102,48 +121,92 @@ def storage_price(site: Site, catalog: Catalog) -> tuple[float, str]:
 # ------------------------------------------------------------------------------------------
 
 
-def cloud_gpu_rows(record: RunRecord, usage: pd.DataFrame) -> list[dict[str, Any]]:
-    """One row per third-party GPU pool rented for the horizon; for a pool that pays for what it
-    holds, one row per serving pool on it (its replicas' GPU-hours as billed) and one for the
-    training and provisioning holds."""
-    scenario = record.scenario
-    catalog = scenario.resolved_catalog
+def _priced(offer: CloudOffer) -> str:
+    return (f"x ${offer.usd_per_gpu_hour:.4g}/GPU-h ({offer.instance}, {offer.gpus_per_instance} GPU"
+            f"{'s' if offer.gpus_per_instance != 1 else ''} per instance; {offer.source})")
+
+
+def _hold_rows(record: RunRecord, site: str, pool: Pool, offer: CloudOffer, beyond: int) -> list[dict[str, Any]]:
+    """Training and provisioning holds of a cloud pool, each renting whole instances for the
+    GPUs it holds above `beyond` (the pool's baseline, rented throughout)."""
+    holds = record.gpu_holds
+    mine = holds[(holds["site"] == site) & (holds["pool"] == pool.name) & holds["purpose"].isin(HOLD_PURPOSES)]
     rows = []
-    for use in usage[(usage["zone"] == "third_party") & (usage["held_gpu_s"] > 0)].itertuples():
-        site = scenario.sites[use.site]
-        pool = next(p for p in site.pools if p.name == use.pool)
-        price, source = cloud_gpu_price(pool, site, catalog)
-        priced = f"x ${price:.4g}/GPU-h ({source})"
-        if not holds_what_it_uses(record, use.site, pool):
-            hours = use.held_gpu_s / HOUR_S
-            rows.append(_row("cloud_gpu", use.site, use.pool, f"{hours:.4g} GPU-h {pool.gpu} ({pool.count} GPUs x "
-                             f"{_duration(scenario.horizon)}, not elastic) {priced}", hours * price, hours, "GPU-h"))
+    for purpose in HOLD_PURPOSES:
+        these = mine[mine["purpose"] == purpose]
+        gpus = (these["gpus"] - beyond).clip(lower=0).to_numpy()
+        seconds = (these["end_s"] - these["start_s"]).clip(lower=0.0).to_numpy()
+        billed = np.array([offer.billed_gpus(int(g)) if g > 0 else 0 for g in gpus], dtype=np.float64)
+        hours = float((billed * seconds).sum()) / HOUR_S
+        if hours <= 0:
             continue
-        serving_s = 0.0
-        on_it = serving_pools_on(record, use.site, use.pool)
-        for name in on_it:
-            held_s = pool_held_gpu_seconds(record.pools[name], scenario.horizon)
-            serving_s += held_s
-            if held_s > 0:
-                hours = held_s / HOUR_S
-                rows.append(_row("cloud_gpu", use.site, use.pool, f"{hours:.4g} GPU-h {pool.gpu} held by serving pool "
-                                 f"{name} ({_billing(record.pools[name])}) {priced}", hours * price, hours, "GPU-h"))
-        holds_s = use.held_gpu_s - serving_s
-        if holds_s > 1e-9 * max(use.held_gpu_s, 1.0):
-            hours = holds_s / HOUR_S
-            how = (f"{use.training_gpu_s / HOUR_S:.4g} training + {use.provisioning_gpu_s / HOUR_S:.4g} "
-                   "provisioning GPU-h" + ("" if on_it or not pool.count
-                                           else f", {pool.count} GPUs held throughout"))
-            rows.append(_row("cloud_gpu", use.site, use.pool, f"{hours:.4g} GPU-h {pool.gpu} ({how}) {priced}",
-                             hours * price, hours, "GPU-h"))
+        used = float((gpus * seconds).sum()) / HOUR_S
+        rows.append(_row("cloud_gpu", site, pool.name or "", f"{purpose}: {used:.4g} GPU-h held on {len(gpus)} "
+                         f"hold{'s' if len(gpus) != 1 else ''}, billed as {hours:.4g} GPU-h of whole instances "
+                         f"{_priced(offer)}", hours * offer.usd_per_gpu_hour, hours, "GPU-h"))
     return rows
 
 
-def _billing(pool: PoolRecord) -> str:
+def cloud_gpu_rows(record: RunRecord) -> list[dict[str, Any]]:
+    """One row per way each third-party GPU pool is paid for (see the module doc): a
+    commitment for its capacity, its count for the horizon, the replicas of each serving pool
+    on it as billed, and its training and provisioning holds; whole instances throughout."""
+    scenario = record.scenario
+    catalog = scenario.resolved_catalog
+    horizon = scenario.horizon
+    rows = []
+    for site_name, site in scenario.sites.items():
+        if site.zone != "third_party":
+            continue
+        for pool in site.pools:
+            if pool.capacity == 0:
+                continue
+            offer = cloud_rate(pool, site, catalog, gpus_needed(pool, scenario))
+            name = pool.name or ""
+            if pool.pricing in COMMITTED:
+                billed = offer.billed_gpus(pool.capacity)
+                hours = billed * horizon / HOUR_S
+                rows.append(_row("cloud_gpu", site_name, name, f"{pool.pricing}: committed capacity "
+                                 f"{offer.instances_for(pool.capacity)} x {offer.instance} ({billed} GPUs for "
+                                 f"{pool.capacity} wanted) x {_duration(horizon)}, paid used or not {_priced(offer)}",
+                                 hours * offer.usd_per_gpu_hour, hours, "GPU-h"))
+                continue
+            if not holds_what_it_uses(record, site_name, pool):
+                billed = offer.billed_gpus(pool.count)
+                hours = billed * horizon / HOUR_S
+                rows.append(_row("cloud_gpu", site_name, name, f"{offer.instances_for(pool.count)} x {offer.instance} "
+                                 f"({billed} GPUs for {pool.count} wanted) x {_duration(horizon)}, not elastic "
+                                 f"{_priced(offer)}", hours * offer.usd_per_gpu_hour, hours, "GPU-h"))
+                rows += _hold_rows(record, site_name, pool, offer, beyond=pool.count)
+                continue
+            on_it = serving_pools_on(record, site_name, name)
+            baseline = 0
+            if not on_it and pool.count:
+                baseline = pool.count
+                billed = offer.billed_gpus(pool.count)
+                hours = billed * horizon / HOUR_S
+                rows.append(_row("cloud_gpu", site_name, name, f"baseline: {offer.instances_for(pool.count)} x "
+                                 f"{offer.instance} ({billed} GPUs for {pool.count} wanted) x {_duration(horizon)} "
+                                 f"{_priced(offer)}", hours * offer.usd_per_gpu_hour, hours, "GPU-h"))
+            for serving in on_it:
+                held_s = pool_held_gpu_seconds(record.pools[serving], horizon)
+                if held_s <= 0:
+                    continue
+                tp = record.pools[serving].gpus_per_replica
+                hours = held_s / tp * offer.billed_gpus(tp) / HOUR_S
+                rows.append(_row("cloud_gpu", site_name, name, f"{hours:.4g} GPU-h held by serving pool {serving} "
+                                 f"({_billing(record.pools[serving], offer)}) {_priced(offer)}",
+                                 hours * offer.usd_per_gpu_hour, hours, "GPU-h"))
+            rows += _hold_rows(record, site_name, pool, offer, beyond=baseline)
+    return rows
+
+
+def _billing(pool: PoolRecord, offer: CloudOffer) -> str:
     """How a serving pool's replicas were billed, as a cost row says it."""
     instances = int((pool.holding["end_s"] > pool.holding["start_s"]).sum())
     gpus = pool.gpus_per_replica
-    what = f"{instances} replica instance{'s' if instances != 1 else ''} x {gpus} GPU{'s' if gpus != 1 else ''}"
+    what = (f"{instances} replica instance{'s' if instances != 1 else ''} x {gpus} GPU{'s' if gpus != 1 else ''}"
+            f" on {offer.instances_for(gpus)} x {offer.instance} ({offer.billed_gpus(gpus)} GPUs billed per replica)")
     if pool.billing == "per_hour":
         return f"{what}, billed per hour: each instance rounded up to whole hours"
     return f"{what}, billed per second"
@@ -204,40 +267,69 @@ def storage_rows(scenario: Scenario, ledger: pd.DataFrame) -> list[dict[str, Any
     return rows
 
 
-def capex_rows(scenario: Scenario) -> list[dict[str, Any]]:
+def premises_rows(scenario: Scenario) -> list[dict[str, Any]]:
+    """Owned hardware, per premises pool: capex (GPUs; servers), support and colocation; and
+    the site's ops (see the module doc)."""
     catalog = scenario.resolved_catalog
     horizon = scenario.horizon
+    facility = catalog.prices.facility
     rows = []
     for site_name, site in scenario.sites.items():
         if site.zone != "private":
             continue
         capex = site.capex
         share = horizon / capex.amortisation
+        years = horizon / YEAR_S
+        support = capex.support_share_per_year
+        if support is None:
+            support = facility.support_share_per_year if facility is not None else 0.0
+        colocation = capex.colocation_usd_per_kw_month
+        if colocation is None:
+            colocation = facility.colocation_usd_per_kw_month if facility is not None else 0.0
         for pool in site.pools:
             if pool.capacity == 0:
                 continue
             gpu = catalog.gpus[pool.gpu]
-            parts = (("GPUs", capex.gpu_usd if capex.gpu_usd is not None else gpu.purchase_usd),
-                     ("servers", capex.server_usd_per_gpu if capex.server_usd_per_gpu is not None
-                      else gpu.server_usd_per_gpu))
-            for what, usd_each in parts:
-                rows.append(_row("capex", site_name, pool.name or "", f"{what}: {pool.capacity} x ${usd_each:,.0f} "
-                                 f"({pool.gpu}) x {_duration(horizon)} / {_duration(capex.amortisation)}",
-                                 pool.capacity * usd_each * share, pool.capacity, "GPU"))
+            server = server_of(site, pool.gpu, catalog)
+            name, n = pool.name or "", pool.capacity
+            gpu_usd = capex.gpu_usd if capex.gpu_usd is not None else gpu.purchase_usd
+            host_usd = capex.server_usd_per_gpu if capex.server_usd_per_gpu is not None else server.host_usd_per_gpu
+            host_from = ("capex.server_usd_per_gpu" if capex.server_usd_per_gpu is not None
+                         else f"server class {capex.server or gpu.server}")
+            for what, usd_each in ((f"GPUs ({pool.gpu})", gpu_usd), (f"servers ({host_from}, per GPU)", host_usd)):
+                rows.append(_row("capex", site_name, name, f"{what}: {n} x ${usd_each:,.0f} x {_duration(horizon)} / "
+                                 f"{_duration(capex.amortisation)}", n * usd_each * share, n, "GPU"))
+            bought = n * (gpu_usd + host_usd)
+            if support > 0:
+                rows.append(_row("support", site_name, name, f"{support:.0%} a year of ${bought:,.0f} capex x "
+                                 f"{_duration(horizon)}", bought * support * years, years, "y"))
+            servers = n / server.gpus_per_server
+            rated_kw = (n * gpu.tdp_w + servers * server.host_max_w) / 1000
+            if colocation > 0:
+                months = horizon / MONTH_S
+                rows.append(_row("colocation", site_name, name, f"{rated_kw:.3g} kW rated ({n} x {gpu.tdp_w:g} W GPUs + "
+                                 f"{servers:.3g} servers x {server.host_max_w:g} W host) x ${colocation:g}/kW-month "
+                                 f"x {months:.3g} months", rated_kw * colocation * months, rated_kw * months,
+                                 "kW-month"))
         if capex.ops_usd_per_year > 0:
-            years = horizon / YEAR_S
             rows.append(_row("ops", site_name, "", f"${capex.ops_usd_per_year:,.0f}/y x {_duration(horizon)}",
-                             capex.ops_usd_per_year * years, years, "y"))
+                             capex.ops_usd_per_year * horizon / YEAR_S, horizon / YEAR_S, "y"))
     return rows
 
 
 def energy_rows(usage: pd.DataFrame) -> list[dict[str, Any]]:
+    """Premises energy per pool: one row for the GPUs, one for their servers' hosts."""
     rows = []
     for use in usage[(usage["zone"] == "private") & (usage["held_gpu_s"] > 0)].itertuples():
+        held = use.held_gpu_s
+        activity = use.activity_gpu_s / held
+        facility = f"x PUE {use.pue:.3g} x ${use.usd_per_kwh:.4g}/kWh ({use.power_profile})"
         rows.append(_row("energy", use.site, use.pool,
-                         f"{use.it_energy_kwh:.4g} kWh at the GPUs ({use.gpus} x {use.gpu}, "
-                         f"{use.utilisation:.1%} busy) x PUE {use.pue:.3g} x ${use.usd_per_kwh:.4g}/kWh "
-                         f"({use.power_profile})", use.energy_kwh * use.usd_per_kwh, use.energy_kwh, "kWh"))
+                         f"GPUs: {use.gpu_it_kwh:.4g} kWh ({use.gpus} x {use.gpu}; serving {use.serving_held_gpu_s / held:.1%}"
+                         f" of the GPU-time at {activity:.1%} mean activity, training {use.training_gpu_s / held:.1%}) "
+                         f"{facility}", use.gpu_it_kwh * use.pue * use.usd_per_kwh, use.gpu_it_kwh * use.pue, "kWh"))
+        rows.append(_row("energy", use.site, use.pool, f"hosts: {use.host_it_kwh:.4g} kWh ({use.servers:.3g} servers) "
+                         f"{facility}", use.host_it_kwh * use.pue * use.usd_per_kwh, use.host_it_kwh * use.pue, "kWh"))
     return rows
 
 
@@ -250,8 +342,8 @@ def cost_breakdown(record: RunRecord, ledger: pd.DataFrame, usage: pd.DataFrame 
     """One row per priced item over the horizon (see the module doc)."""
     scenario = record.scenario
     usage = gpu_usage(record) if usage is None else usage
-    rows = (cloud_gpu_rows(record, usage) + egress_rows(scenario, ledger) + storage_rows(scenario, ledger)
-            + capex_rows(scenario) + energy_rows(usage))
+    rows = (cloud_gpu_rows(record) + egress_rows(scenario, ledger) + storage_rows(scenario, ledger)
+            + premises_rows(scenario) + energy_rows(usage))
     return pd.DataFrame(rows, columns=COST_COLUMNS).astype({"usd": float, "quantity": float})
 
 

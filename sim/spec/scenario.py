@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
+from sim.catalog import Pricing
 from sim.detectors import DETECTORS
 from sim.routers import ROUTERS
 from sim.spec.base import Spec
@@ -163,10 +164,21 @@ class Pool(Spec):
     elastic: bool = Field(default=False, description="cloud pools may grow on demand")
     max_count: int | None = Field(default=None, ge=0, le=MAX_GPUS_PER_POOL, description="upper bound of an elastic pool")
     provisioning_delay: Seconds = Field(default=0.0, ge=0, description="time to add a GPU")
-    pricing: Literal["on_demand", "reserved", "spot", "capacity_block"] = "on_demand"
+    pricing: Pricing = Field(
+        default="on_demand",
+        description="cloud pools: how the instances are paid for; reserved_1y, reserved_3y and savings_plan "
+                    "are commitments paid for the pool's whole capacity every hour (sim.metrics.cost)")
     price_usd_per_gpu_hour: float | None = Field(
         default=None, gt=0, description="overrides the catalog's cloud price"
     )
+    instance: str | None = Field(
+        default=None, min_length=1,
+        description="cloud pools: the instance type rented (catalog cloud_prices, e.g. 'p5.48xlarge'); billed "
+                    "whole; unset: the catalog's cheapest instance per replica for the provider and pricing")
+    interruptions_per_hour: float | None = Field(
+        default=None, ge=0, description="spot pools: reclaims per instance-hour held; unset: the catalog's")
+    interruption_notice: Seconds | None = Field(
+        default=None, ge=0, description="spot pools: warning before a reclaim; unset: the catalog's")
     billing: Billing = Field(
         default="per_second",
         description="how the provider bills a held GPU: by the second, or per started hour of each hold; "
@@ -211,6 +223,12 @@ class Capex(Spec):
     gpu_usd: float | None = Field(default=None, ge=0, description="overrides the catalog price")
     server_usd_per_gpu: float | None = Field(default=None, ge=0)
     ops_usd_per_year: float = Field(default=0.0, ge=0, description="staff and facility, if counted")
+    server: str | None = Field(default=None, min_length=1,
+                               description="server class (catalog servers); unset: the GPU's own")
+    support_share_per_year: float | None = Field(
+        default=None, ge=0, le=1, description="hardware support a year, as a share of capex; unset: the catalog's")
+    colocation_usd_per_kw_month: float | None = Field(
+        default=None, ge=0, description="space and power capacity per rated kW; unset: the catalog's; 0: not paid")
 
 
 class LocalNetwork(Spec):
@@ -880,6 +898,13 @@ class Faults(Spec):
         return bool(self.replica_failures or self.link_outages or self.site_outages or self.capacity_shortages)
 
 
+class Projection(Spec):
+    """How the simulated day(s) are projected to a month and a year (`sim.metrics.cost`)."""
+
+    traffic_growth_per_month: float = Field(
+        default=0.0, gt=-1, le=10, description="compound monthly growth of the traffic, e.g. 0.05 for 5%")
+
+
 class Scenario(Spec):
     name: str = Field(default="scenario", min_length=1)
     description: str = ""
@@ -901,6 +926,7 @@ class Scenario(Spec):
     privacy: Privacy = Field(default_factory=Privacy)
     slo: SLO = Field(default_factory=SLO)
     faults: Faults = Field(default_factory=Faults)
+    projection: Projection = Field(default_factory=Projection)
 
     _catalog: Catalog | None = PrivateAttr(default=None)
     _source: str = PrivateAttr(default="")
