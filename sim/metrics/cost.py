@@ -3,16 +3,22 @@
 `cost_breakdown` returns one row per priced item: `component`, `site`, `pool`, a `detail` a
 reader can check by hand, `usd`, and the `quantity` and `unit` it was priced on. Components:
 
-- **cloud_gpu**: GPU-hours held by each third-party pool (see `sim.metrics.utilisation` for what
-  "held" means: non-elastic pools for the whole horizon, elastic pools and pools an autoscaled
-  serving pool lives on for what they hold, provisioning included), at the pool's
-  `price_usd_per_gpu_hour`, else the catalog's price for the site's provider (any provider
-  when the site names none) and the pool's `pricing`. When several catalog prices match, the
-  most recent `as_of` wins, ties going to the lowest price. A pool that pays for what it holds
-  has one row per serving pool on it, whose quantity is that serving pool's `gpu_hours` in the
-  summary's `pools` (its replica instances' intervals x GPUs per replica, each interval rounded
-  up to whole hours when the pool is billed `per_hour`; the row's detail says which), and one
-  row for its training and provisioning holds.
+- **cloud_gpu**: GPU-hours paid for by each third-party pool, **instances as sold**: the pool
+  rents the instance type its `instance` names, else the catalog's cheapest per replica for the
+  site's provider (any provider when the site names none) and the pool's `pricing`
+  (`sim.catalog.cloud_offer`: per instance type the newest price wins; a commitment the
+  catalog does not list is derived [E] from on-demand and the provider's discount; a price the
+  catalog lacks is a validation error, never another pricing model's). Every replica, hold or
+  pool count rents whole instances: 3 GPUs wanted on 8-GPU instances pay 8, and the row's
+  detail says so. `price_usd_per_gpu_hour` on the pool overrides the price (per GPU, on its
+  `instance` when named, else per single GPU). How the GPUs are held (`sim.metrics.utilisation`):
+  - committed pricing (reserved_1y, reserved_3y, savings_plan): the pool's whole capacity
+    (`max_count` when elastic) for the horizon, used or not (TCO.md §2);
+  - not elastic and no autoscaled serving pool on it: `count` for the horizon;
+  - otherwise what it holds: one row per serving pool on it (its replica instances' intervals,
+    each rounded up to whole hours when the pool is billed `per_hour`, x the GPUs billed per
+    replica), a baseline row for an elastic pool's `count` when no serving pool lives on it,
+    and one row per purpose of its training and provisioning holds (GPUs above the baseline).
 - **egress**: per direction (from -> to) of the privacy ledger, GB x price. The link's
   `egress_usd_per_gb['from->to']` when set; otherwise data leaving a third-party site pays its
   provider's catalog price (inter-region when it goes to another site of the same provider,
@@ -24,15 +30,33 @@ reader can check by hand, `usd`, and the `quantity` and `unit` it was priced on.
   class; `sim.metrics.ledger.at_rest`) / 30.44 x the site's `storage_usd_per_gb_month`, else
   its provider's catalog price. The model weights a cloud registry keeps are not counted.
 - **capex**: every GPU of every premises pool, used or not, amortised linearly per second of
-  simulated time: (gpu_usd or catalog purchase_usd) and (server_usd_per_gpu or the catalog's)
-  x GPUs x horizon / amortisation; one row for the GPUs, one for their servers.
+  simulated time over `capex.amortisation`: one row for the GPUs (gpu_usd or catalog
+  purchase_usd), one for their servers (`capex.server_usd_per_gpu`, else the server class's
+  host_usd_per_gpu; catalog `servers`, TCO.md §7).
+- **support**: hardware support at `support_share_per_year` of that capex a year (catalog
+  `prices.facility`, 10% [E], TCO.md §8.4).
+- **colocation**: the pool's rated power (GPUs x TDP + its servers' host_max_w; a pool smaller
+  than a server counts that share of one) x `colocation_usd_per_kw_month` (catalog: CBRE H2
+  2024 $184.06 [P], TCO.md §8.3) x months; set it to 0 on a site whose space is paid elsewhere.
 - **ops**: a premises site's `ops_usd_per_year` x horizon / year (365 days).
-- **energy**: premises GPUs' facility kWh (`sim.metrics.energy.gpu_energy_kwh` x PUE) x the
-  site's price per kWh. Cloud energy is inside the GPU-hour price.
+- **energy**: premises facility kWh x the site's price per kWh, one row for the GPUs and one
+  for their hosts (`sim.metrics.energy`: power from work, host power per server, x PUE). Cloud
+  energy is inside the GPU-hour price.
 
-`cost_summary` totals them: `cost_usd` over the horizon, `cost_usd_per_month` (a month is
-30.44 days), `cost_usd_per_1m_requests` and `cost_usd_per_1m_output_tokens` over the requests
-completed within the horizon, and `cost_usd_by_component` (every component, 0 when absent).
+`cost_summary` totals them: `cost_usd` over the horizon, `cost_usd_per_day`,
+`cost_usd_per_month` (a month is 30.44 days), `cost_usd_per_1m_requests` and
+`cost_usd_per_1m_output_tokens` over the requests completed within the horizon, and
+`cost_usd_by_component` (every component, 0 when absent).
+
+**Projection** (`projection`), labelled as such in `projection_basis`: the simulated horizon
+is taken to repeat. Each line is either paid as used (`scales_with_traffic`: cloud GPUs of
+pools that hold what they use, egress, storage, energy) or fixed (capex, support, colocation,
+ops, committed or non-elastic cloud capacity). With the scenario's
+`projection.traffic_growth_per_month` g (`--set projection.traffic_growth_per_month=0.05`),
+month m = 0..11 costs fixed + usage x (1 + g)^m: `cost_usd_month_12_projected` and
+`cost_usd_per_year_projected`. It assumes the owned and committed capacity still carries the
+grown traffic; whether it does is a question for a run at the grown load (`deploysim plan`).
+Energy counts as usage although idle power is not (an overestimate of its growth).
 """
 
 from __future__ import annotations
@@ -55,16 +79,18 @@ from sim.record import PoolRecord, RunRecord
 from sim.spec.scenario import Pool, Scenario, Site
 
 COMPONENTS = ("cloud_gpu", "egress", "storage", "capex", "support", "colocation", "ops", "energy")
-COST_COLUMNS = ["component", "site", "pool", "detail", "usd", "quantity", "unit"]
+COST_COLUMNS = ["component", "site", "pool", "detail", "usd", "quantity", "unit", "scales_with_traffic"]
+USAGE_COMPONENTS = ("egress", "storage", "energy")  # always paid in proportion to use
 MONTH_S = 30.44 * DAY_S
 YEAR_S = 365 * DAY_S  # as sim.spec.units reads "1y"
 HOUR_S = 3600.0
 
 
 def _row(component: str, site: str, pool: str, detail: str, usd: float, quantity: float,
-         unit: str) -> dict[str, Any]:
+         unit: str, scales: bool = False) -> dict[str, Any]:
+    """One cost line; `scales`: paid as used (it grows with the traffic in a projection)."""
     return {"component": component, "site": site, "pool": pool, "detail": detail, "usd": float(usd),
-            "quantity": float(quantity), "unit": unit}
+            "quantity": float(quantity), "unit": unit, "scales_with_traffic": scales or component in USAGE_COMPONENTS}
 
 
 def _duration(seconds: float) -> str:
@@ -143,7 +169,7 @@ def _hold_rows(record: RunRecord, site: str, pool: Pool, offer: CloudOffer, beyo
         used = float((gpus * seconds).sum()) / HOUR_S
         rows.append(_row("cloud_gpu", site, pool.name or "", f"{purpose}: {used:.4g} GPU-h held on {len(gpus)} "
                          f"hold{'s' if len(gpus) != 1 else ''}, billed as {hours:.4g} GPU-h of whole instances "
-                         f"{_priced(offer)}", hours * offer.usd_per_gpu_hour, hours, "GPU-h"))
+                         f"{_priced(offer)}", hours * offer.usd_per_gpu_hour, hours, "GPU-h", scales=True))
     return rows
 
 
@@ -196,7 +222,7 @@ def cloud_gpu_rows(record: RunRecord) -> list[dict[str, Any]]:
                 hours = held_s / tp * offer.billed_gpus(tp) / HOUR_S
                 rows.append(_row("cloud_gpu", site_name, name, f"{hours:.4g} GPU-h held by serving pool {serving} "
                                  f"({_billing(record.pools[serving], offer)}) {_priced(offer)}",
-                                 hours * offer.usd_per_gpu_hour, hours, "GPU-h"))
+                                 hours * offer.usd_per_gpu_hour, hours, "GPU-h", scales=True))
             rows += _hold_rows(record, site_name, pool, offer, beyond=baseline)
     return rows
 
@@ -344,7 +370,8 @@ def cost_breakdown(record: RunRecord, ledger: pd.DataFrame, usage: pd.DataFrame 
     usage = gpu_usage(record) if usage is None else usage
     rows = (cloud_gpu_rows(record) + egress_rows(scenario, ledger) + storage_rows(scenario, ledger)
             + premises_rows(scenario) + energy_rows(usage))
-    return pd.DataFrame(rows, columns=COST_COLUMNS).astype({"usd": float, "quantity": float})
+    return pd.DataFrame(rows, columns=COST_COLUMNS).astype({"usd": float, "quantity": float,
+                                                            "scales_with_traffic": bool})
 
 
 def cost_summary(costs: pd.DataFrame, record: RunRecord) -> dict[str, Any]:
@@ -356,8 +383,28 @@ def cost_summary(costs: pd.DataFrame, record: RunRecord) -> dict[str, Any]:
     by_component = costs.groupby("component")["usd"].sum()
     return {
         "cost_usd": total,
+        "cost_usd_per_day": total * DAY_S / horizon,
         "cost_usd_per_month": total * MONTH_S / horizon,
         "cost_usd_per_1m_requests": per_million(total, requests),
         "cost_usd_per_1m_output_tokens": per_million(total, tokens),
         "cost_usd_by_component": {c: float(by_component.get(c, 0.0)) for c in COMPONENTS},
+        **projection(costs, horizon, record.scenario.projection.traffic_growth_per_month),
+    }
+
+
+def projection(costs: pd.DataFrame, horizon_s: float, growth_per_month: float) -> dict[str, Any]:
+    """A year projected from the simulated horizon (see the module doc): month m (0 to 11)
+    costs fixed + usage x (1 + growth)^m, each scaled from the horizon to a month."""
+    per_month = MONTH_S / horizon_s
+    usage = float(costs.loc[costs["scales_with_traffic"].astype(bool), "usd"].sum()) * per_month
+    fixed = float(costs["usd"].sum()) * per_month - usage
+    growth = [(1 + growth_per_month) ** m for m in range(12)]
+    return {
+        "projection_basis": (f"projection of the simulated {horizon_s / DAY_S:.3g} day(s), repeated: usage-paid "
+                             f"lines grow {growth_per_month:.1%} a month, owned and committed capacity stays as is"),
+        "traffic_growth_per_month": growth_per_month,
+        "cost_usd_per_month_usage": usage,
+        "cost_usd_per_month_fixed": fixed,
+        "cost_usd_month_12_projected": fixed + usage * growth[-1],
+        "cost_usd_per_year_projected": 12 * fixed + usage * sum(growth),
     }
