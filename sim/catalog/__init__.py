@@ -138,8 +138,9 @@ class Engine(Sourced):
 
 Pricing = Literal["on_demand", "reserved_1y", "reserved_3y", "savings_plan", "spot", "capacity_block"]
 PRICINGS: tuple[str, ...] = typing.get_args(Pricing)
-COMMITTED: tuple[str, ...] = ("reserved_1y", "reserved_3y", "savings_plan")
-"""Pricing models paid for every hour of their term, used or not (TCO.md §2 modeling note)."""
+COMMITTED: tuple[str, ...] = ("reserved_1y", "reserved_3y", "savings_plan", "capacity_block")
+"""Pricing models paid for every hour of their term, used or not (TCO.md §2 modeling note; a
+capacity block is paid up front, §4)."""
 
 
 class CloudPrice(Sourced):

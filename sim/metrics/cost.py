@@ -12,7 +12,7 @@ reader can check by hand, `usd`, and the `quantity` and `unit` it was priced on.
   pool count rents whole instances: 3 GPUs wanted on 8-GPU instances pay 8, and the row's
   detail says so. `price_usd_per_gpu_hour` on the pool overrides the price (per GPU, on its
   `instance` when named, else per single GPU). How the GPUs are held (`sim.metrics.utilisation`):
-  - committed pricing (reserved_1y, reserved_3y, savings_plan): the pool's whole capacity
+  - committed pricing (reserved_1y, reserved_3y, savings_plan, capacity_block): the pool's whole capacity
     (`max_count` when elastic) for the horizon, used or not (TCO.md §2);
   - not elastic and no autoscaled serving pool on it: `count` for the horizon;
   - otherwise what it holds: one row per serving pool on it (its replica instances' intervals,

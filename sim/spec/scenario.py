@@ -166,8 +166,9 @@ class Pool(Spec):
     provisioning_delay: Seconds = Field(default=0.0, ge=0, description="time to add a GPU")
     pricing: Pricing = Field(
         default="on_demand",
-        description="cloud pools: how the instances are paid for; reserved_1y, reserved_3y and savings_plan "
-                    "are commitments paid for the pool's whole capacity every hour (sim.metrics.cost)")
+        description="cloud pools: how the instances are paid for; reserved_1y, reserved_3y, savings_plan and "
+                    "capacity_block are commitments paid for the pool's whole capacity every hour "
+                    "(sim.metrics.cost)")
     price_usd_per_gpu_hour: float | None = Field(
         default=None, gt=0, description="overrides the catalog's cloud price"
     )
