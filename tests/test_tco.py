@@ -222,6 +222,19 @@ def test_a_reclaimed_replica_serves_again_when_its_replacement_is_ready() -> Non
     assert again.equals(record.faults)
 
 
+def test_training_on_spot_is_interrupted_and_resumes_from_its_checkpoint() -> None:
+    """S2's H100 training pool on spot at 3 reclaims per instance-hour: training jobs lose
+    work to reclaims (and resume), and every reclaim counted fell while a job trained there."""
+    record = run(SCENARIOS / "s2_cloud_training.yaml", ["horizon=9h", "sites.cloud.pools[1].pricing=spot",
+                                                        "sites.cloud.pools[1].interruptions_per_hour=3"])
+    reclaims = record.faults[(record.faults["kind"] == "spot_interruption")
+                             & (record.faults["target"] == "cloud/training")]
+    assert len(reclaims) > 0 and record.training_runs["interruptions"].sum() >= len(reclaims)
+    holds = record.gpu_holds[record.gpu_holds["purpose"].isin(("retraining", "development"))]
+    for start in reclaims["start_s"]:
+        assert ((holds["start_s"] <= start) & (start < holds["end_s"])).any()
+
+
 # ------------------------------------------------------------------------------------------
 # Premises
 # ------------------------------------------------------------------------------------------

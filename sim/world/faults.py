@@ -33,7 +33,8 @@ What each fault does:
   the notice covers the delay). A replica that holds no instance when its draw comes (scaled
   down, or still provisioning) is not interrupted, so interruptions happen at the rate times
   the instance-hours held. A training pool on spot is interrupted at the rate times the
-  instances a retraining job rents, and training there resumes from its last checkpoint.
+  instances a retraining job rents, and training there resumes from its last checkpoint; only
+  reclaims while a job trains there are counted (the fault table lists what was reclaimed).
 
 Training checkpoints every `faults.checkpoint_interval`; an interruption loses the work since
 the last checkpoint, and training resumes from it when the fault is repaired (`train`).
@@ -380,6 +381,8 @@ class FaultInjector:
         horizon = self.scenario.horizon
         rows: list[dict[str, Any]] = []
         by_replica = {(r["kind"], r["pool"], r["replica"], r["start_s"]): r for r in self.replica_records}
+        training = self.world.lifecycle.holds_frame(horizon)
+        training = training[training["purpose"].isin(("retraining", "development"))]
         send = requests.send_s
         for f in self.plan.faults:
             row: dict[str, Any] = {"kind": f.kind, "target": f.target, "replica": f.replica, "start_s": f.start_s,
@@ -387,9 +390,8 @@ class FaultInjector:
                                    "time_to_restore_s": f.end_s - f.start_s,
                                    "requests_retried": 0, "requests_failed": 0, "requests_delayed": 0,
                                    "requests_cut_off": 0, "requests_diverted": 0}
-            if f.kind == "spot_interruption" and f.replica >= 0 and (f.kind, f.target, f.replica,
-                                                                       f.start_s) not in by_replica:
-                continue  # the replica held no instance then: nothing was reclaimed
+            if f.kind == "spot_interruption" and not self._reclaimed(f, by_replica, training):
+                continue  # nothing held an instance then: nothing was reclaimed
             if f.kind in ("replica_failure", "spot_interruption"):
                 hit = by_replica.get((f.kind, f.target, f.replica, f.start_s))
                 if hit is not None:
@@ -405,6 +407,17 @@ class FaultInjector:
         if not rows:
             return empty_frame(FAULT_COLUMNS)
         return pd.DataFrame(rows)
+
+    @staticmethod
+    def _reclaimed(f: Fault, by_replica: dict[tuple[str, str, int, float], dict[str, Any]],
+                   training: pd.DataFrame) -> bool:
+        """Did a spot reclaim take an instance: a serving replica's (it was holding one), or
+        a training pool's while a job trained on it?"""
+        if f.replica >= 0:
+            return (f.kind, f.target, f.replica, f.start_s) in by_replica
+        site, pool = f.target.split("/", 1)
+        mine = training[(training["site"] == site) & (training["pool"] == pool)]
+        return bool(((mine["start_s"] <= f.start_s) & (f.start_s < mine["end_s"])).any())
 
     def _on_request_path(self, f: Fault, pool_sites: list[str]) -> bool:
         """The fault cuts the path from the clients to some serving pool."""
