@@ -97,10 +97,11 @@ def issue_at(document: dict[str, Any], path: str) -> str:
 
 
 def test_a_pool_pays_for_whole_instances() -> None:
-    """3 H100s wanted on AWS: p5.48xlarge sells 8, so 8 GPU-h x $6.88 for the hour, and the
-    cost line says 8 GPUs for 3 wanted. 2 L40S on a named g6e.12xlarge (4 GPUs, $10.493/h):
-    one instance, $10.493."""
-    costs = costs_of(run(doc([{"name": "p", "gpu": "h100-sxm", "count": 3, "roles": ["serving"]}])))
+    """3 H100s wanted on a p5.48xlarge (8 GPUs): 8 GPU-h x $6.88 for the hour, and the cost
+    line says 8 GPUs for 3 wanted. 2 L40S on a named g6e.12xlarge (4 GPUs, $10.493/h): one
+    instance, $10.493."""
+    costs = costs_of(run(doc([{"name": "p", "gpu": "h100-sxm", "count": 3, "instance": "p5.48xlarge",
+                               "roles": ["serving"]}])))
     row = costs[costs["component"] == "cloud_gpu"].iloc[0]
     assert row["quantity"] == pytest.approx(8.0)
     assert row["usd"] == pytest.approx(8 * 55.04 / 8)
@@ -111,10 +112,11 @@ def test_a_pool_pays_for_whole_instances() -> None:
 
 
 def test_replicas_rent_whole_instances_per_hour_when_billed_per_hour() -> None:
-    """An autoscaled H100 pool of one-GPU replicas: each replica instance rents a whole
-    p5.48xlarge (8 GPUs); billed per hour, each instance released before the horizon is rounded
-    up to whole hours. The cost is (billed hours of each instance) x 8 x $6.88."""
+    """An autoscaled H100 pool of one-GPU replicas on p5.48xlarge: each replica instance rents
+    a whole 8-GPU instance; billed per hour, each instance released before the horizon is
+    rounded up to whole hours. The cost is (billed hours of each instance) x 8 x $6.88."""
     pool = {"name": "p", "gpu": "h100-sxm", "count": 1, "elastic": True, "max_count": 3, "roles": ["serving"],
+            "instance": "p5.48xlarge",
             "billing": "per_hour", "provisioning_delay": "1min",
             "autoscale": {"min_replicas": 1, "max_replicas": 3, "target": 2, "interval": "30s", "cooldown": "5min"}}
     document = doc([pool], rate=2.0, horizon="3h", service_s=1.5)
@@ -127,6 +129,16 @@ def test_replicas_rent_whole_instances_per_hour_when_billed_per_hour() -> None:
     start, end = holding["start_s"].to_numpy(), holding["end_s"].to_numpy()
     hours = np.where(end < 3 * HOUR_S, np.ceil((end - start) / HOUR_S), (end - start) / HOUR_S)
     assert usd(costs_of(record), "cloud_gpu") == pytest.approx(hours.sum() * 8 * 6.88)
+
+
+def test_the_cheapest_instance_that_holds_what_is_rented_at_a_time() -> None:
+    """AWS sells H100s as p5.4xlarge (1 GPU) and p5.48xlarge (8), both $6.88/GPU-h: a 4-GPU
+    training job rents 4 single-GPU instances (no GPU paid idle), a tensor-parallel-4 serving
+    replica needs one scale-up domain, so a p5.48xlarge (8 GPUs billed for 4)."""
+    catalog = shipped_catalog()
+    assert cloud_offer(catalog, "h100-sxm", "aws", "on_demand", gpus_needed=4).instance == "p5.4xlarge"
+    replica = cloud_offer(catalog, "h100-sxm", "aws", "on_demand", gpus_needed=4, one_instance=True)
+    assert replica.instance == "p5.48xlarge" and replica.billed_gpus(4) == 8
 
 
 # ------------------------------------------------------------------------------------------

@@ -440,7 +440,7 @@ def _offer(price: CloudPrice, source: str | None = None, usd: float | None = Non
 
 
 def cloud_offer(catalog: Catalog, gpu_id: str, provider: str | None, pricing: str, instance: str | None = None,
-                gpus_needed: int = 1) -> CloudOffer:
+                gpus_needed: int = 1, one_instance: bool = False) -> CloudOffer:
     """The instance a pool of `gpu_id` at `provider` rents under `pricing` (`instance` when it
     names one), and its price per GPU-hour.
 
@@ -448,8 +448,10 @@ def cloud_offer(catalog: Catalog, gpu_id: str, provider: str | None, pricing: st
     A commitment (reserved_1y, reserved_3y, savings_plan) the catalog does not list for the
     instance is derived [E] from its on-demand price and the provider's commitment discount
     (`prices.commitments`). Among instance types, the one whose whole instances cost least for
-    `gpus_needed` GPUs is taken (a one-GPU replica rents a one-GPU instance when there is one).
-    Raises MissingPrice naming what is missing; nothing falls back to another pricing model."""
+    `gpus_needed` GPUs is taken (a one-GPU replica rents a one-GPU instance when there is one);
+    with `one_instance` (a serving replica: tensor parallelism needs one scale-up domain) only
+    instances holding all of them are. Raises MissingPrice naming what is missing; nothing falls
+    back to another pricing model."""
     gpu = catalog.gpus[gpu_id]
     mine = [c for c in gpu.cloud_prices if provider in (None, c.provider) and instance in (None, c.instance)]
     where = f"{gpu_id} at provider {provider!r}" + (f" on instance {instance!r}" if instance else "")
@@ -473,8 +475,14 @@ def cloud_offer(catalog: Catalog, gpu_id: str, provider: str | None, pricing: st
                                        f"{base.as_of}) x (1 - {discount:.0%} {pricing} discount, "
                                        f"prices.commitments.{key[0]})", usd, pricing))
     if not offers:
-        how = ("no on-demand price with a provider commitment discount to derive it from" if pricing in COMMITTED
-               else "none listed")
+        providers = sorted({c.provider for c in mine})
+        how = (f"none listed, and no {pricing} discount in prices.commitments for {', '.join(providers)} to derive "
+               "one from on-demand" if pricing in COMMITTED else "none listed")
         have = sorted({f"{c.provider}/{c.instance}/{c.pricing}" for c in mine})
         raise MissingPrice(f"the catalog has no {pricing} price for {where}: {how} (it has: {', '.join(have)})")
-    return min(offers, key=lambda o: (o.billed_gpus(gpus_needed) * o.usd_per_gpu_hour, o.instance))
+    if one_instance:
+        offers = [o for o in offers if o.gpus_per_instance >= gpus_needed]
+        if not offers:
+            raise MissingPrice(f"no {pricing} instance of {where} holds a {gpus_needed}-GPU replica")
+    return min(offers, key=lambda o: (o.billed_gpus(gpus_needed) * o.usd_per_gpu_hour, o.gpus_per_instance,
+                                      o.instance))

@@ -105,19 +105,15 @@ def _duration(seconds: float) -> str:
 # ------------------------------------------------------------------------------------------
 
 
-def gpus_needed(pool: Pool, scenario: Scenario) -> int:
-    """GPUs a pool rents at a time: a replica's (serving pools), else a retraining job's."""
-    if "serving" in pool.roles:
-        return pool.tp(scenario.model)
-    return scenario.lifecycle.retraining.gpus
-
-
-def cloud_rate(pool: Pool, site: Site, catalog: Catalog, gpus: int = 1) -> CloudOffer:
-    """The instance a cloud pool rents and its price per GPU-hour (`sim.catalog.cloud_offer`;
-    `gpus`: what the pool rents at a time). A scenario price (`price_usd_per_gpu_hour`) is per
-    GPU; it rents the pool's `instance` when that is in the catalog, else single GPUs."""
+def cloud_rate(pool: Pool, site: Site, catalog: Catalog, scenario: Scenario | None = None) -> CloudOffer:
+    """The instance a cloud pool rents and its price per GPU-hour (`Scenario.cloud_offer`; a
+    pool outside a scenario rents one GPU at a time). A scenario price (`price_usd_per_gpu_hour`)
+    is per GPU; it rents the pool's `instance` when that is in the catalog, else single GPUs."""
     if pool.price_usd_per_gpu_hour is None:
-        return cloud_offer(catalog, pool.gpu, site.provider, pool.pricing, pool.instance, gpus)
+        if scenario is not None:
+            site_name = next(name for name, s in scenario.sites.items() if s is site)
+            return scenario.cloud_offer(site_name, pool)
+        return cloud_offer(catalog, pool.gpu, site.provider, pool.pricing, pool.instance)
     sold = [c for c in catalog.gpus[pool.gpu].cloud_prices if c.instance == pool.instance]
     per_instance = sold[0].gpus_per_instance if sold else 1
     spot = [c for c in sold if c.pricing == "spot"]
@@ -187,7 +183,7 @@ def cloud_gpu_rows(record: RunRecord) -> list[dict[str, Any]]:
         for pool in site.pools:
             if pool.capacity == 0:
                 continue
-            offer = cloud_rate(pool, site, catalog, gpus_needed(pool, scenario))
+            offer = cloud_rate(pool, site, catalog, scenario)
             name = pool.name or ""
             if pool.pricing in COMMITTED:
                 billed = offer.billed_gpus(pool.capacity)

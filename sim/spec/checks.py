@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from sim.catalog import Catalog, MissingPrice, cloud_offer
+from sim.catalog import Catalog, MissingPrice
 from sim.catalog.sizing import DEFAULT_RESERVE_BYTES, replica_memory, smallest_fitting_tp
 from sim.spec.errors import SpecError, SpecIssue, suggest
 from sim.spec.files import MAX_TRACE_BYTES, check_file
@@ -253,7 +253,6 @@ def check_cloud_pools(s: Scenario, catalog: Catalog) -> list[SpecIssue]:
                         issues.append(SpecIssue(f"{path}.{field}", f"only spot instances are interrupted; pool "
                                                 f"{pool.name!r} is {pool.pricing}", getattr(pool, field),
                                                 "pricing: spot, or leave it unset"))
-            gpus = pool.tp(s.model) if "serving" in pool.roles else s.lifecycle.retraining.gpus
             if pool.price_usd_per_gpu_hour is not None:
                 offer = None
                 if pool.instance is not None and not any(c.instance == pool.instance for c in gpu.cloud_prices):
@@ -262,7 +261,7 @@ def check_cloud_pools(s: Scenario, catalog: Catalog) -> list[SpecIssue]:
                                             f"{pool.gpu}", pool.instance, ", ".join(known)))
             else:
                 try:
-                    offer = cloud_offer(catalog, pool.gpu, site.provider, pool.pricing, pool.instance, gpus)
+                    offer = s.cloud_offer(site_name, pool)
                 except MissingPrice as missing:
                     issues.append(SpecIssue(f"{path}.pricing", str(missing), pool.pricing,
                                             "set price_usd_per_gpu_hour, or a pricing/instance the catalog has"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sim.catalog import MissingPrice, cloud_offer
+from sim.catalog import MissingPrice
 from sim.spec.errors import SpecIssue, suggest
 from sim.spec.scenario import NONE_SITE, Pool, Scenario
 
@@ -47,8 +47,7 @@ def spot_terms(scenario: Scenario, site: str, pool: Pool) -> SpotTerms | None:
     rate, notice = pool.interruptions_per_hour, pool.interruption_notice
     if rate is None or notice is None:
         try:
-            offer = cloud_offer(scenario.resolved_catalog, pool.gpu, scenario.sites[site].provider, "spot",
-                                pool.instance, pool.tp(scenario.model))
+            offer = scenario.cloud_offer(site, pool, "spot")
         except MissingPrice:
             offer = None
         if rate is None:

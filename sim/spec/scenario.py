@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
-from sim.catalog import Pricing
+from sim.catalog import CloudOffer, Pricing, cloud_offer
 from sim.detectors import DETECTORS
 from sim.routers import ROUTERS
 from sim.spec.base import Spec
@@ -949,6 +949,16 @@ class Scenario(Spec):
     @property
     def source(self) -> str:
         return self._source
+
+    def cloud_offer(self, site: str, pool: Pool, pricing: str | None = None) -> CloudOffer:
+        """The instance a cloud pool rents under `pricing` (default: its own) and its price
+        (`sim.catalog.cloud_offer`), for what the pool rents at a time: a serving replica,
+        within one instance (tensor parallelism needs one scale-up domain), or a retraining
+        job's GPUs. Raises `sim.catalog.MissingPrice` when the catalog cannot price it."""
+        serving = "serving" in pool.roles
+        gpus = pool.tp(self.model) if serving else self.lifecycle.retraining.gpus
+        return cloud_offer(self.resolved_catalog, pool.gpu, self.sites[site].provider, pricing or pool.pricing,
+                           pool.instance, gpus, one_instance=serving)
 
     def link_between(self, a: str, b: str) -> tuple[str, Link] | None:
         """The link joining two sites (in either direction), or None."""

@@ -56,7 +56,6 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from sim.catalog import cloud_offer
 from sim.kernels.batching import ACTIVE, DRAINING
 from sim.kernels.windows import merge_windows, window_containing
 from sim.record import FAULT_COLUMNS, TRAINING_RUN_COLUMNS, RequestTable, empty_frame
@@ -198,10 +197,11 @@ def _spot_interruptions(scenario: Scenario, replication: int) -> list[Fault]:
             if "serving" in pool.roles:
                 slots = [(r, terms.interruptions_per_hour) for r in range(pool_replicas(scenario, site_name, pool.name
                                                                                        or ""))]
-            else:  # a training job rents whole instances of the pool's instance type
-                offer = cloud_offer(scenario.resolved_catalog, pool.gpu, site.provider, "spot", pool.instance,
-                                    scenario.lifecycle.retraining.gpus)
-                slots = [(-1, terms.interruptions_per_hour * offer.instances_for(scenario.lifecycle.retraining.gpus))]
+            else:  # a training job rents whole instances of the pool's instance type (a priced pool: GPUs)
+                gpus = scenario.lifecycle.retraining.gpus
+                instances = (scenario.cloud_offer(site_name, pool, "spot").instances_for(gpus)
+                             if pool.price_usd_per_gpu_hour is None else gpus)
+                slots = [(-1, terms.interruptions_per_hour * instances)]
             for r, rate in slots:
                 rng = stream(scenario.seed, replication, f"faults/spot/{target}/{r}")
                 t = 0.0
