@@ -505,27 +505,26 @@ def _private_sites(scenario: Scenario) -> list[str]:
     return [name for name, site in scenario.sites.items() if site.zone == "private" and site.pools]
 
 
-def _catalog_scaled(scenario: Scenario, value: float, folder: Path, fields: Sequence[str], tag: str) -> list[str]:
-    """A catalog file beside the runs with the owned GPUs' `fields` scaled by value, and the
-    override that points the scenario at it (the scenario's own catalog entries kept)."""
+def _catalog_scaled(scenario: Scenario, value: float, folder: Path, section: str, entries: Iterable[str],
+                    field_name: str, tag: str) -> list[str]:
+    """A catalog file beside the runs with `field_name` of the given entries of a catalog
+    section scaled by value, and the override that points the scenario at it (the scenario's
+    own catalog entries kept)."""
     from sim.catalog import catalog_raw
 
-    gpus = {pool.gpu for name in _private_sites(scenario) for pool in scenario.sites[name].pools}
-    if not gpus:
+    names = sorted(set(entries))
+    if not names:
         return []
-    raw = catalog_raw()
-    if scenario.catalog:
-        own = yaml.safe_load(Path(scenario.catalog).read_text()) or {}
-        raw = _merge(raw, own)
-    entries = {}
-    for gpu in sorted(gpus):
-        entry = (raw.get("gpus") or {}).get(gpu, {})
-        entries[gpu] = {f: float(entry[f]) * value for f in fields if isinstance(entry.get(f), int | float)}
-    extra = _merge(yaml.safe_load(Path(scenario.catalog).read_text()) or {} if scenario.catalog else {},
-                   {"gpus": entries})
+    own = (yaml.safe_load(Path(scenario.catalog).read_text()) or {}) if scenario.catalog else {}
+    raw = _merge(catalog_raw(), own)
+    scaled = {}
+    for name in names:
+        entry = (raw.get(section) or {}).get(name, {})
+        if isinstance(entry.get(field_name), int | float):
+            scaled[name] = {field_name: float(entry[field_name]) * value}
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"catalog-{tag}-{value:.6g}.yaml"
-    path.write_text(yaml.safe_dump(extra, sort_keys=True))
+    path.write_text(yaml.safe_dump(_merge(own, {section: scaled}), sort_keys=True))
     return [f"catalog={str(path.resolve())!r}"]
 
 
@@ -545,7 +544,8 @@ def _server_price(scenario: Scenario, value: float, folder: Path) -> list[str]:
         capex = scenario.sites[name].capex
         if capex.server_usd_per_gpu is not None:
             out.append(f"sites.{name}.capex.server_usd_per_gpu={capex.server_usd_per_gpu * value!r}")
-    return out + _catalog_scaled(scenario, value, folder, ("server_usd_per_gpu",), "server")
+    classes = scenario.resolved_catalog.servers  # every class: which one a pool uses is the cost model's business
+    return out + _catalog_scaled(scenario, value, folder, "servers", classes, "host_usd_per_gpu", "server")
 
 
 def _gpu_price(scenario: Scenario, value: float, folder: Path) -> list[str]:
@@ -554,7 +554,8 @@ def _gpu_price(scenario: Scenario, value: float, folder: Path) -> list[str]:
         capex = scenario.sites[name].capex
         if capex.gpu_usd is not None:
             out.append(f"sites.{name}.capex.gpu_usd={capex.gpu_usd * value!r}")
-    return out + _catalog_scaled(scenario, value, folder, ("purchase_usd",), "gpu")
+    gpus = [pool.gpu for name in _private_sites(scenario) for pool in scenario.sites[name].pools if not pool.is_api]
+    return out + _catalog_scaled(scenario, value, folder, "gpus", gpus, "purchase_usd", "gpu")
 
 
 def _cloud_discount(scenario: Scenario, value: float, folder: Path) -> list[str]:
@@ -565,6 +566,8 @@ def _cloud_discount(scenario: Scenario, value: float, folder: Path) -> list[str]
         if site.zone != "third_party":
             continue
         for i, pool in enumerate(site.pools):
+            if pool.is_api:  # priced per token, not per GPU-hour
+                continue
             try:
                 price, _ = cloud_gpu_price(pool, site, scenario.resolved_catalog)
             except ValueError:
@@ -622,7 +625,7 @@ def _one(scenario: Scenario) -> float:
 
 
 SENSITIVITY_INPUTS: dict[str, SensitivityInput] = {i.name: i for i in (
-    SensitivityInput("server_price", "server price per GPU (x catalog)", True, True, _server_price, _one),
+    SensitivityInput("server_price", "server host price per GPU (x catalog)", True, True, _server_price, _one),
     SensitivityInput("gpu_price", "GPU purchase price (x catalog)", True, True, _gpu_price, _one),
     SensitivityInput("cloud_discount", "cloud discount (share off)", False, True, _cloud_discount, lambda s: 0.0),
     SensitivityInput("energy_price", "energy price (USD/kWh)", False, True, _site_power("price_usd_per_kwh"),

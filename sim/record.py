@@ -122,7 +122,9 @@ class PoolRecord:
     """One serving pool: what it held and how busy it kept it.
 
     busy_s: seconds each replica spent iterating (an iteration counts in full when it
-    starts); iterations: how many each ran; holding: the intervals each replica held its
+    starts); iterations: how many each ran; compute_s and memory_s: the seconds its work took at
+    the replica's achievable FLOP rates and bandwidths (`sim.kernels.roofline.work_seconds`;
+    None when the service model has no roofline); holding: the intervals each replica held its
     GPUs (replica, start_s, end_s, clipped to the horizon); timeline: snapshots (t_s,
     busy_s per replica, gpus_in_use). GPU-seconds are computed from these in
     `sim.metrics.utilisation`, nowhere else.
@@ -150,6 +152,8 @@ class PoolRecord:
     max_replicas: int = 0
     billing: str = "per_second"  # how the provider bills held GPUs: per_second or per_hour
     api: str = ""  # a managed API pool: its catalog id (no replicas, no GPUs); "" for a pool of GPUs
+    compute_s: np.ndarray | None = None  # per replica: its work's seconds at the achievable FLOP rates
+    memory_s: np.ndarray | None = None  # ... and at the achievable bandwidths (None: not known, use busy_s)
 
     def replicas_held(self, times_s: np.ndarray) -> np.ndarray:
         """How many replicas held their GPUs at each of `times_s` (from `holding`)."""

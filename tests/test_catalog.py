@@ -53,9 +53,13 @@ def _sourced_entries(catalog: Catalog):
         yield f"models.{model_id}", model
         for i, latency in enumerate(model.batch_latency):
             yield f"models.{model_id}.batch_latency[{i}]", latency
-    for section in ("egress", "storage", "power"):
+    for section in ("egress", "storage", "power", "commitments"):
         for key, price in getattr(catalog.prices, section).items():
             yield f"prices.{section}.{key}", price
+    if catalog.prices.facility is not None:
+        yield "prices.facility", catalog.prices.facility
+    for server_id, server in catalog.servers.items():
+        yield f"servers.{server_id}", server
 
 
 def test_shipped_catalog_validates():
@@ -152,9 +156,9 @@ def test_precision_support_matches_hardware():
 
 
 def test_idle_below_tdp():
-    """Every GPU idles below its TDP."""
+    """Every GPU idles below its TDP, and more with an engine loaded than without."""
     for gpu_id, gpu in shipped_catalog().gpus.items():
-        assert 0 < gpu.idle_w < gpu.tdp_w, gpu_id
+        assert 0 < gpu.idle_w <= gpu.loaded_idle_w < gpu.tdp_w, gpu_id
 
 
 def test_moe_models_have_experts():
@@ -216,9 +220,10 @@ def test_user_catalog_can_add_a_gpu():
         "memory_bandwidth": "4TB/s",
         "tdp_w": 600,
         "idle_w": 60,
+        "loaded_idle_w": 90,
         "interconnect_bandwidth": "400GB/s",
         "purchase_usd": 20000,
-        "server_usd_per_gpu": 10000,
+        "server": "hgx-8",
         "training": {"mfu": 0.4, "lora_mfu": 0.35},
         "source": "test fixture",
         "as_of": "2026-11-01",

@@ -3,9 +3,10 @@
 The worlds are small and exact: one request a second (constant arrivals, t_k = k, 3600
 requests in a 1 h horizon), 100-token prompts and 50-token outputs, and a deterministic 0.5 s
 service time, so one replica is busy exactly 1800 s of the hour (utilisation 0.5) and every
-request completes. Catalog numbers used: L4 idle 12 W, TDP 72 W, AWS on-demand $0.805/GPU-h
-(g6.xlarge), GCP $0.71; L40S $8,500 + $6,000 server per GPU; H100 SXM AWS on-demand $6.875
-(June 2025, newer than the $12.29 of 2023); AWS egress $0.09/GB with 100 GB/month free, GCP
+request completes. Catalog numbers used: L4 loaded idle 35 W, TDP 72 W, in a pcie-small server
+(8 GPUs; host 200 W idle, 500 W busy), AWS on-demand $0.8048/GPU-h (g6.xlarge), GCP $0.71; L40S
+$8,500 + $4,500 of server per GPU; H100 SXM AWS on-demand $6.88 (p5.48xlarge, 8 GPUs, as of
+2026-11-09, newer than the $12.29 of 2023); AWS egress $0.09/GB with 100 GB/month free, GCP
 $0.12 with none; AWS storage $0.023/GB-month; power profiles us-commercial ($0.127/kWh,
 PUE 1.58, 0.37 kgCO2e/kWh) and hyperscale (PUE 1.10).
 """
@@ -33,7 +34,7 @@ from sim.metrics import (
     privacy_ledger,
 )
 from sim.metrics.cost import cloud_gpu_price
-from sim.metrics.energy import gpu_energy_kwh, gpu_power_w
+from sim.metrics.energy import gpu_energy_j, gpu_power_w
 from sim.record import HOLD_COLUMNS, RunRecord
 from sim.spec.scenario import Pool, Site
 from sim.world import World
@@ -115,23 +116,24 @@ def usd(costs: pd.DataFrame, component: str, **match: str) -> float:
 
 
 def test_non_elastic_cloud_pool_pays_every_gpu_for_the_horizon() -> None:
-    """2 L4s rented at AWS on demand for 1 h: 2 GPU-h x $0.805 = $1.61, busy or not; with a
-    scenario price of $1.50/GPU-h: $3.00."""
+    """2 L4s rented at AWS on demand for 1 h (two one-GPU g6.xlarge): 2 GPU-h x $0.8048, busy
+    or not; with a scenario price of $1.50/GPU-h: $3.00."""
     costs = costs_of(run(cloud_doc(gpus=2)))
     row = costs[costs["component"] == "cloud_gpu"].iloc[0]
     assert row["quantity"] == pytest.approx(2.0) and row["unit"] == "GPU-h"
-    assert row["usd"] == pytest.approx(2 * 0.805)
+    assert row["usd"] == pytest.approx(2 * 0.8048)
     priced = costs_of(run(cloud_doc(gpus=2), ["sites.cloud.pools[0].price_usd_per_gpu_hour=1.5"]))
     assert usd(priced, "cloud_gpu") == pytest.approx(3.0)
 
 
 def test_catalog_price_is_the_newest_then_the_cheapest() -> None:
-    """Several catalog prices match: the most recent as_of wins (H100 AWS on demand: $6.875 of
-    June 2025 over $12.29 of 2023); equal dates go to the lowest price (an L4 site without a
-    provider matches AWS $0.805 and GCP $0.71, both of 2026-11-01: $0.71)."""
+    """Several catalog prices of one instance match: the most recent as_of wins (p5.48xlarge on
+    demand: $6.88 of 2026-11 over $12.29 of 2023); among instances the cheapest per replica (an
+    L4 site without a provider: AWS g6.xlarge $0.8048, GCP g2-standard-4 $0.71: $0.71); equal
+    dates of one instance go to the lowest price."""
     catalog = load_catalog()
     h100 = Pool(name="t", gpu="h100-sxm", count=1)
-    assert cloud_gpu_price(h100, Site(zone="third_party", provider="aws"), catalog)[0] == 6.875
+    assert cloud_gpu_price(h100, Site(zone="third_party", provider="aws"), catalog)[0] == 6.88
     l4 = Pool(name="s", gpu="l4", count=1)
     assert cloud_gpu_price(l4, Site(zone="third_party"), catalog)[0] == 0.71
     tie = {"source": "test", "as_of": dt.date(2030, 1, 1), "provider": "aws", "instance": "x",
@@ -147,17 +149,19 @@ def elastic_doc(baseline: int) -> dict[str, Any]:
     trains: the pool's holds are the ones a test adds."""
     doc = cloud_doc()
     doc["sites"]["cloud"]["pools"].append({"name": "training", "gpu": "h100-sxm", "count": baseline,
-                                           "elastic": True, "max_count": 8, "roles": ["training"]})
+                                           "elastic": True, "max_count": 8, "roles": ["training"],
+                                           "instance": "p5.48xlarge"})
     doc["placement"]["training"] = "cloud"
     return doc
 
 
 def test_elastic_pool_pays_only_for_what_it_holds() -> None:
     """An elastic H100 pool (count 0) that provisions 2 GPUs for 600 s, trains on them for
-    1800 s, and later holds 1 GPU from 3000 s to the horizon (a hold still open): held =
-    2 x 2400 + 1 x 600 = 5400 GPU-s = 1.5 GPU-h, x $6.875 = $10.3125. Provisioning is billed
-    (clouds bill from instance start). With a baseline of 1 GPU the pool pays 1 GPU for the
-    whole hour plus the GPUs above it: 3600 + 1 x 2400 = 6000 GPU-s. (A record's holds are
+    1800 s, and later holds 1 GPU from 3000 s to the horizon (a hold still open). Its H100s are
+    8-GPU p5.48xlarge instances, so every hold pays 8 GPUs: 8 x (600 + 1800 + 600) = 24,000
+    GPU-s = 6.667 GPU-h, x $6.88. Provisioning is billed (clouds bill from instance start).
+    With a baseline of 1 GPU the pool rents one instance for the whole hour plus one instance
+    for each hold above it: 8 x 3600 + 8 x (600 + 1800) = 48,000 GPU-s. (A record's holds are
     clipped to the horizon, so the hold still open is written ending at 3600 s.)"""
     holds = [("cloud", "training", "provisioning", 2, 600.0, 1200.0),
              ("cloud", "training", "retraining", 2, 1200.0, 3000.0),
@@ -165,17 +169,18 @@ def test_elastic_pool_pays_only_for_what_it_holds() -> None:
     record = run(elastic_doc(baseline=0))
     assert record.gpu_holds.empty  # no lifecycle here: the holds are only the ones added below
     costs = costs_of(with_holds(record, holds))
-    row = costs[(costs["component"] == "cloud_gpu") & (costs["pool"] == "training")].iloc[0]
-    assert row["quantity"] == pytest.approx(1.5)
-    assert row["usd"] == pytest.approx(1.5 * 6.875)
+    rows = costs[(costs["component"] == "cloud_gpu") & (costs["pool"] == "training")]
+    assert rows["quantity"].sum() == pytest.approx(24000 / HOUR_S)
+    assert rows["usd"].sum() == pytest.approx(24000 / HOUR_S * 6.88)
     record = with_holds(run(elastic_doc(baseline=1)), holds)
-    assert usd(costs_of(record), "cloud_gpu", pool="training") == pytest.approx(6000 / HOUR_S * 6.875)
+    assert usd(costs_of(record), "cloud_gpu", pool="training") == pytest.approx(48000 / HOUR_S * 6.88)
 
 
 def test_s2_cloud_gpus_match_its_holds() -> None:
     """S2 over its day: its autoscaled L40S pool pays $1.861 per GPU-hour its replicas held
     (from each scale-up request to the release, per second), and the elastic H100 pool pays its
-    lifecycle holds (provisioning + retraining GPU-seconds) at $6.875."""
+    lifecycle holds (provisioning, retraining, development) at $6.88 on single-GPU p5.4xlarge
+    instances (as cheap per GPU as the 8-GPU p5.48xlarge, and no GPU paid idle)."""
     record = run(S2)
     costs = costs_of(record)
     holding = record.pools["cloud/serving"].holding
@@ -185,7 +190,7 @@ def test_s2_cloud_gpus_match_its_holds() -> None:
     holds = record.gpu_holds[(record.gpu_holds["site"] == "cloud") & (record.gpu_holds["pool"] == "training")]
     held_s = float((holds["gpus"] * (holds["end_s"] - holds["start_s"])).sum())
     assert held_s > 0
-    assert usd(costs, "cloud_gpu", pool="training") == pytest.approx(held_s / HOUR_S * 6.875)
+    assert usd(costs, "cloud_gpu", pool="training") == pytest.approx(held_s / HOUR_S * 6.88)
 
 
 # ------------------------------------------------------------------------------------------
@@ -243,11 +248,11 @@ def test_storage_prices_gb_days_at_rest() -> None:
 
 
 def test_capex_amortises_gpus_and_servers_per_second() -> None:
-    """4 L40S owned, 1 h of a 3 y life: 4 x ($8,500 + $6,000) x 3600 / (3 x 365 x 86400);
+    """4 L40S owned, 1 h of a 3 y life: 4 x ($8,500 + $4,500) x 3600 / (3 x 365 x 86400);
     with the site's own prices ($10,000 + $2,000 per GPU, 5 y) and $365,000/y of ops:
     4 x 12,000 x 3600 / (5 y) and 365,000 x 3600 / (365 x 86400) = $41.67."""
     costs = costs_of(run(premises_doc(gpu="l40s", gpus=4)))
-    assert usd(costs, "capex") == pytest.approx(4 * (8500 + 6000) * HOUR_S / (3 * 365 * 86400))
+    assert usd(costs, "capex") == pytest.approx(4 * (8500 + 4500) * HOUR_S / (3 * 365 * 86400))
     assert usd(costs, "ops") == 0.0
     overrides = ["sites.office.capex={amortisation: 5y, gpu_usd: 10000, server_usd_per_gpu: 2000, "
                  "ops_usd_per_year: 365000}"]
@@ -257,47 +262,51 @@ def test_capex_amortises_gpus_and_servers_per_second() -> None:
 
 
 def test_power_is_idle_plus_dynamic_share_of_tdp() -> None:
-    """The shared formula: an L4 at utilisation 0.5 draws 12 + (72 - 12) x 0.5 = 42 W; held
-    3600 GPU-s with 1800 busy, that is 42 Wh."""
+    """The shared formula: an L4 serving at activity 0.5 draws 35 + (72 - 35) x 0.5 = 53.5 W;
+    held 3600 GPU-s serving with 1800 of activity, that is 53.5 Wh."""
     l4 = load_catalog().gpus["l4"]
-    assert gpu_power_w(l4, 0.5) == pytest.approx(42.0)
-    assert gpu_energy_kwh(l4, 3600.0, 1800.0) == pytest.approx(0.042)
+    assert gpu_power_w(l4, 0.5) == pytest.approx(53.5)
+    assert gpu_energy_j(l4, 3600.0, 3600.0, 1800.0, 0.0) == pytest.approx(53.5 * 3600)
 
 
 def test_premises_energy_from_a_known_utilisation() -> None:
-    """One L4 busy exactly 1800 s of the hour (3600 requests x 0.5 s): 0.042 kWh at the GPU;
-    at the site's PUE 1.5 and $0.20/kWh, 0.063 kWh and $0.0126. Without power settings the
-    us-commercial profile applies: 0.042 x 1.58 kWh x $0.127 and x 0.37 kgCO2e/kWh."""
+    """One L4 busy exactly 1800 s of the hour (3600 requests x 0.5 s; a service-time model has
+    no work counters, so busy is activity 1): 53.5 Wh at the GPU, and its 1/8 of a pcie-small
+    host at activity 0.5, (200 + 300 x 0.5) / 8 = 43.75 Wh: 0.09725 kWh; at the site's PUE 1.5
+    and $0.20/kWh, 0.145875 kWh. Without power settings the us-commercial profile applies:
+    x 1.58, x $0.127 and x 0.37 kgCO2e/kWh."""
+    it_kwh = 0.0535 + 0.04375
     record = run(premises_doc(), ["sites.office.power={pue: 1.5, price_usd_per_kwh: 0.2}"])
     usage = gpu_usage(record)
     assert usage["utilisation"].iloc[0] == pytest.approx(0.5)
-    assert usd(costs_of(record), "energy") == pytest.approx(0.042 * 1.5 * 0.2)
-    assert energy(record, usage)["energy_kwh"] == pytest.approx(0.063)
+    assert usd(costs_of(record), "energy") == pytest.approx(it_kwh * 1.5 * 0.2)
+    assert energy(record, usage)["energy_kwh"] == pytest.approx(it_kwh * 1.5)
     record = run(premises_doc())
     s = energy(record)
-    assert s["energy_kwh"] == pytest.approx(0.042 * 1.58)
-    assert s["carbon_kgco2e"] == pytest.approx(0.042 * 1.58 * 0.37)
-    assert usd(costs_of(record), "energy") == pytest.approx(0.042 * 1.58 * 0.127)
+    assert s["energy_kwh"] == pytest.approx(it_kwh * 1.58)
+    assert s["carbon_kgco2e"] == pytest.approx(it_kwh * 1.58 * 0.37)
+    assert usd(costs_of(record), "energy") == pytest.approx(it_kwh * 1.58 * 0.127)
 
 
 def test_idle_gpus_still_draw_idle_power() -> None:
-    """Two L4s sharing the same 1800 busy GPU-seconds: 2 x 12 W x 1 h + 60 W x 1800 s
-    = 24 Wh + 30 Wh = 54 Wh at the GPUs."""
+    """Two L4s serving, sharing the same 1800 busy GPU-seconds: 2 x 35 W x 1 h + 37 W x 1800 s
+    = 70 Wh + 18.5 Wh = 88.5 Wh at the GPUs."""
     usage = gpu_usage(run(premises_doc(gpus=2)))
     assert usage["busy_gpu_s"].iloc[0] == pytest.approx(1800.0)
-    assert usage["it_energy_kwh"].iloc[0] == pytest.approx(0.054)
+    assert usage["gpu_it_kwh"].iloc[0] == pytest.approx(0.0885)
 
 
 def test_cloud_energy_is_estimated_apart() -> None:
-    """An L4 in the cloud at utilisation 0.5: 0.042 kWh x hyperscale PUE 1.10 = 0.0462 kWh,
-    reported as cloud_energy_kwh (and by site), not in the premises energy_kwh nor its cost;
-    per 1M output tokens: 0.0462 / (3600 x 50) x 1e6."""
+    """An L4 in the cloud at activity 0.5: 0.09725 kWh (GPU and its share of a host, as on
+    premises) x hyperscale PUE 1.10, reported as cloud_energy_kwh (and by site), not in the
+    premises energy_kwh nor its cost; per 1M output tokens: that / (3600 x 50) x 1e6."""
     record = run(cloud_doc())
     s = energy(record)
+    kwh = (0.0535 + 0.04375) * 1.10
     assert s["energy_kwh"] == 0.0
-    assert s["cloud_energy_kwh"] == pytest.approx(0.0462)
-    assert s["energy_kwh_by_site"] == pytest.approx({"cloud": 0.0462})
-    assert s["energy_kwh_per_1m_output_tokens"] == pytest.approx(0.0462 / (N * 50) * 1e6)
+    assert s["cloud_energy_kwh"] == pytest.approx(kwh)
+    assert s["energy_kwh_by_site"] == pytest.approx({"cloud": kwh})
+    assert s["energy_kwh_per_1m_output_tokens"] == pytest.approx(kwh / (N * 50) * 1e6)
     assert usd(costs_of(record), "energy") == 0.0
 
 

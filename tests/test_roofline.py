@@ -32,8 +32,8 @@ from sim.kernels.roofline import (
 REL = 1e-12
 
 TOY_GPU = GPU(name="toy", vendor="test", peak_flops={"bf16": 1e12, "fp8": 2e12}, memory=1e9,
-              memory_bandwidth=1e10, tdp_w=100, idle_w=10, interconnect_bandwidth=1e10, purchase_usd=1,
-              server_usd_per_gpu=0, source="test fixture", as_of="2026-11-01")
+              memory_bandwidth=1e10, tdp_w=100, idle_w=10, loaded_idle_w=20, interconnect_bandwidth=1e10,
+              purchase_usd=1, server="hgx-8", source="test fixture", as_of="2026-11-01")
 TOY_PROFILE = EngineProfile(bandwidth=0.5, kv_bandwidth=0.25, gemm=0.5, gemm_half_m=10.0, attention_prefill=0.4,
                             moe_gemm=0.2, overhead_s=1e-3, overhead_per_seq_s=1e-4, overhead_per_prefill_token_s=1e-6,
                             allreduce_latency_s=1e-5, allreduce_bandwidth=0.5)

@@ -1,7 +1,7 @@
 """Catalogs: the GPUs, models and prices that scenarios name by id.
 
 A catalog is data, shipped with the package as YAML (`gpus.yaml`, `models.yaml`,
-`engines.yaml`, `prices.yaml` beside this file). Every entry says where its numbers come from (`source:`) and
+`engines.yaml`, `servers.yaml`, `prices.yaml` beside this file). Every entry says where its numbers come from (`source:`) and
 when they were read (`as_of:`); a number that is an estimate says so in its source text. A
 scenario may name its own catalog file (`catalog: my_hw.yaml`), whose entries are added to the
 shipped ones or replace them id by id, field by field, so that a calibration or a negotiated
@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import typing
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -139,13 +141,78 @@ class Engine(Sourced):
         return self.memory_reserve.fixed + self.memory_reserve.per_batched_token * max_num_batched_tokens
 
 
+Pricing = Literal["on_demand", "reserved_1y", "reserved_3y", "savings_plan", "spot", "capacity_block"]
+PRICINGS: tuple[str, ...] = typing.get_args(Pricing)
+COMMITTED: tuple[str, ...] = ("reserved_1y", "reserved_3y", "savings_plan", "capacity_block")
+"""Pricing models paid for every hour of their term, used or not (TCO.md §2 modeling note; a
+capacity block is paid up front, §4)."""
+
+
 class CloudPrice(Sourced):
+    """One instance type as a provider sells it, under one pricing model.
+
+    Instances are sold whole (TCO.md conventions): `usd_per_gpu_hour` is the instance's price
+    divided by its `gpus_per_instance`, and whoever rents one GPU of it pays for all of them.
+    A spot entry says how often such an instance is reclaimed and with how much notice.
+    """
+
     provider: str
     instance: str
     gpus_per_instance: int = Field(ge=1)
     usd_per_gpu_hour: float = Field(gt=0)
-    pricing: Literal["on_demand", "reserved", "spot", "capacity_block"] = "on_demand"
+    pricing: Pricing = "on_demand"
     region: str = ""
+    interruptions_per_hour: float | None = Field(
+        default=None, ge=0, description="spot only: reclaims per instance-hour held")
+    interruption_notice_s: float | None = Field(default=None, ge=0, description="spot only: warning before a reclaim")
+
+    @model_validator(mode="after")
+    def _spot_fields_only_on_spot(self) -> CloudPrice:
+        spot_fields = (self.interruptions_per_hour, self.interruption_notice_s)
+        if self.pricing != "spot" and any(v is not None for v in spot_fields):
+            raise ValueError("interruptions_per_hour and interruption_notice_s describe spot prices only")
+        return self
+
+    @property
+    def usd_per_instance_hour(self) -> float:
+        return self.usd_per_gpu_hour * self.gpus_per_instance
+
+
+class Commitments(Sourced):
+    """A provider's discounts off on-demand for committing to capacity, as fractions."""
+
+    reserved_1y: float | None = Field(default=None, ge=0, lt=1)
+    reserved_3y: float | None = Field(default=None, ge=0, lt=1)
+    savings_plan: float | None = Field(default=None, ge=0, lt=1)
+
+
+class ServerClass(Sourced):
+    """A server that holds GPUs: what the host costs beyond its GPUs, and what it draws.
+
+    Host power is the server's draw beyond its GPU boards (CPUs, memory, NICs, NVSwitch, fans,
+    PSU loss); `host_max_w` is its share of the rated power that a colocation contract
+    reserves (rated kW = GPUs x TDP + host_max_w).
+    """
+
+    name: str
+    gpus_per_server: int = Field(ge=1)
+    host_usd_per_gpu: float = Field(ge=0, description="server price beyond its GPUs, per GPU slot")
+    host_idle_w: float = Field(ge=0, description="host draw with its GPUs idle")
+    host_load_w: float = Field(ge=0, description="host draw with its GPUs at full activity")
+    host_max_w: float = Field(ge=0, description="host share of the server's rated power")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ServerClass:
+        if not self.host_idle_w <= self.host_load_w <= self.host_max_w:
+            raise ValueError("host power needs host_idle_w <= host_load_w <= host_max_w")
+        return self
+
+
+class Facility(Sourced):
+    """Premises costs beyond hardware and energy."""
+
+    colocation_usd_per_kw_month: float = Field(ge=0, description="space and power capacity, per rated kW")
+    support_share_per_year: float = Field(ge=0, le=1, description="hardware support, a share of capex per year")
 
 
 class GPU(Sourced):
@@ -157,17 +224,19 @@ class GPU(Sourced):
     memory: Bytes = Field(gt=0)
     memory_bandwidth: BytesPerSecond = Field(gt=0)
     tdp_w: float = Field(gt=0)
-    idle_w: float = Field(gt=0)
+    idle_w: float = Field(gt=0, description="powered, no engine on it")
+    loaded_idle_w: float = Field(gt=0, description="an engine's weights and KV pool resident, no work")
     interconnect_bandwidth: BytesPerSecond = Field(gt=0, description="per-GPU scale-up bandwidth")
     purchase_usd: float = Field(gt=0, description="purchase price of one GPU")
-    server_usd_per_gpu: float = Field(ge=0, description="host server share per GPU")
+    server: str = Field(description="the server class (catalog servers) it is bought in")
     training: Training = Field(default_factory=Training)
     cloud_prices: list[CloudPrice] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _idle_below_tdp(self) -> GPU:
-        if self.idle_w >= self.tdp_w:
-            raise ValueError(f"idle_w ({self.idle_w}) must be below tdp_w ({self.tdp_w})")
+        if not self.idle_w <= self.loaded_idle_w < self.tdp_w:
+            raise ValueError(f"need idle_w ({self.idle_w}) <= loaded_idle_w ({self.loaded_idle_w}) < tdp_w "
+                             f"({self.tdp_w})")
         return self
 
     def peak(self, precision: str) -> float:
@@ -300,6 +369,8 @@ class Prices(BaseModel):
     egress: dict[str, EgressPrice] = Field(default_factory=dict, description="per cloud provider")
     storage: dict[str, StoragePrice] = Field(default_factory=dict, description="per cloud provider")
     power: dict[str, PowerPrice] = Field(default_factory=dict, description="per region / profile")
+    commitments: dict[str, Commitments] = Field(default_factory=dict, description="per cloud provider")
+    facility: Facility | None = Field(default=None, description="premises colocation and support")
 
 
 class Catalog(BaseModel):
@@ -308,6 +379,7 @@ class Catalog(BaseModel):
     gpus: dict[str, GPU] = Field(default_factory=dict)
     models: dict[str, Model] = Field(default_factory=dict)
     engines: dict[str, Engine] = Field(default_factory=dict)
+    servers: dict[str, ServerClass] = Field(default_factory=dict)
     prices: Prices = Field(default_factory=Prices)
     apis: dict[str, ManagedApi] = Field(default_factory=dict)
 
@@ -317,6 +389,16 @@ class Catalog(BaseModel):
             unknown = sorted(set(engine.gpus) - set(self.gpus))
             if unknown:
                 raise ValueError(f"engine {name!r} has factors for unknown GPU(s): {', '.join(unknown)}")
+        return self
+
+    @model_validator(mode="after")
+    def _servers_known(self) -> Catalog:
+        if not self.servers:  # a catalog document without servers (a fragment) is not checked
+            return self
+        for name, gpu in self.gpus.items():
+            if gpu.server not in self.servers:
+                raise ValueError(f"GPU {name!r} names server class {gpu.server!r}, which the catalog lacks "
+                                 f"(it has: {', '.join(sorted(self.servers))})")
         return self
 
 
@@ -333,7 +415,7 @@ def _deep_merge(base: dict, top: dict) -> dict:
 @cache
 def _shipped_raw() -> dict:
     raw: dict = {}
-    for name in ("gpus", "models", "engines", "prices", "apis"):
+    for name in ("gpus", "models", "engines", "servers", "prices", "apis"):
         with open(CATALOG_DIR / f"{name}.yaml", encoding="utf-8") as fh:
             raw = _deep_merge(raw, yaml.safe_load(fh) or {})
     return raw
@@ -356,3 +438,96 @@ def load_catalog(extra: dict | None = None) -> Catalog:
     if not extra:
         return shipped_catalog()
     return Catalog.model_validate(catalog_raw(extra))
+
+
+# ------------------------------------------------------------------------------------------
+# Cloud offers: what renting a GPU costs under a pricing model, instances as sold
+# ------------------------------------------------------------------------------------------
+
+
+class MissingPrice(LookupError):
+    """The catalog cannot price what a pool asks for; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class CloudOffer:
+    """An instance type at a provider under one pricing model, as a pool rents it."""
+
+    provider: str
+    instance: str
+    gpus_per_instance: int
+    usd_per_gpu_hour: float
+    pricing: str
+    source: str  # where the price comes from, with the derivation of an estimate
+    interruptions_per_hour: float | None = None  # spot: the catalog's reclaim rate
+    interruption_notice_s: float | None = None
+
+    def instances_for(self, gpus: int) -> int:
+        """Whole instances holding `gpus` GPUs (instances are sold whole)."""
+        return math.ceil(gpus / self.gpus_per_instance)
+
+    def billed_gpus(self, gpus: int) -> int:
+        """GPUs paid for when `gpus` are needed: every GPU of every instance rented."""
+        return self.instances_for(gpus) * self.gpus_per_instance
+
+
+def _newest(prices: list[CloudPrice]) -> CloudPrice:
+    """The most recent price, ties going to the lowest."""
+    return max(prices, key=lambda c: (c.as_of, -c.usd_per_gpu_hour))
+
+
+def _offer(price: CloudPrice, source: str | None = None, usd: float | None = None,
+           pricing: str | None = None) -> CloudOffer:
+    return CloudOffer(price.provider, price.instance, price.gpus_per_instance,
+                      price.usd_per_gpu_hour if usd is None else usd, pricing or price.pricing,
+                      source or f"{price.provider} {price.instance}, {price.pricing}, as of {price.as_of}",
+                      price.interruptions_per_hour, price.interruption_notice_s)
+
+
+def cloud_offer(catalog: Catalog, gpu_id: str, provider: str | None, pricing: str, instance: str | None = None,
+                gpus_needed: int = 1, one_instance: bool = False) -> CloudOffer:
+    """The instance a pool of `gpu_id` at `provider` rents under `pricing` (`instance` when it
+    names one), and its price per GPU-hour.
+
+    Per instance type, the newest catalog price for the pricing model wins (ties: the lowest).
+    A commitment (reserved_1y, reserved_3y, savings_plan) the catalog does not list for the
+    instance is derived [E] from its on-demand price and the provider's commitment discount
+    (`prices.commitments`). Among instance types, the one whose whole instances cost least for
+    `gpus_needed` GPUs is taken (a one-GPU replica rents a one-GPU instance when there is one);
+    with `one_instance` (a serving replica: tensor parallelism needs one scale-up domain) only
+    instances holding all of them are. Raises MissingPrice naming what is missing; nothing falls
+    back to another pricing model."""
+    gpu = catalog.gpus[gpu_id]
+    mine = [c for c in gpu.cloud_prices if provider in (None, c.provider) and instance in (None, c.instance)]
+    where = f"{gpu_id} at provider {provider!r}" + (f" on instance {instance!r}" if instance else "")
+    if not mine:
+        sold = sorted({f"{c.provider}/{c.instance}" for c in gpu.cloud_prices}) or ["none"]
+        raise MissingPrice(f"the catalog sells no {where} (it has: {', '.join(sold)})")
+    offers = []
+    for key in sorted({(c.provider, c.instance) for c in mine}):
+        prices = [c for c in mine if (c.provider, c.instance) == key]
+        direct = [c for c in prices if c.pricing == pricing]
+        if direct:
+            offers.append(_offer(_newest(direct)))
+            continue
+        on_demand = [c for c in prices if c.pricing == "on_demand"]
+        commitment = catalog.prices.commitments.get(key[0])
+        discount = getattr(commitment, pricing, None) if pricing in COMMITTED and commitment is not None else None
+        if on_demand and discount is not None:
+            base = _newest(on_demand)
+            usd = base.usd_per_gpu_hour * (1 - discount)
+            offers.append(_offer(base, f"[E] {key[0]} {key[1]} on-demand ${base.usd_per_gpu_hour:.4g}/GPU-h (as of "
+                                       f"{base.as_of}) x (1 - {discount:.0%} {pricing} discount, "
+                                       f"prices.commitments.{key[0]})", usd, pricing))
+    if not offers:
+        providers = sorted({c.provider for c in mine})
+        how = (f"none listed, and no {pricing} discount in prices.commitments for {', '.join(providers)} to derive "
+               "one from on-demand" if pricing in COMMITTED else "none listed")
+        have = sorted({f"{c.provider}/{c.instance}/{c.pricing}" for c in mine})
+        raise MissingPrice(f"the catalog has no {pricing} price for {where}: {how} (it has: {', '.join(have)})")
+    if one_instance:
+        offers = [o for o in offers if o.gpus_per_instance >= gpus_needed]
+        if not offers:
+            raise MissingPrice(f"no {pricing} instance of {where} holds a {gpus_needed}-GPU replica")
+    return min(offers, key=lambda o: (o.billed_gpus(gpus_needed) * o.usd_per_gpu_hour, o.gpus_per_instance,
+                                      o.instance))

@@ -306,7 +306,12 @@ PF_BUSY_UNTIL = 0
 PF_BUSY_TIME = 1  # seconds spent in iterations (for utilisation)
 PF_ITER_START = 2
 PF_LONGEST = 3  # the longest iteration so far (bounds how late the front end delivers)
-PF_SIZE = 4
+# Work done, summed over the iterations started (for energy from work, `sim.metrics.energy`):
+PF_WORK_TOKENS = 4  # tokens through the model (prefill + decode)
+PF_WORK_PAIRS = 5  # attention (query, key) pairs: prefill pairs + decode contexts
+PF_WORK_KV = 6  # KV-cache tokens read or written: prefill context + chunks, decode contexts + tokens
+PF_WORK_LOGITS = 7  # tokens through the LM head
+PF_SIZE = 8
 
 # Cluster-wide configuration (cfg[F]).
 C_REPLICAS = 0
@@ -975,6 +980,11 @@ def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, q
     rep_f[r, PF_BUSY_TIME] += dt
     if dt > rep_f[r, PF_LONGEST]:
         rep_f[r, PF_LONGEST] = dt
+    context = rep_i[r, PI_DECODE_CONTEXT] if decodes > 0 else 0
+    rep_f[r, PF_WORK_TOKENS] += prefill_tokens + decodes
+    rep_f[r, PF_WORK_PAIRS] += prefill_pairs + context
+    rep_f[r, PF_WORK_KV] += prefill_context + prefill_tokens + context + decodes
+    rep_f[r, PF_WORK_LOGITS] += logit_tokens
     return True
 
 
@@ -1148,6 +1158,10 @@ def _run_ahead(rep_i, rep_f, hk, queues, cfg, pool_i, params, r, t_end, next_arr
         rep_f[r, PF_BUSY_TIME] += dt
         if dt > rep_f[r, PF_LONGEST]:
             rep_f[r, PF_LONGEST] = dt
+        rep_f[r, PF_WORK_TOKENS] += decodes
+        rep_f[r, PF_WORK_PAIRS] += rep_i[r, PI_DECODE_CONTEXT]
+        rep_f[r, PF_WORK_KV] += rep_i[r, PI_DECODE_CONTEXT] + decodes
+        rep_f[r, PF_WORK_LOGITS] += decodes
 
 
 @njit(cache=True)
@@ -2323,6 +2337,12 @@ class ClusterKernel:
     def busy_s(self) -> np.ndarray:
         """Seconds each replica spent in iterations (started ones count in full)."""
         return self.rep_f[:, PF_BUSY_TIME]
+
+    @property
+    def work(self) -> np.ndarray:
+        """Per replica, the work of the iterations it started: (tokens, attention pairs, KV
+        tokens, LM-head tokens), summed (`PF_WORK_*`)."""
+        return self.rep_f[:, PF_WORK_TOKENS:PF_WORK_LOGITS + 1]
 
     @property
     def iterations(self) -> np.ndarray:

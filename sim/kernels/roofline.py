@@ -249,6 +249,30 @@ def step_time(
     return t
 
 
+def work_seconds(params: np.ndarray, iterations: np.ndarray, work: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(compute_s, memory_s) per replica: the seconds its summed work would take at the
+    replica's achievable FLOP rates and at its achievable bandwidths (the engine's fractions of
+    the datasheet peaks), from its iteration count and the kernel's work counters
+    (`sim.kernels.batching.ClusterKernel.work`: tokens, attention pairs, KV tokens, LM-head
+    tokens). FLOPs and bytes are those of `step_time`, with decode attention's FLOPs
+    (4 L n_h d per context token) counted too. Expert weights read per iteration use the
+    replica's mean tokens per iteration (the expected-touched count is not linear in tokens).
+    These are what `sim.metrics.energy` turns into power."""
+    tokens, pairs, kv_tokens, logits = (work[:, k] for k in range(4))
+    compute_s = ((params[P_LINEAR_FLOPS_PER_TOKEN] * tokens + params[P_HEAD_FLOPS_PER_TOKEN] * logits)
+                 / params[P_GEMM_RATE] + params[P_ATTN_FLOPS_PER_PAIR] * pairs / params[P_ATTN_RATE])
+    weights = (params[P_LINEAR_BYTES] + params[P_HEAD_BYTES]) * iterations
+    memory_s = weights / params[P_WEIGHT_BW] + kv_tokens * params[P_KV_BYTES_PER_TOKEN] / params[P_KV_BW]
+    experts = params[P_EXPERTS]
+    if experts > 0.0:
+        compute_s = compute_s + params[P_EXPERT_FLOPS_PER_TOKEN] * tokens / params[P_EXPERT_RATE]
+        mean_tokens = np.divide(tokens, iterations, out=np.zeros_like(tokens), where=iterations > 0)
+        touched = experts * (1.0 - (1.0 - params[P_EXPERTS_PER_TOKEN] / experts) ** mean_tokens)
+        expert_bytes = params[P_LAYERS] * touched * params[P_EXPERT_BYTES_PER_LAYER_EXPERT] * iterations
+        memory_s = memory_s + expert_bytes / params[P_WEIGHT_BW]
+    return compute_s, memory_s
+
+
 def chunk_pairs(chunk: int, cached: int) -> int:
     """Causal (query, key) pairs of a prefill chunk of `chunk` tokens after `cached` tokens."""
     return chunk * cached + chunk * (chunk + 1) // 2

@@ -15,7 +15,10 @@ The per-request targets are the SLO's percentile targets, as for `slo_attainment
 (`sim.metrics.latency.within_slo`, the one definition): each traffic class's own SLO, else
 the scenario's, so `availability_slo` equals `slo_attainment`. With no faults, no rejections and no backlog, availability is 1. Next to it: failed and retried requests, the
 requests served by the fallback pool, delayed or cut off by outages, and per kind of fault the
-number of faults, the mean time to restore and the time spent down (within the horizon).
+number of faults, the mean time to restore and the time spent down (within the horizon); and
+for spot pools the instances reclaimed (`spot_interruptions`, reclaims of replicas holding an
+instance, and of training pools) with the requests they sent back to be retried
+(`spot_requests_retried`) or failed (`spot_requests_failed`).
 
 **Lifecycle delay** caused by outages (`lifecycle_outage_delay`): bulk transfers of the
 recovery pipeline paused on a cut link, training work lost since the last checkpoint, time
@@ -38,7 +41,7 @@ from sim.kernels.windows import overlap_s
 from sim.metrics.latency import class_slo_targets, verdict_window, within_slo
 from sim.record import RunRecord
 
-FAULT_KINDS = ("replica_failure", "link_outage", "site_outage", "capacity_shortage")
+FAULT_KINDS = ("replica_failure", "link_outage", "site_outage", "capacity_shortage", "spot_interruption")
 LIFECYCLE_PURPOSES = ("training data", "artifact")
 
 
@@ -91,6 +94,10 @@ def availability(record: RunRecord, latencies: dict[str, np.ndarray]) -> dict[st
         k: (float(restored.loc[restored["kind"] == k, "time_to_restore_s"].mean())
             if (restored["kind"] == k).any() else None) for k in FAULT_KINDS}
     summary["downtime_s_by_kind"] = {k: float(down[table["kind"] == k].sum()) for k in FAULT_KINDS}
+    spot = table[table["kind"] == "spot_interruption"]
+    summary["spot_interruptions"] = int(len(spot))
+    summary["spot_requests_retried"] = int(spot["requests_retried"].sum())
+    summary["spot_requests_failed"] = int(spot["requests_failed"].sum())
     return summary
 
 

@@ -60,6 +60,9 @@ def print_run_summary(console: Console, result: Result) -> None:
         lines.append(f"faults: {s['faults_injected']} injected; availability {s['availability']:.2%} served, "
                      f"{s['availability_slo']:.2%} within the SLO; {s['requests_failed']:,} failed, "
                      f"{s['requests_retried']:,} retried, {s['requests_fallback']:,} served by the fallback")
+    if s.get("spot_interruptions"):
+        lines.append(f"spot: {s['spot_interruptions']} instances reclaimed; their in-flight requests: "
+                     f"{s['spot_requests_retried']:,} retried, {s['spot_requests_failed']:,} failed")
     for name, check in s.get("slo", {}).items():
         mark = styled("met", "green") if check["met"] else styled("MISSED", "bold red")
         measured = (f"{_ms(check['measured_s'])} ms" if check["measured_s"] is not None
@@ -124,8 +127,11 @@ def print_privacy_cost_energy(console: Console, result: Result) -> None:
     cost.add_row(styled("total", "bold"), _usd(total), "")
     console.print(cost)
     lines = [
-        f"cost: {_usd(s['cost_usd_per_month'])} per month, {_usd(s['cost_usd_per_1m_requests'])} per 1M requests, "
+        f"cost: {_usd(s['cost_usd_per_day'])} per day, {_usd(s['cost_usd_per_1m_requests'])} per 1M requests, "
         f"{_usd(s['cost_usd_per_1m_output_tokens'])} per 1M output tokens",
+        f"projection ({s['projection_basis']}): {_usd(s['cost_usd_per_month'])} in the first month "
+        f"({_usd(s['cost_usd_per_month_fixed'])} fixed), {_usd(s['cost_usd_month_12_projected'])} in the 12th, "
+        f"{_usd(s['cost_usd_per_year_projected'])} a year",
         f"energy: {s['energy_kwh']:,.1f} kWh metered on premises, {s['cloud_energy_kwh']:,.1f} kWh estimated in the "
         f"cloud; {s['carbon_kgco2e']:,.1f} kgCO2e"
         + (f"; {s['energy_kwh_per_1m_output_tokens']:,.2f} kWh per 1M output tokens"
@@ -150,6 +156,7 @@ COMPARISON_ROWS: list[tuple[str, list[tuple[str, str, str, str]]]] = [
     ("Availability (faults)", [
         ("availability", "served", "%", "high"), ("availability_slo", "served within SLO", "%", "high"),
         ("requests_failed", "failed requests", "", "low"), ("requests_retried", "retried requests", "", "low"),
+        ("spot_interruptions", "spot instances reclaimed", "", "low"),
         ("requests_fallback", "served by the fallback", "", ""),
         ("time_to_restore_mean_s", "mean time to restore", "h", "low"),
         ("lifecycle_outage_delay_s", "lifecycle delay from outages", "h", "low"),
@@ -180,7 +187,14 @@ COMPARISON_ROWS: list[tuple[str, list[tuple[str, str, str, str]]]] = [
     ("Cost (over the horizon)", [
         ("cost_usd", "total", "USD", "low"), ("cost_usd_per_1m_requests", "per 1M requests", "USD", "low"),
         ("cost_usd_per_1m_output_tokens", "per 1M output tokens", "USD", "low"),
-        ("cost_usd_per_month", "per month", "USD", "low"),
+        ("cost_usd_per_day", "per day", "USD", "low"),
+    ]),
+    ("Cost projection (the simulated day repeated; usage-paid lines grow)", [
+        ("cost_usd_per_month", "first month", "USD", "low"),
+        ("cost_usd_per_month_fixed", "of which fixed", "USD", ""),
+        ("cost_usd_month_12_projected", "12th month", "USD", "low"),
+        ("cost_usd_per_year_projected", "year", "USD", "low"),
+        ("traffic_growth_per_month", "traffic growth a month", "%", ""),
     ]),
     ("Energy", [
         ("energy_kwh", "energy on premises", "kWh", ""), ("cloud_energy_kwh", "energy in the cloud (est.)", "kWh", ""),

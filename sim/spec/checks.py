@@ -14,12 +14,12 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from sim.catalog import Catalog
+from sim.catalog import Catalog, MissingPrice
 from sim.catalog.sizing import DEFAULT_RESERVE_BYTES, replica_memory, smallest_fitting_tp
 from sim.spec.errors import SpecError, SpecIssue, suggest
 from sim.spec.files import MAX_TRACE_BYTES, check_file
 from sim.spec.routing import class_routes, implicit_pools, is_serving, pool_name, serving_pools
-from sim.spec.scenario import NONE_SITE, ZONES, RoutingRule, Scenario
+from sim.spec.scenario import NONE_SITE, ZONES, Pool, RoutingRule, Scenario
 from sim.spec.units import format_bytes, format_duration
 from sim.workload.requests import SHARE_TOLERANCE
 
@@ -232,6 +232,8 @@ def check_training(s: Scenario) -> list[SpecIssue]:
 
 
 def check_cloud_pools(s: Scenario, catalog: Catalog) -> list[SpecIssue]:
+    """Cloud pools can be priced as asked (no fallback to another pricing model), spot pools
+    know how often they are reclaimed, and the cloud-only fields are not set on premises."""
     issues: list[SpecIssue] = []
     for site_name, site in s.sites.items():
         for i, pool in enumerate(site.pools):
@@ -241,16 +243,50 @@ def check_cloud_pools(s: Scenario, catalog: Catalog) -> list[SpecIssue]:
                     f"{path}.elastic", "premises pools cannot grow on demand", True,
                     "elastic: true only at third_party sites"))
             gpu = catalog.gpus.get(pool.gpu)
-            if site.zone != "third_party" or gpu is None or pool.price_usd_per_gpu_hour is not None:
+            if site.zone == "private":
+                issues += _cloud_fields_on_premises(path, site_name, pool)
                 continue
-            prices = [c for c in gpu.cloud_prices if site.provider in (None, c.provider)]
-            if not any(c.pricing == pool.pricing for c in prices):
-                known = sorted({f"{c.provider}/{c.pricing}" for c in gpu.cloud_prices}) or ["none"]
+            if gpu is None:
+                continue
+            if pool.pricing != "spot":
+                for field in ("interruptions_per_hour", "interruption_notice"):
+                    if getattr(pool, field) is not None:
+                        issues.append(SpecIssue(f"{path}.{field}", f"only spot instances are interrupted; pool "
+                                                f"{pool.name!r} is {pool.pricing}", getattr(pool, field),
+                                                "pricing: spot, or leave it unset"))
+            if pool.price_usd_per_gpu_hour is not None:
+                offer = None
+                if pool.instance is not None and not any(c.instance == pool.instance for c in gpu.cloud_prices):
+                    known = sorted({c.instance for c in gpu.cloud_prices}) or ["none"]
+                    issues.append(SpecIssue(f"{path}.instance", f"the catalog sells no {pool.instance!r} with "
+                                            f"{pool.gpu}", pool.instance, ", ".join(known)))
+            else:
+                try:
+                    offer = s.cloud_offer(site_name, pool)
+                except MissingPrice as missing:
+                    issues.append(SpecIssue(f"{path}.pricing", str(missing), pool.pricing,
+                                            "set price_usd_per_gpu_hour, or a pricing/instance the catalog has"))
+                    continue
+            if pool.pricing == "spot" and pool.interruptions_per_hour is None and (
+                    offer is None or offer.interruptions_per_hour is None):
                 issues.append(SpecIssue(
-                    f"{path}.price_usd_per_gpu_hour",
-                    f"the catalog has no {pool.pricing} price for {pool.gpu} at provider {site.provider!r}",
-                    has_value=False,
-                    allowed=f"set price_usd_per_gpu_hour, or a provider/pricing the catalog has: {', '.join(known)}"))
+                    f"{path}.interruptions_per_hour",
+                    f"no interruption rate for spot {pool.gpu}" + (f" on {offer.instance}" if offer else "")
+                    + " in the catalog (TCO.md has no Spot Advisor band for it)", has_value=False,
+                    allowed="reclaims per instance-hour, e.g. 0.0003 (a 20% chance a month: -ln(0.8)/720)"))
+    return issues
+
+
+def _cloud_fields_on_premises(path: str, site: str, pool: Pool) -> list[SpecIssue]:
+    """Owned GPUs are not rented: a pricing model or an instance there would be ignored."""
+    issues = []
+    for field, default in (("pricing", "on_demand"), ("instance", None), ("interruptions_per_hour", None),
+                           ("interruption_notice", None)):
+        value = getattr(pool, field)
+        if value != default:
+            issues.append(SpecIssue(f"{path}.{field}", f"pool {pool.name!r} is on premises (site {site!r}, zone "
+                                    "private): owned GPUs are paid for by capex, not rented", value,
+                                    "leave it unset on premises"))
     return issues
 
 
@@ -263,6 +299,11 @@ def check_prices(s: Scenario, catalog: Catalog) -> list[SpecIssue]:
             issues.append(SpecIssue(
                 f"sites.{site_name}.power.profile", f"unknown power profile{suggest(profile, profiles)}",
                 profile, ", ".join(profiles)))
+        server = site.capex.server
+        if server is not None and server not in catalog.servers:
+            servers = sorted(catalog.servers)
+            issues.append(SpecIssue(f"sites.{site_name}.capex.server", f"unknown server class{suggest(server, servers)}",
+                                    server, ", ".join(servers)))
         provider = site.provider
         if site.zone == "third_party" and provider is not None and provider not in catalog.prices.egress:
             providers = sorted(catalog.prices.egress)

@@ -2,13 +2,17 @@
 
 Faults name sites, pools, links and replicas; these checks make sure they exist, before a
 world is built. `serving_pool_name` says which pool serves at a site (the first with the
-`serving` role and some capacity), as the world builds it.
+`serving` role and some capacity), as the world builds it. `spot_terms` says how often a spot pool is reclaimed and how fast it is
+replaced (`sim.world.faults` draws the interruptions).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from sim.catalog import MissingPrice
 from sim.spec.errors import SpecIssue, suggest
-from sim.spec.scenario import NONE_SITE, Scenario
+from sim.spec.scenario import NONE_SITE, Pool, Scenario
 
 
 def serving_pool_name(scenario: Scenario, site: str) -> str | None:
@@ -22,6 +26,37 @@ def pool_replicas(scenario: Scenario, site: str, pool: str) -> int:
     if found.autoscale is not None:
         return found.autoscale.max_replicas
     return found.capacity // found.tp(scenario.model)
+
+
+@dataclass(frozen=True)
+class SpotTerms:
+    """How a spot pool is interrupted: reclaims per instance-hour held, the notice before each,
+    and the time a replacement instance takes to serve (the pool's provisioning delay)."""
+
+    interruptions_per_hour: float
+    notice_s: float
+    replace_s: float
+
+
+def spot_terms(scenario: Scenario, site: str, pool: Pool) -> SpotTerms | None:
+    """A spot pool's interruption terms: its own fields, else the catalog's spot price of the
+    instance it rents (`sim.catalog.cloud_offer`); None for other pools. The checks make sure a
+    spot pool has a rate (`sim.spec.checks.check_cloud_pools`)."""
+    if pool.pricing != "spot" or scenario.sites[site].zone != "third_party":
+        return None
+    rate, notice = pool.interruptions_per_hour, pool.interruption_notice
+    if rate is None or notice is None:
+        try:
+            offer = scenario.cloud_offer(site, pool, "spot")
+        except MissingPrice:
+            offer = None
+        if rate is None:
+            rate = offer.interruptions_per_hour if offer is not None else None
+        if notice is None:
+            notice = offer.interruption_notice_s if offer is not None else None
+    assert rate is not None, "check_cloud_pools guarantees a spot pool a rate"
+    delay = pool.autoscale.provisioning_delay if pool.autoscale is not None else None
+    return SpotTerms(rate, notice or 0.0, pool.provisioning_delay if delay is None else delay)
 
 
 def check_faults(s: Scenario) -> list[SpecIssue]:

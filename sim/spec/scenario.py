@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
+from sim.catalog import CloudOffer, Pricing, cloud_offer
 from sim.detectors import DETECTORS
 from sim.routers import ROUTERS
 from sim.spec.base import Spec
@@ -177,10 +178,22 @@ class Pool(Spec):
     elastic: bool = Field(default=False, description="cloud pools may grow on demand")
     max_count: int | None = Field(default=None, ge=0, le=MAX_GPUS_PER_POOL, description="upper bound of an elastic pool")
     provisioning_delay: Seconds = Field(default=0.0, ge=0, description="time to add a GPU")
-    pricing: Literal["on_demand", "reserved", "spot", "capacity_block"] = "on_demand"
+    pricing: Pricing = Field(
+        default="on_demand",
+        description="cloud pools: how the instances are paid for; reserved_1y, reserved_3y, savings_plan and "
+                    "capacity_block are commitments paid for the pool's whole capacity every hour "
+                    "(sim.metrics.cost)")
     price_usd_per_gpu_hour: float | None = Field(
         default=None, gt=0, description="overrides the catalog's cloud price"
     )
+    instance: str | None = Field(
+        default=None, min_length=1,
+        description="cloud pools: the instance type rented (catalog cloud_prices, e.g. 'p5.48xlarge'); billed "
+                    "whole; unset: the catalog's cheapest instance per replica for the provider and pricing")
+    interruptions_per_hour: float | None = Field(
+        default=None, ge=0, description="spot pools: reclaims per instance-hour held; unset: the catalog's")
+    interruption_notice: Seconds | None = Field(
+        default=None, ge=0, description="spot pools: warning before a reclaim; unset: the catalog's")
     billing: Billing = Field(
         default="per_second",
         description="how the provider bills a held GPU: by the second, or per started hour of each hold; "
@@ -246,6 +259,12 @@ class Capex(Spec):
     gpu_usd: float | None = Field(default=None, ge=0, description="overrides the catalog price")
     server_usd_per_gpu: float | None = Field(default=None, ge=0)
     ops_usd_per_year: float = Field(default=0.0, ge=0, description="staff and facility, if counted")
+    server: str | None = Field(default=None, min_length=1,
+                               description="server class (catalog servers); unset: the GPU's own")
+    support_share_per_year: float | None = Field(
+        default=None, ge=0, le=1, description="hardware support a year, as a share of capex; unset: the catalog's")
+    colocation_usd_per_kw_month: float | None = Field(
+        default=None, ge=0, description="space and power capacity per rated kW; unset: the catalog's; 0: not paid")
 
 
 class LocalNetwork(Spec):
@@ -916,6 +935,13 @@ class Faults(Spec):
         return bool(self.replica_failures or self.link_outages or self.site_outages or self.capacity_shortages)
 
 
+class Projection(Spec):
+    """How the simulated day(s) are projected to a month and a year (`sim.metrics.cost`)."""
+
+    traffic_growth_per_month: float = Field(
+        default=0.0, gt=-1, le=10, description="compound monthly growth of the traffic, e.g. 0.05 for 5%")
+
+
 class Scenario(Spec):
     name: str = Field(default="scenario", min_length=1)
     description: str = ""
@@ -937,6 +963,7 @@ class Scenario(Spec):
     privacy: Privacy = Field(default_factory=Privacy)
     slo: SLO = Field(default_factory=SLO)
     faults: Faults = Field(default_factory=Faults)
+    projection: Projection = Field(default_factory=Projection)
 
     _catalog: Catalog | None = PrivateAttr(default=None)
     _source: str = PrivateAttr(default="")
@@ -958,6 +985,16 @@ class Scenario(Spec):
     @property
     def source(self) -> str:
         return self._source
+
+    def cloud_offer(self, site: str, pool: Pool, pricing: str | None = None) -> CloudOffer:
+        """The instance a cloud pool rents under `pricing` (default: its own) and its price
+        (`sim.catalog.cloud_offer`), for what the pool rents at a time: a serving replica,
+        within one instance (tensor parallelism needs one scale-up domain), or a retraining
+        job's GPUs. Raises `sim.catalog.MissingPrice` when the catalog cannot price it."""
+        serving = "serving" in pool.roles
+        gpus = pool.tp(self.model) if serving else self.lifecycle.retraining.gpus
+        return cloud_offer(self.resolved_catalog, pool.gpu, self.sites[site].provider, pricing or pool.pricing,
+                           pool.instance, gpus, one_instance=serving)
 
     def link_between(self, a: str, b: str) -> tuple[str, Link] | None:
         """The link joining two sites (in either direction), or None."""

@@ -24,6 +24,17 @@ What each fault does:
   at the site is interrupted.
 - *Capacity shortage*: an elastic pool cannot grow during the window; whoever provisions it
   asks `capacity_blocked_until` / `wait_for_capacity` first.
+- *Spot interruption* (a cloud pool with `pricing: spot`, `sim.spec.faults.spot_terms`): the
+  provider reclaims an instance at random, at `interruptions_per_hour` per instance-hour held
+  (exponential times between reclaims, per replica, from the stream `faults/spot/<pool>/<r>`).
+  The notice is used to request the replacement: the reclaimed replica fails as a replica
+  failure does (its in-flight work is lost and retried, `ServingPool.fail`) and serves again
+  when the replacement is ready, `provisioning_delay - notice` after the reclaim (at once when
+  the notice covers the delay). A replica that holds no instance when its draw comes (scaled
+  down, or still provisioning) is not interrupted, so interruptions happen at the rate times
+  the instance-hours held. A training pool on spot is interrupted at the rate times the
+  instances a retraining job rents, and training there resumes from its last checkpoint; only
+  reclaims while a job trains there are counted (the fault table lists what was reclaimed).
 
 Training checkpoints every `faults.checkpoint_interval`; an interruption loses the work since
 the last checkpoint, and training resumes from it when the fault is repaired (`train`).
@@ -45,15 +56,18 @@ import numpy as np
 import pandas as pd
 import simpy
 
+from sim.kernels.batching import ACTIVE, DRAINING
 from sim.kernels.windows import merge_windows, window_containing
 from sim.record import FAULT_COLUMNS, TRAINING_RUN_COLUMNS, RequestTable, empty_frame
-from sim.spec.faults import pool_replicas, serving_pool_name
+from sim.spec.faults import pool_replicas, serving_pool_name, spot_terms
 from sim.spec.scenario import OutageWindow, Scenario
 from sim.streams import stream
 from sim.world.serving import ServingPool
 
 if TYPE_CHECKING:
     from sim.world.world import World
+
+HOUR_S = 3600.0
 
 
 # ------------------------------------------------------------------------------------------
@@ -65,7 +79,7 @@ if TYPE_CHECKING:
 class Fault:
     """One fault: down over [start_s, end_s) (end_s may lie beyond the horizon)."""
 
-    kind: str  # "replica_failure", "link_outage", "site_outage", "capacity_shortage"
+    kind: str  # "replica_failure", "link_outage", "site_outage", "capacity_shortage", "spot_interruption"
     target: str  # "site/pool", link name or site name
     replica: int  # the failed replica (replica failures), else -1
     start_s: float
@@ -124,6 +138,7 @@ class FaultPlan:
                     rng = stream(seed, replication, f"faults/{kind}/{target}/{k}")
                     windows += _random_windows(rng, entry.mtbf, entry.mttr, entry.distribution, horizon)
                 faults += [Fault(kind, target, -1, a, b) for a, b in windows]
+        faults += _spot_interruptions(scenario, replication)
         for shortage in spec.capacity_shortages:
             faults += [Fault("capacity_shortage", f"{shortage.site}/{shortage.pool}", -1, a, b)
                        for a, b in _windows(shortage.windows)]
@@ -154,8 +169,10 @@ class FaultPlan:
         return merge_windows([*windows, *self.site_down(a), *self.site_down(b)])
 
     def pool_down(self, site: str, pool: str) -> list[tuple[float, float]]:
-        """When a pool cannot train: the site is out, or one of its GPUs failed."""
+        """When a pool cannot train: the site is out, one of its GPUs failed, or its spot
+        instances were reclaimed."""
         windows = [(f.start_s, f.end_s) for f in self.of("replica_failure", f"{site}/{pool}")]
+        windows += [(f.start_s, f.end_s) for f in self.of("spot_interruption", f"{site}/{pool}") if f.replica < 0]
         return merge_windows([*windows, *self.site_down(site)])
 
     def replica_windows(self, scenario: Scenario, site: str, pool: str) -> list[tuple[int, float, float]]:
@@ -164,6 +181,37 @@ class FaultPlan:
         for start, end in self.site_down(site):
             out += [(r, start, end) for r in range(pool_replicas(scenario, site, pool))]
         return sorted(out, key=lambda w: (w[1], w[0]))
+
+
+def _spot_interruptions(scenario: Scenario, replication: int) -> list[Fault]:
+    """Reclaims of every spot pool's instances over the horizon (see the module doc): per
+    replica slot of a serving pool, or per pool for training (replica -1)."""
+    faults: list[Fault] = []
+    for site_name, site in scenario.sites.items():
+        for pool in site.pools:
+            terms = spot_terms(scenario, site_name, pool)
+            if terms is None or terms.interruptions_per_hour <= 0 or pool.capacity == 0:
+                continue
+            target = f"{site_name}/{pool.name}"
+            down_s = max(terms.replace_s - terms.notice_s, 0.0)
+            if "serving" in pool.roles:
+                slots = [(r, terms.interruptions_per_hour) for r in range(pool_replicas(scenario, site_name, pool.name
+                                                                                       or ""))]
+            else:  # a training job rents whole instances of the pool's instance type (a priced pool: GPUs)
+                gpus = scenario.lifecycle.retraining.gpus
+                instances = (scenario.cloud_offer(site_name, pool, "spot").instances_for(gpus)
+                             if pool.price_usd_per_gpu_hour is None else gpus)
+                slots = [(-1, terms.interruptions_per_hour * instances)]
+            for r, rate in slots:
+                rng = stream(scenario.seed, replication, f"faults/spot/{target}/{r}")
+                t = 0.0
+                while True:
+                    start = t + float(rng.exponential(HOUR_S / rate))
+                    if start >= scenario.horizon:
+                        break
+                    faults.append(Fault("spot_interruption", target, r, start, start + down_s))
+                    t = start + down_s
+    return faults
 
 
 # ------------------------------------------------------------------------------------------
@@ -240,21 +288,33 @@ class FaultInjector:
             site, pool_name = name.split("/", 1)
             for r, start, end in self.plan.replica_windows(s, site, pool_name):
                 self.env.process(self._replica_down(pool, r, start, end))
+            for f in self.plan.of("spot_interruption", name):
+                self.env.process(self._reclaim(pool, f))
         for link in s.links:
             windows = self.plan.link_down(s, link)
             if windows:
                 a, b = s.links[link].ends
                 self.env.process(self._link_down(a, b, windows))
 
-    def _replica_down(self, pool: ServingPool, r: int, start: float, end: float) -> Generator[simpy.Event, Any, None]:
+    def _replica_down(self, pool: ServingPool, r: int, start: float, end: float,
+                      kind: str = "replica_failure") -> Generator[simpy.Event, Any, None]:
         yield self.env.timeout(start - self.env.now)
         before = int(pool.kernel.attempts.sum())
         failed = pool.fail(r)
         retried = int(pool.kernel.attempts.sum()) - before
-        self.replica_records.append({"pool": pool.name, "replica": r, "start_s": start, "end_s": end,
+        self.replica_records.append({"kind": kind, "pool": pool.name, "replica": r, "start_s": start, "end_s": end,
                                      "requests_retried": retried, "requests_failed": len(failed)})
         yield self.env.timeout(end - start)
         pool.restore(r)
+
+    def _reclaim(self, pool: ServingPool, f: Fault) -> Generator[simpy.Event, Any, None]:
+        """A spot reclaim of replica f.replica: a replica failure until the replacement serves,
+        when the replica holds an instance at the time (see the module doc)."""
+        yield self.env.timeout(f.start_s - self.env.now)
+        pool.sync()
+        if pool.state(f.replica) not in (ACTIVE, DRAINING) or f.replica in pool.provisioning:
+            return
+        yield from self._replica_down(pool, f.replica, f.start_s, f.end_s, kind=f.kind)
 
     def _link_down(self, a: str, b: str, windows: list[tuple[float, float]]) -> Generator[simpy.Event, Any, None]:
         network = self.world.network
@@ -320,7 +380,9 @@ class FaultInjector:
         were cut off, or went to another pool than their preferred one because of it)."""
         horizon = self.scenario.horizon
         rows: list[dict[str, Any]] = []
-        by_replica = {(r["pool"], r["replica"], r["start_s"]): r for r in self.replica_records}
+        by_replica = {(r["kind"], r["pool"], r["replica"], r["start_s"]): r for r in self.replica_records}
+        training = self.world.lifecycle.holds_frame(horizon)
+        training = training[training["purpose"].isin(("retraining", "development"))]
         send = requests.send_s
         for f in self.plan.faults:
             row: dict[str, Any] = {"kind": f.kind, "target": f.target, "replica": f.replica, "start_s": f.start_s,
@@ -328,8 +390,10 @@ class FaultInjector:
                                    "time_to_restore_s": f.end_s - f.start_s,
                                    "requests_retried": 0, "requests_failed": 0, "requests_delayed": 0,
                                    "requests_cut_off": 0, "requests_diverted": 0}
-            if f.kind == "replica_failure":
-                hit = by_replica.get((f.target, f.replica, f.start_s))
+            if f.kind == "spot_interruption" and not self._reclaimed(f, by_replica, training):
+                continue  # nothing held an instance then: nothing was reclaimed
+            if f.kind in ("replica_failure", "spot_interruption"):
+                hit = by_replica.get((f.kind, f.target, f.replica, f.start_s))
                 if hit is not None:
                     row["requests_retried"] = hit["requests_retried"]
                     row["requests_failed"] = hit["requests_failed"]
@@ -343,6 +407,17 @@ class FaultInjector:
         if not rows:
             return empty_frame(FAULT_COLUMNS)
         return pd.DataFrame(rows)
+
+    @staticmethod
+    def _reclaimed(f: Fault, by_replica: dict[tuple[str, str, int, float], dict[str, Any]],
+                   training: pd.DataFrame) -> bool:
+        """Did a spot reclaim take an instance: a serving replica's (it was holding one), or
+        a training pool's while a job trained on it?"""
+        if f.replica >= 0:
+            return (f.kind, f.target, f.replica, f.start_s) in by_replica
+        site, pool = f.target.split("/", 1)
+        mine = training[(training["site"] == site) & (training["pool"] == pool)]
+        return bool(((mine["start_s"] <= f.start_s) & (f.start_s < mine["end_s"])).any())
 
     def _on_request_path(self, f: Fault, pool_sites: list[str]) -> bool:
         """The fault cuts the path from the clients to some serving pool."""

@@ -54,6 +54,7 @@ from sim.kernels.batching import (
     ClusterKernel,
 )
 from sim.kernels.replica import replica_setup
+from sim.kernels.roofline import work_seconds
 from sim.kernels.service_models import UNBOUNDED_TOKENS, kernel_arguments
 from sim.record import PoolRecord
 from sim.spec.scenario import Pool, Scenario
@@ -350,4 +351,16 @@ class ServingPool:
             min_replicas=autoscale.min_replicas if autoscale is not None else s.active_replicas,
             max_replicas=autoscale.max_replicas if autoscale is not None else s.replicas,
             billing=s.pool.billing, api=s.pool.api or "",
+            **self._work_seconds(),
         )
+
+    def _work_seconds(self) -> dict[str, np.ndarray]:
+        """compute_s and memory_s of the record: from the kernel's work counters under the
+        roofline service model; unknown (absent) under the others."""
+        options = self.setup.kernel_options
+        if options.get("service_model") != "roofline":
+            return {}
+        span = slice(self._first, self._first + self.replicas)
+        compute_s, memory_s = work_seconds(options["params"], self.kernel.iterations[span].astype(np.float64),
+                                           self.kernel.work[span])
+        return {"compute_s": compute_s, "memory_s": memory_s}
