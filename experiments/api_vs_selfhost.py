@@ -19,11 +19,12 @@ replicas are assumed to scale linearly (the planner's own assumption between pro
 
 Cost per day, every number from the simulator's cost code: for the API, one run gives its
 cost per request (tokens x prices, plus the egress of its answers); for own and rent, one run
-of a one-replica pool at its full rate c gives g, the cost of a replica-day (capex and energy
-at full load, or the rented GPU-hours), and n replicas cost n x g. Energy at full load all day
-is an upper bound (a diurnal day draws less), small next to capex.
+of a one-replica pool at its full rate c gives g, what a replica-day costs whatever its load
+(capex, support, colocation, or the rented GPU-hours), and e, what each request adds (energy
+from its work, egress): n replicas serving V requests cost n x g + e V.
 
-Break-even. With a = the API's USD per request and k = peak_to_mean / (86,400 c), the GPU
+Break-even. With a = the API's USD per request less e (what self-hosting pays per request
+anyway) and k = peak_to_mean / (86,400 c), the GPU
 cost is g x ceil(kV), a staircase, and the API's aV a line. On step n the API is cheaper up to
 V = g n / a; if g k < a (a full replica costs less than the API would charge for what it
 serves) the steps eventually pass under the line for good: self-hosting *first* wins at
@@ -115,6 +116,19 @@ def run_cost(doc: dict[str, Any]) -> tuple[float, float]:
     return summary["cost_usd"] * DAY_S / scenario.horizon, summary["cost_usd"] / max(summary["requests_completed"], 1)
 
 
+def run_cost_parts(doc: dict[str, Any]) -> tuple[float, float]:
+    """(USD a day that does not depend on the traffic, USD per completed request that does) of
+    one direct run: the cost lines split by `scales_with_traffic` (`sim.metrics.cost`: capex,
+    support, colocation and held GPU-hours are paid whatever the load; energy from work, egress
+    and tokens follow it)."""
+    scenario = sim.load_scenario(doc)
+    result = run_point(scenario, 0)
+    costs = result.tables["costs"]
+    usage = float(costs.loc[costs["scales_with_traffic"], "usd"].sum())
+    fixed = float(costs["usd"].sum()) - usage
+    return fixed * DAY_S / scenario.horizon, usage / max(result.summary["requests_completed"], 1)
+
+
 # ------------------------------------------------------------------------------------------
 # Measurements and the break-even
 # ------------------------------------------------------------------------------------------
@@ -128,7 +142,12 @@ class Measured:
     model: Model
     capacity_rps: float
     api_usd_per_request: float
-    replica_usd_per_day: dict[str, float]
+    replica_usd_per_day: dict[str, float]  # what a replica costs a day whatever its load
+    usage_usd_per_request: dict[str, float]  # and what each request it serves adds (energy, egress)
+
+    def margin(self, placement: str) -> float:
+        """What the API charges per request beyond what self-hosting pays per request."""
+        return self.api_usd_per_request - self.usage_usd_per_request[placement]
 
 
 def measure(m: Model, horizon: str = "20min", capacity_rps: float | None = None,
@@ -138,8 +157,9 @@ def measure(m: Model, horizon: str = "20min", capacity_rps: float | None = None,
         capacity_rps = max_rate(scenario_doc(m, "own", 1, 1.0, horizon), SLOS, horizon=horizon, warmup="5min",
                                 tolerance=0.05).rate_per_s
     _, api_usd_per_request = run_cost(scenario_doc(m, "api", 0, capacity_rps, horizon))
-    replica = {p: run_cost(scenario_doc(m, p, 1, capacity_rps, horizon, server_usd_per_gpu))[0] for p in PLACEMENTS}
-    return Measured(m, capacity_rps, api_usd_per_request, replica)
+    parts = {p: run_cost_parts(scenario_doc(m, p, 1, capacity_rps, horizon, server_usd_per_gpu)) for p in PLACEMENTS}
+    return Measured(m, capacity_rps, api_usd_per_request, {p: f for p, (f, _) in parts.items()},
+                    {p: u for p, (_, u) in parts.items()})
 
 
 def replicas_for(volume_per_day: float, capacity_rps: float, peak_to_mean: float = PEAK_TO_MEAN) -> int:
@@ -185,7 +205,8 @@ def costs_table(measured: list[Measured], volumes: np.ndarray, peak_to_mean: flo
             n = replicas_for(v, meas.capacity_rps, peak_to_mean)
             rows.append({"model": meas.model.key, "volume_per_day": v, "replicas": n,
                          "api_usd_per_day": meas.api_usd_per_request * v,
-                         **{f"{p}_usd_per_day": n * meas.replica_usd_per_day[p] for p in PLACEMENTS}})
+                         **{f"{p}_usd_per_day": n * meas.replica_usd_per_day[p] + v * meas.usage_usd_per_request[p]
+                            for p in PLACEMENTS}})
     return pd.DataFrame(rows)
 
 
@@ -206,10 +227,10 @@ def answer_line(measured: list[Measured], peak_to_mean: float = PEAK_TO_MEAN) ->
         said = []
         for p in PLACEMENTS:
             g = meas.replica_usd_per_day[p]
-            found = break_even(meas.api_usd_per_request, g, meas.capacity_rps, peak_to_mean)
+            found = break_even(meas.margin(p), g, meas.capacity_rps, peak_to_mean)
             verb = "owning" if p == "own" else "renting"
             if found.always is None:
-                full = g / (meas.capacity_rps * DAY_S / peak_to_mean) * 1e6
+                full = (g / (meas.capacity_rps * DAY_S / peak_to_mean) + meas.usage_usd_per_request[p]) * 1e6
                 said.append(f"{verb} never does (${full:.3g} vs ${meas.api_usd_per_request * 1e6:.3g} per 1M requests "
                             "at full use)")
             else:
@@ -229,7 +250,7 @@ def figure(costs: pd.DataFrame, measured: list[Measured], peak_to_mean: float, p
         for p, colour in (("own", "tab:blue"), ("rent", "tab:orange")):
             ax.step(v, mine[f"{p}_usd_per_day"], where="post", label=f"{p} {meas.model.tp}x {meas.model.gpu}",
                     color=colour)
-            found = break_even(meas.api_usd_per_request, meas.replica_usd_per_day[p], meas.capacity_rps, peak_to_mean)
+            found = break_even(meas.margin(p), meas.replica_usd_per_day[p], meas.capacity_rps, peak_to_mean)
             if found.always:
                 ax.axvline(found.always, color=colour, linestyle=":", linewidth=1)
         ax.set_xscale("log")
@@ -252,7 +273,7 @@ def report(answer: str, measured: list[Measured], peak_to_mean: float, out: Path
              "rent USD / replica-day | own: always cheaper above | rent: always cheaper above |",
              "|---|---|---|---|---|---|---|---|"]
     for meas in measured:
-        found = {p: break_even(meas.api_usd_per_request, meas.replica_usd_per_day[p], meas.capacity_rps, peak_to_mean)
+        found = {p: break_even(meas.margin(p), meas.replica_usd_per_day[p], meas.capacity_rps, peak_to_mean)
                  for p in PLACEMENTS}
         shown = {p: "never" if f.always is None else f"{_volume(f.always)}/day" for p, f in found.items()}
         lines.append(f"| {meas.model.model} | {meas.model.tp}x {meas.model.gpu} | {meas.capacity_rps:.3g} | "

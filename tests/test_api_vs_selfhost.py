@@ -46,7 +46,7 @@ def test_the_staircase_by_hand() -> None:
 def test_the_printed_break_even_holds_in_direct_runs() -> None:
     m = experiment.MODELS["8b"]
     measured = experiment.measure(m, HORIZON, capacity_rps=CAPACITY)
-    a, g = measured.api_usd_per_request, measured.replica_usd_per_day["own"]
+    a, g = measured.margin("own"), measured.replica_usd_per_day["own"]
     found = experiment.break_even(a, g, CAPACITY)
     assert found.always is not None and found.last_api_step >= 1
     assert f"owning beats it above {experiment._volume(found.always)} requests/day" in experiment.answer_line([measured])
