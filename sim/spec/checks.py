@@ -13,14 +13,24 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from sim.catalog import Catalog
 from sim.catalog.sizing import DEFAULT_RESERVE_BYTES, replica_memory, smallest_fitting_tp
 from sim.spec.errors import SpecError, SpecIssue, suggest
 from sim.spec.files import MAX_TRACE_BYTES, check_file
 from sim.spec.routing import class_routes, implicit_pools, is_serving, pool_name, serving_pools
-from sim.spec.scenario import NONE_SITE, ZONES, RoutingRule, Scenario
+from sim.spec.scenario import (
+    NONE_SITE,
+    ZONES,
+    LinkOutage,
+    ReplicaFailures,
+    RoutingRule,
+    Scenario,
+    SiteOutage,
+)
 from sim.spec.units import format_bytes, format_duration
+from sim.workload.limits import MAX_PERIODIC_EVENTS
 from sim.workload.requests import SHARE_TOLERANCE
 
 
@@ -650,6 +660,69 @@ def check_elastic_pools(s: Scenario) -> list[SpecIssue]:
     return issues
 
 
+WEEK_S = 7 * 86400.0
+
+
+def _periodic_firings(s: Scenario) -> list[tuple[str, Any, float, str]]:
+    """Every periodic process and random-fault entry that runs: (field path, its value, about
+    how many times it fires over the horizon, what to change it to)."""
+    h, cap = s.horizon, MAX_PERIODIC_EVENTS
+
+    def period(path: str, seconds: float) -> tuple[str, Any, float, str]:
+        return (path, format_duration(seconds), h / seconds,
+                f"a period of at least {format_duration(h / cap)}, or a shorter horizon")
+
+    out: list[tuple[str, Any, float, str]] = [
+        period(f"sites.{site_name}.pools[{i}].autoscale.interval", pool.autoscale.interval)
+        for site_name, site in s.sites.items() for i, pool in enumerate(site.pools) if pool.autoscale is not None]
+    life = s.lifecycle
+    if s.placement.monitoring != NONE_SITE:
+        out.append(period("lifecycle.monitor.interval", life.monitor.interval))
+    if s.placement.training != NONE_SITE and life.retraining.policy in ("scheduled", "both"):
+        out.append(period("lifecycle.retraining.every", life.retraining.every))
+    development = life.development
+    if s.placement.training != NONE_SITE and development is not None and development.arrivals == "poisson":
+        out.append(("lifecycle.development.rate_per_week", development.rate_per_week,
+                    development.rate_per_week * h / WEEK_S,
+                    f"a rate of at most {cap * WEEK_S / h:.6g} per week, or a shorter horizon"))
+    if life.vendor_updates is not None:
+        out.append(period("lifecycle.vendor_updates.cadence", life.vendor_updates.cadence))
+    faults = s.faults
+    entries: list[tuple[str, ReplicaFailures | LinkOutage | SiteOutage, int]]
+    entries = [(f"faults.replica_failures[{k}]", f, _fault_replicas(s, f.site, f.pool))
+               for k, f in enumerate(faults.replica_failures)]
+    entries += [(f"faults.link_outages[{k}]", f, 1) for k, f in enumerate(faults.link_outages)]
+    entries += [(f"faults.site_outages[{k}]", f, 1) for k, f in enumerate(faults.site_outages)]
+    for path, fault, copies in entries:
+        if fault.mtbf is not None and fault.mttr is not None:
+            # up and repair times alternate: one failure per mtbf + mttr, for each replica
+            out.append((f"{path}.mtbf", format_duration(fault.mtbf), copies * h / (fault.mtbf + fault.mttr),
+                        f"mtbf + mttr of at least {format_duration(copies * h / cap)}"
+                        + (f" ({copies} replicas fail each on their own)" if copies > 1 else "")
+                        + ", or a shorter horizon"))
+    return out
+
+
+def _fault_replicas(s: Scenario, site: str, pool: str | None) -> int:
+    """How many replicas one replica-failure entry fails at random, each on its own."""
+    from sim.spec.faults import pool_replicas, serving_pool_name
+
+    name = pool or (serving_pool_name(s, site) if site in s.sites else None)
+    if site not in s.sites or name not in [p.name for p in s.sites[site].pools]:
+        return 1  # check_faults reports the name
+    return max(pool_replicas(s, site, str(name)), 1)
+
+
+def check_periodic_events(s: Scenario) -> list[SpecIssue]:
+    """No periodic process or random-fault entry fires more than MAX_PERIODIC_EVENTS times
+    over the horizon: each firing is simulated, and a period of a microsecond would run for
+    ever (`sim.workload.limits.MAX_PERIODIC_EVENTS` says what one firing costs)."""
+    return [SpecIssue(path, f"would fire about {firings:,.0f} times over the horizon "
+                      f"({format_duration(s.horizon)}); at most {MAX_PERIODIC_EVENTS:,} per process, since each "
+                      "firing is simulated", value, fix)
+            for path, value, firings, fix in _periodic_firings(s) if firings > MAX_PERIODIC_EVENTS]
+
+
 def check_scenario(s: Scenario, catalog: Catalog) -> list[SpecIssue]:
     issues = check_bounds(s) + check_sites_named(s) + check_catalog_ids(s, catalog)
     issues += check_data_classes(s) + check_traffic_classes(s) + check_files(s) + check_prices(s, catalog)
@@ -659,4 +732,4 @@ def check_scenario(s: Scenario, catalog: Catalog) -> list[SpecIssue]:
     from sim.spec.faults import check_faults
 
     return (check_model_fits(s, catalog) + check_links(s) + check_training(s) + check_cloud_pools(s, catalog)
-            + check_routes(s) + check_elastic_pools(s) + check_faults(s))
+            + check_routes(s) + check_elastic_pools(s) + check_faults(s) + check_periodic_events(s))
