@@ -293,14 +293,7 @@ def check_files(s: Scenario) -> list[SpecIssue]:
     for path, part in parts.items():
         for field in part.file_fields:  # each family member names the fields that hold files
             file = getattr(part, field)
-            if file is not None and path.startswith("workload.classes") and not Path(file).is_absolute():
-                # the loader makes the workload's own file paths relative to the scenario file,
-                # not yet its classes': a relative path here would be read from wherever the
-                # command runs
-                issues.append(SpecIssue(f"{path}.{field}", "a traffic class's file path must be absolute "
-                                        "(relative paths are not yet taken from the scenario file's folder)",
-                                        file, "an absolute path to a CSV file"))
-            elif file is not None and not Path(file).exists():
+            if file is not None and not Path(file).exists():
                 issues.append(SpecIssue(f"{path}.{field}", "file not found", file,
                                         "a CSV file, relative to the scenario file"))
             elif file is not None:
