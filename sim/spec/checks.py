@@ -11,6 +11,7 @@ field a user should change and what they may change it to.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -542,6 +543,10 @@ def _check_rule_policy(k: int, rule: RoutingRule) -> list[SpecIssue]:
     elif sum(rule.weights) <= 0:
         issues.append(SpecIssue(f"{path}.weights", "the weights sum to 0, so no pool would be chosen",
                                 rule.weights, "weights >= 0 with at least one > 0"))
+    elif not math.isfinite(sum(rule.weights)):  # the draw would be u x inf: always the last pool
+        issues.append(SpecIssue(f"{path}.weights", "the weights sum past the largest number, so the split "
+                                "between the pools could not be drawn", rule.weights,
+                                "weights whose sum is finite, e.g. fractions that sum to 1"))
     return issues
 
 
