@@ -645,12 +645,17 @@ def test_resumed_sweep_recomputes_damaged_points(finished_sweep: tuple[Path, Pat
     assert all(pd.read_parquet(f)["status"].item() == "ok" for f in (out / "points").glob("*.parquet"))
 
 
-def test_a_damaged_manifest_does_not_wedge_report(finished_sweep: tuple[Path, Path], tmp_path: Path) -> None:
-    """A zero-byte sweep.json is read as missing (factors guessed from the points), not a traceback."""
+@pytest.mark.parametrize("manifest", [b"", b'{"points": [', b'{"factors": 5}', b'{"points": [1], "name": 3}'],
+                         ids=["zero-bytes", "truncated", "factors-not-a-list", "wrong-types"])
+def test_a_damaged_manifest_does_not_wedge_report(finished_sweep: tuple[Path, Path], tmp_path: Path,
+                                                  manifest: bytes) -> None:
+    """A sweep.json that is empty, cut short or of the wrong shape (`factors: 5` gave a TypeError
+    traceback) is read as missing: factors guessed from the points, every point reported."""
     _, out = finished_sweep
-    (out / "sweep.json").write_bytes(b"")
+    (out / "sweep.json").write_bytes(manifest)
     result = cli("report", str(out), "--out", str(tmp_path / "report"))
     assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(tmp_path / "report" / "results.csv")) == 3
 
 
 def test_points_are_written_durably(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
