@@ -352,6 +352,19 @@ def test_markup_in_an_error_value_is_printed_literally(scenario_file: Path) -> N
     assert "\x1b" not in result.stderr
 
 
+@pytest.mark.parametrize("site", ["[/]e", "a/b", " "])
+def test_a_site_name_with_a_slash_is_an_error(write_yaml, minimal_doc: dict[str, Any], tmp_path: Path,
+                                              site: str) -> None:
+    """Pools are named 'site/pool', so a site named `[/]e` (a KeyError traceback in `run` after
+    validation passed) or a blank one is refused at the site's key."""
+    minimal_doc["sites"] = {site: minimal_doc["sites"]["edge"]}
+    minimal_doc["workload"]["origin"] = site
+    minimal_doc["placement"] = {"inference": site, "model_registry": site}
+    path = write_yaml(minimal_doc, "slash.yaml")
+    assert_user_error(cli("run", str(path), "-q", "--out", str(tmp_path / "out")), f"sites.{site}: a site name",
+                      "hold no '/'", "allowed: a name without '/'")
+
+
 # ------------------------------------------------------------------------------------------
 # Class 7: names that become paths, and output folders that fail only after the work
 # ------------------------------------------------------------------------------------------

@@ -43,6 +43,10 @@ def _site_issue(path: str, name: str, sites: list[str], optional: bool) -> SpecI
 def check_sites_named(s: Scenario) -> list[SpecIssue]:
     sites = list(s.sites)
     issues: list[SpecIssue] = []
+    for name in sites:  # pools are named "site/pool" in rules, results and the world
+        if "/" in name or not name.strip():
+            issues.append(SpecIssue(f"sites.{name}", "a site name is a label, and pools are named 'site/pool', so it "
+                                    "must be non-empty and hold no '/'", name, "a name without '/', e.g. premises"))
     for stage, site in s.placement.sites_named().items():
         if site == NONE_SITE and stage != "inference":
             continue
