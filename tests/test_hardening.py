@@ -854,17 +854,25 @@ def test_a_class_trace_path_is_relative_to_the_file_that_names_it(tmp_path: Path
 # Every class at once: random command lines over random small files
 # ------------------------------------------------------------------------------------------
 
-ODD_NUMBERS = [0, -1, 1, 3, 0.5, 1e9, 1e300, -1e300, ".nan", ".inf", "-.inf", 2**70, "1e999", "[]", "{}", "'x'"]
+ODD_NUMBERS = [0, -1, 1, 3, 0.5, 1e9, 1e300, -1e300, ".nan", ".inf", "-.inf", 2**70, "1e999", "[]", "{}", "'x'",
+               "1e-9"]
 ODD_TEXT = ["", "[/]", "[bold]x", "\x1b[2J", "../../x", "/tmp/deploysim-fuzz-abs", "a\rb", "::", "\u202e"]
 SCENARIO_PATHS = ["horizon", "warmup", "seed", "name", "description", "workload.arrivals.rate_per_s",
                   "workload.bytes_per_token", "sites.edge.pools[0].count", "sites.edge.pools[0].gpu",
                   "model.tensor_parallel", "model.serving.max_num_seqs", "workload.prompt_tokens.value",
-                  "workload.output_tokens.value", "workload.arrivals", "sites", "replications", "x"]
+                  "workload.output_tokens.value", "workload.arrivals", "sites", "replications", "x",
+                  "workload.classes", "routing", "sites.edge.pools[0].autoscale", "sites.edge.pools[0].name",
+                  "faults.replica_failures"]
+# Whole blocks of the newer features, carelessly filled in, for the paths above that take them.
+ODD_BLOCKS = ["[{name: a, share: .nan}]", "[{name: a, share: 0.5}, {name: b, share: 0.6}]", "[{name: '[/]'}]",
+              "[{pools: [edge/l4], policy: weighted, weights: [1e308]}]", "[{classes: [nope], pools: [x/y]}]",
+              "{min_replicas: 3, max_replicas: 1, target: .nan}", "{max_replicas: 1, target: 1, interval: 1e-9}",
+              "[{site: edge, mtbf: 1e-9, mttr: 1e-9}]", "a/b"]
 
 
 def _override(data: Any) -> str:
     path = data.draw(st.sampled_from(SCENARIO_PATHS), label="set path")
-    value = data.draw(st.sampled_from([*map(str, ODD_NUMBERS), *ODD_TEXT, "20s"]), label="set value")
+    value = data.draw(st.sampled_from([*map(str, ODD_NUMBERS), *ODD_TEXT, *ODD_BLOCKS, "20s"]), label="set value")
     return f"{path}={value}"
 
 
