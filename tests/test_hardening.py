@@ -531,6 +531,17 @@ def test_validate_refuses_what_run_would_refuse(scenario_file: Path) -> None:
     assert_user_error(cli("validate", str(scenario_file), *overrides), "would need about", "available")
 
 
+@pytest.mark.parametrize(("override", "path"), [
+    ("workload.prompt_tokens.value=1000000000000", "workload.prompt_tokens.value"),
+    ("workload.classes=[{name: a, share: 1, output_tokens: {dist: lognormal, mean: 100, sigma: 1, "
+     "max: 1000000000000}}]", "workload.classes[0].output_tokens.max"),
+], ids=["workload", "class"])
+def test_validate_refuses_token_lengths_run_would_refuse(scenario_file: Path, override: str, path: str) -> None:
+    """A token bound past int32 passed `validate` and failed only in `run`; now both refuse it."""
+    assert_user_error(cli("validate", str(scenario_file), "--set", override),
+                      f"{path} (in --set): more tokens than a run can hold", "allowed: at most 2,147,483,647")
+
+
 def test_legal_sizes_still_run(scenario_file: Path, tmp_path: Path) -> None:
     """A small run, a small predict and a small sweep are untouched by the guards."""
     assert cli("run", str(scenario_file), "-q", "--out", str(tmp_path / "r")).exit_code == 0

@@ -31,6 +31,7 @@ from sim.spec.scenario import (
     SiteOutage,
 )
 from sim.spec.units import format_bytes, format_duration
+from sim.workload.lengths import INT32_MAX
 from sim.workload.limits import MAX_PERIODIC_EVENTS
 from sim.workload.requests import SHARE_TOLERANCE
 
@@ -306,6 +307,23 @@ def check_files(s: Scenario) -> list[SpecIssue]:
                     check_file(file, MAX_TRACE_BYTES, "trace (CSV file)", f"{path}.{field}")
                 except SpecError as exc:
                     issues += [replace(issue, message=f"{file} {issue.message}") for issue in exc.issues]
+    return issues
+
+
+def check_token_bounds(s: Scenario) -> list[SpecIssue]:
+    """Token lengths are int32 in the run: a bound past that is refused here, by `validate` too,
+    not only when a run samples the lengths (`sim.workload.lengths.sample_lengths`)."""
+    parts = {"workload.prompt_tokens": s.workload.prompt_tokens, "workload.output_tokens": s.workload.output_tokens}
+    for k, traffic_class in enumerate(s.workload.classes):
+        for key in ("prompt_tokens", "output_tokens"):
+            if getattr(traffic_class, key) is not None:
+                parts[f"workload.classes[{k}].{key}"] = getattr(traffic_class, key)
+    issues: list[SpecIssue] = []
+    for path, spec in parts.items():
+        name = spec.largest
+        if name is not None and getattr(spec, name) > INT32_MAX:
+            issues.append(SpecIssue(f"{path}.{name}", "more tokens than a run can hold (lengths are 32-bit)",
+                                    getattr(spec, name), f"at most {INT32_MAX:,}"))
     return issues
 
 
@@ -728,6 +746,7 @@ def check_periodic_events(s: Scenario) -> list[SpecIssue]:
 def check_scenario(s: Scenario, catalog: Catalog) -> list[SpecIssue]:
     issues = check_bounds(s) + check_sites_named(s) + check_catalog_ids(s, catalog)
     issues += check_data_classes(s) + check_traffic_classes(s) + check_files(s) + check_prices(s, catalog)
+    issues += check_token_bounds(s)
     issues += check_monitor(s) + check_pool_billing_and_autoscale(s) + check_routing(s)
     if issues:  # the checks below assume names resolve
         return issues
