@@ -4,9 +4,10 @@ Pydantic checks each value on its own; these checks ask whether the scenario as 
 run: that placement names sites that exist, that the GPUs and the model are in the catalog,
 that the model fits the GPUs that serve it, that sites which must exchange data are linked,
 that training has GPUs where it is placed, that the routing rules give every traffic class a
-pool and every serving pool some traffic (`sim.spec.routing`), and that an autoscaler has room
-to grow. Each returns `SpecIssue`s with the path of the
-field a user should change and what they may change it to.
+pool and every serving pool some traffic (`sim.spec.routing`), that an autoscaler has room
+to grow, and that nothing would make a run hang: no periodic process or random fault firing
+more than `MAX_PERIODIC_EVENTS` times, no token bound past int32. Each returns `SpecIssue`s with
+the path of the field a user should change and what they may change it to.
 """
 
 from __future__ import annotations
