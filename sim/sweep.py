@@ -618,13 +618,19 @@ def load_sweep_results(out_dir: str | Path, all_points: bool = False) -> pd.Data
 
 
 def read_manifest(out_dir: str | Path) -> dict[str, Any]:
-    """The sweep's manifest, or {} when it is missing or does not read back (rewritten by a rerun)."""
+    """The sweep's manifest, or {} when it is missing or does not read back (rewritten by a rerun);
+    a manifest whose fields have the wrong shape (edited by hand) does not read back either."""
     path = Path(out_dir) / MANIFEST
     try:
         manifest = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     except (OSError, ValueError):
         return {}
-    return manifest if isinstance(manifest, dict) else {}
+    if not isinstance(manifest, dict):
+        return {}
+    lists = all(isinstance(manifest.get(key, []), list) and all(isinstance(item, str) for item in manifest.get(key, []))
+                for key in ("points", "factors", "metrics"))
+    texts = all(isinstance(manifest.get(key, ""), str) for key in ("name", "design"))
+    return manifest if lists and texts else {}
 
 
 def _guess_factors(results: pd.DataFrame) -> list[str]:

@@ -30,12 +30,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import sim
 from sim.kernels.batching import OVERFLOW, PREFERRED
 from sim.record import RunRecord
 from sim.result import Result, collect
 from sim.spec.errors import SpecError
+from sim.world.autoscaler import WindowMax
 from sim.world.world import World
 
 HOUR_S = 3600.0
@@ -293,6 +296,33 @@ def test_no_scale_down_within_the_cooldown_of_the_last_action(step: RunRecord) -
     waiting = [(t, action) for t, _, replicas, desired, action in decisions(step, "cloud/burst")
                if desired < replicas and 85.0 < t < 85.0 + STEP_COOLDOWN_S]
     assert waiting == [(90.0, "hold"), (95.0, "hold"), (100.0, "hold")]
+
+
+def test_a_cooldown_of_zero_scales_down_at_once() -> None:
+    """`cooldown: 0` (allowed: >= 0) crashed the autoscaler on an empty stabilisation window.
+    With no window and no wait, every evaluation that wants fewer replicas than it has scales
+    down, and every one that wants more scales up: the step's decisions, row by row."""
+    record = run(step_doc(), ["sites.cloud.pools[0].autoscale.cooldown=0"])
+    rows = decisions(record, "cloud/burst")
+    assert len(rows) == int(STEP_HORIZON_S // STEP_INTERVAL_S)
+    for t, _, replicas, desired, action in rows:
+        expected = "down" if desired < replicas else "up" if desired > replicas else "hold"
+        assert action == expected, (t, replicas, desired, action)
+    assert {"up", "down"} <= {row[4] for row in rows}
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.integers(0, 5), min_size=1, max_size=40), window=st.sampled_from([0.0, 1.0, 2.5, 7.0]))
+def test_the_stabilisation_window_is_the_highest_desired_count_within_the_cooldown(
+        values: list[int], window: float) -> None:
+    """`WindowMax` (O(1) a push, so that a short interval under a long cooldown does not make
+    every evaluation scan the whole window) gives what the plain definition gives: the highest
+    value pushed at a time t' with t' > t - window, the newest always included."""
+    maximum = WindowMax(window)
+    for k, value in enumerate(values):
+        t = float(k)
+        expected = max(v for j, v in enumerate(values[: k + 1]) if j == k or float(j) > t - window)
+        assert maximum.push(t, value) == expected
 
 
 def test_the_load_step_bills_what_the_replicas_held() -> None:

@@ -1,11 +1,11 @@
 """Hardening: every bad input gets a clear error, nothing escapes the output folder, nothing
 runs out of memory.
 
-Ten classes of bad input from the hardening issue are reproduced here, each with the command
-that used to hang, blow up, write outside its folder or print a traceback. Each must now exit
-2 with a one-screen message naming the file, the field, the value and what is allowed (or
-succeed where the input is legal); the ones that used to blow up run in a subprocess limited
-to 2 GB of address space and a timeout:
+Eleven classes of bad input (ten from the hardening issue, one from the features added since)
+are reproduced here, each with the command that used to hang, blow up, write outside its folder
+or print a traceback. Each must now exit 2 with a one-screen message naming the file, the
+field, the value and what is allowed (or succeed where the input is legal); the ones that used
+to blow up run in a subprocess limited to 2 GB of address space and a timeout:
 
 1. YAML a person did not mean: duplicate keys, alias bombs (`name: *i`), nesting too deep.
 2. Files that are not files (/dev/zero, a FIFO, a folder) or are too large to read.
@@ -22,6 +22,11 @@ to 2 GB of address space and a timeout:
 9. Measurement files with impossible numbers (vLLM JSON `completed: 0.5`, `1e300`, deep
    nesting; CSV `1e999`) or no rows at all.
 10. Sweep point files a power loss damaged (zero bytes, garbage) and a damaged manifest.
+11. Traffic classes, routing rules and autoscalers written carelessly (shares that do not sum
+    to 1, unknown classes and sites, NaN, negative or overflowing thresholds and weights,
+    min_replicas above max_replicas), periodic processes and random faults that would fire
+    billions of times (a 1 us autoscaler, monitor, retraining period or mtbf hung `run`), and
+    a class's trace path read from the cwd instead of beside its scenario file.
 
 A hypothesis test then throws random command lines over random small scenarios, sweeps,
 traces, catalogs and measurement files at the CLI: exit code 0 or 2, no traceback, bounded
@@ -53,6 +58,7 @@ from sim.cli import app
 from sim.spec.errors import SpecError, SpecIssue, short_repr
 from sim.spec.files import MAX_YAML_BYTES
 from sim.spec.safe_yaml import MAX_ALIAS_NODES, MAX_DEPTH
+from sim.workload.limits import MAX_PERIODIC_EVENTS
 
 ROOT = Path(__file__).parent.parent
 ONE_SCREEN_LINES = 40
@@ -346,6 +352,19 @@ def test_markup_in_an_error_value_is_printed_literally(scenario_file: Path) -> N
     assert "\x1b" not in result.stderr
 
 
+@pytest.mark.parametrize("site", ["[/]e", "a/b", " "])
+def test_a_site_name_with_a_slash_is_an_error(write_yaml, minimal_doc: dict[str, Any], tmp_path: Path,
+                                              site: str) -> None:
+    """Pools are named 'site/pool', so a site named `[/]e` (a KeyError traceback in `run` after
+    validation passed) or a blank one is refused at the site's key."""
+    minimal_doc["sites"] = {site: minimal_doc["sites"]["edge"]}
+    minimal_doc["workload"]["origin"] = site
+    minimal_doc["placement"] = {"inference": site, "model_registry": site}
+    path = write_yaml(minimal_doc, "slash.yaml")
+    assert_user_error(cli("run", str(path), "-q", "--out", str(tmp_path / "out")), f"sites.{site}: a site name",
+                      "hold no '/'", "allowed: a name without '/'")
+
+
 # ------------------------------------------------------------------------------------------
 # Class 7: names that become paths, and output folders that fail only after the work
 # ------------------------------------------------------------------------------------------
@@ -512,6 +531,17 @@ def test_validate_refuses_what_run_would_refuse(scenario_file: Path) -> None:
     assert_user_error(cli("validate", str(scenario_file), *overrides), "would need about", "available")
 
 
+@pytest.mark.parametrize(("override", "path"), [
+    ("workload.prompt_tokens.value=1000000000000", "workload.prompt_tokens.value"),
+    ("workload.classes=[{name: a, share: 1, output_tokens: {dist: lognormal, mean: 100, sigma: 1, "
+     "max: 1000000000000}}]", "workload.classes[0].output_tokens.max"),
+], ids=["workload", "class"])
+def test_validate_refuses_token_lengths_run_would_refuse(scenario_file: Path, override: str, path: str) -> None:
+    """A token bound past int32 passed `validate` and failed only in `run`; now both refuse it."""
+    assert_user_error(cli("validate", str(scenario_file), "--set", override),
+                      f"{path} (in --set): more tokens than a run can hold", "allowed: at most 2,147,483,647")
+
+
 def test_legal_sizes_still_run(scenario_file: Path, tmp_path: Path) -> None:
     """A small run, a small predict and a small sweep are untouched by the guards."""
     assert cli("run", str(scenario_file), "-q", "--out", str(tmp_path / "r")).exit_code == 0
@@ -639,12 +669,17 @@ def test_resumed_sweep_recomputes_damaged_points(finished_sweep: tuple[Path, Pat
     assert all(pd.read_parquet(f)["status"].item() == "ok" for f in (out / "points").glob("*.parquet"))
 
 
-def test_a_damaged_manifest_does_not_wedge_report(finished_sweep: tuple[Path, Path], tmp_path: Path) -> None:
-    """A zero-byte sweep.json is read as missing (factors guessed from the points), not a traceback."""
+@pytest.mark.parametrize("manifest", [b"", b'{"points": [', b'{"factors": 5}', b'{"points": [1], "name": 3}'],
+                         ids=["zero-bytes", "truncated", "factors-not-a-list", "wrong-types"])
+def test_a_damaged_manifest_does_not_wedge_report(finished_sweep: tuple[Path, Path], tmp_path: Path,
+                                                  manifest: bytes) -> None:
+    """A sweep.json that is empty, cut short or of the wrong shape (`factors: 5` gave a TypeError
+    traceback) is read as missing: factors guessed from the points, every point reported."""
     _, out = finished_sweep
-    (out / "sweep.json").write_bytes(b"")
+    (out / "sweep.json").write_bytes(manifest)
     result = cli("report", str(out), "--out", str(tmp_path / "report"))
     assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(tmp_path / "report" / "results.csv")) == 3
 
 
 def test_points_are_written_durably(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -663,20 +698,192 @@ def test_points_are_written_durably(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 # ------------------------------------------------------------------------------------------
+# Class 11: traffic classes, routing rules and autoscalers written carelessly
+# ------------------------------------------------------------------------------------------
+
+
+def classes_doc(minimal: dict[str, Any]) -> dict[str, Any]:
+    """The minimal scenario with a cloud pool that scales from zero, two classes (one kept on
+    premises) and one overflow rule: premises first, the cloud past 8 requests per replica."""
+    doc = copy.deepcopy(minimal)
+    doc["horizon"] = "1min"
+    doc["sites"]["edge"]["pools"][0].update(name="a", roles=["serving"])
+    doc["sites"]["cloud"] = {"zone": "third_party", "pools": [{
+        "name": "b", "gpu": "l4", "count": 0, "elastic": True, "max_count": 2, "roles": ["serving"],
+        "autoscale": {"min_replicas": 0, "max_replicas": 2, "target": 4, "interval": "30s"}}]}
+    doc["links"] = {"wan": {"ends": ["edge", "cloud"], "rtt": "40ms", "bandwidth": "1Gbps"}}
+    doc["workload"]["classes"] = [{"name": "gen", "share": 0.6}, {"name": "conf", "share": 0.4, "residency": ["private"]}]
+    doc["routing"] = [{"pools": ["edge/a", "cloud/b"], "overflow": {"queue_per_replica": 8}}]
+    return doc
+
+
+WEIGHTED = ["routing[0].policy=weighted", "routing[0].overflow=null"]
+AUTOSCALE = "sites.cloud.pools[0].autoscale"
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    (["workload.classes[0].share=0.5"], ["workload.classes: the shares", "sum to 0.9", "allowed: shares that sum to 1"]),
+    (["workload.classes[0].share=.nan"], ["workload.classes[0].share (in --set): not a finite number",
+                                          "allowed: a finite number > 0 and <= 1"]),
+    (["workload.classes[0].share=-0.6"], ["workload.classes[0].share (in --set): out of range", "a value > 0"]),
+    (["routing[0].classes=[gen, nope]"], ["routing[0].classes[1] (in --set): no traffic class named 'nope'",
+                                          "allowed: gen, conf"]),
+    (["workload.classes[1].residency=[moon]"], ["workload.classes[1].residency[0] (in --set): no zone or site named "
+                                                "'moon'", "allowed: a zone (private, third_party) or a site (edge, cloud)"]),
+    (["routing[0].overflow.queue_per_replica=-1"], ["routing[0].overflow.queue_per_replica (in --set): out of range",
+                                                    "a value >= 0"]),
+    (["routing[0].overflow.queue_per_replica=.nan"], ["queue_per_replica (in --set): not a finite number",
+                                                      "allowed: a finite number >= 0"]),
+    (["routing[0].overflow.queue_per_replica=.inf"], ["queue_per_replica (in --set): not a finite number (got inf)"]),
+    (["routing[0].overflow.wait=.nan"], ["routing[0].overflow.wait (in --set): nan is not a finite duration",
+                                         "allowed: a finite duration, e.g. '250ms'"]),
+    ([*WEIGHTED, "routing[0].weights=[0, 0]"], ["routing[0].weights (in --set): the weights sum to 0",
+                                                "allowed: weights >= 0 with at least one > 0"]),
+    ([*WEIGHTED, "routing[0].weights=[-1, 2]"], ["routing[0].weights[0] (in --set): out of range", "a value >= 0"]),
+    ([*WEIGHTED, "routing[0].weights=[.nan, 1]"], ["routing[0].weights[0] (in --set): not a finite number"]),
+    ([*WEIGHTED, "routing[0].weights=[1]"], ["routing[0].weights (in --set): 1 weights for 2 pools"]),
+    ([*WEIGHTED, "routing[0].weights=[1e308, 1e308]"], ["routing[0].weights (in --set): the weights sum past the "
+                                                        "largest number", "allowed: weights whose sum is finite"]),
+    ([f"{AUTOSCALE}.min_replicas=3"], [f"{AUTOSCALE}.min_replicas (in --set): pool 'b': min_replicas is above "
+                                       "max_replicas (2) (got 3)", "allowed: a value <= 2"]),
+    ([f"{AUTOSCALE}.target=.nan"], [f"{AUTOSCALE}.target (in --set): not a finite number", "a finite number > 0"]),
+    ([f"{AUTOSCALE}.target=.inf"], [f"{AUTOSCALE}.target (in --set): not a finite number (got inf)"]),
+    ([f"{AUTOSCALE}.interval=0"], [f"{AUTOSCALE}.interval (in --set): out of range", "a value > 0"]),
+    ([f"{AUTOSCALE}.cooldown=.inf"], [f"{AUTOSCALE}.cooldown (in --set): inf is not a finite duration",
+                                      "allowed: a finite duration"]),
+    ([f"{AUTOSCALE}.max_replicas=1000000"], [f"{AUTOSCALE}.max_replicas (in --set): out of range",
+                                             "a value <= 100000"]),
+    (["sites.cloud.pools[0].max_count=1000000000"], ["sites.cloud.pools[0].max_count (in --set): out of range"]),
+], ids=["shares-0.9", "share-nan", "share-negative", "rule-unknown-class", "residency-unknown-site",
+        "overflow-negative", "overflow-nan", "overflow-inf", "wait-nan", "weights-zero", "weights-negative",
+        "weights-nan", "weights-short", "weights-sum-inf", "autoscale-min-above-max", "autoscale-target-nan",
+        "autoscale-target-inf", "autoscale-interval-0", "autoscale-cooldown-inf", "autoscale-max-huge",
+        "pool-max-count-huge"])
+def test_careless_classes_routing_and_autoscale_values_are_errors(write_yaml, minimal_doc: dict[str, Any],
+                                                                  overrides: list[str], expected: list[str]) -> None:
+    """Each careless value of the traffic classes, routing rules and autoscalers, given by
+    --set, exits 2 naming the field, the --set, the value and what is allowed. Weights of
+    1e308 used to pass and send every request to the last pool (the draw was u x inf)."""
+    path = write_yaml(classes_doc(minimal_doc), "classes.yaml")
+    sets = [arg for override in overrides for arg in ("--set", override)]
+    assert_user_error(cli("validate", str(path), *sets), f"{path}: ", *expected)
+
+
+def test_the_classes_scenario_itself_is_legal(write_yaml, minimal_doc: dict[str, Any], tmp_path: Path) -> None:
+    """The scenario the table above breaks runs as written, so each error is the value's."""
+    path = write_yaml(classes_doc(minimal_doc), "classes.yaml")
+    result = cli("run", str(path), "-q", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+
+
+PERIODIC = [
+    ("examples/s5_cloud_burst.yaml", ["sites.cloud.pools[0].autoscale.interval=1e-6"],
+     "sites.cloud.pools[0].autoscale.interval"),
+    ("s2_cloud_training.yaml", ["lifecycle.monitor.interval=1e-6"], "lifecycle.monitor.interval"),
+    ("s2_cloud_training.yaml", ["lifecycle.retraining.policy=scheduled", "lifecycle.retraining.every=1e-6"],
+     "lifecycle.retraining.every"),
+    ("s2_cloud_training.yaml", ["lifecycle.development.rate_per_week=1e12"], "lifecycle.development.rate_per_week"),
+    ("s2_cloud_training.yaml", ["lifecycle.vendor_updates={cadence: 1e-6}"], "lifecycle.vendor_updates.cadence"),
+    ("s1_local.yaml", ["faults.replica_failures=[{site: premises, mtbf: 1e-6, mttr: 1e-6}]"],
+     "faults.replica_failures[0].mtbf"),
+    ("s1_local.yaml", ["faults.link_outages=[{link: wan, mtbf: 1e-6, mttr: 1e-6}]"], "faults.link_outages[0].mtbf"),
+    ("s1_local.yaml", ["faults.site_outages=[{site: premises, mtbf: 1ms, mttr: 1ms}]"], "faults.site_outages[0].mtbf"),
+]
+
+
+@pytest.mark.parametrize(("scenario", "overrides", "path"), PERIODIC,
+                         ids=["autoscale", "monitor", "retraining", "development", "vendor", "replica-failures",
+                              "link-outages", "site-outages"])
+def test_a_process_that_would_fire_billions_of_times_is_refused(scenario: str, overrides: list[str],
+                                                                path: str) -> None:
+    """A microsecond interval, period or mtbf (the autoscaler, monitor, scheduled retraining and
+    every random fault hung `run`; a development rate of 1e12 a week tried to allocate 133 GiB)
+    is refused at its field with the count, the cap and the least period that fits."""
+    sets = [arg for override in overrides for arg in ("--set", override)]
+    assert_user_error(cli("validate", str(ROOT / "scenarios" / scenario), *sets),
+                      f"{path} (in --set): would fire about", f"at most {MAX_PERIODIC_EVENTS:,} per process",
+                      "allowed: ", "or a shorter horizon")
+
+
+def test_the_periodic_cap_is_a_count_of_firings(write_yaml, minimal_doc: dict[str, Any]) -> None:
+    """MAX_PERIODIC_EVENTS firings over the horizon are allowed; one more interval's worth is not
+    (horizon 1000 s: an interval of 1 ms fires exactly 1,000,000 times)."""
+    doc = classes_doc(minimal_doc)
+    doc["horizon"] = "1000s"
+    path = write_yaml(doc, "classes.yaml")
+    at_cap = cli("validate", str(path), "--set", f"{AUTOSCALE}.interval={1000 / MAX_PERIODIC_EVENTS!r}")
+    assert at_cap.exit_code == 0, at_cap.output
+    assert_user_error(cli("validate", str(path), "--set", f"{AUTOSCALE}.interval=0.0009"),
+                      "would fire about 1,111,111 times", "a period of at least 1ms")
+
+
+def test_a_microsecond_autoscaler_exits_fast_in_a_2gb_process(tmp_path: Path, minimal_doc: dict[str, Any]) -> None:
+    """`run` with `autoscale.interval: 1us` (which ran past any timeout) exits 2 within seconds."""
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(classes_doc(minimal_doc)))
+    started = time.perf_counter()
+    done = limited(["run", "c.yaml", "-q", "--out", "out", "--set", f"{AUTOSCALE}.interval=1e-6"], tmp_path)
+    assert_limited_user_error(done, f"{AUTOSCALE}.interval (in --set): would fire about 60,000,000 times")
+    assert time.perf_counter() - started < 30
+
+
+TRACE = "t,p,o\n0,100,50\n1,100,50\n2.5,100,50\n"
+TRACE_ARRIVALS = {"process": "trace", "path": "trace.csv", "format": "csv", "time_unit": "s",
+                  "columns": {"time": "t", "prompt_tokens": "p", "output_tokens": "o"}}
+
+
+@pytest.mark.parametrize("via_extends", [False, True], ids=["in-the-file", "in-an-extended-file"])
+def test_a_class_trace_path_is_relative_to_the_file_that_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  minimal_doc: dict[str, Any], via_extends: bool) -> None:
+    """`workload.classes[k].arrivals.path: trace.csv` is read beside the scenario file that
+    wrote it (it had to be absolute before), whatever the folder the command runs in; its three
+    requests are generated."""
+    scenarios = tmp_path / "scenarios"
+    scenarios.mkdir()
+    (scenarios / "trace.csv").write_text(TRACE)
+    doc = copy.deepcopy(minimal_doc)
+    doc["horizon"] = "10s"
+    doc["workload"]["classes"] = [{"name": "live", "share": 1.0}, {"name": "replay", "arrivals": TRACE_ARRIVALS}]
+    (scenarios / "s.yaml").write_text(yaml.safe_dump(doc))
+    target = scenarios / "s.yaml"
+    if via_extends:
+        (tmp_path / "top").mkdir()
+        target = tmp_path / "top" / "top.yaml"
+        target.write_text(yaml.safe_dump({"extends": "../scenarios/s.yaml", "name": "top"}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    scenario = sim.load_scenario(target)
+    arrivals = scenario.workload.classes[1].arrivals
+    assert arrivals is not None and Path(arrivals.path) == scenarios / "trace.csv"
+    result = cli("run", str(target), "-q", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    requests = pd.read_parquet(tmp_path / "out" / "requests.parquet")
+    assert (requests["traffic_class"] == "replay").sum() == 3
+
+
+# ------------------------------------------------------------------------------------------
 # Every class at once: random command lines over random small files
 # ------------------------------------------------------------------------------------------
 
-ODD_NUMBERS = [0, -1, 1, 3, 0.5, 1e9, 1e300, -1e300, ".nan", ".inf", "-.inf", 2**70, "1e999", "[]", "{}", "'x'"]
+ODD_NUMBERS = [0, -1, 1, 3, 0.5, 1e9, 1e300, -1e300, ".nan", ".inf", "-.inf", 2**70, "1e999", "[]", "{}", "'x'",
+               "1e-9"]
 ODD_TEXT = ["", "[/]", "[bold]x", "\x1b[2J", "../../x", "/tmp/deploysim-fuzz-abs", "a\rb", "::", "\u202e"]
 SCENARIO_PATHS = ["horizon", "warmup", "seed", "name", "description", "workload.arrivals.rate_per_s",
                   "workload.bytes_per_token", "sites.edge.pools[0].count", "sites.edge.pools[0].gpu",
                   "model.tensor_parallel", "model.serving.max_num_seqs", "workload.prompt_tokens.value",
-                  "workload.output_tokens.value", "workload.arrivals", "sites", "replications", "x"]
+                  "workload.output_tokens.value", "workload.arrivals", "sites", "replications", "x",
+                  "workload.classes", "routing", "sites.edge.pools[0].autoscale", "sites.edge.pools[0].name",
+                  "faults.replica_failures"]
+# Whole blocks of the newer features, carelessly filled in, for the paths above that take them.
+ODD_BLOCKS = ["[{name: a, share: .nan}]", "[{name: a, share: 0.5}, {name: b, share: 0.6}]", "[{name: '[/]'}]",
+              "[{pools: [edge/l4], policy: weighted, weights: [1e308]}]", "[{classes: [nope], pools: [x/y]}]",
+              "{min_replicas: 3, max_replicas: 1, target: .nan}", "{max_replicas: 1, target: 1, interval: 1e-9}",
+              "[{site: edge, mtbf: 1e-9, mttr: 1e-9}]", "a/b"]
 
 
 def _override(data: Any) -> str:
     path = data.draw(st.sampled_from(SCENARIO_PATHS), label="set path")
-    value = data.draw(st.sampled_from([*map(str, ODD_NUMBERS), *ODD_TEXT, "20s"]), label="set value")
+    value = data.draw(st.sampled_from([*map(str, ODD_NUMBERS), *ODD_TEXT, *ODD_BLOCKS, "20s"]), label="set value")
     return f"{path}={value}"
 
 

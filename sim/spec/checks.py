@@ -4,23 +4,37 @@ Pydantic checks each value on its own; these checks ask whether the scenario as 
 run: that placement names sites that exist, that the GPUs and the model are in the catalog,
 that the model fits the GPUs that serve it, that sites which must exchange data are linked,
 that training has GPUs where it is placed, that the routing rules give every traffic class a
-pool and every serving pool some traffic (`sim.spec.routing`), and that an autoscaler has room
-to grow. Each returns `SpecIssue`s with the path of the
-field a user should change and what they may change it to.
+pool and every serving pool some traffic (`sim.spec.routing`), that an autoscaler has room
+to grow, and that nothing would make a run hang: no periodic process or random fault firing
+more than `MAX_PERIODIC_EVENTS` times, no token bound past int32. Each returns `SpecIssue`s with
+the path of the field a user should change and what they may change it to.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from sim.catalog import Catalog, MissingPrice
 from sim.catalog.sizing import DEFAULT_RESERVE_BYTES, replica_memory, smallest_fitting_tp
 from sim.spec.errors import SpecError, SpecIssue, suggest
 from sim.spec.files import MAX_TRACE_BYTES, check_file
 from sim.spec.routing import class_routes, implicit_pools, is_serving, pool_name, serving_pools
-from sim.spec.scenario import NONE_SITE, ZONES, Pool, RoutingRule, Scenario
+from sim.spec.scenario import (
+    NONE_SITE,
+    ZONES,
+    LinkOutage,
+    Pool,
+    ReplicaFailures,
+    RoutingRule,
+    Scenario,
+    SiteOutage,
+)
 from sim.spec.units import format_bytes, format_duration
+from sim.workload.lengths import INT32_MAX
+from sim.workload.limits import MAX_PERIODIC_EVENTS
 from sim.workload.requests import SHARE_TOLERANCE
 
 
@@ -32,6 +46,10 @@ def _site_issue(path: str, name: str, sites: list[str], optional: bool) -> SpecI
 def check_sites_named(s: Scenario) -> list[SpecIssue]:
     sites = list(s.sites)
     issues: list[SpecIssue] = []
+    for name in sites:  # pools are named "site/pool" in rules, results and the world
+        if "/" in name or not name.strip():
+            issues.append(SpecIssue(f"sites.{name}", "a site name is a label, and pools are named 'site/pool', so it "
+                                    "must be non-empty and hold no '/'", name, "a name without '/', e.g. premises"))
     for stage, site in s.placement.sites_named().items():
         if site == NONE_SITE and stage != "inference":
             continue
@@ -325,14 +343,7 @@ def check_files(s: Scenario) -> list[SpecIssue]:
     for path, part in parts.items():
         for field in part.file_fields:  # each family member names the fields that hold files
             file = getattr(part, field)
-            if file is not None and path.startswith("workload.classes") and not Path(file).is_absolute():
-                # the loader makes the workload's own file paths relative to the scenario file,
-                # not yet its classes': a relative path here would be read from wherever the
-                # command runs
-                issues.append(SpecIssue(f"{path}.{field}", "a traffic class's file path must be absolute "
-                                        "(relative paths are not yet taken from the scenario file's folder)",
-                                        file, "an absolute path to a CSV file"))
-            elif file is not None and not Path(file).exists():
+            if file is not None and not Path(file).exists():
                 issues.append(SpecIssue(f"{path}.{field}", "file not found", file,
                                         "a CSV file, relative to the scenario file"))
             elif file is not None:
@@ -340,6 +351,23 @@ def check_files(s: Scenario) -> list[SpecIssue]:
                     check_file(file, MAX_TRACE_BYTES, "trace (CSV file)", f"{path}.{field}")
                 except SpecError as exc:
                     issues += [replace(issue, message=f"{file} {issue.message}") for issue in exc.issues]
+    return issues
+
+
+def check_token_bounds(s: Scenario) -> list[SpecIssue]:
+    """Token lengths are int32 in the run: a bound past that is refused here, by `validate` too,
+    not only when a run samples the lengths (`sim.workload.lengths.sample_lengths`)."""
+    parts = {"workload.prompt_tokens": s.workload.prompt_tokens, "workload.output_tokens": s.workload.output_tokens}
+    for k, traffic_class in enumerate(s.workload.classes):
+        for key in ("prompt_tokens", "output_tokens"):
+            if getattr(traffic_class, key) is not None:
+                parts[f"workload.classes[{k}].{key}"] = getattr(traffic_class, key)
+    issues: list[SpecIssue] = []
+    for path, spec in parts.items():
+        name = spec.largest
+        if name is not None and getattr(spec, name) > INT32_MAX:
+            issues.append(SpecIssue(f"{path}.{name}", "more tokens than a run can hold (lengths are 32-bit)",
+                                    getattr(spec, name), f"at most {INT32_MAX:,}"))
     return issues
 
 
@@ -583,6 +611,10 @@ def _check_rule_policy(k: int, rule: RoutingRule) -> list[SpecIssue]:
     elif sum(rule.weights) <= 0:
         issues.append(SpecIssue(f"{path}.weights", "the weights sum to 0, so no pool would be chosen",
                                 rule.weights, "weights >= 0 with at least one > 0"))
+    elif not math.isfinite(sum(rule.weights)):  # the draw would be u x inf: always the last pool
+        issues.append(SpecIssue(f"{path}.weights", "the weights sum past the largest number, so the split "
+                                "between the pools could not be drawn", rule.weights,
+                                "weights whose sum is finite, e.g. fractions that sum to 1"))
     return issues
 
 
@@ -753,13 +785,77 @@ def check_api_pools(s: Scenario, catalog: Catalog) -> list[SpecIssue]:
     return issues
 
 
+WEEK_S = 7 * 86400.0
+
+
+def _periodic_firings(s: Scenario) -> list[tuple[str, Any, float, str]]:
+    """Every periodic process and random-fault entry that runs: (field path, its value, about
+    how many times it fires over the horizon, what to change it to)."""
+    h, cap = s.horizon, MAX_PERIODIC_EVENTS
+
+    def period(path: str, seconds: float) -> tuple[str, Any, float, str]:
+        return (path, format_duration(seconds), h / seconds,
+                f"a period of at least {format_duration(h / cap)}, or a shorter horizon")
+
+    out: list[tuple[str, Any, float, str]] = [
+        period(f"sites.{site_name}.pools[{i}].autoscale.interval", pool.autoscale.interval)
+        for site_name, site in s.sites.items() for i, pool in enumerate(site.pools) if pool.autoscale is not None]
+    life = s.lifecycle
+    if s.placement.monitoring != NONE_SITE:
+        out.append(period("lifecycle.monitor.interval", life.monitor.interval))
+    if s.placement.training != NONE_SITE and life.retraining.policy in ("scheduled", "both"):
+        out.append(period("lifecycle.retraining.every", life.retraining.every))
+    development = life.development
+    if s.placement.training != NONE_SITE and development is not None and development.arrivals == "poisson":
+        out.append(("lifecycle.development.rate_per_week", development.rate_per_week,
+                    development.rate_per_week * h / WEEK_S,
+                    f"a rate of at most {cap * WEEK_S / h:.6g} per week, or a shorter horizon"))
+    if life.vendor_updates is not None:
+        out.append(period("lifecycle.vendor_updates.cadence", life.vendor_updates.cadence))
+    faults = s.faults
+    entries: list[tuple[str, ReplicaFailures | LinkOutage | SiteOutage, int]]
+    entries = [(f"faults.replica_failures[{k}]", f, _fault_replicas(s, f.site, f.pool))
+               for k, f in enumerate(faults.replica_failures)]
+    entries += [(f"faults.link_outages[{k}]", f, 1) for k, f in enumerate(faults.link_outages)]
+    entries += [(f"faults.site_outages[{k}]", f, 1) for k, f in enumerate(faults.site_outages)]
+    for path, fault, copies in entries:
+        if fault.mtbf is not None and fault.mttr is not None:
+            # up and repair times alternate: one failure per mtbf + mttr, for each replica
+            out.append((f"{path}.mtbf", format_duration(fault.mtbf), copies * h / (fault.mtbf + fault.mttr),
+                        f"mtbf + mttr of at least {format_duration(copies * h / cap)}"
+                        + (f" ({copies} replicas fail each on their own)" if copies > 1 else "")
+                        + ", or a shorter horizon"))
+    return out
+
+
+def _fault_replicas(s: Scenario, site: str, pool: str | None) -> int:
+    """How many replicas one replica-failure entry fails at random, each on its own."""
+    from sim.spec.faults import pool_replicas, serving_pool_name
+
+    name = pool or (serving_pool_name(s, site) if site in s.sites else None)
+    if site not in s.sites or name not in [p.name for p in s.sites[site].pools]:
+        return 1  # check_faults reports the name
+    return max(pool_replicas(s, site, str(name)), 1)
+
+
+def check_periodic_events(s: Scenario) -> list[SpecIssue]:
+    """No periodic process or random-fault entry fires more than MAX_PERIODIC_EVENTS times
+    over the horizon: each firing is simulated, and a period of a microsecond would run for
+    ever (`sim.workload.limits.MAX_PERIODIC_EVENTS` says what one firing costs)."""
+    return [SpecIssue(path, f"would fire about {firings:,.0f} times over the horizon "
+                      f"({format_duration(s.horizon)}); at most {MAX_PERIODIC_EVENTS:,} per process, since each "
+                      "firing is simulated", value, fix)
+            for path, value, firings, fix in _periodic_firings(s) if firings > MAX_PERIODIC_EVENTS]
+
+
 def check_scenario(s: Scenario, catalog: Catalog) -> list[SpecIssue]:
     issues = check_bounds(s) + check_sites_named(s) + check_catalog_ids(s, catalog) + check_api_pools(s, catalog)
     issues += check_data_classes(s) + check_traffic_classes(s) + check_files(s) + check_prices(s, catalog)
+    issues += check_token_bounds(s)
     issues += check_monitor(s) + check_pool_billing_and_autoscale(s) + check_routing(s)
     if issues:  # the checks below assume names resolve
         return issues
     from sim.spec.faults import check_faults
 
     return (check_model_fits(s, catalog) + check_links(s) + check_training(s) + check_cloud_pools(s, catalog)
-            + check_routes(s) + check_elastic_pools(s) + check_faults(s))
+            + check_routes(s) + check_elastic_pools(s) + check_faults(s) + check_periodic_events(s))

@@ -127,14 +127,18 @@ def _rebase_paths(doc: dict[str, Any], directory: Path) -> None:
     workload = doc.get("workload")
     if not isinstance(workload, Mapping):
         return
-    for key, family in (("arrivals", ARRIVALS), ("prompt_tokens", LENGTHS), ("output_tokens", LENGTHS)):
-        part = workload.get(key)
-        if not isinstance(part, dict):
-            continue
-        # any member's file fields: a file may set `path` and leave `process` to the one it extends
-        for field in {name for member in family.members() for name in member.file_fields}:
-            if isinstance(part.get(field), str) and not Path(part[field]).is_absolute():
-                part[field] = str((directory / part[field]).resolve())
+    classes = workload.get("classes")
+    for holder in [workload, *(classes if isinstance(classes, list) else [])]:
+        if not isinstance(holder, Mapping):
+            continue  # a class that is not a mapping: validation says so
+        for key, family in (("arrivals", ARRIVALS), ("prompt_tokens", LENGTHS), ("output_tokens", LENGTHS)):
+            part = holder.get(key)
+            if not isinstance(part, dict):
+                continue
+            # any member's file fields: a file may set `path` and leave `process` to the one it extends
+            for field in {name for member in family.members() for name in member.file_fields}:
+                if isinstance(part.get(field), str) and not Path(part[field]).is_absolute():
+                    part[field] = str((directory / part[field]).resolve())
 
 
 def load_document(path: str | Path) -> dict[str, Any]:

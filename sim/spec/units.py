@@ -69,9 +69,12 @@ def _split(text: str, kind: str, allowed: str) -> tuple[float, str]:
     return float(match.group(1)), match.group(2)
 
 
+_EXAMPLES = {"duration": "'250ms', '6h', '30d'", "size": "'16GB', '512MiB'", "bandwidth": "'1Gbps', '2GB/s'"}
+
+
 def _finite(value: float, text: object, kind: str) -> float:
     if not math.isfinite(value):
-        raise UnitError(f"{text!r} is not a finite {kind}")
+        raise UnitError(f"{text!r} is not a finite {kind}; allowed: a finite {kind}, e.g. {_EXAMPLES[kind]}")
     return value
 
 

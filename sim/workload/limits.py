@@ -43,6 +43,14 @@ BYTES_PER_REPLICA_SEQ = 39
 BYTES_PER_SWEEP_POINT = 676
 # Same benchmark and date: predict --batch 50k and 400k (traced allocations; RSS did not move).
 BYTES_PER_PREDICTED_REQUEST = 227
+# How often one periodic process (an autoscaler, the drift monitor, scheduled retraining, vendor
+# releases, the development workload) or one random-fault entry may fire over the horizon.
+# Measured with `deploysim run` on 2026-11-29 (x86_64, 2 shared CPUs): an autoscaler evaluation
+# costs about 0.6 ms, a monitor evaluation 0.3 ms, a replica failure 0.2 ms and 1.1 kB, so a
+# process at the cap runs for minutes and holds about 1 GB; a typo such as `interval: 1e-6`
+# (billions of firings, a run that never ends) is refused instead. A 30 s autoscaler or a 5 min
+# monitor stays below it over 340 days of horizon.
+MAX_PERIODIC_EVENTS = 1_000_000
 # The share of available memory an estimate may take: estimates are marginal costs, and the
 # process needs the rest for its own working set and for fragmentation.
 HEADROOM = 0.8

@@ -50,6 +50,30 @@ if TYPE_CHECKING:
     from sim.world.world import World
 
 
+class WindowMax:
+    """The highest value pushed within the last `window` seconds, the newest always included.
+
+    A deque of (t, value) whose values fall from front to back: a value is dropped from the
+    back when a newer one is at least as high (it can never be the highest again), from the
+    front when it leaves the window. Each push costs O(1) amortised however many evaluations
+    the window holds (a 1 ms interval under a 5 min cooldown holds 300,000).
+    """
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self._kept: deque[tuple[float, int]] = deque()
+
+    def push(self, t: float, value: int) -> int:
+        """Add the value of time t (times never decrease) and return the window's highest."""
+        kept = self._kept
+        while kept and kept[-1][1] <= value:
+            kept.pop()
+        kept.append((t, value))
+        while kept[0][0] < t and kept[0][0] <= t - self.window_s:
+            kept.popleft()
+        return kept[0][1]
+
+
 class Autoscaler:
     def __init__(self, world: World, pool: ServingPool) -> None:
         spec = pool.setup.pool.autoscale
@@ -62,7 +86,7 @@ class Autoscaler:
         self.provisioning_delay_s = float(pool.setup.pool.provisioning_delay if delay is None else delay)
         self.rows: list[dict[str, Any]] = []
         self._last_action_s = -math.inf
-        self._recent: deque[tuple[float, int]] = deque()  # (t, desired) within the last cooldown
+        self._recent = WindowMax(spec.cooldown)  # the desired counts within the last cooldown
 
     def start(self) -> None:
         self.env.process(self._run())
@@ -118,10 +142,7 @@ class Autoscaler:
                                           sought - sought_before)
             busy_before, ttft_before, sought_before = busy, ttft, sought
             desired = min(max(wanted, spec.min_replicas), spec.max_replicas)
-            self._recent.append((now, desired))
-            while self._recent and self._recent[0][0] <= now - spec.cooldown:
-                self._recent.popleft()
-            keep = max(d for _, d in self._recent)  # the stabilisation window for scaling down
+            keep = self._recent.push(now, desired)  # the stabilisation window for scaling down
             action = "hold"
             if desired > current:
                 action = self._scale_up(desired - current)
