@@ -861,12 +861,14 @@ def _drifts(scenario: Scenario) -> bool:
 
 def _recovery_panel(ax: Axes, comparison: Comparison, colours: dict[str, str]) -> None:
     """Recovery time in hours; a scenario that never recovers gets a hatched bar to the horizon,
-    one that recovered in only some replications its mean over those, labelled k/R."""
+    one that recovered in only some replications its mean over those, labelled k/R. Inside a
+    recovered bar (when it is wide enough to hold it): the mean error rate the model reached."""
     names = comparison.names
     if not any(_drifts(s) for s in comparison.scenarios):
         _not_measured(ax, "drift recovery", "no drift within the horizon")
         return
     values = metric_ci(comparison, "recovery_time_s", 1 / HOUR_S)
+    reached_errors = metric_ci(comparison, "recovered_error_rate")
     shown = values.copy()
     shown.loc[values["n"] < comparison.replications, ["low", "high"]] = math.nan
     _bars(ax, comparison, shown, colours, best_scenarios(comparison, "recovery_time_s"))
@@ -884,6 +886,10 @@ def _recovery_panel(ax: Axes, comparison: Comparison, colours: dict[str, str]) -
         elif n < comparison.replications:
             ax.annotate(f"{n}/{comparison.replications} recovered", (values.loc[name, "mean"], i),
                         xytext=(4, 0), textcoords="offset points", va="center", fontsize=7.5)
+        reached = reached_errors.loc[name, "mean"]
+        if n > 0 and np.isfinite(reached) and values.loc[name, "mean"] >= 0.2 * _horizon_s(comparison) / HOUR_S:
+            ax.annotate(f"error {reached:.1%}", (0, i), xytext=(4, 0), textcoords="offset points", va="center",
+                        fontsize=7, color="white", fontweight="bold", zorder=4)
     ax.set_xlim(0, _horizon_s(comparison) / HOUR_S * 1.08)
     ax.set_xlabel("recovery time after drift onset (h)")
     ax.set_title("drift recovery")
@@ -957,7 +963,8 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("summary", "At a glance",
                "Latency (TTFT p99), privacy (exposure score), drift recovery and cost per 1M requests; "
                "means over replications with 95% confidence intervals, lower is better, best marked. "
-               "A hatched bar to the horizon means the model had not recovered when the run ended.",
+               "A hatched bar to the horizon means the model had not recovered when the run ended; inside a "
+               "recovery bar, the error rate the recovered model reached.",
                summary),
     FigureSpec("latency_cdf", "Latency distributions",
                "Share of steady-state requests at or below each latency, all replications pooled. "

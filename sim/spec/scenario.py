@@ -649,7 +649,10 @@ class Monitor(Spec):
         default_factory=dict, description="detector parameters, with River's names (delta, threshold, ...)"
     )
     signal: Literal["errors", "feature"] = Field(
-        default="errors", description="labelled outcomes, or a label-free input feature"
+        default="errors",
+        description="'errors': labelled outcomes (0/1), as labels arrive; 'feature': a label-free input "
+                    "feature per request, N(0, 1) plus the active drift events' feature_shift (std. devs), "
+                    "seen as requests arrive: no labels needed, detection without the label delay"
     )
     interval: Seconds = Field(default=300.0, gt=0, description="how often the monitor runs")
     label_fraction: float = Field(default=0.1, gt=0, le=1, description="share of requests that get a label")
