@@ -519,7 +519,8 @@ class Lifecycle:
         `triggered`: wait for `samples` labels after the detection at `since`. `scheduled`:
         take every label that arrived since the last retraining (no wait). The candidate's
         error on each drift event follows the learning curve (`candidate`); validation rejects
-        a candidate that does not beat the serving version now, and nothing is rolled out.
+        a candidate that beats the serving version on no drift begun so far, and then nothing
+        is distributed or rolled out.
         """
         s = self.scenario
         p = s.placement
