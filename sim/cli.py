@@ -652,7 +652,7 @@ def _compare_vary(files: list[Path], vary: list[str], replications: int | None, 
     summary = summarise(results)
     factors = [f.path for f in spec.factors]
     metrics = [m for m in ("ttft_p99_s", "e2e_p99_s", "slo_attainment", "exposure_score", "recovery_time_s",
-                           "cost_usd_per_1m_requests") if m in summary]
+                           "recovered_error_rate", "cost_usd_per_1m_requests") if m in summary]
     view = Table(title=f"{name}: mean ± 95% CI half-width over {spec.replications} replication(s)")
     for column in ("scenario", *(f.split(".")[-1] for f in factors), *(label(m) for m in metrics)):
         view.add_column(column, justify="left" if column == "scenario" else "right")

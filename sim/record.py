@@ -63,6 +63,9 @@ class RequestTable:
                      sent it to the fallback pool
     error_rate, error: the served model's error rate at its first token, and the drawn
                      outcome (error is meaningful only where `served`); labelled: it gets a label
+    stale_error_rate: the error rate a model adapted to no drift would have had at that
+                     time (the drift's full damage; the served version's error_rate where
+                     not given)
     traffic_class:   index into `RunRecord.class_names`
     reason:          why the request went to its pool (sim.kernels.batching PREFERRED,
                      OVERFLOW, FAILOVER, WEIGHTED; NO_REASON when it reached none)
@@ -96,9 +99,12 @@ class RequestTable:
     labelled: np.ndarray
     traffic_class: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
     reason: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int8))
+    stale_error_rate: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def __post_init__(self) -> None:
         n = len(self.status)
+        if len(self.stale_error_rate) != n:
+            self.stale_error_rate = self.error_rate.copy()
         if len(self.traffic_class) != n:  # not given: one class
             self.traffic_class = np.zeros(n, dtype=np.int32)
         if len(self.reason) != n:
@@ -206,6 +212,8 @@ class RunRecord:
     jobs: pd.DataFrame = field(default_factory=lambda: empty_frame(JOB_COLUMNS))
     detections: list[float] = field(default_factory=list)
     version_created_s: dict[int, float] = field(default_factory=dict)
+    version_residual: dict[int, dict[int, float]] = field(default_factory=dict)
+    """Per model version, the share of each drift event's excess error it keeps (absent: 1)."""
     drift_onsets: list[tuple[str, float]] = field(default_factory=list)  # (kind, onset_s) per drift event
     base_error_rate: float = 0.0
     faults: pd.DataFrame = field(default_factory=lambda: empty_frame(FAULT_COLUMNS))

@@ -72,7 +72,7 @@ Progress = Callable[[int, int], None]
 DEFAULT_METRICS: tuple[str, ...] = (
     "requests_total", "requests_completed", "ttft_p50_s", "ttft_p99_s", "tpot_p99_s", "e2e_p50_s",
     "e2e_p99_s", "slo_attainment", "throughput_rps", "gpu_utilisation", "exposure_score", "exposed_bytes",
-    "recovery_time_s", "cost_usd", "cost_usd_per_month", "cost_usd_per_1m_requests", "energy_kwh",
+    "recovery_time_s", "recovered_error_rate", "cost_usd", "cost_usd_per_month", "cost_usd_per_1m_requests", "energy_kwh",
 )
 META_COLUMNS: tuple[str, ...] = (
     "point", "config", "base", "base_file", "replication", "seed", "spec_hash", "status", "error",

@@ -53,7 +53,7 @@ def test_the_same_dataset_at_two_third_parties_counts_once_at_each() -> None:
 
 def test_s4_counts_its_development_dataset_once() -> None:
     """S4 over a day: every development run uploads the same 20,000-record data set to the
-    cloud; the distinct records exposed are the labelled sample (900) plus 20,000 once, however
+    cloud; the distinct records exposed are the labelled sample (2400) plus 20,000 once, however
     many experiments ran, while the transfers count every upload."""
     result = sim.simulate(sim.load_scenario(S4, ["replications=1"]))
     transfers = result.tables["bulk_transfers"]

@@ -346,7 +346,7 @@ def test_a_local_fallback_serves_what_the_cut_wan_cannot() -> None:
 def test_s4_recovery_waits_for_the_wan() -> None:
     """S4 uploads its labelled sample and pulls the adapter over the WAN: an outage over the
     whole recovery window pauses those transfers, so the model recovers later."""
-    over = ["horizon=14h", "faults.link_outages=[{link: wan, windows: [{start: 6h, duration: 4h}]}]"]
+    over = ["horizon=14h", "faults.link_outages=[{link: wan, windows: [{start: 6h, duration: 6h}]}]"]
     record, result = run_world(S4, over)
     _, base = run_world(S4, ["horizon=14h"])
     delay = lifecycle_outage_delay(record, result.tables["lifecycle"])

@@ -210,7 +210,7 @@ def test_local_placements_expose_nothing_sensitive(seeds: dict[str, tuple[RunRec
 
 def test_cloud_placement_exposes_every_prompt_and_response(seeds: dict[str, tuple[RunRecord, Result]]) -> None:
     """S2 serves from the cloud: every prompt sent and every response completed is exposed,
-    and the 3000 labelled samples its retraining uploads (training_sample 1.0), plus the
+    and the 8000 labelled samples its retraining uploads (training_sample 1.0), plus the
     distinct records of the development experiments' data sets."""
     record, result = seeds["s2"]
     s = summary_of(record)
@@ -224,18 +224,18 @@ def test_cloud_placement_exposes_every_prompt_and_response(seeds: dict[str, tupl
 def test_cloud_served_local_inference_exposes_only_what_it_uploads(
         seeds: dict[str, tuple[RunRecord, Result]]) -> None:
     """S4 infers on premises: no prompt or response leaves; its retraining uploads
-    samples x training_sample = 3000 x 0.3 = 900 labelled samples, and its development
+    samples x training_sample = 8000 x 0.3 = 2400 labelled samples, and its development
     experiments upload their data; monitoring may send telemetry aggregates; nothing else is
     exposed (the weights it pulls back are not)."""
     record, _ = seeds["s4"]
     s = summary_of(record)
     development = development_records(record)
     assert s["exposed_records_by_class"]["prompt"] == s["exposed_records_by_class"]["response"] == 0
-    assert s["exposed_records_by_class"]["labelled_sample"] == 900 + development
+    assert s["exposed_records_by_class"]["labelled_sample"] == 2400 + development
     exposed = {c for c, b in s["exposed_bytes_by_class"].items() if b > 0}
     assert exposed <= {"labelled_sample", "telemetry_aggregate"}
     # aggregates are anonymised: no score
-    assert s["exposure_score"] == pytest.approx((900 + development) * 1.0 + 0.0)
+    assert s["exposure_score"] == pytest.approx((2400 + development) * 1.0 + 0.0)
 
 
 @pytest.mark.parametrize("key", ["s2", "s4"])

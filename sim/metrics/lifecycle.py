@@ -1,11 +1,21 @@
 """The model lifecycle, measured: drift recovery per event, and the training application.
 
 **Drift recovery** (`lifecycle_summary`, DESIGN.md §2): per drift event within the horizon,
-when it was detected and when the model was recovered (a version adapted to it serves), how
-long each stage of the pipeline took (`RunRecord.stages`), and over the run the requests
-served by a degraded model (error rate above the base), the area under the excess-error curve
-(the mean excess of the requests served in each minute, x 60 s, summed) and the observed error
-rate. The first event's figures are the summary's headline fields.
+when it was detected and when the model was recovered, how long each stage of the pipeline
+took (`RunRecord.stages`), and over the run the requests served by a degraded model, the area
+under the excess-error curve (the mean excess over the base rate of the requests served in
+each minute, x 60 s, summed) and the observed error rate. The first event's figures are the
+summary's headline fields.
+
+*Recovered* means back within the tolerance of the pre-drift rate: a version whose error rate
+on the event is at most base + `lifecycle.recovery_tolerance` x (event error_rate - base)
+serves (the lifecycle logs a `recovered` stage when it rolls out). `recovery_time_s` runs from
+onset to that rollout; a retraining that lands above the tolerance is no recovery.
+`recovered_error_rate` is the error rate on the event (in full) of the last version rolled
+out, once the event is recovered (None otherwise): no rollout makes a model worse, so this is
+what the model reached after its last recovery or improvement. A request is *degraded* when
+its model was not within the tolerance at the time: its error rate exceeds base + tolerance x
+(what a stale model's would be - base).
 
 **Training application** (`training_summary`): queue waits and jobs done by purpose, GPU-hours
 busy and held by purpose (`sim.metrics.utilisation`), the cloud GPU cost of each purpose
@@ -50,6 +60,7 @@ def lifecycle_summary(record: RunRecord, stages: pd.DataFrame) -> dict[str, Any]
         mine = stages[stages["drift_event"] == i]
         detected = mine.loc[mine["stage"] == "detected", "start_s"]
         recovered = mine.loc[mine["stage"] == "recovered", "end_s"]
+        reached = recovered_error_rate(record, stages, i) if len(recovered) else None
         durations = {stage: float(mine.loc[mine["stage"] == stage, "duration_s"].sum())
                      for stage in STAGE_ORDER[1:] if (mine["stage"] == stage).any()}
         events.append({
@@ -58,12 +69,13 @@ def lifecycle_summary(record: RunRecord, stages: pd.DataFrame) -> dict[str, Any]
             "detection_delay_s": float(detected.min() - onset) if len(detected) else None,
             "recovered_s": float(recovered.min()) if len(recovered) else None,
             "recovery_time_s": float(recovered.min() - onset) if len(recovered) else None,
+            "recovered_error_rate": reached,
             "stages_s": durations,
         })
     req = record.requests
     served = req.served
     excess = np.clip(req.error_rate[served] - record.base_error_rate, 0.0, None)
-    degraded = int((excess > DEGRADED_EPSILON).sum())
+    degraded = int(degraded_requests(record).sum())
     served_at = req.first_token_s[served]
     minute = np.floor(served_at / 60.0).astype(np.int64)
     area = float(pd.Series(excess).groupby(minute).mean().sum() * 60.0) if len(minute) else 0.0
@@ -72,6 +84,7 @@ def lifecycle_summary(record: RunRecord, stages: pd.DataFrame) -> dict[str, Any]
     return {
         "detection_delay_s": first.get("detection_delay_s"),
         "recovery_time_s": first.get("recovery_time_s"),
+        "recovered_error_rate": first.get("recovered_error_rate"),
         "recovered": bool(first.get("recovered_s") is not None) if events else None,
         "degraded_requests": degraded,
         "excess_error_area_s": area,
@@ -80,6 +93,26 @@ def lifecycle_summary(record: RunRecord, stages: pd.DataFrame) -> dict[str, Any]
         "drift_events": events,
         "lifecycle_stages_s": first.get("stages_s", {}),
     }
+
+
+def recovered_error_rate(record: RunRecord, stages: pd.DataFrame, event: int) -> float:
+    """The error rate on drift event `event` (in full) of the last version rolled out."""
+    rollouts = stages[stages["stage"].isin(("rollout", "vendor_rollout", "recovered"))]
+    last = int(rollouts.sort_values(["end_s", "version"]).iloc[-1]["version"])
+    keeps = record.version_residual.get(last, {}).get(event, 1.0)
+    base = record.base_error_rate
+    return float(base + keeps * (record.scenario.lifecycle.drift[event].error_rate - base))
+
+
+def degraded_requests(record: RunRecord) -> np.ndarray:
+    """Per served request: was its model outside the recovery tolerance when it served it?
+    (error rate above base + tolerance x (a stale model's - base); see the module doc)"""
+    req = record.requests
+    served = req.served
+    base = record.base_error_rate
+    tolerance = record.scenario.lifecycle.recovery_tolerance
+    threshold = base + tolerance * (req.stale_error_rate[served] - base)
+    return req.error_rate[served] > np.maximum(threshold, base) + DEGRADED_EPSILON
 
 
 def cloud_cost_by_purpose(record: RunRecord) -> dict[str, float]:
@@ -117,7 +150,7 @@ def training_summary(record: RunRecord) -> dict[str, Any]:
     served = req.served
     created = np.array([record.version_created_s.get(int(v), 0.0) for v in req.version[served]], dtype=np.float64)
     staleness = req.first_token_s[served] - created
-    degraded = req.error_rate[served] > record.base_error_rate + DEGRADED_EPSILON
+    degraded = degraded_requests(record)
     training = PURPOSES[1:]
     return {
         "gpu_hours_by_purpose": busy_hours,

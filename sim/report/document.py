@@ -87,10 +87,18 @@ METRIC_DEFINITIONS: tuple[tuple[str, str], ...] = (
     ("Detection delay",
      "Time from the drift's onset to the monitor's detector firing."),
     ("Recovery time",
-     "Time from the drift's onset to the rollout of a model adapted to it being complete; "
-     "\"not recovered\" when that did not happen within the horizon."),
+     "Time from the drift's onset to the rollout of a model back within the recovery tolerance of the "
+     "pre-drift error rate (it keeps at most lifecycle.recovery_tolerance of the drift's excess error, "
+     "0.5 by default); \"not recovered\" when that did not happen within the horizon. A retraining "
+     "that lands above the tolerance is no recovery; one that would not beat the serving model is "
+     "rejected at validation and not rolled out."),
+    ("Recovered error rate",
+     "The error rate on the drifted inputs of the last model rolled out, once recovered. It follows "
+     "a learning curve in the fresh labelled samples the model was trained on (ENGINES.md §6.1), so "
+     "training on a smaller sample to expose less has a quality cost."),
     ("Degraded requests",
-     "Requests served by a model whose error rate was raised by a drift it was not adapted to."),
+     "Requests served by a model outside the recovery tolerance: its error rate was raised by a drift "
+     "it was not (or not enough) adapted to."),
     ("Excess-error area",
      "The area under the curve of (error rate - base error rate) over time: 1 error x h is one hour "
      "at 100% excess error, or ten hours at 10%."),

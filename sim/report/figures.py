@@ -31,7 +31,7 @@ Figures are sized to read well at about 900 px wide (8.2 in at `DPI`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -674,9 +674,9 @@ def replicas_over_time(comparison: Comparison) -> Figure:
 
 
 def _bars(ax: Axes, comparison: Comparison, values: pd.DataFrame, colours: dict[str, str],
-          best: Collection[str] = (), labels: bool = True) -> None:
+          best: Collection[str] = (), labels: bool = True, notes: Mapping[str, str] | None = None) -> None:
     """Horizontal bars per scenario (top to bottom in comparison order) with CI whiskers, the
-    value written after each bar (`labels`) and the best marked."""
+    value written after each bar (`labels`), followed by its `notes` entry, and the best marked."""
     names = comparison.names
     y = np.arange(len(names))
     means = values["mean"].reindex(names).to_numpy(dtype=float)
@@ -694,6 +694,8 @@ def _bars(ax: Axes, comparison: Comparison, values: pd.DataFrame, colours: dict[
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _si(v)))
     for i, name in enumerate(names):
         text = _si(means[i]) if labels and np.isfinite(means[i]) else ""
+        if text and notes and name in notes:
+            text += notes[name]
         if name in best:
             text += "  ★ best" if text else "★ best"
         if text:
@@ -861,7 +863,8 @@ def _drifts(scenario: Scenario) -> bool:
 
 def _recovery_panel(ax: Axes, comparison: Comparison, colours: dict[str, str]) -> None:
     """Recovery time in hours; a scenario that never recovers gets a hatched bar to the horizon,
-    one that recovered in only some replications its mean over those, labelled k/R."""
+    one that recovered in only some replications its mean over those, labelled k/R. After a
+    recovered bar's value: the mean error rate the recovered model reached."""
     names = comparison.names
     if not any(_drifts(s) for s in comparison.scenarios):
         _not_measured(ax, "drift recovery", "no drift within the horizon")
@@ -869,7 +872,9 @@ def _recovery_panel(ax: Axes, comparison: Comparison, colours: dict[str, str]) -
     values = metric_ci(comparison, "recovery_time_s", 1 / HOUR_S)
     shown = values.copy()
     shown.loc[values["n"] < comparison.replications, ["low", "high"]] = math.nan
-    _bars(ax, comparison, shown, colours, best_scenarios(comparison, "recovery_time_s"))
+    reached = metric_ci(comparison, "recovered_error_rate")["mean"]
+    notes = {name: f" h, to {reached[name]:.1%} error" for name in names if np.isfinite(reached[name])}
+    _bars(ax, comparison, shown, colours, best_scenarios(comparison, "recovery_time_s"), notes=notes)
     for i, name in enumerate(names):
         scenario = _scenario(comparison, name)
         n = int(values.loc[name, "n"])
@@ -957,7 +962,8 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("summary", "At a glance",
                "Latency (TTFT p99), privacy (exposure score), drift recovery and cost per 1M requests; "
                "means over replications with 95% confidence intervals, lower is better, best marked. "
-               "A hatched bar to the horizon means the model had not recovered when the run ended.",
+               "A hatched bar to the horizon means the model had not recovered when the run ended; after a "
+               "recovery time, the error rate the recovered model reached.",
                summary),
     FigureSpec("latency_cdf", "Latency distributions",
                "Share of steady-state requests at or below each latency, all replications pooled. "

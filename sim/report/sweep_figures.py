@@ -61,7 +61,8 @@ LABELS = {
     "ttft_p50_s": "p50 TTFT (s)", "ttft_p90_s": "p90 TTFT (s)", "ttft_p99_s": "p99 TTFT (s)",
     "tpot_p99_s": "p99 TPOT (s)", "e2e_p50_s": "p50 E2E (s)", "e2e_p90_s": "p90 E2E (s)", "e2e_p99_s": "p99 E2E (s)",
     "slo_attainment": "SLO attainment", "throughput_rps": "throughput (req/s)", "exposure_score": "exposure score",
-    "exposed_bytes": "exposed bytes", "recovery_time_s": "recovery time (s)", "cost_usd": "cost (USD)",
+    "exposed_bytes": "exposed bytes", "recovery_time_s": "recovery time (s)",
+    "recovered_error_rate": "recovered error rate", "cost_usd": "cost (USD)",
     "cost_usd_per_month": "cost (USD / month)", "cost_usd_per_1m_requests": "cost (USD / 1M requests)",
     "energy_kwh": "energy (kWh)", "detection_delay_s": "detection delay (s)",
 }

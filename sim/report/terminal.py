@@ -85,7 +85,8 @@ def print_lifecycle(console: Console, result: Result) -> None:
             continue
         stages = ", ".join(f"{name} {seconds / 60:.1f} min" for name, seconds in event["stages_s"].items())
         recovered = (styled("not recovered", "bold red") + " within the horizon" if event["recovery_time_s"] is None
-                     else styled(f"recovered after {event['recovery_time_s'] / 3600:.2f} h"))
+                     else styled(f"recovered after {event['recovery_time_s'] / 3600:.2f} h "
+                                 f"to an error rate of {event['recovered_error_rate']:.1%}"))
         console.print(Text.assemble(head, f"detected after {event['detection_delay_s'] / 60:.1f} min; ", recovered,
                                     f" ({stages})" if stages else ""), soft_wrap=True)
     if s.get("drift_events"):
@@ -171,6 +172,7 @@ COMPARISON_ROWS: list[tuple[str, list[tuple[str, str, str, str]]]] = [
     ]),
     ("Drift recovery", [
         ("detection_delay_s", "detection delay", "min", "low"), ("recovery_time_s", "recovery time", "h", "low"),
+        ("recovered_error_rate", "recovered error rate", "%", "low"),
         ("degraded_requests", "degraded requests", "", "low"),
         ("excess_error_area_s", "excess-error area", "error x h", "low"),
     ]),
@@ -202,6 +204,9 @@ COMPARISON_ROWS: list[tuple[str, list[tuple[str, str, str, str]]]] = [
         ("carbon_kgco2e", "carbon", "kgCO2e", "low"),
     ]),
 ]
+
+RECOVERY_METRICS = ("recovery_time_s", "recovered_error_rate")
+"""Metrics that exist only once a drift is recovered: a missing value reads "not recovered"."""
 
 POOLS_GROUP = "Serving pools (load per pool)"
 POOL_ROWS: tuple[tuple[str, str, str], ...] = (
@@ -300,16 +305,16 @@ def comparison_rows(comparison) -> list[dict]:  # noqa: ANN001 - sim.experiment.
     for group, metrics in comparison_groups(comparison):
         for metric, label, unit, better in metrics:
             frame = comparison.metric(metric)
-            if frame["n"].sum() == 0 and metric != "recovery_time_s":
+            if frame["n"].sum() == 0 and metric not in RECOVERY_METRICS:
                 continue
-            if metric == "recovery_time_s" and not any(
+            if metric in RECOVERY_METRICS and not any(
                     run.summary.get("drift_events") for runs in comparison.runs.values() for run in runs):
                 continue
             cells, means = {}, {}
             for name in names:
                 row = frame.loc[name]
                 mean = row["mean"]
-                if metric == "recovery_time_s" and row["n"] < comparison.replications:
+                if metric in RECOVERY_METRICS and row["n"] < comparison.replications:
                     recovered = int(row["n"])
                     cells[name] = "not recovered" if recovered == 0 else (
                         f"{format_value(mean, unit)} ({recovered}/{comparison.replications} recovered)")

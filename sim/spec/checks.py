@@ -480,6 +480,13 @@ def check_monitor(s: Scenario) -> list[SpecIssue]:
     monitor = s.lifecycle.monitor
     issues = check_params(monitor.detector, dict(monitor.params))
     signal = check_signal(monitor.detector, monitor.signal)
+    drift = s.lifecycle.drift
+    if monitor.signal == "feature" and drift and not any(e.feature_shift for e in drift):
+        issues.append(SpecIssue(
+            "lifecycle.monitor.signal",
+            "a label-free monitor watches the input feature, but no drift event moves it, so it can "
+            "never detect them: give the events a feature_shift (std. devs), or watch errors",
+            monitor.signal, "errors, or feature with a drift event's feature_shift set"))
     return issues + ([signal] if signal is not None else [])
 
 

@@ -704,7 +704,10 @@ class Monitor(Spec):
         default_factory=dict, description="detector parameters, with River's names (delta, threshold, ...)"
     )
     signal: Literal["errors", "feature"] = Field(
-        default="errors", description="labelled outcomes, or a label-free input feature"
+        default="errors",
+        description="'errors': labelled outcomes (0/1), as labels arrive; 'feature': a label-free input "
+                    "feature per request, N(0, 1) plus the active drift events' feature_shift (std. devs), "
+                    "seen as requests arrive: no labels needed, detection without the label delay"
     )
     interval: Seconds = Field(default=300.0, gt=0, description="how often the monitor runs")
     label_fraction: float = Field(default=0.1, gt=0, le=1, description="share of requests that get a label")
@@ -715,6 +718,37 @@ class Monitor(Spec):
 
 
 DETECTORS.bind(Monitor, "detector")
+
+
+class LearningCurve(Spec):
+    """What a retraining buys: the error a retrained version reaches on a drift, from how many
+    fresh labelled samples it learnt from (`/work/shared/facts/ENGINES.md` §6.1, the rectified
+    power law suggested there, an estimate [E]):
+
+        err(n) = err_floor + (err_0 - err_floor) x (1 + n / n0)^(-beta)        (full fine-tuning)
+
+    err_0 is the drift's error rate (the model without new data), err_floor the pre-drift
+    `base_error_rate`: a fine-tune on a few thousand samples adapts the model to the shifted
+    inputs, and is not expected to beat what its original training reached on its home
+    distribution. n counts only *fresh* samples, served while the drift was in effect (older
+    ones teach the old distribution), of those uploaded for training. A LoRA fine-tune wins
+    `lora_share` of full fine-tuning's gain on the same n: err = err_0 - lora_share x (err_0 -
+    err(n)). Fine-tuning an already adapted version adds its new fresh samples to the ones the
+    serving version learnt from.
+    """
+
+    beta: float = Field(
+        default=0.3, gt=0,
+        description="power-law exponent: 0.3 [E], range 0.1-0.5 (Hestness et al. 2017 task-error exponents, "
+                    "via ENGINES.md §6.1)")
+    n0: float = Field(
+        default=1000.0, gt=0,
+        description="samples before the power-law phase: 1000 [E], range 300-3000 (the rectified law's "
+                    "pre-power phase, Lin et al. 2024; LIMA's ~1000 examples; ENGINES.md §6.1)")
+    lora_share: float = Field(
+        default=0.8, gt=0, le=1,
+        description="share of full fine-tuning's gain LoRA wins: 0.8 [E], range 0.7-0.9 (Biderman et al. 2024, "
+                    "qualitative; ENGINES.md §6.1)")
 
 
 class Retraining(Spec):
@@ -738,6 +772,8 @@ class Retraining(Spec):
     scaling_efficiency: float = Field(default=0.9, gt=0, le=1, description="data-parallel efficiency")
     validation: Seconds = Field(default=1800.0, ge=0, description="time to validate a candidate")
     lora_rank: int = Field(default=16, ge=1)
+    learning_curve: LearningCurve = Field(
+        default_factory=LearningCurve, description="the error a retrained version reaches, from its fresh samples")
 
 
 class DevelopmentJob(Spec):
@@ -789,7 +825,22 @@ class VendorUpdates(Spec):
 
 
 class Lifecycle(Spec):
+    """Drift, monitoring, retraining and rollout.
+
+    A drift event is *recovered* once a version whose error rate on it is within
+    `recovery_tolerance` of the pre-drift rate serves: err - base <= recovery_tolerance x
+    (drift error_rate - base), i.e. the version has won back at least 1 - recovery_tolerance
+    of the damage. The tolerance is a share of the drift's excess, not of the base rate: under
+    the default learning curve no sample count of a few thousand brings a fine-tune within
+    10% of the base rate, and a LoRA fine-tune never can (it wins only `lora_share` of the
+    gain), so a relative-to-base band would call every retraining a failure.
+    """
+
     base_error_rate: float = Field(default=0.05, ge=0, le=1)
+    recovery_tolerance: float = Field(
+        default=0.5, ge=0, lt=1,
+        description="recovered when the serving version keeps at most this share of the drift's excess error "
+                    "(a convention: 0.5 = at least half the damage undone; 0 = back to the base rate)")
     drift: list[DriftEvent] = Field(default_factory=list)
     monitor: Monitor = Field(default_factory=Monitor)
     retraining: Retraining = Field(default_factory=Retraining)

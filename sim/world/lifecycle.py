@@ -2,11 +2,18 @@
 
 **Drift.** The scenario's drift events raise the error rate of any model version that has not
 been adapted to them: abrupt (a step at `at`), gradual (a linear ramp over `duration`) or
-recurring (a window of `duration` every `period`). A version *covers* an event when it was
-trained on data collected after the event's onset (or is a vendor release that fixes drift).
-The error rate of version v at time t is
+recurring (a window of `duration` every `period`). A version keeps a share r_v,e of each event's
+excess error (1: not adapted; 0: back at the base rate). The error rate of version v at time t is
 
-    p(t, v) = base + max over events e not covered by v of (e.error_rate - base) x ramp_e(t)
+    p(t, v) = base + max over events e of r_v,e x (e.error_rate - base) x ramp_e(t)
+
+**What a retraining buys** (`LearningCurve` in the spec, ENGINES.md §6.1 [E]): fine-tuned on n
+fresh labelled samples (served while the event was in effect; older samples teach the old
+distribution), a version keeps r = (1 + n / n0)^(-beta) of the excess (full fine-tuning; the
+floor is the base rate) or 1 - lora_share x (1 - that) (LoRA). Only the uploaded share of the
+collected samples is trained on, so a smaller training sample buys a worse model. A fine-tune
+of an adapted version adds its fresh samples to those the serving version learnt from. A
+vendor release that fixes the drift brings r to 0.
 
 Each request's outcome is drawn once, in bulk, from its own stream: error_i = u_i < p(t_i, v_i)
 with t_i the time its first token was produced and v_i the version that served it, so every
@@ -24,19 +31,23 @@ another site receives telemetry aggregates, or copies of every request and respo
 detected -> collect N labelled samples after detection -> upload them to where training
 data is kept and on to the training site -> acquire training GPUs (taken from serving on a
 shared pool: replicas drain first; an elastic cloud pool provisions them) -> train
-(`sim.kernels.training`) -> validate -> release GPUs -> distribute the artifact to the
-registry and the serving site -> roll it out (rolling: drain, reload and restart one replica
-at a time; blue-green: start new replicas on spare GPUs, then retire the old ones).
-Recovery time = rollout complete - onset of the drift event the detection belonged to.
+(`sim.kernels.training`) -> release GPUs -> validate (a candidate that is not better than the
+serving version on any drift so far is `rejected` and goes no further: the serving version
+stays) -> distribute the artifact to the registry and the serving site -> roll it out
+(rolling: drain, reload and restart one replica at a time; blue-green: start new replicas on
+spare GPUs, then retire the old ones). A drift event is `recovered` when a version within
+`lifecycle.recovery_tolerance` of the pre-drift rate on it has rolled out (it keeps at most
+that share of the excess); a rollout that lands above is an improvement, not a recovery.
+Recovery time = that rollout's end - onset of the drift event.
 
 **Vendor updates** (no in-house training): a release every `cadence`, rolled out after the
-`import_lead_time`; it covers the drift only if the scenario says it fixes it.
+`import_lead_time`; it fixes the drift (r = 0) only if the scenario says so.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +58,14 @@ import simpy
 from sim.kernels.batching import DONE
 from sim.kernels.training import adapter_bytes, training_mfu, training_time_s, training_tokens
 from sim.record import HOLD_COLUMNS, JOB_COLUMNS, STAGE_COLUMNS
-from sim.spec.scenario import NONE_SITE, AbruptDrift, GradualDrift, RecurringDrift, Scenario
+from sim.spec.scenario import (
+    NONE_SITE,
+    AbruptDrift,
+    GradualDrift,
+    LearningCurve,
+    RecurringDrift,
+    Scenario,
+)
 from sim.streams import stream
 from sim.world.training import DevelopmentWorkload, GpuHold, JobRecord, TrainingQueue
 
@@ -73,12 +91,34 @@ def ramp(event: AbruptDrift | GradualDrift | RecurringDrift, t: np.ndarray) -> n
     return ((t >= event.at) & (phase < event.duration)).astype(np.float64)
 
 
+def remaining_share(samples: float, curve: LearningCurve, method: str) -> float:
+    """The share of a drift's excess error a version fine-tuned on `samples` fresh labelled
+    samples keeps (1: no better than the stale model, 0: back at the base rate).
+
+    Full fine-tuning: (1 + n / n0)^(-beta), the learning curve of `LearningCurve` with its
+    floor at the base rate; LoRA wins `lora_share` of full fine-tuning's gain.
+    """
+    full = (1.0 + samples / curve.n0) ** -curve.beta if math.isfinite(samples) else 0.0
+    return full if method == "full" else 1.0 - curve.lora_share * (1.0 - full)
+
+
 @dataclass(frozen=True)
 class ModelVersion:
+    """A model version and how far it is adapted to each drift event.
+
+    `residual[e]`: the share of event e's excess error (its error_rate - base) this version
+    keeps; an event not listed is not adapted to (1). `samples[e]`: the fresh labelled samples
+    it learnt e from (infinite: fixed by a vendor release), which a later fine-tune adds to.
+    """
+
     version: int
     created_s: float
     origin: str  # "initial", "retrained" or "vendor"
-    covers: frozenset[int]  # indices of the drift events this version is adapted to
+    residual: Mapping[int, float] = field(default_factory=dict)
+    samples: Mapping[int, float] = field(default_factory=dict)
+
+    def keeps(self, event: int) -> float:
+        return self.residual.get(event, 1.0)
 
 
 @dataclass
@@ -90,16 +130,36 @@ class DriftModel:
 
     def __post_init__(self) -> None:
         self.base = self.scenario.lifecycle.base_error_rate
+        self.tolerance = self.scenario.lifecycle.recovery_tolerance
         self.events = list(self.scenario.lifecycle.drift)
-        self.versions[0] = ModelVersion(0, 0.0, "initial", frozenset())
+        self.versions[0] = ModelVersion(0, 0.0, "initial")
 
-    def add_version(self, created_s: float, origin: str, covers: frozenset[int]) -> ModelVersion:
-        version = ModelVersion(len(self.versions), created_s, origin, covers)
+    def add_version(self, created_s: float, origin: str, residual: Mapping[int, float],
+                    samples: Mapping[int, float] | None = None) -> ModelVersion:
+        version = ModelVersion(len(self.versions), created_s, origin, dict(residual), dict(samples or {}))
         self.versions[version.version] = version
         return version
 
     def onsets_before(self, t: float) -> frozenset[int]:
         return frozenset(i for i, e in enumerate(self.events) if e.at <= t)
+
+    def recovered(self, version: ModelVersion, event: int) -> bool:
+        """Is `version` within the recovery tolerance on `event` (see `Lifecycle` in the spec)?"""
+        return version.keeps(event) <= self.tolerance
+
+    def event_error_rate(self, version: ModelVersion, event: int) -> float:
+        """The error rate `version` has while drift event `event` is in full."""
+        return self.base + version.keeps(event) * (self.events[event].error_rate - self.base)
+
+    def rates(self, t: np.ndarray, residual: Mapping[int, float]) -> np.ndarray:
+        """p(t) of a version that keeps `residual[e]` of each event's excess (absent: all of it)."""
+        t = np.asarray(t, dtype=np.float64)
+        excess = np.zeros(t.shape)
+        for i, event in enumerate(self.events):
+            keeps = residual.get(i, 1.0)
+            if keeps > 0.0:
+                excess = np.maximum(excess, keeps * (event.error_rate - self.base) * ramp(event, t))
+        return self.base + excess
 
     def error_rate(self, t: np.ndarray, version: np.ndarray) -> np.ndarray:
         """p(t_i, v_i) for arrays of times and versions (vectorised per version and event)."""
@@ -111,14 +171,18 @@ class DriftModel:
                 continue
             mask = version == v
             known = self.versions.get(int(v))
-            covered = known.covers if known is not None else frozenset()  # set by hand: adapted to nothing
-            excess = np.zeros(int(mask.sum()))
-            for i, event in enumerate(self.events):
-                if i in covered:
-                    continue
-                excess = np.maximum(excess, (event.error_rate - self.base) * ramp(event, t[mask]))
-            p[mask] = self.base + excess
+            residual = known.residual if known is not None else {}  # set by hand: adapted to nothing
+            p[mask] = self.rates(t[mask], residual)
         return p
+
+    def stale_error_rate(self, t: np.ndarray) -> np.ndarray:
+        """p(t) of a model adapted to nothing: the drift's full damage at each time."""
+        return self.rates(t, {})
+
+    def fresh_samples(self, served_s: np.ndarray) -> dict[int, int]:
+        """Per drift event, how many of the samples served at `served_s` were served while it
+        was in effect (only those teach it; older ones teach the old distribution)."""
+        return {i: int((ramp(event, served_s) > 0).sum()) for i, event in enumerate(self.events)}
 
     def feature_shift(self, t: np.ndarray) -> np.ndarray:
         shift = np.zeros(np.shape(t))
@@ -142,6 +206,7 @@ class StageRecord:
     detail: str = ""
 
 
+ERROR_EPSILON = 1e-12  # error rates closer than this are equal (floating-point noise)
 MAX_SAME_INSTANT_YIELDS = 100  # a process that keeps acting at one instant is not waited for longer
 
 
@@ -342,7 +407,8 @@ class Lifecycle:
     def _drift_event_for(self, t: float) -> int:
         """The latest drift event with onset before t that the serving model does not cover, or -1."""
         serving = self.serving_version()
-        candidates = [i for i, e in enumerate(self.drift.events) if e.at <= t and i not in serving.covers]
+        candidates = [i for i, e in enumerate(self.drift.events)
+                      if e.at <= t and not self.drift.recovered(serving, i)]
         return max(candidates, key=lambda i: self.drift.events[i].at) if candidates else -1
 
     def _send_monitoring_data(self, start: float, end: float) -> None:
@@ -451,8 +517,10 @@ class Lifecycle:
         """Collect labelled data, upload it, train, validate, distribute and roll out.
 
         `triggered`: wait for `samples` labels after the detection at `since`. `scheduled`:
-        take every label that arrived since the last retraining (no wait). The new version
-        covers the drift events that began before its data was collected.
+        take every label that arrived since the last retraining (no wait). The candidate's
+        error on each drift event follows the learning curve (`candidate`); validation rejects
+        a candidate that beats the serving version on no drift begun so far, and then nothing
+        is distributed or rolled out.
         """
         s = self.scenario
         p = s.placement
@@ -464,19 +532,18 @@ class Lifecycle:
         start = self.env.now
         if trigger == "triggered":
             collected = yield from self._collect(since, r.samples)
-            samples = r.samples
-            detail = f"{samples} labelled samples after detection (last at {collected:.0f} s)"
+            index = self.labels.between(since, collected)[0][:r.samples]
+            detail = f"{len(index)} labelled samples after detection (last at {collected:.0f} s)"
         else:
-            samples = len(self.labels_between(self._data_since_s, self.env.now)[0])
-            detail = f"{samples} labelled samples since {self._data_since_s:.0f} s"
+            index = self.labels_between(self._data_since_s, self.env.now)[0]
+            detail = f"{len(index)} labelled samples since {self._data_since_s:.0f} s"
+        samples = len(index)
         self.log("collect", start, self.env.now, event, -1, f"{trigger}: {detail}")
         self._data_since_s = self.env.now
         if samples == 0:
             self.log("retrain_skipped", self.env.now, self.env.now, event, -1, "no labelled data")
             self.busy = False
             return
-        covers = self.drift.onsets_before(self.env.now if trigger == "scheduled" else since)
-        covers = covers | self.serving_version().covers
         # upload
         start = self.env.now
         uploaded = max(1, round(samples * p.training_sample))
@@ -514,11 +581,21 @@ class Lifecycle:
                  f"{r.method}, {tokens:.3g} tokens on {gpus}x {train_pool.gpu}{lost}")
         release()
         record.finished_s = self.env.now
+        residual, learnt = self.candidate(self.served_at()[index], uploaded / samples)
         start = self.env.now
         yield self.env.timeout(r.validation)
-        self.log("validate", start, self.env.now, event, -1)
-        newly = sorted(covers - self.serving_version().covers)
-        version = self.drift.add_version(self.env.now, "retrained", covers)
+        serving = self.serving_version()
+        begun = sorted(self.drift.onsets_before(self.env.now))
+        better = [e for e in begun if residual.get(e, 1.0) < serving.keeps(e) - ERROR_EPSILON]
+        errors = self._validation_detail(residual, serving, begun, learnt)
+        self.log("validate", start, self.env.now, event, -1, errors)
+        if not better:
+            self.log("rejected", self.env.now, self.env.now, event, -1,
+                     f"rejected at validation: the candidate does not beat the serving version "
+                     f"v{serving.version} on any drift so far ({errors}); the serving version stays")
+            self.busy = False
+            return
+        version = self.drift.add_version(self.env.now, "retrained", residual, learnt)
         # distribute
         start = self.env.now
         artifact = self._artifact_bytes(model)
@@ -528,12 +605,58 @@ class Lifecycle:
             yield w.network.transfer(p.model_registry, p.inference, artifact, "model_weights", 1, "artifact")
         self.log("distribute", start, self.env.now, event, version.version, f"{artifact:.3g} bytes")
         start = self.env.now
+        before = self.serving_version()
         yield from self._rollout(version.version, artifact)
-        self.log("rollout", start, self.env.now, event, version.version, self.spec.deployment.rollout)
-        for covered in newly:  # the rollout restores every drift event this version covers
-            self.log("recovered", self.env.now, self.env.now, covered, version.version, trigger)
+        self.log("rollout", start, self.env.now, event, version.version,
+                 f"{self.spec.deployment.rollout}; {self._errors_detail(version)}")
+        self._log_recoveries(before, version, trigger)
         self.new_epoch()
         self.busy = False
+
+    def candidate(self, served_s: np.ndarray, uploaded_share: float) -> tuple[dict[int, float], dict[int, float]]:
+        """The candidate version's residual and learnt samples per drift event, from the
+        collected samples served at `served_s` of which `uploaded_share` went to training.
+
+        Only fresh samples (served while the event was in effect) count; the uploaded ones
+        are taken as an even share of the collected. The candidate is fine-tuned from the
+        serving version, so its samples add to those it learnt from, and it is never worse
+        on an event than the serving version (`remaining_share` of the sum, or the serving
+        version's residual if lower).
+        """
+        serving = self.serving_version()
+        curve = self.spec.retraining.learning_curve
+        method = self.spec.retraining.method
+        residual, learnt = dict(serving.residual), dict(serving.samples)
+        for e, fresh in self.drift.fresh_samples(served_s).items():
+            if fresh == 0:
+                continue
+            learnt[e] = learnt.get(e, 0.0) + fresh * uploaded_share
+            residual[e] = min(serving.keeps(e), remaining_share(learnt[e], curve, method))
+        return residual, learnt
+
+    def _validation_detail(self, residual: Mapping[int, float], serving: ModelVersion, begun: list[int],
+                           learnt: Mapping[int, float]) -> str:
+        """The candidate's and the serving version's error on each drift so far, in words."""
+        if not begun:
+            return "no drift so far: candidate and serving version both at the base rate"
+        candidate = ModelVersion(-1, self.env.now, "candidate", residual)
+        return "; ".join(
+            f"drift {e}: candidate error {self.drift.event_error_rate(candidate, e):.4f} from "
+            f"{learnt.get(e, 0.0):.0f} fresh samples, serving {self.drift.event_error_rate(serving, e):.4f}"
+            for e in begun)
+
+    def _errors_detail(self, version: ModelVersion) -> str:
+        onsets = sorted(self.drift.onsets_before(self.env.now))
+        return ", ".join(f"error on drift {e}: {self.drift.event_error_rate(version, e):.4f}" for e in onsets)
+
+    def _log_recoveries(self, before: ModelVersion, version: ModelVersion, how: str) -> None:
+        """Log `recovered` for each drift event `version` brings within the tolerance that
+        the version serving before it was not."""
+        for e in sorted(self.drift.onsets_before(self.env.now)):
+            if self.drift.recovered(version, e) and not self.drift.recovered(before, e):
+                error = self.drift.event_error_rate(version, e)
+                self.log("recovered", self.env.now, self.env.now, e, version.version,
+                         f"{how}: error {error:.4f}, within tolerance")
 
     def record_bytes(self) -> float:
         """Bytes of one labelled record: `monitor.record_bytes`, else the sample it trains on
@@ -590,17 +713,19 @@ class Lifecycle:
                 yield self.env.timeout(release - self.env.now)
             start = self.env.now
             yield self.env.timeout(vendor.import_lead_time)
-            covers = self.drift.onsets_before(start) if vendor.fixes_drift else frozenset()
+            fixed = self.drift.onsets_before(start) if vendor.fixes_drift else frozenset()
             serving = self.serving_version()
-            newly = sorted(covers - serving.covers)
-            version = self.drift.add_version(self.env.now, "vendor", covers | serving.covers)
+            newly = sorted(e for e in fixed if not self.drift.recovered(serving, e))
+            residual = {**serving.residual, **dict.fromkeys(fixed, 0.0)}
+            samples = {**serving.samples, **dict.fromkeys(fixed, math.inf)}
+            version = self.drift.add_version(self.env.now, "vendor", residual, samples)
             tag = newly[0] if newly else -1
             self.log("vendor_import", start, self.env.now, tag, version.version)
             begin = self.env.now
             model = self.scenario.resolved_catalog.models[self.scenario.model.id]
+            before = self.serving_version()
             yield from self._rollout(version.version, model.weight_bytes(self.scenario.model.precision))
             self.log("vendor_rollout", begin, self.env.now, tag, version.version)
-            for event in newly:  # a release that fixes the drift is a recovery too
-                self.log("recovered", self.env.now, self.env.now, event, version.version, "vendor release")
+            self._log_recoveries(before, version, "vendor release")  # a release that fixes the drift
             self.new_epoch()
             release += vendor.cadence

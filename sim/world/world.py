@@ -226,6 +226,7 @@ class World:
             stages=self.lifecycle.stages_frame(), jobs=self.lifecycle.jobs_frame(),
             detections=list(self.lifecycle.detections),
             version_created_s={v: m.created_s for v, m in self.lifecycle.drift.versions.items()},
+            version_residual={v: dict(m.residual) for v, m in self.lifecycle.drift.versions.items()},
             drift_onsets=[(e.kind, float(e.at)) for e in self.lifecycle.drift.events],
             base_error_rate=float(self.lifecycle.drift.base),
             faults=self.faults.table(requests, self.pool_sites()), training_runs=self.faults.training_runs_frame(),
@@ -254,6 +255,8 @@ class World:
         version = k.version.copy()
         error_rate = np.full(req.count, np.nan)
         error_rate[served] = self.lifecycle.drift.error_rate(first[served], version[served])
+        stale_error_rate = np.full(req.count, np.nan)
+        stale_error_rate[served] = self.lifecycle.drift.stale_error_rate(first[served])
         error = np.zeros(req.count, dtype=bool)
         error[served] = self.lifecycle.outcome_u[served] < error_rate[served]
         with np.errstate(invalid="ignore"):
@@ -273,6 +276,7 @@ class World:
             error_rate=error_rate, error=error, labelled=~np.isnan(self.lifecycle.label_times()),
             traffic_class=np.asarray(req.traffic_class, dtype=np.int32),
             reason=np.where(pool >= 0, k.reason, -1).astype(np.int8),
+            stale_error_rate=stale_error_rate,
         )
 
     def _local_replica(self, pool: np.ndarray) -> np.ndarray:
