@@ -327,7 +327,11 @@ def _default_title(comparison: Comparison) -> str:
 INTRO = ("Each scenario runs the same workload, model and drift history with the same random numbers, "
          "and differs only in where training, hosting and inference run, so differences between columns "
          "come from placement. Values are means over replications ± the half-width of a 95% confidence "
-         "interval; ★ marks the best value of a row, ✗ SLO a target missed (in any replication; requests that did not complete count as misses).")
+         "interval; ★ marks the best value of a row (scenarios tied within 0.5% share it), ✗ SLO a target missed "
+         "(in any replication; requests that did not complete count as misses). A scenario that ran "
+         "overloaded (SLO attainment below the SLO's level with more requests left unfinished than that "
+         "level allows) is flagged in the table's first row with its unfinished requests and is never "
+         "marked best: its latency and cost come from the few requests it finished.")
 
 FILES_NOTE: tuple[tuple[str, str], ...] = (
     ("summary.csv", "every metric x scenario in long format: metric, scenario, mean, ci_low, ci_high, n "

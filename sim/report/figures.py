@@ -184,21 +184,9 @@ def _legend_columns(labels: Sequence[str]) -> int:
 
 
 def best_scenarios(comparison: Comparison, key: str, lower_is_better: bool = True) -> set[str]:
-    """The scenario with the best mean of a summary field, if it beats every other beyond noise
-    (`Comparison.clearly_better`: a paired test over replications, as the terminal table marks
-    best). A scenario without the value in every replication (e.g. not always recovered)
-    cannot be best, and one that never has it (never recovered) counts as beaten."""
-    values = metric_ci(comparison, key)
-    complete = values[(values["n"] == comparison.replications) & values["mean"].notna()]
-    if len(complete) == 0 or len(values) < 2:
-        return set()
-    leader = complete["mean"].idxmin() if lower_is_better else complete["mean"].idxmax()
-    for other in comparison.names:
-        if other == leader or values.loc[other, "n"] == 0:
-            continue
-        if not comparison.clearly_better(key, leader, other, lower_is_better):
-            return set()
-    return {str(leader)}
+    """The scenarios best on a summary field, as the comparison table marks them
+    (`Comparison.best`: beyond noise, ties shared, overloaded runs never best)."""
+    return comparison.best(key, lower_is_better)
 
 
 def _si(value: float, unit: str = "") -> str:
