@@ -848,7 +848,8 @@ def _drifts(scenario: Scenario) -> bool:
 
 
 def _recovery_panel(ax: Axes, comparison: Comparison, colours: dict[str, str]) -> None:
-    """Recovery time in hours; a scenario that never recovers gets a hatched bar to the horizon,
+    """Recovery time in hours; a scenario that never recovers gets a hatched bar as long as the
+    window observed after the drift's onset (horizon - onset), labelled with it,
     one that recovered in only some replications its mean over those, labelled k/R."""
     names = comparison.names
     if not any(_drifts(s) for s in comparison.scenarios):
@@ -862,11 +863,13 @@ def _recovery_panel(ax: Axes, comparison: Comparison, colours: dict[str, str]) -
         scenario = _scenario(comparison, name)
         n = int(values.loc[name, "n"])
         if n == 0 and _drifts(scenario):
-            horizon_h = scenario.horizon / HOUR_S
-            ax.barh(i, horizon_h, height=0.62, facecolor="white", edgecolor=colours[name],
+            # recovery is timed from the drift's onset: only horizon - onset was observed
+            window_h = (scenario.horizon - min(e.at for e in scenario.lifecycle.drift if e.at < scenario.horizon)) / HOUR_S
+            ax.barh(i, window_h, height=0.62, facecolor="white", edgecolor=colours[name],
                     hatch="///", linewidth=1.0, zorder=2)
-            ax.annotate("not recovered", (horizon_h / 2, i), ha="center", va="center", fontsize=7.5,
-                        bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none"}, zorder=4)
+            ax.annotate(f"not recovered within {window_h:.3g} h", (window_h / 2, i), ha="center", va="center",
+                        fontsize=7.5, bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none"},
+                        zorder=4)
         elif n == 0:
             ax.annotate("no drift", (0, i), xytext=(4, 0), textcoords="offset points", va="center", fontsize=7.5)
         elif n < comparison.replications:
