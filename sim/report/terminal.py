@@ -332,6 +332,30 @@ def comparison_rows(comparison) -> list[dict]:  # noqa: ANN001 - sim.experiment.
     return rows
 
 
+HEADLINE_AXES: tuple[tuple[str, str, str], ...] = (
+    ("ttft_p99_s", "fastest p99 TTFT", "ms"), ("exposure_score", "least exposure", ""),
+    ("recovery_time_s", "fastest drift recovery", "h"), ("cost_usd_per_1m_requests", "cheapest per 1M requests", "USD"),
+)
+
+
+def headline(comparison) -> str:  # noqa: ANN001 - sim.experiment.Comparison
+    """One line naming the best scenario(s) on each of the four axes, as the table marks them
+    (`Comparison.best`: beyond noise, ties shared, never an overloaded run), with the value;
+    'no clear best' where none beats the rest; overloaded scenarios named at the end."""
+    parts = []
+    for metric, label, unit in HEADLINE_AXES:
+        best = [name for name in comparison.names if name in comparison.best(metric)]
+        if not best:
+            parts.append(f"{label}: no clear best")
+            continue
+        mean = comparison.metric(metric).loc[best[0], "mean"]
+        parts.append(f"{label}: {' = '.join(best)} ({format_value(mean, unit)}{' ' + unit if unit else ''})")
+    overloaded = [name for name in comparison.names if comparison.overloaded(name)]
+    if overloaded:
+        parts.append("overloaded: " + ", ".join(overloaded))
+    return "; ".join(parts)
+
+
 def print_comparison(console: Console, comparison) -> None:  # noqa: ANN001
     table = Table(title=f"{len(comparison.names)} scenarios x {comparison.replications} replications "
                         "(mean ± 95% CI half-width; * best (ties share it; never an overloaded run), ! misses the SLO)", show_lines=False)
