@@ -42,12 +42,12 @@ FACTORS = {"samples": "lifecycle.retraining.samples", "label_fraction": "lifecyc
 
 
 def measure(factor: str, values: Sequence[float], replications: int, horizon: str,
-            files: Sequence[Path] = FILES) -> pd.DataFrame:
+            files: Sequence[Path] = FILES, workers: int | None = None) -> pd.DataFrame:
     """One row per value x scenario: the mean of each metric (NaN where no replication has
     it), n (replications that recovered) and the hours observed after the drift's onset."""
     rows = []
     for value in values:
-        comparison = sim.compare(files, replications=replications,
+        comparison = sim.compare(files, replications=replications, workers=workers,
                                  overrides=[f"{FACTORS[factor]}={value:g}", f"horizon={horizon}"])
         for scenario in comparison.scenarios:
             row: dict[str, object] = {"factor": factor, "value": value, "scenario": scenario.name,
@@ -81,7 +81,7 @@ def sweep_both(samples: Sequence[float], fractions: Sequence[float], replication
 
 def _recovery(row: pd.Series) -> str:
     if pd.isna(row["recovery_time_s"]):
-        return f"not recovered within {row['window_h']:.0f} h"
+        return f"not recovered within {row['window_h']:.3g} h"
     return f"{row['recovery_time_s'] / 3600:.1f} h"
 
 
@@ -124,7 +124,7 @@ def draw_tradeoff(data: pd.DataFrame, out: Path) -> bool:
         axes[1].scatter(part["value"][~recovered], hours[~recovered], facecolors="white", edgecolors=colour,
                         marker=marker, s=60)
         for x, y in zip(part["value"][~recovered], hours[~recovered], strict=True):
-            axes[1].annotate(f"not recovered\nwithin {y:.0f} h", (x, y), xytext=(0, -22), textcoords="offset points",
+            axes[1].annotate(f"not recovered\nwithin {y:.3g} h", (x, y), xytext=(0, -22), textcoords="offset points",
                              ha="center", fontsize=7)
         if with_error:
             axes[2].plot(part["value"], part["recovered_error_rate"], marker=marker, color=colour, label=scenario)

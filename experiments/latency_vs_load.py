@@ -46,14 +46,15 @@ def overrides(rate: float, horizon: str) -> list[str]:
     return [f"workload.arrivals={{process: poisson, rate_per_s: {rate:g}}}", f"horizon={horizon}", "warmup=10min"]
 
 
-def measurer(files: Sequence[Path], replications: int, horizon: str) -> Measure:
-    """A function running each scenario at its own rate (in parallel) and returning per scenario:
-    whether every replication met every SLO target, and the mean p99 TTFT and E2E."""
+def measurer(files: Sequence[Path], replications: int, horizon: str, workers: int | None = None) -> Measure:
+    """A function running each scenario at its own rate (in `workers` processes, default one per
+    CPU) and returning per scenario: whether every replication met every SLO target, and the
+    mean p99 TTFT and E2E."""
     by_name = {sim.load_scenario(f).name: f for f in files}
 
     def measure(rates: Mapping[str, float]) -> dict[str, dict[str, float | bool]]:
         scenarios = [sim.load_scenario(by_name[name], overrides(rate, horizon)) for name, rate in rates.items()]
-        comparison = sim.compare(scenarios, replications=replications)
+        comparison = sim.compare(scenarios, replications=replications, workers=workers)
         out: dict[str, dict[str, float | bool]] = {}
         for name in rates:
             runs = comparison.runs[name]

@@ -34,13 +34,13 @@ METRICS = ("recovery_time_s", "degraded_requests", "cost_usd", "cloud_gpu_cost_u
 
 
 def measure(policies: tuple[str, ...], replications: int, horizon: str, every: str,
-            files: list[Path] = FILES) -> tuple[pd.DataFrame, dict[str, float]]:
+            files: list[Path] = FILES, workers: int | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
     """One row per policy x scenario x metric (mean, CI, n); and per scenario the hours
     observed after the first drift's onset (horizon - onset), for "not recovered within"."""
     rows = []
     window_h: dict[str, float] = {}
     for policy in policies:
-        comparison = sim.compare(files, replications=replications, overrides=[
+        comparison = sim.compare(files, replications=replications, workers=workers, overrides=[
             f"lifecycle.retraining.policy={policy}", f"lifecycle.retraining.every={every}", f"horizon={horizon}"])
         for scenario in comparison.scenarios:
             window_h[scenario.name] = (scenario.horizon - min(e.at for e in scenario.lifecycle.drift)) / 3600
@@ -67,7 +67,7 @@ def answer(data: pd.DataFrame, window_h: dict[str, float]) -> str:
             row = wide.loc[(scenario, policy)]
             recovery = row["recovery_time_s"]
             gpu_h = row["gpu_hours_by_purpose.retraining"] + row["gpu_hours_by_purpose.development"]
-            text = (f"not recovered within {window_h[scenario]:.0f} h" if pd.isna(recovery)
+            text = (f"not recovered within {window_h[scenario]:.3g} h" if pd.isna(recovery)
                     else f"recovers in {recovery / 3600:.2f} h")
             cells.append(f"{policy} {text}, {gpu_h:.1f} GPU-h, ${row['cost_usd']:,.0f}")
             if not pd.isna(recovery) and recovery < fastest[0]:
@@ -100,7 +100,7 @@ def draw(data: pd.DataFrame, window_h: dict[str, float], out: Path) -> None:
             for xi, value in zip(x, values, strict=True):
                 if pd.isna(value) and metric == "recovery_time_s":
                     ax.bar(xi, window_h[scenario], width=width, facecolor="white", edgecolor=colour, hatch="///")
-                    ax.annotate(f"not recovered\nwithin {window_h[scenario]:.0f} h", (xi, window_h[scenario]),
+                    ax.annotate(f"not recovered\nwithin {window_h[scenario]:.3g} h", (xi, window_h[scenario]),
                                 ha="center", va="bottom", fontsize=7)
                 elif not pd.isna(value):
                     ax.annotate(f"{value:,.3g}", (xi, value), ha="center", va="bottom", fontsize=7)

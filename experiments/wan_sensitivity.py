@@ -49,14 +49,15 @@ def overrides(rate: float, rtt_s: float, bandwidth: str, horizon: str) -> list[s
             f"links.wan.bandwidth={bandwidth}", f"horizon={horizon}", "warmup=10min"]
 
 
-def measurer(path: Path, rate: float, replications: int, horizon: str) -> Measure:
-    """Runs one scenario at a (bandwidth -> RTT) set of points, one process per point."""
+def measurer(path: Path, rate: float, replications: int, horizon: str, workers: int | None = None) -> Measure:
+    """Runs one scenario at a set of (bandwidth, RTT) points, in `workers` processes (default
+    one per CPU)."""
     base = sim.load_scenario(path)
 
     def measure(points: dict[str, tuple[str, float]]) -> dict[str, dict[str, object]]:
         scenarios = [sim.load_scenario(path, overrides(rate, rtt, bw, horizon) + [f"name={base.name}@{label}"])
                      for label, (bw, rtt) in points.items()]
-        comparison = sim.compare(scenarios, replications=replications)
+        comparison = sim.compare(scenarios, replications=replications, workers=workers)
         out = {}
         for label, (bw, rtt) in points.items():
             name = f"{base.name}@{label}"
