@@ -115,8 +115,9 @@ def draw_tradeoff(data: pd.DataFrame, out: Path) -> bool:
     for k, (scenario, part) in enumerate(samples.groupby("scenario", sort=False)):
         part = part.sort_values("value")
         colour, marker = f"C{k}", markers[k % len(markers)]
-        axes[0].plot(part["value"], part["exposed_records"].clip(lower=0.8), marker=marker, color=colour,
-                     label=scenario)
+        axes[0].plot(part["value"], part["exposed_records"], marker=marker, color=colour, label=scenario)
+        axes[0].plot(part["value"], part["exposed_records_by_purpose.retraining"].fillna(0), marker=marker,
+                     color=colour, linestyle="--", markerfacecolor="none")
         recovered = part["recovery_time_s"].notna()
         hours = (part["recovery_time_s"] / 3600).where(recovered, part["window_h"])
         axes[1].plot(part["value"], hours, color=colour, marker=None, label=scenario)
@@ -128,8 +129,9 @@ def draw_tradeoff(data: pd.DataFrame, out: Path) -> bool:
                              ha="center", fontsize=7)
         if with_error:
             axes[2].plot(part["value"], part["recovered_error_rate"], marker=marker, color=colour, label=scenario)
-    axes[0].set_yscale("log")
-    axes[0].set_ylabel("exposed records (log); solid: all purposes,\ndashed: the retraining sample")
+    axes[0].set_yscale("symlog", linthresh=10)  # zero (nothing leaves the premises) stays on the axis
+    axes[0].set_ylim(bottom=0)
+    axes[0].set_ylabel("exposed records (log above 10); solid: all\npurposes, dashed: the retraining sample")
     axes[1].set_ylabel("recovery time after onset (h)")
     axes[1].set_ylim(bottom=0)
     if with_error:
