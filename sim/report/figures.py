@@ -875,7 +875,9 @@ def _recovery_panel(ax: Axes, comparison: Comparison, colours: dict[str, str]) -
         elif n < comparison.replications:
             ax.annotate(f"{n}/{comparison.replications} recovered", (values.loc[name, "mean"], i),
                         xytext=(4, 0), textcoords="offset points", va="center", fontsize=7.5)
-    ax.set_xlim(0, _horizon_s(comparison) / HOUR_S * 1.08)
+    windows = [s.horizon - min(e.at for e in s.lifecycle.drift if e.at < s.horizon)
+               for s in comparison.scenarios if _drifts(s)]
+    ax.set_xlim(0, max(windows) / HOUR_S * 1.08)  # recovery is timed from the onset: no longer can be seen
     ax.set_xlabel("recovery time after drift onset (h)")
     ax.set_title("drift recovery")
 
