@@ -202,6 +202,41 @@ class Comparison:
             return mean < 0
         return high < 0
 
+    def overloaded(self, name: str) -> list[int]:
+        """The replications of a scenario that ran overloaded (`sim.metrics.latency.overloaded`)."""
+        from sim.metrics.latency import overloaded
+
+        return [run.replication for run in self.runs[name] if overloaded(run.summary)]
+
+    def best(self, name: str, lower_is_better: bool = True, min_relative: float = 0.005) -> set[str]:
+        """The scenarios best on a metric: the leader and any tied with it, if they beat every
+        other scenario beyond noise (`clearly_better`); else none.
+
+        Only a scenario with the value in every replication and no overloaded replication
+        (`overloaded`: its latency and cost per request come from the few requests it
+        finished) can be best. Scenarios tie when their mean differs from the leader's by no
+        more than `min_relative` of it (what `clearly_better` calls negligible): identical
+        serving in two placements gives two best marks, not none. A scenario that never has
+        the value (never recovered) or ran overloaded counts as beaten.
+        """
+        values = self.values(name)
+        present = {n: [v for v in values[n] if v is not None] for n in self.names}
+        candidates = {n: float(np.mean(v)) for n, v in present.items()
+                      if len(v) == self.replications and not self.overloaded(n)}
+        if len([n for n in self.names if present[n]]) < 2 or not candidates:
+            return set()
+        pick = min if lower_is_better else max
+        leader = pick(candidates, key=lambda n: candidates[n])
+        reference = abs(candidates[leader])
+        tied = {n for n, mean in candidates.items() if abs(mean - candidates[leader]) <= min_relative * reference}
+        beaten = {n for n in self.names if not present[n] or self.overloaded(n)}
+        for other in self.names:
+            if other in tied or other in beaten:
+                continue
+            if not all(self.clearly_better(name, n, other, lower_is_better, min_relative) for n in tied):
+                return set()
+        return tied
+
     def metric(self, name: str) -> pd.DataFrame:
         """One metric per scenario: mean, ci_low, ci_high, n (replications with a value)."""
         rows = {}

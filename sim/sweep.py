@@ -13,6 +13,16 @@ A sweep file names one or more base scenarios and the factors to vary, as overri
     replications: 2
     metrics: [ttft_p99_s, cost_usd_per_1m_requests, gpu_utilisation]
 
+**Conditions and decisions.** A factor is either a *condition* (the world the system meets:
+how much traffic, how far the cloud is, what fails) or a *decision* (what we choose: GPUs,
+pool sizes, placement, engine knobs). A Pareto front is drawn per condition, over decisions
+only: a lower arrival rate is cheaper per request but is not a choice. By default a factor
+whose path starts with `workload.`, `links.` or `faults.` (or is `lifecycle.drift` or
+`lifecycle.monitor.label_delay`) is a condition (`CONDITION_PREFIXES`), every other one a
+decision, and the base scenario is a decision too. A sweep file may list its conditions
+explicitly (`conditions: [lifecycle.monitor.label_fraction]`), replacing the default; each
+entry must be one of its factors.
+
 `grid` takes every combination, `zip` the i-th value of each factor together. `random` and
 `lhs` (Latin hypercube: each factor's range cut into `samples` equal strata, one sample in
 each) draw `samples` points, seeded by `seed`, from ranges `{low, high}` (with `log: true` for
@@ -78,6 +88,9 @@ META_COLUMNS: tuple[str, ...] = (
     "point", "config", "base", "base_file", "replication", "seed", "spec_hash", "status", "error",
     "wall_s", "cpu_s", "overrides", "factors",
 )
+CONDITION_PREFIXES: tuple[str, ...] = ("workload.", "links.", "faults.", "lifecycle.drift",
+                                       "lifecycle.monitor.label_delay")
+"""Factor paths that are workload conditions by default (module doc): not decision variables."""
 POINTS_DIR = "points"
 MANIFEST = "sweep.json"
 DESIGNS = ("grid", "zip", "random", "lhs")
@@ -115,6 +128,8 @@ class SweepFile(_Model):
     seed: int = Field(default=0, ge=0, lt=2**63)
     replications: int = Field(default=1, ge=1, le=MAX_REPLICATIONS)
     metrics: list[str] | None = Field(default=None, min_length=1)
+    conditions: list[str] | None = Field(default=None, description="factors that are workload conditions, not "
+                                                                    "decisions (default: by path)")
     out: str | None = Field(default=None, description="results folder, under the working folder")
 
     @field_validator("base", mode="before")
@@ -148,6 +163,7 @@ class SweepSpec:
     description: str = ""
     source: str = ""
     custom_metrics: bool = False
+    conditions: list[str] = field(default_factory=list)
 
     @property
     def out_dir(self) -> Path:
@@ -244,6 +260,7 @@ def load_sweep(path_or_spec: str | Path | Mapping[str, Any], out: str | Path | N
         issues += problems
         if factor is not None:
             factors.append(factor)
+    issues += _check_conditions(parsed.conditions, [f.path for f in factors])
     issues += _check_design(parsed, factors)
     issues += _check_factor_values(factors)
     if source != "<sweep>" and parsed.out is not None and not _inside_working_folder(parsed.out):
@@ -261,7 +278,26 @@ def load_sweep(path_or_spec: str | Path | Mapping[str, Any], out: str | Path | N
         metrics=list(parsed.metrics or DEFAULT_METRICS), overrides=list(parsed.set),
         out=Path(out) if out is not None else (Path(parsed.out) if parsed.out else None),
         description=parsed.description, source=source, custom_metrics=parsed.metrics is not None,
+        conditions=(list(parsed.conditions) if parsed.conditions is not None
+                    else default_conditions([f.path for f in factors])),
     )
+
+
+def default_conditions(paths: Sequence[str]) -> list[str]:
+    """The factor paths that are workload conditions by default (`CONDITION_PREFIXES`)."""
+    return [path for path in paths if path.startswith(CONDITION_PREFIXES)]
+
+
+def _check_conditions(conditions: Sequence[str] | None, paths: Sequence[str]) -> list[SpecIssue]:
+    """Each listed condition must be a factor: a name that varies nothing would be ignored."""
+    issues = []
+    for i, name in enumerate(conditions or ()):
+        if name not in paths:
+            issues.append(SpecIssue(f"conditions[{i}]", "not a factor of this sweep, so it cannot be a condition",
+                                    name, f"one of: {', '.join(paths) or '(no factors)'}"))
+    if conditions is not None and len(set(conditions)) != len(conditions):
+        issues.append(SpecIssue("conditions", "a factor is listed twice", list(conditions), "distinct factors"))
+    return issues
 
 
 def _inside_working_folder(out: str) -> bool:
@@ -575,7 +611,7 @@ def _write_manifest(spec: SweepSpec, tasks: Sequence[PointTask]) -> None:
     manifest = {
         "name": spec.name, "description": spec.description, "source": spec.source,
         "bases": [str(b) for b in spec.bases], "base_labels": spec.base_labels,
-        "factors": [f.path for f in spec.factors], "design": spec.design, "samples": spec.samples,
+        "factors": [f.path for f in spec.factors], "conditions": spec.conditions, "design": spec.design, "samples": spec.samples,
         "seed": spec.seed, "replications": spec.replications, "metrics": spec.metrics, "set": spec.overrides,
         "points": [t.point for t in tasks],
     }
@@ -610,6 +646,8 @@ def load_sweep_results(out_dir: str | Path, all_points: bool = False) -> pd.Data
         results = results.assign(_order=results["point"].map(order).fillna(len(order)))
         results = results.sort_values("_order", kind="stable").drop(columns="_order").reset_index(drop=True)
     results.attrs["factors"] = list(manifest.get("factors", [])) if manifest else _guess_factors(results)
+    results.attrs["conditions"] = (list(manifest["conditions"]) if "conditions" in manifest
+                                   else default_conditions(results.attrs["factors"]))
     results.attrs["metrics"] = list(manifest.get("metrics", DEFAULT_METRICS)) if manifest else list(DEFAULT_METRICS)
     results.attrs["name"] = manifest.get("name", out.name) if manifest else out.name
     results.attrs["design"] = manifest.get("design", "") if manifest else ""

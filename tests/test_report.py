@@ -230,3 +230,24 @@ def test_scenario_folders_stay_inside_the_report(names: list[str], expected: lis
     assert [folders[n] for n in names] == expected
     for folder in folders.values():
         assert (tmp_path / folder).resolve().parent == tmp_path.resolve()
+
+
+def test_not_recovered_bar_spans_the_window_after_the_drift(comparison: Comparison) -> None:
+    """S1 cannot fix the drift: its hatched bar is as long as the time observed after the onset
+    (2 h horizon - 30 min onset = 1.5 h, not the whole horizon), and says so."""
+    hatched, texts = [], []
+    for figure in all_figures(comparison).values():
+        for ax in figure.axes:
+            texts += [t.get_text() for t in ax.texts]
+            hatched += [p.get_width() for p in ax.patches if p.get_hatch() == "///"]
+    assert "not recovered within 1.5 h" in texts
+    assert hatched and all(width == pytest.approx(1.5) for width in hatched)
+
+
+def test_an_answer_is_shown_first(comparison: Comparison, tmp_path: Path) -> None:
+    """An experiment's one-line answer sits right under the title of both documents."""
+    index = write_report(comparison, tmp_path, answer="s3 recovers; s1 does not")
+    markdown = (tmp_path / "report.md").read_text(encoding="utf-8").splitlines()
+    assert markdown[2] == "**Answer:** s3 recovers; s1 does not"
+    html_text = index.read_text(encoding="utf-8")
+    assert html_text.index("s3 recovers; s1 does not") < html_text.index('class="lede"')

@@ -22,6 +22,14 @@ every per-request target (the SLO's percentile targets used as per-request thres
 largest target of a metric when it has several); availability's `availability_slo` is the
 same share.
 
+**Overloaded** (`overloaded`, the one definition compare, its report and the best-of marks
+use): the SLO attainment is below the SLO's own level (0.99 for a p99 target, the strictest
+level when there are several) *and* the requests not served (unfinished at the horizon or
+rejected) alone exceed the misses that level allows ((1 - level) x requests generated). A
+stable run leaves only the requests in flight at the horizon unfinished (well under 1%); a run
+whose queue grows without bound leaves a large share. Such a run measures latency on the few
+requests it finished, so none of its values may be called best.
+
 **Per traffic class** (`class_slo_targets`): a class is judged against its own SLO when it
 has one, else the scenario's, with the same rules (`slo_verdict` and `slo_attainment` take the
 targets).
@@ -30,7 +38,7 @@ targets).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -89,6 +97,24 @@ def order_statistic(values: np.ndarray, q: float) -> float:
 def targets_of(slo: SLO) -> dict[str, float]:
     """An SLO as {'ttft_p99': seconds, ...} (unset targets left out)."""
     return {name: float(target) for name, target in slo.model_dump().items() if target is not None}
+
+
+def attainment_level(target_names: Iterable[str]) -> float | None:
+    """The share of requests an SLO promises within target: 0.99 for `ttft_p99`, the largest
+    level of several targets (`e2e_p90` and `ttft_p99` promise 0.99); None without targets."""
+    levels = [int(name.rsplit("_p", 1)[1]) / 100 for name in target_names]
+    return max(levels) if levels else None
+
+
+def overloaded(summary: Mapping[str, Any]) -> bool:
+    """Whether a run's summary shows an overloaded run (module doc): attainment below the SLO's
+    level and more requests unserved than that level allows. False without an SLO verdict."""
+    level = attainment_level(summary.get("slo", {}))
+    attainment = summary.get("slo_attainment")
+    if level is None or attainment is None:
+        return False
+    unserved = summary.get("requests_unfinished", 0) + summary.get("requests_rejected", 0)
+    return attainment < level and unserved > (1.0 - level) * summary.get("requests_total", 0)
 
 
 def slo_targets(scenario: Scenario) -> dict[str, float]:

@@ -276,10 +276,14 @@ class _Content:
     folders: dict[str, str]
     tables_written: dict[str, list[str]]
     names: list[str]
+    answer: str = ""
 
 
-def write_report(comparison: Comparison, out_dir: str | Path, title: str | None = None) -> Path:
+def write_report(comparison: Comparison, out_dir: str | Path, title: str | None = None, answer: str = "") -> Path:
     """Write the report of a comparison into `out_dir` (created if needed); returns index.html.
+
+    `answer`, when given, is the one-line answer to the question the report was made for
+    (an experiment script's), shown first under the title.
 
     Only the files listed in the module doc are written (overwritten if present); nothing
     else in `out_dir` is touched and nothing is written outside it.
@@ -320,6 +324,7 @@ def write_report(comparison: Comparison, out_dir: str | Path, title: str | None 
         folders=folders,
         tables_written=tables_written,
         names=comparison.names,
+        answer=answer,
     )
     writer.write("report.md", _markdown(content))
     return writer.write("index.html", _html(content))
@@ -335,7 +340,11 @@ def _default_title(comparison: Comparison) -> str:
 INTRO = ("Each scenario runs the same workload, model and drift history with the same random numbers, "
          "and differs only in where training, hosting and inference run, so differences between columns "
          "come from placement. Values are means over replications ± the half-width of a 95% confidence "
-         "interval; ★ marks the best value of a row, ✗ SLO a target missed (in any replication; requests that did not complete count as misses).")
+         "interval; ★ marks the best value of a row (scenarios tied within 0.5% share it), ✗ SLO a target missed "
+         "(in any replication; requests that did not complete count as misses). A scenario that ran "
+         "overloaded (SLO attainment below the SLO's level with more requests left unfinished than that "
+         "level allows) is flagged in the table's first row with its unfinished requests and is never "
+         "marked best: its latency and cost come from the few requests it finished.")
 
 FILES_NOTE: tuple[tuple[str, str], ...] = (
     ("summary.csv", "every metric x scenario in long format: metric, scenario, mean, ci_low, ci_high, n "
@@ -362,7 +371,7 @@ def _md_cell(text: str) -> str:
 
 
 def _markdown(c: _Content) -> str:
-    out = [f"# {c.title}", "", INTRO, "", "## What was run", "", "| | |", "|---|---|"]
+    out = [f"# {c.title}", ""] + ([f"**Answer:** {c.answer}", ""] if c.answer else []) + [INTRO, "", "## What was run", "", "| | |", "|---|---|"]
     out += [f"| {_md_cell(k)} | {_md_cell(v)} |" for k, v in c.facts]
     out += ["", "## Scenarios", "", "| scenario | file | description |", "|---|---|---|"]
     out += [f"| {_md_cell(n)} | {_md_cell(f)} | {_md_cell(d)} |" for n, _, f, d in c.scenarios]
@@ -426,6 +435,7 @@ h1 { font-size: 1.55em; margin-bottom: 0.2em; }
 h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
 h3 { font-size: 1.02em; margin: 1.6em 0 0.4em; }
 p.lede { color: #444; }
+p.answer { font-size: 1.05em; background: #f4f8fc; border-left: 4px solid #2f6db5; padding: 0.5em 0.8em; }
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
 th, td { padding: 0.28em 0.7em; border-bottom: 1px solid #e6e6e6; vertical-align: top; }
 th { text-align: left; background: #f6f6f6; }
@@ -471,8 +481,10 @@ def _html(c: _Content) -> str:
     out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            f"<title>{_e(c.title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>",
-           f"<h1>{_e(c.title)}</h1>", f'<p class="lede">{_e(INTRO)}</p>',
-           "<h2>What was run</h2>", "<table>"]
+           f"<h1>{_e(c.title)}</h1>"]
+    if c.answer:
+        out.append(f'<p class="answer"><strong>Answer:</strong> {_e(c.answer)}</p>')
+    out += [f'<p class="lede">{_e(INTRO)}</p>', "<h2>What was run</h2>", "<table>"]
     out += [f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in c.facts]
     out += ["</table>", "<h2>Scenarios</h2>", "<table>",
             "<tr><th>scenario</th><th>file</th><th>description</th></tr>"]

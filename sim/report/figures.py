@@ -184,21 +184,9 @@ def _legend_columns(labels: Sequence[str]) -> int:
 
 
 def best_scenarios(comparison: Comparison, key: str, lower_is_better: bool = True) -> set[str]:
-    """The scenario with the best mean of a summary field, if it beats every other beyond noise
-    (`Comparison.clearly_better`: a paired test over replications, as the terminal table marks
-    best). A scenario without the value in every replication (e.g. not always recovered)
-    cannot be best, and one that never has it (never recovered) counts as beaten."""
-    values = metric_ci(comparison, key)
-    complete = values[(values["n"] == comparison.replications) & values["mean"].notna()]
-    if len(complete) == 0 or len(values) < 2:
-        return set()
-    leader = complete["mean"].idxmin() if lower_is_better else complete["mean"].idxmax()
-    for other in comparison.names:
-        if other == leader or values.loc[other, "n"] == 0:
-            continue
-        if not comparison.clearly_better(key, leader, other, lower_is_better):
-            return set()
-    return {str(leader)}
+    """The scenarios best on a summary field, as the comparison table marks them
+    (`Comparison.best`: beyond noise, ties shared, overloaded runs never best)."""
+    return comparison.best(key, lower_is_better)
 
 
 def _si(value: float, unit: str = "") -> str:
@@ -862,9 +850,10 @@ def _drifts(scenario: Scenario) -> bool:
 
 
 def _recovery_panel(ax: Axes, comparison: Comparison, colours: dict[str, str]) -> None:
-    """Recovery time in hours; a scenario that never recovers gets a hatched bar to the horizon,
-    one that recovered in only some replications its mean over those, labelled k/R. After a
-    recovered bar's value: the mean error rate the recovered model reached."""
+    """Recovery time in hours; a scenario that never recovers gets a hatched bar as long as the
+    window observed after the drift's onset (horizon - onset), labelled with it, one that
+    recovered in only some replications its mean over those, labelled k/R. After a recovered
+    bar's value: the mean error rate the recovered model reached."""
     names = comparison.names
     if not any(_drifts(s) for s in comparison.scenarios):
         _not_measured(ax, "drift recovery", "no drift within the horizon")
@@ -879,17 +868,21 @@ def _recovery_panel(ax: Axes, comparison: Comparison, colours: dict[str, str]) -
         scenario = _scenario(comparison, name)
         n = int(values.loc[name, "n"])
         if n == 0 and _drifts(scenario):
-            horizon_h = scenario.horizon / HOUR_S
-            ax.barh(i, horizon_h, height=0.62, facecolor="white", edgecolor=colours[name],
+            # recovery is timed from the drift's onset: only horizon - onset was observed
+            window_h = (scenario.horizon - min(e.at for e in scenario.lifecycle.drift if e.at < scenario.horizon)) / HOUR_S
+            ax.barh(i, window_h, height=0.62, facecolor="white", edgecolor=colours[name],
                     hatch="///", linewidth=1.0, zorder=2)
-            ax.annotate("not recovered", (horizon_h / 2, i), ha="center", va="center", fontsize=7.5,
-                        bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none"}, zorder=4)
+            ax.annotate(f"not recovered within {window_h:.3g} h", (window_h / 2, i), ha="center", va="center",
+                        fontsize=7.5, bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none"},
+                        zorder=4)
         elif n == 0:
             ax.annotate("no drift", (0, i), xytext=(4, 0), textcoords="offset points", va="center", fontsize=7.5)
         elif n < comparison.replications:
             ax.annotate(f"{n}/{comparison.replications} recovered", (values.loc[name, "mean"], i),
                         xytext=(4, 0), textcoords="offset points", va="center", fontsize=7.5)
-    ax.set_xlim(0, _horizon_s(comparison) / HOUR_S * 1.08)
+    windows = [s.horizon - min(e.at for e in s.lifecycle.drift if e.at < s.horizon)
+               for s in comparison.scenarios if _drifts(s)]
+    ax.set_xlim(0, max(windows) / HOUR_S * 1.08)  # recovery is timed from the onset: no longer can be seen
     ax.set_xlabel("recovery time after drift onset (h)")
     ax.set_title("drift recovery")
 

@@ -12,7 +12,9 @@ replication. Two kinds of figure answer what a planner asks of them:
 - `pareto`: every configuration's mean cost against its p99 latency, and against its
   exposure score; the Pareto front (no other configuration is cheaper *and* faster, or
   cheaper *and* less exposed) is drawn as a line, and the configurations that no other beats
-  on all three at once are ringed.
+  on all three at once are ringed. Fronts are per workload condition (`sim.sweep` module
+  doc: traffic, WAN, faults are conditions, not decisions), one panel per condition: a
+  configuration is only compared with others that met the same conditions.
 
 `write_sweep_report(results, out_dir)` writes `figures/*.png`, `report.md`, a self-contained
 `index.html` (figures embedded, no scripts or links), `results.csv` (every row) and
@@ -254,48 +256,102 @@ def pareto_metrics(summary: pd.DataFrame) -> tuple[str | None, str | None, str |
     return _first_present(summary, COST_METRICS), _first_present(summary, LATENCY_METRICS), exposure
 
 
+def conditions_of(summary: pd.DataFrame) -> list[str]:
+    """The factors that are workload conditions (`sim.sweep` module doc), present in `summary`."""
+    return [f for f in summary.attrs.get("conditions", []) if f in summary]
+
+
+def condition_groups(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The configurations per workload condition (one value of each condition factor), each
+    with a short title ('rate_per_s=4, rtt=20ms'); one untitled group without conditions."""
+    conditions = conditions_of(summary)
+    if not conditions:
+        return [("", summary)]
+    keys = list(zip(*(summary[c].map(_key) for c in conditions), strict=True))
+    rows: dict[tuple[Any, ...], list[int]] = {}
+    for position, values in enumerate(keys):
+        rows.setdefault(values, []).append(position)
+    return [(", ".join(f"{_short(c)}={v}" for c, v in zip(conditions, values, strict=True)), summary.iloc[positions])
+            for values, positions in rows.items()]
+
+
+def pareto_within_conditions(summary: pd.DataFrame, objectives: Sequence[str]) -> np.ndarray:
+    """Per row: on the Pareto front of its own workload condition over `objectives`; a
+    configuration is only compared with others that met the same traffic, WAN and faults."""
+    mask = np.zeros(len(summary), dtype=bool)
+    for _, group in condition_groups(summary):
+        mask[summary.index.get_indexer(group.index)] = pareto_mask(group[list(objectives)].to_numpy(dtype=float))
+    return mask
+
+
 def pareto_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """The configurations no other beats on cost, p99 latency and exposure at once, cheapest first."""
+    """Per workload condition, the configurations no other beats on cost, p99 latency and
+    exposure at once, cheapest first."""
     cost, latency, exposure = pareto_metrics(summary)
     objectives = [m for m in (cost, latency, exposure) if m]
     if len(objectives) < 2 or not len(summary):
         return summary.iloc[0:0]
-    mask = pareto_mask(summary[objectives].to_numpy(dtype=float))
-    factors = [f for f in summary.attrs.get("factors", []) if f in summary]
-    return summary.loc[mask, ["base", *factors, *objectives]].sort_values(objectives[0]).reset_index(drop=True)
+    mask = pareto_within_conditions(summary, objectives)
+    conditions = conditions_of(summary)
+    decisions = [f for f in summary.attrs.get("factors", []) if f in summary and f not in conditions]
+    front = summary.loc[mask, [*conditions, "base", *decisions, *objectives]]
+    return front.sort_values([*conditions, objectives[0]], kind="stable").reset_index(drop=True)
+
+
+MAX_CONDITION_PANELS = 16
 
 
 def pareto(summary: pd.DataFrame) -> Figure | None:
-    """Cost against p99 latency and against exposure, one dot per configuration, fronts drawn."""
+    """Cost against p99 latency (and exposure), one dot per configuration, fronts drawn: one
+    panel per workload condition when the sweep varies any (at most `MAX_CONDITION_PANELS`),
+    else a latency panel and an exposure panel."""
     cost, latency, exposure = pareto_metrics(summary)
     if cost is None or latency is None:
         return None
-    panels = [(latency, "p99 latency")] + ([(exposure, "exposure")] if exposure else [])
-    all_three = pareto_mask(summary[[m for m in (cost, latency, exposure) if m]].to_numpy(dtype=float))
+    groups = condition_groups(summary)
+    objectives = [m for m in (cost, latency, exposure) if m]
+    if len(groups) == 1:
+        panels = [(latency, summary, "")] + ([(exposure, summary, "")] if exposure else [])
+    else:
+        panels = [(latency, group, title) for title, group in groups[:MAX_CONDITION_PANELS]]
     colours = _colours(summary)
+    cols = min(len(panels), 4)
+    rows = math.ceil(len(panels) / cols)
     with mpl.rc_context(STYLE):  # type: ignore[arg-type]
-        fig, axes = _figure(1, len(panels), 3.4)
-        for ax, (metric, _) in zip(axes.flat, panels, strict=True):
-            for base, group in summary.groupby("base", sort=False):
-                ax.scatter(group[metric], group[cost], s=18, color=colours[base], alpha=0.85, zorder=2, label=base)
-            ringed = summary[all_three]
-            ax.scatter(ringed[metric], ringed[cost], s=60, facecolors="none", edgecolors="#222222", linewidths=1.0,
-                       zorder=3)
-            front = summary[pareto_mask(summary[[metric, cost]].to_numpy(dtype=float))].sort_values(metric)
-            if len(front) > 1:
-                ax.step(front[metric], front[cost], where="post", **FRONT_STYLE)
-            ax.set_xlabel(label(metric))
-            ax.set_ylabel(label(cost))
-            if summary[cost].min() > 0 and summary[cost].max() / summary[cost].min() > 30:
-                ax.set_yscale("log")
+        fig, axes = _figure(rows, cols, 3.4 if rows == 1 else 2.3 * rows + 0.6)
+        for ax, (metric, group, title) in zip(axes.flat, panels, strict=False):
+            _pareto_panel(ax, group, metric, cost, objectives, colours)
+            if title:
+                ax.set_title(title, fontsize=8)
+        for ax in axes.flat[len(panels):]:
+            ax.set_visible(False)
         handles = [Line2D([], [], color=c, marker="o", linestyle="", label=b) for b, c in colours.items()]
         handles += [Line2D([], [], **FRONT_STYLE, label="Pareto front (pair)"),
                     Line2D([], [], marker="o", markersize=8, markerfacecolor="none", markeredgecolor="#222222",
                            linestyle="", label="not beaten on all three")]
-        fig.suptitle("cost against p99 latency and exposure, one dot per configuration (lower left is better)",
-                     fontsize=9.5)
+        shown = "" if len(groups) <= MAX_CONDITION_PANELS else f" (first {MAX_CONDITION_PANELS} of {len(groups)})"
+        what = ("cost against p99 latency per workload condition" + shown if len(groups) > 1
+                else "cost against p99 latency and exposure")
+        fig.suptitle(f"{what}, one dot per configuration (lower left is better)", fontsize=9.5)
         fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), frameon=False)
     return fig
+
+
+def _pareto_panel(ax: Axes, group: pd.DataFrame, metric: str, cost: str, objectives: Sequence[str],
+                  colours: dict[str, str]) -> None:
+    """One condition's configurations: dots by base, the pair's front, the three-way front ringed."""
+    for base, part in group.groupby("base", sort=False):
+        ax.scatter(part[metric], part[cost], s=18, color=colours[base], alpha=0.85, zorder=2)
+    ringed = group[pareto_mask(group[list(objectives)].to_numpy(dtype=float))]
+    ax.scatter(ringed[metric], ringed[cost], s=60, facecolors="none", edgecolors="#222222", linewidths=1.0,
+               zorder=3)
+    front = group[pareto_mask(group[[metric, cost]].to_numpy(dtype=float))].sort_values(metric)
+    if len(front) > 1:
+        ax.step(front[metric], front[cost], where="post", **FRONT_STYLE)
+    ax.set_xlabel(label(metric))
+    ax.set_ylabel(label(cost))
+    if group[cost].min() > 0 and group[cost].max() / group[cost].min() > 30:
+        ax.set_yscale("log")
 
 
 def sweep_figures(results: pd.DataFrame, summary: pd.DataFrame | None = None) -> dict[str, Figure]:
@@ -356,6 +412,7 @@ def _facts(results: pd.DataFrame, summary: pd.DataFrame) -> list[tuple[str, str]
         ("sweep", str(results.attrs.get("name", ""))),
         ("base scenarios", ", ".join(dict.fromkeys(results["base"])) or "–"),
         ("factors", ", ".join(f"{f} ({results[f].map(_key).nunique()} values)" for f in factors) or "none"),
+        ("workload conditions (Pareto fronts per value)", ", ".join(conditions_of(summary)) or "none"),
         ("configurations", str(len(summary))),
         ("rows (configuration x replication)", f"{len(results)} ({failed} failed)"),
         ("simulated wall time", f"{results['wall_s'].sum():,.1f} s"),
@@ -393,7 +450,8 @@ def figure_title(name: str, results: pd.DataFrame) -> str:
 CAPTIONS = {
     "pareto": "Each dot is one configuration (mean over replications). The dashed line is the front of the "
               "pair shown; ringed dots are the configurations that no other beats on cost, p99 latency and "
-              "exposure at once.",
+              "exposure at once. Fronts are per workload condition (a panel each): a configuration is only "
+              "compared with others that met the same traffic, WAN and faults.",
 }
 
 

@@ -147,12 +147,14 @@ def print_privacy_cost_energy(console: Console, result: Result) -> None:
 # ------------------------------------------------------------------------------------------
 
 # (metric, label, unit, better): better is "low", "high" or "" (no best marked)
+LATENCY_GROUP = "Latency (steady state, at the client)"
 COMPARISON_ROWS: list[tuple[str, list[tuple[str, str, str, str]]]] = [
-    ("Latency (steady state, at the client)", [
+    (LATENCY_GROUP, [
         ("ttft_p50_s", "TTFT p50", "ms", "low"), ("ttft_p99_s", "TTFT p99", "ms", "low"),
         ("tpot_p50_s", "TPOT p50", "ms", "low"), ("tpot_p99_s", "TPOT p99", "ms", "low"),
         ("e2e_p50_s", "E2E p50", "s", "low"), ("e2e_p99_s", "E2E p99", "s", "low"),
         ("slo_attainment", "SLO attainment", "%", "high"),
+        ("requests_unfinished", "unfinished at the horizon", "", ""),
     ]),
     ("Availability (faults)", [
         ("availability", "served", "%", "high"), ("availability_slo", "served within SLO", "%", "high"),
@@ -298,9 +300,27 @@ def format_half_width(half: float, mean: float, unit: str) -> str:
     return f" ± {format_value(half, unit, digits=2)}"
 
 
+def overload_row(comparison) -> dict | None:  # noqa: ANN001 - sim.experiment.Comparison
+    """The table's first row when any scenario ran overloaded (`sim.metrics.latency.overloaded`):
+    per scenario 'OVERLOADED' with its mean unfinished requests (and in how many replications),
+    else 'no'; None when no scenario did."""
+    overloaded = {name: comparison.overloaded(name) for name in comparison.names}
+    if not any(overloaded.values()):
+        return None
+    unfinished = comparison.metric("requests_unfinished")["mean"]
+    cells = {}
+    for name, reps in overloaded.items():
+        share = "" if len(reps) == comparison.replications else f" in {len(reps)}/{comparison.replications} runs"
+        cells[name] = (f"OVERLOADED: {format_value(unfinished[name], '')} unfinished{share}" if reps else "no")
+    return {"group": LATENCY_GROUP, "metric": "overloaded", "label": "overloaded (never best)", "unit": "",
+            "cells": cells, "best": set(), "slo_missed": {name for name, reps in overloaded.items() if reps}}
+
+
 def comparison_rows(comparison) -> list[dict]:  # noqa: ANN001 - sim.experiment.Comparison
-    """The rows of the comparison table as data: group, label, unit, cells, best, SLO misses."""
-    rows = []
+    """The rows of the comparison table as data: group, label, unit, cells, best, SLO misses.
+    An overloaded scenario gets the first row (`overload_row`) and is never best."""
+    flag = overload_row(comparison)
+    rows = [flag] if flag else []
     names = comparison.names
     for group, metrics in comparison_groups(comparison):
         for metric, label, unit, better in metrics:
@@ -310,7 +330,7 @@ def comparison_rows(comparison) -> list[dict]:  # noqa: ANN001 - sim.experiment.
             if metric in RECOVERY_METRICS and not any(
                     run.summary.get("drift_events") for runs in comparison.runs.values() for run in runs):
                 continue
-            cells, means = {}, {}
+            cells = {}
             for name in names:
                 row = frame.loc[name]
                 mean = row["mean"]
@@ -318,20 +338,9 @@ def comparison_rows(comparison) -> list[dict]:  # noqa: ANN001 - sim.experiment.
                     recovered = int(row["n"])
                     cells[name] = "not recovered" if recovered == 0 else (
                         f"{format_value(mean, unit)} ({recovered}/{comparison.replications} recovered)")
-                    means[name] = math.inf if recovered == 0 else mean
                     continue
-                text = format_value(mean, unit) + format_interval(mean, row["ci_low"], row["ci_high"], unit)
-                cells[name] = text
-                means[name] = mean
-            best: set[str] = set()
-            finite = {k: v for k, v in means.items() if v is not None and not math.isnan(v)}
-            if better and len(finite) > 1:
-                low = better == "low"
-                leader = min(finite, key=lambda n: finite[n]) if low else max(finite, key=lambda n: finite[n])
-                others = [n for n in names if n != leader]
-                if all(means.get(n) in (math.inf, None) or comparison.clearly_better(metric, leader, n, low)
-                       for n in others):
-                    best = {leader}
+                cells[name] = format_value(mean, unit) + format_interval(mean, row["ci_low"], row["ci_high"], unit)
+            best = comparison.best(metric, better == "low") if better else set()
             missed = set()  # the SLO verdict (unfinished requests count as misses), in any replication
             verdicts = comparison.values(f"slo.{metric.removesuffix('_s')}.met") if metric.endswith("_s") else {}
             for name in names:
@@ -342,9 +351,33 @@ def comparison_rows(comparison) -> list[dict]:  # noqa: ANN001 - sim.experiment.
     return rows
 
 
+HEADLINE_AXES: tuple[tuple[str, str, str], ...] = (
+    ("ttft_p99_s", "fastest p99 TTFT", "ms"), ("exposure_score", "least exposure", ""),
+    ("recovery_time_s", "fastest drift recovery", "h"), ("cost_usd_per_1m_requests", "cheapest per 1M requests", "USD"),
+)
+
+
+def headline(comparison) -> str:  # noqa: ANN001 - sim.experiment.Comparison
+    """One line naming the best scenario(s) on each of the four axes, as the table marks them
+    (`Comparison.best`: beyond noise, ties shared, never an overloaded run), with the value;
+    'no clear best' where none beats the rest; overloaded scenarios named at the end."""
+    parts = []
+    for metric, label, unit in HEADLINE_AXES:
+        best = [name for name in comparison.names if name in comparison.best(metric)]
+        if not best:
+            parts.append(f"{label}: no clear best")
+            continue
+        mean = comparison.metric(metric).loc[best[0], "mean"]
+        parts.append(f"{label}: {' = '.join(best)} ({format_value(mean, unit)}{' ' + unit if unit else ''})")
+    overloaded = [name for name in comparison.names if comparison.overloaded(name)]
+    if overloaded:
+        parts.append("overloaded: " + ", ".join(overloaded))
+    return "; ".join(parts)
+
+
 def print_comparison(console: Console, comparison) -> None:  # noqa: ANN001
     table = Table(title=f"{len(comparison.names)} scenarios x {comparison.replications} replications "
-                        "(mean ± 95% CI half-width; * best, ! misses the SLO)", show_lines=False)
+                        "(mean ± 95% CI half-width; * best (ties share it; never an overloaded run), ! misses the SLO)", show_lines=False)
     table.add_column("metric")
     for name in comparison.names:
         table.add_column(name, justify="right")
