@@ -93,7 +93,7 @@ def validate(
 
 def describe(scenario) -> Text:  # noqa: ANN001 - Scenario, imported lazily for a fast CLI
     """A few lines a person can check against the file: who runs what where, on what."""
-    from sim.kernels.replica import replica_setup
+    from sim.catalog.sizing import engine_replica_memory
 
     catalog = scenario.resolved_catalog
     model = catalog.models[scenario.model.id]
@@ -127,12 +127,12 @@ def describe(scenario) -> Text:  # noqa: ANN001 - Scenario, imported lazily for 
             lines.append(f"  serving pool {name}: {describe_api(scenario, site_name, pool)}")
             continue
         if model.kind == "transformer":
-            memory = replica_setup(
+            memory = engine_replica_memory(
                 catalog, m.id, pool.gpu, m.precision, pool.tp(m), pool.engine_of(m),
                 gpu_memory_utilization=m.serving.gpu_memory_utilization, max_model_len=m.serving.max_model_len,
                 max_num_batched_tokens=m.serving.max_num_batched_tokens, kv_precision=m.serving.kv_cache_precision,
                 block_size=m.serving.block_size,
-            ).memory
+            )
             what = (f"model {m.id} at {m.precision}, TP={pool.tp(m)}, engine {pool.engine_of(m)}: "
                     f"{format_bytes(memory.weights_per_gpu_bytes)} weights per GPU, KV cache "
                     f"{memory.kv_tokens:,} tokens per replica")
@@ -915,7 +915,8 @@ def catalog_engines(
     catalog_file: Annotated[Path | None, typer.Option("--catalog", help="Add a user catalog file.")] = None,
 ) -> None:
     """Serving-engine profiles: the factors of the step-time model, what they were fitted to, and how well."""
-    from sim.kernels.roofline import PROFILE_FIELDS
+    # the factors of sim.kernels.roofline's profile, read from the catalog's model: no numba
+    from sim.catalog import EngineFactors
 
     catalog = _catalog(catalog_file)
     engines = sorted(catalog.engines)
@@ -923,7 +924,7 @@ def catalog_engines(
     table.add_column("factor")
     for name in engines:
         table.add_column(name, justify="right")
-    for factor in PROFILE_FIELDS:
+    for factor in EngineFactors.model_fields:
         table.add_row(factor, *(_factor(factor, catalog.engines[e].defaults.values().get(factor)) for e in engines))
     table.add_row("async scheduling", *("yes" if catalog.engines[e].async_scheduling else "no" for e in engines))
     out.print(table)

@@ -30,6 +30,9 @@ request goes to is decided earlier, when its client sends it, by the scenario's 
 The kernel receives the chosen `choose` as a first-class function (numba's `FunctionType` of
 that one signature): the kernel is compiled once, and cached, for every router, and a router
 registered later (a test's toy) runs in it without touching the kernel or recompiling it.
+A router's rule is registered as plain Python and compiled by numba (cached on disk) the first
+time a kernel asks for its `choose`, and the signature is built on first use too: the spec
+reads this registry for its names, and `deploysim validate` must not pay for importing numba.
 Adding a router is registering one here. A router that needs to know more (a replica's KV
 use) changes the signature: the kernel's one call site (`sim.kernels.batching._route`) and
 every router.
@@ -48,12 +51,12 @@ every router.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numba import njit, types
 
 from sim.spec.families import Family
 
@@ -63,27 +66,56 @@ SHARED_QUEUE = -1
 ROUTER_MEMORY_SLOTS = 4
 """Integers of state each router may keep across a run (round robin keeps its pointer)."""
 
-ROUTER_SIGNATURE = types.int64(types.int64[::1], types.int64, types.int64[:], types.float64, types.int64[::1],
-                                types.int64, types.int64[:])
-ROUTER_TYPE = types.FunctionType(ROUTER_SIGNATURE)
-"""The numba type of every router's `choose`, as the kernel declares its argument."""
-
 Reference = Callable[[Sequence[int], Sequence[int], float, Any, int, Sequence[int]], int]
+
+
+def __getattr__(name: str) -> Any:
+    """`ROUTER_SIGNATURE` (every router's numba signature) and `ROUTER_TYPE` (the numba type of
+    every router's `choose`, as the kernel declares its argument), built when first asked for."""
+    if name == "ROUTER_SIGNATURE":
+        return _numba_types()[0]
+    if name == "ROUTER_TYPE":
+        return _numba_types()[1]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
+def _numba_types() -> tuple[Any, Any]:
+    from numba import types
+
+    signature = types.int64(types.int64[::1], types.int64, types.int64[:], types.float64, types.int64[::1],
+                            types.int64, types.int64[:])
+    return signature, types.FunctionType(signature)
+
+
+@functools.cache
+def _compiled(rule: Callable[..., int]) -> Any:
+    """`rule` compiled by numba (cached on disk), once per process; a numba function as it is."""
+    if hasattr(rule, "py_func"):  # already a numba function (registered with @njit)
+        return rule
+    from numba import njit
+
+    return njit(cache=True)(rule)
 
 
 @dataclass(frozen=True)
 class Router:
-    """One member of the family: its name, its numba `choose` and its Python `reference`."""
+    """One member of the family: its name, its rule (compiled by numba into `choose`) and its
+    Python `reference`."""
 
     name: str
-    choose: Any  # a numba function with ROUTER_SIGNATURE
+    rule: Callable[..., int]  # plain Python numba can compile, or a numba function; ROUTER_SIGNATURE
     reference: Reference
+
+    @property
+    def choose(self) -> Any:
+        """The rule as a numba function, compiled (or loaded from numba's cache) on first use."""
+        return _compiled(self.rule)
 
 
 ROUTERS: Family[Router] = Family("router")
 
 
-@njit(cache=True)
 def _shared_queue(active, n_active, outstanding, u, memory, group, cached):  # noqa: ANN001, ANN202
     return SHARED_QUEUE
 
@@ -93,7 +125,6 @@ def _shared_queue_reference(active: Sequence[int], outstanding: Sequence[int], u
     return SHARED_QUEUE
 
 
-@njit(cache=True)
 def _round_robin(active, n_active, outstanding, u, memory, group, cached):  # noqa: ANN001, ANN202
     pick = active[0]
     for k in range(n_active):
@@ -111,7 +142,6 @@ def _round_robin_reference(active: Sequence[int], outstanding: Sequence[int], u:
     return pick
 
 
-@njit(cache=True)
 def _least_outstanding(active, n_active, outstanding, u, memory, group, cached):  # noqa: ANN001, ANN202
     best = active[0]
     for k in range(1, n_active):
@@ -125,7 +155,6 @@ def _least_outstanding_reference(active: Sequence[int], outstanding: Sequence[in
     return min(active, key=lambda r: (outstanding[r], r))
 
 
-@njit(cache=True)
 def _random(active, n_active, outstanding, u, memory, group, cached):  # noqa: ANN001, ANN202
     pick = int(u * n_active)
     if pick >= n_active:
@@ -138,7 +167,6 @@ def _random_reference(active: Sequence[int], outstanding: Sequence[int], u: floa
     return active[min(int(u * len(active)), len(active) - 1)]
 
 
-@njit(cache=True)
 def _prefix_affinity(active, n_active, outstanding, u, memory, group, cached):  # noqa: ANN001, ANN202
     best = -1
     if group >= 0:
@@ -148,7 +176,11 @@ def _prefix_affinity(active, n_active, outstanding, u, memory, group, cached):  
                 best = r
     if best >= 0:
         return best
-    return _least_outstanding(active, n_active, outstanding, u, memory, group, cached)
+    best = active[0]  # least_outstanding's rule (a rule calls no other: each is compiled alone)
+    for k in range(1, n_active):
+        if outstanding[active[k]] < outstanding[best]:
+            best = active[k]
+    return best
 
 
 def _prefix_affinity_reference(active: Sequence[int], outstanding: Sequence[int], u: float, memory: Any,

@@ -238,3 +238,12 @@ def test_negative_memory_override_rejected():
     """An override giving a GPU negative memory fails validation."""
     with pytest.raises(ValidationError):
         load_catalog({"gpus": {"l4": {"memory": "-24GB"}}})
+
+
+def test_engine_factors_in_the_catalog_are_the_roofline_profile_fields():
+    """A catalog engine's factors (what `deploysim catalog engines` lists, without numba) are the
+    roofline's `EngineProfile` fields, in its order: a factor added to one is added to both."""
+    from sim.catalog import EngineFactors
+    from sim.kernels.roofline import PROFILE_FIELDS
+
+    assert tuple(EngineFactors.model_fields) == PROFILE_FIELDS

@@ -150,13 +150,39 @@ def test_console_script_exit_codes(broken_file: Path) -> None:
     assert "Traceback" not in bad.stdout
 
 
-def test_the_command_line_starts_without_the_heavy_libraries() -> None:
-    """`deploysim --help` (importing sim.cli) loads neither numba, pandas, SciPy nor SimPy:
-    they are imported by the commands that use them."""
+# Each command runs in one fresh interpreter, in turn; after each, the heavy libraries it loaded.
+_IMPORTS_OF_COMMANDS = """
+import json, sys
+import sim.cli
+heavy = ("numba", "pandas", "matplotlib", "pyarrow", "scipy", "simpy")
+loaded = {"import sim.cli": [m for m in heavy if m in sys.modules]}
+for args in json.loads(sys.argv[1]):
+    sys.argv = ["deploysim", *args]
+    try:
+        sim.cli.main()
+    except SystemExit as exc:
+        assert not exc.code, (args, exc.code)
+    loaded[" ".join(args)] = [m for m in heavy if m in sys.modules]
+print(json.dumps(loaded))
+"""
+
+
+def test_help_validate_and_catalog_start_without_the_heavy_libraries() -> None:
+    """`deploysim --help`, `validate` (every shipped scenario) and `catalog` (every table) load
+    neither numba, pandas nor matplotlib (nor pyarrow; --help and catalog not SciPy and SimPy
+    either): the commands that simulate or plot import them. (validate reads River's detector
+    signatures to check a monitor's parameters, and River brings SciPy.)"""
+    import json
     import subprocess
     import sys
 
-    code = ("import sys, sim.cli; heavy = [m for m in ('numba', 'pandas', 'scipy', 'simpy') if m in sys.modules]; "
-            "print(','.join(heavy))")
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert loaded == ""
+    commands = [["--help"], ["catalog", "gpus"], ["catalog", "models"], ["catalog", "engines"],
+                ["catalog", "prices"], ["validate", *map(str, SHIPPED)]]
+    done = subprocess.run([sys.executable, "-c", _IMPORTS_OF_COMMANDS, json.dumps(commands)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    loaded = json.loads(done.stdout.splitlines()[-1])
+    assert list(loaded) == ["import sim.cli", *(" ".join(c) for c in commands)]
+    for command, modules in loaded.items():
+        allowed = {"scipy", "simpy"} if command.startswith("validate") else set()
+        assert set(modules) <= allowed, f"{command} imported {modules}"

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sim.catalog import GPU, Model
+from sim.catalog import GPU, Catalog, Model
 
 # What vLLM 0.15.1 kept out of the KV cache per GPU at a 2,048-token budget on H100 (1.3 GiB,
 # derived from its reported capacities: shared/facts/ENGINES.md §2.1); callers with an engine
@@ -63,6 +63,28 @@ def replica_memory(
     tokens = int(kv_bytes // per_token) // block_size * block_size if kv_bytes > 0 else 0
     needed = min(max_model_len, model.max_context or max_model_len)
     return ReplicaMemory(weights, usable, kv_bytes, per_token, tokens, needed)
+
+
+def engine_replica_memory(
+    catalog: Catalog,
+    model: str,
+    gpu: str,
+    precision: str,
+    tp: int,
+    engine: str,
+    *,
+    gpu_memory_utilization: float = 0.9,
+    max_model_len: int = 8192,
+    max_num_batched_tokens: int = 8192,
+    kv_precision: str = "bf16",
+    block_size: int = 16,
+) -> ReplicaMemory:
+    """`replica_memory` of `model` on `tp` x `gpu` (catalog ids) with `engine`'s reserve for this
+    token budget: the memory `sim.kernels.replica.replica_setup` builds a replica on, here
+    without the kernel (and numba) that `deploysim validate` does not need."""
+    return replica_memory(catalog.models[model], catalog.gpus[gpu], precision, tp, gpu_memory_utilization,
+                          max_model_len, kv_precision, catalog.engines[engine].reserve_bytes(max_num_batched_tokens),
+                          block_size)
 
 
 def smallest_fitting_tp(model: Model, gpu: GPU, precision: str, max_tp: int = 64, **kwargs: object) -> int | None:

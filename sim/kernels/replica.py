@@ -9,7 +9,7 @@ calibration build the very same replica:
 
     profile   = engine defaults, then the engine's entry for the GPU, then user overrides
     params    = sim.kernels.roofline.pack_params(model, gpu, precision, tp, profile)
-    memory    = sim.catalog.sizing.replica_memory(..., reserve = engine reserve at the budget)
+    memory    = sim.catalog.sizing.engine_replica_memory(...)  (reserve = engine reserve at the budget)
 
 `kernel_options()` are the `PoolKernel` keyword arguments that follow from it, and
 `build_pool(serving, options, ...)` is the one place a pool's kernel is assembled from the
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from sim.catalog import GPU, Catalog, Engine, Model
-from sim.catalog.sizing import ReplicaMemory, replica_memory
+from sim.catalog.sizing import ReplicaMemory, engine_replica_memory
 from sim.kernels.batching import PoolConfig, PoolKernel
 from sim.kernels.roofline import EngineProfile, engine_profile, pack_params
 from sim.spec.scenario import Serving
@@ -80,8 +80,10 @@ def replica_setup(
     """The replica of `model` on `tp` x `gpu` under `engine` (ids of the catalog)."""
     card, device, profile_of = catalog.models[model], catalog.gpus[gpu], catalog.engines[engine]
     profile = engine_profile(profile_of, gpu, overrides)
-    memory = replica_memory(card, device, precision, tp, gpu_memory_utilization, max_model_len, kv_precision,
-                            profile_of.reserve_bytes(max_num_batched_tokens), block_size)
+    memory = engine_replica_memory(catalog, model, gpu, precision, tp, engine,
+                                   gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
+                                   max_num_batched_tokens=max_num_batched_tokens, kv_precision=kv_precision,
+                                   block_size=block_size)
     params = pack_params(card, device, precision, tp, profile, kv_precision)
     return ReplicaSetup(engine, profile_of, card, device, precision, tp, profile, params, memory)
 

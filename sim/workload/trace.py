@@ -33,11 +33,12 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import pandas as pd
-from pandas.api import types as pdtypes
+
+if TYPE_CHECKING:  # imported where a trace is read: a scenario that names none never pays for pandas
+    import pandas as pd
 
 from sim.spec.errors import SpecError, SpecIssue, suggest
 from sim.spec.files import MAX_TRACE_BYTES, check_file
@@ -241,6 +242,8 @@ def _read_table_cached(
 
 
 def _read_frame(path: Path, wanted: tuple[_Column, ...], where: str) -> pd.DataFrame:
+    import pandas as pd
+
     try:
         # Every column is read (not `usecols`): pandas then rejects rows with extra fields
         # instead of silently dropping them, and a malformed row is worth an error.
@@ -279,6 +282,9 @@ def _convert(series: pd.Series, column: _Column) -> tuple[np.ndarray, int | None
 
 
 def _as_floats(series: pd.Series) -> np.ndarray:
+    import pandas as pd
+    from pandas.api import types as pdtypes
+
     if pdtypes.is_bool_dtype(series.dtype):
         return np.full(len(series), np.nan)
     numbers = pd.to_numeric(series, errors="coerce")
@@ -286,6 +292,8 @@ def _as_floats(series: pd.Series) -> np.ndarray:
 
 
 def _tokens(series: pd.Series, name: str) -> tuple[np.ndarray, int | None, str]:
+    from pandas.api import types as pdtypes
+
     if pdtypes.is_integer_dtype(series.dtype) and not pdtypes.is_bool_dtype(series.dtype):
         counts = series.to_numpy(dtype=np.int64)
         bad = (counts < 0) | (counts > INT32_MAX)
@@ -301,6 +309,8 @@ def _tokens(series: pd.Series, name: str) -> tuple[np.ndarray, int | None, str]:
 
 
 def _token_problem(raw: Any, name: str) -> str:
+    import pandas as pd
+
     if _is_blank(raw):
         return f"{name} is empty ({TOKENS_EXPECTED})"
     number = pd.to_numeric(pd.Series([raw]), errors="coerce").iloc[0]
@@ -325,6 +335,9 @@ def _numeric_times(
 
 
 def _datetimes(series: pd.Series, name: str) -> tuple[np.ndarray, int | None, str]:
+    import pandas as pd
+    from pandas.api import types as pdtypes
+
     if not (pdtypes.is_string_dtype(series.dtype) or pdtypes.is_object_dtype(series.dtype)):
         # Numbers would be read as nanoseconds since 1970; a number is not a datetime here.
         return np.zeros(len(series)), 0, _time_problem(series.iloc[0], name, "datetime")
@@ -342,6 +355,8 @@ def _datetimes(series: pd.Series, name: str) -> tuple[np.ndarray, int | None, st
 
 
 def _one_datetime(value: Any) -> Any:
+    import pandas as pd
+
     try:
         stamp = pd.Timestamp(value)
     except (ValueError, TypeError):
