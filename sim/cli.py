@@ -18,7 +18,6 @@ from rich.text import Text
 from sim.outputs import folder_name, prepare_out_dir, prepare_out_file
 from sim.report.console import SafeConsole, console, escape_control, styled
 from sim.spec.errors import SpecError, SpecIssue
-from sim.spec.units import format_bandwidth, format_bytes, format_duration
 
 
 def load_scenario(source: Any, overrides: Any = ()) -> Any:
@@ -94,6 +93,7 @@ def validate(
 def describe(scenario) -> Text:  # noqa: ANN001 - Scenario, imported lazily for a fast CLI
     """A few lines a person can check against the file: who runs what where, on what."""
     from sim.catalog.sizing import engine_replica_memory
+    from sim.spec.units import format_bandwidth, format_bytes, format_duration
 
     catalog = scenario.resolved_catalog
     model = catalog.models[scenario.model.id]
@@ -431,6 +431,7 @@ def plan(
     import math
 
     from sim import planning
+    from sim.spec.units import format_duration
 
     if engine is not None:  # the same as --set model.engine=..., checked like the file
         set_ = [*(set_ or []), f"model.engine={engine}"]
@@ -865,6 +866,8 @@ def catalog_gpus(
     catalog_file: Annotated[Path | None, typer.Option("--catalog", help="Add a user catalog file.")] = None,
 ) -> None:
     """GPUs: dense peaks, memory, bandwidth, power, prices and where the numbers come from."""
+    from sim.spec.units import format_bytes
+
     catalog = _catalog(catalog_file)
     table = Table(title="GPU catalog (dense peaks; sources below)", show_lines=False)
     for column in ("id", "bf16 TFLOP/s", "fp8 TFLOP/s", "memory", "bandwidth", "TDP W", "idle W",
@@ -891,6 +894,8 @@ def catalog_models(
     catalog_file: Annotated[Path | None, typer.Option("--catalog", help="Add a user catalog file.")] = None,
 ) -> None:
     """Models: architecture numbers and their sources."""
+    from sim.spec.units import format_bytes
+
     catalog = _catalog(catalog_file)
     table = Table(title="Model catalog")
     for column in ("id", "kind", "params", "layers", "hidden", "heads", "kv heads", "ffn", "experts",

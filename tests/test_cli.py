@@ -154,7 +154,7 @@ def test_console_script_exit_codes(broken_file: Path) -> None:
 _IMPORTS_OF_COMMANDS = """
 import json, sys
 import sim.cli
-heavy = ("numba", "pandas", "matplotlib", "pyarrow", "scipy", "simpy")
+heavy = ("numba", "pandas", "matplotlib", "pyarrow", "scipy", "simpy", "pydantic")
 loaded = {"import sim.cli": [m for m in heavy if m in sys.modules]}
 for args in json.loads(sys.argv[1]):
     sys.argv = ["deploysim", *args]
@@ -170,8 +170,9 @@ print(json.dumps(loaded))
 def test_help_validate_and_catalog_start_without_the_heavy_libraries() -> None:
     """`deploysim --help`, `validate` (every shipped scenario) and `catalog` (every table) load
     neither numba, pandas nor matplotlib (nor pyarrow; --help and catalog not SciPy and SimPy
-    either): the commands that simulate or plot import them. (validate reads River's detector
-    signatures to check a monitor's parameters, and River brings SciPy.)"""
+    either, --help not even pydantic): the commands that simulate or plot import them.
+    (validate reads River's detector signatures to check a monitor's parameters, and River
+    brings SciPy.)"""
     import json
     import subprocess
     import sys
@@ -184,5 +185,7 @@ def test_help_validate_and_catalog_start_without_the_heavy_libraries() -> None:
     loaded = json.loads(done.stdout.splitlines()[-1])
     assert list(loaded) == ["import sim.cli", *(" ".join(c) for c in commands)]
     for command, modules in loaded.items():
-        allowed = {"scipy", "simpy"} if command.startswith("validate") else set()
+        allowed = {"--help": set(), "import sim.cli": set()}.get(command, {"pydantic"})
+        if command.startswith("validate"):
+            allowed |= {"scipy", "simpy"}
         assert set(modules) <= allowed, f"{command} imported {modules}"

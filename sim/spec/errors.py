@@ -29,9 +29,10 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
-from pydantic import BaseModel, ValidationError
+if TYPE_CHECKING:  # pydantic is imported where its errors are translated: `deploysim --help` needs none
+    from pydantic import BaseModel, ValidationError
 
 MAX_ISSUES_SHOWN = 12
 MAX_VALUE_CHARS = 60
@@ -188,6 +189,13 @@ def _is_union(tp: Any) -> bool:
     return typing.get_origin(tp) in (Union, types.UnionType)
 
 
+def _is_model(value: Any) -> bool:
+    """Whether `value` is a pydantic model class."""
+    from pydantic import BaseModel
+
+    return isinstance(value, type) and issubclass(value, BaseModel)
+
+
 def _members(tp: Any) -> list[Any]:
     return [_unwrap(m) for m in typing.get_args(tp) if m is not type(None)]
 
@@ -204,7 +212,7 @@ def _model_field(model: type[BaseModel], key: str) -> Any | None:
 
 def _tagged_member(members: list[Any], tag: str) -> Any | None:
     for member in members:
-        if isinstance(member, type) and issubclass(member, BaseModel):
+        if _is_model(member):
             for field in member.model_fields.values():
                 if typing.get_origin(field.annotation) is typing.Literal and tag in typing.get_args(field.annotation):
                     return member
@@ -235,7 +243,7 @@ def walk_location(root: type[BaseModel], loc: Sequence[Any]) -> tuple[list[Any],
             if tagged is not None:
                 current = tagged
                 break
-            models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+            models = [m for m in members if _is_model(m)]
             current = models[0] if len(models) == 1 else None
             if not models and isinstance(part, str):
                 current = _UNION_MEMBER  # pydantic names the member it tried ('float', 'int')
@@ -248,7 +256,7 @@ def walk_location(root: type[BaseModel], loc: Sequence[Any]) -> tuple[list[Any],
         path.append(part)
         if current is None:
             continue
-        if isinstance(current, type) and issubclass(current, BaseModel):
+        if _is_model(current):
             current = _model_field(current, str(part))
         elif typing.get_origin(current) is dict:
             current = typing.get_args(current)[1]
@@ -266,7 +274,7 @@ def walk_location(root: type[BaseModel], loc: Sequence[Any]) -> tuple[list[Any],
 
 def _is_tag_of(current: Any, part: str) -> bool:
     """Whether `part` is a discriminator value naming the model `current` (pydantic adds it)."""
-    if not (isinstance(current, type) and issubclass(current, BaseModel)):
+    if not (_is_model(current)):
         return False
     if part in current.model_fields:
         return False
@@ -277,7 +285,7 @@ def _is_tag_of(current: Any, part: str) -> bool:
 
 
 def _allowed_keys(model: Any) -> list[str]:
-    if isinstance(model, type) and issubclass(model, BaseModel):
+    if _is_model(model):
         return list(model.model_fields)
     return []
 
@@ -341,7 +349,7 @@ def _non_finite(value: Any) -> bool:
 def finite_range(model: Any, key: Any) -> str:
     """'a finite number > 0 and <= 1': the range a model's numeric field allows, in words."""
     bounds: list[str] = []
-    if isinstance(model, type) and issubclass(model, BaseModel) and isinstance(key, str):
+    if _is_model(model) and isinstance(key, str):
         field = model.model_fields.get(key)
         for constraint in field.metadata if field is not None else ():
             for attribute, sign in _BOUND_SIGNS:
