@@ -12,8 +12,10 @@
 Prints one JSON object. The machine's load average is included, and each point's wall and
 CPU seconds in its worker: other work on the same cores slows the 2-worker run more than the
 1-worker one, and a wall time well above the CPU time says the worker was waiting for a core.
+`outside_points_s` is the wall time not spent running points (wall - points' wall / workers):
+the fixed cost that bounds the scaling ratio, (F + T) / (F + T/2) for T seconds of points.
 
-    python benchmarks/sweep.py [--points 200] [--skip-plan]
+    python benchmarks/sweep.py [--points 200] [--skip-plan] [--skip-resume]
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ def timed_sweep(points: int, workers: int, out: Path) -> tuple[dict, pd.DataFram
             "points_per_minute": round(len(frame) / wall * 60, 1),
             "wall_s_per_point_in_worker": round(float(frame["wall_s"].mean()), 3),
             "cpu_s_per_point_in_worker": round(float(frame["cpu_s"].mean()), 3),
+            # what more workers cannot shorten: the cluster's start and close, each worker's
+            # imports, the client's own work, and workers idle at the end
+            "outside_points_s": round(wall - float(frame["wall_s"].sum()) / workers, 2),
             "failed": int((frame["status"] == "failed").sum())}, frame
 
 
@@ -116,6 +121,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=200)
     parser.add_argument("--skip-plan", action="store_true")
+    parser.add_argument("--skip-resume", action="store_true", help="only the 1- and 2-worker timings")
     args = parser.parse_args()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,14 +132,15 @@ def main() -> None:
         two, frame_two = timed_sweep(args.points, 2, root / "two")
         columns = [c for c in frame_one.columns if c not in ("wall_s", "cpu_s")]
         identical = frame_one[columns].equals(frame_two[columns])
-        resumed = resume(args.points, root / "resume")
+        resumed = None if args.skip_resume else resume(args.points, root / "resume")
     output = {
         "benchmark": "sweep", "cpus": os.cpu_count(), "load_average_before": [round(x, 2) for x in load_before],
         "sweep": {"one_worker": one, "two_workers": two,
                   "scaling_ratio": round(two["points_per_minute"] / one["points_per_minute"], 2),
                   "identical_rows": bool(identical)},
-        "resume": resumed,
     }
+    if resumed is not None:
+        output["resume"] = resumed
     if not args.skip_plan:
         output["plan"] = plan_vs_brute_force()
     output["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
