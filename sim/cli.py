@@ -159,6 +159,7 @@ def describe(scenario) -> Text:  # noqa: ANN001 - Scenario, imported lazily for 
 
 def describe_api(scenario, site: str, pool) -> str:  # noqa: ANN001 - Scenario and Pool, imported lazily
     """A managed API pool in one line: provider, prices, latency profile, rate limit (as it runs)."""
+    from sim.spec.units import format_duration
     from sim.world.serving import api_setup
 
     api = api_setup(scenario, site, pool).api
@@ -978,6 +979,8 @@ def catalog_apis(
     catalog_file: Annotated[Path | None, typer.Option("--catalog", help="Add a user catalog file.")] = None,
 ) -> None:
     """Managed model APIs (pools of kind api): prices, latency profiles, rate limits, sources."""
+    from sim.spec.units import format_duration
+
     apis = _catalog(catalog_file).apis
     table = Table(title="Managed model APIs (USD per 1M tokens; latency at the provider)")
     for column in ("id", "model", "$ in / out", "TTFT median / p90", "per token median / p90", "rate limit", "as of",
