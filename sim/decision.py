@@ -817,6 +817,21 @@ class Ranked:
 
 
 @dataclass
+class Flip:
+    """A value past which the top choice is no longer first, and who is first beyond it."""
+
+    at: float
+    when: str  # 'below' or 'above'
+    to: str | None
+    confirmed: bool = False
+    confirmation: str = ""
+
+    def row(self) -> dict[str, Any]:
+        return {"at": _json_number(self.at), "when": self.when, "to": self.to, "confirmed": self.confirmed,
+                "confirmation": self.confirmation}
+
+
+@dataclass
 class Sensitivity:
     input: str
     label: str
@@ -829,15 +844,41 @@ class Sensitivity:
     margin_high: float
     top_low: str | None
     top_high: str | None
-    flips_at: float | None = None
-    flips_to: str | None = None
-    flips_when: str | None = None  # 'below' or 'above' flips_at
-    confirmed: bool | None = None
-    confirmation: str = ""
+    flips: list[Flip] = field(default_factory=list)  # where the top choice stops being first, per side
     simulations: int = 0
 
+    @property
+    def nearest(self) -> Flip | None:
+        """The flip closest to the value as simulated (or the only one)."""
+        if not self.flips:
+            return None
+        centre = self.base if self.base is not None else (self.low + self.high) / 2
+        return min(self.flips, key=lambda f: abs(f.at - centre))
+
+    @property
+    def flips_at(self) -> float | None:
+        return self.nearest.at if self.nearest else None
+
+    @property
+    def flips_to(self) -> str | None:
+        return self.nearest.to if self.nearest else None
+
+    @property
+    def flips_when(self) -> str | None:
+        return self.nearest.when if self.nearest else None
+
+    @property
+    def confirmed(self) -> bool | None:
+        return all(f.confirmed for f in self.flips) if self.flips else None
+
+    def describe_flips(self) -> str:
+        return "; ".join(f"{f.when} {f.at:.4g} -> {f.to}" for f in self.flips) or "-"
+
     def row(self) -> dict[str, Any]:
-        return {k: _json_number(v) if isinstance(v, float) else v for k, v in self.__dict__.items()}
+        out = {k: _json_number(v) if isinstance(v, float) else v for k, v in self.__dict__.items() if k != "flips"}
+        out.update(flips_at=_json_number(self.flips_at), flips_to=self.flips_to, flips_when=self.flips_when,
+                   confirmed=self.confirmed, flips=[f.row() for f in self.flips])
+        return out
 
 
 def _json_number(value: float | None) -> float | str | None:
@@ -896,11 +937,10 @@ class Decision:
             lines.append(f"It scores {top.score:.2f} against {second.score:.2f} for {second.scenario}, the runner-up"
                          + (f" (cost {second.criteria['cost'] / top.criteria['cost']:.2f}x)"
                             if top.criteria["cost"] > 0 else "") + ".")
-        flips = [s for s in self.sensitivity if s.flips_at is not None]
+        flips = [(s, f) for s in self.sensitivity for f in s.flips]
         if flips:
             lines.append("The choice changes if " + "; or if ".join(
-                f"{s.label} goes {s.flips_when} "
-                f"{s.flips_at:.3g} (then {s.flips_to})" for s in flips) + ".")
+                f"{s.label} goes {f.when} {f.at:.3g} (then {f.to or 'no candidate'})" for s, f in flips) + ".")
         elif self.sensitivity:
             lines.append("No input within its plausible range changes the choice ("
                          + ", ".join(s.input for s in self.sensitivity) + ").")
@@ -1248,25 +1288,25 @@ def _sensitivity(candidates: Sequence[Candidate], sized: Mapping[str, Scenario],
         margin_high, top_high = _margin(high_points, weights, top)
         entry = Sensitivity(name, spec.label, rng.low, rng.high, base, rng.source, base_margin, margin_low,
                             margin_high, top_low, top_high)
-        flipped_end = rng.low if margin_low < 0 else rng.high if margin_high < 0 else None
-        if flipped_end is not None:
-            inside = base if base is not None and rng.low < base < rng.high else None
-            holds_at = inside if inside is not None else (rng.high if flipped_end == rng.low else rng.low)
-            if _margin(points_at(holds_at), weights, top)[0] >= 0:
-                good, flip = _bisect_flip(points.holds(weights, top), holds_at, flipped_end,
-                                          steps=20 if spec.prices_only else 4)
-                entry.flips_at = flip
-                entry.flips_when = "below" if flip < holds_at else "above"
-                entry.flips_to = _margin(points_at(flip), weights, top)[1]
-                if spec.prices_only:
-                    entry.confirmed, entry.confirmation, n = _confirm(
-                        candidates, sized, sizings, points, name, holds_at, flip, rng.high - rng.low, rules, weights,
-                        top, entry.flips_to, folder, pool)
-                    simulations += n
-                else:
-                    entry.confirmed = True
-                    entry.confirmation = (f"bisection simulated every candidate: {top} first at {good:.4g}, "
-                                          f"{entry.flips_to} first at {flip:.4g}")
+        inside = base if base is not None and rng.low < base < rng.high else None
+        for end, margin in ((rng.low, margin_low), (rng.high, margin_high)):
+            if margin >= 0:
+                continue
+            holds_at = inside if inside is not None else (rng.high if end == rng.low else rng.low)
+            if _margin(points_at(holds_at), weights, top)[0] < 0:
+                continue  # no value on this side where the choice holds to start from
+            good, flip = _bisect_flip(points.holds(weights, top), holds_at, end, steps=20 if spec.prices_only else 4)
+            found = Flip(flip, "below" if flip < holds_at else "above", _margin(points_at(flip), weights, top)[1])
+            if spec.prices_only:
+                found.confirmed, found.confirmation, n = _confirm(
+                    candidates, sized, sizings, points, name, holds_at, flip, rng.high - rng.low, rules, weights,
+                    top, found.to, folder, pool)
+                simulations += n
+            else:
+                found.confirmed = True
+                found.confirmation = (f"bisection simulated every candidate: {top} first at {good:.4g}, "
+                                      f"{found.to} first at {flip:.4g}")
+            entry.flips.append(found)
         entry.simulations = points.simulations + simulations
         out.append(entry)
     progress("sensitivity", len(ranges), len(ranges))

@@ -96,8 +96,8 @@ def tornado_figure(decision: Decision) -> Figure:
         ax.barh(i, low - clip(s.margin_base), left=clip(s.margin_base), color="#1f77b4", height=0.6)
         ax.barh(i, high - clip(s.margin_base), left=clip(s.margin_base), color="#ff7f0e", height=0.6)
         label = f"{s.input} [{s.low:g} | {s.high:g}]"
-        if s.flips_at is not None:
-            label += f"  flips at {s.flips_at:.3g}"
+        if s.flips:
+            label += "  flips " + ", ".join(f"{f.when} {f.at:.3g}" for f in s.flips)
         ax.text(1.02, i, label, va="center", fontsize=8, transform=ax.get_yaxis_transform())
     ax.axvline(0.0, color="#d62728", lw=1)
     if rows:
@@ -146,8 +146,8 @@ def _sensitivity_rows(decision: Decision) -> list[dict[str, str]]:
             "input": s.label, "as simulated": "-" if s.base is None else f"{s.base:.4g}",
             "range": f"{s.low:.4g} to {s.high:.4g}",
             "margin (low / base / high)": f"{s.margin_low:+.3f} / {s.margin_base:+.3f} / {s.margin_high:+.3f}",
-            "flips at": "-" if s.flips_at is None else f"{s.flips_when} {s.flips_at:.4g} -> {s.flips_to}",
-            "confirmed": "-" if s.confirmed is None else ("yes: " if s.confirmed else "NO: ") + s.confirmation,
+            "flips at": s.describe_flips(),
+            "confirmed": "; ".join(("yes: " if f.confirmed else "NO: ") + f.confirmation for f in s.flips) or "-",
             "source": s.source,
         })
     return rows
