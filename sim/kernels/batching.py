@@ -189,21 +189,24 @@ Speed (`benchmarks/serving.py`: 1M requests, 4 replicas, 80% load; measured in N
 on the shared 2-core machine, where absolute times move by up to 2x with load, so comparisons
 are paired runs, medians of 3). A request costs 3.77 events: its send, its arrival and 1.77
 iteration ends (1.97 iterations per request; `_run_ahead` takes 0.2 of them without an
-event). Before routing at send time (commit fb2c4b5) it cost 2.77: no send. `advance` takes
-3.0-3.5 s for the 3.77M events (0.8-0.9 us an event) against 1.8-2.2 s for 2.77M (0.65-0.8
-us) before, and building the arrays 0.13-0.31 s (0.3-0.5 s before writing rows from a
-template; 0.12-0.25 s before routing, when a request's rows were 136 bytes, not 212). The
-single pool runs at 0.66x the pre-routing kernel (the target is 0.8x). Tried, results
-unchanged, and not measurably faster, so not kept: taking a zero-delay send and its arrival
-as one step (the look for the next event, over 4 replicas, is cheap), a shortcut of the pool
-choice for a single pool, and inlining the send. Skipping the send altogether (not a valid
-kernel) took 0.72-0.91x the time of `advance` (noisy): the send is at most about a fifth of
-it; the rest of the gap is spread over every event (per-pool settings, wider request rows). The
-limit of this design is events per request x cost per event: at 3.77 events and 0.8 us,
-about 3 us a request here; 3M requests per second would need about 0.09 us (some 250 cycles)
-an event, which one loop that looks for the next event and touches a request's rows at each
-cannot reach; it would take fewer events per request (batching a replica's iteration ends)
-or a cheaper event.
+event). Before routing at send time (commit fb2c4b5) it cost 2.77: no send, and the single
+pool then took 0.66x the time it took after. Where the time went: sampling the run (perf,
+gdb) put about half of it in numba's reference counting (`NRT_incref`/`NRT_decref`, one
+atomic operation each), not in the simulation: every call of a compiled function that is
+not inlined increfs and decrefs the arrays it passes, and `_send`, `_choose_pool`,
+`_compose`, `_try_admit`, `_end_iteration` and `_run_ahead` pass 10-20 each, once or more
+per event. They are inlined now (`inline="always"`; results bit-identical): `advance` took
+3.2-3.6 s for the 3.77M events (0.85-0.95 us an event), now 2.9-3.0 s (0.78 us); building the
+arrays took 0.39-0.46 s, now 0.15-0.32 s (rows written from a template); the whole kernel
+run 0.85x the time before. What did not help measurably: taking a zero-delay send and its
+arrival as one step (the look for the next event, over 4 replicas, is cheap) and a shortcut
+of the pool choice for a single pool. The limit of this design is events per request x cost
+per event: at 3.77 events and 0.78 us, about 3 us a request here; 3M requests per second
+would need about 0.09 us (some 250 cycles) an event, out of reach of one loop that looks
+for the next event and touches a request's rows at each, and while the remaining calls
+(the router's and the service model's function pointers, `_expire`, the faults) still
+count references; it would take fewer events per request (a replica's iteration ends
+batched) and a cheaper event.
 """
 
 from __future__ import annotations
@@ -757,7 +760,7 @@ def _preempt_newest(req_i, rep_i, running, prefilling, hk, hr, cache_i, queues, 
     _queue_push_front(queues, req_i, r, i)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _try_admit(req_i, req_f, rep_i, running, prefilling, cache_i, prefix_tokens_of_group, glob, cfg, pool_i, r,
                i, t, kv_cap, from_shared):
     """Admit request i to replica r if KV holds its prompt; returns the tokens it must prefill."""
@@ -882,7 +885,7 @@ def _end_dynamic_batch(req_i, req_f, rep_i, rep_f, running, cache_i, sorder, glo
     rep_f[r, PF_BUSY_UNTIL] = INF
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
              prefix_tokens_of_group, glob, cfg, pool_i, params, r, t, cutoff, iteration_s):
     """Decide replica r's next iteration at time t and start it; returns False if idle.
@@ -1051,7 +1054,7 @@ def _complete(req_i, req_f, rep_i, running, cache_i, sorder, glob, cfg, pool_f, 
     _release_after(req_f, req_i, sorder, glob, cfg, pool_f, i, t)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _end_iteration(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i,
                    prefix_tokens_of_group, sorder, glob, cfg, pool_i, pool_f, r):
     t = rep_f[r, PF_BUSY_UNTIL]
@@ -1135,7 +1138,7 @@ def _route(req_i, req_f, rep_i, cache_i, cfg, pool_i, i, p, route, router_memory
     return q
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _run_ahead(rep_i, rep_f, hk, queues, cfg, pool_i, params, r, t_end, next_arrival, iteration_s):
     """Fast-forward replica r through decode-only iterations that change nothing but itself.
 
@@ -1310,7 +1313,7 @@ def _active_count(rep_i, pool_i, p):
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _over_threshold(req_f, rep_i, queues, cfg, pool_i, route_f, k, p, n_active, t):
     """Is pool p loaded beyond route k's overflow thresholds at t? (requests in the pool,
     waiting or running, per active replica; the oldest waiting request's wait)"""
@@ -1338,7 +1341,7 @@ def _limited(req_i, req_f, pool_i, p, i, t):
     return pool_i[p, Q_API] == 1 and not _api_within_limit(req_i, req_f, pool_i, p, i, t)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _choose_pool(req_i, req_f, rep_i, queues, cfg, pool_i, path_w, path_n, route_i, route_f, class_route, i, t):
     """The pool request i is sent to at t, and why (see the module docstring), or (-1, the
     time the first candidate's path comes back) when every candidate's path is cut."""
@@ -1441,7 +1444,7 @@ def _choose_pool(req_i, req_f, rep_i, queues, cfg, pool_i, path_w, path_n, route
     return -1, soonest_back
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _send(req_i, req_f, rep_i, queues, glob, cfg, pool_i, path_f, path_w, path_n, route_i, route_f, class_route,
           aheap_t, aheap_i, rheap_t, rheap_i, i, t):
     """Client sends request i at t: choose its pool and put it on the path there (or wait for
