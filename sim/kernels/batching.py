@@ -189,24 +189,25 @@ Speed (`benchmarks/serving.py`: 1M requests, 4 replicas, 80% load; measured in N
 on the shared 2-core machine, where absolute times move by up to 2x with load, so comparisons
 are paired runs, medians of 3). A request costs 3.77 events: its send, its arrival and 1.77
 iteration ends (1.97 iterations per request; `_run_ahead` takes 0.2 of them without an
-event). Before routing at send time (commit fb2c4b5) it cost 2.77: no send, and the single
-pool then took 0.66x the time it took after. Where the time went: sampling the run (perf,
-gdb) put about half of it in numba's reference counting (`NRT_incref`/`NRT_decref`, one
-atomic operation each), not in the simulation: every call of a compiled function that is
-not inlined increfs and decrefs the arrays it passes, and `_send`, `_choose_pool`,
-`_compose`, `_try_admit`, `_end_iteration` and `_run_ahead` pass 10-20 each, once or more
-per event. They are inlined now (`inline="always"`; results bit-identical): `advance` took
-3.2-3.6 s for the 3.77M events (0.85-0.95 us an event), now 2.9-3.0 s (0.78 us); building the
-arrays took 0.39-0.46 s, now 0.15-0.32 s (rows written from a template); the whole kernel
-run 0.85x the time before. What did not help measurably: taking a zero-delay send and its
-arrival as one step (the look for the next event, over 4 replicas, is cheap) and a shortcut
-of the pool choice for a single pool. The limit of this design is events per request x cost
-per event: at 3.77 events and 0.78 us, about 3 us a request here; 3M requests per second
-would need about 0.09 us (some 250 cycles) an event, out of reach of one loop that looks
-for the next event and touches a request's rows at each, and while the remaining calls
-(the router's and the service model's function pointers, `_expire`, the faults) still
-count references; it would take fewer events per request (a replica's iteration ends
-batched) and a cheaper event.
+event). Before routing at send time (commit fb2c4b5) it cost 2.77: no send. Sampling the
+run (perf, gdb) puts most of the kernel's time in numba's reference counting
+(`NRT_incref`/`NRT_decref`, one atomic operation each), not in the simulation: every call of
+a compiled function that is not inlined increfs and decrefs the arrays it passes, and every
+array view made for a call (a row of `params` for the service model, the router's
+arguments) does too. `_send`, `_choose_pool`, `_compose`, `_try_admit`, `_end_iteration`
+and `_run_ahead` pass 10-20 arrays each, once or more per event: they are inlined
+(`inline="always"`; results bit-identical). With that, and the request rows written from a
+template, the kernel run (build + `advance`) takes 0.85x the time it took (3.2-3.6 s, now
+3.2 s; `advance` 0.9 us an event, now 0.78-0.88 us), and runs at 0.65x the speed of the
+kernel before routing (it was at 0.58x in the same session; the target is 0.8x), which took
+2.0 s for 2.77M events (0.72 us an event). What did not help measurably: taking a zero-delay
+send and its arrival as one step (the look for the next event, over 4 replicas, is cheap)
+and a shortcut of the pool choice for a single pool. Reference counting still dominates the
+samples: the next step is the remaining views and calls per event. The limit of this design
+is events per request x cost per event: at 3.77 events and 0.8 us, about 3 us a request
+here; 3M requests per second would need about 0.09 us (some 250 cycles) an event, out of
+reach of one loop that looks for the next event and touches a request's rows at each; it
+would take fewer events per request (a replica's iteration ends batched) and a cheaper event.
 """
 
 from __future__ import annotations
