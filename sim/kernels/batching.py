@@ -197,9 +197,9 @@ array view made for a call (a row of `params` for the service model, the router'
 arguments) does too. `_send`, `_choose_pool`, `_compose`, `_try_admit`, `_end_iteration`
 and `_run_ahead` pass 10-20 arrays each, once or more per event: they are inlined
 (`inline="always"`; results bit-identical). With that, and the request rows written from a
-template, the kernel run (build + `advance`) takes 0.85x the time it took (3.2-3.6 s, now
+template, the kernel run (build + `advance`) takes 0.85x the time it took (3.6-3.8 s, now
 3.2 s; `advance` 0.9 us an event, now 0.78-0.88 us), and runs at 0.65x the speed of the
-kernel before routing (it was at 0.58x in the same session; the target is 0.8x), which took
+kernel before routing (it was at 0.58x in the same session; the target is 0.8x), whose `advance` took
 2.0 s for 2.77M events (0.72 us an event). What did not help measurably: taking a zero-delay
 send and its arrival as one step (the look for the next event, over 4 replicas, is cheap)
 and a shortcut of the pool choice for a single pool. Reference counting still dominates the
