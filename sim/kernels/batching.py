@@ -194,16 +194,18 @@ run (perf, gdb) puts most of the kernel's time in numba's reference counting
 (`NRT_incref`/`NRT_decref`, one atomic operation each), not in the simulation: every call of
 a compiled function that is not inlined increfs and decrefs the arrays it passes, and every
 array view made for a call (a row of `params` for the service model, the router's
-arguments) does too. `_send`, `_choose_pool`, `_compose`, `_try_admit`, `_end_iteration`
-and `_run_ahead` pass 10-20 arrays each, once or more per event: they are inlined
-(`inline="always"`; results bit-identical). With that, and the request rows written from a
-template, the kernel run (build + `advance`) takes 0.85x the time it took (3.6-3.8 s, now
-3.2 s; `advance` 0.9 us an event, now 0.78-0.88 us), and runs at 0.65x the speed of the
-kernel before routing (it was at 0.58x in the same session; the target is 0.8x), whose `advance` took
-2.0 s for 2.77M events (0.72 us an event). What did not help measurably: taking a zero-delay
+arguments) does too. `_send`, `_choose_pool`, `_over_threshold`, `_try_admit`,
+`_end_iteration` and `_run_ahead` pass 10-20 arrays each, once or more per event: they are
+inlined (`inline="always"`; results bit-identical). `_compose` is not: it is called at four
+places in `advance`, and inlining it too more than doubled the cold compile (30 s to 72 s)
+for no measurable gain. With that, and the request rows written from a template, the kernel
+run (build + `advance`) takes 0.83x the time it took (3.6-4.2 s, now 3.1-3.3 s; `advance`
+0.85-0.95 us an event, now 0.74-0.82 us), about 0.65-0.7x the speed of the kernel before
+routing (main: 0.58x in the same hour; the target is 0.8x), whose `advance` took 2.0 s for
+2.77M events (0.72 us an event). What did not help measurably: taking a zero-delay
 send and its arrival as one step (the look for the next event, over 4 replicas, is cheap)
-and a shortcut of the pool choice for a single pool. Reference counting still dominates the
-samples: the next step is the remaining views and calls per event. The limit of this design
+and a shortcut of the pool choice for a single pool. Reference counting still dominated the
+samples after inlining (26 of 30 stops): next, the remaining views and calls per event. The limit of this design
 is events per request x cost per event: at 3.77 events and 0.8 us, about 3 us a request
 here; 3M requests per second would need about 0.09 us (some 250 cycles) an event, out of
 reach of one loop that looks for the next event and touches a request's rows at each; it
@@ -886,7 +888,7 @@ def _end_dynamic_batch(req_i, req_f, rep_i, rep_f, running, cache_i, sorder, glo
     rep_f[r, PF_BUSY_UNTIL] = INF
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
              prefix_tokens_of_group, glob, cfg, pool_i, params, r, t, cutoff, iteration_s):
     """Decide replica r's next iteration at time t and start it; returns False if idle.
