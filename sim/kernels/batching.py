@@ -184,6 +184,32 @@ and no client timeout, everything above is unchanged, and the oracle need not mo
    pool choice); a payload already on its way arrives.
 Every request ends exactly once: DONE, REJECTED or FAILED, or it is still PENDING, WAITING or
 RUNNING at the end of the run (unfinished).
+
+Speed (`benchmarks/serving.py`: 1M requests, 4 replicas, 80% load; measured in November 2026
+on the shared 2-core machine, where absolute times move by up to 2x with load, so comparisons
+are paired runs, medians of 3). A request costs 3.77 events: its send, its arrival and 1.77
+iteration ends (1.97 iterations per request; `_run_ahead` takes 0.2 of them without an
+event). Before routing at send time (commit fb2c4b5) it cost 2.77: no send. Sampling the
+run (perf, gdb) puts most of the kernel's time in numba's reference counting
+(`NRT_incref`/`NRT_decref`, one atomic operation each), not in the simulation: every call of
+a compiled function that is not inlined increfs and decrefs the arrays it passes, and every
+array view made for a call (a row of `params` for the service model, the router's
+arguments) does too. `_send`, `_choose_pool`, `_over_threshold`, `_try_admit`,
+`_end_iteration` and `_run_ahead` pass 10-20 arrays each, once or more per event: they are
+inlined (`inline="always"`; results bit-identical). `_compose` is not: it is called at four
+places in `advance`, and inlining it too more than doubled the cold compile (30 s to 72 s)
+for no measurable gain. With that, and the request rows written from a template, the kernel
+run (build + `advance`) takes 0.83x the time it took (3.6-4.2 s, now 3.1-3.3 s; `advance`
+0.85-0.95 us an event, now 0.74-0.82 us), about 0.65-0.7x the speed of the kernel before
+routing (main: 0.58x in the same hour; the target is 0.8x), whose `advance` took 2.0 s for
+2.77M events (0.72 us an event). What did not help measurably: taking a zero-delay
+send and its arrival as one step (the look for the next event, over 4 replicas, is cheap)
+and a shortcut of the pool choice for a single pool. Reference counting still dominated the
+samples after inlining (26 of 30 stops): next, the remaining views and calls per event. The limit of this design
+is events per request x cost per event: at 3.77 events and 0.8 us, about 3 us a request
+here; 3M requests per second would need about 0.09 us (some 250 cycles) an event, out of
+reach of one loop that looks for the next event and touches a request's rows at each; it
+would take fewer events per request (a replica's iteration ends batched) and a cheaper event.
 """
 
 from __future__ import annotations
@@ -737,7 +763,7 @@ def _preempt_newest(req_i, rep_i, running, prefilling, hk, hr, cache_i, queues, 
     _queue_push_front(queues, req_i, r, i)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _try_admit(req_i, req_f, rep_i, running, prefilling, cache_i, prefix_tokens_of_group, glob, cfg, pool_i, r,
                i, t, kv_cap, from_shared):
     """Admit request i to replica r if KV holds its prompt; returns the tokens it must prefill."""
@@ -1031,7 +1057,7 @@ def _complete(req_i, req_f, rep_i, running, cache_i, sorder, glob, cfg, pool_f, 
     _release_after(req_f, req_i, sorder, glob, cfg, pool_f, i, t)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _end_iteration(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i,
                    prefix_tokens_of_group, sorder, glob, cfg, pool_i, pool_f, r):
     t = rep_f[r, PF_BUSY_UNTIL]
@@ -1115,7 +1141,7 @@ def _route(req_i, req_f, rep_i, cache_i, cfg, pool_i, i, p, route, router_memory
     return q
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _run_ahead(rep_i, rep_f, hk, queues, cfg, pool_i, params, r, t_end, next_arrival, iteration_s):
     """Fast-forward replica r through decode-only iterations that change nothing but itself.
 
@@ -1290,7 +1316,7 @@ def _active_count(rep_i, pool_i, p):
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _over_threshold(req_f, rep_i, queues, cfg, pool_i, route_f, k, p, n_active, t):
     """Is pool p loaded beyond route k's overflow thresholds at t? (requests in the pool,
     waiting or running, per active replica; the oldest waiting request's wait)"""
@@ -1318,7 +1344,7 @@ def _limited(req_i, req_f, pool_i, p, i, t):
     return pool_i[p, Q_API] == 1 and not _api_within_limit(req_i, req_f, pool_i, p, i, t)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _choose_pool(req_i, req_f, rep_i, queues, cfg, pool_i, path_w, path_n, route_i, route_f, class_route, i, t):
     """The pool request i is sent to at t, and why (see the module docstring), or (-1, the
     time the first candidate's path comes back) when every candidate's path is cut."""
@@ -1421,7 +1447,7 @@ def _choose_pool(req_i, req_f, rep_i, queues, cfg, pool_i, path_w, path_n, route
     return -1, soonest_back
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _send(req_i, req_f, rep_i, queues, glob, cfg, pool_i, path_f, path_w, path_n, route_i, route_f, class_route,
           aheap_t, aheap_i, rheap_t, rheap_i, i, t):
     """Client sends request i at t: choose its pool and put it on the path there (or wait for
@@ -1913,27 +1939,42 @@ class ClusterKernel:
         self.replicas = replicas
         self.router_memory = np.zeros((n_pools, ROUTER_MEMORY_SLOTS), dtype=np.int64)
         # -- requests
-        self.req_i = np.zeros((n, RI_SIZE), dtype=np.int32)
-        self.req_f = np.full((n, RF_SIZE), np.nan, dtype=np.float64)
-        # a service-time request is one unit of service: one "token" in, one out
-        self.req_i[:, RI_PROMPT] = 1 if model.unit_requests else prompt_tokens
-        self.req_i[:, RI_OUTPUT] = 1 if model.unit_requests else output_tokens
-        self.req_i[:, RI_GROUP] = -1 if prefix_group is None else prefix_group
-        self.req_i[:, RI_PREFIX] = 0 if prefix_tokens is None else prefix_tokens
-        self.req_i[:, RI_REPLICA] = -1
-        self.req_i[:, RI_VERSION] = -1
-        self.req_i[:, RI_NEXT] = -1
-        self.req_i[:, RI_POOL] = -1
-        self.req_i[:, RI_CLASS] = 0 if request_class is None else request_class
+        # Each array is written row by row once from a template, then only the columns that
+        # differ by request: a column write streams the whole array (a row is 100-112 bytes), so
+        # writing constants column by column took about a quarter of building a 1M-request kernel.
+        unit = model.unit_requests
+        row_i = np.zeros(RI_SIZE, dtype=np.int32)
+        row_i[[RI_REPLICA, RI_VERSION, RI_NEXT, RI_POOL, RI_GROUP]] = -1
+        row_i[[RI_PROMPT, RI_OUTPUT]] = 1  # a service-time request is one unit of service: one "token" in, one out
+        self.req_i = np.empty((n, RI_SIZE), dtype=np.int32)
+        self.req_i[:] = row_i
+        if not unit:
+            self.req_i[:, RI_PROMPT] = prompt_tokens
+            self.req_i[:, RI_OUTPUT] = output_tokens
+        if prefix_group is not None:
+            self.req_i[:, RI_GROUP] = prefix_group
+        if prefix_tokens is not None:
+            self.req_i[:, RI_PREFIX] = prefix_tokens
+        if request_class is not None:
+            self.req_i[:, RI_CLASS] = request_class
+        row_f = np.full(RF_SIZE, np.nan)
+        draws = {RF_SERVICE: service_s, RF_RANDOM: router_u, RF_ROUTE_U: route_u, RF_JITTER: jitter_z,
+                 RF_BYTES: request_bytes}
+        for field, values in draws.items():
+            if values is None:
+                row_f[field] = 0.0
+        if api_z is None:
+            row_f[[RF_TTFT_Z, RF_TPOT_Z]] = 0.0
+        self.req_f = np.empty((n, RF_SIZE), dtype=np.float64)
+        self.req_f[:] = row_f
         self.req_f[:, RF_SEND] = send_s
-        self.req_f[:, RF_SERVICE] = 0.0 if service_s is None else service_s
-        self.req_f[:, RF_RANDOM] = 0.0 if router_u is None else router_u
-        self.req_f[:, RF_ROUTE_U] = 0.0 if route_u is None else route_u
-        self.req_f[:, RF_JITTER] = 0.0 if jitter_z is None else jitter_z
-        self.req_f[:, RF_BYTES] = 0.0 if request_bytes is None else request_bytes
-        z = np.zeros((n, 2)) if api_z is None else np.asarray(api_z, dtype=np.float64).reshape(n, 2)
-        self.req_f[:, RF_TTFT_Z] = z[:, 0]
-        self.req_f[:, RF_TPOT_Z] = z[:, 1]
+        for field, values in draws.items():
+            if values is not None:
+                self.req_f[:, field] = values
+        if api_z is not None:
+            z = np.asarray(api_z, dtype=np.float64).reshape(n, 2)
+            self.req_f[:, RF_TTFT_Z] = z[:, 0]
+            self.req_f[:, RF_TPOT_Z] = z[:, 1]
         # -- classes and routes
         routes = list(routes) if routes is not None else [RouteConfig(pools=list(range(n_pools)))]
         n_classes = int(self.req_i[:, RI_CLASS].max()) + 1 if n else 1
@@ -1943,7 +1984,10 @@ class ClusterKernel:
             raise ValueError(f"{n_classes} traffic classes need a route and a priority each")
         self.class_route = np.array(class_route, dtype=np.int64)
         priority_of = np.array(priorities, dtype=np.int64)
-        self.req_i[:, RI_PRIORITY] = priority_of[self.req_i[:, RI_CLASS]] if n else 0
+        if request_class is not None:
+            self.req_i[:, RI_PRIORITY] = priority_of[self.req_i[:, RI_CLASS]] if n else 0
+        elif priority_of[0] != 0:
+            self.req_i[:, RI_PRIORITY] = priority_of[0]  # every request is of class 0
         longest = max(len(r.pools) for r in routes)
         self.route_i = np.full((len(routes), RT_POOLS + longest), -1, dtype=np.int64)
         self.route_f = np.zeros((len(routes), RTF_WEIGHTS + longest), dtype=np.float64)
@@ -1976,7 +2020,6 @@ class ClusterKernel:
             for w, (start, end) in enumerate(windows):
                 self.path_w[k, w] = (start, end)
         # -- pools and replicas
-        unit = model.unit_requests
         max_seqs = max(1 if unit else p.max_num_seqs for p in pools)
         self.pool_i = np.zeros((n_pools, Q_SIZE), dtype=np.int64)
         self.pool_f = np.zeros((n_pools, F_SIZE), dtype=np.float64)
