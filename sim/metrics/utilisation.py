@@ -225,24 +225,42 @@ def gpu_hours_by_purpose(record: RunRecord) -> tuple[dict[str, float], dict[str,
 # ------------------------------------------------------------------------------------------
 
 
+def _overlap_seconds(t0: np.ndarray, t1: np.ndarray, start: np.ndarray, end: np.ndarray,
+                     weight: np.ndarray) -> np.ndarray:
+    """Per slice [t0[k], t1[k]]: the sum over intervals [start, end] of weight x their overlap."""
+    if len(start) == 0:
+        return np.zeros(len(t0))
+    overlap = np.minimum(end[None, :], t1[:, None]) - np.maximum(start[None, :], t0[:, None])
+    return (np.clip(overlap, 0.0, None) * weight[None, :]).sum(axis=1)
+
+
 def utilisation_timeline(record: RunRecord) -> pd.DataFrame:
     """Per serving pool and slice of its snapshots: GPUs held, busy, their ratio, and the
     GPUs held for retraining (at the pool's site)."""
     holds = record.gpu_holds
     training = holds[holds["purpose"] == "retraining"]
-    rows = []
+    frames = []
     for name, pool in record.pools.items():
-        times, busy = pool.timeline_s, pool.timeline_busy_s
-        for k in range(1, len(times)):
-            t0, t1 = float(times[k - 1]), float(times[k])
-            span = t1 - t0
-            if span <= 0:
-                continue
-            serving_busy = float((np.minimum(busy[k], t1) - np.minimum(busy[k - 1], t1)).sum()) * pool.gpus_per_replica
-            held = held_gpu_seconds(pool, t0, t1)
-            here = training[training["site"] == pool.site]
-            overlap = (here["end_s"].clip(upper=t1) - here["start_s"].clip(lower=t0)).clip(lower=0.0)
-            rows.append({"start_s": t0, "end_s": t1, "pool": name, "serving_gpus": held / span,
-                         "serving_busy_gpus": serving_busy / span, "serving_utilisation": ratio(serving_busy, held),
-                         "training_gpus": float((here["gpus"] * overlap).sum()) / span})
-    return pd.DataFrame(rows, columns=TIMELINE_COLUMNS)
+        times, busy = np.asarray(pool.timeline_s, dtype=np.float64), pool.timeline_busy_s
+        if len(times) < 2:
+            continue
+        t0, t1 = times[:-1], times[1:]
+        keep = t1 - t0 > 0
+        ends = np.minimum(busy[1:], t1[:, None]) - np.minimum(busy[:-1], t1[:, None])
+        serving_busy = ends.sum(axis=1) * pool.gpus_per_replica
+        held_start = pool.holding["start_s"].to_numpy(dtype=np.float64)
+        held_end = pool.holding["end_s"].to_numpy(dtype=np.float64)
+        held = _overlap_seconds(t0, t1, held_start, held_end, np.ones(len(held_start))) * pool.gpus_per_replica
+        here = training[training["site"] == pool.site]
+        trained = _overlap_seconds(t0, t1, here["start_s"].to_numpy(dtype=np.float64),
+                                   here["end_s"].to_numpy(dtype=np.float64), here["gpus"].to_numpy(dtype=np.float64))
+        span = (t1 - t0)[keep]
+        frames.append(pd.DataFrame({
+            "start_s": t0[keep], "end_s": t1[keep], "pool": name, "serving_gpus": held[keep] / span,
+            "serving_busy_gpus": serving_busy[keep] / span,
+            "serving_utilisation": np.divide(serving_busy[keep], held[keep], out=np.zeros(int(keep.sum())),
+                                             where=held[keep] > 0),
+            "training_gpus": trained[keep] / span}))
+    if not frames:
+        return pd.DataFrame(columns=TIMELINE_COLUMNS)
+    return pd.concat(frames, ignore_index=True)[TIMELINE_COLUMNS]
