@@ -338,14 +338,19 @@ def parse_pins(pins: Iterable[str], names: Sequence[str]) -> dict[str, dict[str,
 # ------------------------------------------------------------------------------------------
 
 
+def arrival_processes(scenario: Scenario) -> list[tuple[str, Any]]:
+    """(field path, process) of every open-loop arrival stream: the workload's and each
+    traffic class's own."""
+    return [("workload.arrivals", scenario.workload.arrivals),
+            *((f"workload.classes[{i}].arrivals", c.arrivals) for i, c in enumerate(scenario.workload.classes)
+              if c.arrivals is not None)]
+
+
 def peak_overrides(scenario: Scenario) -> list[str] | None:
     """Overrides that replace every arrival process by Poisson at its peak rate; None when one
     has no peak known ahead (a trace, a closed loop): such a workload is sized as it is."""
-    processes = [("workload.arrivals", scenario.workload.arrivals)]
-    processes += [(f"workload.classes[{i}].arrivals", c.arrivals) for i, c in enumerate(scenario.workload.classes)
-                  if c.arrivals is not None]
     out = []
-    for path, process in processes:
+    for path, process in arrival_processes(scenario):
         peak = process.peak_rate_per_s(scenario.horizon)
         if peak is None or peak <= 0:
             return None
@@ -593,11 +598,8 @@ def _site_power_base(attribute: str) -> Callable[[Scenario], float | None]:
 
 
 def _traffic(scenario: Scenario, value: float, folder: Path) -> list[str]:
-    processes = [("workload.arrivals", scenario.workload.arrivals)]
-    processes += [(f"workload.classes[{i}].arrivals", c.arrivals) for i, c in enumerate(scenario.workload.classes)
-                  if c.arrivals is not None]
     out = []
-    for path, process in processes:
+    for path, process in arrival_processes(scenario):
         mean = process.mean_rate_per_s(scenario.horizon)
         fields = process.mean_rate_overrides(mean * value, scenario.horizon) if mean else None
         if fields is None:
@@ -1127,7 +1129,7 @@ def _variant(scenario: Scenario, candidate: Candidate, sizing: Sizing, name: str
              folder: Path) -> Scenario:
     """The right-sized candidate with one input set to value."""
     extra = SENSITIVITY_INPUTS[name].overrides(scenario, value, folder)
-    return candidate.load([*sizing.overrides(candidate.load()), *extra])
+    return candidate.load([*sizing.overrides(scenario), *extra])
 
 
 def _criteria_of(summary: Mapping[str, Any], scenario: Scenario) -> dict[str, float]:
