@@ -93,9 +93,9 @@ def _compiled(rule: Callable[..., int]) -> Any:
     """`rule` compiled by numba (cached on disk), once per process; a numba function as it is."""
     if hasattr(rule, "py_func"):  # already a numba function (registered with @njit)
         return rule
-    from numba import njit
+    from sim.jit import no_refcount_jit
 
-    return njit(cache=True)(rule)
+    return no_refcount_jit()(rule)  # a router allocates nothing (sim.jit)
 
 
 @dataclass(frozen=True)

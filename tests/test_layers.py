@@ -21,7 +21,7 @@ SIM = Path(__file__).parent.parent / "sim"
 
 # (layer, module prefixes), lowest first; a module may import its own layer and below
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("spec, catalog, workload", ("sim.spec", "sim.catalog", "sim.workload", "sim.streams", "sim.outputs",
+    ("spec, catalog, workload", ("sim.spec", "sim.catalog", "sim.workload", "sim.streams", "sim.jit", "sim.outputs",
                                  "sim.version", "sim.routers", "sim.detectors")),
     ("kernels", ("sim.kernels",)),
     ("record", ("sim.record",)),

@@ -224,6 +224,7 @@ import numpy as np
 from numba import njit, types
 from numba.core.typing.typeof import typeof_impl
 
+from sim.jit import no_refcount_jit
 from sim.kernels.service_models import (
     DYNAMIC,
     ITERATION_SIGNATURE,
@@ -430,7 +431,7 @@ QU_SIZE = 3
 # ------------------------------------------------------------------------------------------
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _queue_push(queues, req_i, q, i, by_priority):
     req_i[i, RI_QUEUE] = q
     queues[q, QU_LENGTH] += 1
@@ -458,7 +459,7 @@ def _queue_push(queues, req_i, q, i, by_priority):
         req_i[prev, RI_NEXT] = i
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _queue_push_front(queues, req_i, q, i):
     req_i[i, RI_NEXT] = queues[q, QU_HEAD]
     req_i[i, RI_QUEUE] = q
@@ -468,7 +469,7 @@ def _queue_push_front(queues, req_i, q, i):
         queues[q, QU_TAIL] = i
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _queue_pop(queues, req_i, q):
     i = queues[q, QU_HEAD]
     nxt = req_i[i, RI_NEXT]
@@ -480,7 +481,7 @@ def _queue_pop(queues, req_i, q):
     return i
 
 
-@njit(cache=True)
+@no_refcount_jit()
 def _queue_remove(queues, req_i, q, i):
     """Take request i out of queue q wherever it is (a timeout); O(position), usually the head."""
     prev = -1
@@ -509,12 +510,12 @@ def _queue_remove(queues, req_i, q, i):
 # ------------------------------------------------------------------------------------------
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _heap_less(hk, hr, r, a, b):
     return hk[r, a] < hk[r, b] or (hk[r, a] == hk[r, b] and hr[r, a] < hr[r, b])
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _heap_push(rep_i, hk, hr, r, key, req):
     n = rep_i[r, PI_HEAP]
     hk[r, n] = key
@@ -530,7 +531,7 @@ def _heap_push(rep_i, hk, hr, r, key, req):
             break
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _heap_pop(rep_i, hk, hr, r):
     top = hr[r, 0]
     n = rep_i[r, PI_HEAP] - 1
@@ -554,9 +555,11 @@ def _heap_pop(rep_i, hk, hr, r):
     return top
 
 
-@njit(cache=True)
+@no_refcount_jit()
 def _heap_remove(rep_i, hk, hr, r, req):
-    """Remove a request from the heap (preemption); O(n), preemptions are rare."""
+    """Remove a request from the heap (preemption): the last entry takes its place and sifts
+    up or down. Finding it is O(n); preemptions are rare. (Entries are unique, so the order of
+    pops does not depend on the heap's shape.)"""
     n = rep_i[r, PI_HEAP]
     pos = -1
     for k in range(n):
@@ -565,26 +568,41 @@ def _heap_remove(rep_i, hk, hr, r, req):
             break
     if pos < 0:
         return
-    # Rebuild without it: simple and correct for the small heaps of one replica.
-    keys = np.empty(n - 1, dtype=np.int64)
-    reqs = np.empty(n - 1, dtype=np.int64)
-    m = 0
-    for k in range(n):
-        if k != pos:
-            keys[m] = hk[r, k]
-            reqs[m] = hr[r, k]
-            m += 1
-    rep_i[r, PI_HEAP] = 0
-    for k in range(m):
-        _heap_push(rep_i, hk, hr, r, keys[k], reqs[k])
+    n -= 1
+    rep_i[r, PI_HEAP] = n
+    if pos == n:
+        return
+    hk[r, pos] = hk[r, n]
+    hr[r, pos] = hr[r, n]
+    i = pos
+    while i > 0:  # up
+        parent = (i - 1) // 2
+        if not _heap_less(hk, hr, r, i, parent):
+            break
+        hk[r, i], hk[r, parent] = hk[r, parent], hk[r, i]
+        hr[r, i], hr[r, parent] = hr[r, parent], hr[r, i]
+        i = parent
+    while True:  # down
+        left = 2 * i + 1
+        right = left + 1
+        smallest = i
+        if left < n and _heap_less(hk, hr, r, left, smallest):
+            smallest = left
+        if right < n and _heap_less(hk, hr, r, right, smallest):
+            smallest = right
+        if smallest == i:
+            break
+        hk[r, i], hk[r, smallest] = hk[r, smallest], hk[r, i]
+        hr[r, i], hr[r, smallest] = hr[r, smallest], hr[r, i]
+        i = smallest
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _timed_less(ht, hi, a, b):
     return ht[a] < ht[b] or (ht[a] == ht[b] and hi[a] < hi[b])
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _timed_push(ht, hi, glob, size_field, t, i):
     n = glob[size_field]
     ht[n] = t
@@ -600,7 +618,7 @@ def _timed_push(ht, hi, glob, size_field, t, i):
             break
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _timed_pop(ht, hi, glob, size_field):
     top = hi[0]
     n = glob[size_field] - 1
@@ -631,7 +649,7 @@ def _timed_pop(ht, hi, glob, size_field):
 # heap in [0, n), the FIFO in [n, 2n) (each request is sent once).
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _arrival_push(ht, hi, glob, t, i):
     base = ht.shape[0] // 2
     tail = glob[G_FIFO_TAIL]
@@ -644,7 +662,7 @@ def _arrival_push(ht, hi, glob, t, i):
         _timed_push(ht, hi, glob, G_ARRIVING, t, i)
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _arrival_next(ht, hi, glob):
     """(time, source) of the next arrival: source 1 the heap, 2 the FIFO, 0 none (time INF)."""
     if glob[G_FIFO_HEAD] < glob[G_FIFO_TAIL]:
@@ -657,7 +675,7 @@ def _arrival_next(ht, hi, glob):
     return INF, 0
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _arrival_pop(ht, hi, glob, source):
     if source == 1:
         return _timed_pop(ht, hi, glob, G_ARRIVING)
@@ -671,7 +689,7 @@ def _arrival_pop(ht, hi, glob, source):
 # ------------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@no_refcount_jit()
 def _evict_one(rep_i, cache_i, r, prefix_tokens_of_group, groups):
     """Evict the least recently used unreferenced cached prefix; False when there is none."""
     best = -1
@@ -687,13 +705,13 @@ def _evict_one(rep_i, cache_i, r, prefix_tokens_of_group, groups):
     return True
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _generated(req_i, rep_i, i, r):
     """Tokens generated so far by a running, decoding request, after the last ended iteration."""
     return req_i[i, RI_OUTPUT] - (req_i[i, RI_FINISH_STEP] - rep_i[r, PI_DECODE_STEPS])
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _kv_held(req_i, rep_i, i, r):
     if req_i[i, RI_PREFILLED] < req_i[i, RI_TARGET]:
         return req_i[i, RI_KV_BASE]
@@ -701,13 +719,13 @@ def _kv_held(req_i, rep_i, i, r):
     return req_i[i, RI_KV_BASE] + (g - req_i[i, RI_GEN0] - 1)
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _remove_at(arr, r, count, pos):
     for k in range(pos, count - 1):
         arr[r, k] = arr[r, k + 1]
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _remove_value(arr, r, count, value):
     for k in range(count):
         if arr[r, k] == value:
@@ -716,7 +734,7 @@ def _remove_value(arr, r, count, value):
     return False
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _drop_running(req_i, rep_i, running, r, i):
     """Remove request i from replica r's running set (unordered: the last fills its slot)."""
     last = rep_i[r, PI_RUNNING] - 1
@@ -727,14 +745,14 @@ def _drop_running(req_i, rep_i, running, r, i):
     rep_i[r, PI_RUNNING] = last
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _release_prefix(req_i, cache_i, r, i):
     if req_i[i, RI_USES_PREFIX] == 1:
         cache_i[r, req_i[i, RI_GROUP], K_REFS] -= 1
         req_i[i, RI_USES_PREFIX] = 0
 
 
-@njit(cache=True)
+@no_refcount_jit()
 def _preempt_newest(req_i, rep_i, running, prefilling, hk, hr, cache_i, queues, r):
     n = rep_i[r, PI_RUNNING]
     newest = 0
@@ -763,7 +781,7 @@ def _preempt_newest(req_i, rep_i, running, prefilling, hk, hr, cache_i, queues, 
     _queue_push_front(queues, req_i, r, i)
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _try_admit(req_i, req_f, rep_i, running, prefilling, cache_i, prefix_tokens_of_group, glob, cfg, pool_i, r,
                i, t, kv_cap, from_shared):
     """Admit request i to replica r if KV holds its prompt; returns the tokens it must prefill."""
@@ -804,7 +822,7 @@ def _try_admit(req_i, req_f, rep_i, running, prefilling, cache_i, prefix_tokens_
     return req_i[i, RI_TARGET] - shared
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _queue_head(queues, rep_i, r, shared_q):
     """The next request replica r would admit: its own queue first, then its pool's shared one."""
     if queues[r, QU_HEAD] >= 0:
@@ -814,7 +832,7 @@ def _queue_head(queues, rep_i, r, shared_q):
     return -1
 
 
-@njit(cache=True)
+@no_refcount_jit()
 def _compose_dynamic_batch(req_i, req_f, rep_i, rep_f, running, prefilling, queues, glob, cfg, pool_i, params,
                            r, t, iteration_s):
     """Classic models: run a batch when it is full or its oldest request waited long enough.
@@ -870,14 +888,16 @@ def _compose_dynamic_batch(req_i, req_f, rep_i, rep_f, running, prefilling, queu
     return True
 
 
-@njit(cache=True)
+@no_refcount_jit()
 def _end_dynamic_batch(req_i, req_f, rep_i, rep_f, running, cache_i, sorder, glob, cfg, pool_f, r):
     t = rep_f[r, PF_BUSY_UNTIL]
     p = rep_i[r, PI_POOL]
     seen = t + _frontend_delay(pool_f, p, t - rep_f[r, PF_ITER_START])
     rep_i[r, PI_ITERATIONS] += 1
-    batch = np.sort(running[r, :rep_i[r, PI_RUNNING]].copy())  # complete in request order
-    for i in batch:
+    while rep_i[r, PI_RUNNING] > 0:  # complete in request order (the smallest left, each time)
+        i = running[r, 0]
+        for k in range(1, rep_i[r, PI_RUNNING]):
+            i = min(i, running[r, k])
         req_f[i, RF_FIRST_TOKEN] = seen
         pool_f[p, F_TTFT_SUM] += seen - req_f[i, RF_ARRIVAL]
         pool_f[p, F_FIRST_TOKENS] += 1.0
@@ -888,7 +908,7 @@ def _end_dynamic_batch(req_i, req_f, rep_i, rep_f, running, cache_i, sorder, glo
     rep_f[r, PF_BUSY_UNTIL] = INF
 
 
-@njit(cache=True)
+@no_refcount_jit()
 def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
              prefix_tokens_of_group, glob, cfg, pool_i, params, r, t, cutoff, iteration_s):
     """Decide replica r's next iteration at time t and start it; returns False if idle.
@@ -1014,7 +1034,7 @@ def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, q
     return True
 
 
-@njit(cache=True)
+@no_refcount_jit()
 def _release_next(req_f, sorder, glob, t):
     """Closed loop: the next unreleased request is sent at t; pending sends stay in time order."""
     if glob[G_NEXT_UNRELEASED] >= sorder.shape[0]:
@@ -1031,7 +1051,7 @@ def _release_next(req_f, sorder, glob, t):
     glob[G_SENDS] += 1
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _release_after(req_f, req_i, sorder, glob, cfg, pool_f, i, t):
     """Closed loop: request i ended at t (done, rejected or failed); its client sends the next."""
     if cfg[C_CLIENTS] > 0:
@@ -1039,13 +1059,13 @@ def _release_after(req_f, req_i, sorder, glob, cfg, pool_f, i, t):
         _release_next(req_f, sorder, glob, t + pool_f[p if p >= 0 else 0, F_LOOP_DELAY])
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _frontend_delay(pool_f, p, step_s):
     """How long after its iteration ends a token reaches the client (the pool's front end)."""
     return pool_f[p, F_FRONTEND_S] + pool_f[p, F_FRONTEND_PER_STEP] * step_s
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _complete(req_i, req_f, rep_i, running, cache_i, sorder, glob, cfg, pool_f, r, i, t):
     """Request i's last token reaches its client at t; its replica frees what it held."""
     req_i[i, RI_STATUS] = DONE
@@ -1057,7 +1077,7 @@ def _complete(req_i, req_f, rep_i, running, cache_i, sorder, glob, cfg, pool_f, 
     _release_after(req_f, req_i, sorder, glob, cfg, pool_f, i, t)
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _end_iteration(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i,
                    prefix_tokens_of_group, sorder, glob, cfg, pool_i, pool_f, r):
     t = rep_f[r, PF_BUSY_UNTIL]
@@ -1118,7 +1138,7 @@ def _end_iteration(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cach
     return t
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _route(req_i, req_f, rep_i, cache_i, cfg, pool_i, i, p, route, router_memory, active):
     """The queue a request joins at its pool p (a replica index, or R + p for the pool's shared
     queue): the router's choice among p's active replicas (`sim.routers`). `active` is scratch."""
@@ -1141,7 +1161,7 @@ def _route(req_i, req_f, rep_i, cache_i, cfg, pool_i, i, p, route, router_memory
     return q
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _run_ahead(rep_i, rep_f, hk, queues, cfg, pool_i, params, r, t_end, next_arrival, iteration_s):
     """Fast-forward replica r through decode-only iterations that change nothing but itself.
 
@@ -1190,7 +1210,7 @@ def _run_ahead(rep_i, rep_f, hk, queues, cfg, pool_i, params, r, t_end, next_arr
         rep_f[r, PF_WORK_LOGITS] += decodes
 
 
-@njit(cache=True)
+@no_refcount_jit()
 def _expire(req_i, req_f, rep_i, queues, sorder, glob, cfg, pool_f, i, t):
     """Request i's deadline has come: if it is not admitted in its current attempt (on its way,
     waiting for a path, or queued), it fails (client timeout)."""
@@ -1216,14 +1236,14 @@ def _expire(req_i, req_f, rep_i, queues, sorder, glob, cfg, pool_f, i, t):
 # ------------------------------------------------------------------------------------------
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _api_tokens(req_i, i):
     """What a request counts against an API's tokens-per-minute limit: its prompt plus its
     output (providers reserve the input plus the requested output at admission)."""
     return req_i[i, RI_PROMPT] + req_i[i, RI_OUTPUT]
 
 
-@njit(cache=True)
+@no_refcount_jit()
 def _api_within_limit(req_i, req_f, pool_i, p, i, t):
     """Does API pool p's rate limit admit request i sent at t? First forgets the requests
     admitted RATE_WINDOW_S or more before t (sends are taken in time order, so the window
@@ -1240,7 +1260,7 @@ def _api_within_limit(req_i, req_f, pool_i, p, i, t):
             and pool_i[p, Q_WINDOW_TOKENS] + _api_tokens(req_i, i) <= pool_i[p, Q_API_TPM])
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _api_admit(req_i, pool_i, p, i):
     """Request i, sent now to API pool p within its limit, joins the limit's window (a request
     at an API pool never waits in a queue, so its RI_NEXT links the window)."""
@@ -1255,7 +1275,7 @@ def _api_admit(req_i, pool_i, p, i):
     pool_i[p, Q_WINDOW_TOKENS] += _api_tokens(req_i, i)
 
 
-@njit(cache=True)
+@no_refcount_jit()
 def _arrive_api(req_i, req_f, pool_f, sorder, glob, cfg, aheap_t, aheap_i, i, ta):
     """Request i reaches its API pool at ta: answered 429 (REJECTED) if it was over the limit
     when sent, else it starts at once and its first token is due after its TTFT draw."""
@@ -1273,7 +1293,7 @@ def _arrive_api(req_i, req_f, pool_f, sorder, glob, cfg, aheap_t, aheap_i, i, ta
     _timed_push(aheap_t, aheap_i, glob, G_ARRIVING, ta + ttft, i)
 
 
-@njit(cache=True)
+@no_refcount_jit()
 def _api_token(req_i, req_f, pool_f, sorder, glob, cfg, aheap_t, aheap_i, i, t):
     """A token event of request i at its API pool at t: its first token (then its last is due
     (output - 1) x its per-token draw later), or its last token (it is done)."""
@@ -1297,7 +1317,7 @@ def _api_token(req_i, req_f, pool_f, sorder, glob, cfg, aheap_t, aheap_i, i, t):
 # ------------------------------------------------------------------------------------------
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _path_back_at(path_w, path_n, k, t):
     """When path k comes back if it is cut at t (inside one of its outage windows), else -1."""
     for w in range(path_n[k]):
@@ -1306,7 +1326,7 @@ def _path_back_at(path_w, path_n, k, t):
     return -1.0
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _active_count(rep_i, pool_i, p):
     first = pool_i[p, Q_FIRST]
     n = 0
@@ -1316,7 +1336,7 @@ def _active_count(rep_i, pool_i, p):
     return n
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _over_threshold(req_f, rep_i, queues, cfg, pool_i, route_f, k, p, n_active, t):
     """Is pool p loaded beyond route k's overflow thresholds at t? (requests in the pool,
     waiting or running, per active replica; the oldest waiting request's wait)"""
@@ -1338,13 +1358,13 @@ def _over_threshold(req_f, rep_i, queues, cfg, pool_i, route_f, k, p, n_active, 
     return oldest < INF and t - oldest > route_f[k, RTF_WAIT]
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _limited(req_i, req_f, pool_i, p, i, t):
     """Is p an API pool whose rate limit refuses request i at t?"""
     return pool_i[p, Q_API] == 1 and not _api_within_limit(req_i, req_f, pool_i, p, i, t)
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _choose_pool(req_i, req_f, rep_i, queues, cfg, pool_i, path_w, path_n, route_i, route_f, class_route, i, t):
     """The pool request i is sent to at t, and why (see the module docstring), or (-1, the
     time the first candidate's path comes back) when every candidate's path is cut."""
@@ -1447,7 +1467,7 @@ def _choose_pool(req_i, req_f, rep_i, queues, cfg, pool_i, path_w, path_n, route
     return -1, soonest_back
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _send(req_i, req_f, rep_i, queues, glob, cfg, pool_i, path_f, path_w, path_n, route_i, route_f, class_route,
           aheap_t, aheap_i, rheap_t, rheap_i, i, t):
     """Client sends request i at t: choose its pool and put it on the path there (or wait for
@@ -1491,10 +1511,23 @@ def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
 
     `route` is the router's numba function (`sim.routers`), `router_memory` its state per
     pool, and `iteration_s` the service model's duration function
-    (`sim.kernels.service_models`)."""
+    (`sim.kernels.service_models`). The event loop itself (`_advance`) runs without numba's
+    reference counting: it allocates nothing, and counting the references of every array
+    view it takes (a pool's parameters, a column for the router) was half its time."""
+    active = np.empty(max(cfg[C_REPLICAS], 1), dtype=np.int64)  # the router's scratch: active replicas
+    return _advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues, prefix_tokens_of_group,
+                    sorder, deadline_order, glob, cfg, pool_i, pool_f, params, path_f, path_w, path_n, route_i,
+                    route_f, class_route, aheap_t, aheap_i, rheap_t, rheap_i, t_end, route, router_memory,
+                    iteration_s, active)
+
+
+@no_refcount_jit()
+def _advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues, prefix_tokens_of_group,
+             sorder, deadline_order, glob, cfg, pool_i, pool_f, params, path_f, path_w, path_n, route_i, route_f,
+             class_route, aheap_t, aheap_i, rheap_t, rheap_i, t_end, route, router_memory, iteration_s, active):
+    """`advance`'s event loop; `active` is scratch for the router (one slot per replica)."""
     n_rep = cfg[C_REPLICAS]
     closed = cfg[C_CLIENTS] > 0
-    active = np.empty(max(n_rep, 1), dtype=np.int64)  # the router's scratch: indices of active replicas
     events = 0
     while True:
         # the next send: the next in send order, or a request whose path came back
@@ -1588,7 +1621,7 @@ def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
     return events
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _arrive(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues, prefix_tokens_of_group,
             sorder, glob, cfg, pool_i, pool_f, params, route, router_memory, iteration_s, active, i, ta):
     """Request i arrives at its pool at ta: rejected if it can never fit, else queued by the
@@ -1621,7 +1654,7 @@ def _arrive(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
                     break
 
 
-@njit(cache=True)
+@no_refcount_jit()
 def _reroute(req_i, req_f, rep_i, cache_i, queues, cfg, pool_i, i, route, router_memory, active):
     p = req_i[i, RI_POOL]
     q = _route(req_i, req_f, rep_i, cache_i, cfg, pool_i, i, p, route, router_memory, active)

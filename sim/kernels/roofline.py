@@ -55,9 +55,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
-from numba import njit
 
 from sim.catalog import BYTES_PER_PARAM, GPU, Engine, Model
+from sim.jit import no_refcount_jit
 
 # Indices into the packed parameter vector: model shape ...
 P_LINEAR_FLOPS_PER_TOKEN = 0
@@ -191,7 +191,7 @@ def pack_params(
     return params
 
 
-@njit(cache=True, inline="always")
+@no_refcount_jit(inline="always")
 def _roof(flops, rate, m, half_m, nbytes, bandwidth):
     """max(compute, memory) of one component; the FLOP rate grows with the GEMM's rows m."""
     compute = 0.0
@@ -201,7 +201,7 @@ def _roof(flops, rate, m, half_m, nbytes, bandwidth):
     return compute if compute > memory else memory
 
 
-@njit(cache=True)
+@no_refcount_jit()
 def step_time(
     params: np.ndarray,
     prefill_tokens: int,

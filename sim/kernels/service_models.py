@@ -47,8 +47,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numba import njit, types
+from numba import types
 
+from sim.jit import no_refcount_jit
 from sim.kernels.roofline import step_time
 from sim.spec.families import Family
 from sim.streams import stream
@@ -79,7 +80,7 @@ class ServiceModel:
 SERVICE_MODELS: Family[ServiceModel] = Family("service model")
 
 
-@njit(cache=True)
+@no_refcount_jit()
 def _service_time_s(params, service_s, prefill_tokens, prefill_pairs, prefill_context,  # noqa: ANN001, ANN202
                     prefill_seqs, decodes, decode_context, logit_tokens):
     return service_s
@@ -90,7 +91,7 @@ def _service_time_arguments(scenario: Any, setup: Any, count: int, seed: int, re
     return {"service_s": service, "kv_capacity_tokens": UNBOUNDED_TOKENS, "max_model_len": UNBOUNDED_TOKENS}
 
 
-@njit(cache=True)
+@no_refcount_jit()
 def _batch_latency_s(params, service_s, prefill_tokens, prefill_pairs, prefill_context,  # noqa: ANN001, ANN202
                      prefill_seqs, decodes, decode_context, logit_tokens):
     return params[0] + params[1] * prefill_seqs
@@ -106,7 +107,7 @@ def _dynamic_batching_arguments(scenario: Any, setup: Any, count: int, seed: int
             "max_model_len": UNBOUNDED_TOKENS}
 
 
-@njit(cache=True)
+@no_refcount_jit()
 def _roofline_s(params, service_s, prefill_tokens, prefill_pairs, prefill_context,  # noqa: ANN001, ANN202
                 prefill_seqs, decodes, decode_context, logit_tokens):
     return step_time(params, prefill_tokens, prefill_pairs, prefill_context, prefill_seqs, decodes,
