@@ -234,6 +234,20 @@ def test_kernel_matches_oracle_in_a_closed_loop(case: PoolCase) -> None:
     label_features(check(case)[1])
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pool_cases(), st.integers(5, 40), st.booleans())
+def test_kernel_matches_oracle_with_many_replicas(case: PoolCase, replicas: int, tied: bool) -> None:
+    """The kernel finds the next iteration end in a tournament tree over the replicas (levels
+    appear from 3 replicas on, odd sizes leave a leaf paired with a node); ties go to the
+    lowest replica as the oracle's scan has it. `tied`: every iteration lasts the same, so
+    ends coincide across many replicas."""
+    case = replace(case, options={**case.options, "replicas": replicas})
+    if tied:
+        case = replace(case, arrival_s=np.floor(case.arrival_s / TICK_S["tiny"]) * TICK_S["tiny"],
+                       options={**case.options, "service_s": np.full(len(case.arrival_s), TICK_S["tiny"])})
+    check(case)
+
+
 @settings(max_examples=100, deadline=None)
 @given(service_time_cases())
 def test_kernel_matches_oracle_in_service_time_mode(case: PoolCase) -> None:
@@ -445,6 +459,19 @@ def test_lowest_replica_ends_first_at_the_same_time() -> None:
     kernel, _ = check(case)
     np.testing.assert_array_equal(kernel.replica, [0, 1, 0])
     np.testing.assert_array_equal(kernel.done_s, [1.0, 1.0, 2.0])
+
+
+def test_lowest_of_many_replicas_ends_first_at_the_same_time() -> None:
+    """Eleven replicas all end at t=1 with ten requests waiting in the shared queue: replicas
+    0..9 take them in order (the tree's tie-break, across its levels and its odd leaf)."""
+    n = 21
+    arrival = np.concatenate([np.zeros(11), np.full(10, 0.5)])
+    case = PoolCase(arrival, np.ones(n, dtype=np.int64), np.ones(n, dtype=np.int64), dict(
+        replicas=11, max_num_seqs=1, max_num_batched_tokens=16, chunked_prefill=False,
+        kv_capacity_tokens=AMPLE, max_model_len=AMPLE, router="shared_queue", service_s=np.ones(n)))
+    kernel, _ = check(case)
+    np.testing.assert_array_equal(kernel.replica, list(range(11)) + list(range(10)))
+    np.testing.assert_array_equal(kernel.done_s, [1.0] * 11 + [2.0] * 10)
 
 
 # ------------------------------------------------------------------------------------------

@@ -326,7 +326,8 @@ PI_ITER_DECODES = 11  # decoding sequences in the iteration in flight
 PI_DECODE_STEPS = 12  # iterations in which the decoding sequences advanced
 PI_WANTED = 13  # a DOWN replica's state when restored
 PI_POOL = 14  # the pool it belongs to
-PI_SIZE = 15
+PI_NEXT_REPLICA = 15  # tournament node k (row k): the replica whose iteration ends first below it
+PI_SIZE = 16
 
 # Float replica fields (rep_f[:, F]).
 PF_BUSY_UNTIL = 0
@@ -338,7 +339,8 @@ PF_WORK_TOKENS = 4  # tokens through the model (prefill + decode)
 PF_WORK_PAIRS = 5  # attention (query, key) pairs: prefill pairs + decode contexts
 PF_WORK_KV = 6  # KV-cache tokens read or written: prefill context + chunks, decode contexts + tokens
 PF_WORK_LOGITS = 7  # tokens through the LM head
-PF_SIZE = 8
+PF_NEXT_END = 8  # tournament node k (row k): when that replica's iteration (or timer) ends
+PF_SIZE = 9
 
 # Cluster-wide configuration (cfg[F]).
 C_REPLICAS = 0
@@ -369,7 +371,8 @@ Q_WINDOW_COUNT = 14
 Q_WINDOW_TOKENS = 15  # their prompt + output tokens
 Q_API_RPM = 16  # its rate limit: requests and tokens per RATE_WINDOW_S (NO_LIMIT: none)
 Q_API_TPM = 17
-Q_SIZE = 18
+Q_ACTIVE = 18  # its active replicas, listed in the kernel's `active` array from FIRST (see `_active_lists`)
+Q_SIZE = 19
 
 # Float configuration and counters of each pool (pool_f[p, F]).
 F_LOOP_DELAY = 0  # closed loop: from a request completing here to its client's next send
@@ -595,6 +598,70 @@ def _heap_remove(rep_i, hk, hr, r, req):
         hk[r, i], hk[r, smallest] = hk[r, smallest], hk[r, i]
         hr[r, i], hr[r, smallest] = hr[r, smallest], hr[r, i]
         i = smallest
+
+
+# The next iteration end: a tournament tree over the replicas' end times, kept in two
+# columns of the replica arrays (node k in row k, k = 1 .. R-1; node R + r is replica r
+# itself; node k's children are 2k and 2k + 1). A node holds the earliest end below it and
+# its replica, ties to the lower index, as a scan of the replicas in order would find it.
+# Every change of a replica's iteration calls `_tree_update` (O(log R)); `_tree_build` makes
+# the tree anew when the control plane may have changed replicas between advances.
+
+
+@no_refcount_jit(inline="always")
+def _end_key(rep_i, rep_f, r):
+    """When replica r's iteration or timer ends (inf when idle)."""
+    return rep_f[r, PF_BUSY_UNTIL] if rep_i[r, PI_IN_FLIGHT] != IDLE else INF
+
+
+@no_refcount_jit(inline="always")
+def _tree_node(rep_i, rep_f, n, k):
+    if k >= n:
+        return _end_key(rep_i, rep_f, k - n), k - n
+    return rep_f[k, PF_NEXT_END], rep_i[k, PI_NEXT_REPLICA]
+
+
+@no_refcount_jit(inline="always")
+def _tree_play(rep_i, rep_f, n, k):
+    """Node k's winner from its children; returns False if it did not change."""
+    ta, ra = _tree_node(rep_i, rep_f, n, 2 * k)
+    tb, rb = _tree_node(rep_i, rep_f, n, 2 * k + 1)
+    if tb < ta or (tb == ta and rb < ra):
+        ta, ra = tb, rb
+    if rep_f[k, PF_NEXT_END] == ta and rep_i[k, PI_NEXT_REPLICA] == ra:
+        return False
+    rep_f[k, PF_NEXT_END] = ta
+    rep_i[k, PI_NEXT_REPLICA] = ra
+    return True
+
+
+@no_refcount_jit(inline="always")
+def _tree_update(rep_i, rep_f, cfg, r):
+    """Replica r's end time changed: replay its path to the root (stops where nothing changes)."""
+    n = cfg[C_REPLICAS]
+    k = (n + r) >> 1
+    while k >= 1 and _tree_play(rep_i, rep_f, n, k):
+        k >>= 1
+
+
+@no_refcount_jit()
+def _tree_build(rep_i, rep_f, cfg):
+    n = cfg[C_REPLICAS]
+    for k in range(n - 1, 0, -1):
+        rep_f[k, PF_NEXT_END] = np.nan  # differs from any winner: the play always writes
+        _tree_play(rep_i, rep_f, n, k)
+
+
+@no_refcount_jit(inline="always")
+def _tree_next(rep_i, rep_f, cfg):
+    """(time, replica) of the first iteration or timer to end; (inf, -1) when none is running."""
+    n = cfg[C_REPLICAS]
+    if n == 0:
+        return INF, -1
+    t, r = _tree_node(rep_i, rep_f, n, 1)
+    if t == INF:
+        return INF, -1
+    return t, r
 
 
 @no_refcount_jit(inline="always")
@@ -858,12 +925,14 @@ def _compose_dynamic_batch(req_i, req_f, rep_i, rep_f, running, prefilling, queu
     if waiting == 0:
         rep_i[r, PI_IN_FLIGHT] = IDLE
         rep_f[r, PF_BUSY_UNTIL] = INF
+        _tree_update(rep_i, rep_f, cfg, r)
         return False
     head = own if own >= 0 else queues[shared_q, QU_HEAD]
     deadline = req_f[head, RF_ARRIVAL] + params[p, 2]
     if waiting < max_batch and t < deadline:
         rep_i[r, PI_IN_FLIGHT] = TIMER
         rep_f[r, PF_BUSY_UNTIL] = deadline
+        _tree_update(rep_i, rep_f, cfg, r)
         return False
     for _ in range(waiting):
         q = r if queues[r, QU_HEAD] >= 0 else shared_q
@@ -882,6 +951,7 @@ def _compose_dynamic_batch(req_i, req_f, rep_i, rep_f, running, prefilling, queu
     rep_i[r, PI_ITER_DECODES] = 0
     rep_f[r, PF_ITER_START] = t
     rep_f[r, PF_BUSY_UNTIL] = t + dt
+    _tree_update(rep_i, rep_f, cfg, r)
     rep_f[r, PF_BUSY_TIME] += dt
     if dt > rep_f[r, PF_LONGEST]:
         rep_f[r, PF_LONGEST] = dt
@@ -906,6 +976,7 @@ def _end_dynamic_batch(req_i, req_f, rep_i, rep_f, running, cache_i, sorder, glo
         _complete(req_i, req_f, rep_i, running, cache_i, sorder, glob, cfg, pool_f, r, i, seen)
     rep_i[r, PI_IN_FLIGHT] = IDLE
     rep_f[r, PF_BUSY_UNTIL] = INF
+    _tree_update(rep_i, rep_f, cfg, r)
 
 
 @no_refcount_jit()
@@ -1012,6 +1083,7 @@ def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, q
     if prefill_tokens == 0 and decodes == 0:
         rep_i[r, PI_IN_FLIGHT] = 0
         rep_f[r, PF_BUSY_UNTIL] = INF
+        _tree_update(rep_i, rep_f, cfg, r)
         return False
     logit_tokens += decodes
     if pool_i[p, Q_CHUNKED] == 0:
@@ -1023,6 +1095,7 @@ def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, q
     rep_i[r, PI_IN_FLIGHT] = 1
     rep_f[r, PF_ITER_START] = t
     rep_f[r, PF_BUSY_UNTIL] = t + dt
+    _tree_update(rep_i, rep_f, cfg, r)
     rep_f[r, PF_BUSY_TIME] += dt
     if dt > rep_f[r, PF_LONGEST]:
         rep_f[r, PF_LONGEST] = dt
@@ -1135,25 +1208,23 @@ def _end_iteration(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cach
         _complete(req_i, req_f, rep_i, running, cache_i, sorder, glob, cfg, pool_f, r, i, seen)
     rep_i[r, PI_IN_FLIGHT] = 0
     rep_f[r, PF_BUSY_UNTIL] = INF
+    _tree_update(rep_i, rep_f, cfg, r)
     return t
 
 
 @no_refcount_jit(inline="always")
 def _route(req_i, req_f, rep_i, cache_i, cfg, pool_i, i, p, route, router_memory, active):
     """The queue a request joins at its pool p (a replica index, or R + p for the pool's shared
-    queue): the router's choice among p's active replicas (`sim.routers`). `active` is scratch."""
+    queue): the router's choice among p's active replicas (`sim.routers`), listed in `active`
+    (`_active_lists`)."""
     shared_q = cfg[C_REPLICAS] + p
     first = pool_i[p, Q_FIRST]
-    n_active = 0
-    for r in range(first, first + pool_i[p, Q_COUNT]):
-        if rep_i[r, PI_STATE] == ACTIVE:
-            active[n_active] = r
-            n_active += 1
+    n_active = pool_i[p, Q_ACTIVE]
     if n_active == 0:
         return shared_q
     group = req_i[i, RI_GROUP]
-    q = route(active, n_active, rep_i[:, PI_OUTSTANDING], req_f[i, RF_RANDOM], router_memory[p],
-              group, cache_i[:, group if group >= 0 else 0, K_CACHED])
+    q = route(active[first:first + n_active], n_active, rep_i[:, PI_OUTSTANDING], req_f[i, RF_RANDOM],
+              router_memory[p], group, cache_i[:, group if group >= 0 else 0, K_CACHED])
     if q == SHARED_QUEUE:
         return shared_q
     if q < first or q >= first + pool_i[p, Q_COUNT] or rep_i[q, PI_STATE] != ACTIVE:
@@ -1201,6 +1272,7 @@ def _run_ahead(rep_i, rep_f, hk, queues, cfg, pool_i, params, r, t_end, next_arr
         rep_f[r, PF_ITER_START] = end
         end = end + dt
         rep_f[r, PF_BUSY_UNTIL] = end
+        _tree_update(rep_i, rep_f, cfg, r)
         rep_f[r, PF_BUSY_TIME] += dt
         if dt > rep_f[r, PF_LONGEST]:
             rep_f[r, PF_LONGEST] = dt
@@ -1326,14 +1398,24 @@ def _path_back_at(path_w, path_n, k, t):
     return -1.0
 
 
+@no_refcount_jit()
+def _active_lists(rep_i, pool_i, cfg, active):
+    """List each pool's active replicas, in order, in `active` from the pool's first replica
+    on, and count them (Q_ACTIVE). Replicas change state only between advances (the control
+    plane) and when one fails, so the lists are made then, not for every request."""
+    for p in range(cfg[C_POOLS]):
+        first = pool_i[p, Q_FIRST]
+        n = 0
+        for r in range(first, first + pool_i[p, Q_COUNT]):
+            if rep_i[r, PI_STATE] == ACTIVE:
+                active[first + n] = r
+                n += 1
+        pool_i[p, Q_ACTIVE] = n
+
+
 @no_refcount_jit(inline="always")
 def _active_count(rep_i, pool_i, p):
-    first = pool_i[p, Q_FIRST]
-    n = 0
-    for r in range(first, first + pool_i[p, Q_COUNT]):
-        if rep_i[r, PI_STATE] == ACTIVE:
-            n += 1
-    return n
+    return pool_i[p, Q_ACTIVE]
 
 
 @no_refcount_jit(inline="always")
@@ -1514,7 +1596,7 @@ def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
     (`sim.kernels.service_models`). The event loop itself (`_advance`) runs without numba's
     reference counting: it allocates nothing, and counting the references of every array
     view it takes (a pool's parameters, a column for the router) was half its time."""
-    active = np.empty(max(cfg[C_REPLICAS], 1), dtype=np.int64)  # the router's scratch: active replicas
+    active = np.empty(max(cfg[C_REPLICAS], 1), dtype=np.int64)  # each pool's active replicas
     return _advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues, prefix_tokens_of_group,
                     sorder, deadline_order, glob, cfg, pool_i, pool_f, params, path_f, path_w, path_n, route_i,
                     route_f, class_route, aheap_t, aheap_i, rheap_t, rheap_i, t_end, route, router_memory,
@@ -1525,10 +1607,12 @@ def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
 def _advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues, prefix_tokens_of_group,
              sorder, deadline_order, glob, cfg, pool_i, pool_f, params, path_f, path_w, path_n, route_i, route_f,
              class_route, aheap_t, aheap_i, rheap_t, rheap_i, t_end, route, router_memory, iteration_s, active):
-    """`advance`'s event loop; `active` is scratch for the router (one slot per replica)."""
-    n_rep = cfg[C_REPLICAS]
+    """`advance`'s event loop; `active` holds each pool's active replicas (one slot per replica)."""
     closed = cfg[C_CLIENTS] > 0
     events = 0
+    # the control plane may have changed replicas since the last advance
+    _tree_build(rep_i, rep_f, cfg)
+    _active_lists(rep_i, pool_i, cfg, active)
     while True:
         # the next send: the next in send order, or a request whose path came back
         ts = INF
@@ -1540,12 +1624,7 @@ def _advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, q
             ts = rheap_t[0]
             resend = True
         ta, source = _arrival_next(aheap_t, aheap_i, glob)
-        te = INF
-        rmin = -1
-        for r in range(n_rep):
-            if rep_i[r, PI_IN_FLIGHT] != IDLE and rep_f[r, PF_BUSY_UNTIL] < te:
-                te = rep_f[r, PF_BUSY_UNTIL]
-                rmin = r
+        te, rmin = _tree_next(rep_i, rep_f, cfg)
         # deadlines (client timeouts): INF without a timeout, so nothing below changes then
         td = INF
         j = -1
@@ -1598,6 +1677,7 @@ def _advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, q
             events += 1
             if rep_i[rmin, PI_IN_FLIGHT] == TIMER:
                 rep_i[rmin, PI_IN_FLIGHT] = IDLE
+                _tree_update(rep_i, rep_f, cfg, rmin)
             elif cfg[C_BATCHING] == DYNAMIC:
                 _end_dynamic_batch(req_i, req_f, rep_i, rep_f, running, cache_i, sorder, glob, cfg, pool_f, rmin)
             else:
@@ -1693,6 +1773,7 @@ def _fail_replica(req_i, req_f, rep_i, rep_f, running, cache_i, queues, sorder, 
         rep_f[r, PF_BUSY_TIME] -= rep_f[r, PF_BUSY_UNTIL] - t
     rep_i[r, PI_IN_FLIGHT] = IDLE
     rep_f[r, PF_BUSY_UNTIL] = INF
+    _tree_update(rep_i, rep_f, cfg, r)
     rep_i[r, PI_RUNNING] = 0
     rep_i[r, PI_PREFILLING] = 0
     rep_i[r, PI_DECODING] = 0
@@ -1738,6 +1819,7 @@ def _fail_replica(req_i, req_f, rep_i, rep_f, running, cache_i, queues, sorder, 
             n_retry += 1
     # the router places them again, as new arrivals: retried ones first, oldest first
     active = np.empty(max(cfg[C_REPLICAS], 1), dtype=np.int64)
+    _active_lists(rep_i, pool_i, cfg, active)  # without r, now DOWN
     for k in range(n_retry):
         _reroute(req_i, req_f, rep_i, cache_i, queues, cfg, pool_i, retry[k], route, router_memory, active)
     for i in untouched:
