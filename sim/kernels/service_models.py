@@ -122,8 +122,10 @@ SERVICE_MODELS.register(ServiceModel(
     "dynamic_batching", _batch_latency_s, DYNAMIC, unit_requests=False,
     applies=lambda scenario, setup: setup.model.kind == "classic",
     arguments=_dynamic_batching_arguments))
+ROOFLINE = "roofline"
+"""The default model's name: the kernel calls `step_time` directly for it (`batching._duration`)."""
 SERVICE_MODELS.register(ServiceModel(
-    "roofline", _roofline_s, CONTINUOUS, unit_requests=False,
+    ROOFLINE, _roofline_s, CONTINUOUS, unit_requests=False,
     applies=lambda scenario, setup: True,
     arguments=lambda scenario, setup, count, seed, replication: {}))
 
