@@ -422,6 +422,9 @@ def plan(
     set_: SetOption = None,
     engine: Annotated[str | None, typer.Option(
         help="Serving-engine profile to plan with (default: the scenario's model.engine).")] = None,
+    pool: Annotated[str | None, typer.Option(
+        help="The pool to size, SITE/POOL (default: the first serving pool at placement.inference); "
+             "the other pools run as the scenario has them (deploysim decide sizes them all).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     out_dir: Annotated[Path | None, typer.Option(
@@ -446,7 +449,7 @@ def plan(
     try:
         if max_rate:
             answer = planning.max_rate(scenario_file, slos, replications=replications, horizon=horizon,
-                                       warmup=warmup, overrides=set_ or [], out=target)
+                                       warmup=warmup, overrides=set_ or [], out=target, pool_name=pool)
         else:
             if rate is None:
                 raise SpecError([SpecIssue("--rate", "the rate to plan for is needed", has_value=False,
@@ -455,14 +458,15 @@ def plan(
                 lambda progress: planning.plan(
                     scenario_file, rate, slos, gpus=[g.strip() for g in gpus.split(",") if g.strip()],
                     max_gpus=max_gpus, tp_options=tp_options, replications=replications, horizon=horizon,
-                    warmup=warmup, overrides=set_ or [], workers=workers, on_progress=progress, out=target),
+                    warmup=warmup, overrides=set_ or [], workers=workers, on_progress=progress, out=target,
+                    pool=pool),
                 "planning (GPU types x TP degrees)", quiet)
     except SpecError as exc:
         raise fail(exc.with_source(exc.source or str(scenario_file))) from None
     targets = ", ".join(f"{name}<{format_duration(value)}" for name, value in slos.items())
     if max_rate:
         if as_json:
-            out.print_json(json.dumps({"scenario": answer.scenario, "gpu": answer.gpu, "gpus": answer.gpus,
+            out.print_json(json.dumps({"scenario": answer.scenario, "pool": answer.pool, "gpu": answer.gpu, "gpus": answer.gpus,
                                        "tp": answer.tp, "slos": answer.slos, "max_rate_per_s": answer.rate_per_s,
                                        "fails_at_rate_per_s": None if math.isinf(answer.upper_rate_per_s)
                                        else answer.upper_rate_per_s, "simulations": answer.simulations}))
@@ -470,7 +474,7 @@ def plan(
         above = ("" if math.isinf(answer.upper_rate_per_s)
                  else f"; misses them at {answer.upper_rate_per_s:.3g} req/s")
         out.print(Text.assemble(
-            styled(f"{answer.scenario} on {answer.gpus}x {answer.gpu} (TP {answer.tp}) sustains "),
+            styled(f"{answer.scenario}'s {answer.pool} on {answer.gpus}x {answer.gpu} (TP {answer.tp}) sustains "),
             styled(f"{answer.rate_per_s:.3g} req/s", "bold"),
             styled(f" within {targets}{above} ({answer.simulations} simulations, {answer.wall_s:.0f} s)")),
             soft_wrap=True)
@@ -479,7 +483,7 @@ def plan(
     if as_json:
         out.print_json(table.to_json(orient="records"))
         return
-    view = Table(title=f"{result.scenario} at {result.rate_per_s:g} req/s: fewest GPUs meeting {targets}, "
+    view = Table(title=f"{result.scenario} at {result.rate_per_s:g} req/s: fewest GPUs in {result.pool} meeting {targets}, "
                        f"cheapest first ({format_duration(result.horizon_s)} per simulation)")
     for column in ("rank", "GPU", "TP", "GPUs", *(f"{n} (s)" for n in slos), "$/month", "$/1M req",
                    "exposure", "sims", "note"):

@@ -338,19 +338,11 @@ def parse_pins(pins: Iterable[str], names: Sequence[str]) -> dict[str, dict[str,
 # ------------------------------------------------------------------------------------------
 
 
-def arrival_processes(scenario: Scenario) -> list[tuple[str, Any]]:
-    """(field path, process) of every open-loop arrival stream: the workload's and each
-    traffic class's own."""
-    return [("workload.arrivals", scenario.workload.arrivals),
-            *((f"workload.classes[{i}].arrivals", c.arrivals) for i, c in enumerate(scenario.workload.classes)
-              if c.arrivals is not None)]
-
-
 def peak_overrides(scenario: Scenario) -> list[str] | None:
     """Overrides that replace every arrival process by Poisson at its peak rate; None when one
     has no peak known ahead (a trace, a closed loop): such a workload is sized as it is."""
     out = []
-    for path, process in arrival_processes(scenario):
+    for path, process in scenario.arrival_streams():
         peak = process.peak_rate_per_s(scenario.horizon)
         if peak is None or peak <= 0:
             return None
@@ -599,7 +591,7 @@ def _site_power_base(attribute: str) -> Callable[[Scenario], float | None]:
 
 def _traffic(scenario: Scenario, value: float, folder: Path) -> list[str]:
     out = []
-    for path, process in arrival_processes(scenario):
+    for path, process in scenario.arrival_streams():
         mean = process.mean_rate_per_s(scenario.horizon)
         fields = process.mean_rate_overrides(mean * value, scenario.horizon) if mean else None
         if fields is None:

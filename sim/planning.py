@@ -158,7 +158,8 @@ class ServingPool:
     tp: int
     elastic_max: bool  # the pool has a max_count to keep in step with count
     priced: bool  # the pool names its own price (valid only for its own GPU)
-    rate_per_unit: tuple[tuple[str, float], ...] = (("rate_per_s", 1.0),)  # arrival fields at 1 req/s mean
+    rate_per_unit: tuple[tuple[str, float], ...] = (("workload.arrivals.rate_per_s", 1.0),)  # fields at 1 req/s
+    name: str = ""  # "site/pool"
 
 
 def _document(scenario: str | Path | Mapping[str, Any] | Scenario) -> tuple[dict[str, Any], str]:
@@ -181,38 +182,63 @@ def _load(document: dict[str, Any], overrides: Sequence[str], source: str) -> Sc
         raise exc.with_source(source) from None
 
 
-def serving_pool(scenario: Scenario) -> ServingPool:
-    site = scenario.placement.inference
-    for i, pool in enumerate(scenario.sites[site].pools):
-        if "serving" in pool.roles and pool.capacity > 0:
-            return ServingPool(f"sites.{site}.pools[{i}]", pool.gpu, pool.capacity, scenario.model.tensor_parallel,
-                               pool.max_count is not None, pool.price_usd_per_gpu_hour is not None,
-                               _rate_per_unit(scenario))
-    raise SpecError([SpecIssue(f"sites.{site}.pools", "the inference site has no serving pool", has_value=False,
-                               allowed="a pool with role 'serving'")])
+def serving_pool(scenario: Scenario, name: str | None = None) -> ServingPool:
+    """The pool a plan sizes: `name` ("site/pool", or a pool name that is unique), else the
+    first serving pool at the inference site. Its GPUs per replica are its own (the pool's
+    `tensor_parallel`, else the model's); the other pools stay as the scenario has them."""
+    from sim.spec.routing import serving_pools
+
+    pools = {key: (site, pool) for key, (site, pool) in serving_pools(scenario).items() if not pool.is_api}
+    if name is None:
+        inference = scenario.placement.inference
+        key = next((k for k, (site, pool) in pools.items() if site == inference and pool.capacity > 0), None)
+        if key is None:
+            raise SpecError([SpecIssue(f"sites.{inference}.pools", "the inference site has no serving pool of GPUs",
+                                       has_value=False, allowed="a pool with role 'serving', or --pool SITE/POOL")])
+    else:
+        matches = [k for k in pools if k == name or k.split("/", 1)[1] == name]
+        if len(matches) != 1:
+            why = "names more than one pool" if matches else f"not a serving pool of GPUs{suggest(name, pools)}"
+            raise SpecError([SpecIssue("--pool", why, name, ", ".join(pools) or "none: the scenario has no serving "
+                                       "pool of GPUs (a managed API is not sized)")])
+        key = matches[0]
+    site, pool = pools[key]
+    index = scenario.sites[site].pools.index(pool)
+    return ServingPool(f"sites.{site}.pools[{index}]", pool.gpu, pool.capacity, pool.tp(scenario.model),
+                       pool.max_count is not None, pool.price_usd_per_gpu_hour is not None,
+                       _rate_per_unit(scenario), key)
 
 
 def _rate_of(scenario: Scenario) -> float:
-    """The arrival process's mean rate over the horizon: what a planned rate means."""
-    arrivals = scenario.workload.arrivals
-    rate = arrivals.mean_rate_per_s(scenario.horizon)
-    if rate is None or arrivals.mean_rate_overrides(rate, scenario.horizon) is None:
-        raise SpecError([SpecIssue("workload.arrivals.process", "planning sets the arrival rate, and this "
-                                   "arrival process has none", arrivals.process,
-                                   f"{', '.join(processes_with_rate())} (they have a rate to set)")])
-    return float(rate)
+    """The workload's mean rate over the horizon, every arrival stream together (the
+    workload's and each traffic class's own): what a planned rate means."""
+    total = 0.0
+    for path, arrivals in scenario.arrival_streams():
+        rate = arrivals.mean_rate_per_s(scenario.horizon)
+        if rate is None or arrivals.mean_rate_overrides(rate, scenario.horizon) is None:
+            raise SpecError([SpecIssue(f"{path}.process", "planning sets the arrival rate, and this "
+                                       "arrival process has none", arrivals.process,
+                                       f"{', '.join(processes_with_rate())} (they have a rate to set)")])
+        total += float(rate)
+    return total
 
 
 def _rate_per_unit(scenario: Scenario) -> tuple[tuple[str, float], ...]:
-    """The arrival fields planning sets, with their values for a mean rate of 1 req/s."""
-    _rate_of(scenario)  # a clear error for a process without a rate
-    return tuple((scenario.workload.arrivals.mean_rate_overrides(1.0, scenario.horizon) or {}).items())
+    """The arrival fields planning sets (full paths), with their values for a mean rate of
+    1 req/s in all: each stream keeps its share of the scenario's total."""
+    total = _rate_of(scenario)  # a clear error for a process without a rate
+    out: list[tuple[str, float]] = []
+    for path, arrivals in scenario.arrival_streams():
+        share = float(arrivals.mean_rate_per_s(scenario.horizon)) / total
+        out += [(f"{path}.{field}", value)
+                for field, value in (arrivals.mean_rate_overrides(share, scenario.horizon) or {}).items()]
+    return tuple(out)
 
 
 def configuration_overrides(pool: ServingPool, gpu: str, gpus: int, tp: int, rate_per_s: float) -> list[str]:
     """The overrides that put `gpus` x `gpu` (TP `tp`) in the serving pool at `rate_per_s`."""
-    overrides = [f"{pool.path}.gpu={gpu}", f"{pool.path}.count={gpus}", f"model.tensor_parallel={tp}",
-                 *(f"workload.arrivals.{path}={per_unit * rate_per_s!r}" for path, per_unit in pool.rate_per_unit)]
+    overrides = [f"{pool.path}.gpu={gpu}", f"{pool.path}.count={gpus}", f"{pool.path}.tensor_parallel={tp}",
+                 *(f"{path}={per_unit * rate_per_s!r}" for path, per_unit in pool.rate_per_unit)]
     if pool.elastic_max:
         overrides.append(f"{pool.path}.max_count={gpus}")
     if pool.priced and gpu != pool.gpu:
@@ -397,6 +423,7 @@ class PlanResult:
     """Every option tried, cheapest feasible first; `simulations` counts every run."""
 
     scenario: str
+    pool: str  # the pool sized, "site/pool" (the others as the scenario has them)
     rate_per_s: float
     slos: dict[str, float]
     horizon_s: float
@@ -424,6 +451,7 @@ class PlanResult:
         """One row per option, ranked: feasible by cost per month, then the rest."""
         frame = pd.DataFrame([o.row() for o in self.options])
         frame.insert(0, "rank", [i + 1 if o.feasible else None for i, o in enumerate(self.options)])
+        frame.insert(1, "pool", self.pool)
         frame["rank"] = frame["rank"].astype("Int64")
         return frame
 
@@ -496,6 +524,7 @@ def plan(
     workers: int | None = 1,
     on_progress: Callable[[int, int], None] | None = None,
     out: str | Path | None = None,
+    pool: str | None = None,
 ) -> PlanResult:
     """The fewest GPUs of each type (and TP degree) meeting every SLO at `rate_per_s`, by cost.
 
@@ -504,14 +533,15 @@ def plan(
     `workers` > 1 searches several options at once in separate processes (None: one per CPU);
     the answer does not depend on it. `on_progress(done, total)` counts options searched.
     With `out`, every simulation leaves its workspace in
-    `out/runs/<gpu>-tp<k>-<n>gpus-<rate>rps/rep-<k>/` (`sim.runner`).
+    `out/runs/<gpu>-tp<k>-<n>gpus-<rate>rps/rep-<k>/` (`sim.runner`). `pool` ("site/pool")
+    chooses the pool sized (`serving_pool`); every other pool keeps its configuration.
     """
     started = time.perf_counter()
     targets = parse_slos(slos)
     document, source, base_overrides, base = _base_scenario(scenario, overrides, horizon, warmup)
     gpus = list(gpus)
     _check_plan_inputs(rate_per_s, gpus, max_gpus, replications, base)
-    pool = serving_pool(base)
+    sized = serving_pool(base, pool)
     jobs: list[tuple[str, int]] = []
     options: list[PlanOption] = []
     for gpu in gpus:
@@ -521,8 +551,8 @@ def plan(
                                       reason=reason or f"one replica needs more than the {max_gpus} GPUs allowed"))
         jobs += [(gpu, tp) for tp in tps]
     folder = Path(out) if out is not None else None
-    arguments = [(document, base_overrides, source, pool, gpu, tp, rate_per_s, targets, max_gpus, replications, folder)
-                 for gpu, tp in jobs]
+    arguments = [(document, base_overrides, source, sized, gpu, tp, rate_per_s, targets, max_gpus, replications,
+                  folder) for gpu, tp in jobs]
     run_with = executor(workers, len(jobs))
     if on_progress:
         on_progress(0, len(jobs))
@@ -534,7 +564,7 @@ def plan(
             on_progress(done, len(jobs))
     options.sort(key=lambda o: (not o.feasible, o.cost_usd_per_month if o.feasible else math.inf,
                                 gpus.index(o.gpu), o.tp))
-    return PlanResult(base.name, float(rate_per_s), targets, base.horizon, base.warmup, max_gpus, replications,
+    return PlanResult(base.name, sized.name, float(rate_per_s), targets, base.horizon, base.warmup, max_gpus, replications,
                       options, time.perf_counter() - started)
 
 
@@ -615,6 +645,7 @@ def _bisect(passes: Callable[[int], bool], low: int, high: int) -> int:
 @dataclass
 class MaxRateResult:
     scenario: str
+    pool: str  # the pool whose configuration is held, "site/pool"
     gpu: str
     gpus: int
     tp: int
@@ -641,19 +672,21 @@ def max_rate(
     tolerance: float = 0.05,
     rate_high: float | None = None,
     out: str | Path | None = None,
+    pool_name: str | None = None,
 ) -> MaxRateResult:
     """The highest arrival rate the scenario's serving pool sustains within every SLO.
 
     Bisection on the rate between 0 and an upper bound (replicas x estimated capacity x
     HEADROOM, doubled while it still passes), until the bracket is within `tolerance` of its
-    upper end. With `out`, every simulation leaves its workspace there (as `plan`).
+    upper end. With `out`, every simulation leaves its workspace there (as `plan`). `pool_name`:
+    the pool ("site/pool") whose configuration is held and reported (as `plan`; the others run as they are).
     """
     started = time.perf_counter()
     targets = parse_slos(slos)
     document, source, base_overrides, base = _base_scenario(scenario, overrides, horizon, warmup)
     if not 0 < tolerance < 1:
         raise SpecError([SpecIssue("tolerance", "out of range", tolerance, "a fraction between 0 and 1")])
-    pool = serving_pool(base)
+    pool = serving_pool(base, pool_name)
     capacity = replica_capacity_rps(base, pool.gpu, pool.tp)
     replicas = max(1, pool.count // pool.tp)
     high = rate_high or (replicas * capacity * HEADROOM if capacity else 10.0 * _rate_of(base))
@@ -673,7 +706,7 @@ def max_rate(
         low, best, high = high, top, high * 2
         top = probe(high)
     if top.feasible:
-        return MaxRateResult(base.name, pool.gpu, pool.count, pool.tp, targets, high, math.inf, capacity, top,
+        return MaxRateResult(base.name, pool.name, pool.gpu, pool.count, pool.tp, targets, high, math.inf, capacity, top,
                              probes, time.perf_counter() - started)
     while high - low > tolerance * high:
         middle = (low + high) / 2
@@ -682,5 +715,5 @@ def max_rate(
             low, best = middle, p
         else:
             high = middle
-    return MaxRateResult(base.name, pool.gpu, pool.count, pool.tp, targets, low, high, capacity, best, probes,
+    return MaxRateResult(base.name, pool.name, pool.gpu, pool.count, pool.tp, targets, low, high, capacity, best, probes,
                          time.perf_counter() - started)

@@ -161,3 +161,60 @@ def test_max_rate_finds_the_rate_where_the_slo_breaks(s1: Path) -> None:
     above = evaluate(s1, answer.upper_rate_per_s, LOOSE, overrides=["sites.premises.pools[0].count=2"], **SHORT)
     assert not above.feasible
     assert answer.simulations == len(answer.probes) < 12
+
+
+# ------------------------------------------------------------------------------------------
+# Which pool a plan sizes, and the rate it sets
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hetero(request: pytest.FixtureRequest) -> Path:
+    return Path(request.config.rootpath) / "scenarios" / "examples" / "hetero_h100_l4.yaml"
+
+
+def test_plan_sizes_the_named_pool_with_its_own_tensor_parallelism(hetero: Path) -> None:
+    """hetero_h100_l4 has an H100 pool (TP from the model: 1) and an L4 pool with its own TP 2.
+    Sizing premises/l4 as 6 x l40s at TP 1 changes that pool alone: its GPU, count and TP (set
+    on the pool, not on model.tensor_parallel, which the L4 pool would not read and the H100
+    pool would); the H100 pool keeps its GPU, count and TP."""
+    from sim.planning import configuration_overrides, serving_pool
+    from sim.spec.loader import load_scenario
+
+    base = load_scenario(hetero)
+    default, l4 = serving_pool(base), serving_pool(base, "premises/l4")
+    assert (default.name, default.tp) == ("premises/h100", 1)
+    assert (l4.name, l4.path, l4.gpu, l4.count, l4.tp) == ("premises/l4", "sites.premises.pools[1]", "l4", 4, 2)
+    assert serving_pool(base, "l4").name == "premises/l4"  # a unique pool name is enough
+    probe = load_scenario(hetero, configuration_overrides(l4, "l40s", 6, 1, 4.0))
+    h100, sized = probe.sites["premises"].pools
+    assert (sized.gpu, sized.count, sized.tp(probe.model)) == ("l40s", 6, 1)
+    assert (h100.gpu, h100.count, h100.tp(probe.model)) == ("h100-sxm", 1, 1)
+    assert probe.model.tensor_parallel == base.model.tensor_parallel
+
+
+def test_an_unknown_pool_is_a_spec_error_listing_the_pools(hetero: Path) -> None:
+    from sim.planning import serving_pool
+    from sim.spec.loader import load_scenario
+
+    with pytest.raises(SpecError) as caught:
+        serving_pool(load_scenario(hetero), "premises/a100")
+    issue = caught.value.issues[0]
+    assert issue.path == "--pool" and issue.value == "premises/a100"
+    assert issue.allowed == "premises/h100, premises/l4"
+
+
+def test_plan_scales_every_arrival_stream_to_the_planned_total(s1: Path) -> None:
+    """A class with its own arrival process (constant 1 req/s) beside the workload's Poisson
+    3 req/s: planning at 8 req/s scales both by 8 / 4, keeping each stream's share (before,
+    only workload.arrivals was set, to 8, and the total became 9)."""
+    from sim.planning import configuration_overrides, serving_pool
+    from sim.spec.loader import load_scenario
+
+    classes = ("workload.classes=[{name: main, share: 1.0}, "
+               "{name: own, arrivals: {process: constant, rate_per_s: 1}}]")
+    overrides = ["workload.arrivals={process: poisson, rate_per_s: 3}", classes]
+    base = load_scenario(s1, overrides)
+    probe = load_scenario(s1, [*overrides, *configuration_overrides(serving_pool(base), "l40s", 4, 1, 8.0)])
+    rates = [process.mean_rate_per_s(probe.horizon) for _, process in probe.arrival_streams()]
+    assert rates == [pytest.approx(6.0), pytest.approx(2.0)]

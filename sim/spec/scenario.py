@@ -1047,6 +1047,13 @@ class Scenario(Spec):
         return cloud_offer(self.resolved_catalog, pool.gpu, self.sites[site].provider, pricing or pool.pricing,
                            pool.instance, gpus, one_instance=serving)
 
+    def arrival_streams(self) -> list[tuple[str, Any]]:
+        """(field path, arrival process) of every open-loop arrival stream: the workload's and
+        each traffic class's own. What planning and deciding scale or replace together."""
+        return [("workload.arrivals", self.workload.arrivals),
+                *((f"workload.classes[{i}].arrivals", c.arrivals) for i, c in enumerate(self.workload.classes)
+                  if c.arrivals is not None)]
+
     def link_between(self, a: str, b: str) -> tuple[str, Link] | None:
         """The link joining two sites (in either direction), or None."""
         for name, link in self.links.items():
