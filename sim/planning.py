@@ -160,6 +160,7 @@ class ServingPool:
     priced: bool  # the pool names its own price (valid only for its own GPU)
     rate_per_unit: tuple[tuple[str, float], ...] = (("workload.arrivals.rate_per_s", 1.0),)  # fields at 1 req/s
     name: str = ""  # "site/pool"
+    engine: str = "vllm"  # the pool's serving engine (its own, else the model's)
 
 
 def _document(scenario: str | Path | Mapping[str, Any] | Scenario) -> tuple[dict[str, Any], str]:
@@ -206,7 +207,7 @@ def serving_pool(scenario: Scenario, name: str | None = None) -> ServingPool:
     index = scenario.sites[site].pools.index(pool)
     return ServingPool(f"sites.{site}.pools[{index}]", pool.gpu, pool.capacity, pool.tp(scenario.model),
                        pool.max_count is not None, pool.price_usd_per_gpu_hour is not None,
-                       _rate_per_unit(scenario), key)
+                       _rate_per_unit(scenario), key, pool.engine_of(scenario.model))
 
 
 def _rate_of(scenario: Scenario) -> float:
@@ -246,8 +247,9 @@ def configuration_overrides(pool: ServingPool, gpu: str, gpus: int, tp: int, rat
     return overrides
 
 
-def replica_capacity_rps(scenario: Scenario, gpu: str, tp: int) -> float | None:
-    """Saturated requests/s of one replica, from a static batch of average requests (sim.predict).
+def replica_capacity_rps(scenario: Scenario, gpu: str, tp: int, engine: str | None = None) -> float | None:
+    """Saturated requests/s of one replica, from a static batch of average requests (sim.predict),
+    on `engine` (default: the model's).
 
     None when the kernel cannot say (a classic model, a model that does not fit).
     """
@@ -267,7 +269,7 @@ def replica_capacity_rps(scenario: Scenario, gpu: str, tp: int) -> float | None:
         answer = predict(model=m.id, gpu=gpu, gpus=tp, precision=m.precision, input_tokens=prompt,
                          output_tokens=output, batch=m.serving.max_num_seqs,
                          max_model_len=max(m.serving.max_model_len, prompt + output),
-                         engine=m.engine, overrides=m.efficiency.profile_overrides(), catalog=catalog)
+                         engine=engine or m.engine, overrides=m.efficiency.profile_overrides(), catalog=catalog)
     except SpecError:
         return None
     rps = answer["requests_per_s"]
@@ -457,7 +459,7 @@ class PlanResult:
 
 
 def _tp_candidates(scenario: Scenario, gpu: str, tp_options: Sequence[int] | None,
-                   max_gpus: int) -> tuple[list[int], str]:
+                   max_gpus: int, engine_id: str | None = None) -> tuple[list[int], str]:
     from sim.catalog.sizing import replica_memory, smallest_fitting_tp
 
     catalog = scenario.resolved_catalog
@@ -465,7 +467,7 @@ def _tp_candidates(scenario: Scenario, gpu: str, tp_options: Sequence[int] | Non
     m = scenario.model
     if model.kind != "transformer":  # classic models: one GPU per replica is the only sensible size
         return list(tp_options or [1]), ""
-    engine = catalog.engines[m.engine]
+    engine = catalog.engines[engine_id or m.engine]
     sizing: dict[str, Any] = {"gpu_memory_utilization": m.serving.gpu_memory_utilization, "max_model_len": m.serving.max_model_len,
               "kv_precision": m.serving.kv_cache_precision,
               "reserve_bytes": engine.reserve_bytes(m.serving.max_num_batched_tokens),
@@ -545,7 +547,7 @@ def plan(
     jobs: list[tuple[str, int]] = []
     options: list[PlanOption] = []
     for gpu in gpus:
-        tps, reason = _tp_candidates(base, gpu, tp_options, max_gpus)
+        tps, reason = _tp_candidates(base, gpu, tp_options, max_gpus, sized.engine)
         if not tps:
             options.append(PlanOption(gpu, (tp_options or [1])[0], False,
                                       reason=reason or f"one replica needs more than the {max_gpus} GPUs allowed"))
@@ -577,7 +579,7 @@ def _plan_option(document: dict[str, Any], base_overrides: Sequence[str], source
                  replications: int, out: Path | None = None) -> PlanOption:
     """Bound, then grow and bisect the replica count of one GPU type and TP degree."""
     base = _load(document, [*base_overrides, *configuration_overrides(pool, gpu, tp, tp, rate)], source)
-    capacity = replica_capacity_rps(base, gpu, tp)
+    capacity = replica_capacity_rps(base, gpu, tp, pool.engine)
     most = max_gpus // tp
     least = max(1, math.ceil(rate / (capacity * HEADROOM))) if capacity else 1
     option = PlanOption(gpu, tp, False, capacity_rps=capacity, bound_gpus=least * tp)
@@ -687,7 +689,7 @@ def max_rate(
     if not 0 < tolerance < 1:
         raise SpecError([SpecIssue("tolerance", "out of range", tolerance, "a fraction between 0 and 1")])
     pool = serving_pool(base, pool_name)
-    capacity = replica_capacity_rps(base, pool.gpu, pool.tp)
+    capacity = replica_capacity_rps(base, pool.gpu, pool.tp, pool.engine)
     replicas = max(1, pool.count // pool.tp)
     high = rate_high or (replicas * capacity * HEADROOM if capacity else 10.0 * _rate_of(base))
     probes: list[Probe] = []

@@ -185,6 +185,7 @@ def test_plan_sizes_the_named_pool_with_its_own_tensor_parallelism(hetero: Path)
     default, l4 = serving_pool(base), serving_pool(base, "premises/l4")
     assert (default.name, default.tp) == ("premises/h100", 1)
     assert (l4.name, l4.path, l4.gpu, l4.count, l4.tp) == ("premises/l4", "sites.premises.pools[1]", "l4", 4, 2)
+    assert (default.engine, l4.engine) == ("vllm", "lmdeploy")  # its capacity bound uses its own engine
     assert serving_pool(base, "l4").name == "premises/l4"  # a unique pool name is enough
     probe = load_scenario(hetero, configuration_overrides(l4, "l40s", 6, 1, 4.0))
     h100, sized = probe.sites["premises"].pools
