@@ -54,7 +54,9 @@ they stay visible (see the report that came with this file):
    (prompt + generated), but only the tokens it actually computes (not a cached prefix)
    use up the budget;
  - handing a prefix to the cache counts as a use of it for LRU order; a prefix is handed over
-   only when it is shorter than what the request prefilled;
+   only when it is shorter than what the request prefilled, and only by a request that holds
+   its group's whole prefix (the longest of the group's requests): one whose prompt holds only
+   part of it (a trace's short prompt) can hit the cached prefix for its part, never cache it;
  - as in `PoolKernel`, service-time mode means one request per replica (max_num_seqs = 1,
    chunking off) of one token in and one out, so that its single iteration takes the
    request's service time;
@@ -143,11 +145,13 @@ class Request:
     prompt: int
     output: int
     group: int
-    prefix: int
+    prefix: int  # how many of its first tokens are its group's shared prefix (fewer than the group's
+    # when a trace's prompt is shorter than the group's prefix: it holds only part of it)
     service_s: float
     router_u: float
     env: simpy.Environment
     send_s: float = np.nan
+    whole_prefix: bool = True  # it holds its group's whole prefix (only such a request caches it)
     request_class: int = 0
     priority: int = 0
     size_bytes: float = 0.0
@@ -511,7 +515,7 @@ class Replica:
 
     def hand_prefix_to_cache(self, s: Request) -> None:
         pool = self.pool
-        if (pool.prefix_caching and s.group >= 0 and not s.uses_prefix
+        if (pool.prefix_caching and s.group >= 0 and not s.uses_prefix and s.whole_prefix
                 and s.group not in self.cache and s.prefix < s.target):
             self.cache[s.group] = CachedPrefix(s.prefix, 1, pool.use_clock())
             s.uses_prefix = True
@@ -914,6 +918,12 @@ def run_cluster_oracle(
         )
         for i in range(n)
     ]
+    whole: dict[int, int] = {}
+    for s in requests:
+        if s.group >= 0:
+            whole[s.group] = max(whole.get(s.group, 0), s.prefix)
+    for s in requests:
+        s.whole_prefix = s.group < 0 or s.prefix == whole[s.group]
     paths = [replace_path(p) for p in paths] if paths else [OraclePath()]
     routes = routes or [OracleRoute(pools=list(range(len(pools))))]
     cluster = Cluster(env, requests, pools, paths=paths, routes=routes,

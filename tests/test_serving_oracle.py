@@ -142,7 +142,12 @@ def pool_cases(draw: st.DrawFn, closed_loop: bool = False) -> PoolCase:
         member = st.one_of(st.integers(0, groups - 1), st.just(-1))
         group = np.array(draw(st.lists(member, min_size=n, max_size=n)))
         prefix = np.where(group >= 0, np.array(prefix_of_group)[np.maximum(group, 0)], 0)
-        prompt = np.where(group >= 0, np.maximum(prompt, prefix + 1), prompt)
+        if draw(st.booleans()):
+            prompt = np.where(group >= 0, np.maximum(prompt, prefix + 1), prompt)
+        else:  # as a trace has it: a prompt shorter than its group's prefix holds only part of it
+            prefix = np.minimum(prefix, prompt - 1)
+            group = np.where(prefix > 0, group, -1)
+            prefix = np.where(group >= 0, prefix, 0)
         options.update(prefix_group=group, prefix_tokens=prefix, prefix_caching=draw(st.sampled_from([True, True, False])))
     if closed_loop:
         # the first clients arrive together (see test_closed_loop_arrivals_are_taken_in_time_order)
@@ -459,6 +464,27 @@ def test_lowest_replica_ends_first_at_the_same_time() -> None:
     kernel, _ = check(case)
     np.testing.assert_array_equal(kernel.replica, [0, 1, 0])
     np.testing.assert_array_equal(kernel.done_s, [1.0, 1.0, 2.0])
+
+
+def test_a_request_holding_part_of_a_prefix_never_caches_it() -> None:
+    """Group 0's system prompt is 64 tokens. Request 0 (a trace's 30-token prompt) holds only
+    its first 29 and finishes first; request 1 (100 tokens, the whole prefix) comes later. Had
+    request 0 cached "the prefix", request 1 would skip 64 tokens of which only 29 were ever
+    computed; it must prefill all 100, exactly as when it runs alone, and then cache the prefix
+    so that request 2 (the whole prefix too) skips it."""
+    tiny = PARAMS["tiny"]
+    base = dict(replicas=1, max_num_seqs=4, max_num_batched_tokens=512, chunked_prefill=True,
+                kv_capacity_tokens=AMPLE, max_model_len=AMPLE, params=tiny, prefix_caching=True)
+    arrival = np.array([0.0, 5.0, 10.0])
+    prompt, output = np.array([30, 100, 100]), np.array([1, 1, 1])
+    case = PoolCase(arrival, prompt, output, dict(base, prefix_group=np.array([0, 0, 0]),
+                                                  prefix_tokens=np.array([29, 64, 64])))
+    kernel, _ = check(case)
+    alone = PoolCase(arrival[1:2], prompt[1:2], output[1:2], dict(base)).run_kernel()
+    assert kernel.done_s[1] - 5.0 == alone.done_s[0] - 5.0  # request 1 computed all 100 tokens
+    full = step_time(tiny, 100, chunk_pairs(100, 0), 0, 1, 0, 0, 1)
+    hit = step_time(tiny, 36, chunk_pairs(36, 64), 64, 1, 0, 0, 1)
+    assert kernel.done_s[1] - 5.0 == pytest.approx(full) and kernel.done_s[2] - 10.0 == pytest.approx(hit)
 
 
 def test_lowest_of_many_replicas_ends_first_at_the_same_time() -> None:

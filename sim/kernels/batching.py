@@ -97,7 +97,10 @@ Prefix caching. A request in prefix group g whose prefix is cached on the replic
 prefix's prefill and holds no KV for it (it references the cached copy). A request that
 computes the prefix hands those KV tokens to the cache when its prefill completes (unless the
 prefix was cached meanwhile, or the prefix is not shorter than what was prefilled; hand-offs
-in one iteration go in admission order). The last prompt token is always computed, even when
+in one iteration go in admission order). A group's prefix is as long as its longest request's;
+a request holding only part of it (a trace's prompt shorter than the group's system prompt)
+skips its part on a hit but never hands a prefix to the cache, whose entry is the whole
+prefix. The last prompt token is always computed, even when
 the whole prompt is a cached prefix. Cached prefixes count against KV capacity; only
 unreferenced ones are evicted, least recently used first (a use is a hand-off or the
 admission of a request that hits it).
@@ -1200,7 +1203,8 @@ def _end_iteration(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cach
             pool_f[p, F_FIRST_TOKENS] += 1.0
         group = req_i[i, RI_GROUP]
         if (caching and group >= 0 and req_i[i, RI_USES_PREFIX] == 0
-                and cache_i[r, group, K_CACHED] == 0 and req_i[i, RI_PREFIX] < req_i[i, RI_TARGET]):
+                and cache_i[r, group, K_CACHED] == 0 and req_i[i, RI_PREFIX] < req_i[i, RI_TARGET]
+                and req_i[i, RI_PREFIX] == prefix_tokens_of_group[group]):
             # hand the computed prefix to the cache; the request now references it
             cache_i[r, group, K_CACHED] = 1
             cache_i[r, group, K_REFS] += 1
@@ -2199,7 +2203,8 @@ class ClusterKernel:
         groups = max(groups, 1)
         self.prefix_tokens_of_group = np.zeros(groups, dtype=np.int64)
         grouped = self.req_i[:, RI_GROUP] >= 0
-        self.prefix_tokens_of_group[self.req_i[grouped, RI_GROUP]] = self.req_i[grouped, RI_PREFIX]
+        # a group's prefix is its longest request's: a trace's prompt shorter than the prefix holds part of it
+        np.maximum.at(self.prefix_tokens_of_group, self.req_i[grouped, RI_GROUP], self.req_i[grouped, RI_PREFIX])
         self.cache_i = np.zeros((max(replicas, 1), groups, K_SIZE), dtype=np.int64)
         self.queues = np.full((replicas + n_pools, QU_SIZE), -1, dtype=np.int64)
         self.queues[:, QU_LENGTH] = 0
