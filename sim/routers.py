@@ -190,7 +190,10 @@ def _prefix_affinity_reference(active: Sequence[int], outstanding: Sequence[int]
 
 
 ROUTERS.register(Router("round_robin", _round_robin, _round_robin_reference))
-ROUTERS.register(Router("least_outstanding", _least_outstanding, _least_outstanding_reference))
+LEAST_OUTSTANDING = "least_outstanding"
+"""The default router; the kernel answers it from a tree of the replicas' counts, the same
+choice as its rule (`sim.kernels.batching._least_in`), in O(log R) instead of a scan."""
+ROUTERS.register(Router(LEAST_OUTSTANDING, _least_outstanding, _least_outstanding_reference))
 ROUTERS.register(Router("random", _random, _random_reference))
 ROUTERS.register(Router("shared_queue", _shared_queue, _shared_queue_reference))
 ROUTERS.register(Router("prefix_affinity", _prefix_affinity, _prefix_affinity_reference))

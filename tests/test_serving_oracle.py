@@ -487,6 +487,15 @@ def test_a_request_holding_part_of_a_prefix_never_caches_it() -> None:
     assert kernel.done_s[1] - 5.0 == pytest.approx(full) and kernel.done_s[2] - 10.0 == pytest.approx(hit)
 
 
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pool_cases(), st.integers(16, 48))
+def test_least_outstanding_tree_matches_the_router_scan(case: PoolCase, replicas: int) -> None:
+    """From 16 replicas on, the kernel answers least_outstanding from a tree of the replicas'
+    counts (a range query per pool) instead of the router's scan; the oracle scans. Same
+    choices, same results."""
+    check(replace(case, options={**case.options, "replicas": replicas, "router": "least_outstanding"}))
+
+
 def test_lowest_of_many_replicas_ends_first_at_the_same_time() -> None:
     """Eleven replicas all end at t=1 with ten requests waiting in the shared queue: replicas
     0..9 take them in order (the tree's tie-break, across its levels and its odd leaf)."""

@@ -237,7 +237,14 @@ from sim.kernels.service_models import (
     SERVICE_MODELS,
     default_service_model,
 )
-from sim.routers import ROUTER_MEMORY_SLOTS, ROUTER_SIGNATURE, ROUTER_TYPE, ROUTERS, SHARED_QUEUE
+from sim.routers import (
+    LEAST_OUTSTANDING,
+    ROUTER_MEMORY_SLOTS,
+    ROUTER_SIGNATURE,
+    ROUTER_TYPE,
+    ROUTERS,
+    SHARED_QUEUE,
+)
 
 INF = np.inf
 
@@ -332,7 +339,9 @@ PI_DECODE_STEPS = 12  # iterations in which the decoding sequences advanced
 PI_WANTED = 13  # a DOWN replica's state when restored
 PI_POOL = 14  # the pool it belongs to
 PI_NEXT_REPLICA = 15  # tournament node k (row k): the replica whose iteration ends first below it
-PI_SIZE = 16
+PI_LEAST_REPLICA = 16  # least-outstanding tree node k (row k): the active replica with the fewest below it
+PI_LEAST_COUNT = 17  # ... and its outstanding requests (NOT_ACTIVE: none active below)
+PI_SIZE = 18
 
 # Float replica fields (rep_f[:, F]).
 PF_BUSY_UNTIL = 0
@@ -356,7 +365,8 @@ C_DEADLINES = 4  # 1 when some request has a finite deadline (client timeouts ar
 C_BATCHING = 5  # how replicas compose iterations: service_models.CONTINUOUS or DYNAMIC
 C_PRIORITIES = 6  # 1: traffic classes have different priorities (queues insert by priority)
 C_ROOFLINE = 7  # 1: the service model is the roofline (`_duration` calls it directly)
-C_SIZE = 8
+C_LEAST = 8  # 1: the router is least_outstanding (`_route` asks the least-outstanding tree)
+C_SIZE = 9
 
 # Integer configuration of each pool (pool_i[p, F]).
 Q_FIRST = 0  # its first replica (its replicas are FIRST .. FIRST + COUNT - 1)
@@ -670,6 +680,80 @@ def _tree_next(rep_i, rep_f, cfg):
     return t, r
 
 
+# The least-outstanding router over hundreds of replicas: instead of its scan of a pool's
+# active replicas per request, a second tournament tree over (outstanding requests, index)
+# of the active replicas (columns PI_LEAST_*, laid out as the tree above), kept when the
+# router is least_outstanding (C_LEAST). A pool's choice is a range query over its replicas
+# (O(log R)); it is the router's own answer, the lowest index among the fewest outstanding.
+NOT_ACTIVE = 2**62
+LEAST_TREE_REPLICAS = 16  # below this many replicas the router's scan is as fast (same answer either way)
+
+
+@no_refcount_jit(inline="always")
+def _least_node(rep_i, n, k):
+    if k >= n:
+        r = k - n
+        return (rep_i[r, PI_OUTSTANDING] if rep_i[r, PI_STATE] == ACTIVE else NOT_ACTIVE), r
+    return rep_i[k, PI_LEAST_COUNT], rep_i[k, PI_LEAST_REPLICA]
+
+
+@no_refcount_jit(inline="always")
+def _least_play(rep_i, n, k):
+    ca, ra = _least_node(rep_i, n, 2 * k)
+    cb, rb = _least_node(rep_i, n, 2 * k + 1)
+    if cb < ca or (cb == ca and rb < ra):
+        ca, ra = cb, rb
+    if rep_i[k, PI_LEAST_COUNT] == ca and rep_i[k, PI_LEAST_REPLICA] == ra:
+        return False
+    rep_i[k, PI_LEAST_COUNT] = ca
+    rep_i[k, PI_LEAST_REPLICA] = ra
+    return True
+
+
+@no_refcount_jit(inline="always")
+def _least_update(rep_i, cfg, r):
+    """Replica r's outstanding count changed: replay its path (only with the tree in use)."""
+    if cfg[C_LEAST] == 0:
+        return
+    n = cfg[C_REPLICAS]
+    k = (n + r) >> 1
+    while k >= 1 and _least_play(rep_i, n, k):
+        k >>= 1
+
+
+@no_refcount_jit()
+def _least_build(rep_i, cfg):
+    if cfg[C_LEAST] == 0:
+        return
+    n = cfg[C_REPLICAS]
+    for k in range(n - 1, 0, -1):
+        rep_i[k, PI_LEAST_REPLICA] = -1  # differs from any winner: the play always writes
+        _least_play(rep_i, n, k)
+
+
+@no_refcount_jit(inline="always")
+def _least_in(rep_i, cfg, lo, hi):
+    """The active replica in [lo, hi) with the fewest outstanding requests (lowest index on a
+    tie); -1 when none is active."""
+    n = cfg[C_REPLICAS]
+    best_c, best_r = NOT_ACTIVE, -1
+    left, right = lo + n, hi + n
+    while left < right:
+        if left & 1:
+            c, r = _least_node(rep_i, n, left)
+            if c < best_c or (c == best_c and r < best_r):
+                best_c, best_r = c, r
+            left += 1
+        if right & 1:
+            right -= 1
+            c, r = _least_node(rep_i, n, right)
+            if c < best_c or (c == best_c and r < best_r):
+                best_c, best_r = c, r
+        left >>= 1
+        right >>= 1
+    return best_r if best_c < NOT_ACTIVE else -1
+
+
 @no_refcount_jit(inline="always")
 def _timed_less(ht, hi, a, b):
     return ht[a] < ht[b] or (ht[a] == ht[b] and hi[a] < hi[b])
@@ -885,6 +969,7 @@ def _try_admit(req_i, req_f, rep_i, running, prefilling, cache_i, prefix_tokens_
         req_f[i, RF_DISPATCH] = t
     if from_shared:
         rep_i[r, PI_OUTSTANDING] += 1
+        _least_update(rep_i, cfg, r)
     running[r, rep_i[r, PI_RUNNING]] = i
     req_i[i, RI_RUN_POS] = rep_i[r, PI_RUNNING]
     req_i[i, RI_ADMITTED] = glob[G_USE_CLOCK]
@@ -958,6 +1043,7 @@ def _compose_dynamic_batch(req_i, req_f, rep_i, rep_f, running, prefilling, queu
         i = _queue_pop(queues, req_i, q)
         if q == shared_q:
             rep_i[r, PI_OUTSTANDING] += 1
+            _least_update(rep_i, cfg, r)
         req_i[i, RI_STATUS] = RUNNING
         req_i[i, RI_REPLICA] = r
         req_i[i, RI_VERSION] = rep_i[r, PI_VERSION]
@@ -1167,6 +1253,7 @@ def _complete(req_i, req_f, rep_i, running, cache_i, sorder, glob, cfg, pool_f, 
     _release_prefix(req_i, cache_i, r, i)
     _drop_running(req_i, rep_i, running, r, i)
     rep_i[r, PI_OUTSTANDING] -= 1
+    _least_update(rep_i, cfg, r)
     _release_after(req_f, req_i, sorder, glob, cfg, pool_f, i, t)
 
 
@@ -1243,6 +1330,8 @@ def _route(req_i, req_f, rep_i, cache_i, cfg, pool_i, i, p, route, router_memory
     n_active = pool_i[p, Q_ACTIVE]
     if n_active == 0:
         return shared_q
+    if cfg[C_LEAST] == 1:
+        return _least_in(rep_i, cfg, first, first + pool_i[p, Q_COUNT])
     group = req_i[i, RI_GROUP]
     q = route(active[first:first + n_active], n_active, rep_i[:, PI_OUTSTANDING], req_f[i, RF_RANDOM],
               router_memory[p], group, cache_i[:, group if group >= 0 else 0, K_CACHED])
@@ -1318,6 +1407,7 @@ def _expire(req_i, req_f, rep_i, queues, sorder, glob, cfg, pool_f, i, t):
         _queue_remove(queues, req_i, q, i)
         if q < cfg[C_REPLICAS]:
             rep_i[q, PI_OUTSTANDING] -= 1
+            _least_update(rep_i, cfg, q)
     req_i[i, RI_STATUS] = FAILED
     req_f[i, RF_DONE] = t
     _release_after(req_f, req_i, sorder, glob, cfg, pool_f, i, t)
@@ -1633,6 +1723,7 @@ def _advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, q
     events = 0
     # the control plane may have changed replicas since the last advance
     _tree_build(rep_i, rep_f, cfg)
+    _least_build(rep_i, cfg)
     _active_lists(rep_i, pool_i, cfg, active)
     while True:
         # the next send: the next in send order, or a request whose path came back
@@ -1742,6 +1833,7 @@ def _arrive(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
     _queue_push(queues, req_i, q, i, cfg[C_PRIORITIES])
     if q < n_rep:
         rep_i[q, PI_OUTSTANDING] += 1
+        _least_update(rep_i, cfg, q)
         if rep_i[q, PI_IN_FLIGHT] != BUSY:
             _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
                      prefix_tokens_of_group, glob, cfg, pool_i, params, q, ta, ta, iteration_s)
@@ -1762,6 +1854,7 @@ def _reroute(req_i, req_f, rep_i, cache_i, queues, cfg, pool_i, i, route, router
     _queue_push(queues, req_i, q, i, cfg[C_PRIORITIES])
     if q < cfg[C_REPLICAS]:
         rep_i[q, PI_OUTSTANDING] += 1
+        _least_update(rep_i, cfg, q)
 
 
 @njit(cache=True)
@@ -1806,6 +1899,7 @@ def _fail_replica(req_i, req_f, rep_i, rep_f, running, cache_i, queues, sorder, 
     cache_i[r, :, :] = 0
     rep_i[r, PI_WANTED] = rep_i[r, PI_STATE]
     rep_i[r, PI_STATE] = DOWN
+    _least_build(rep_i, cfg)
     # oldest arrival first (then request index): the order they go back to the shared queue
     keys = np.empty(lost.shape[0], dtype=np.float64)
     for k in range(lost.shape[0]):
@@ -2235,6 +2329,7 @@ class ClusterKernel:
         self.cfg[C_GROUPS] = groups
         self.cfg[C_BATCHING] = model.batching
         self.cfg[C_ROOFLINE] = int(model.name == ROOFLINE)
+        self.cfg[C_LEAST] = int(router == LEAST_OUTSTANDING and replicas >= LEAST_TREE_REPLICAS)
         self.cfg[C_PRIORITIES] = int(len(set(priorities)) > 1)
         self.timeout_s = float(timeout_s)
         if deadline_s is not None:
