@@ -11,6 +11,9 @@ each (the same 4 replicas in all): a premises pool over a LAN and a cloud pool o
 1 Gbps path, two traffic classes (a third confidential, routed to the premises pool only; the
 rest overflowing to the cloud past 64 requests per replica), paying the path both ways. It
 measures what routing at send time, the paths and the priorities cost against one pool.
+The `large_pool` entry runs them through one pool of `--large-replicas` replicas (400) at the
+same load per replica: what grows with the number of replicas. `where_the_time_goes` splits
+the kernel's wall time into building its arrays and advancing, per event and per iteration.
 
     python benchmarks/serving.py [--requests 1000000] [--oracle-requests 20000]
 """
@@ -29,6 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sim.catalog import shipped_catalog  # noqa: E402
+from sim.jit import no_refcount_jit  # noqa: E402
 from sim.kernels.batching import (  # noqa: E402
     DONE,
     ClusterKernel,
@@ -38,6 +42,7 @@ from sim.kernels.batching import (  # noqa: E402
     RouteConfig,
 )
 from sim.kernels.replica import replica_setup  # noqa: E402
+from sim.kernels.roofline import step_time  # noqa: E402
 
 REPLICAS = 4
 
@@ -76,6 +81,23 @@ def cluster(arrivals, prompt, output, params, kv, rng) -> ClusterKernel:
         request_bytes=4.0 * prompt + 1024.0, jitter_z=rng.standard_normal(n))
 
 
+@no_refcount_jit()
+def _step_loop(params, prompt, output, n):
+    total = 0.0
+    for k in range(n):  # a decode batch of 32 with one prefill chunk, as a loaded replica runs
+        total += step_time(params, prompt[k] % 512, 512 * (prompt[k] % 512), 0, 1, 32, 32 * (600 + output[k]), 33)
+    return total
+
+
+def step_time_ns(params, prompt, output, n: int = 1_000_000) -> float:
+    """What one roofline step time costs, called in a compiled loop (the kernel calls it once
+    per iteration)."""
+    _step_loop(params, prompt, output, 10)
+    started = time.perf_counter()
+    _step_loop(params, prompt, output, n)
+    return (time.perf_counter() - started) / n * 1e9
+
+
 def capacity_rps(params, kv, prompt, output) -> float:
     """Requests/s the pool completes when saturated (all requests at t=0)."""
     n = len(prompt)
@@ -89,6 +111,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1_000_000)
     parser.add_argument("--oracle-requests", type=int, default=20_000)
     parser.add_argument("--load", type=float, default=0.8)
+    parser.add_argument("--large-replicas", type=int, default=400,
+                        help="replicas of the large-pool case (the same load per replica)")
     args = parser.parse_args()
     params, kv = setup()
     rng = np.random.default_rng(2026)
@@ -102,11 +126,23 @@ def main() -> None:
     tracemalloc.start()
     started = time.perf_counter()
     k = kernel(arrivals, prompt, output, params, kv)
+    built = time.perf_counter()
     k.advance_to(np.inf)
     kernel_s = time.perf_counter() - started
+    advance_s = kernel_s - (built - started)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     completed = int((k.status == DONE).sum())
+    step_ns = step_time_ns(params, prompt, output)
+
+    # many replicas at the same load per replica: what grows with R (event choice, routing, caches)
+    large = args.large_replicas
+    large_arrivals = np.cumsum(rng.exponential(1.0 / (rate * large / REPLICAS), args.requests))
+    started = time.perf_counter()
+    big = PoolKernel(large_arrivals, prompt, output, replicas=large, max_num_seqs=256, max_num_batched_tokens=8192,
+                     chunked_prefill=True, kv_capacity_tokens=kv, max_model_len=8192, params=params)
+    big.advance_to(np.inf)
+    large_s = time.perf_counter() - started
 
     cluster_rng = np.random.default_rng(7)
     warm_cluster = cluster(np.zeros(10), prompt[:10], output[:10], params, kv, cluster_rng)
@@ -135,6 +171,14 @@ def main() -> None:
         "kernel_requests": args.requests, "kernel_completed": completed, "kernel_wall_s": kernel_s,
         "kernel_requests_per_wall_s": kernel_rate, "kernel_events": int(k.events),
         "kernel_iterations": int(k.iterations.sum()),
+        "where_the_time_goes": {
+            "build_s": kernel_s - advance_s, "advance_s": advance_s,
+            "events_per_request": k.events / args.requests,
+            "iterations_per_request": float(k.iterations.sum()) / args.requests,
+            "ns_per_event": advance_s / k.events * 1e9,
+            "step_time_ns_per_iteration": step_ns,
+            "step_time_share_of_advance": step_ns * float(k.iterations.sum()) * 1e-9 / advance_s,
+        },
         "oracle_requests": m, "oracle_wall_s": oracle_s, "oracle_requests_per_wall_s": oracle_rate,
         "speedup_vs_oracle": kernel_rate / oracle_rate,
         "peak_bytes_per_request": peak / args.requests,
@@ -143,6 +187,10 @@ def main() -> None:
                     "completed": int((c.status == DONE).sum()),
                     "share_to_cloud": float((c.pool == 1).mean()),
                     "ratio_to_single_pool": (args.requests / cluster_s) / kernel_rate},
+        "large_pool": {"replicas": large, "arrival_rate_rps": rate * large / REPLICAS, "wall_s": large_s,
+                       "requests_per_wall_s": args.requests / large_s, "events": int(big.events),
+                       "ns_per_event": large_s / big.events * 1e9,
+                       "completed": int((big.status == DONE).sum())},
         "targets": {"speedup_vs_oracle": 100, "kernel_requests_per_wall_s": 3_000_000,
                     "peak_bytes_per_request": 200},
     }, indent=2))
