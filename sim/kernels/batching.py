@@ -1939,55 +1939,19 @@ class ClusterKernel:
         self.replicas = replicas
         self.router_memory = np.zeros((n_pools, ROUTER_MEMORY_SLOTS), dtype=np.int64)
         # -- requests
-        # Each array is written row by row once from a template, then only the columns that
-        # differ by request: a column write streams the whole array (a row is 100-112 bytes), so
-        # writing constants column by column took about a quarter of building a 1M-request kernel.
-        unit = model.unit_requests
-        row_i = np.zeros(RI_SIZE, dtype=np.int32)
-        row_i[[RI_REPLICA, RI_VERSION, RI_NEXT, RI_POOL, RI_GROUP]] = -1
-        row_i[[RI_PROMPT, RI_OUTPUT]] = 1  # a service-time request is one unit of service: one "token" in, one out
-        self.req_i = np.empty((n, RI_SIZE), dtype=np.int32)
-        self.req_i[:] = row_i
-        if not unit:
-            self.req_i[:, RI_PROMPT] = prompt_tokens
-            self.req_i[:, RI_OUTPUT] = output_tokens
-        if prefix_group is not None:
-            self.req_i[:, RI_GROUP] = prefix_group
-        if prefix_tokens is not None:
-            self.req_i[:, RI_PREFIX] = prefix_tokens
-        if request_class is not None:
-            self.req_i[:, RI_CLASS] = request_class
-        row_f = np.full(RF_SIZE, np.nan)
-        draws = {RF_SERVICE: service_s, RF_RANDOM: router_u, RF_ROUTE_U: route_u, RF_JITTER: jitter_z,
-                 RF_BYTES: request_bytes}
-        for field, values in draws.items():
-            if values is None:
-                row_f[field] = 0.0
-        if api_z is None:
-            row_f[[RF_TTFT_Z, RF_TPOT_Z]] = 0.0
-        self.req_f = np.empty((n, RF_SIZE), dtype=np.float64)
-        self.req_f[:] = row_f
-        self.req_f[:, RF_SEND] = send_s
-        for field, values in draws.items():
-            if values is not None:
-                self.req_f[:, field] = values
-        if api_z is not None:
-            z = np.asarray(api_z, dtype=np.float64).reshape(n, 2)
-            self.req_f[:, RF_TTFT_Z] = z[:, 0]
-            self.req_f[:, RF_TPOT_Z] = z[:, 1]
-        # -- classes and routes
         routes = list(routes) if routes is not None else [RouteConfig(pools=list(range(n_pools)))]
-        n_classes = int(self.req_i[:, RI_CLASS].max()) + 1 if n else 1
+        n_classes = int(np.max(request_class)) + 1 if request_class is not None and n else 1
         class_route = list(class_route) if class_route is not None else [0] * n_classes
         priorities = list(class_priority) if class_priority is not None else [0] * len(class_route)
         if len(class_route) < n_classes or len(priorities) < n_classes:
             raise ValueError(f"{n_classes} traffic classes need a route and a priority each")
         self.class_route = np.array(class_route, dtype=np.int64)
-        priority_of = np.array(priorities, dtype=np.int64)
-        if request_class is not None:
-            self.req_i[:, RI_PRIORITY] = priority_of[self.req_i[:, RI_CLASS]] if n else 0
-        elif priority_of[0] != 0:
-            self.req_i[:, RI_PRIORITY] = priority_of[0]  # every request is of class 0
+        self.priority_of = np.array(priorities, dtype=np.int64)
+        unit = self.unit_requests = model.unit_requests
+        self.req_i, self.req_f = self.request_rows(
+            send_s, prompt_tokens, output_tokens, request_class=request_class, prefix_group=prefix_group,
+            prefix_tokens=prefix_tokens, service_s=service_s, router_u=router_u, route_u=route_u,
+            jitter_z=jitter_z, request_bytes=request_bytes, api_z=api_z)
         longest = max(len(r.pools) for r in routes)
         self.route_i = np.full((len(routes), RT_POOLS + longest), -1, dtype=np.int64)
         self.route_f = np.zeros((len(routes), RTF_WEIGHTS + longest), dtype=np.float64)
@@ -2113,6 +2077,55 @@ class ClusterKernel:
         self.now = 0.0
         self.events = 0
         self.advanced = False
+
+    def request_rows(self, send_s: np.ndarray, prompt_tokens: np.ndarray, output_tokens: np.ndarray, *,
+                     request_class: np.ndarray | None = None, prefix_group: np.ndarray | None = None,
+                     prefix_tokens: np.ndarray | None = None, service_s: np.ndarray | None = None,
+                     router_u: np.ndarray | None = None, route_u: np.ndarray | None = None,
+                     jitter_z: np.ndarray | None = None, request_bytes: np.ndarray | None = None,
+                     api_z: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The kernel rows (`req_i`, `req_f`) of requests not yet sent: the constructor's, and
+        a streaming run's later chunks (`sim.kernels.streaming`). Deadlines are set apart."""
+        n = len(send_s)
+        # Each array is written row by row once from a template, then only the columns that
+        # differ by request: a column write streams the whole array (a row is 100-112 bytes), so
+        # writing constants column by column took about a quarter of building a 1M-request kernel.
+        row_i = np.zeros(RI_SIZE, dtype=np.int32)
+        row_i[[RI_REPLICA, RI_VERSION, RI_NEXT, RI_POOL, RI_GROUP]] = -1
+        row_i[[RI_PROMPT, RI_OUTPUT]] = 1  # a service-time request is one unit of service: one "token" in, one out
+        req_i = np.empty((n, RI_SIZE), dtype=np.int32)
+        req_i[:] = row_i
+        if not self.unit_requests:
+            req_i[:, RI_PROMPT] = prompt_tokens
+            req_i[:, RI_OUTPUT] = output_tokens
+        if prefix_group is not None:
+            req_i[:, RI_GROUP] = prefix_group
+        if prefix_tokens is not None:
+            req_i[:, RI_PREFIX] = prefix_tokens
+        if request_class is not None:
+            req_i[:, RI_CLASS] = request_class
+            req_i[:, RI_PRIORITY] = self.priority_of[req_i[:, RI_CLASS]] if n else 0
+        elif self.priority_of[0] != 0:
+            req_i[:, RI_PRIORITY] = self.priority_of[0]  # every request is of class 0
+        row_f = np.full(RF_SIZE, np.nan)
+        draws = {RF_SERVICE: service_s, RF_RANDOM: router_u, RF_ROUTE_U: route_u, RF_JITTER: jitter_z,
+                 RF_BYTES: request_bytes}
+        for field, values in draws.items():
+            if values is None:
+                row_f[field] = 0.0
+        if api_z is None:
+            row_f[[RF_TTFT_Z, RF_TPOT_Z]] = 0.0
+        req_f = np.empty((n, RF_SIZE), dtype=np.float64)
+        req_f[:] = row_f
+        req_f[:, RF_SEND] = send_s
+        for field, values in draws.items():
+            if values is not None:
+                req_f[:, field] = values
+        if api_z is not None:
+            z = np.asarray(api_z, dtype=np.float64).reshape(n, 2)
+            req_f[:, RF_TTFT_Z] = z[:, 0]
+            req_f[:, RF_TPOT_Z] = z[:, 1]
+        return req_i, req_f
 
     def _set_api(self, p: int, pool: PoolConfig) -> None:
         """Pool p's API settings (nothing for a pool of GPUs)."""
@@ -2390,6 +2403,10 @@ class ClusterKernel:
     @property
     def iterations(self) -> np.ndarray:
         return self.rep_i[:, PI_ITERATIONS]
+
+    def requests_ended(self, p: int) -> int:
+        """Requests that ended (done, rejected or failed) in pool p so far."""
+        return int(((self.pool == p) & np.isin(self.status, (DONE, FAILED, REJECTED))).sum())
 
     def frontend_lag_bound(self, p: int) -> float:
         """The longest a token of pool p waits in the front end after its iteration ends, in
