@@ -31,18 +31,20 @@ import numpy as np
 import pandas as pd
 
 from sim.result import Result
-from sim.runner import executor, point_folder, run_point
+from sim.runner import ResultsMode, executor, point_folder, run_point
 from sim.spec.scenario import Scenario
 
 
 def simulate(scenario: Scenario, replication: int = 0,
-             on_progress: Callable[[float], None] | None = None) -> Result:
+             on_progress: Callable[[float], None] | None = None, mode: ResultsMode = "exact") -> Result:
     """Run one replication of a scenario to its horizon and measure it (`sim.runner.run_point`
-    without a workspace).
+    without a workspace). `mode`: keep every request (`exact`), summarise them as they end
+    (`streamed`), or choose by size (`auto`; `sim.runner.results_mode`).
 
-    Refuses (SpecError) a run whose estimated memory exceeds what this process can use.
+    Refuses (SpecError) an exact run whose estimated memory exceeds what this process can use,
+    and a streamed run of a scenario that cannot stream yet.
     """
-    return run_point(scenario, replication, on_progress=on_progress)
+    return run_point(scenario, replication, on_progress=on_progress, mode=mode)
 
 
 # ------------------------------------------------------------------------------------------

@@ -224,6 +224,13 @@ class RunRecord:
     class_names: list[str] = field(default_factory=lambda: ["default"])  # RequestTable.traffic_class
     autoscaling: pd.DataFrame = field(default_factory=lambda: empty_frame(AUTOSCALE_COLUMNS))
     wall_s: float = 0.0
+    tally: Any = None
+    """A streamed run's `sim.metrics.tally.RequestTally` (its requests summarised as they
+    ended; `requests` is then empty); None when every request is in `requests`."""
+
+    @property
+    def streamed(self) -> bool:
+        return self.tally is not None
 
     @property
     def horizon_s(self) -> float:

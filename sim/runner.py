@@ -48,6 +48,10 @@ RUNS_DIR = "runs"
 ERROR_FILE = "error.txt"
 WORKSPACE_FILES = ("scenario.yaml", "summary.json", ERROR_FILE)
 ExecutorKind = Literal["serial", "processes", "dask"]
+ResultsMode = Literal["auto", "exact", "streamed"]
+STREAM_ABOVE_REQUESTS = 1_000_000
+"""`auto` streams a run expected to generate more requests than this: an exact run keeps
+about 1.1-1.4 kB per request (a 1M-request day peaked at 1.43 GB RSS, issue 19)."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -70,23 +74,37 @@ def clear_workspace(workspace: Path) -> None:
         file.unlink()
 
 
+def results_mode(scenario: Scenario, mode: ResultsMode = "exact") -> Literal["exact", "streamed"]:
+    """How a run keeps its requests: `auto` streams a run expected to generate more than
+    `STREAM_ABOVE_REQUESTS` (`sim.workload.limits.expected_requests`), and keeps every request
+    of a smaller one; `exact` and `streamed` say so."""
+    if mode != "auto":
+        return mode
+    from sim.workload.limits import expected_requests
+
+    return "streamed" if expected_requests(scenario.workload, scenario.horizon) > STREAM_ABOVE_REQUESTS else "exact"
+
+
 def run_point(scenario: Scenario, replication: int = 0, workspace: str | Path | None = None, *,
               requests: bool = False, on_progress: Callable[[float], None] | None = None,
-              on_record: Callable[[RunRecord, Result], None] | None = None) -> Result:
+              on_record: Callable[[RunRecord, Result], None] | None = None, mode: ResultsMode = "exact") -> Result:
     """Run one replication of a scenario to its horizon and measure it (see the module doc).
 
-    Refuses (SpecError) a run whose estimated memory exceeds what this process can use. With a
-    `workspace`, leaves the point's files there (`requests`: also requests.parquet), or
-    `error.txt` and re-raises when it fails. `on_record(record, result)` is called once the
-    run is measured, for callers that re-measure the same record (`sim.decision` prices it
-    again under other prices without simulating again).
+    `mode` (`results_mode`): keep every request (exact), summarise them as they end
+    (streamed: counts and sums exact, percentiles from a sketch, no requests.parquet), or
+    choose by the run's size (auto). An exact run whose estimated memory exceeds what this
+    process can use is refused (SpecError). With a `workspace`, leaves the point's files there
+    (`requests`: also requests.parquet, exact runs only), or `error.txt` and re-raises when it
+    fails. `on_record(record, result)` is called once the run is measured, for callers that
+    re-measure the same record (`sim.decision` prices it again under other prices without
+    simulating again).
     """
     folder = Path(workspace) if workspace is not None else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         clear_workspace(folder)
     try:
-        result = _simulate(scenario, replication, on_progress, on_record)
+        result = _simulate(scenario, replication, on_progress, on_record, results_mode(scenario, mode))
     except BaseException as exc:
         if folder is not None and not isinstance(exc, KeyboardInterrupt):
             write_error(folder, scenario, exc)
@@ -97,16 +115,24 @@ def run_point(scenario: Scenario, replication: int = 0, workspace: str | Path | 
 
 
 def _simulate(scenario: Scenario, replication: int, on_progress: Callable[[float], None] | None,
-              on_record: Callable[[RunRecord, Result], None] | None = None) -> Result:
-    from sim.metrics.invariants import check_invariants
+              on_record: Callable[[RunRecord, Result], None] | None = None,
+              mode: Literal["exact", "streamed"] = "exact") -> Result:
+    from sim.metrics.invariants import check_invariants, check_ledger, check_streamed
     from sim.workload.limits import check_run_fits
     from sim.world import World
 
-    check_run_fits(scenario)
+    streamed = mode == "streamed"
+    if not streamed:
+        check_run_fits(scenario)
     started = time.perf_counter()
-    record = World(scenario, replication).run(on_progress=on_progress)
+    world = World(scenario, replication, streamed=streamed)
+    record = world.run(on_progress=on_progress)
     result = collect(record)
-    check_invariants(record, result.requests, result.tables.get("transfers"))
+    if streamed:
+        check_streamed(record, world.kernel.fed)  # type: ignore[attr-defined]  # a StreamingCluster
+        check_ledger(record, result.tables["transfers"])
+    else:
+        check_invariants(record, result.requests, result.tables.get("transfers"))
     if on_record is not None:
         on_record(record, result)
     result.wall_s = time.perf_counter() - started
