@@ -228,7 +228,8 @@ def _tallied_by_pool(record: RunRecord) -> dict[str, int]:
 def _tallied_routing(record: RunRecord) -> pd.DataFrame:
     """`routing_timeline` from a streamed run's bins."""
     names = record.pool_names
-    rows = [(b * ROUTING_BIN_S, names[p], ROUTE_NAMES[r], n) for (b, p, r), n in sorted(record.tally.routing.items())]
+    rows = [(b * ROUTING_BIN_S, names[p], ROUTE_NAMES[r], record.tally.routing[b, p, r])
+            for b, p, r in zip(*np.nonzero(record.tally.routing), strict=True)]
     frame = pd.DataFrame(rows, columns=["start_s", "pool", "route", "requests"])
     frame = frame.sort_values(["start_s", "pool", "route"], kind="stable").reset_index(drop=True)
     return frame.astype({"start_s": np.float64, "requests": np.int64})

@@ -15,8 +15,8 @@ any rank, with a merge that is exact and deterministic; KLL's error is in rank (
 any value between the p98.9 and p99.1, which in a heavy tail may be far apart) and REQ's
 relative rank error still says nothing about the value. DDSketch's buckets are also a
 function of the value alone, so values can be bucketed with numpy: `add` takes an array,
-counts its values per bucket (`numpy.unique`) and hands the sketch one weighted value per
-bucket, a few hundred calls per chunk instead of one per request.
+counts its values per bucket and hands the sketch one weighted value per
+bucket, a few hundred calls per chunk instead of one per request (`numpy.bincount`).
 
 Counts, sums, minimum and maximum are kept exactly beside the sketch (means are exact).
 `RELATIVE_ACCURACY` is the `a` every run uses and the summary states.
@@ -30,8 +30,8 @@ import numpy as np
 from ddsketch import DDSketch
 from ddsketch.mapping import LogarithmicMapping
 
-RELATIVE_ACCURACY = 0.005
-"""Every quantile from a sketch is within 0.5% of the true order statistic it stands for."""
+RELATIVE_ACCURACY = 0.0025
+"""Every quantile from a sketch is within 0.25% of the true order statistic it stands for."""
 
 
 class LatencySketch:
@@ -63,8 +63,13 @@ class LatencySketch:
         zeros = int((~positive).sum())  # latencies are never negative; zero delays do occur
         if zeros:
             self.sketch.add(0.0, float(zeros))
-        keys, counts = np.unique(self._keys(values[positive]), return_counts=True)
-        for key, weight in zip(keys.tolist(), counts.tolist(), strict=True):
+        keys = self._keys(values[positive])
+        if not len(keys):
+            return
+        lowest = int(keys.min())
+        counts = np.bincount(keys - lowest)
+        filled = np.flatnonzero(counts)
+        for key, weight in zip((filled + lowest).tolist(), counts[filled].tolist(), strict=True):
             # the bucket's representative value falls in the bucket: the sketch files it there
             self.sketch.add(self._mapping.value(key), float(weight))
 

@@ -97,7 +97,9 @@ class RequestTally:
         self.completed_output_tokens = 0
         self.pool_prompt_tokens = np.zeros(n_pools, dtype=np.int64)  # completed requests' tokens per pool
         self.pool_output_tokens = np.zeros(n_pools, dtype=np.int64)
-        self.routing: dict[tuple[int, int, int], int] = {}  # (bin, pool, reason) -> requests
+        # routed requests by ROUTING_BIN_S bin of send time, pool and reason
+        self.routing = np.zeros((int(math.ceil(scenario.horizon / ROUTING_BIN_S)) + 1, max(n_pools, 1), 4),
+                                dtype=np.int64)
         self.availability = dict.fromkeys(AVAILABILITY_COUNTS, 0)
         self.served = 0
         self.errors = 0
@@ -135,10 +137,14 @@ class RequestTally:
         pool = np.where(req.pool >= 0, req.pool, len(self.pool_names)).astype(np.int64)
         route = np.where(req.reason >= 0, req.reason.astype(np.int64) + 1, 0)
         classes = req.traffic_class.astype(np.int64)
-        np.add.at(self.counts, (classes, pool, status, route), 1)
+        flat = np.ravel_multi_index((classes, pool, status, route), self.counts.shape)
+        self.counts += np.bincount(flat, minlength=self.counts.size).reshape(self.counts.shape)
         self._latency(req, lat, classes)
-        self._slo(req, lat, classes)
-        self._availability(req, lat, classes)
+        windows = [verdict_window(req.send_s, self.scenario, targets) & (classes == k)
+                   for k, targets in enumerate(self.targets)]
+        within = [within_slo(lat, req.status, self.scenario, targets) for targets in self.targets]
+        self._slo(req, lat, windows, within)
+        self._availability(req, windows, within)
         self._work(req, pool)
         self._routing(req, pool)
         self._lifecycle(req)
@@ -149,14 +155,17 @@ class RequestTally:
         """Mark requests as taken in; one taken in twice breaks the first conservation law."""
         from sim.metrics.invariants import InvariantError
 
+        if len(request) > 1 and not (np.diff(request) > 0).all():
+            raise InvariantError("a chunk of ended requests is not in request order, or names one twice")
         byte, bit = request >> 3, (1 << (request & 7)).astype(np.uint8)
-        if int(byte.max()) >= len(self.seen):
-            self.seen = np.concatenate([self.seen, np.zeros(max(int(byte.max()) + 1 - len(self.seen),
+        if int(byte[-1]) >= len(self.seen):
+            self.seen = np.concatenate([self.seen, np.zeros(max(int(byte[-1]) + 1 - len(self.seen),
                                                                  len(self.seen)), dtype=np.uint8)])
         again = (self.seen[byte] & bit) != 0
-        if again.any() or len(np.unique(request)) != len(request):
+        if again.any():
             raise InvariantError(f"requests ended twice (requests {request[again][:5].tolist()})")
-        np.bitwise_or.at(self.seen, byte, bit)
+        starts = np.flatnonzero(np.diff(byte, prepend=-1))  # ascending: each byte's bits are adjacent
+        self.seen[byte[starts]] |= np.bitwise_or.reduceat(bit, starts)
         self.requests += len(request)
 
     def all_seen(self, count: int) -> bool:
@@ -183,12 +192,13 @@ class RequestTally:
             self.parts_sum[name] += float(chosen.sum())
             self.parts_count[name] += len(chosen)
 
-    def _slo(self, req: RequestTable, lat: dict[str, np.ndarray], classes: np.ndarray) -> None:
+    def _slo(self, req: RequestTable, lat: dict[str, np.ndarray], windows: list[np.ndarray],
+             within: list[np.ndarray]) -> None:
         completed = req.status == DONE
         for k, targets in enumerate(self.targets):
-            window = verdict_window(req.send_s, self.scenario, targets) & (classes == k)
+            window = windows[k]
             self.window[k] += int(window.sum())
-            self.window_ok[k] += int((window & within_slo(lat, req.status, self.scenario, targets)).sum())
+            self.window_ok[k] += int((window & within[k]).sum())
             for name in targets:
                 values = lat[f"{name.partition('_p')[0]}_s"]
                 self.verdict[k][name].add(values[window & completed])  # NaN (a one-token TPOT) is left out
@@ -200,17 +210,17 @@ class RequestTally:
         self.finished_output_tokens += int(req.output_tokens[finished].astype(np.int64).sum())
         self.preemptions += int(req.preemptions.astype(np.int64).sum())
 
-    def _availability(self, req: RequestTable, lat: dict[str, np.ndarray], classes: np.ndarray) -> None:
+    def _availability(self, req: RequestTable, windows: list[np.ndarray], within: list[np.ndarray]) -> None:
         """The counts of `sim.metrics.availability.availability`, each class against its SLO."""
         status = req.status
         a = self.availability
         for k, targets in enumerate(self.targets):
-            window = verdict_window(req.send_s, self.scenario, targets) & (classes == k)
+            window = windows[k]
             ended = window & np.isin(status, STATUS_CODES)
             judged = window if targets else ended
             a["ended"] += int(ended.sum())
             a["judged"] += int(judged.sum())
-            a["good"] += int((judged & within_slo(lat, status, self.scenario, targets)).sum())
+            a["good"] += int((judged & within[k]).sum())
             a["completed"] += int((judged & (status == DONE)).sum())
         retried = req.attempts > 1
         a["retried"] += int(retried.sum())
@@ -236,10 +246,9 @@ class RequestTally:
         if not routed.any():
             return
         bins = np.floor(req.send_s[routed] / ROUTING_BIN_S).astype(np.int64)
-        keys = np.stack([bins, pool[routed], req.reason[routed].astype(np.int64)], axis=1)
-        unique, counts = np.unique(keys, axis=0, return_counts=True)
-        for (b, p, r), c in zip(unique.tolist(), counts.tolist(), strict=True):
-            self.routing[(b, p, r)] = self.routing.get((b, p, r), 0) + c
+        shape = self.routing.shape
+        flat = np.ravel_multi_index((bins, pool[routed], req.reason[routed].astype(np.int64)), shape)
+        self.routing += np.bincount(flat, minlength=self.routing.size).reshape(shape)
 
     def _lifecycle(self, req: RequestTable) -> None:
         from sim.metrics.lifecycle import degraded
@@ -301,8 +310,9 @@ class RequestTally:
         done = req.status == DONE
         with np.errstate(invalid="ignore"):
             self.ended_without_end += int((ended & np.isnan(req.done_s)).sum())
-        if done.any():
-            np.maximum.at(self.latest_done_by_pool, pool[done], req.done_s[done])
+        for p in np.unique(pool[done]).tolist():
+            latest = float(req.done_s[done & (pool == p)].max())
+            self.latest_done_by_pool[p] = max(self.latest_done_by_pool[p], latest)
         other = ended & ~done & ~np.isnan(req.done_s)
         if other.any():
             self.latest_other_end = max(self.latest_other_end, float(req.done_s[other].max()))
@@ -378,8 +388,7 @@ class RequestTally:
         for key in self.parts_sum:
             self.parts_sum[key] += other.parts_sum[key]
             self.parts_count[key] += other.parts_count[key]
-        for bin_key, requests in other.routing.items():
-            self.routing[bin_key] = self.routing.get(bin_key, 0) + requests
+        self.routing = self.routing + other.routing
         for name, count in other.availability.items():
             self.availability[name] += count
         for v, entry in other.versions.items():
