@@ -406,10 +406,11 @@ class RequestTally:
 
 
 def tally_of(scenario: Scenario, pool_names: Sequence[str], req: RequestTable,
-             pool_sites: Sequence[str] | None = None) -> RequestTally:
-    """The tally of a whole request table (an exact run's, or a test's)."""
-    tally = RequestTally(scenario, pool_names, pool_sites)
-    tally.add(req, np.arange(len(req), dtype=np.int64))
+             request: np.ndarray | None = None) -> RequestTally:
+    """The tally of a request table (an exact run's, or part of it: `request` numbers its
+    rows, in ascending order; default 0, 1, ...)."""
+    tally = RequestTally(scenario, pool_names)
+    tally.add(req, np.arange(len(req), dtype=np.int64) if request is None else request)
     return tally
 
 

@@ -94,8 +94,8 @@ def streaming_refusals(scenario: Scenario, plan: FaultPlan) -> list[SpecIssue]:
     reasons = [(reason.split(":", 1)[0], reason.split(": ", 1)[1]) for reason in stream_refusals(scenario.workload)]
     origin = scenario.workload.origin
     sites = {name.split("/", 1)[0] for name in serving_pool_names(scenario)}
-    if plan.faults or any(plan.path_down(scenario, origin, site) for site in sites):
-        reasons.append(("faults", "faults fail requests in flight and count them per fault"))
+    if scenario.faults.any or plan.faults or any(plan.path_down(scenario, origin, site) for site in sites):
+        reasons.append(("faults", "faults (and spot interruptions) fail requests in flight and count them per fault"))
     if scenario.model.service_time is not None:
         reasons.append(("model.service_time", "service times are drawn for every request up front"))
     monitor, placement = scenario.lifecycle.monitor, scenario.placement

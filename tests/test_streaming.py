@@ -1,0 +1,328 @@
+"""Streamed runs: requests generated and fed in chunks, summarised as they end, in bounded memory.
+
+A streamed run must say what an exact run says: the same counts and sums (the same requests,
+the same kernel outcomes, bit for bit), and percentiles within the sketch's stated relative
+error of the exact order statistics. Chunk boundaries must change nothing, sketches must merge
+into the sketch of the union, and the kernel must hold a window of requests that does not
+grow with the run. What cannot stream yet is refused by name, and exact mode keeps it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import SCENARIOS_DIR
+from typer.testing import CliRunner
+
+import sim
+from sim.cli import app
+from sim.kernels.streaming import EndedRows
+from sim.metrics.invariants import check_ledger, check_streamed
+from sim.metrics.sketch import LatencySketch
+from sim.metrics.tally import tally_of
+from sim.record import RequestTable
+from sim.result import Result, collect
+from sim.runner import results_mode
+from sim.spec.errors import SpecError
+from sim.streams import stream
+from sim.workload.arrivals import Diurnal, Poisson
+from sim.workload.requests import generate_requests, request_chunks
+from sim.world import World
+
+S1 = SCENARIOS_DIR / "s1_local.yaml"
+# two traffic classes, a managed API with a rate limit that overflows to a GPU pool, the WAN
+# (jitter, payloads in the ledger) and a client timeout: most of what the kernel streams
+API = SCENARIOS_DIR / "examples" / "api_serving.yaml"
+PERCENTILE_FIELDS = ("_p50_s", "_p90_s", "_p99_s", "measured_s")
+MODE_FIELDS = ("results_mode", "latency_relative_error", "requests_table")
+
+
+def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def streamed(scenario: sim.Scenario, chunk_requests: int) -> tuple[Result, World]:
+    """A streamed run with small chunks, its conservation laws checked as the runner does."""
+    world = World(scenario, 0, streamed=True, chunk_requests=chunk_requests)
+    record = world.run()
+    result = collect(record)
+    check_streamed(record, world.kernel.fed)  # type: ignore[attr-defined]
+    check_ledger(record, result.tables["transfers"])
+    return result, world
+
+
+@pytest.fixture(scope="module")
+def api_runs() -> tuple[Result, Result]:
+    """The API scenario for 3 hours (7,314 requests), exact, and streamed in chunks of 300 gaps."""
+    scenario = sim.load_scenario(API, ["horizon=3h"])
+    return collect(World(scenario, 0).run()), streamed(scenario, 300)[0]
+
+
+def test_a_streamed_run_counts_and_sums_what_an_exact_run_does(api_runs: tuple[Result, Result]) -> None:
+    """Every summary field but the percentiles is the exact run's: request counts by status,
+    pool and class, SLO attainment, availability, exposure, cost, energy, the lifecycle; means
+    are sums over counts added in another order (equal to 1e-12). The ledger, costs and
+    routing tables are the exact run's, row for row."""
+    exact, stream_ = api_runs
+    a = flat(exact.summary)
+    assert a["requests_total"] == 7314 and a["classes.confidential.requests"] > 0
+    assert stream_.summary["results_mode"] == "streamed" and a["results_mode"] == "exact"
+    assert same_summary(exact.summary, stream_.summary, percentiles=False) > 150
+    for name in ("transfers", "costs", "routing", "pools"):
+        left, right = exact.tables[name], stream_.tables[name]
+        assert list(left.columns) == list(right.columns), name
+        assert len(left) == len(right) > 0, name
+        for column in left.columns:
+            if left[column].dtype.kind == "f":
+                np.testing.assert_allclose(right[column].to_numpy(), left[column].to_numpy(), rtol=1e-12,
+                                           err_msg=f"{name}.{column}")
+            else:
+                assert right[column].astype(str).tolist() == left[column].astype(str).tolist(), f"{name}.{column}"
+
+
+def same_summary(left: dict[str, Any], right: dict[str, Any], percentiles: bool) -> int:
+    """Assert two summaries agree field by field (floats to 1e-12: sums added in another
+    order), percentiles too when `percentiles`; returns the fields compared."""
+    a, b = flat(left), flat(right)
+    assert set(a) - set(MODE_FIELDS) == set(b) - set(MODE_FIELDS)
+    compared = 0
+    for key in sorted(set(a) - set(MODE_FIELDS)):
+        if not percentiles and key.endswith(PERCENTILE_FIELDS):
+            continue
+        if isinstance(a[key], float) and isinstance(b[key], float):
+            assert b[key] == pytest.approx(a[key], rel=1e-12, abs=1e-15), key
+        else:
+            assert b[key] == a[key], key
+        compared += 1
+    return compared
+
+
+def order_statistics(values: np.ndarray, q: float) -> tuple[float, float]:
+    """The two order statistics around rank q x (n - 1), which the percentile lies between."""
+    ordered = np.sort(values)
+    position = q * (len(ordered) - 1)
+    return float(ordered[math.floor(position)]), float(ordered[math.ceil(position)])
+
+
+def test_streamed_percentiles_are_within_the_stated_relative_error(api_runs: tuple[Result, Result]) -> None:
+    """Each class's p50, p90 and p99 of TTFT, TPOT and E2E from the sketch lies within the
+    summary's `latency_relative_error` of the exact order statistics around its rank (from
+    the exact run's requests), and so does each SLO verdict's percentile."""
+    exact, stream_ = api_runs
+    a = stream_.summary["latency_relative_error"]
+    assert a == 0.0025
+    requests = exact.requests
+    steady = requests[(requests["arrival_s"] >= exact.scenario.warmup) & (requests["status"] == "completed")]
+    checked = 0
+    for name, summary in stream_.summary["classes"].items():
+        mine = steady[steady["traffic_class"] == name]
+        for stem in ("ttft", "tpot", "e2e"):
+            values = mine[f"{stem}_s"].to_numpy(dtype=float)
+            values = values[~np.isnan(values)]
+            for q in (50, 90, 99):
+                low, high = order_statistics(values, q / 100)
+                sketched = summary[f"{stem}_p{q}_s"]
+                assert low * (1 - a) <= sketched <= high * (1 + a), (name, stem, q, low, high, sketched)
+                checked += 1
+            assert summary[f"{stem}_mean_s"] == pytest.approx(values.mean(), rel=1e-12)
+    assert checked == 18
+    for target, verdict in stream_.summary["slo"].items():
+        exact_value = exact.summary["slo"][target]["measured_s"]
+        assert verdict["met"] == exact.summary["slo"][target]["met"]
+        assert abs(verdict["measured_s"] - exact_value) <= 2 * a * exact_value + 1e-9, target
+
+
+def capture_ended(monkeypatch: pytest.MonkeyPatch) -> list[EndedRows]:
+    """Record every chunk of ended requests a streamed world hands to its tally."""
+    seen: list[EndedRows] = []
+    original = World._ended
+
+    def ended(self: World, rows: EndedRows) -> None:
+        seen.append(rows)
+        original(self, rows)
+
+    monkeypatch.setattr(World, "_ended", ended)
+    return seen
+
+
+def outcomes(chunks: list[EndedRows]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every request's kernel rows (req_i, req_f), by request number."""
+    request = np.concatenate([c.request for c in chunks])
+    order = np.argsort(request)
+    return request[order], np.concatenate([c.req_i for c in chunks])[order], np.concatenate(
+        [c.req_f for c in chunks])[order]
+
+
+def test_chunk_boundaries_change_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """S1 for 6 hours (19,431 requests) streamed in chunks of 200 and of 5,000 gaps: every request's kernel row
+    (pool, replica, status, version, preemptions, every time) is bit-identical between the
+    two and to the whole kernel's row in an exact run, and the tallies (counts, sums,
+    sketches) are equal."""
+    scenario = sim.load_scenario(S1, ["horizon=6h"])
+    exact = World(scenario, 0)
+    exact.run()
+    runs = []
+    for chunk in (200, 5000):
+        seen = capture_ended(monkeypatch)
+        result, world = streamed(scenario, chunk)
+        runs.append((result, world, outcomes(seen)))
+        monkeypatch.undo()
+    (small, small_world, (ids, rows_i, rows_f)), (large, large_world, (ids2, rows_i2, rows_f2)) = runs
+    assert small_world.kernel.fed == exact.requests.count == len(ids) > 19_000
+    np.testing.assert_array_equal(ids, np.arange(exact.requests.count))
+    for got_i, got_f in ((rows_i, rows_f), (rows_i2, rows_f2)):
+        np.testing.assert_array_equal(got_i, exact.kernel.req_i)
+        np.testing.assert_array_equal(got_f, exact.kernel.req_f)
+    a, b = small_world.tally, large_world.tally
+    assert a is not None and b is not None
+    np.testing.assert_array_equal(a.counts, b.counts)
+    assert a.parts_count == b.parts_count and a.completed_output_tokens == b.completed_output_tokens
+    for stem in ("ttft", "tpot", "e2e"):
+        for q in (0.5, 0.9, 0.99):
+            assert a.merged_latency(stem).quantile(q) == b.merged_latency(stem).quantile(q)
+    assert same_summary(small.summary, large.summary, percentiles=True) > 180
+
+
+def test_a_sketch_merged_from_parts_is_the_sketch_of_the_union() -> None:
+    """Three replications' latencies sketched apart and merged give the union's sketch:
+    the same count, the same quantile at every rank, the same exact min, max and sum."""
+    rng = np.random.default_rng(7)
+    parts = [rng.lognormal(mean, 0.9, size) for mean, size in ((-1.0, 40_000), (0.5, 25_000), (-0.2, 60_000))]
+    merged = LatencySketch()
+    for part in parts:
+        sketch = LatencySketch()
+        sketch.add(part)
+        merged.merge(sketch)
+    union = LatencySketch()
+    union.add(np.concatenate(parts))
+    assert merged.count == union.count == 125_000
+    assert (merged.min, merged.max) == (union.min, union.max)
+    assert merged.sum == pytest.approx(union.sum, rel=1e-12)
+    for q in np.linspace(0.0, 1.0, 101):
+        assert merged.quantile(q) == union.quantile(q)
+    values = np.concatenate(parts)
+    for q in (0.5, 0.9, 0.99, 0.999):
+        low, high = order_statistics(values, q)
+        assert low * (1 - merged.relative_accuracy) <= merged.quantile(q) <= high * (1 + merged.relative_accuracy)
+
+
+def subset(table: RequestTable, index: np.ndarray) -> RequestTable:
+    return RequestTable(**{f.name: getattr(table, f.name)[index] for f in dataclasses.fields(table)})
+
+
+def test_a_tally_of_parts_merges_into_the_tally_of_the_whole() -> None:
+    """An exact run's requests tallied in two interleaved halves and merged equal the tally
+    of all of them: counts, windows, sums and sketches (the replications' pooling rests on it)."""
+    scenario = sim.load_scenario(S1, ["horizon=2h"])
+    record = World(scenario, 0).run()
+    table, n = record.requests, len(record.requests)
+    names = record.pool_names
+    whole = tally_of(scenario, names, table)
+    even, odd = np.arange(0, n, 2), np.arange(1, n, 2)
+    left = tally_of(scenario, names, subset(table, even), even)
+    right = tally_of(scenario, names, subset(table, odd), odd)
+    assert not left.all_seen(n)
+    left.merge(right)
+    assert left.all_seen(n) and whole.all_seen(n)
+    np.testing.assert_array_equal(left.counts, whole.counts)
+    np.testing.assert_array_equal(left.window_ok, whole.window_ok)
+    np.testing.assert_array_equal(left.routing, whole.routing)
+    assert left.completed_output_tokens == whole.completed_output_tokens
+    for stem in ("ttft", "tpot", "e2e"):
+        for q in (0.5, 0.9, 0.99):
+            assert left.merged_latency(stem).quantile(q) == whole.merged_latency(stem).quantile(q)
+
+
+def test_the_kernel_window_does_not_grow_with_the_run() -> None:
+    """S1 streamed for one day and for two (259k and 518k requests, each with a 14:00 peak):
+    the most rows the kernel ever held is the same order either way (chunks of 2,000 gaps plus
+    the requests in flight), not proportional to the requests (an exact kernel holds them all)."""
+    held = {}
+    for hours in (24, 48):
+        scenario = sim.load_scenario(S1, [f"horizon={hours}h"])
+        world = World(scenario, 0, streamed=True, chunk_requests=2000)
+        world.run()
+        held[hours] = (world.kernel.capacity_max, world.kernel.fed)  # type: ignore[attr-defined]
+    (one_day, day_requests), (two_days, two_day_requests) = held[24], held[48]
+    assert two_day_requests > 1.9 * day_requests > 450_000
+    assert two_days <= 1.2 * one_day
+    assert two_days < two_day_requests / 100
+
+
+def test_arrival_blocks_draw_the_same_times_as_one_draw() -> None:
+    """Poisson and diurnal arrivals drawn in blocks of 10,007 gaps are bit-identical to one draw."""
+    for process in (Poisson(process="poisson", rate_per_s=40.0),
+                    Diurnal(process="diurnal", rate_per_s=25.0, amplitude=0.8)):
+        whole = process.times(86_400.0, stream(3, 1, "arrivals"))
+        blocks = process.time_blocks(86_400.0, stream(3, 1, "arrivals"), 10_007)
+        assert blocks is not None
+        parts = list(blocks)
+        assert len(parts) > 100
+        np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
+def test_request_chunks_are_the_generated_requests() -> None:
+    """A workload with share classes of their own lengths and shared prefixes, in chunks,
+    gives generate_requests' arrays exactly."""
+    workload = sim.load_scenario(SCENARIOS_DIR / "examples" / "hetero_h100_l4.yaml").workload
+    whole = generate_requests(workload, 6 * 3600.0, 11, 2)
+    chunks = list(request_chunks(workload, 6 * 3600.0, 11, 2, block=3000))
+    assert len(chunks) > 10 and len(set(whole.traffic_class.tolist())) == 2
+    for name in ("arrival_s", "prompt_tokens", "output_tokens", "prefix_group", "prefix_tokens", "traffic_class"):
+        np.testing.assert_array_equal(np.concatenate([getattr(c, name) for c in chunks]), getattr(whole, name))
+
+
+def test_what_cannot_stream_is_refused_by_name() -> None:
+    """A closed loop and injected faults cannot stream yet: a streamed world refuses them with
+    an issue naming the field; exact mode runs them."""
+    closed = sim.load_scenario(S1, ["horizon=10min", "warmup=1min",
+                                    "workload.arrivals={process: concurrency, clients: 4}"])
+    with pytest.raises(SpecError) as caught:
+        World(closed, 0, streamed=True)
+    assert [issue.path for issue in caught.value.issues] == ["workload.arrivals"]
+    assert "closed loop" in caught.value.render() and "--keep-requests" in caught.value.render()
+    faults = sim.load_scenario(SCENARIOS_DIR / "faults" / "s2_local_fallback.yaml", ["horizon=2h"])
+    with pytest.raises(SpecError) as caught:
+        World(faults, 0, streamed=True)
+    assert "faults" in [issue.path for issue in caught.value.issues]
+    assert World(closed, 0).run().requests.status.size > 0
+
+
+def test_auto_mode_streams_only_large_runs() -> None:
+    """`auto` keeps S1's requests (3 req/s: 467k expected candidates) and streams it at 100 req/s."""
+    assert results_mode(sim.load_scenario(S1), "auto") == "exact"
+    assert results_mode(sim.load_scenario(S1, ["workload.arrivals.rate_per_s=100"]), "auto") == "streamed"
+    assert results_mode(sim.load_scenario(S1, ["workload.arrivals.rate_per_s=100"]), "exact") == "exact"
+
+
+def test_deploysim_run_stream_says_what_it_kept(tmp_path: Path) -> None:
+    """`deploysim run --stream` writes the summary with results_mode and the sketch's error,
+    and no requests.parquet, saying so; --stream with --keep-requests, or a scenario that
+    cannot stream, is a usage error (exit 2) naming the option or field."""
+    runner = CliRunner()
+    out = tmp_path / "run"
+    done = runner.invoke(app, ["run", str(S1), "--stream", "-q", "--out", str(out), "--set", "horizon=1h",
+                               "--set", "warmup=5min"])
+    assert done.exit_code == 0, done.output
+    assert "requests.parquet not written" in done.output
+    assert not (out / "requests.parquet").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["results_mode"] == "streamed" and summary["latency_relative_error"] == 0.0025
+    assert "--keep-requests" in summary["requests_table"]
+    both = runner.invoke(app, ["run", str(S1), "--stream", "--keep-requests", "-q", "--out", str(out)])
+    assert both.exit_code == 2 and "--stream" in both.output
+    faults = runner.invoke(app, ["run", str(SCENARIOS_DIR / "faults" / "s2_local_fallback.yaml"), "--stream", "-q",
+                                 "--out", str(out), "--set", "horizon=1h", "--set", "warmup=5min"])
+    assert faults.exit_code == 2 and "faults" in faults.output and "Traceback" not in faults.output
