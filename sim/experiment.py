@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sim.metrics.sketch import LatencySketch
 from sim.result import Result
 from sim.runner import ResultsMode, executor, point_folder, run_point
 from sim.spec.scenario import Scenario
@@ -65,9 +66,16 @@ class RunDigest:
     latency: dict[str, np.ndarray]  # steady-state completed requests: ttft_s, tpot_s, e2e_s
     timeline: pd.DataFrame  # per time bin: requests, latency, error rate
     wall_s: float
+    sketches: dict[str, LatencySketch] = field(default_factory=dict)
+    """A streamed run's sketches of `latency` (which is then empty): replications pool by merging."""
 
 
 def digest(result: Result) -> RunDigest:
+    if result.tally is not None:  # streamed: sketches and per-bin sums instead of requests
+        tally = result.tally
+        sketches = {f"{stem}_s": tally.merged_latency(stem) for stem in ("ttft", "tpot", "e2e")}
+        return RunDigest(result.scenario.name, result.replication, result.summary, dict(result.tables), {},
+                         tally.timeline_frame(), result.wall_s, sketches)
     q = result.requests
     warmup = result.scenario.warmup
     steady = q[(q["arrival_s"] >= warmup) & (q["status"] == "completed")]
@@ -89,13 +97,19 @@ def digest(result: Result) -> RunDigest:
                      timeline, result.wall_s)
 
 
+def _sketch_of(values: np.ndarray) -> LatencySketch:
+    sketch = LatencySketch()
+    sketch.add(values)
+    return sketch
+
+
 def _run_digest(task: tuple[Scenario, int, Path | None]) -> RunDigest:
     """One replication of one scenario, left in its workspace and digested (runs in a worker)."""
     from sim.spec.errors import SpecError
 
     scenario, replication, workspace = task
     try:
-        return digest(run_point(scenario, replication, workspace))
+        return digest(run_point(scenario, replication, workspace, mode="auto"))
     except SpecError as exc:  # found while running: say which scenario file
         raise exc.with_source(exc.source or scenario.source or scenario.name) from None
 
@@ -249,7 +263,16 @@ class Comparison:
         return pd.DataFrame.from_dict(rows, orient="index")
 
     def pooled_percentile(self, scenario: str, latency: str, q: float) -> float:
-        samples = np.concatenate([run.latency[latency] for run in self.runs[scenario]])
+        """The q-th percentile of a latency over every replication's steady-state completed
+        requests (streamed replications: their sketches merged, within their relative error)."""
+        runs = self.runs[scenario]
+        if any(run.sketches for run in runs):
+            pooled = LatencySketch()
+            for run in runs:
+                pooled.merge(run.sketches[latency] if run.sketches else _sketch_of(run.latency[latency]))
+            value = pooled.quantile(q / 100)
+            return math.nan if value is None else value
+        samples = np.concatenate([run.latency[latency] for run in runs])
         samples = samples[~np.isnan(samples)]
         return float(np.percentile(samples, q)) if len(samples) else math.nan
 

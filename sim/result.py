@@ -83,6 +83,9 @@ class Result:
     summary: dict[str, Any]
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     wall_s: float = 0.0
+    tally: Any = None
+    """A streamed run's `sim.metrics.tally.RequestTally` (what it kept of its requests:
+    `requests` is empty); None for an exact run."""
 
     def summary_frame(self) -> pd.DataFrame:
         """The summary as a one-row DataFrame (nested breakdowns flattened with dots)."""
@@ -212,7 +215,7 @@ def collect_streamed(record: RunRecord) -> Result:
     _measure_the_rest(record, summary, tables, stages, {})
     frame = pd.DataFrame({"request": np.empty(0, dtype=np.int64)})
     return Result(scenario, record.replication, frame, summary, tables=tables,
-                  wall_s=record.wall_s + time.perf_counter() - started)
+                  wall_s=record.wall_s + time.perf_counter() - started, tally=tally)
 
 
 def _requests_by_pool(frame: pd.DataFrame) -> dict[str, int]:

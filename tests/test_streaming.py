@@ -326,3 +326,31 @@ def test_deploysim_run_stream_says_what_it_kept(tmp_path: Path) -> None:
     faults = runner.invoke(app, ["run", str(SCENARIOS_DIR / "faults" / "s2_local_fallback.yaml"), "--stream", "-q",
                                  "--out", str(out), "--set", "horizon=1h", "--set", "warmup=5min"])
     assert faults.exit_code == 2 and "faults" in faults.output and "Traceback" not in faults.output
+
+
+def test_a_comparison_pools_streamed_replications_by_merging_their_sketches() -> None:
+    """Three replications of S1 (2 hours) streamed: the comparison's pooled p50/p99 of TTFT
+    and E2E are the merged sketches' and lie within the sketch's error of the exact pooled
+    order statistics (the same replications run exact); the timeline bins count the same
+    completed requests as the exact digest's."""
+    from sim.experiment import Comparison, digest
+    from sim.runner import run_point
+
+    scenario = sim.load_scenario(S1, ["horizon=2h", "warmup=10min"])
+    exact = [digest(run_point(scenario, k, mode="exact")) for k in range(3)]
+    streamed_runs = [digest(run_point(scenario, k, mode="streamed")) for k in range(3)]
+    assert all(run.sketches and not run.latency for run in streamed_runs)
+    pooled = {name: Comparison([scenario], {scenario.name: runs}, 3) for name, runs in
+              (("exact", exact), ("streamed", streamed_runs))}
+    a = LatencySketch().relative_accuracy
+    for latency in ("ttft_s", "e2e_s"):
+        values = np.concatenate([run.latency[latency] for run in exact]).astype(np.float64)
+        for q in (50, 99):
+            low, high = order_statistics(values, q / 100)
+            # the exact digest keeps float32 latencies: allow their rounding too
+            value = pooled["streamed"].pooled_percentile(scenario.name, latency, q)
+            assert low * (1 - a) * (1 - 1e-6) <= value <= high * (1 + a) * (1 + 1e-6), (latency, q)
+    for run_exact, run_streamed in zip(exact, streamed_runs, strict=True):
+        assert run_exact.timeline["requests"].tolist() == run_streamed.timeline["requests"].tolist()
+        np.testing.assert_allclose(run_streamed.timeline["ttft_mean_s"], run_exact.timeline["ttft_mean_s"],
+                                   rtol=1e-9)

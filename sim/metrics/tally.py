@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -97,6 +97,11 @@ class RequestTally:
         self.completed_output_tokens = 0
         self.pool_prompt_tokens = np.zeros(n_pools, dtype=np.int64)  # completed requests' tokens per pool
         self.pool_output_tokens = np.zeros(n_pools, dtype=np.int64)
+        # completed requests by ROUTING_BIN_S bin of send time: count, sums of ttft_s, e2e_s,
+        # error_rate and errors; and per bin, sketches of TTFT and E2E (a comparison's timeline)
+        bins = int(math.ceil(scenario.horizon / ROUTING_BIN_S)) + 1
+        self.timeline = np.zeros((bins, 5))
+        self.timeline_sketches: dict[int, tuple[LatencySketch, LatencySketch]] = {}
         # routed requests by ROUTING_BIN_S bin of send time, pool and reason
         self.routing = np.zeros((int(math.ceil(scenario.horizon / ROUTING_BIN_S)) + 1, max(n_pools, 1), 4),
                                 dtype=np.int64)
@@ -147,6 +152,7 @@ class RequestTally:
         self._availability(req, windows, within)
         self._work(req, pool)
         self._routing(req, pool)
+        self._timeline(req, lat)
         self._lifecycle(req)
         self._payloads(req, classes)
         self._ends(req, pool)
@@ -249,6 +255,38 @@ class RequestTally:
         shape = self.routing.shape
         flat = np.ravel_multi_index((bins, pool[routed], req.reason[routed].astype(np.int64)), shape)
         self.routing += np.bincount(flat, minlength=self.routing.size).reshape(shape)
+
+    def _timeline(self, req: RequestTable, lat: dict[str, np.ndarray]) -> None:
+        """Per bin of send time, the completed requests' latency and errors (as
+        `sim.experiment.digest` bins an exact run's)."""
+        done = np.flatnonzero(req.status == DONE)
+        if not len(done):
+            return
+        bins = np.floor(req.send_s[done] / ROUTING_BIN_S).astype(np.int64)
+        columns = (np.ones(len(done)), lat["ttft_s"][done], lat["e2e_s"][done], req.error_rate[done],
+                   req.error[done].astype(np.float64))
+        for c, values in enumerate(columns):
+            self.timeline[:, c] += np.bincount(bins, weights=values, minlength=len(self.timeline))
+        for b in np.unique(bins).tolist():
+            mine = done[bins == b]
+            ttft, e2e = self.timeline_sketches.setdefault(b, (self._sketch(), self._sketch()))
+            ttft.add(lat["ttft_s"][mine])
+            e2e.add(lat["e2e_s"][mine])
+
+    def timeline_frame(self) -> Any:
+        """`sim.experiment.digest`'s timeline, from the bins: requests, TTFT and E2E mean and
+        p99 (from sketches), the served model's error rate and the observed one."""
+        import pandas as pd
+
+        used = np.flatnonzero(self.timeline[:, 0] > 0)
+        count, ttft, e2e, error_rate, errors = (self.timeline[used, c] for c in range(5))
+        sketches = [self.timeline_sketches[int(b)] for b in used]
+        return pd.DataFrame({
+            "start_s": used * ROUTING_BIN_S, "requests": count.astype(np.int64),
+            "ttft_mean_s": ttft / count, "ttft_p99_s": [t.quantile(0.99) for t, _ in sketches],
+            "e2e_mean_s": e2e / count, "e2e_p99_s": [e.quantile(0.99) for _, e in sketches],
+            "error_rate": error_rate / count, "observed_error_rate": errors / count,
+        })
 
     def _lifecycle(self, req: RequestTable) -> None:
         from sim.metrics.lifecycle import degraded
@@ -389,6 +427,11 @@ class RequestTally:
             self.parts_sum[key] += other.parts_sum[key]
             self.parts_count[key] += other.parts_count[key]
         self.routing = self.routing + other.routing
+        self.timeline = self.timeline + other.timeline
+        for b, (ttft, e2e) in other.timeline_sketches.items():
+            pair = self.timeline_sketches.setdefault(b, (self._sketch(), self._sketch()))
+            pair[0].merge(ttft)
+            pair[1].merge(e2e)
         for name, count in other.availability.items():
             self.availability[name] += count
         for v, entry in other.versions.items():
