@@ -377,10 +377,6 @@ class Lifecycle:
 
     # -- outcomes ---------------------------------------------------------------------------
 
-    def served_at(self) -> np.ndarray:
-        """When each request was served (its first token at its pool); NaN if never."""
-        return self.world.outcome("first_token_s")
-
     def outcomes(self, index: np.ndarray) -> np.ndarray:
         """Error (True) or correct for requests already served, drawn from their own stream."""
         p = self.drift.error_rate(self.world.outcome("first_token_s", index), self.world.outcome("version", index))
@@ -390,12 +386,6 @@ class Lifecycle:
         """When each request's label arrives (NaN: not labelled, or not completed yet)."""
         labelled = (self.label_u < self.spec.monitor.label_fraction) & (self.world.outcome("status") == DONE)
         return np.where(labelled, self.world.outcome("done_s") + self.spec.monitor.label_delay, np.nan)
-
-    def labels_between(self, start: float, end: float) -> tuple[np.ndarray, np.ndarray]:
-        """Requests whose label arrived in (start, end], by label time (ties by request)."""
-        self.world.sync()
-        self.labels.update(self.env.now)
-        return self.labels.between(start, end)
 
     # -- what it leaves behind ----------------------------------------------------------------
 
@@ -601,11 +591,14 @@ class Lifecycle:
         if trigger == "triggered":
             self._collecting.append(since)
             collected = yield from self._collect(since, r.samples)
-            index = self.labels.between(since, collected)[0][:r.samples]
+            index, _, served, _ = self.labels.labels_between(since, collected)
+            index, served = index[:r.samples], served[:r.samples]
             self._collecting.remove(since)
             detail = f"{len(index)} labelled samples after detection (last at {collected:.0f} s)"
         else:
-            index = self.labels_between(self._data_since_s, self.env.now)[0]
+            self.world.sync()
+            self.labels.update(self.env.now)
+            index, _, served, _ = self.labels.labels_between(self._data_since_s, self.env.now)
             detail = f"{len(index)} labelled samples since {self._data_since_s:.0f} s"
         samples = len(index)
         self.log("collect", start, self.env.now, event, -1, f"{trigger}: {detail}")
@@ -651,7 +644,7 @@ class Lifecycle:
                  f"{r.method}, {tokens:.3g} tokens on {gpus}x {train_pool.gpu}{lost}")
         release()
         record.finished_s = self.env.now
-        residual, learnt = self.candidate(self.served_at()[index], uploaded / samples)
+        residual, learnt = self.candidate(served, uploaded / samples)
         start = self.env.now
         yield self.env.timeout(r.validation)
         serving = self.serving_version()
