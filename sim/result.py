@@ -202,6 +202,9 @@ def collect_streamed(record: RunRecord) -> Result:
     started = time.perf_counter()
     scenario = record.scenario
     tally = record.tally
+    if tally is None:
+        raise ValueError("a streamed record is measured from the tally its requests went to: attach it "
+                         "(sim.runner.run_world does)")
     stages = stages_table(record)
     tables: dict[str, pd.DataFrame] = {
         "lifecycle": stages, "gpu_holds": record.gpu_holds, "bulk_transfers": record.transfers,

@@ -119,17 +119,15 @@ def _simulate(scenario: Scenario, replication: int, on_progress: Callable[[float
               mode: Literal["exact", "streamed"] = "exact") -> Result:
     from sim.metrics.invariants import check_invariants, check_ledger, check_streamed
     from sim.workload.limits import check_run_fits
-    from sim.world import World
 
     streamed = mode == "streamed"
     if not streamed:
         check_run_fits(scenario)
     started = time.perf_counter()
-    world = World(scenario, replication, streamed=streamed)
-    record = world.run(on_progress=on_progress)
+    record = run_world(scenario, replication, streamed=streamed, on_progress=on_progress)
     result = collect(record)
     if streamed:
-        check_streamed(record, world.kernel.fed)  # type: ignore[attr-defined]  # a StreamingCluster
+        check_streamed(record)
         check_ledger(record, result.tables["transfers"])
     else:
         check_invariants(record, result.requests, result.tables.get("transfers"))
@@ -137,6 +135,24 @@ def _simulate(scenario: Scenario, replication: int, on_progress: Callable[[float
         on_record(record, result)
     result.wall_s = time.perf_counter() - started
     return result
+
+
+def run_world(scenario: Scenario, replication: int = 0, *, streamed: bool = False,
+              on_progress: Callable[[float], None] | None = None, chunk_requests: int | None = None) -> RunRecord:
+    """Build the world, run it to its horizon and return its record. A streamed world hands
+    its requests, as they end, to a `RequestTally` (`sim.metrics.tally`), attached to the
+    record as `tally`; `chunk_requests` sets its chunks (default `sim.world.world.CHUNK_REQUESTS`)."""
+    from sim.metrics.tally import RequestTally
+    from sim.spec.routing import serving_pool_names
+    from sim.world import World
+
+    tally = RequestTally(scenario, serving_pool_names(scenario)) if streamed else None
+    options: dict[str, Any] = {} if chunk_requests is None else {"chunk_requests": chunk_requests}
+    world = World(scenario, replication, streamed=streamed, on_requests=tally.add if tally is not None else None,
+                  **options)
+    record = world.run(on_progress=on_progress)
+    record.tally = tally
+    return record
 
 
 def error_text(exc: BaseException) -> str:

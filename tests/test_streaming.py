@@ -25,10 +25,10 @@ from sim.cli import app
 from sim.kernels.streaming import EndedRows
 from sim.metrics.invariants import check_ledger, check_streamed
 from sim.metrics.sketch import LatencySketch
-from sim.metrics.tally import tally_of
+from sim.metrics.tally import RequestTally, tally_of
 from sim.record import RequestTable
 from sim.result import Result, collect
-from sim.runner import results_mode
+from sim.runner import results_mode, run_world
 from sim.spec.errors import SpecError
 from sim.streams import stream
 from sim.workload.arrivals import Diurnal, Poisson
@@ -53,14 +53,13 @@ def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def streamed(scenario: sim.Scenario, chunk_requests: int) -> tuple[Result, World]:
+def streamed(scenario: sim.Scenario, chunk_requests: int) -> tuple[Result, RequestTally]:
     """A streamed run with small chunks, its conservation laws checked as the runner does."""
-    world = World(scenario, 0, streamed=True, chunk_requests=chunk_requests)
-    record = world.run()
+    record = run_world(scenario, 0, streamed=True, chunk_requests=chunk_requests)
     result = collect(record)
-    check_streamed(record, world.kernel.fed)  # type: ignore[attr-defined]
+    check_streamed(record)
     check_ledger(record, result.tables["transfers"])
-    return result, world
+    return result, record.tally
 
 
 @pytest.fixture(scope="module")
@@ -176,17 +175,15 @@ def test_chunk_boundaries_change_nothing(monkeypatch: pytest.MonkeyPatch) -> Non
     runs = []
     for chunk in (200, 5000):
         seen = capture_ended(monkeypatch)
-        result, world = streamed(scenario, chunk)
-        runs.append((result, world, outcomes(seen)))
+        result, tally = streamed(scenario, chunk)
+        runs.append((result, tally, outcomes(seen)))
         monkeypatch.undo()
-    (small, small_world, (ids, rows_i, rows_f)), (large, large_world, (ids2, rows_i2, rows_f2)) = runs
-    assert small_world.kernel.fed == exact.requests.count == len(ids) > 19_000
+    (small, a, (ids, rows_i, rows_f)), (large, b, (ids2, rows_i2, rows_f2)) = runs
+    assert small.summary["requests_total"] == exact.requests.count == len(ids) > 19_000
     np.testing.assert_array_equal(ids, np.arange(exact.requests.count))
     for got_i, got_f in ((rows_i, rows_f), (rows_i2, rows_f2)):
         np.testing.assert_array_equal(got_i, exact.kernel.req_i)
         np.testing.assert_array_equal(got_f, exact.kernel.req_f)
-    a, b = small_world.tally, large_world.tally
-    assert a is not None and b is not None
     np.testing.assert_array_equal(a.counts, b.counts)
     assert a.parts_count == b.parts_count and a.completed_output_tokens == b.completed_output_tokens
     for stem in ("ttft", "tpot", "e2e"):
@@ -252,7 +249,7 @@ def test_the_kernel_window_does_not_grow_with_the_run() -> None:
     held = {}
     for hours in (24, 48):
         scenario = sim.load_scenario(S1, [f"horizon={hours}h"])
-        world = World(scenario, 0, streamed=True, chunk_requests=2000)
+        world = World(scenario, 0, streamed=True, chunk_requests=2000, on_requests=lambda table, request: None)
         world.run()
         held[hours] = (world.kernel.capacity_max, world.kernel.fed)  # type: ignore[attr-defined]
     (one_day, day_requests), (two_days, two_day_requests) = held[24], held[48]
@@ -290,12 +287,12 @@ def test_what_cannot_stream_is_refused_by_name() -> None:
     closed = sim.load_scenario(S1, ["horizon=10min", "warmup=1min",
                                     "workload.arrivals={process: concurrency, clients: 4}"])
     with pytest.raises(SpecError) as caught:
-        World(closed, 0, streamed=True)
+        run_world(closed, 0, streamed=True)
     assert [issue.path for issue in caught.value.issues] == ["workload.arrivals"]
     assert "closed loop" in caught.value.render() and "--keep-requests" in caught.value.render()
     faults = sim.load_scenario(SCENARIOS_DIR / "faults" / "s2_local_fallback.yaml", ["horizon=2h"])
     with pytest.raises(SpecError) as caught:
-        World(faults, 0, streamed=True)
+        run_world(faults, 0, streamed=True)
     assert "faults" in [issue.path for issue in caught.value.issues]
     assert World(closed, 0).run().requests.status.size > 0
 

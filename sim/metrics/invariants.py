@@ -113,12 +113,13 @@ def check_rows(req: RequestTable, request: np.ndarray, pools: int) -> None:
         _fail("completed requests whose first token came before they arrived", before)
 
 
-def check_streamed(record: RunRecord, generated: int) -> None:
+def check_streamed(record: RunRecord) -> None:
     """The laws over a streamed run's requests, on its tally (each request's own laws were
-    checked on its chunk, `check_rows`): every one of the `generated` requests ended exactly
-    once or is unfinished, each pool ended as many as the tally counts there, and every end
-    time is within the horizon (plus a completed request's front-end lag)."""
+    checked on its chunk, `check_rows`): every generated request ended exactly once or is
+    unfinished, each pool ended as many as the tally counts there, and every end time is
+    within the horizon (plus a completed request's front-end lag)."""
     tally = record.tally
+    generated = record.requests_generated
     if not tally.all_seen(generated):
         _fail(f"the tally took in {tally.requests} requests for {generated} generated, or some twice")
     pools = list(record.pools.values())

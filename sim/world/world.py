@@ -68,7 +68,6 @@ from sim.kernels.links import carry
 from sim.kernels.replica import pool_config
 from sim.kernels.streaming import EndedRows, RequestChunk, StreamingCluster
 from sim.kernels.windows import window_containing
-from sim.metrics.tally import RequestTally
 from sim.record import AUTOSCALE_COLUMNS, RequestTable, RunRecord, empty_frame
 from sim.spec.errors import SpecError, SpecIssue
 from sim.spec.routing import class_routes, serving_pool_names
@@ -151,13 +150,14 @@ class _Rows:
 
 
 class World:
-    """One replication of a scenario. `streamed`: requests are generated, fed to the kernel
-    and summarised in chunks of about `chunk_requests` (`RequestTally`), never all at once,
-    and the record has no per-request table (see the module docstring); the scenario must
-    use only what streams (`streaming_refusals`)."""
+    """One replication of a scenario. `streamed`: requests are generated and fed to the
+    kernel in chunks of about `chunk_requests`, never all at once; each chunk of ended
+    requests goes to `on_requests(table, request_numbers)` and the record has no per-request
+    table; the scenario must use only what streams (`streaming_refusals`)."""
 
     def __init__(self, scenario: Scenario, replication: int = 0, *, streamed: bool = False,
-                 chunk_requests: int = CHUNK_REQUESTS) -> None:
+                 chunk_requests: int = CHUNK_REQUESTS,
+                 on_requests: Callable[[RequestTable, np.ndarray], None] | None = None) -> None:
         self.scenario = scenario
         self.replication = replication
         self.streamed = streamed
@@ -169,13 +169,15 @@ class World:
             refusals = streaming_refusals(scenario, self.plan)
             if refusals:
                 raise SpecError(refusals)
+            if on_requests is None:
+                raise ValueError("a streamed world hands its ended requests to on_requests: give one")
+        self.on_requests = on_requests
         self.class_specs = workload.class_specs()
         self.requests: Requests = (_no_requests(workload.class_names()) if streamed
                                    else generate_requests(workload, scenario.horizon, seed, replication))
         self.request_bytes = self.requests.payload_bytes(workload.bytes_per_token, workload.request_overhead)
         self.response_bytes = self._response_bytes(self.requests)
         self.chunk_requests = chunk_requests
-        self.tally: RequestTally | None = RequestTally(scenario, serving_pool_names(scenario)) if streamed else None
         self._return_free_at: dict[tuple[str, int], float] = {}  # streamed: each return path's FIFO
         self.setups = self._setups()
         self.kernel = self._build_cluster()
@@ -419,8 +421,13 @@ class World:
             retry_limit=self.faults.max_attempts, class_names=list(self.requests.class_names),
             autoscaling=(pd.concat(autoscaling, ignore_index=True) if autoscaling
                          else empty_frame(AUTOSCALE_COLUMNS)),
-            tally=self.tally,
+            streamed=self.streamed, requests_generated=self.requests_generated,
         )
+
+    @property
+    def requests_generated(self) -> int:
+        """Requests the workload generated (a streamed run's: those fed to the kernel so far)."""
+        return self.kernel.fed if isinstance(self.kernel, StreamingCluster) else self.requests.count
 
     def pool_sites(self) -> list[str]:
         """The site of each pool, in pool order."""
@@ -444,8 +451,9 @@ class World:
         return self._table(rows)
 
     def _ended(self, ended: EndedRows) -> None:
-        """A streamed run's requests that left the kernel: into the tally and the label feed."""
-        assert self.tally is not None
+        """A streamed run's requests that left the kernel: as a table of just them to
+        `on_requests` (who measures them: `sim.metrics.tally`), and to the label feed."""
+        assert self.on_requests is not None
         i, f = ended.req_i, ended.req_f
         status = i[:, RI_STATUS].copy()
         labelled = (ended.columns["label_u"] < self.scenario.lifecycle.monitor.label_fraction) & (status == DONE)
@@ -460,7 +468,7 @@ class World:
                      outcome_u=ended.columns["outcome_u"], labelled=labelled,
                      client=(ended.columns["client_first"], ended.columns["client_done"]))
         table = self._table(rows)
-        self.tally.add(table, ended.request)
+        self.on_requests(table, ended.request)
         self.lifecycle.labels.take(ended.request[labelled], table.done_s[labelled], table.first_token_s[labelled],
                                    table.error[labelled])
 
