@@ -245,13 +245,18 @@ def test_a_tally_of_parts_merges_into_the_tally_of_the_whole() -> None:
 def test_the_kernel_window_does_not_grow_with_the_run() -> None:
     """S1 streamed for one day and for two (259k and 518k requests, each with a 14:00 peak):
     the most rows the kernel ever held is the same order either way (chunks of 2,000 gaps plus
-    the requests in flight), not proportional to the requests (an exact kernel holds them all)."""
+    the requests in flight), not proportional to the requests (an exact kernel holds them all);
+    the monitor's label feed ends each run holding only the labels of the last half hour or so
+    (its label delay and a monitor interval), not the day's."""
     held = {}
     for hours in (24, 48):
         scenario = sim.load_scenario(S1, [f"horizon={hours}h"])
         world = World(scenario, 0, streamed=True, chunk_requests=2000, on_requests=lambda table, request: None)
         world.run()
         held[hours] = (world.kernel.capacity_max, world.kernel.fed)  # type: ignore[attr-defined]
+        labels = world.lifecycle.labels
+        kept = len(labels.index) + sum(len(part[0]) for part in labels._taken)
+        assert kept < 40 * 60 * 5.4 * 0.25  # 40 minutes of labels at the peak rate
     (one_day, day_requests), (two_days, two_day_requests) = held[24], held[48]
     assert two_day_requests > 1.9 * day_requests > 450_000
     assert two_days <= 1.2 * one_day
@@ -271,14 +276,18 @@ def test_arrival_blocks_draw_the_same_times_as_one_draw() -> None:
 
 
 def test_request_chunks_are_the_generated_requests() -> None:
-    """A workload with share classes of their own lengths and shared prefixes, in chunks,
-    gives generate_requests' arrays exactly."""
+    """A workload with share classes of their own lengths and shared prefixes, and one with
+    uniform prompt lengths (bounded integers), in chunks, give generate_requests' arrays exactly."""
     workload = sim.load_scenario(SCENARIOS_DIR / "examples" / "hetero_h100_l4.yaml").workload
-    whole = generate_requests(workload, 6 * 3600.0, 11, 2)
-    chunks = list(request_chunks(workload, 6 * 3600.0, 11, 2, block=3000))
-    assert len(chunks) > 10 and len(set(whole.traffic_class.tolist())) == 2
-    for name in ("arrival_s", "prompt_tokens", "output_tokens", "prefix_group", "prefix_tokens", "traffic_class"):
-        np.testing.assert_array_equal(np.concatenate([getattr(c, name) for c in chunks]), getattr(whole, name))
+    uniform = sim.load_scenario(S1, ["workload.prompt_tokens={dist: uniform, low: 10, high: 5000}"]).workload
+    for workload_, block in ((workload, 3000), (uniform, 2999)):
+        whole = generate_requests(workload_, 6 * 3600.0, 11, 2)
+        chunks = list(request_chunks(workload_, 6 * 3600.0, 11, 2, block=block))
+        assert len(chunks) > 10
+        for name in ("arrival_s", "prompt_tokens", "output_tokens", "prefix_group", "prefix_tokens",
+                     "traffic_class"):
+            np.testing.assert_array_equal(np.concatenate([getattr(c, name) for c in chunks]), getattr(whole, name))
+    assert len(set(generate_requests(workload, 3600.0, 11, 2).traffic_class.tolist())) == 2
 
 
 def test_what_cannot_stream_is_refused_by_name() -> None:

@@ -449,6 +449,11 @@ class Lifecycle:
                 self.busy = True
                 self.env.process(self._retrain("triggered", now, event))
 
+    @property
+    def reads_labels(self) -> bool:
+        """Does anything read the label feed: a monitor (of errors), or retraining?"""
+        return self.detector is not None or self.training is not None
+
     def _oldest_label_needed(self) -> float:
         """Labels that arrived at or before this are asked for no more: the monitor has had
         them, a collecting retraining asks from its `since`, a scheduled one from the last."""

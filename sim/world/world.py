@@ -469,8 +469,9 @@ class World:
                      client=(ended.columns["client_first"], ended.columns["client_done"]))
         table = self._table(rows)
         self.on_requests(table, ended.request)
-        self.lifecycle.labels.take(ended.request[labelled], table.done_s[labelled], table.first_token_s[labelled],
-                                   table.error[labelled])
+        if self.lifecycle.reads_labels:  # else nothing would ever take them out of the feed
+            self.lifecycle.labels.take(ended.request[labelled], table.done_s[labelled],
+                                       table.first_token_s[labelled], table.error[labelled])
 
     def _table(self, rows: _Rows) -> RequestTable:
         """The record's table of these requests (all of them, or a streamed run's chunk)."""
