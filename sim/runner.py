@@ -74,15 +74,20 @@ def clear_workspace(workspace: Path) -> None:
         file.unlink()
 
 
-def results_mode(scenario: Scenario, mode: ResultsMode = "exact") -> Literal["exact", "streamed"]:
+def results_mode(scenario: Scenario, mode: ResultsMode = "exact", replication: int = 0) -> Literal["exact", "streamed"]:
     """How a run keeps its requests: `auto` streams a run expected to generate more than
-    `STREAM_ABOVE_REQUESTS` (`sim.workload.limits.expected_requests`), and keeps every request
-    of a smaller one; `exact` and `streamed` say so."""
+    `STREAM_ABOVE_REQUESTS` (`sim.workload.limits.expected_requests`) when it can
+    (`sim.world.world.streaming_refusals`), and keeps every request of a smaller one or one
+    that cannot stream (which the memory check may then refuse); `exact` and `streamed` say so."""
     if mode != "auto":
         return mode
     from sim.workload.limits import expected_requests
+    from sim.world.faults import FaultPlan
+    from sim.world.world import streaming_refusals
 
-    return "streamed" if expected_requests(scenario.workload, scenario.horizon) > STREAM_ABOVE_REQUESTS else "exact"
+    if expected_requests(scenario.workload, scenario.horizon) <= STREAM_ABOVE_REQUESTS:
+        return "exact"
+    return "exact" if streaming_refusals(scenario, FaultPlan.draw(scenario, replication)) else "streamed"
 
 
 def run_point(scenario: Scenario, replication: int = 0, workspace: str | Path | None = None, *,
@@ -104,7 +109,7 @@ def run_point(scenario: Scenario, replication: int = 0, workspace: str | Path | 
         folder.mkdir(parents=True, exist_ok=True)
         clear_workspace(folder)
     try:
-        result = _simulate(scenario, replication, on_progress, on_record, results_mode(scenario, mode))
+        result = _simulate(scenario, replication, on_progress, on_record, results_mode(scenario, mode, replication))
     except BaseException as exc:
         if folder is not None and not isinstance(exc, KeyboardInterrupt):
             write_error(folder, scenario, exc)

@@ -307,10 +307,13 @@ def test_what_cannot_stream_is_refused_by_name() -> None:
 
 
 def test_auto_mode_streams_only_large_runs() -> None:
-    """`auto` keeps S1's requests (3 req/s: 467k expected candidates) and streams it at 100 req/s."""
+    """`auto` keeps S1's requests (3 req/s: 467k expected candidates) and streams it at 100
+    req/s; a large run that cannot stream (a closed loop of 2,000 clients) stays exact."""
     assert results_mode(sim.load_scenario(S1), "auto") == "exact"
     assert results_mode(sim.load_scenario(S1, ["workload.arrivals.rate_per_s=100"]), "auto") == "streamed"
     assert results_mode(sim.load_scenario(S1, ["workload.arrivals.rate_per_s=100"]), "exact") == "exact"
+    closed = sim.load_scenario(S1, ["workload.arrivals={process: concurrency, clients: 2000}"])  # 2M requests
+    assert results_mode(closed, "auto") == "exact"  # it cannot stream: the memory check judges it
 
 
 def test_deploysim_run_stream_says_what_it_kept(tmp_path: Path) -> None:
