@@ -207,28 +207,29 @@ def generate_requests(
     )
 
 
-def stream_refusals(workload: Workload) -> list[str]:
-    """Why `request_chunks` cannot draw this workload in chunks (empty: it can), one reason
-    per field, each naming it."""
+def stream_refusals(workload: Workload) -> list[tuple[str, str]]:
+    """Why `request_chunks` cannot draw this workload in chunks (empty: it can): (field,
+    reason) pairs."""
     reasons = []
     if workload.arrivals.closed_loop() is not None:
-        reasons.append("workload.arrivals: a closed loop's sends depend on completions (concurrency)")
+        reasons.append(("workload.arrivals", "a closed loop's sends depend on completions (concurrency)"))
     elif workload.arrivals.time_blocks(1.0, stream(0, 0, "arrivals"), 1) is None:
-        reasons.append(f"workload.arrivals: process {workload.arrivals.process!r} cannot be drawn in chunks yet "
-                       "(poisson and diurnal can)")
-    reasons += [f"workload.classes[{k}].arrivals: a class with arrivals of its own"
+        reasons.append(("workload.arrivals", f"process {workload.arrivals.process!r} cannot be drawn in chunks "
+                                             "(poisson and diurnal can)"))
+    reasons += [(f"workload.classes[{k}].arrivals", "a class with arrivals of its own is merged by send time")
                 for k, c in enumerate(workload.classes) if c.arrivals is not None]
     return reasons
 
 
 def request_chunks(workload: Workload, horizon_s: float, seed: int, replication: int,
                    block: int = 1 << 16) -> Iterator[Requests]:
-    """`generate_requests`' requests in consecutive chunks of at most about `block`, in send
-    order, with the same values (a streamed run's workload; `stream_refusals` says which
-    workloads can). The first chunk is always yielded, possibly empty."""
+    """`generate_requests`' requests in consecutive chunks of about `block` exponential gaps
+    of the arrival process each, in send order, with the same values (a streamed run's
+    workload; `stream_refusals` says which workloads can). The first chunk is always
+    yielded, possibly empty."""
     refusals = stream_refusals(workload)
     if refusals:
-        raise ValueError("; ".join(refusals))
+        raise ValueError("; ".join(f"{path}: {why}" for path, why in refusals))
     blocks = workload.arrivals.time_blocks(horizon_s, stream(seed, replication, "arrivals"), block)
     assert blocks is not None
     streams = _Streams(seed, replication)

@@ -22,6 +22,16 @@ pool of the implicit route.
 
 `World.run()` returns a `RunRecord` (`sim.record`): the world writes down, through its
 parts' public methods, what happened, and is done. Measuring it is somebody else's job.
+
+**Streamed runs** (`streamed=True`, for days of tens of millions of requests). The requests
+are generated in chunks (`sim.workload.requests.request_chunks`, the same values as in one
+go) with every per-request draw made from the same streams chunk by chunk, and fed to a
+`sim.kernels.streaming.StreamingCluster`, which holds only the requests in flight. As
+requests end, the world carries their responses back over their paths (in time order, as
+`_client_times` does for all at once), gives the labelled ones to the monitor's label feed,
+and hands them as a `RequestTable` of just those requests to `on_requests`; the record has
+no request table. Results equal the exact run's. What needs every request at once (closed
+loops, traces, faults, ...) is refused by name: `streaming_refusals`.
 """
 
 from __future__ import annotations
@@ -90,7 +100,7 @@ requests after thinning). Memory holds about two chunks plus the requests in fli
 def streaming_refusals(scenario: Scenario, plan: FaultPlan) -> list[SpecIssue]:
     """What keeps a scenario from running streamed, one issue per field (empty: nothing).
     Each of these needs every request at once today; exact mode runs them all."""
-    reasons = [(reason.split(":", 1)[0], reason.split(": ", 1)[1]) for reason in stream_refusals(scenario.workload)]
+    reasons = stream_refusals(scenario.workload)
     origin = scenario.workload.origin
     sites = {name.split("/", 1)[0] for name in serving_pool_names(scenario)}
     if scenario.faults.any or plan.faults or any(plan.path_down(scenario, origin, site) for site in sites):
