@@ -62,6 +62,7 @@ from sim.kernels.batching import (
     QU_TAIL,
     REJECTED,
     RF_DEADLINE,
+    RF_LINK_SEND,
     RF_SEND,
     RI_NEXT,
     RI_POOL,
@@ -222,11 +223,13 @@ class StreamingCluster(ClusterKernel):
         held[self.aheap_i[:glob[G_ARRIVING]]] = True
         held[self.aheap_i[base + glob[G_FIFO_HEAD]:base + glob[G_FIFO_TAIL]]] = True
         held[self.rheap_i[:glob[G_RESENDING]]] = True
+        # an API's rate window is a list in send order from its head: every request sent to
+        # that API since the head was sent holds (those over the limit too, which is harmless)
         for p in np.flatnonzero(self.pool_i[:, Q_API] == 1):
-            i = int(self.pool_i[p, Q_WINDOW_HEAD])
-            while i >= 0:
-                held[i] = True
-                i = int(self.req_i[i, RI_NEXT])
+            head = int(self.pool_i[p, Q_WINDOW_HEAD])
+            if head >= 0:
+                with np.errstate(invalid="ignore"):
+                    held |= (self.req_i[:, RI_POOL] == p) & (self.req_f[:, RF_LINK_SEND] >= self.req_f[head, RF_LINK_SEND])
         return held
 
     def _compact(self, chunk: RequestChunk | None, final: bool = False) -> None:
