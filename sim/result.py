@@ -300,8 +300,12 @@ def _tallied_slo(record: RunRecord) -> dict[str, Any]:
     judged = int(tally.window.sum())
     rest = [k for k in range(len(specs)) if k not in own]
     targets = slo_targets(scenario)
+    # as `latency_summary`: the scenario's verdict always without classes of their own SLO,
+    # else when the other classes sent requests
+    judged_by_scenario = not own or (bool(rest) and int(tally.counts[rest].sum()) > 0)
     return {"slo_attainment": float(tally.window_ok.sum() / judged) if judged else None,
-            "slo": {name: _verdict(tally, name, target, rest) for name, target in targets.items()} if rest else {}}
+            "slo": ({name: _verdict(tally, name, target, rest) for name, target in targets.items()}
+                    if judged_by_scenario else {})}
 
 
 def _outcome(error: np.ndarray, served: np.ndarray) -> pd.arrays.BooleanArray:
