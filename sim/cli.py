@@ -209,7 +209,7 @@ def run(
         raise fail(exc.with_source(exc.source or str(scenario_file))) from None
     print_run_summary(out, result)
     if result.summary.get("results_mode") == "streamed":
-        out.print(f"streamed: percentiles within {result.summary['latency_relative_error']:.1%} of exact; "
+        out.print(f"streamed: percentiles within {result.summary['latency_relative_error']:.2%} of exact; "
                   "requests.parquet not written (every request was summarised as it ended; --keep-requests keeps "
                   "them)", style="dim", soft_wrap=True)
         written = "summary.json, scenario.yaml"
