@@ -73,13 +73,15 @@ def validate(
     set_: SetOption = None,
 ) -> None:
     """Check scenario files and print a short resolved summary of each (exit 2 on errors)."""
+    from sim.runner import results_mode
     from sim.workload.limits import check_run_fits
 
     failed = False
     for file in files:
         try:
             scenario = load_scenario(file, set_ or [])
-            check_run_fits(scenario)  # what run would refuse, validate refuses
+            # what run would refuse, validate refuses (run streams a large run that can stream)
+            check_run_fits(scenario, streamed=results_mode(scenario, "auto") == "streamed")
             text = describe(scenario)  # reads a trace for its mean rate: may find it empty
         except SpecError as exc:
             failed = True

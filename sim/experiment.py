@@ -324,12 +324,13 @@ def _load_all(scenarios: Iterable[str | Path | Scenario], overrides: Sequence[st
 
 def _check_all_fit(scenarios: Sequence[Scenario], workers: int) -> None:
     """Every scenario's run must fit `workers` times over, before any run starts (nothing is lost)."""
+    from sim.runner import results_mode
     from sim.spec.errors import SpecError
     from sim.workload.limits import check_run_fits
 
     for scenario in scenarios:
         try:
-            check_run_fits(scenario, runs_at_once=workers)
+            check_run_fits(scenario, runs_at_once=workers, streamed=results_mode(scenario, "auto") == "streamed")
         except SpecError as exc:
             raise exc.with_source(scenario.source or scenario.name) from None
 

@@ -126,8 +126,7 @@ def _simulate(scenario: Scenario, replication: int, on_progress: Callable[[float
     from sim.workload.limits import check_run_fits
 
     streamed = mode == "streamed"
-    if not streamed:
-        check_run_fits(scenario)
+    check_run_fits(scenario, streamed=streamed)
     started = time.perf_counter()
     record = run_world(scenario, replication, streamed=streamed, on_progress=on_progress)
     result = collect(record)

@@ -386,3 +386,20 @@ def test_a_comparison_pools_streamed_replications_by_merging_their_sketches() ->
         assert run_exact.timeline["requests"].tolist() == run_streamed.timeline["requests"].tolist()
         np.testing.assert_allclose(run_streamed.timeline["ttft_mean_s"], run_exact.timeline["ttft_mean_s"],
                                    rtol=1e-9)
+
+
+def test_a_streamed_run_is_judged_by_what_it_holds_and_capped_in_requests() -> None:
+    """At 20,000 req/s for a day (1.7e9 requests) an exact run would need 1.5 TB and is
+    refused, but a streamed one holds a bit per request (216 MB) and a window, and fits;
+    at 1e6 req/s (8.6e10 requests, more than a streamed run takes) both are refused by name."""
+    from sim.workload.limits import check_run_fits
+
+    busy = sim.load_scenario(S1, ["workload.arrivals={process: poisson, rate_per_s: 20000}"])
+    with pytest.raises(SpecError, match="would need about"):
+        check_run_fits(busy)
+    check_run_fits(busy, streamed=True)
+    typo = sim.load_scenario(S1, ["workload.arrivals={process: poisson, rate_per_s: 1000000}"])
+    with pytest.raises(SpecError) as caught:
+        check_run_fits(typo, streamed=True)
+    assert caught.value.issues[0].path == "workload.arrivals"
+    assert "would simulate about" in caught.value.render() or "would need about" in caught.value.render()
