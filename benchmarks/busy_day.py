@@ -12,9 +12,10 @@ memory. Prints one JSON object:
 - `run`: the busy day as a `deploysim run --stream` subprocess: wall seconds, peak RSS of
   the child (`resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`), requests, requests per wall
   second, and its summary's percentiles and SLO verdict;
-- `prefix`: the first `--prefix` requests' day (the horizon at which the busy day's arrival
-  process has sent that many) run exact and streamed in this process: each percentile of
-  TTFT, TPOT and E2E from the sketch against the exact one, and their relative error.
+- `prefix`: the busy day cut at the horizon by which its arrival process has sent `--prefix`
+  requests, run exact and streamed in this process: each percentile of TTFT, TPOT and E2E
+  from the sketch against the exact one, and their relative error. (The shorter horizon
+  draws its arrivals anew, so these are about, not exactly, the busy day's first requests.)
 
 Targets (issue 19): peak RSS <= 2 GB, wall <= 120 s warm on 2 cores, percentile error <= 1%.
 
