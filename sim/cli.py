@@ -73,8 +73,8 @@ def validate(
     set_: SetOption = None,
 ) -> None:
     """Check scenario files and print a short resolved summary of each (exit 2 on errors)."""
-    from sim.runner import results_mode
     from sim.workload.limits import check_run_fits
+    from sim.workload.streaming import results_mode
 
     failed = False
     for file in files:
@@ -190,7 +190,8 @@ def run(
 ) -> None:
     """Simulate one scenario and print its latency, throughput and utilisation summary."""
     from sim.report.terminal import print_run_summary
-    from sim.runner import ResultsMode, run_point
+    from sim.runner import run_point
+    from sim.workload.streaming import ResultsMode
 
     try:
         scenario = load_scenario(scenario_file, set_ or [])

@@ -32,8 +32,9 @@ import pandas as pd
 
 from sim.metrics.sketch import LatencySketch
 from sim.result import Result
-from sim.runner import ResultsMode, executor, point_folder, run_point
+from sim.runner import executor, point_folder, run_point
 from sim.spec.scenario import Scenario
+from sim.workload.streaming import ResultsMode
 
 
 def simulate(scenario: Scenario, replication: int = 0,
@@ -324,9 +325,9 @@ def _load_all(scenarios: Iterable[str | Path | Scenario], overrides: Sequence[st
 
 def _check_all_fit(scenarios: Sequence[Scenario], workers: int) -> None:
     """Every scenario's run must fit `workers` times over, before any run starts (nothing is lost)."""
-    from sim.runner import results_mode
     from sim.spec.errors import SpecError
     from sim.workload.limits import check_run_fits
+    from sim.workload.streaming import results_mode
 
     for scenario in scenarios:
         try:

@@ -43,15 +43,12 @@ from sim.record import RunRecord
 from sim.result import Result, collect
 from sim.spec.errors import SpecError, SpecIssue
 from sim.spec.scenario import Scenario
+from sim.workload.streaming import ResultsMode, results_mode
 
 RUNS_DIR = "runs"
 ERROR_FILE = "error.txt"
 WORKSPACE_FILES = ("scenario.yaml", "summary.json", ERROR_FILE)
 ExecutorKind = Literal["serial", "processes", "dask"]
-ResultsMode = Literal["auto", "exact", "streamed"]
-STREAM_ABOVE_REQUESTS = 1_000_000
-"""`auto` streams a run expected to generate more requests than this: an exact run keeps
-about 1.1-1.4 kB per request (a 1M-request day peaked at 1.43 GB RSS, issue 19)."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -74,22 +71,6 @@ def clear_workspace(workspace: Path) -> None:
         file.unlink()
 
 
-def results_mode(scenario: Scenario, mode: ResultsMode = "exact", replication: int = 0) -> Literal["exact", "streamed"]:
-    """How a run keeps its requests: `auto` streams a run expected to generate more than
-    `STREAM_ABOVE_REQUESTS` (`sim.workload.limits.expected_requests`) when it can
-    (`sim.world.world.streaming_refusals`), and keeps every request of a smaller one or one
-    that cannot stream (which the memory check may then refuse); `exact` and `streamed` say so."""
-    if mode != "auto":
-        return mode
-    from sim.workload.limits import expected_requests
-    from sim.world.faults import FaultPlan
-    from sim.world.world import streaming_refusals
-
-    if expected_requests(scenario.workload, scenario.horizon) <= STREAM_ABOVE_REQUESTS:
-        return "exact"
-    return "exact" if streaming_refusals(scenario, FaultPlan.draw(scenario, replication)) else "streamed"
-
-
 def run_point(scenario: Scenario, replication: int = 0, workspace: str | Path | None = None, *,
               requests: bool = False, on_progress: Callable[[float], None] | None = None,
               on_record: Callable[[RunRecord, Result], None] | None = None, mode: ResultsMode = "exact") -> Result:
@@ -109,7 +90,7 @@ def run_point(scenario: Scenario, replication: int = 0, workspace: str | Path | 
         folder.mkdir(parents=True, exist_ok=True)
         clear_workspace(folder)
     try:
-        result = _simulate(scenario, replication, on_progress, on_record, results_mode(scenario, mode, replication))
+        result = _simulate(scenario, replication, on_progress, on_record, results_mode(scenario, mode))
     except BaseException as exc:
         if folder is not None and not isinstance(exc, KeyboardInterrupt):
             write_error(folder, scenario, exc)

@@ -31,7 +31,7 @@ requests end, the world carries their responses back over their paths (in time o
 `_client_times` does for all at once), gives the labelled ones to the monitor's label feed,
 and hands them as a `RequestTable` of just those requests to `on_requests`; the record has
 no request table. Results equal the exact run's. What needs every request at once (closed
-loops, traces, faults, ...) is refused by name: `streaming_refusals`.
+loops, traces, faults, ...) is refused by name: `sim.workload.streaming.streaming_refusals`.
 """
 
 from __future__ import annotations
@@ -79,12 +79,13 @@ from sim.kernels.replica import pool_config
 from sim.kernels.streaming import EndedRows, RequestChunk, StreamingCluster
 from sim.kernels.windows import window_containing
 from sim.record import AUTOSCALE_COLUMNS, RequestTable, RunRecord, empty_frame
-from sim.spec.errors import SpecError, SpecIssue
+from sim.spec.errors import SpecError
 from sim.spec.routing import class_routes, serving_pool_names
 from sim.spec.scenario import Scenario
 from sim.streams import stream
 from sim.workload import Requests, generate_requests
-from sim.workload.requests import prefix_tokens_by_group, request_chunks, stream_refusals
+from sim.workload.requests import prefix_tokens_by_group, request_chunks
+from sim.workload.streaming import streaming_refusals
 from sim.world.autoscaler import Autoscaler
 from sim.world.faults import FaultPlan, install_faults
 from sim.world.lifecycle import Lifecycle
@@ -95,26 +96,6 @@ TIMELINE_STEP_S = 300.0  # resolution of the utilisation timeline
 CHUNK_REQUESTS = 1 << 16
 """A streamed run's chunk: about this many exponential gaps of the arrival process (fewer
 requests after thinning). Memory holds about two chunks plus the requests in flight."""
-
-
-def streaming_refusals(scenario: Scenario, plan: FaultPlan) -> list[SpecIssue]:
-    """What keeps a scenario from running streamed, one issue per field (empty: nothing).
-    Each of these needs every request at once today; exact mode runs them all."""
-    reasons = stream_refusals(scenario.workload)
-    origin = scenario.workload.origin
-    sites = {name.split("/", 1)[0] for name in serving_pool_names(scenario)}
-    if scenario.faults.any or plan.faults or any(plan.path_down(scenario, origin, site) for site in sites):
-        reasons.append(("faults", "faults (and spot interruptions) fail requests in flight and count them per fault"))
-    if scenario.model.service_time is not None:
-        reasons.append(("model.service_time", "service times are drawn for every request up front"))
-    monitor, placement = scenario.lifecycle.monitor, scenario.placement
-    if placement.monitoring != "none" and monitor.signal == "feature":
-        reasons.append(("lifecycle.monitor.signal", "the feature signal reads every request's arrival"))
-    if (placement.monitoring != "none" and placement.monitoring_sees == "requests"
-            and any(site != placement.monitoring for site in sites)):
-        reasons.append(("placement.monitoring_sees", "copies of requests to another site are counted per request"))
-    return [SpecIssue(path, f"cannot run streamed yet: {why}; run it exact (--keep-requests)", has_value=False)
-            for path, why in reasons]
 
 
 def _no_requests(class_names: list[str]) -> Requests:
@@ -163,7 +144,7 @@ class World:
     """One replication of a scenario. `streamed`: requests are generated and fed to the
     kernel in chunks of about `chunk_requests`, never all at once; each chunk of ended
     requests goes to `on_requests(table, request_numbers)` and the record has no per-request
-    table; the scenario must use only what streams (`streaming_refusals`)."""
+    table; the scenario must use only what streams (`sim.workload.streaming.streaming_refusals`)."""
 
     def __init__(self, scenario: Scenario, replication: int = 0, *, streamed: bool = False,
                  chunk_requests: int = CHUNK_REQUESTS,
@@ -176,7 +157,7 @@ class World:
         workload = scenario.workload
         self.plan = FaultPlan.draw(scenario, replication)
         if streamed:
-            refusals = streaming_refusals(scenario, self.plan)
+            refusals = streaming_refusals(scenario)
             if refusals:
                 raise SpecError(refusals)
             if on_requests is None:
