@@ -74,12 +74,14 @@ def validate(
 ) -> None:
     """Check scenario files and print a short resolved summary of each (exit 2 on errors)."""
     from sim.workload.limits import check_run_fits
+    from sim.workload.streaming import results_mode
 
     failed = False
     for file in files:
         try:
             scenario = load_scenario(file, set_ or [])
-            check_run_fits(scenario)  # what run would refuse, validate refuses
+            # what run would refuse, validate refuses (run streams a large run that can stream)
+            check_run_fits(scenario, streamed=results_mode(scenario, "auto") == "streamed")
             text = describe(scenario)  # reads a trace for its mean rate: may find it empty
         except SpecError as exc:
             failed = True
@@ -179,10 +181,17 @@ def run(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder (default reports/<name>/run).")] = None,
     replication: Annotated[int, typer.Option(help="Which replication's random streams to use.")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    keep_requests: Annotated[bool, typer.Option(
+        "--keep-requests", help="Keep every request (exact percentiles, requests.parquet), however large the run; "
+                                "by default a run expected to generate over 1M requests streams.")] = False,
+    stream: Annotated[bool, typer.Option(
+        "--stream", help="Summarise requests as they end (bounded memory, percentiles from a sketch, no "
+                         "requests.parquet), however small the run.")] = False,
 ) -> None:
     """Simulate one scenario and print its latency, throughput and utilisation summary."""
     from sim.report.terminal import print_run_summary
     from sim.runner import run_point
+    from sim.workload.streaming import ResultsMode
 
     try:
         scenario = load_scenario(scenario_file, set_ or [])
@@ -190,16 +199,26 @@ def run(
         raise fail(exc.within(str(scenario_file))) from None
     if replication < 0:
         raise fail(SpecError([SpecIssue("--replication", "must not be negative", replication, "0, 1, 2, ...")]))
+    if keep_requests and stream:
+        raise fail(SpecError([SpecIssue("--stream", "a run either keeps its requests or streams them", True,
+                                        "one of --keep-requests and --stream")]))
+    mode: ResultsMode = "exact" if keep_requests else "streamed" if stream else "auto"
     target = _ready(out_dir or Path("reports") / folder_name(scenario.name) / "run")
     try:
         result = _with_progress(
-            lambda progress: run_point(scenario, replication, target, requests=True, on_progress=progress),
+            lambda progress: run_point(scenario, replication, target, requests=True, on_progress=progress, mode=mode),
             f"simulating {scenario.name}", quiet)
     except SpecError as exc:  # found while running (a trace file, a workload too large): name the file
         raise fail(exc.with_source(exc.source or str(scenario_file))) from None
     print_run_summary(out, result)
-    out.print(f"wrote {target}/requests.parquet, summary.json, scenario.yaml ({result.wall_s:.1f} s wall)",
-              style="dim", soft_wrap=True)
+    if result.summary.get("results_mode") == "streamed":
+        out.print(f"streamed: percentiles within {result.summary['latency_relative_error']:.2%} of exact; "
+                  "requests.parquet not written (every request was summarised as it ended; --keep-requests keeps "
+                  "them)", style="dim", soft_wrap=True)
+        written = "summary.json, scenario.yaml"
+    else:
+        written = "requests.parquet, summary.json, scenario.yaml"
+    out.print(f"wrote {target}/{written} ({result.wall_s:.1f} s wall)", style="dim", soft_wrap=True)
 
 
 def _ready(folder: Path, option: str = "--out") -> Path:

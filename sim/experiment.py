@@ -30,19 +30,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sim.metrics.sketch import LatencySketch
 from sim.result import Result
 from sim.runner import executor, point_folder, run_point
 from sim.spec.scenario import Scenario
+from sim.workload.streaming import ResultsMode
 
 
 def simulate(scenario: Scenario, replication: int = 0,
-             on_progress: Callable[[float], None] | None = None) -> Result:
+             on_progress: Callable[[float], None] | None = None, mode: ResultsMode = "exact") -> Result:
     """Run one replication of a scenario to its horizon and measure it (`sim.runner.run_point`
-    without a workspace).
+    without a workspace). `mode`: keep every request (`exact`), summarise them as they end
+    (`streamed`), or choose by size (`auto`; `sim.runner.results_mode`).
 
-    Refuses (SpecError) a run whose estimated memory exceeds what this process can use.
+    Refuses (SpecError) an exact run whose estimated memory exceeds what this process can use,
+    and a streamed run of a scenario that cannot stream yet.
     """
-    return run_point(scenario, replication, on_progress=on_progress)
+    return run_point(scenario, replication, on_progress=on_progress, mode=mode)
 
 
 # ------------------------------------------------------------------------------------------
@@ -63,9 +67,16 @@ class RunDigest:
     latency: dict[str, np.ndarray]  # steady-state completed requests: ttft_s, tpot_s, e2e_s
     timeline: pd.DataFrame  # per time bin: requests, latency, error rate
     wall_s: float
+    sketches: dict[str, LatencySketch] = field(default_factory=dict)
+    """A streamed run's sketches of `latency` (which is then empty): replications pool by merging."""
 
 
 def digest(result: Result) -> RunDigest:
+    if result.tally is not None:  # streamed: sketches and per-bin sums instead of requests
+        tally = result.tally
+        sketches = {f"{stem}_s": tally.merged_latency(stem) for stem in ("ttft", "tpot", "e2e")}
+        return RunDigest(result.scenario.name, result.replication, result.summary, dict(result.tables), {},
+                         tally.timeline_frame(), result.wall_s, sketches)
     q = result.requests
     warmup = result.scenario.warmup
     steady = q[(q["arrival_s"] >= warmup) & (q["status"] == "completed")]
@@ -87,13 +98,19 @@ def digest(result: Result) -> RunDigest:
                      timeline, result.wall_s)
 
 
+def _sketch_of(values: np.ndarray) -> LatencySketch:
+    sketch = LatencySketch()
+    sketch.add(values)
+    return sketch
+
+
 def _run_digest(task: tuple[Scenario, int, Path | None]) -> RunDigest:
     """One replication of one scenario, left in its workspace and digested (runs in a worker)."""
     from sim.spec.errors import SpecError
 
     scenario, replication, workspace = task
     try:
-        return digest(run_point(scenario, replication, workspace))
+        return digest(run_point(scenario, replication, workspace, mode="auto"))
     except SpecError as exc:  # found while running: say which scenario file
         raise exc.with_source(exc.source or scenario.source or scenario.name) from None
 
@@ -247,7 +264,16 @@ class Comparison:
         return pd.DataFrame.from_dict(rows, orient="index")
 
     def pooled_percentile(self, scenario: str, latency: str, q: float) -> float:
-        samples = np.concatenate([run.latency[latency] for run in self.runs[scenario]])
+        """The q-th percentile of a latency over every replication's steady-state completed
+        requests (streamed replications: their sketches merged, within their relative error)."""
+        runs = self.runs[scenario]
+        if any(run.sketches for run in runs):
+            pooled = LatencySketch()
+            for run in runs:
+                pooled.merge(run.sketches[latency] if run.sketches else _sketch_of(run.latency[latency]))
+            value = pooled.quantile(q / 100)
+            return math.nan if value is None else value
+        samples = np.concatenate([run.latency[latency] for run in runs])
         samples = samples[~np.isnan(samples)]
         return float(np.percentile(samples, q)) if len(samples) else math.nan
 
@@ -301,10 +327,11 @@ def _check_all_fit(scenarios: Sequence[Scenario], workers: int) -> None:
     """Every scenario's run must fit `workers` times over, before any run starts (nothing is lost)."""
     from sim.spec.errors import SpecError
     from sim.workload.limits import check_run_fits
+    from sim.workload.streaming import results_mode
 
     for scenario in scenarios:
         try:
-            check_run_fits(scenario, runs_at_once=workers)
+            check_run_fits(scenario, runs_at_once=workers, streamed=results_mode(scenario, "auto") == "streamed")
         except SpecError as exc:
             raise exc.with_source(scenario.source or scenario.name) from None
 

@@ -224,6 +224,13 @@ class RunRecord:
     class_names: list[str] = field(default_factory=lambda: ["default"])  # RequestTable.traffic_class
     autoscaling: pd.DataFrame = field(default_factory=lambda: empty_frame(AUTOSCALE_COLUMNS))
     wall_s: float = 0.0
+    requests_generated: int = 0  # requests the workload generated (every one ends once or is unfinished)
+    streamed: bool = False
+    """The world handed its requests on as they ended (`World(on_requests=...)`): `requests`
+    is empty, and `tally` holds what the runner kept of them."""
+    tally: Any = None
+    """A streamed run's `sim.metrics.tally.RequestTally`, attached by whoever ran the world
+    (`sim.runner`); None for an exact run."""
 
     @property
     def horizon_s(self) -> float:

@@ -30,6 +30,7 @@ Besides DESIGN.md §2's fields the summary has:
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ from sim.metrics.latency import (
     request_latencies,
     slo_attainment,
     slo_met,
+    slo_targets,
     steady_percentiles,
 )
 from sim.metrics.ledger import traffic_class_exposure
@@ -81,6 +83,9 @@ class Result:
     summary: dict[str, Any]
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     wall_s: float = 0.0
+    tally: Any = None
+    """A streamed run's `sim.metrics.tally.RequestTally` (what it kept of its requests:
+    `requests` is empty); None for an exact run."""
 
     def summary_frame(self) -> pd.DataFrame:
         """The summary as a one-row DataFrame (nested breakdowns flattened with dots)."""
@@ -97,7 +102,7 @@ class Result:
         meta = {"scenario": self.scenario.name, "seed": str(self.scenario.seed),
                 "replication": str(self.replication), "spec_hash": spec_hash(self.scenario),
                 "deploysim_version": __version__}
-        if requests:
+        if requests and self.summary.get("results_mode") != "streamed":  # a streamed run kept none
             table = self.requests.copy()
             table.attrs = meta
             table.to_parquet(out / "requests.parquet", index=False)
@@ -119,6 +124,8 @@ def _json_default(value: Any) -> Any:
 
 def collect(record: RunRecord) -> Result:
     """The Result of a run: its tables and summary, measured from its record alone."""
+    if record.streamed:
+        return collect_streamed(record)
     started = time.perf_counter()
     scenario = record.scenario
     req = record.requests
@@ -159,10 +166,19 @@ def collect(record: RunRecord) -> Result:
     tables: dict[str, pd.DataFrame] = {
         "lifecycle": stages, "gpu_holds": record.gpu_holds, "bulk_transfers": record.transfers,
         "utilisation": utilisation_timeline(record), "training_jobs": record.jobs, "faults": record.faults,
-        "pools": pools_table(frame, record), "pool_holding": pool_holding(record), "routing": routing_timeline(frame),
+        "pools": pools_table(_requests_by_pool(frame), record), "pool_holding": pool_holding(record),
+        "routing": routing_timeline(frame),
         "autoscaling": record.autoscaling if len(record.autoscaling) else empty_frame(AUTOSCALE_COLUMNS),
     }
-    summary = summarise(frame, record)
+    summary = {"results_mode": "exact", **summarise(frame, record)}
+    _measure_the_rest(record, summary, tables, stages, latencies)
+    return Result(scenario, record.replication, frame, summary, tables=tables,
+                  wall_s=record.wall_s + time.perf_counter() - started)
+
+
+def _measure_the_rest(record: RunRecord, summary: dict[str, Any], tables: dict[str, pd.DataFrame],
+                      stages: pd.DataFrame, latencies: dict[str, np.ndarray]) -> None:
+    """Lifecycle, availability, training, privacy, cost and energy: the same for both modes."""
     summary.update(lifecycle_summary(record, stages))
     summary.update(availability(record, latencies))
     summary.update(lifecycle_outage_delay(record, stages))
@@ -170,10 +186,126 @@ def collect(record: RunRecord) -> Result:
     metric_tables, metric_summary = measure(record)  # privacy ledger (transfers), costs, gpu_usage
     tables.update(metric_tables)
     summary.update(metric_summary)
-    for name, exposed in traffic_class_exposure(tables["transfers"], scenario).items():
+    for name, exposed in traffic_class_exposure(tables["transfers"], record.scenario).items():
         summary["classes"][name]["exposure"] = exposed
+
+
+STREAMED_REQUESTS_NOTE = ("not kept: a streamed run summarises its requests as they end (counts and sums exact, "
+                          "percentiles from a sketch); run with --keep-requests for requests.parquet")
+
+
+def collect_streamed(record: RunRecord) -> Result:
+    """The Result of a streamed run, from its tally (`sim.metrics.tally`): the summary's
+    fields and the tables an exact run has, but no per-request table (`requests` is empty;
+    `summary['requests_table']` says why). Percentiles come from sketches and are within
+    `summary['latency_relative_error']` of the exact ones."""
+    started = time.perf_counter()
+    scenario = record.scenario
+    tally = record.tally
+    if tally is None:
+        raise ValueError("a streamed record is measured from the tally its requests went to: attach it "
+                         "(sim.runner.run_world does)")
+    stages = stages_table(record)
+    tables: dict[str, pd.DataFrame] = {
+        "lifecycle": stages, "gpu_holds": record.gpu_holds, "bulk_transfers": record.transfers,
+        "utilisation": utilisation_timeline(record), "training_jobs": record.jobs, "faults": record.faults,
+        "pools": pools_table(_tallied_by_pool(record), record), "pool_holding": pool_holding(record),
+        "routing": _tallied_routing(record),
+        "autoscaling": record.autoscaling if len(record.autoscaling) else empty_frame(AUTOSCALE_COLUMNS),
+    }
+    summary: dict[str, Any] = {"results_mode": "streamed", "latency_relative_error": tally.relative_accuracy,
+                               "requests_table": STREAMED_REQUESTS_NOTE, **tallied_summary(record)}
+    _measure_the_rest(record, summary, tables, stages, {})
+    frame = pd.DataFrame({"request": np.empty(0, dtype=np.int64)})
     return Result(scenario, record.replication, frame, summary, tables=tables,
-                  wall_s=record.wall_s + time.perf_counter() - started)
+                  wall_s=record.wall_s + time.perf_counter() - started, tally=tally)
+
+
+def _requests_by_pool(frame: pd.DataFrame) -> dict[str, int]:
+    counts = frame["pool"].value_counts()
+    return {str(name): int(count) for name, count in counts.items()}
+
+
+def _tallied_by_pool(record: RunRecord) -> dict[str, int]:
+    per_pool = record.tally.counts.sum(axis=(0, 2, 3))
+    return {name: int(per_pool[p]) for p, name in enumerate(record.pool_names)} | {"": int(per_pool[-1])}
+
+
+def _tallied_routing(record: RunRecord) -> pd.DataFrame:
+    """`routing_timeline` from a streamed run's bins."""
+    names = record.pool_names
+    rows = [(b * ROUTING_BIN_S, names[p], ROUTE_NAMES[r], record.tally.routing[b, p, r])
+            for b, p, r in zip(*np.nonzero(record.tally.routing), strict=True)]
+    frame = pd.DataFrame(rows, columns=["start_s", "pool", "route", "requests"])
+    frame = frame.sort_values(["start_s", "pool", "route"], kind="stable").reset_index(drop=True)
+    return frame.astype({"start_s": np.float64, "requests": np.int64})
+
+
+def tallied_summary(record: RunRecord) -> dict[str, Any]:
+    """`summarise` of a streamed run: the same fields, from its tally."""
+    scenario = record.scenario
+    tally = record.tally
+    horizon, warmup = scenario.horizon, scenario.warmup
+    summary: dict[str, Any] = {
+        "requests_total": tally.requests,
+        "requests_completed": tally.status_count(0),
+        "requests_failed": tally.status_count(2),
+        "requests_rejected": tally.status_count(1),
+        "requests_unfinished": tally.status_count(3),
+        "steady_state_requests": int(tally.steady.sum()),
+    }
+    for stem in STEMS:
+        summary.update(tally.percentiles(tally.merged_latency(stem), stem))
+    parts = {name: tally.parts_sum[name] / n if (n := tally.parts_count[name]) else None for name in tally.parts_sum}
+    summary["ttft_parts_mean_s"] = {p: parts[f"ttft_{p}"] for p in ("network", "queueing", "prefill")}
+    summary["e2e_parts_mean_s"] = {p: parts[f"e2e_{p}"] for p in ("network", "queueing", "prefill", "decode")}
+    summary.update(_tallied_slo(record))
+    window = horizon - warmup
+    summary["throughput_rps"] = tally.finished_in_window / window
+    summary["output_tokens_per_s"] = tally.finished_output_tokens / window
+    summary["gpu_utilisation"] = serving_utilisation(record)
+    per_pool = _tallied_by_pool(record)
+    summary["requests_by_pool"] = {name: per_pool[name] for name in record.pool_names}
+    summary["pools"] = pools_summary(pools_table(per_pool, record))
+    summary["classes"] = {}
+    for k, spec in enumerate(scenario.workload.class_specs()):
+        counts = tally.counts[k]
+        entry: dict[str, Any] = {"requests": int(counts.sum()), "requests_completed": int(counts[:, 0, :].sum())}
+        for stem in STEMS:
+            entry.update(tally.percentiles(tally.latency[k][stem], stem))
+        entry["slo_attainment"] = float(tally.window_ok[k] / tally.window[k]) if tally.window[k] else None
+        entry["slo_met"] = (all(_verdict(tally, name, target, [k])["met"] for name, target in tally.targets[k].items())
+                            if tally.targets[k] else None)
+        summary["classes"][spec.name] = entry
+    reasons = tally.counts.sum(axis=(0, 1, 2))
+    routed = int(reasons[1:].sum())
+    summary["burst_share"] = float(reasons[1 + OVERFLOW]) / routed if routed else 0.0
+    summary["preemptions"] = tally.preemptions
+    return summary
+
+
+def _verdict(tally: Any, name: str, target: float, classes: list[int]) -> dict[str, Any]:
+    value = tally.verdict_value(name, classes)
+    finite = math.isfinite(value)
+    return {"target_s": target, "measured_s": value if finite else None, "met": bool(finite and value <= target)}
+
+
+def _tallied_slo(record: RunRecord) -> dict[str, Any]:
+    """`latency_summary`'s attainment and verdict, from the tally: each class against its
+    own SLO when it has one; the scenario's verdict over the classes without."""
+    scenario = record.scenario
+    tally = record.tally
+    specs = scenario.workload.class_specs()
+    own = [k for k, c in enumerate(specs) if c.slo is not None]
+    judged = int(tally.window.sum())
+    rest = [k for k in range(len(specs)) if k not in own]
+    targets = slo_targets(scenario)
+    # as `latency_summary`: the scenario's verdict always without classes of their own SLO,
+    # else when the other classes sent requests
+    judged_by_scenario = not own or (bool(rest) and int(tally.counts[rest].sum()) > 0)
+    return {"slo_attainment": float(tally.window_ok.sum() / judged) if judged else None,
+            "slo": ({name: _verdict(tally, name, target, rest) for name, target in targets.items()}
+                    if judged_by_scenario else {})}
 
 
 def _outcome(error: np.ndarray, served: np.ndarray) -> pd.arrays.BooleanArray:
@@ -202,7 +334,7 @@ def summarise(frame: pd.DataFrame, record: RunRecord) -> dict[str, Any]:
     summary["output_tokens_per_s"] = float(finished_in_window["output_tokens"].sum()) / window
     summary["gpu_utilisation"] = serving_utilisation(record)
     summary["requests_by_pool"] = {name: int((frame["pool"] == name).sum()) for name in record.pool_names}
-    summary["pools"] = pools_summary(pools_table(frame, record))
+    summary["pools"] = pools_summary(pools_table(_requests_by_pool(frame), record))
     summary["classes"] = classes_summary(frame, record)
     summary["burst_share"] = burst_share(record)
     summary["preemptions"] = int(frame["preemptions"].sum())
@@ -222,13 +354,13 @@ POOL_SUMMARY_FIELDS = ("site", "gpu", "requests", "requests_share", "gpu_hours",
                        "utilisation")
 
 
-def pools_table(frame: pd.DataFrame, record: RunRecord) -> pd.DataFrame:
+def pools_table(counts: dict[str, int], record: RunRecord) -> pd.DataFrame:
     """One row per serving pool: where it is, its GPUs, autoscaling bounds and billing, and
-    its load: requests sent to it and their share, GPU-hours held (as billed), replicas
-    holding GPUs (time-average and most at once) and utilisation (`sim.metrics.utilisation`)."""
+    its load: requests sent to it (`counts`: requests by pool name, '' for none) and their
+    share, GPU-hours held (as billed), replicas holding GPUs (time-average and most at once)
+    and utilisation (`sim.metrics.utilisation`)."""
     horizon = record.horizon_s
-    counts = frame["pool"].value_counts()
-    routed = int(counts.sum()) - int(counts.get("", 0))
+    routed = sum(counts.values()) - counts.get("", 0)
     utilisation = serving_utilisation(record)
     rows = []
     for name, pool in record.pools.items():

@@ -43,6 +43,7 @@ from sim.record import RunRecord
 from sim.result import Result, collect
 from sim.spec.errors import SpecError, SpecIssue
 from sim.spec.scenario import Scenario
+from sim.workload.streaming import ResultsMode, results_mode
 
 RUNS_DIR = "runs"
 ERROR_FILE = "error.txt"
@@ -72,21 +73,24 @@ def clear_workspace(workspace: Path) -> None:
 
 def run_point(scenario: Scenario, replication: int = 0, workspace: str | Path | None = None, *,
               requests: bool = False, on_progress: Callable[[float], None] | None = None,
-              on_record: Callable[[RunRecord, Result], None] | None = None) -> Result:
+              on_record: Callable[[RunRecord, Result], None] | None = None, mode: ResultsMode = "exact") -> Result:
     """Run one replication of a scenario to its horizon and measure it (see the module doc).
 
-    Refuses (SpecError) a run whose estimated memory exceeds what this process can use. With a
-    `workspace`, leaves the point's files there (`requests`: also requests.parquet), or
-    `error.txt` and re-raises when it fails. `on_record(record, result)` is called once the
-    run is measured, for callers that re-measure the same record (`sim.decision` prices it
-    again under other prices without simulating again).
+    `mode` (`results_mode`): keep every request (exact), summarise them as they end
+    (streamed: counts and sums exact, percentiles from a sketch, no requests.parquet), or
+    choose by the run's size (auto). An exact run whose estimated memory exceeds what this
+    process can use is refused (SpecError). With a `workspace`, leaves the point's files there
+    (`requests`: also requests.parquet, exact runs only), or `error.txt` and re-raises when it
+    fails. `on_record(record, result)` is called once the run is measured, for callers that
+    re-measure the same record (`sim.decision` prices it again under other prices without
+    simulating again).
     """
     folder = Path(workspace) if workspace is not None else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         clear_workspace(folder)
     try:
-        result = _simulate(scenario, replication, on_progress, on_record)
+        result = _simulate(scenario, replication, on_progress, on_record, results_mode(scenario, mode))
     except BaseException as exc:
         if folder is not None and not isinstance(exc, KeyboardInterrupt):
             write_error(folder, scenario, exc)
@@ -97,20 +101,43 @@ def run_point(scenario: Scenario, replication: int = 0, workspace: str | Path | 
 
 
 def _simulate(scenario: Scenario, replication: int, on_progress: Callable[[float], None] | None,
-              on_record: Callable[[RunRecord, Result], None] | None = None) -> Result:
-    from sim.metrics.invariants import check_invariants
+              on_record: Callable[[RunRecord, Result], None] | None = None,
+              mode: Literal["exact", "streamed"] = "exact") -> Result:
+    from sim.metrics.invariants import check_invariants, check_ledger, check_streamed
     from sim.workload.limits import check_run_fits
-    from sim.world import World
 
-    check_run_fits(scenario)
+    streamed = mode == "streamed"
+    check_run_fits(scenario, streamed=streamed)
     started = time.perf_counter()
-    record = World(scenario, replication).run(on_progress=on_progress)
+    record = run_world(scenario, replication, streamed=streamed, on_progress=on_progress)
     result = collect(record)
-    check_invariants(record, result.requests, result.tables.get("transfers"))
+    if streamed:
+        check_streamed(record)
+        check_ledger(record, result.tables["transfers"])
+    else:
+        check_invariants(record, result.requests, result.tables.get("transfers"))
     if on_record is not None:
         on_record(record, result)
     result.wall_s = time.perf_counter() - started
     return result
+
+
+def run_world(scenario: Scenario, replication: int = 0, *, streamed: bool = False,
+              on_progress: Callable[[float], None] | None = None, chunk_requests: int | None = None) -> RunRecord:
+    """Build the world, run it to its horizon and return its record. A streamed world hands
+    its requests, as they end, to a `RequestTally` (`sim.metrics.tally`), attached to the
+    record as `tally`; `chunk_requests` sets its chunks (default `sim.world.world.CHUNK_REQUESTS`)."""
+    from sim.metrics.tally import RequestTally
+    from sim.spec.routing import serving_pool_names
+    from sim.world import World
+
+    tally = RequestTally(scenario, serving_pool_names(scenario)) if streamed else None
+    options: dict[str, Any] = {} if chunk_requests is None else {"chunk_requests": chunk_requests}
+    world = World(scenario, replication, streamed=streamed, on_requests=tally.add if tally is not None else None,
+                  **options)
+    record = world.run(on_progress=on_progress)
+    record.tally = tally
+    return record
 
 
 def error_text(exc: BaseException) -> str:

@@ -2203,47 +2203,19 @@ class ClusterKernel:
         self.replicas = replicas
         self.router_memory = np.zeros((n_pools, ROUTER_MEMORY_SLOTS), dtype=np.int64)
         # -- requests
-        # Each row is the template, then the request's own values: written in one pass in row
-        # order (`request_arrays`); numpy's column writes took a quarter of building a
-        # 1M-request kernel, then a third once the kernel ran faster.
-        unit = model.unit_requests
-        row_i = np.zeros(RI_SIZE, dtype=np.int32)
-        row_i[[RI_REPLICA, RI_VERSION, RI_NEXT, RI_POOL, RI_GROUP]] = -1
-        row_i[[RI_PROMPT, RI_OUTPUT]] = 1  # a service-time request is one unit of service: one "token" in, one out
-        ints: dict[int, np.ndarray] = {}
-        if not unit:
-            ints.update({RI_PROMPT: prompt_tokens, RI_OUTPUT: output_tokens})
-        for field, values in ((RI_GROUP, prefix_group), (RI_PREFIX, prefix_tokens), (RI_CLASS, request_class)):
-            if values is not None:
-                ints[field] = values
-        row_f = np.full(RF_SIZE, np.nan)
-        draws = {RF_SERVICE: service_s, RF_RANDOM: router_u, RF_ROUTE_U: route_u, RF_JITTER: jitter_z,
-                 RF_BYTES: request_bytes}
-        floats: dict[int, np.ndarray] = {RF_SEND: send_s}
-        for field, values in draws.items():
-            if values is None:
-                row_f[field] = 0.0
-            else:
-                floats[field] = values
-        if api_z is None:
-            row_f[[RF_TTFT_Z, RF_TPOT_Z]] = 0.0
-        else:
-            z = np.asarray(api_z, dtype=np.float64).reshape(n, 2)
-            floats.update({RF_TTFT_Z: z[:, 0], RF_TPOT_Z: z[:, 1]})
-        self.req_i, self.req_f = request_arrays(n, row_i, ints, row_f, floats)
-        # -- classes and routes
         routes = list(routes) if routes is not None else [RouteConfig(pools=list(range(n_pools)))]
-        n_classes = int(self.req_i[:, RI_CLASS].max()) + 1 if n else 1
+        n_classes = int(np.max(request_class)) + 1 if request_class is not None and n else 1
         class_route = list(class_route) if class_route is not None else [0] * n_classes
         priorities = list(class_priority) if class_priority is not None else [0] * len(class_route)
         if len(class_route) < n_classes or len(priorities) < n_classes:
             raise ValueError(f"{n_classes} traffic classes need a route and a priority each")
         self.class_route = np.array(class_route, dtype=np.int64)
-        priority_of = np.array(priorities, dtype=np.int64)
-        if request_class is not None:
-            self.req_i[:, RI_PRIORITY] = priority_of[self.req_i[:, RI_CLASS]] if n else 0
-        elif priority_of[0] != 0:
-            self.req_i[:, RI_PRIORITY] = priority_of[0]  # every request is of class 0
+        self.priority_of = np.array(priorities, dtype=np.int64)
+        unit = self.unit_requests = model.unit_requests
+        self.req_i, self.req_f = self.request_rows(
+            send_s, prompt_tokens, output_tokens, request_class=request_class, prefix_group=prefix_group,
+            prefix_tokens=prefix_tokens, service_s=service_s, router_u=router_u, route_u=route_u,
+            jitter_z=jitter_z, request_bytes=request_bytes, api_z=api_z)
         longest = max(len(r.pools) for r in routes)
         self.route_i = np.full((len(routes), RT_POOLS + longest), -1, dtype=np.int64)
         self.route_f = np.zeros((len(routes), RTF_WEIGHTS + longest), dtype=np.float64)
@@ -2372,6 +2344,47 @@ class ClusterKernel:
         self.now = 0.0
         self.events = 0
         self.advanced = False
+
+    def request_rows(self, send_s: np.ndarray, prompt_tokens: np.ndarray, output_tokens: np.ndarray, *,
+                     request_class: np.ndarray | None = None, prefix_group: np.ndarray | None = None,
+                     prefix_tokens: np.ndarray | None = None, service_s: np.ndarray | None = None,
+                     router_u: np.ndarray | None = None, route_u: np.ndarray | None = None,
+                     jitter_z: np.ndarray | None = None, request_bytes: np.ndarray | None = None,
+                     api_z: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The kernel rows (`req_i`, `req_f`) of requests not yet sent: the constructor's, and
+        a streaming run's later chunks (`sim.kernels.streaming`). Deadlines are set apart."""
+        n = len(send_s)
+        # Each row is the template, then the request's own values: written in one pass in row
+        # order (`request_arrays`); numpy's column writes took a quarter of building a
+        # 1M-request kernel, then a third once the kernel ran faster.
+        row_i = np.zeros(RI_SIZE, dtype=np.int32)
+        row_i[[RI_REPLICA, RI_VERSION, RI_NEXT, RI_POOL, RI_GROUP]] = -1
+        row_i[[RI_PROMPT, RI_OUTPUT]] = 1  # a service-time request is one unit of service: one "token" in, one out
+        ints: dict[int, np.ndarray] = {}
+        if not self.unit_requests:
+            ints.update({RI_PROMPT: prompt_tokens, RI_OUTPUT: output_tokens})
+        for field, values in ((RI_GROUP, prefix_group), (RI_PREFIX, prefix_tokens), (RI_CLASS, request_class)):
+            if values is not None:
+                ints[field] = values
+        if request_class is not None:
+            ints[RI_PRIORITY] = self.priority_of[np.asarray(request_class)] if n else np.zeros(0, dtype=np.int64)
+        else:
+            row_i[RI_PRIORITY] = self.priority_of[0]  # every request is of class 0
+        row_f = np.full(RF_SIZE, np.nan)
+        draws = {RF_SERVICE: service_s, RF_RANDOM: router_u, RF_ROUTE_U: route_u, RF_JITTER: jitter_z,
+                 RF_BYTES: request_bytes}
+        floats: dict[int, np.ndarray] = {RF_SEND: send_s}
+        for field, values in draws.items():
+            if values is None:
+                row_f[field] = 0.0
+            else:
+                floats[field] = values
+        if api_z is None:
+            row_f[[RF_TTFT_Z, RF_TPOT_Z]] = 0.0
+        else:
+            z = np.asarray(api_z, dtype=np.float64).reshape(n, 2)
+            floats.update({RF_TTFT_Z: z[:, 0], RF_TPOT_Z: z[:, 1]})
+        return request_arrays(n, row_i, ints, row_f, floats)
 
     def _set_api(self, p: int, pool: PoolConfig) -> None:
         """Pool p's API settings (nothing for a pool of GPUs)."""
@@ -2649,6 +2662,10 @@ class ClusterKernel:
     @property
     def iterations(self) -> np.ndarray:
         return self.rep_i[:, PI_ITERATIONS]
+
+    def requests_ended(self, p: int) -> int:
+        """Requests that ended (done, rejected or failed) in pool p so far."""
+        return int(((self.pool == p) & np.isin(self.status, (DONE, FAILED, REJECTED))).sum())
 
     def frontend_lag_bound(self, p: int) -> float:
         """The longest a token of pool p waits in the front end after its iteration ends, in

@@ -54,6 +54,25 @@ def availability(record: RunRecord, latencies: dict[str, np.ndarray]) -> dict[st
     """Summary fields: availability, failed / retried / fallback requests, time to restore.
 
     `latencies`: the per-request latencies of `sim.metrics.latency.request_latencies`."""
+    summary = _request_availability(record, latencies)
+    summary.update(fault_summary(record))
+    return summary
+
+
+def _request_availability(record: RunRecord, latencies: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The request counts of `availability` (a streamed run's from its tally)."""
+    tally = record.tally
+    if tally is not None:
+        a = tally.availability
+        judged = a["judged"]
+        return {
+            "availability": a["completed"] / judged if judged else None,
+            "availability_slo": a["good"] / judged if judged else None,
+            "requests_ended": a["ended"], "requests_judged": judged, "requests_retried": a["retried"],
+            "retries": a["retries"], "requests_failed_after_retries": a["failed_after_retries"],
+            "requests_fallback": a["fallback"], "requests_delayed_by_outages": a["delayed"],
+            "requests_cut_off": a["cut_off"],
+        }
     scenario = record.scenario
     req = record.requests
     status = req.status
@@ -83,6 +102,12 @@ def availability(record: RunRecord, latencies: dict[str, np.ndarray]) -> dict[st
         "requests_delayed_by_outages": int(req.delayed.sum()),
         "requests_cut_off": int((req.cut_off & (status == FAILED)).sum()),
     }
+    return summary
+
+
+def fault_summary(record: RunRecord) -> dict[str, Any]:
+    """Faults injected, their time to restore and downtime, by kind."""
+    summary: dict[str, Any] = {}
     table = record.faults
     horizon = record.horizon_s
     down = (table["end_s"].clip(upper=horizon) - table["start_s"]).clip(lower=0.0)

@@ -362,22 +362,31 @@ def energy_rows(usage: pd.DataFrame) -> list[dict[str, Any]]:
 
 def api_token_rows(record: RunRecord) -> list[dict[str, Any]]:
     """Per managed API pool: its completed requests' prompt and output tokens x its prices."""
-    requests = record.requests
     catalog = record.scenario.resolved_catalog
     rows = []
     for p, pool in enumerate(record.pools.values()):
         if not pool.api:
             continue
         api = catalog.apis[pool.api]
-        mine = (requests.pool == p) & requests.completed
-        for what, tokens, price in (
-                ("input", requests.prompt_tokens[mine], api.usd_per_1m_input_tokens),
-                ("output", requests.output_tokens[mine], api.usd_per_1m_output_tokens)):
-            millions = int(tokens.sum()) / 1e6
-            rows.append(_row("api_tokens", pool.site, pool.pool, f"{millions:.6g}M {what} tokens of {int(mine.sum())} "
+        completed, prompt, output = _completed_in_pool(record, p)
+        for what, tokens, price in (("input", prompt, api.usd_per_1m_input_tokens),
+                                    ("output", output, api.usd_per_1m_output_tokens)):
+            millions = tokens / 1e6
+            rows.append(_row("api_tokens", pool.site, pool.pool, f"{millions:.6g}M {what} tokens of {completed} "
                              f"completed requests x ${price:.4g}/1M ({pool.api}, {api.provider}, as of {api.as_of})",
                              millions * price, millions, f"M {what} tokens"))
     return rows
+
+
+def _completed_in_pool(record: RunRecord, p: int) -> tuple[int, int, int]:
+    """Requests pool p completed, and their prompt and output tokens."""
+    tally = record.tally
+    if tally is not None:
+        completed = int(tally.counts[:, p, 0, :].sum())
+        return completed, int(tally.pool_prompt_tokens[p]), int(tally.pool_output_tokens[p])
+    requests = record.requests
+    mine = (requests.pool == p) & requests.completed
+    return int(mine.sum()), int(requests.prompt_tokens[mine].sum()), int(requests.output_tokens[mine].sum())
 
 
 # ------------------------------------------------------------------------------------------

@@ -186,6 +186,8 @@ def gpu_usage(record: RunRecord) -> pd.DataFrame:
 
 def completed_work(record: RunRecord) -> tuple[int, int]:
     """Requests completed (by any pool), and their output tokens."""
+    if record.tally is not None:
+        return record.tally.completed, record.tally.completed_output_tokens
     done = record.requests.completed
     return int(done.sum()), int(record.requests.output_tokens[done].sum())
 

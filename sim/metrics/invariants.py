@@ -22,7 +22,7 @@ import pandas as pd
 
 from sim.kernels.batching import DONE, FAILED, REJECTED
 from sim.metrics.ledger import request_sites
-from sim.record import RunRecord
+from sim.record import RequestTable, RunRecord
 
 STATUS_OF_CODE = {DONE: "completed", REJECTED: "rejected", FAILED: "failed"}
 BYTES_TOLERANCE = 1e-6  # relative, for sums of float byte counts
@@ -74,34 +74,65 @@ def check_requests(record: RunRecord, frame: pd.DataFrame) -> None:
     if ended_in_pools != int((ended & ~unrouted).sum()):
         _fail(f"the pools ended {ended_in_pools} requests between them, but {int((ended & ~unrouted).sum())} "
               "requests sent to a pool ended: some ended in more than one pool, or in a pool they were not sent to")
-    outside = np.flatnonzero(ended & (req.pool >= len(pools)))
-    if len(outside):
-        _fail("requests that ended in a pool that does not exist", outside)
-    with np.errstate(invalid="ignore"):
-        stray = np.flatnonzero(unrouted & ((req.status != FAILED) | ~np.isnan(req.pool_arrival_s)))
-    if len(stray):
-        _fail("requests that ended without a pool other than by giving up on the way", stray)
+    check_rows(req, np.arange(n), len(pools))
     # a request whose last iteration ended by the horizon may still be in the engine's front end
     lag_of_pool = np.array([p.frontend_lag_bound_s for p in pools] + [0.0])
     lag = np.where(req.status == DONE, lag_of_pool[np.where(req.pool >= 0, req.pool, len(pools))], 0.0)
-    done = req.done_s
     with np.errstate(invalid="ignore"):
-        bad_end = np.flatnonzero(ended & ~(done <= horizon + lag))
-        bad_open = np.flatnonzero(~ended & ~np.isnan(done))
-        early = np.flatnonzero((req.status == DONE) & ~(done >= req.first_token_s))
-        before = np.flatnonzero((req.status == DONE) & ~(req.first_token_s >= req.pool_arrival_s))
+        bad_end = np.flatnonzero(ended & ~(req.done_s <= horizon + lag))
     if len(bad_end):
         _fail("ended requests without an end time within the horizon", bad_end)
+    if record.retry_limit is not None:
+        over = np.flatnonzero(req.attempts > record.retry_limit)
+        if len(over):
+            _fail(f"requests that made more than max_attempts={record.retry_limit} attempts", over)
+
+
+def check_rows(req: RequestTable, request: np.ndarray, pools: int) -> None:
+    """The laws each request keeps on its own (`request`: their numbers, for the message):
+    it ended in a pool that exists, or without one only by giving up on the way; one that did
+    not end has no end time; a completed one arrived, got its first token, then finished."""
+    ended = np.isin(req.status, (DONE, FAILED, REJECTED))
+    outside = request[ended & (req.pool >= pools)]
+    if len(outside):
+        _fail("requests that ended in a pool that does not exist", outside)
+    with np.errstate(invalid="ignore"):
+        stray = request[ended & (req.pool < 0) & ((req.status != FAILED) | ~np.isnan(req.pool_arrival_s))]
+    if len(stray):
+        _fail("requests that ended without a pool other than by giving up on the way", stray)
+    done = req.done_s
+    with np.errstate(invalid="ignore"):
+        bad_open = request[~ended & ~np.isnan(done)]
+        early = request[(req.status == DONE) & ~(done >= req.first_token_s)]
+        before = request[(req.status == DONE) & ~(req.first_token_s >= req.pool_arrival_s)]
     if len(bad_open):
         _fail("requests that did not end but have an end time", bad_open)
     if len(early):
         _fail("completed requests that ended before their first token", early)
     if len(before):
         _fail("completed requests whose first token came before they arrived", before)
-    if record.retry_limit is not None:
-        over = np.flatnonzero(req.attempts > record.retry_limit)
-        if len(over):
-            _fail(f"requests that made more than max_attempts={record.retry_limit} attempts", over)
+
+
+def check_streamed(record: RunRecord) -> None:
+    """The laws over a streamed run's requests, on its tally (each request's own laws were
+    checked on its chunk, `check_rows`): every generated request ended exactly once or is
+    unfinished, each pool ended as many as the tally counts there, and every end time is
+    within the horizon (plus a completed request's front-end lag)."""
+    tally = record.tally
+    generated = record.requests_generated
+    if not tally.all_seen(generated):
+        _fail(f"the tally took in {tally.requests} requests for {generated} generated, or some twice")
+    pools = list(record.pools.values())
+    for p, pool in enumerate(pools):
+        if pool.requests_ended != int(tally.ended_by_pool[p]):
+            _fail(f"pool {pool.name} ended {pool.requests_ended} requests, but {int(tally.ended_by_pool[p])} "
+                  "requests ended there")
+    horizon = record.horizon_s
+    lag = np.array([p.frontend_lag_bound_s for p in pools] + [0.0])
+    if tally.ended_without_end or (tally.latest_done_by_pool > horizon + lag).any() or tally.latest_other_end > horizon:
+        _fail("ended requests without an end time within the horizon")
+    if record.retry_limit is not None and tally.most_attempts > record.retry_limit:
+        _fail(f"requests that made more than max_attempts={record.retry_limit} attempts")
 
 
 def carried_bytes(record: RunRecord) -> dict[tuple[str, str], float]:
@@ -112,6 +143,11 @@ def carried_bytes(record: RunRecord) -> dict[tuple[str, str], float]:
         if row.accepted_bytes:
             carried[(str(row.from_site), str(row.to_site))] = float(row.accepted_bytes)  # type: ignore[arg-type]
     origin = record.scenario.workload.origin
+    if record.streamed:
+        for key, nbytes in record.tally.link_bytes.items():
+            if nbytes:
+                carried[key] = carried.get(key, 0.0) + nbytes
+        return carried
     req = record.requests
     sites = request_sites(record)
     for site in sorted(set(sites) - {origin, ""}):

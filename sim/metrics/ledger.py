@@ -98,6 +98,8 @@ def request_sites(record: RunRecord) -> np.ndarray:
 
 def _payload_rows(record: RunRecord) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Request and response rows per (pool site, traffic class) away from the origin."""
+    if record.streamed:
+        return _tallied_payload_rows(record)
     scenario = record.scenario
     workload = scenario.workload
     origin = workload.origin
@@ -121,6 +123,27 @@ def _payload_rows(record: RunRecord) -> tuple[pd.DataFrame, pd.DataFrame]:
     return _joined(ups), _joined(downs)
 
 
+def _tallied_payload_rows(record: RunRecord) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`_payload_rows` of a streamed run, from its tally's per-minute sums."""
+    scenario = record.scenario
+    workload = scenario.workload
+    origin = workload.origin
+    specs = workload.class_specs()
+    frames: tuple[list[pd.DataFrame], list[pd.DataFrame]] = ([], [])
+    for (k, site, direction), sums in sorted(record.tally.payloads.items()):
+        spec = specs[k]
+        rows = minute_rows(sums)
+        if direction == 0:
+            data_class, ends, purpose = spec.data_class or workload.data_class, (origin, site), REQUEST_PURPOSE
+        else:
+            data_class, ends, purpose = (spec.response_data_class or workload.response_data_class, (site, origin),
+                                         RESPONSE_PURPOSE)
+        frames[direction].append(rows.assign(from_site=ends[0], to_site=ends[1], data_class=data_class,
+                                             traffic_class=spec.name, purpose=purpose,
+                                             link=link_name(scenario, origin, site), dataset="")[LEDGER_COLUMNS])
+    return _joined(frames[0]), _joined(frames[1])
+
+
 def _joined(frames: list[pd.DataFrame]) -> pd.DataFrame:
     frames = [frame for frame in frames if len(frame)]
     return pd.concat(frames, ignore_index=True) if frames else _empty_ledger()
@@ -128,18 +151,34 @@ def _joined(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 def _per_minute(send_s: np.ndarray, size_bytes: np.ndarray) -> pd.DataFrame:
     """Payloads summed per minute of their send time: time_s, bytes, records (NaN = not sent)."""
+    minute, sums = minute_sums(send_s, size_bytes)
+    return minute_rows(sums)
+
+
+def minute_sums(send_s: np.ndarray, size_bytes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The minutes payloads were sent in (NaN = not sent), and per minute (bytes, records,
+    bytes x send time, send time) summed: sums that add up over parts of the payloads (a
+    streamed run's chunks, `sim.metrics.tally`)."""
     sent = ~np.isnan(send_s)
     t = send_s[sent]
     size = np.asarray(size_bytes, dtype=np.float64)[sent]
-    if len(t) == 0:
-        return pd.DataFrame({"time_s": [], "bytes": [], "records": []}, dtype=np.float64)
     minute, index = np.unique(np.floor(t / MINUTE_S).astype(np.int64), return_inverse=True)
-    nbytes = np.bincount(index, weights=size, minlength=len(minute))
-    records = np.bincount(index, minlength=len(minute)).astype(np.float64)
-    weighted = np.bincount(index, weights=size * t, minlength=len(minute))
-    mean_t = np.bincount(index, weights=t, minlength=len(minute)) / records
+    sums = np.stack([np.bincount(index, weights=size, minlength=len(minute)),
+                     np.bincount(index, minlength=len(minute)).astype(np.float64),
+                     np.bincount(index, weights=size * t, minlength=len(minute)),
+                     np.bincount(index, weights=t, minlength=len(minute))], axis=1)
+    return minute, sums
+
+
+def minute_rows(sums: np.ndarray) -> pd.DataFrame:
+    """The ledger's time_s, bytes and records of each minute's `minute_sums` (minutes without
+    a payload left out); time_s is the byte-weighted mean send time."""
+    sums = sums[sums[:, 1] > 0]
+    if len(sums) == 0:
+        return pd.DataFrame({"time_s": [], "bytes": [], "records": []}, dtype=np.float64)
+    nbytes, records, weighted, times = sums.T
     with np.errstate(invalid="ignore", divide="ignore"):
-        time_s = np.where(nbytes > 0, weighted / nbytes, mean_t)
+        time_s = np.where(nbytes > 0, weighted / nbytes, times / records)
     return pd.DataFrame({"time_s": time_s, "bytes": nbytes, "records": records})
 
 

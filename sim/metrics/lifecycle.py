@@ -72,27 +72,37 @@ def lifecycle_summary(record: RunRecord, stages: pd.DataFrame) -> dict[str, Any]
             "recovered_error_rate": reached,
             "stages_s": durations,
         })
-    req = record.requests
-    served = req.served
-    excess = np.clip(req.error_rate[served] - record.base_error_rate, 0.0, None)
-    degraded = int(degraded_requests(record).sum())
-    served_at = req.first_token_s[served]
-    minute = np.floor(served_at / 60.0).astype(np.int64)
-    area = float(pd.Series(excess).groupby(minute).mean().sum() * 60.0) if len(minute) else 0.0
+    degraded_count, area, error_rate = _served_outcomes(record)
     first = events[0] if events else {}
-    errors = req.error[served]
     return {
         "detection_delay_s": first.get("detection_delay_s"),
         "recovery_time_s": first.get("recovery_time_s"),
         "recovered_error_rate": first.get("recovered_error_rate"),
         "recovered": bool(first.get("recovered_s") is not None) if events else None,
-        "degraded_requests": degraded,
+        "degraded_requests": degraded_count,
         "excess_error_area_s": area,
-        "error_rate_observed": float(errors.mean()) if len(errors) else None,
+        "error_rate_observed": error_rate,
         "detections": len(record.detections),
         "drift_events": events,
         "lifecycle_stages_s": first.get("stages_s", {}),
     }
+
+
+def _served_outcomes(record: RunRecord) -> tuple[int, float, float | None]:
+    """Degraded requests, the excess error's area (per minute of service, the mean excess
+    over the requests served in it, x 60 s, summed) and the observed error rate."""
+    tally = record.tally
+    if tally is not None:  # a streamed run: the same, from its per-minute sums
+        used = tally.served_by_minute > 0
+        area = float((tally.excess_by_minute[used] / tally.served_by_minute[used]).sum() * 60.0)
+        return tally.degraded, area, tally.errors / tally.served if tally.served else None
+    req = record.requests
+    served = req.served
+    excess = np.clip(req.error_rate[served] - record.base_error_rate, 0.0, None)
+    minute = np.floor(req.first_token_s[served] / 60.0).astype(np.int64)
+    area = float(pd.Series(excess).groupby(minute).mean().sum() * 60.0) if len(minute) else 0.0
+    errors = req.error[served]
+    return int(degraded_requests(record).sum()), area, float(errors.mean()) if len(errors) else None
 
 
 def recovered_error_rate(record: RunRecord, stages: pd.DataFrame, event: int) -> float:
@@ -109,10 +119,14 @@ def degraded_requests(record: RunRecord) -> np.ndarray:
     (error rate above base + tolerance x (a stale model's - base); see the module doc)"""
     req = record.requests
     served = req.served
-    base = record.base_error_rate
-    tolerance = record.scenario.lifecycle.recovery_tolerance
-    threshold = base + tolerance * (req.stale_error_rate[served] - base)
-    return req.error_rate[served] > np.maximum(threshold, base) + DEGRADED_EPSILON
+    return degraded(req.error_rate[served], req.stale_error_rate[served], record.base_error_rate,
+                    record.scenario.lifecycle.recovery_tolerance)
+
+
+def degraded(error_rate: np.ndarray, stale_error_rate: np.ndarray, base: float, tolerance: float) -> np.ndarray:
+    """Per served request, from its error rate and a stale model's: was it degraded?"""
+    threshold = base + tolerance * (stale_error_rate - base)
+    return error_rate > np.maximum(threshold, base) + DEGRADED_EPSILON
 
 
 def cloud_cost_by_purpose(record: RunRecord) -> dict[str, float]:
@@ -146,11 +160,7 @@ def training_summary(record: RunRecord) -> dict[str, Any]:
     busy_hours, held_hours = gpu_hours_by_purpose(record)
     started = jobs[jobs["started_s"].notna()]
     done = jobs[jobs["finished_s"].notna()]
-    req = record.requests
-    served = req.served
-    created = np.array([record.version_created_s.get(int(v), 0.0) for v in req.version[served]], dtype=np.float64)
-    staleness = req.first_token_s[served] - created
-    degraded = degraded_requests(record)
+    staleness_mean, staleness_max, degraded_share = _staleness(record)
     training = PURPOSES[1:]
     return {
         "gpu_hours_by_purpose": busy_hours,
@@ -162,7 +172,23 @@ def training_summary(record: RunRecord) -> dict[str, Any]:
         "training_queue_wait_s_by_purpose": {
             p: (float(started.loc[started["purpose"] == p, "wait_s"].mean())
                 if (started["purpose"] == p).any() else None) for p in training},
-        "model_staleness_mean_s": float(staleness.mean()) if len(staleness) else None,
-        "model_staleness_max_s": float(staleness.max()) if len(staleness) else None,
-        "degraded_share": float(degraded.mean()) if len(degraded) else None,
+        "model_staleness_mean_s": staleness_mean,
+        "model_staleness_max_s": staleness_max,
+        "degraded_share": degraded_share,
     }
+
+
+def _staleness(record: RunRecord) -> tuple[float | None, float | None, float | None]:
+    """Mean and most time from a served request's model version's creation to its service,
+    and the share of served requests that were degraded."""
+    tally = record.tally
+    if tally is not None:
+        mean, most = tally.staleness(record.version_created_s)
+        return mean, most, tally.degraded / tally.served if tally.served else None
+    req = record.requests
+    served = req.served
+    created = np.array([record.version_created_s.get(int(v), 0.0) for v in req.version[served]], dtype=np.float64)
+    staleness = req.first_token_s[served] - created
+    degraded = degraded_requests(record)
+    return (float(staleness.mean()) if len(staleness) else None, float(staleness.max()) if len(staleness) else None,
+            float(degraded.mean()) if len(degraded) else None)

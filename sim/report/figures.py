@@ -327,7 +327,12 @@ _CDF_LEVELS = np.unique(np.concatenate([np.linspace(0.0, 0.99, 397), 1 - np.geom
 
 
 def _pooled(comparison: Comparison, name: str, latency: str) -> np.ndarray:
-    samples = [np.asarray(run.latency.get(latency, []), dtype=np.float64) for run in comparison.runs[name]]
+    """Every replication's latencies pooled; for streamed replications, the pooled quantile at
+    each of the CDF's levels (the curve the sketch knows, within its relative error)."""
+    runs = comparison.runs[name]
+    if any(run.sketches for run in runs):
+        return np.array([comparison.pooled_percentile(name, latency, 100 * level) for level in _CDF_LEVELS])
+    samples = [np.asarray(run.latency.get(latency, []), dtype=np.float64) for run in runs]
     pooled = np.concatenate(samples) if samples else np.empty(0)
     return pooled[np.isfinite(pooled)]
 

@@ -51,7 +51,9 @@ fixed by the spec alone, so the same seed gives bit-identical times.
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -96,6 +98,11 @@ class ArrivalProcess(Spec):
     def sample(self, horizon_s: float, rng: np.random.Generator) -> ArrivalSample:
         return ArrivalSample(self.times(horizon_s, rng))
 
+    def time_blocks(self, horizon_s: float, rng: np.random.Generator, block: int) -> Iterator[np.ndarray] | None:
+        """`times(horizon_s, rng)` in consecutive blocks (a streamed run's requests), the same
+        floats from the same draws; None for a process that cannot yet draw in blocks."""
+        return None
+
     def mean_rate_per_s(self, horizon_s: float) -> float | None:
         raise NotImplementedError
 
@@ -133,6 +140,9 @@ class Poisson(ArrivalProcess):
     def times(self, horizon_s: float, rng: np.random.Generator) -> np.ndarray:
         """Poisson arrivals at `rate_per_s`: cumulative sums of exponential gaps."""
         return _poisson_times(self.rate_per_s, horizon_s, rng)
+
+    def time_blocks(self, horizon_s: float, rng: np.random.Generator, block: int) -> Iterator[np.ndarray]:
+        return _poisson_blocks(self.rate_per_s, horizon_s, rng, block)
 
     def mean_rate_per_s(self, horizon_s: float) -> float:
         return self.rate_per_s
@@ -205,10 +215,21 @@ class Diurnal(ArrivalProcess):
         """Sinusoidal daily rate, by thinning a Poisson process at the peak rate."""
         peak_rate = self.rate_per_s * (1.0 + self.amplitude)
         candidates = _poisson_times(peak_rate, horizon_s, rng)
-        phase = 2.0 * np.pi * (candidates - self.peak_at) / self.period
-        keep_probability = (1.0 + self.amplitude * np.cos(phase)) / (1.0 + self.amplitude)
-        keep = rng.random(len(candidates)) < keep_probability
-        return candidates[keep]
+        return candidates[rng.random(len(candidates)) < self._keep_probability(candidates)]
+
+    def _keep_probability(self, t: np.ndarray) -> np.ndarray:
+        phase = 2.0 * np.pi * (t - self.peak_at) / self.period
+        return (1.0 + self.amplitude * np.cos(phase)) / (1.0 + self.amplitude)
+
+    def time_blocks(self, horizon_s: float, rng: np.random.Generator, block: int) -> Iterator[np.ndarray]:
+        """The thinning draws its uniforms after every candidate's gap: a copy of the generator
+        first draws (and drops) the gaps, so it stands where `times` draws the uniforms."""
+        peak_rate = self.rate_per_s * (1.0 + self.amplitude)
+        uniforms = copy.deepcopy(rng)
+        for _ in _poisson_blocks(peak_rate, horizon_s, uniforms, block):
+            pass
+        for candidates in _poisson_blocks(peak_rate, horizon_s, rng, block):
+            yield candidates[uniforms.random(len(candidates)) < self._keep_probability(candidates)]
 
     def mean_rate_per_s(self, horizon_s: float) -> float:
         return self.rate_per_s
@@ -376,6 +397,26 @@ def _poisson_times(rate: float, horizon_s: float, rng: np.random.Generator) -> n
         last = float(times[-1])
     times = np.concatenate(pieces)
     return times[: int(np.searchsorted(times, horizon_s, side="left"))]
+
+
+def _poisson_blocks(rate: float, horizon_s: float, rng: np.random.Generator, block: int) -> Iterator[np.ndarray]:
+    """`_poisson_times`' values in blocks of at most `block` gaps, bit for bit: the same
+    pieces of gaps drawn in the same order, each piece's running sum carried across blocks
+    (a cumulative sum adds left to right). Draws past the horizon are made and dropped, so the
+    generator ends where `_poisson_times` leaves it."""
+    last = 0.0
+    while last < horizon_s:
+        expected = rate * (horizon_s - last)
+        remaining = int(expected + 4.0 * math.sqrt(expected)) + 16
+        running = 0.0
+        while remaining:
+            gaps = rng.standard_exponential(min(block, remaining)) / rate
+            remaining -= len(gaps)
+            sums = np.cumsum(np.concatenate(([running], gaps)))[1:]
+            running = float(sums[-1])
+            times = sums + last
+            yield times[times < horizon_s]
+        last = running + last
 
 
 def _alternating_sojourns(

@@ -13,6 +13,8 @@ paid once):
 
 - a run: expected requests x `BYTES_PER_REQUEST` (workload, kernel arrays, request table,
   metrics and Parquet files) + serving replicas x max_num_seqs x `BYTES_PER_REPLICA_SEQ`;
+  a streamed run (`sim.runner.results_mode`) holds a bit per request and a window of
+  `STREAM_WINDOW_REQUESTS` instead of every request;
   `compare` holds one run per worker process at once. The expected requests of a workload
   (`expected_requests`) are its main stream's plus those of every traffic class with arrivals
   of its own; its mean rate (`mean_rate_per_s`) adds up the same way;
@@ -36,6 +38,13 @@ from sim.spec.files import format_size
 # Measured by benchmarks/memory.py on 2026-11-29 (x86_64, 2 CPUs, Python 3.11.7): S2 at 250k and
 # 1M requests, 908 B per request by peak RSS and 900 B by traced allocations (S1 and S3: 893-900).
 BYTES_PER_REQUEST = 908
+STREAM_MAX_REQUESTS = 10**10
+"""The most requests a streamed run takes: its memory stays small, but 1e10 requests take
+hours at the serving kernel's rate (about 1M a second, issue 19), and a rate that high is
+more likely a typo than a plan (a run past its pools' capacity holds its backlog besides)."""
+STREAM_WINDOW_REQUESTS = 1 << 17
+"""A streamed run's window, estimated as two chunks (`sim.world.world.CHUNK_REQUESTS`) of
+requests held at `BYTES_PER_REQUEST`; the requests in flight of a stable run add few."""
 # Same benchmark and date: 4,961 B per serving replica at max_num_seqs 128 (traced allocations
 # between pools of 2,000 and 8,000 GPUs; numpy's zeros are not resident, but still allocated).
 BYTES_PER_REPLICA_SEQ = 39
@@ -166,20 +175,40 @@ def mean_rate_per_s(workload: Any, horizon_s: float) -> float | None:
                              for arrivals in _own_arrivals(workload))
 
 
-def check_run_fits(scenario: Any, runs_at_once: int = 1) -> None:
-    """Raise a SpecError when one run of the scenario (times `runs_at_once`) would not fit."""
+def streamed_request_bytes(requests: float) -> list[tuple[str, float]]:
+    """A streamed run's memory for `requests`: a bit each (the tally's mark that it ended
+    once) and a window of `STREAM_WINDOW_REQUESTS` held at full size (an estimate: a stable
+    run holds its chunks and the requests in flight)."""
+    count = f"{requests:,.0f}" if requests < 1e15 else f"{requests:.3g}"
+    return [(f"{count} requests x 1 bit", requests / 8),
+            (f"a window of about {STREAM_WINDOW_REQUESTS:,} requests x {BYTES_PER_REQUEST} B",
+             STREAM_WINDOW_REQUESTS * BYTES_PER_REQUEST)]
+
+
+def check_run_fits(scenario: Any, runs_at_once: int = 1, streamed: bool = False) -> None:
+    """Raise a SpecError when one run of the scenario (times `runs_at_once`) would not fit,
+    keeping every request or, `streamed`, summarising them as they end."""
     requests = expected_requests(scenario.workload, scenario.horizon)
     replicas = sum(pool.autoscale.max_replicas if pool.autoscale is not None
                    else max(pool.capacity // pool.tp(scenario.model), 1)
                    for site in scenario.sites.values() for pool in site.pools
                    if "serving" in pool.roles and pool.capacity > 0)
-    parts = [request_bytes(requests), replica_bytes(replicas, scenario.model.serving.max_num_seqs)]
+    held = streamed_request_bytes(requests) if streamed else [request_bytes(requests)]
+    replica_part = replica_bytes(replicas, scenario.model.serving.max_num_seqs)
+    parts = [*held, replica_part]
     advice = ("a lower rate or a shorter horizon (each request takes about "
               f"{BYTES_PER_REQUEST} B), fewer GPUs or a smaller max_num_seqs")
     if runs_at_once > 1:
         advice += ", or fewer workers (--workers)"
-    where = _busiest_source(scenario.workload, scenario.horizon) if parts[0][1] >= parts[1][1] else "sites"
+    by_requests = sum(size for _, size in held) >= replica_part[1]
+    where = _busiest_source(scenario.workload, scenario.horizon) if by_requests else "sites"
     check_memory(parts, where, advice, runs_at_once)
+    if streamed and requests > STREAM_MAX_REQUESTS:
+        raise spec_error(_busiest_source(scenario.workload, scenario.horizon),
+                         f"would simulate about {requests:,.3g} requests, more than a streamed run takes "
+                         f"({STREAM_MAX_REQUESTS:.0e}: hours at the serving kernel's rate of about 1M a second, "
+                         "and an overloaded run holds its backlog)",
+                         allowed="a lower rate or a shorter horizon")
 
 
 def _busiest_source(workload: Any, horizon_s: float) -> str:

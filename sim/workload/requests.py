@@ -186,7 +186,7 @@ def generate_requests(
     workload = _with_absolute_paths(workload, base_dir)
     spec = workload.arrivals
     drawn = spec.sample(horizon_s, stream(seed, replication, "arrivals"))
-    sources = [_main_stream(workload, drawn, seed, replication)]
+    sources = [_main_stream(workload, drawn, _Streams(seed, replication))]
     offsets = _prefix_group_offsets(workload)
     for k, traffic_class in enumerate(workload.classes):
         if traffic_class.arrivals is not None:
@@ -207,6 +207,57 @@ def generate_requests(
     )
 
 
+def stream_refusals(workload: Workload) -> list[tuple[str, str]]:
+    """Why `request_chunks` cannot draw this workload in chunks (empty: it can): (field,
+    reason) pairs."""
+    reasons = []
+    if workload.arrivals.closed_loop() is not None:
+        reasons.append(("workload.arrivals", "a closed loop's sends depend on completions (concurrency)"))
+    elif workload.arrivals.time_blocks(1.0, stream(0, 0, "arrivals"), 1) is None:
+        reasons.append(("workload.arrivals", f"process {workload.arrivals.process!r} cannot be drawn in chunks "
+                                             "(poisson and diurnal can)"))
+    reasons += [(f"workload.classes[{k}].arrivals", "a class with arrivals of its own is merged by send time")
+                for k, c in enumerate(workload.classes) if c.arrivals is not None]
+    return reasons
+
+
+def request_chunks(workload: Workload, horizon_s: float, seed: int, replication: int,
+                   block: int = 1 << 16) -> Iterator[Requests]:
+    """`generate_requests`' requests in consecutive chunks of about `block` exponential gaps
+    of the arrival process each, in send order, with the same values (a streamed run's
+    workload; `stream_refusals` says which workloads can). The first chunk is always
+    yielded, possibly empty."""
+    refusals = stream_refusals(workload)
+    if refusals:
+        raise ValueError("; ".join(f"{path}: {why}" for path, why in refusals))
+    blocks = workload.arrivals.time_blocks(horizon_s, stream(seed, replication, "arrivals"), block)
+    assert blocks is not None
+    streams = _Streams(seed, replication)
+    names = tuple(workload.class_names())
+    yielded = False
+    for times in blocks:
+        if len(times) == 0 and yielded:
+            continue
+        source = _main_stream(workload, ArrivalSample(times), streams)
+        yielded = True
+        yield Requests(arrival_s=source.times, prompt_tokens=source.prompt, output_tokens=source.output,
+                       prefix_group=source.prefix_group, prefix_tokens=source.prefix_tokens,
+                       traffic_class=source.traffic_class, class_names=names)
+    if not yielded:
+        empty = np.empty(0)
+        yield Requests(empty, empty, empty, empty, empty, class_names=names)
+
+
+def prefix_tokens_by_group(workload: Workload) -> np.ndarray:
+    """The shared prefix of every prefix group the workload can draw, by group id (a
+    sampled prompt's; a trace's prompts can cut it shorter)."""
+    tokens = [workload.prefixes.prefix_tokens] * workload.prefixes.groups if workload.prefixes is not None else []
+    for spec in workload.classes:
+        if spec.prefixes is not None:
+            tokens += [spec.prefixes.prefix_tokens] * spec.prefixes.groups
+    return np.array(tokens, dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class _Source:
     """The requests of one source (the main stream, or one class's own arrivals), in send order."""
@@ -219,22 +270,36 @@ class _Source:
     traffic_class: np.ndarray
 
 
-def _main_stream(workload: Workload, drawn: ArrivalSample, seed: int, replication: int) -> _Source:
+class _Streams(dict[str, np.random.Generator]):
+    """The main stream's generators by name, each made on first use: one set draws a whole
+    replication, or, kept across calls, its chunks in turn (the same values: every draw here
+    is by request, in request order)."""
+
+    def __init__(self, seed: int, replication: int) -> None:
+        super().__init__()
+        self.seed, self.replication = seed, replication
+
+    def __missing__(self, name: str) -> np.random.Generator:
+        self[name] = stream(self.seed, self.replication, name)
+        return self[name]
+
+
+def _main_stream(workload: Workload, drawn: ArrivalSample, streams: _Streams) -> _Source:
     """The main stream's requests: as without classes, then each share class's overrides."""
     times, trace_prompt, trace_output = drawn.times, drawn.prompt_tokens, drawn.output_tokens
     n = len(times)
 
     prompt = trace_prompt if trace_prompt is not None else sample_lengths(
-        workload.prompt_tokens, n, stream(seed, replication, "prompt_tokens"), "prompt")
+        workload.prompt_tokens, n, streams["prompt_tokens"], "prompt")
     output = trace_output if trace_output is not None else sample_lengths(
-        workload.output_tokens, n, stream(seed, replication, "output_tokens"), "output")
+        workload.output_tokens, n, streams["output_tokens"], "output")
     if workload.prefixes is None:
         prefix_group, prefix_tokens = no_prefixes(n)
     else:
-        prefix_group, prefix_tokens = assign_prefixes(workload.prefixes, n, stream(seed, replication, "prefixes"))
+        prefix_group, prefix_tokens = assign_prefixes(workload.prefixes, n, streams["prefixes"])
     counted = np.full(n, trace_prompt is not None)  # prompt lengths that include the prefix already
 
-    traffic_class = _draw_share_classes(workload, n, stream(seed, replication, "classes"))
+    traffic_class = _draw_share_classes(workload, n, streams["classes"])
     offsets = _prefix_group_offsets(workload)
     for k, spec in enumerate(workload.classes):
         if spec.share is None:
@@ -242,17 +307,14 @@ def _main_stream(workload: Workload, drawn: ArrivalSample, seed: int, replicatio
         mine = traffic_class == k
         where = f"workload.classes[{k}]"
         if spec.prompt_tokens is not None:
-            own = _lengths(spec.prompt_tokens, n, stream(seed, replication, f"prompt_tokens:{spec.name}"),
-                           "prompt", where)
+            own = _lengths(spec.prompt_tokens, n, streams[f"prompt_tokens:{spec.name}"], "prompt", where)
             prompt = np.where(mine, own, prompt)
             counted &= ~mine
         if spec.output_tokens is not None:
-            own = _lengths(spec.output_tokens, n, stream(seed, replication, f"output_tokens:{spec.name}"),
-                           "output", where)
+            own = _lengths(spec.output_tokens, n, streams[f"output_tokens:{spec.name}"], "output", where)
             output = np.where(mine, own, output)
         if spec.prefixes is not None:
-            group, tokens = _prefixes(spec.prefixes, n, stream(seed, replication, f"prefixes:{spec.name}"),
-                                      offsets[k])
+            group, tokens = _prefixes(spec.prefixes, n, streams[f"prefixes:{spec.name}"], offsets[k])
             prefix_group = np.where(mine, group, prefix_group)
             prefix_tokens = np.where(mine, tokens, prefix_tokens)
     return _with_prefixes(times, prompt, output, prefix_group, prefix_tokens, counted, traffic_class,

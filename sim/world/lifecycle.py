@@ -216,15 +216,22 @@ class LabelFeed:
     A labelled request's outcome becomes known `label_delay` after it completes. Rather than
     scanning every request at every monitor tick, the feed looks only at labelled requests
     already sent and not yet labelled (open loop: requests are numbered in send order), and
-    keeps the labels that arrived, in arrival order, so a day of millions of requests costs
-    little per tick. The answers are the same as computing label times from scratch.
+    keeps the labels that arrived, in arrival order, with when each request was served and its
+    outcome, so a day of millions of requests costs little per tick. The answers are the same
+    as computing label times from scratch.
+
+    A streamed run has no request to look at: the world hands over (`take`) the labelled
+    requests as they complete, and the feed forgets labels no one can ask for any more
+    (`forget_until`), so it holds about a label delay's worth.
     """
 
     def __init__(self, lifecycle: Lifecycle) -> None:
+        self.lifecycle = lifecycle
         self.world = lifecycle.world
         requests = lifecycle.world.requests
         spec = lifecycle.spec.monitor
         self.delay = spec.label_delay
+        self.streamed = lifecycle.world.streamed
         self.candidates = np.flatnonzero(lifecycle.label_u < spec.label_fraction)
         self.open_loop = requests.clients == 0
         self.send_s = requests.arrival_s[self.candidates] if self.open_loop else None
@@ -232,13 +239,26 @@ class LabelFeed:
         self.pending = np.empty(0, dtype=np.int64) if self.open_loop else self.candidates.copy()
         self.index = np.empty(0, dtype=np.int64)
         self.times = np.empty(0, dtype=np.float64)
+        self.served_s = np.empty(0, dtype=np.float64)
+        self.error = np.empty(0, dtype=bool)
         self.updated_to = -math.inf
+        # streamed: labelled requests completed, their labels not yet in (index, time, served, error)
+        self._taken: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def take(self, index: np.ndarray, done_s: np.ndarray, served_s: np.ndarray, error: np.ndarray) -> None:
+        """Streamed: labelled requests that completed (at the engine, `done_s`), with when they
+        were served and their outcome."""
+        if len(index):
+            self._taken.append((index, done_s + self.delay, served_s, error))
 
     def update(self, now: float, until: float | None = None) -> None:
         """Take in every label that arrives by `until` (default `now`), which must be known
         at `now`, the time the pools are advanced to (see `Lifecycle._collect`)."""
         until = now if until is None else until
         if until <= self.updated_to:
+            return
+        if self.streamed:
+            self._update_streamed(until)
             return
         if self.send_s is not None:
             sent = int(np.searchsorted(self.send_s, now, side="right"))
@@ -247,15 +267,50 @@ class LabelFeed:
         times = self.world.outcome("done_s", self.pending) + self.delay
         ready = (self.world.outcome("status", self.pending) == DONE) & (times <= until)
         order = np.argsort(times[ready], kind="stable")
-        self.index = np.concatenate([self.index, self.pending[ready][order]])
-        self.times = np.concatenate([self.times, times[ready][order]])
+        index = self.pending[ready][order]
+        self._append(index, times[ready][order], self.world.outcome("first_token_s", index),
+                     self.lifecycle.outcomes(index))
         self.pending = self.pending[~ready]
         self.updated_to = until
 
+    def _update_streamed(self, until: float) -> None:
+        self.world.kernel.collect_ended()  # type: ignore[attr-defined]  # a StreamingCluster
+        if self._taken:
+            index, times, served, error = (np.concatenate(parts) for parts in zip(*self._taken, strict=True))
+            self._taken = []
+        else:
+            return
+        ready = times <= until
+        # by label time, ties by request (as the exact feed: pending requests are in request order)
+        order = np.lexsort((index[ready], times[ready]))
+        self._append(index[ready][order], times[ready][order], served[ready][order], error[ready][order])
+        rest = ~ready
+        if rest.any():
+            self._taken.append((index[rest], times[rest], served[rest], error[rest]))
+        self.updated_to = until
+
+    def _append(self, index: np.ndarray, times: np.ndarray, served: np.ndarray, error: np.ndarray) -> None:
+        self.index = np.concatenate([self.index, index])
+        self.times = np.concatenate([self.times, times])
+        self.served_s = np.concatenate([self.served_s, served])
+        self.error = np.concatenate([self.error, error])
+
+    def forget_until(self, t: float) -> None:
+        """Drop the labels that arrived at or before t (no one will ask for them again)."""
+        cut = int(np.searchsorted(self.times, t, side="right"))
+        if cut:
+            self.index, self.times = self.index[cut:], self.times[cut:]
+            self.served_s, self.error = self.served_s[cut:], self.error[cut:]
+
     def between(self, start: float, end: float) -> tuple[np.ndarray, np.ndarray]:
+        index, times, _, _ = self.labels_between(start, end)
+        return index, times
+
+    def labels_between(self, start: float, end: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The labels that arrived in (start, end]: request, label time, when it was served, outcome."""
         lo = int(np.searchsorted(self.times, start, side="right"))
         hi = int(np.searchsorted(self.times, end, side="right"))
-        return self.index[lo:hi], self.times[lo:hi]
+        return self.index[lo:hi], self.times[lo:hi], self.served_s[lo:hi], self.error[lo:hi]
 
 
 class Lifecycle:
@@ -265,11 +320,12 @@ class Lifecycle:
         self.scenario = world.scenario
         self.spec = self.scenario.lifecycle
         self.drift = DriftModel(self.scenario)
-        n = world.requests.count
+        n = world.requests.count  # none in a streamed run: the world draws these chunk by chunk
         seed, rep = self.scenario.seed, world.replication
         self.outcome_u = stream(seed, rep, "outcomes").random(n)
         self.label_u = stream(seed, rep, "labels").random(n)
         self.feature_z = stream(seed, rep, "features").standard_normal(n)
+        self._collecting: list[float] = []  # `since` of each retraining collecting labels now
         self.stages: list[StageRecord] = []
         self.holds: list[GpuHold] = []
         self.detections: list[float] = []
@@ -321,10 +377,6 @@ class Lifecycle:
 
     # -- outcomes ---------------------------------------------------------------------------
 
-    def served_at(self) -> np.ndarray:
-        """When each request was served (its first token at its pool); NaN if never."""
-        return self.world.outcome("first_token_s")
-
     def outcomes(self, index: np.ndarray) -> np.ndarray:
         """Error (True) or correct for requests already served, drawn from their own stream."""
         p = self.drift.error_rate(self.world.outcome("first_token_s", index), self.world.outcome("version", index))
@@ -334,12 +386,6 @@ class Lifecycle:
         """When each request's label arrives (NaN: not labelled, or not completed yet)."""
         labelled = (self.label_u < self.spec.monitor.label_fraction) & (self.world.outcome("status") == DONE)
         return np.where(labelled, self.world.outcome("done_s") + self.spec.monitor.label_delay, np.nan)
-
-    def labels_between(self, start: float, end: float) -> tuple[np.ndarray, np.ndarray]:
-        """Requests whose label arrived in (start, end], by label time (ties by request)."""
-        self.world.sync()
-        self.labels.update(self.env.now)
-        return self.labels.between(start, end)
 
     # -- what it leaves behind ----------------------------------------------------------------
 
@@ -371,9 +417,11 @@ class Lifecycle:
             index = index[np.argsort(arrival[index], kind="stable")]
             values = self.feature_z[index] + self.drift.feature_shift(arrival[index])
             return index, values
-        index, _ = self.labels_between(start, end)
-        index = index[self.served_at()[index] >= self._epoch_s]
-        return index, self.outcomes(index).astype(np.float64)
+        self.world.sync()
+        self.labels.update(self.env.now)
+        index, _, served, error = self.labels.labels_between(start, end)
+        fresh = served >= self._epoch_s
+        return index[fresh], error[fresh].astype(np.float64)
 
     def _monitor(self) -> Generator[simpy.Event, Any, None]:
         from sim.detectors import feed
@@ -387,6 +435,8 @@ class Lifecycle:
             _, values = self._signal_since(self._fed_until, now)
             self._send_monitoring_data(self._fed_until, now)
             self._fed_until = now
+            if self.world.streamed:
+                self.labels.forget_until(self._oldest_label_needed())
             assert self.detector is not None
             fired = feed(self.detector, values)
             if not fired:
@@ -398,6 +448,19 @@ class Lifecycle:
                     and self._may_retrain()):
                 self.busy = True
                 self.env.process(self._retrain("triggered", now, event))
+
+    @property
+    def reads_labels(self) -> bool:
+        """Does anything read the label feed: a monitor (of errors), or retraining?"""
+        return self.detector is not None or self.training is not None
+
+    def _oldest_label_needed(self) -> float:
+        """Labels that arrived at or before this are asked for no more: the monitor has had
+        them, a collecting retraining asks from its `since`, a scheduled one from the last."""
+        oldest = min([self._fed_until, *self._collecting])
+        if self.training is not None and self.spec.retraining.policy in ("scheduled", "both"):
+            oldest = min(oldest, self._data_since_s)
+        return oldest
 
     def serving_version(self) -> ModelVersion:
         """The newest version any replica serves (a version set by hand counts as the initial)."""
@@ -429,7 +492,7 @@ class Lifecycle:
                     network.transfer(inference, target, TELEMETRY_AGGREGATE_BYTES, "telemetry_aggregate", 1,
                                      "monitoring")
             return
-        if monitoring == NONE_SITE:
+        if monitoring == NONE_SITE or self.world.streamed:  # streamed: every pool is at the monitor's site
             return
         w = self.world
         done = w.outcome("done_s")
@@ -531,11 +594,16 @@ class Lifecycle:
         self._last_retrain_s = self.env.now
         start = self.env.now
         if trigger == "triggered":
+            self._collecting.append(since)
             collected = yield from self._collect(since, r.samples)
-            index = self.labels.between(since, collected)[0][:r.samples]
+            index, _, served, _ = self.labels.labels_between(since, collected)
+            index, served = index[:r.samples], served[:r.samples]
+            self._collecting.remove(since)
             detail = f"{len(index)} labelled samples after detection (last at {collected:.0f} s)"
         else:
-            index = self.labels_between(self._data_since_s, self.env.now)[0]
+            self.world.sync()
+            self.labels.update(self.env.now)
+            index, _, served, _ = self.labels.labels_between(self._data_since_s, self.env.now)
             detail = f"{len(index)} labelled samples since {self._data_since_s:.0f} s"
         samples = len(index)
         self.log("collect", start, self.env.now, event, -1, f"{trigger}: {detail}")
@@ -581,7 +649,7 @@ class Lifecycle:
                  f"{r.method}, {tokens:.3g} tokens on {gpus}x {train_pool.gpu}{lost}")
         release()
         record.finished_s = self.env.now
-        residual, learnt = self.candidate(self.served_at()[index], uploaded / samples)
+        residual, learnt = self.candidate(served, uploaded / samples)
         start = self.env.now
         yield self.env.timeout(r.validation)
         serving = self.serving_version()

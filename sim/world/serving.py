@@ -44,12 +44,9 @@ import simpy
 from sim.catalog import GPU, ManagedApi, Model
 from sim.kernels.batching import (
     ACTIVE,
-    DONE,
     DOWN,
     DRAINING,
-    FAILED,
     OFFLINE,
-    REJECTED,
     ApiConfig,
     ClusterKernel,
 )
@@ -338,7 +335,6 @@ class ServingPool:
                 else np.zeros((0, self.replicas)))
         gpus = np.array([g for _, _, g in self.timeline], dtype=np.int64)
         k = self.kernel
-        mine = k.pool == self.index
         autoscale = s.pool.autoscale
         return PoolRecord(
             name=self.name, site=s.site, zone=s.zone, pool=s.pool.name or "", gpu=s.gpu_id,
@@ -346,7 +342,7 @@ class ServingPool:
             busy_s=self.busy_s(), iterations=k.iterations[self._first:self._first + self.replicas].copy(),
             holding=self.holding_intervals(horizon_s), timeline_s=times, timeline_busy_s=busy, timeline_gpus=gpus,
             frontend_lag_bound_s=k.frontend_lag_bound(self.index),
-            requests_ended=int((mine & np.isin(k.status, (DONE, FAILED, REJECTED))).sum()),
+            requests_ended=k.requests_ended(self.index),
             autoscaled=autoscale is not None,
             min_replicas=autoscale.min_replicas if autoscale is not None else s.active_replicas,
             max_replicas=autoscale.max_replicas if autoscale is not None else s.replicas,

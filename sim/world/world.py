@@ -22,13 +22,25 @@ pool of the implicit route.
 
 `World.run()` returns a `RunRecord` (`sim.record`): the world writes down, through its
 parts' public methods, what happened, and is done. Measuring it is somebody else's job.
+
+**Streamed runs** (`streamed=True`, for days of tens of millions of requests). The requests
+are generated in chunks (`sim.workload.requests.request_chunks`, the same values as in one
+go) with every per-request draw made from the same streams chunk by chunk, and fed to a
+`sim.kernels.streaming.StreamingCluster`, which holds only the requests in flight. As
+requests end, the world carries their responses back over their paths (in time order, as
+`_client_times` does for all at once), gives the labelled ones to the monitor's label feed,
+and hands them as a `RequestTable` of just those requests to `on_requests`; the record has
+no request table. Results equal the exact run's. What needs every request at once (closed
+loops, traces, faults, ...) is refused by name: `sim.workload.streaming.streaming_refusals`.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,6 +51,23 @@ from sim.kernels.batching import (
     DONE,
     FAILED,
     FAILOVER,
+    RF_ARRIVAL,
+    RF_BYTES,
+    RF_DISPATCH,
+    RF_DONE,
+    RF_FIRST_TOKEN,
+    RF_LINK_SEND,
+    RF_SEND,
+    RI_CLASS,
+    RI_OUTPUT,
+    RI_POOL,
+    RI_PREEMPTIONS,
+    RI_PROMPT,
+    RI_REASON,
+    RI_REPLICA,
+    RI_RETRIES,
+    RI_STATUS,
+    RI_VERSION,
     ClusterKernel,
     PathConfig,
     PoolConfig,
@@ -47,12 +76,16 @@ from sim.kernels.batching import (
 )
 from sim.kernels.links import carry
 from sim.kernels.replica import pool_config
+from sim.kernels.streaming import EndedRows, RequestChunk, StreamingCluster
 from sim.kernels.windows import window_containing
 from sim.record import AUTOSCALE_COLUMNS, RequestTable, RunRecord, empty_frame
+from sim.spec.errors import SpecError
 from sim.spec.routing import class_routes, serving_pool_names
 from sim.spec.scenario import Scenario
 from sim.streams import stream
 from sim.workload import Requests, generate_requests
+from sim.workload.requests import prefix_tokens_by_group, request_chunks
+from sim.workload.streaming import streaming_refusals
 from sim.world.autoscaler import Autoscaler
 from sim.world.faults import FaultPlan, install_faults
 from sim.world.lifecycle import Lifecycle
@@ -60,21 +93,83 @@ from sim.world.network import Network, Path, request_path
 from sim.world.serving import PoolSetup, ServingPool, pool_setup
 
 TIMELINE_STEP_S = 300.0  # resolution of the utilisation timeline
+CHUNK_REQUESTS = 1 << 16
+"""A streamed run's chunk: about this many exponential gaps of the arrival process (fewer
+requests after thinning). Memory holds about two chunks plus the requests in flight."""
+
+
+def _no_requests(class_names: list[str]) -> Requests:
+    """A streamed run's `World.requests`: none at hand (they pass through in chunks)."""
+    empty = np.empty(0)
+    return Requests(empty, empty, empty, empty, empty, class_names=tuple(class_names))
+
+
+@dataclass(frozen=True, eq=False)
+class _Rows:
+    """What the record's request table is made from: kernel outcomes and request columns."""
+
+    status: np.ndarray
+    first: np.ndarray
+    done: np.ndarray
+    pool: np.ndarray
+    send: np.ndarray
+    link_send: np.ndarray
+    arrival: np.ndarray
+    dispatch: np.ndarray
+    version: np.ndarray
+    preemptions: np.ndarray
+    attempts: np.ndarray
+    reason: np.ndarray
+    replica: np.ndarray
+    prompt: np.ndarray
+    output: np.ndarray
+    prefix_group: np.ndarray
+    traffic_class: np.ndarray
+    request_bytes: np.ndarray
+    response_bytes: np.ndarray
+    outcome_u: np.ndarray
+    labelled: np.ndarray
+    down_z: np.ndarray | None = None  # standard normal draws for the way back's jitter
+    client: tuple[np.ndarray, np.ndarray] | None = None  # a streamed run's first token and response at the client
+
+    @classmethod
+    def empty(cls) -> _Rows:
+        f, i = np.empty(0), np.empty(0, dtype=np.int32)
+        return cls(status=i, first=f, done=f, pool=i, send=f, link_send=f, arrival=f, dispatch=f, version=i,
+                   preemptions=i, attempts=i, reason=i, replica=i, prompt=i, output=i, prefix_group=i,
+                   traffic_class=i, request_bytes=f, response_bytes=f, outcome_u=f, labelled=np.empty(0, dtype=bool))
 
 
 class World:
-    def __init__(self, scenario: Scenario, replication: int = 0) -> None:
+    """One replication of a scenario. `streamed`: requests are generated and fed to the
+    kernel in chunks of about `chunk_requests`, never all at once; each chunk of ended
+    requests goes to `on_requests(table, request_numbers)` and the record has no per-request
+    table; the scenario must use only what streams (`sim.workload.streaming.streaming_refusals`)."""
+
+    def __init__(self, scenario: Scenario, replication: int = 0, *, streamed: bool = False,
+                 chunk_requests: int = CHUNK_REQUESTS,
+                 on_requests: Callable[[RequestTable, np.ndarray], None] | None = None) -> None:
         self.scenario = scenario
         self.replication = replication
+        self.streamed = streamed
         self.env = simpy.Environment()
         seed = scenario.seed
         workload = scenario.workload
-        self.requests: Requests = generate_requests(workload, scenario.horizon, seed, replication)
-        self.class_specs = workload.class_specs()
-        self.request_bytes = self.requests.payload_bytes(workload.bytes_per_token, workload.request_overhead)
-        self.response_bytes = np.asarray(self.requests.output_tokens * workload.bytes_per_token
-                                         + workload.request_overhead, dtype=np.float64)
         self.plan = FaultPlan.draw(scenario, replication)
+        if streamed:
+            refusals = streaming_refusals(scenario)
+            if refusals:
+                raise SpecError(refusals)
+            if on_requests is None:
+                raise ValueError("a streamed world hands its ended requests to on_requests: give one")
+        self.on_requests = on_requests
+        self.class_specs = workload.class_specs()
+        self.requests: Requests = (_no_requests(workload.class_names()) if streamed
+                                   else generate_requests(workload, scenario.horizon, seed, replication))
+        self.request_bytes = self.requests.payload_bytes(workload.bytes_per_token, workload.request_overhead)
+        self.response_bytes = self._response_bytes(self.requests)
+        self.chunk_requests = chunk_requests
+        self._return_free_at: dict[tuple[str, int], float] = {}  # streamed: each return path's FIFO
         self.setups = self._setups()
         self.kernel = self._build_cluster()
         self.pools: dict[str, ServingPool] = {
@@ -139,18 +234,99 @@ class World:
             if route not in routes:
                 routes.append(route)
             class_route.append(routes.index(route))
-        weighted = any(r.policy == "weighted" for r in routes)
+        self._weighted = any(r.policy == "weighted" for r in routes)
         timeout = s.faults.retry.timeout
+        shared: dict[str, Any] = dict(
+            paths=path_configs, routes=routes, class_route=class_route,
+            class_priority=[c.priority for c in self.class_specs], router=s.model.serving.router,
+            timeout_s=timeout if timeout is not None else math.inf, max_attempts=s.faults.retry.max_attempts,
+            **cluster)
+        if self.streamed:
+            return StreamingCluster(pools, self._chunks(), prefix_tokens_of_group=prefix_tokens_by_group(s.workload),
+                                    on_ended=self._ended, holds=self._carry_back, **shared)
         return ClusterKernel(
             pools, np.asarray(req.arrival_s, dtype=np.float64), req.prompt_tokens, req.output_tokens,
-            paths=path_configs, routes=routes, request_class=req.traffic_class, class_route=class_route,
-            class_priority=[c.priority for c in self.class_specs], request_bytes=self.request_bytes,
-            jitter_z=self._up_z, route_u=stream(s.seed, self.replication, "route").random(n) if weighted else None,
-            router=s.model.serving.router, router_u=stream(s.seed, self.replication, "router").random(n),
+            request_class=req.traffic_class, request_bytes=self.request_bytes, jitter_z=self._up_z,
+            route_u=stream(s.seed, self.replication, "route").random(n) if self._weighted else None,
+            router_u=stream(s.seed, self.replication, "router").random(n),
             prefix_group=req.prefix_group, prefix_tokens=req.prefix_tokens, clients=req.clients,
-            timeout_s=timeout if timeout is not None else math.inf, max_attempts=s.faults.retry.max_attempts,
-            api_z=self._api_draws(n), **cluster,
+            api_z=self._api_draws(n), **shared,
         )
+
+    def _response_bytes(self, requests: Requests) -> np.ndarray:
+        workload = self.scenario.workload
+        return np.asarray(requests.output_tokens * workload.bytes_per_token + workload.request_overhead,
+                          dtype=np.float64)
+
+    def _chunks(self) -> Iterator[RequestChunk]:
+        """A streamed run's requests in chunks, with every per-request draw the exact run makes
+        up front, drawn chunk by chunk from the same streams (so the same values)."""
+        s, rep = self.scenario, self.replication
+        workload = s.workload
+        draws = {name: stream(s.seed, rep, name) for name in ("router", "route", "api_latency", "outcomes", "labels")}
+        api = any(setup.api is not None for setup in self.setups)
+        up, down = self._jitter_streams()
+        first = 0
+        for chunk in request_chunks(workload, s.horizon, s.seed, rep, self.chunk_requests):
+            n = chunk.count
+            columns = {"prefix_group": chunk.prefix_group, "response_bytes": self._response_bytes(chunk),
+                       "outcome_u": draws["outcomes"].random(n), "label_u": draws["labels"].random(n),
+                       "client_first": np.full(n, np.nan), "client_done": np.full(n, np.nan),
+                       "first_back": np.zeros(n, dtype=bool), "done_back": np.zeros(n, dtype=bool)}
+            if down is not None:
+                columns["down_z"] = down.standard_normal(n)
+            yield RequestChunk(
+                first=first, send_s=chunk.arrival_s, prompt_tokens=chunk.prompt_tokens,
+                output_tokens=chunk.output_tokens, request_class=chunk.traffic_class,
+                prefix_group=chunk.prefix_group, prefix_tokens=chunk.prefix_tokens,
+                request_bytes=chunk.payload_bytes(workload.bytes_per_token, workload.request_overhead),
+                router_u=draws["router"].random(n), route_u=draws["route"].random(n) if self._weighted else None,
+                api_z=draws["api_latency"].standard_normal((n, 2)) if api else None,
+                jitter_z=up.standard_normal(n) if up is not None else None, columns=columns)
+            first += n
+
+    def _carry_back(self, kernel: StreamingCluster, final: bool) -> np.ndarray:
+        """A streamed run's way back: carry every first token and response whose send time is
+        known not to precede one still to come over its path's FIFO, in time order as the
+        exact run does (`_client_times`), into the rows' `client_first` and `client_done`;
+        returns the rows still waiting for theirs. A token of an iteration still to end comes
+        at least the front end's least lag after now, so everything sent up to now plus that
+        lag is in (at the end of the run, everything)."""
+        c = kernel.columns
+        status, pool = kernel.req_i[:, RI_STATUS], kernel.req_i[:, RI_POOL]
+        first = kernel.req_f[:, RF_FIRST_TOKEN]
+        done = np.where(status == DONE, kernel.req_f[:, RF_DONE], np.nan)
+        frontier = math.inf if final else kernel.now + kernel.frontend_min_lag_s
+        workload = self.scenario.workload
+        first_bytes = np.full(len(status), workload.bytes_per_token + workload.request_overhead)
+        site_of = self.pool_sites()
+        for site, path in self.paths.items():
+            mine = np.isin(pool, [p for p, s in enumerate(site_of) if s == site])
+            for kind, send, back, out, size in ((0, first, "first_back", "client_first", first_bytes),
+                                                (1, done, "done_back", "client_done", c["response_bytes"])):
+                with np.errstate(invalid="ignore"):
+                    due = np.flatnonzero(mine & ~c[back] & (send <= frontier))
+                if len(due):
+                    jitter = None if "down_z" not in c else path.jitter_s * c["down_z"][due]
+                    c[out][due] = self._carry(site, kind, send[due], size[due], path, jitter)
+                    c[back][due] = True
+        with np.errstate(invalid="ignore"):
+            return (~np.isnan(first) & ~c["first_back"]) | (~np.isnan(done) & ~c["done_back"])
+
+    def _jitter_streams(self) -> tuple[np.random.Generator | None, np.random.Generator | None]:
+        """A streamed run's jitter draws, the exact run's (`_jitter`: n draws for the way there,
+        then n for the way back): the way back's generator is a copy that first draws n and
+        drops them (n counted in a first pass over the arrivals). None without jitter."""
+        if not any(path.jitter_s > 0 for path in self.paths.values()):
+            return None, None
+        s = self.scenario
+        up = stream(s.seed, self.replication, "jitter")
+        down = copy.deepcopy(up)
+        n = sum(chunk.count for chunk in request_chunks(s.workload, s.horizon, s.seed, self.replication,
+                                                          self.chunk_requests))
+        for start in range(0, n, 1 << 20):
+            down.standard_normal(min(1 << 20, n - start))
+        return up, down
 
     def _api_draws(self, n: int) -> np.ndarray | None:
         """Standard normal draws per request for a managed API's TTFT and per-token time (none
@@ -214,6 +390,8 @@ class World:
         """What happened, as plain arrays and frames (the world must have reached its horizon)."""
         s = self.scenario
         horizon = s.horizon
+        if isinstance(self.kernel, StreamingCluster):
+            self.kernel.finish()
         requests = self._request_table()
         autoscaling = [a.decisions_frame() for a in self.autoscalers]
         return RunRecord(
@@ -234,54 +412,100 @@ class World:
             retry_limit=self.faults.max_attempts, class_names=list(self.requests.class_names),
             autoscaling=(pd.concat(autoscaling, ignore_index=True) if autoscaling
                          else empty_frame(AUTOSCALE_COLUMNS)),
+            streamed=self.streamed, requests_generated=self.requests_generated,
         )
+
+    @property
+    def requests_generated(self) -> int:
+        """Requests the workload generated (a streamed run's: those fed to the kernel so far)."""
+        return self.kernel.fed if isinstance(self.kernel, StreamingCluster) else self.requests.count
 
     def pool_sites(self) -> list[str]:
         """The site of each pool, in pool order."""
         return [setup.site for setup in self.setups]
 
     def _request_table(self) -> RequestTable:
+        """Every request, exact mode; a streamed run keeps none (its `RequestTally` has them)."""
         req = self.requests
         k = self.kernel
-        status = k.status.copy()
-        first = k.first_token_s.copy()
-        done = k.done_s.copy()
-        pool = k.pool.astype(np.int16)
-        send = k.send_s.copy()
-        link_send = k.link_send_s.copy()
-        arrival = k.arrival_s.copy()
-        client_first, client_done, downlink_send = self._client_times(pool, status, first, done)
+        if self.streamed:
+            return self._table(_Rows.empty())
+        rows = _Rows(status=k.status.copy(), first=k.first_token_s.copy(), done=k.done_s.copy(),
+                     pool=k.pool.copy(), send=k.send_s.copy(), link_send=k.link_send_s.copy(),
+                     arrival=k.arrival_s.copy(), dispatch=k.dispatch_s.copy(), version=k.version.copy(),
+                     preemptions=k.preemptions.copy(), attempts=k.attempts.copy(), reason=k.reason,
+                     replica=k.replica, prompt=req.prompt_tokens, output=req.output_tokens,
+                     prefix_group=req.prefix_group, traffic_class=np.asarray(req.traffic_class, dtype=np.int32),
+                     request_bytes=self.request_bytes, response_bytes=self.response_bytes,
+                     outcome_u=self.lifecycle.outcome_u, labelled=~np.isnan(self.lifecycle.label_times()),
+                     down_z=self._down_z)
+        return self._table(rows)
+
+    def _ended(self, ended: EndedRows) -> None:
+        """A streamed run's requests that left the kernel: as a table of just them to
+        `on_requests` (who measures them: `sim.metrics.tally`), and to the label feed."""
+        assert self.on_requests is not None
+        i, f = ended.req_i, ended.req_f
+        status = i[:, RI_STATUS].copy()
+        labelled = (ended.columns["label_u"] < self.scenario.lifecycle.monitor.label_fraction) & (status == DONE)
+        rows = _Rows(status=status, first=f[:, RF_FIRST_TOKEN].copy(), done=f[:, RF_DONE].copy(),
+                     pool=i[:, RI_POOL].copy(), send=f[:, RF_SEND].copy(), link_send=f[:, RF_LINK_SEND].copy(),
+                     arrival=f[:, RF_ARRIVAL].copy(), dispatch=f[:, RF_DISPATCH].copy(),
+                     version=i[:, RI_VERSION].copy(), preemptions=i[:, RI_PREEMPTIONS].copy(),
+                     attempts=i[:, RI_RETRIES] + 1, reason=i[:, RI_REASON].copy(), replica=i[:, RI_REPLICA].copy(),
+                     prompt=i[:, RI_PROMPT].copy(), output=i[:, RI_OUTPUT].copy(),
+                     prefix_group=ended.columns["prefix_group"], traffic_class=i[:, RI_CLASS].copy(),
+                     request_bytes=f[:, RF_BYTES].copy(), response_bytes=ended.columns["response_bytes"],
+                     outcome_u=ended.columns["outcome_u"], labelled=labelled,
+                     client=(ended.columns["client_first"], ended.columns["client_done"]))
+        table = self._table(rows)
+        self.on_requests(table, ended.request)
+        if self.lifecycle.reads_labels:  # else nothing would ever take them out of the feed
+            self.lifecycle.labels.take(ended.request[labelled], table.done_s[labelled],
+                                       table.first_token_s[labelled], table.error[labelled])
+
+    def _table(self, rows: _Rows) -> RequestTable:
+        """The record's table of these requests (all of them, or a streamed run's chunk)."""
+        pool = rows.pool.astype(np.int16)
+        status, first, done, send, link_send = rows.status, rows.first, rows.done, rows.send, rows.link_send
+        if rows.client is None:
+            client_first, client_done, downlink_send = self._client_times(pool, status, first, done,
+                                                                          rows.response_bytes, rows.down_z)
+        else:  # carried back already (`_carry_back`); a streamed run has no outage to wait out
+            client_first, client_done = rows.client
+            remote = self._crosses_link(pool) & (status == DONE)
+            downlink_send = np.where(remote, done, np.nan)
         served = ~np.isnan(first)
-        version = k.version.copy()
-        error_rate = np.full(req.count, np.nan)
-        error_rate[served] = self.lifecycle.drift.error_rate(first[served], version[served])
-        stale_error_rate = np.full(req.count, np.nan)
+        n = len(status)
+        error_rate = np.full(n, np.nan)
+        error_rate[served] = self.lifecycle.drift.error_rate(first[served], rows.version[served])
+        stale_error_rate = np.full(n, np.nan)
         stale_error_rate[served] = self.lifecycle.drift.stale_error_rate(first[served])
-        error = np.zeros(req.count, dtype=bool)
-        error[served] = self.lifecycle.outcome_u[served] < error_rate[served]
+        error = np.zeros(n, dtype=bool)
+        error[served] = rows.outcome_u[served] < error_rate[served]
         with np.errstate(invalid="ignore"):
             delayed = link_send > send  # waited for a path to come back
         crosses = self._crosses_link(pool)
         with np.errstate(invalid="ignore"):
             uplink = np.where(crosses & (link_send < self.scenario.horizon), link_send, np.nan)
         return RequestTable(
-            send_s=send, prompt_tokens=req.prompt_tokens, output_tokens=req.output_tokens,
-            prefix_group=req.prefix_group, pool=pool, status=status,
-            pool_arrival_s=arrival, dispatch_s=k.dispatch_s.copy(),
-            first_token_s=first, done_s=done, replica=self._local_replica(pool), version=version,
-            preemptions=k.preemptions.copy(), attempts=k.attempts.copy(),
-            client_first_s=client_first, client_done_s=client_done, request_bytes=self.request_bytes,
-            response_bytes=self.response_bytes, uplink_send_s=uplink, downlink_send_s=downlink_send,
-            delayed=delayed, cut_off=(status == FAILED) & np.isnan(arrival), diverted=k.reason == FAILOVER,
-            error_rate=error_rate, error=error, labelled=~np.isnan(self.lifecycle.label_times()),
-            traffic_class=np.asarray(req.traffic_class, dtype=np.int32),
-            reason=np.where(pool >= 0, k.reason, -1).astype(np.int8),
+            send_s=send, prompt_tokens=rows.prompt, output_tokens=rows.output,
+            prefix_group=rows.prefix_group, pool=pool, status=status,
+            pool_arrival_s=rows.arrival, dispatch_s=rows.dispatch,
+            first_token_s=first, done_s=done, replica=self._local_replica(pool, rows.replica), version=rows.version,
+            preemptions=rows.preemptions, attempts=rows.attempts,
+            client_first_s=client_first, client_done_s=client_done, request_bytes=rows.request_bytes,
+            response_bytes=rows.response_bytes, uplink_send_s=uplink, downlink_send_s=downlink_send,
+            delayed=delayed, cut_off=(status == FAILED) & np.isnan(rows.arrival), diverted=rows.reason == FAILOVER,
+            error_rate=error_rate, error=error, labelled=rows.labelled,
+            traffic_class=np.asarray(rows.traffic_class, dtype=np.int32),
+            reason=np.where(pool >= 0, rows.reason, -1).astype(np.int8),
             stale_error_rate=stale_error_rate,
         )
 
-    def _local_replica(self, pool: np.ndarray) -> np.ndarray:
+    def _local_replica(self, pool: np.ndarray, kernel_replica: np.ndarray) -> np.ndarray:
         """Each request's replica numbered within its pool (-1: none)."""
-        replica = self.kernel.replica.astype(np.int64)
+        replica = kernel_replica.astype(np.int64)
         first = np.array([self.kernel.pool_replicas(p).start for p in range(len(self.setups))], dtype=np.int64)
         local = replica - first[np.maximum(pool, 0)]
         return np.where((pool >= 0) & (replica >= 0), local, -1)
@@ -292,13 +516,14 @@ class World:
         remote = np.array([site != origin for site in self.pool_sites()] + [False])
         return remote[np.where(pool >= 0, pool, len(self.setups))]
 
-    def _client_times(self, pool: np.ndarray, status: np.ndarray, first: np.ndarray,
-                      done: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _client_times(self, pool: np.ndarray, status: np.ndarray, first: np.ndarray, done: np.ndarray,
+                      response_bytes: np.ndarray, down_z: np.ndarray | None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """First token and whole response back at the client over each pool's path (a FIFO
         per path; a payload sent while its path is cut waits for it), and when responses
         entered an inter-site link."""
         workload = self.scenario.workload
-        n = self.requests.count
+        n = len(status)
         first_bytes = np.full(n, workload.bytes_per_token + workload.request_overhead)
         finished = np.where(status == DONE, done, np.nan)
         client_first = np.full(n, np.nan)
@@ -316,14 +541,33 @@ class World:
                 held = ~np.isnan(back)
                 send[held] = back[held]
                 sends.append(send)
-            jitter = None if self._down_z is None else path.jitter_s * self._down_z
-            own_first = carry(sends[0], first_bytes, path.bandwidth_bytes_per_s, path.one_way_s, jitter)
-            own_done = carry(sends[1], self.response_bytes, path.bandwidth_bytes_per_s, path.one_way_s, jitter)
+            jitter = None if down_z is None else path.jitter_s * down_z
+            own_first = self._carry(site, 0, sends[0], first_bytes, path, jitter)
+            own_done = self._carry(site, 1, sends[1], response_bytes, path, jitter)
             client_first[mine] = own_first[mine]
             client_done[mine] = own_done[mine]
             if site != workload.origin:
                 downlink_send[mine] = sends[1][mine]
         return client_first, client_done, downlink_send
+
+    def _carry(self, site: str, kind: int, send: np.ndarray, size: np.ndarray, path: Path,
+               jitter: np.ndarray | None) -> np.ndarray:
+        """`carry` over the return path from `site` (kind 0: first tokens, 1: responses); a
+        streamed run carries its payloads in time-ordered batches (`_carry_back`), each
+        starting the FIFO where the one before left it."""
+        if not self.streamed:
+            return carry(send, size, path.bandwidth_bytes_per_s, path.one_way_s, jitter)
+        free_at = self._return_free_at.get((site, kind), -math.inf)
+        head = np.array([free_at if math.isfinite(free_at) else np.nan])
+        arrive = carry(np.concatenate([head, send]), np.concatenate([[0.0], size]), path.bandwidth_bytes_per_s,
+                       path.one_way_s)[1:]  # without jitter: when each left the wire, plus the delay
+        sent = ~np.isnan(send)
+        if sent.any():
+            self._return_free_at[(site, kind)] = max(free_at, float((arrive[sent] - path.one_way_s).max()))
+        if jitter is not None:
+            arrive = carry(np.concatenate([head, send]), np.concatenate([[0.0], size]), path.bandwidth_bytes_per_s,
+                           path.one_way_s, np.concatenate([[0.0], jitter]))[1:]
+        return arrive
 
 
 __all__ = ["TIMELINE_STEP_S", "World"]
