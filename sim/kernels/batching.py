@@ -341,7 +341,11 @@ PI_POOL = 14  # the pool it belongs to
 PI_NEXT_REPLICA = 15  # tournament node k (row k): the replica whose iteration ends first below it
 PI_LEAST_REPLICA = 16  # least-outstanding tree node k (row k): the active replica with the fewest below it
 PI_LEAST_COUNT = 17  # ... and its outstanding requests (NOT_ACTIVE: none active below)
-PI_SIZE = 18
+# A replica running ahead (`_run_ahead`): 1 while its iteration in flight is one it ran ahead
+# to, and where that run started (so that an arrival can take it back: `_rewind`)
+PI_AHEAD = 18
+PI_CK_ITERATIONS, PI_CK_STEPS, PI_CK_CONTEXT, PI_CK_KV = 19, 20, 21, 22
+PI_SIZE = 23
 
 # Float replica fields (rep_f[:, F]).
 PF_BUSY_UNTIL = 0
@@ -354,7 +358,9 @@ PF_WORK_PAIRS = 5  # attention (query, key) pairs: prefill pairs + decode contex
 PF_WORK_KV = 6  # KV-cache tokens read or written: prefill context + chunks, decode contexts + tokens
 PF_WORK_LOGITS = 7  # tokens through the LM head
 PF_NEXT_END = 8  # tournament node k (row k): when that replica's iteration (or timer) ends
-PF_SIZE = 9
+PF_CK_START, PF_CK_UNTIL, PF_CK_BUSY, PF_CK_LONGEST = 9, 10, 11, 12  # the run-ahead's start (`_rewind`)
+PF_CK_TOKENS, PF_CK_PAIRS, PF_CK_KV, PF_CK_LOGITS = 13, 14, 15, 16
+PF_SIZE = 17
 
 # Cluster-wide configuration (cfg[F]).
 C_REPLICAS = 0
@@ -1055,6 +1061,7 @@ def _compose_dynamic_batch(req_i, req_f, rep_i, rep_f, running, prefilling, queu
     rep_i[r, PI_IN_FLIGHT] = BUSY
     rep_i[r, PI_ITER_DECODES] = 0
     rep_f[r, PF_ITER_START] = t
+    rep_i[r, PI_AHEAD] = 0
     rep_f[r, PF_BUSY_UNTIL] = t + dt
     _tree_update(rep_i, rep_f, cfg, r)
     rep_f[r, PF_BUSY_TIME] += dt
@@ -1200,6 +1207,7 @@ def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, q
                      rep_i[r, PI_DECODE_CONTEXT] if decodes > 0 else 0, logit_tokens)
     rep_i[r, PI_IN_FLIGHT] = 1
     rep_f[r, PF_ITER_START] = t
+    rep_i[r, PI_AHEAD] = 0
     rep_f[r, PF_BUSY_UNTIL] = t + dt
     _tree_update(rep_i, rep_f, cfg, r)
     rep_f[r, PF_BUSY_TIME] += dt
@@ -1263,6 +1271,7 @@ def _end_iteration(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cach
     t = rep_f[r, PF_BUSY_UNTIL]
     p = rep_i[r, PI_POOL]
     seen = t + _frontend_delay(pool_f, p, t - rep_f[r, PF_ITER_START])  # when its tokens reach clients
+    rep_i[r, PI_AHEAD] = 0
     rep_i[r, PI_ITERATIONS] += 1
     if rep_i[r, PI_ITER_DECODES] > 0:
         rep_i[r, PI_DECODE_STEPS] += 1
@@ -1346,32 +1355,58 @@ def _route(req_i, req_f, rep_i, cache_i, cfg, pool_i, i, p, route, router_memory
 def _run_ahead(rep_i, rep_f, hk, queues, cfg, pool_i, params, r, t_end, next_arrival, iteration_s):
     """Fast-forward replica r through decode-only iterations that change nothing but itself.
 
-    While r's in-flight iteration is decode only, completes no sequence, ends before the next
-    possible arrival and before t_end, r's queues are empty and KV holds the next token of
-    every decoding sequence, the next iteration is the same batch one token longer: apply the
-    end of the iteration and start the next one in place. No other replica or request can see
-    the difference, so the result is bit-identical to taking each iteration end as an event;
-    it only skips the event machinery. (Closed loops are excluded: another replica's completion
-    may release a send, and its arrival, earlier than r's next iteration end.)
+    While r's in-flight iteration is decode only, completes no sequence, ends before
+    `next_arrival` and before t_end, r's queues are empty and KV holds the next token of every
+    decoding sequence, the next iteration is the same batch one token longer: apply the end of
+    the iteration and start the next one in place. No other replica or request can see the
+    difference, so the result is bit-identical to taking each iteration end as an event; it
+    only skips the event machinery. Nothing outside r reads what the run changes, except an
+    arrival that joins one of r's queues: from the event loop the run goes on past arrivals
+    (`next_arrival` inf) and remembers where it started, and an arrival that r must see takes
+    r back to the iteration in flight at its time (`_rewind`, which replays the run up to
+    it). (Closed loops are excluded: another replica's completion may release a send, and its
+    arrival, earlier than r's next iteration end.)
     """
     if cfg[C_CLIENTS] > 0:
         return
+    decodes = rep_i[r, PI_ITER_DECODES]
+    if decodes == 0 or rep_i[r, PI_PREFILLING] > 0 or rep_i[r, PI_IN_FLIGHT] == 0:
+        return
+    if next_arrival == INF:  # a new run: remember where it starts
+        rep_i[r, PI_CK_ITERATIONS] = rep_i[r, PI_ITERATIONS]
+        rep_i[r, PI_CK_STEPS] = rep_i[r, PI_DECODE_STEPS]
+        rep_i[r, PI_CK_CONTEXT] = rep_i[r, PI_DECODE_CONTEXT]
+        rep_i[r, PI_CK_KV] = rep_i[r, PI_KV_USED]
+        rep_f[r, PF_CK_START] = rep_f[r, PF_ITER_START]
+        rep_f[r, PF_CK_UNTIL] = rep_f[r, PF_BUSY_UNTIL]
+        rep_f[r, PF_CK_BUSY] = rep_f[r, PF_BUSY_TIME]
+        rep_f[r, PF_CK_LONGEST] = rep_f[r, PF_LONGEST]
+        rep_f[r, PF_CK_TOKENS] = rep_f[r, PF_WORK_TOKENS]
+        rep_f[r, PF_CK_PAIRS] = rep_f[r, PF_WORK_PAIRS]
+        rep_f[r, PF_CK_KV] = rep_f[r, PF_WORK_KV]
+        rep_f[r, PF_CK_LOGITS] = rep_f[r, PF_WORK_LOGITS]
+    if _ahead_steps(rep_i, rep_f, hk, queues, cfg, pool_i, params, r, t_end, next_arrival, iteration_s) > 0:
+        rep_i[r, PI_AHEAD] = 1
+
+
+@no_refcount_jit(inline="always")
+def _ahead_steps(rep_i, rep_f, hk, queues, cfg, pool_i, params, r, t_end, next_arrival, iteration_s):
+    """`_run_ahead`'s steps; returns how many iteration ends it applied."""
     p = rep_i[r, PI_POOL]
     shared_q = cfg[C_REPLICAS] + p
     kv_cap = pool_i[p, Q_KV_CAPACITY]
     decodes = rep_i[r, PI_ITER_DECODES]
-    if decodes == 0 or rep_i[r, PI_PREFILLING] > 0 or rep_i[r, PI_IN_FLIGHT] == 0:
-        return
     end = rep_f[r, PF_BUSY_UNTIL]
+    steps = 0
     while True:
         if end > t_end or end >= next_arrival:
-            return
+            break
         if rep_i[r, PI_HEAP] > 0 and hk[r, 0] <= rep_i[r, PI_DECODE_STEPS] + 1:
-            return
+            break
         if queues[r, QU_HEAD] >= 0 or (rep_i[r, PI_STATE] == ACTIVE and queues[shared_q, QU_HEAD] >= 0):
-            return
+            break
         if rep_i[r, PI_KV_USED] + decodes > kv_cap:
-            return
+            break
         # the iteration ending at `end`: every decoding sequence produced one token
         rep_i[r, PI_ITERATIONS] += 1
         rep_i[r, PI_DECODE_STEPS] += 1
@@ -1382,7 +1417,6 @@ def _run_ahead(rep_i, rep_f, hk, queues, cfg, pool_i, params, r, t_end, next_arr
         rep_f[r, PF_ITER_START] = end
         end = end + dt
         rep_f[r, PF_BUSY_UNTIL] = end
-        _tree_update(rep_i, rep_f, cfg, r)
         rep_f[r, PF_BUSY_TIME] += dt
         if dt > rep_f[r, PF_LONGEST]:
             rep_f[r, PF_LONGEST] = dt
@@ -1390,6 +1424,34 @@ def _run_ahead(rep_i, rep_f, hk, queues, cfg, pool_i, params, r, t_end, next_arr
         rep_f[r, PF_WORK_PAIRS] += rep_i[r, PI_DECODE_CONTEXT]
         rep_f[r, PF_WORK_KV] += rep_i[r, PI_DECODE_CONTEXT] + decodes
         rep_f[r, PF_WORK_LOGITS] += decodes
+        steps += 1
+    if steps > 0:
+        _tree_update(rep_i, rep_f, cfg, r)
+    return steps
+
+
+@no_refcount_jit(inline="always")
+def _rewind(rep_i, rep_f, hk, queues, cfg, pool_i, params, r, ta, iteration_s):
+    """A request arrives at ta for one of replica r's queues: if r ran ahead past ta, take it
+    back to the iteration in flight at ta (the one it would have been in had its run stopped at
+    the arrival): restore where the run started and replay it up to ta. Same arithmetic in the
+    same order, so bit-identical."""
+    if rep_i[r, PI_AHEAD] == 0 or rep_f[r, PF_ITER_START] < ta:
+        return
+    rep_i[r, PI_ITERATIONS] = rep_i[r, PI_CK_ITERATIONS]
+    rep_i[r, PI_DECODE_STEPS] = rep_i[r, PI_CK_STEPS]
+    rep_i[r, PI_DECODE_CONTEXT] = rep_i[r, PI_CK_CONTEXT]
+    rep_i[r, PI_KV_USED] = rep_i[r, PI_CK_KV]
+    rep_f[r, PF_ITER_START] = rep_f[r, PF_CK_START]
+    rep_f[r, PF_BUSY_UNTIL] = rep_f[r, PF_CK_UNTIL]
+    rep_f[r, PF_BUSY_TIME] = rep_f[r, PF_CK_BUSY]
+    rep_f[r, PF_LONGEST] = rep_f[r, PF_CK_LONGEST]
+    rep_f[r, PF_WORK_TOKENS] = rep_f[r, PF_CK_TOKENS]
+    rep_f[r, PF_WORK_PAIRS] = rep_f[r, PF_CK_PAIRS]
+    rep_f[r, PF_WORK_KV] = rep_f[r, PF_CK_KV]
+    rep_f[r, PF_WORK_LOGITS] = rep_f[r, PF_CK_LOGITS]
+    _tree_update(rep_i, rep_f, cfg, r)
+    _ahead_steps(rep_i, rep_f, hk, queues, cfg, pool_i, params, r, INF, ta, iteration_s)
 
 
 @no_refcount_jit()
@@ -1804,12 +1866,7 @@ def _advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, q
                             iteration_s) and cutoff < te:
                 _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
                          prefix_tokens_of_group, glob, cfg, pool_i, params, rmin, te, te, iteration_s)
-            next_arrival, _ = _arrival_next(aheap_t, aheap_i, glob)
-            if glob[G_NEXT_SEND] < glob[G_SENDS]:  # an arrival comes no earlier than its send
-                next_arrival = min(next_arrival, req_f[sorder[glob[G_NEXT_SEND]], RF_SEND])
-            if glob[G_RESENDING] > 0:
-                next_arrival = min(next_arrival, rheap_t[0])
-            _run_ahead(rep_i, rep_f, hk, queues, cfg, pool_i, params, rmin, t_end, next_arrival, iteration_s)
+            _run_ahead(rep_i, rep_f, hk, queues, cfg, pool_i, params, rmin, t_end, INF, iteration_s)
     return events
 
 
@@ -1828,6 +1885,13 @@ def _arrive(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, qu
         _release_after(req_f, req_i, sorder, glob, cfg, pool_f, i, ta)
         return
     q = _route(req_i, req_f, rep_i, cache_i, cfg, pool_i, i, p, route, router_memory, active)
+    if q < n_rep:
+        _rewind(rep_i, rep_f, hk, queues, cfg, pool_i, params, q, ta, iteration_s)
+    else:  # the shared queue: every active replica of the pool sees it
+        first = pool_i[p, Q_FIRST]
+        for r in range(first, first + pool_i[p, Q_COUNT]):
+            if rep_i[r, PI_STATE] == ACTIVE:
+                _rewind(rep_i, rep_f, hk, queues, cfg, pool_i, params, r, ta, iteration_s)
     req_i[i, RI_STATUS] = WAITING
     req_i[i, RI_TARGET] = req_i[i, RI_PROMPT]
     _queue_push(queues, req_i, q, i, cfg[C_PRIORITIES])
@@ -1899,6 +1963,7 @@ def _fail_replica(req_i, req_f, rep_i, rep_f, running, cache_i, queues, sorder, 
     cache_i[r, :, :] = 0
     rep_i[r, PI_WANTED] = rep_i[r, PI_STATE]
     rep_i[r, PI_STATE] = DOWN
+    rep_i[r, PI_AHEAD] = 0
     _least_build(rep_i, cfg)
     # oldest arrival first (then request index): the order they go back to the shared queue
     keys = np.empty(lost.shape[0], dtype=np.float64)
