@@ -163,17 +163,24 @@ def collect(record: RunRecord) -> Result:
         "labelled": req.labelled,
     })
     stages = stages_table(record)
-    tables: dict[str, pd.DataFrame] = {
-        "lifecycle": stages, "gpu_holds": record.gpu_holds, "bulk_transfers": record.transfers,
-        "utilisation": utilisation_timeline(record), "training_jobs": record.jobs, "faults": record.faults,
-        "pools": pools_table(_requests_by_pool(frame), record), "pool_holding": pool_holding(record),
-        "routing": routing_timeline(frame),
-        "autoscaling": record.autoscaling if len(record.autoscaling) else empty_frame(AUTOSCALE_COLUMNS),
-    }
+    tables = _record_tables(record, stages, _requests_by_pool(frame), routing_timeline(frame))
     summary = {"results_mode": "exact", **summarise(frame, record)}
     _measure_the_rest(record, summary, tables, stages, latencies)
     return Result(scenario, record.replication, frame, summary, tables=tables,
                   wall_s=record.wall_s + time.perf_counter() - started)
+
+
+def _record_tables(record: RunRecord, stages: pd.DataFrame, requests_by_pool: Any,
+                   routing: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The tables both modes read off the record; they differ only in where the requests per
+    pool and the routing timeline come from (the request table, or the tally)."""
+    return {
+        "lifecycle": stages, "gpu_holds": record.gpu_holds, "bulk_transfers": record.transfers,
+        "utilisation": utilisation_timeline(record), "training_jobs": record.jobs, "faults": record.faults,
+        "pools": pools_table(requests_by_pool, record), "pool_holding": pool_holding(record),
+        "routing": routing,
+        "autoscaling": record.autoscaling if len(record.autoscaling) else empty_frame(AUTOSCALE_COLUMNS),
+    }
 
 
 def _measure_the_rest(record: RunRecord, summary: dict[str, Any], tables: dict[str, pd.DataFrame],
@@ -206,13 +213,7 @@ def collect_streamed(record: RunRecord) -> Result:
         raise ValueError("a streamed record is measured from the tally its requests went to: attach it "
                          "(sim.runner.run_world does)")
     stages = stages_table(record)
-    tables: dict[str, pd.DataFrame] = {
-        "lifecycle": stages, "gpu_holds": record.gpu_holds, "bulk_transfers": record.transfers,
-        "utilisation": utilisation_timeline(record), "training_jobs": record.jobs, "faults": record.faults,
-        "pools": pools_table(_tallied_by_pool(record), record), "pool_holding": pool_holding(record),
-        "routing": _tallied_routing(record),
-        "autoscaling": record.autoscaling if len(record.autoscaling) else empty_frame(AUTOSCALE_COLUMNS),
-    }
+    tables = _record_tables(record, stages, _tallied_by_pool(record), _tallied_routing(record))
     summary: dict[str, Any] = {"results_mode": "streamed", "latency_relative_error": tally.relative_accuracy,
                                "requests_table": STREAMED_REQUESTS_NOTE, **tallied_summary(record)}
     _measure_the_rest(record, summary, tables, stages, {})

@@ -546,14 +546,7 @@ def _heap_push(rep_i, hk, hr, r, key, req):
     hk[r, n] = key
     hr[r, n] = req
     rep_i[r, PI_HEAP] = n + 1
-    while n > 0:
-        parent = (n - 1) // 2
-        if _heap_less(hk, hr, r, n, parent):
-            hk[r, n], hk[r, parent] = hk[r, parent], hk[r, n]
-            hr[r, n], hr[r, parent] = hr[r, parent], hr[r, n]
-            n = parent
-        else:
-            break
+    _sift_up(hk, hr, r, n)
 
 
 @no_refcount_jit(inline="always")
@@ -563,7 +556,26 @@ def _heap_pop(rep_i, hk, hr, r):
     rep_i[r, PI_HEAP] = n
     hk[r, 0] = hk[r, n]
     hr[r, 0] = hr[r, n]
-    i = 0
+    _sift_down(hk, hr, r, 0, n)
+    return top
+
+
+@no_refcount_jit(inline="always")
+def _sift_up(hk, hr, r, i):
+    """Move entry i of replica r's heap up to its place; returns where it ended."""
+    while i > 0:
+        parent = (i - 1) // 2
+        if not _heap_less(hk, hr, r, i, parent):
+            break
+        hk[r, i], hk[r, parent] = hk[r, parent], hk[r, i]
+        hr[r, i], hr[r, parent] = hr[r, parent], hr[r, i]
+        i = parent
+    return i
+
+
+@no_refcount_jit(inline="always")
+def _sift_down(hk, hr, r, i, n):
+    """Move entry i of replica r's heap of n entries down to its place."""
     while True:
         left = 2 * i + 1
         right = left + 1
@@ -577,7 +589,6 @@ def _heap_pop(rep_i, hk, hr, r):
         hk[r, i], hk[r, smallest] = hk[r, smallest], hk[r, i]
         hr[r, i], hr[r, smallest] = hr[r, smallest], hr[r, i]
         i = smallest
-    return top
 
 
 @no_refcount_jit()
@@ -599,27 +610,7 @@ def _heap_remove(rep_i, hk, hr, r, req):
         return
     hk[r, pos] = hk[r, n]
     hr[r, pos] = hr[r, n]
-    i = pos
-    while i > 0:  # up
-        parent = (i - 1) // 2
-        if not _heap_less(hk, hr, r, i, parent):
-            break
-        hk[r, i], hk[r, parent] = hk[r, parent], hk[r, i]
-        hr[r, i], hr[r, parent] = hr[r, parent], hr[r, i]
-        i = parent
-    while True:  # down
-        left = 2 * i + 1
-        right = left + 1
-        smallest = i
-        if left < n and _heap_less(hk, hr, r, left, smallest):
-            smallest = left
-        if right < n and _heap_less(hk, hr, r, right, smallest):
-            smallest = right
-        if smallest == i:
-            break
-        hk[r, i], hk[r, smallest] = hk[r, smallest], hk[r, i]
-        hr[r, i], hr[r, smallest] = hr[r, smallest], hr[r, i]
-        i = smallest
+    _sift_down(hk, hr, r, _sift_up(hk, hr, r, pos), n)
 
 
 # The next iteration end: a tournament tree over the replicas' end times, kept in two
@@ -1587,11 +1578,6 @@ def _active_lists(rep_i, pool_i, cfg, active):
 
 
 @no_refcount_jit(inline="always")
-def _active_count(rep_i, pool_i, p):
-    return pool_i[p, Q_ACTIVE]
-
-
-@no_refcount_jit(inline="always")
 def _over_threshold(req_f, rep_i, queues, cfg, pool_i, route_f, k, p, n_active, t):
     """Is pool p loaded beyond route k's overflow thresholds at t? (requests in the pool,
     waiting or running, per active replica; the oldest waiting request's wait)"""
@@ -1649,7 +1635,7 @@ def _choose_pool(req_i, req_f, rep_i, queues, cfg, pool_i, path_w, path_n, route
             if first_open < 0:
                 first_open, first_open_j = p, j
             reachable += route_f[k, RTF_WEIGHTS + j]
-            if _active_count(rep_i, pool_i, p) > 0:
+            if pool_i[p, Q_ACTIVE] > 0:
                 total += route_f[k, RTF_WEIGHTS + j]
         if reachable > total:
             # demand missed: the draw among every reachable pool picks one without a replica
@@ -1663,7 +1649,7 @@ def _choose_pool(req_i, req_f, rep_i, queues, cfg, pool_i, path_w, path_n, route
                     continue
                 acc += route_f[k, RTF_WEIGHTS + j]
                 if target < acc:
-                    if pool_i[p, Q_API] == 0 and _active_count(rep_i, pool_i, p) == 0:
+                    if pool_i[p, Q_API] == 0 and pool_i[p, Q_ACTIVE] == 0:
                         pool_i[p, Q_SOUGHT] += 1
                     break
         if total > 0.0:
@@ -1677,7 +1663,7 @@ def _choose_pool(req_i, req_f, rep_i, queues, cfg, pool_i, path_w, path_n, route
                 if pool_i[p, Q_API] == 1:
                     if not _api_within_limit(req_i, req_f, pool_i, p, i, t):
                         continue
-                elif _active_count(rep_i, pool_i, p) == 0:
+                elif pool_i[p, Q_ACTIVE] == 0:
                     continue
                 last = p
                 acc += route_f[k, RTF_WEIGHTS + j]
@@ -1703,7 +1689,7 @@ def _choose_pool(req_i, req_f, rep_i, queues, cfg, pool_i, path_w, path_n, route
                 continue  # over its rate limit: loaded, and never the end of the chain (it cannot take i)
             if first_open < 0:
                 first_open, first_open_j = p, j
-            n_active = _active_count(rep_i, pool_i, p)
+            n_active = pool_i[p, Q_ACTIVE]
             if n_active == 0:
                 pool_i[p, Q_SOUGHT] += 1
                 skipped_unavailable = True
