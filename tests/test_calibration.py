@@ -161,15 +161,31 @@ def test_a_shortened_run_estimates_the_whole_runs_means(runs: list[BenchmarkRun]
         assert cut[run_key("all", metric)] == pytest.approx(whole[run_key("all", metric)], rel=0.02), metric
 
 
+# How closely a fit from the priors recovers each factor of a known profile. Measured on this
+# test's four runs with stages of 150, 200 and 300 s, before and after decode stretches were
+# timed in closed form (the same simulated times to 1e-11 s): the worst misses were bandwidth
+# 0.8%, KV-read bandwidth 3.4%, host overhead 7.7% and front-end delay 6.0%. The two fixed
+# delays trade off against each other, and the simulated means are step functions of the
+# factors at fine scales (events reorder), so the trust region stops in a step a few percent
+# from the truth with the data matched to about 0.5% (where it stops moves with the last bits
+# of the simulated times; a 2% bound on all four held for one of those six fits).
+RECOVERY = {"bandwidth": 0.02, "kv_bandwidth": 0.05, "overhead_s": 0.10, "frontend_s": 0.10}
+
+
 def test_fit_recovers_known_factors_from_synthetic_runs(runs: list[BenchmarkRun]) -> None:
     """Runs 'measured' by the simulator with a known profile: fitting bandwidth, KV-read
-    bandwidth, host overhead and front-end delay from the priors recovers each within 2%."""
+    bandwidth, host overhead and front-end delay from the priors recovers each within
+    RECOVERY, and the fitted model reproduces the runs' medians to within 1%."""
     chosen = [runs[i] for i in (0, 3, 4, 6)]  # CodeLlama TP2, Qwen, Llama-8B (H100), Qwen (A100)
     data = synthetic_runs(chosen, TRUE)
     result = fit_engine(data, "vllm", fit=list(TRUE), per_gpu=(), cap_s=None, loo=False)
     assert set(result.fitted) == set(TRUE)
     for name, value in TRUE.items():
-        assert result.defaults[name] == pytest.approx(value, rel=0.02), name
+        assert result.defaults[name] == pytest.approx(value, rel=RECOVERY[name]), name
+    priors = fit_engine(data, "vllm", fit=[], per_gpu=(), cap_s=None, loo=False)
+    for metric, error in result.errors().items():
+        assert error < 0.01, (metric, result.errors())
+        assert error < priors.errors()[metric], (metric, "the fit is no better than the priors")
 
 
 def test_leave_one_out_never_sees_the_left_out_run(runs: list[BenchmarkRun]) -> None:

@@ -24,6 +24,7 @@ from sim.kernels.roofline import (
     P_LINEAR_BYTES,
     EngineProfile,
     chunk_pairs,
+    decode_line,
     pack_params,
     step_time,
     weights_read_time,
@@ -221,3 +222,22 @@ def test_chunk_pairs_of_consecutive_chunks_add_up(chunks: list[int], cached: int
         total += chunk_pairs(chunk, done)
         done += chunk
     assert total == chunk_pairs(sum(chunks), cached)
+
+
+@pytest.mark.parametrize(("model", "gpu", "tp"), [("llama-3.1-8b", "h100-sxm", 1), ("codellama-34b", "h100-sxm", 2),
+                                                  ("mixtral-8x7b", "h100-sxm", 2), ("llama-3.1-8b", "l40s", 1)])
+def test_a_decode_only_iteration_is_affine_in_its_context(model: str, gpu: str, tp: int) -> None:
+    """`decode_line`: for n decoding sequences with summed context c, step_time = a + b (c + n)
+    (dense, tensor-parallel and MoE), b being the KV bytes per token over the KV-read bandwidth:
+    what lets the kernel time a stretch of decode-only iterations in closed form."""
+    params = replica_setup(shipped_catalog(), model, gpu, "bf16", tp).params
+    rng = np.random.default_rng(7)
+    for n in (1, 2, 7, 64, 256):
+        a, b = decode_line(params, n)
+        assert b > 0 and a > 0
+        for c in rng.integers(n, 500_000, 20):
+            c = int(c)
+            assert step_time(params, 0, 0, 0, 0, n, c, n) == pytest.approx(a + b * (c + n), rel=REL)
+        # the line's slope is the KV read alone: one more key read costs b
+        assert step_time(params, 0, 0, 0, 0, n, 10_001, n) - step_time(params, 0, 0, 0, 0, n, 10_000, n) == \
+            pytest.approx(b, rel=1e-6)

@@ -228,7 +228,7 @@ from numba import njit, types
 from numba.core.typing.typeof import typeof_impl
 
 from sim.jit import no_refcount_jit
-from sim.kernels.roofline import step_time
+from sim.kernels.roofline import decode_line, step_time
 from sim.kernels.service_models import (
     DYNAMIC,
     ITERATION_SIGNATURE,
@@ -345,7 +345,12 @@ PI_LEAST_COUNT = 17  # ... and its outstanding requests (NOT_ACTIVE: none active
 # to, and where that run started (so that an arrival can take it back: `_rewind`)
 PI_AHEAD = 18
 PI_CK_ITERATIONS, PI_CK_STEPS, PI_CK_CONTEXT, PI_CK_KV = 19, 20, 21, 22
-PI_SIZE = 23
+# A decode stretch under the roofline (`_stretch_at`): its sequences (0: the iteration in flight
+# is not in one), the in-flight iteration's index in it, that index where the current run
+# ahead started, and at its iteration 0: the summed context, iterations and decode steps
+# before it, KV used
+PI_S_N, PI_S_K, PI_S_RUN_K, PI_S_CONTEXT, PI_S_ITERATIONS, PI_S_STEPS, PI_S_KV = 23, 24, 25, 26, 27, 28, 29
+PI_SIZE = 30
 
 # Float replica fields (rep_f[:, F]).
 PF_BUSY_UNTIL = 0
@@ -360,7 +365,11 @@ PF_WORK_LOGITS = 7  # tokens through the LM head
 PF_NEXT_END = 8  # tournament node k (row k): when that replica's iteration (or timer) ends
 PF_CK_START, PF_CK_UNTIL, PF_CK_BUSY, PF_CK_LONGEST = 9, 10, 11, 12  # the run-ahead's start (`_rewind`)
 PF_CK_TOKENS, PF_CK_PAIRS, PF_CK_KV, PF_CK_LOGITS = 13, 14, 15, 16
-PF_SIZE = 17
+# ... and the stretch's start time, its line (`roofline.decode_line`: an iteration takes
+# a + b (context + n)), and busy time, longest iteration and work done before it
+PF_S_START, PF_S_A, PF_S_B, PF_S_BUSY, PF_S_LONGEST = 17, 18, 19, 20, 21
+PF_S_TOKENS, PF_S_PAIRS, PF_S_KV, PF_S_LOGITS = 22, 23, 24, 25
+PF_SIZE = 26
 
 # Cluster-wide configuration (cfg[F]).
 C_REPLICAS = 0
@@ -1185,6 +1194,7 @@ def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, q
             decodes = 0
     if prefill_tokens == 0 and decodes == 0:
         rep_i[r, PI_IN_FLIGHT] = 0
+        rep_i[r, PI_S_N] = 0
         rep_f[r, PF_BUSY_UNTIL] = INF
         _tree_update(rep_i, rep_f, cfg, r)
         return False
@@ -1192,13 +1202,17 @@ def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, q
     if pool_i[p, Q_CHUNKED] == 0:
         rep_i[r, PI_KV_USED] += decodes
     rep_i[r, PI_ITER_DECODES] = decodes
+    rep_i[r, PI_IN_FLIGHT] = 1
+    rep_i[r, PI_AHEAD] = 0
+    if cfg[C_ROOFLINE] == 1 and prefill_tokens == 0:
+        _stretch_compose(rep_i, rep_f, cfg, params, p, r, t, decodes)  # decode only: in closed form
+        return True
+    rep_i[r, PI_S_N] = 0
     service_s = req_f[prefilling[r, 0], RF_SERVICE] if rep_i[r, PI_PREFILLING] > 0 else 0.0
     dt = _duration(iteration_s, cfg, params, p, service_s, prefill_tokens, prefill_pairs, prefill_context, prefill_seqs,
                    decodes,
                      rep_i[r, PI_DECODE_CONTEXT] if decodes > 0 else 0, logit_tokens)
-    rep_i[r, PI_IN_FLIGHT] = 1
     rep_f[r, PF_ITER_START] = t
-    rep_i[r, PI_AHEAD] = 0
     rep_f[r, PF_BUSY_UNTIL] = t + dt
     _tree_update(rep_i, rep_f, cfg, r)
     rep_f[r, PF_BUSY_TIME] += dt
@@ -1343,6 +1357,113 @@ def _route(req_i, req_f, rep_i, cache_i, cfg, pool_i, i, p, route, router_memory
 
 
 @no_refcount_jit(inline="always")
+def _stretch_span(rep_i, rep_f, r, k):
+    """Seconds from the start of replica r's decode stretch to the end of its iteration k: the
+    sum over j = 0..k of a + b (c0 + j n + n), in closed form (keys read summed in integers)."""
+    n = rep_i[r, PI_S_N]
+    keys = (k + 1) * (rep_i[r, PI_S_CONTEXT] + n) + n * (k * (k + 1) // 2)
+    return (k + 1) * rep_f[r, PF_S_A] + rep_f[r, PF_S_B] * keys
+
+
+@no_refcount_jit(inline="always")
+def _stretch_at(rep_i, rep_f, cfg, r, k):
+    """Put replica r at iteration k of its decode stretch: the state k iteration ends after the
+    stretch's first iteration started, every counter from the stretch's start in closed form
+    (integers exact; times to the rounding of one product), so that iteration k's state is the
+    same however it was reached (by events, a run ahead in one jump or several, a rewind)."""
+    n = rep_i[r, PI_S_N]
+    c0 = rep_i[r, PI_S_CONTEXT]
+    start = rep_f[r, PF_S_START]
+    rep_i[r, PI_S_K] = k
+    rep_i[r, PI_ITERATIONS] = rep_i[r, PI_S_ITERATIONS] + k
+    rep_i[r, PI_DECODE_STEPS] = rep_i[r, PI_S_STEPS] + k
+    rep_i[r, PI_DECODE_CONTEXT] = c0 + k * n
+    rep_i[r, PI_KV_USED] = rep_i[r, PI_S_KV] + k * n
+    span = _stretch_span(rep_i, rep_f, r, k)
+    rep_f[r, PF_ITER_START] = start if k == 0 else start + _stretch_span(rep_i, rep_f, r, k - 1)
+    rep_f[r, PF_BUSY_UNTIL] = start + span
+    rep_f[r, PF_BUSY_TIME] = rep_f[r, PF_S_BUSY] + span
+    # iterations lengthen along a stretch (each reads n more keys): its last is its longest
+    rep_f[r, PF_LONGEST] = max(rep_f[r, PF_S_LONGEST], rep_f[r, PF_S_A] + rep_f[r, PF_S_B] * (c0 + n + k * n))
+    pairs = (k + 1) * c0 + n * (k * (k + 1) // 2)  # the decode contexts read, summed
+    rep_f[r, PF_WORK_TOKENS] = rep_f[r, PF_S_TOKENS] + (k + 1) * n
+    rep_f[r, PF_WORK_PAIRS] = rep_f[r, PF_S_PAIRS] + pairs
+    rep_f[r, PF_WORK_KV] = rep_f[r, PF_S_KV] + pairs + (k + 1) * n
+    rep_f[r, PF_WORK_LOGITS] = rep_f[r, PF_S_LOGITS] + (k + 1) * n
+    _tree_update(rep_i, rep_f, cfg, r)
+
+
+@no_refcount_jit(inline="always")
+def _stretch_compose(rep_i, rep_f, cfg, params, p, r, t, n):
+    """Replica r starts a decode-only iteration of n sequences at t (roofline): the next
+    iteration of its stretch if the one that just ended was the stretch's previous and nothing
+    else changed (same sequences, one token further, ending at t), else the first of a new
+    stretch."""
+    k = rep_i[r, PI_S_K] + 1
+    if not (rep_i[r, PI_S_N] == n and rep_i[r, PI_ITERATIONS] == rep_i[r, PI_S_ITERATIONS] + k
+            and rep_i[r, PI_DECODE_STEPS] == rep_i[r, PI_S_STEPS] + k
+            and rep_i[r, PI_DECODE_CONTEXT] == rep_i[r, PI_S_CONTEXT] + k * n
+            and rep_i[r, PI_KV_USED] == rep_i[r, PI_S_KV] + k * n
+            and t == rep_f[r, PF_S_START] + _stretch_span(rep_i, rep_f, r, k - 1)):
+        k = 0
+        rep_i[r, PI_S_N] = n
+        rep_i[r, PI_S_CONTEXT] = rep_i[r, PI_DECODE_CONTEXT]
+        rep_i[r, PI_S_ITERATIONS] = rep_i[r, PI_ITERATIONS]
+        rep_i[r, PI_S_STEPS] = rep_i[r, PI_DECODE_STEPS]
+        rep_i[r, PI_S_KV] = rep_i[r, PI_KV_USED]
+        rep_f[r, PF_S_START] = t
+        a, b = decode_line(params[p], n)
+        rep_f[r, PF_S_A] = a
+        rep_f[r, PF_S_B] = b
+        rep_f[r, PF_S_BUSY] = rep_f[r, PF_BUSY_TIME]
+        rep_f[r, PF_S_LONGEST] = rep_f[r, PF_LONGEST]
+        rep_f[r, PF_S_TOKENS] = rep_f[r, PF_WORK_TOKENS]
+        rep_f[r, PF_S_PAIRS] = rep_f[r, PF_WORK_PAIRS]
+        rep_f[r, PF_S_KV] = rep_f[r, PF_WORK_KV]
+        rep_f[r, PF_S_LOGITS] = rep_f[r, PF_WORK_LOGITS]
+    _stretch_at(rep_i, rep_f, cfg, r, k)
+
+
+@no_refcount_jit(inline="always")
+def _stretch_first_end(rep_i, rep_f, r, lo, hi, t_end, at):
+    """The first iteration k in [lo, hi] of replica r's stretch that ends after t_end or at or
+    after `at` (hi if none before it does): a bisection, iteration ends increase along k."""
+    start = rep_f[r, PF_S_START]
+    end = start + _stretch_span(rep_i, rep_f, r, lo)
+    if end > t_end or end >= at:
+        return lo
+    while hi - lo > 1:  # lo does not end past the limits; hi is the answer if nothing before it is
+        mid = lo + (hi - lo) // 2
+        end = start + _stretch_span(rep_i, rep_f, r, mid)
+        if end > t_end or end >= at:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+@no_refcount_jit(inline="always")
+def _stretch_ahead(rep_i, rep_f, hk, queues, cfg, pool_i, r, t_end, next_arrival):
+    """`_run_ahead` for a roofline stretch, in one jump: the iterations it would step through
+    end up to (not including) the first that completes a sequence, leaves no KV for the next
+    token, or ends after t_end or at or after next_arrival. Returns the iteration ends applied."""
+    p = rep_i[r, PI_POOL]
+    if queues[r, QU_HEAD] >= 0 or (rep_i[r, PI_STATE] == ACTIVE and queues[cfg[C_REPLICAS] + p, QU_HEAD] >= 0):
+        return 0
+    n = rep_i[r, PI_S_N]
+    k = rep_i[r, PI_S_K]
+    completes = hk[r, 0] - 1 - rep_i[r, PI_S_STEPS]  # its end brings decode step hk[r, 0]
+    full = (pool_i[p, Q_KV_CAPACITY] - rep_i[r, PI_S_KV]) // n  # the next token would not fit after it
+    last = min(completes, full)
+    if last <= k:
+        return 0
+    target = _stretch_first_end(rep_i, rep_f, r, k, last, t_end, next_arrival)
+    if target > k:
+        _stretch_at(rep_i, rep_f, cfg, r, target)
+    return target - k
+
+
+@no_refcount_jit(inline="always")
 def _run_ahead(rep_i, rep_f, hk, queues, cfg, pool_i, params, r, t_end, next_arrival, iteration_s):
     """Fast-forward replica r through decode-only iterations that change nothing but itself.
 
@@ -1362,6 +1483,12 @@ def _run_ahead(rep_i, rep_f, hk, queues, cfg, pool_i, params, r, t_end, next_arr
         return
     decodes = rep_i[r, PI_ITER_DECODES]
     if decodes == 0 or rep_i[r, PI_PREFILLING] > 0 or rep_i[r, PI_IN_FLIGHT] == 0:
+        return
+    if cfg[C_ROOFLINE] == 1:  # a decode stretch: jump, in closed form
+        if next_arrival == INF:
+            rep_i[r, PI_S_RUN_K] = rep_i[r, PI_S_K]
+        if _stretch_ahead(rep_i, rep_f, hk, queues, cfg, pool_i, r, t_end, next_arrival) > 0:
+            rep_i[r, PI_AHEAD] = 1
         return
     if next_arrival == INF:  # a new run: remember where it starts
         rep_i[r, PI_CK_ITERATIONS] = rep_i[r, PI_ITERATIONS]
@@ -1428,6 +1555,10 @@ def _rewind(rep_i, rep_f, hk, queues, cfg, pool_i, params, r, ta, iteration_s):
     the arrival): restore where the run started and replay it up to ta. Same arithmetic in the
     same order, so bit-identical."""
     if rep_i[r, PI_AHEAD] == 0 or rep_f[r, PF_ITER_START] < ta:
+        return
+    if cfg[C_ROOFLINE] == 1:  # the first iteration since the run started that ends at or after ta
+        k = _stretch_first_end(rep_i, rep_f, r, rep_i[r, PI_S_RUN_K], rep_i[r, PI_S_K] - 1, ta, ta)
+        _stretch_at(rep_i, rep_f, cfg, r, k)
         return
     rep_i[r, PI_ITERATIONS] = rep_i[r, PI_CK_ITERATIONS]
     rep_i[r, PI_DECODE_STEPS] = rep_i[r, PI_CK_STEPS]
@@ -1743,7 +1874,7 @@ def _send(req_i, req_f, rep_i, queues, glob, cfg, pool_i, path_f, path_w, path_n
 # ------------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # a streamed run's tally works on meanwhile (`metrics.tally.TallyThread`)
 def advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues, prefix_tokens_of_group,
             sorder, deadline_order, glob, cfg, pool_i, pool_f, params, path_f, path_w, path_n, route_i, route_f,
             class_route, aheap_t, aheap_i, rheap_t, rheap_i, t_end, route, router_memory, iteration_s):
@@ -1950,6 +2081,7 @@ def _fail_replica(req_i, req_f, rep_i, rep_f, running, cache_i, queues, sorder, 
     rep_i[r, PI_WANTED] = rep_i[r, PI_STATE]
     rep_i[r, PI_STATE] = DOWN
     rep_i[r, PI_AHEAD] = 0
+    rep_i[r, PI_S_N] = 0
     _least_build(rep_i, cfg)
     # oldest arrival first (then request index): the order they go back to the shared queue
     keys = np.empty(lost.shape[0], dtype=np.float64)

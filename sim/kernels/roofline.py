@@ -249,6 +249,18 @@ def step_time(
     return t
 
 
+
+@no_refcount_jit(inline="always")
+def decode_line(params: np.ndarray, decode_seqs: int) -> tuple[float, float]:
+    """(a, b) such that a decode-only iteration of n = `decode_seqs` sequences with summed
+    context c takes `step_time(params, 0, 0, 0, 0, n, c, n)` = a + b (c + n) seconds (to the
+    last bits of rounding): everything but reading the KV cache depends on n alone, and that
+    read is linear in the keys read. A run of decode-only iterations of the same n therefore
+    has a closed-form sum (`sim.kernels.batching`'s decode stretches). `a` is `step_time` with
+    the KV read at zero (c = -n makes its term exactly 0)."""
+    return (step_time(params, 0, 0, 0, 0, decode_seqs, -decode_seqs, decode_seqs),
+            params[P_KV_BYTES_PER_TOKEN] / params[P_KV_BW])
+
 def work_seconds(params: np.ndarray, iterations: np.ndarray, work: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(compute_s, memory_s) per replica: the seconds its summed work would take at the
     replica's achievable FLOP rates and at its achievable bandwidths (the engine's fractions of
