@@ -127,15 +127,22 @@ def run_world(scenario: Scenario, replication: int = 0, *, streamed: bool = Fals
     """Build the world, run it to its horizon and return its record. A streamed world hands
     its requests, as they end, to a `RequestTally` (`sim.metrics.tally`), attached to the
     record as `tally`; `chunk_requests` sets its chunks (default `sim.world.world.CHUNK_REQUESTS`)."""
-    from sim.metrics.tally import RequestTally
+    from sim.metrics.tally import RequestTally, TallyThread
     from sim.spec.routing import serving_pool_names
     from sim.world import World
 
     tally = RequestTally(scenario, serving_pool_names(scenario)) if streamed else None
+    behind = TallyThread(tally.add) if tally is not None else None  # the tally keeps up on the second core
     options: dict[str, Any] = {} if chunk_requests is None else {"chunk_requests": chunk_requests}
-    world = World(scenario, replication, streamed=streamed, on_requests=tally.add if tally is not None else None,
-                  **options)
-    record = world.run(on_progress=on_progress)
+    world = World(scenario, replication, streamed=streamed, on_requests=behind, **options)
+    try:
+        record = world.run(on_progress=on_progress)
+    except BaseException:
+        if behind is not None:
+            behind.abandon()
+        raise
+    if behind is not None:
+        behind.join()
     record.tally = tally
     return record
 
