@@ -403,3 +403,45 @@ def test_a_streamed_run_is_judged_by_what_it_holds_and_capped_in_requests() -> N
         check_run_fits(typo, streamed=True)
     assert caught.value.issues[0].path == "workload.arrivals"
     assert "would simulate about" in caught.value.render() or "would need about" in caught.value.render()
+
+
+def test_the_tally_thread_takes_chunks_in_order_bounded_and_raises_what_the_tally_raised() -> None:
+    """`TallyThread` (a streamed run's tally on a thread of its own): chunks reach `add` in the
+    order given, at most `backlog` wait (the caller blocks, not the queue grows), and an error
+    in `add` comes back to the caller at the latest on `join`."""
+    import threading
+    import time
+
+    from sim.metrics.tally import TallyThread
+
+    taken: list[int] = []
+    waiting_most = 0
+    gate = threading.Event()
+
+    def add(_: Any, request: np.ndarray) -> None:
+        gate.wait(5.0)
+        time.sleep(0.001)
+        taken.append(int(request[0]))
+
+    behind = TallyThread(add, backlog=2)
+    for k in range(3):  # the third call blocks until the first chunk is taken: release it
+        if k == 2:
+            threading.Timer(0.05, gate.set).start()
+        behind(None, np.array([k]))  # type: ignore[arg-type]
+        waiting_most = max(waiting_most, len(behind._waiting))
+    for k in range(3, 40):
+        behind(None, np.array([k]))  # type: ignore[arg-type]
+        waiting_most = max(waiting_most, len(behind._waiting))
+    behind.join()
+    assert taken == list(range(40))
+    assert waiting_most <= 2
+
+    def broken(_: Any, request: np.ndarray) -> None:
+        if int(request[0]) == 3:
+            raise ValueError("chunk 3 breaks an invariant")
+
+    behind = TallyThread(broken)
+    with pytest.raises(ValueError, match="chunk 3"):
+        for k in range(5):
+            behind(None, np.array([k]))  # type: ignore[arg-type]
+        behind.join()

@@ -1035,7 +1035,6 @@ def _compose_dynamic_batch(req_i, req_f, rep_i, rep_f, running, prefilling, queu
     if waiting == 0:
         rep_i[r, PI_IN_FLIGHT] = IDLE
         rep_f[r, PF_BUSY_UNTIL] = INF
-        _tree_update(rep_i, rep_f, cfg, r)
         return False
     head = own if own >= 0 else queues[shared_q, QU_HEAD]
     deadline = req_f[head, RF_ARRIVAL] + params[p, 2]
@@ -1063,7 +1062,6 @@ def _compose_dynamic_batch(req_i, req_f, rep_i, rep_f, running, prefilling, queu
     rep_f[r, PF_ITER_START] = t
     rep_i[r, PI_AHEAD] = 0
     rep_f[r, PF_BUSY_UNTIL] = t + dt
-    _tree_update(rep_i, rep_f, cfg, r)
     rep_f[r, PF_BUSY_TIME] += dt
     if dt > rep_f[r, PF_LONGEST]:
         rep_f[r, PF_LONGEST] = dt
@@ -1087,14 +1085,25 @@ def _end_dynamic_batch(req_i, req_f, rep_i, rep_f, running, cache_i, sorder, glo
         req_i[i, RI_GEN0] = req_i[i, RI_OUTPUT] - 1  # holds no KV: _complete frees nothing
         _complete(req_i, req_f, rep_i, running, cache_i, sorder, glob, cfg, pool_f, r, i, seen)
     rep_i[r, PI_IN_FLIGHT] = IDLE
-    rep_f[r, PF_BUSY_UNTIL] = INF
-    _tree_update(rep_i, rep_f, cfg, r)
+    rep_f[r, PF_BUSY_UNTIL] = INF  # the caller tells the tournament tree
 
 
 @no_refcount_jit()
 def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
              prefix_tokens_of_group, glob, cfg, pool_i, params, r, t, cutoff, iteration_s):
-    """Decide replica r's next iteration at time t and start it; returns False if idle.
+    """`_compose_untracked`, then the tournament tree learns r's new end."""
+    started = _compose_untracked(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
+                                 prefix_tokens_of_group, glob, cfg, pool_i, params, r, t, cutoff, iteration_s)
+    _tree_update(rep_i, rep_f, cfg, r)
+    return started
+
+
+@no_refcount_jit()
+def _compose_untracked(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
+                       prefix_tokens_of_group, glob, cfg, pool_i, params, r, t, cutoff, iteration_s):
+    """Decide replica r's next iteration at time t and start it; returns False if idle. The
+    tournament tree is not told (`_compose` tells it; an iteration end tells it once, after
+    its run ahead: each walk up the tree reads a dozen rows at hundreds of replicas).
 
     Only requests that arrived by `cutoff` are admitted (async scheduling: the iteration was
     scheduled when the previous one started). `iteration_s` is the service model's duration
@@ -1196,7 +1205,6 @@ def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, q
         rep_i[r, PI_IN_FLIGHT] = 0
         rep_i[r, PI_S_N] = 0
         rep_f[r, PF_BUSY_UNTIL] = INF
-        _tree_update(rep_i, rep_f, cfg, r)
         return False
     logit_tokens += decodes
     if pool_i[p, Q_CHUNKED] == 0:
@@ -1214,7 +1222,6 @@ def _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, q
                      rep_i[r, PI_DECODE_CONTEXT] if decodes > 0 else 0, logit_tokens)
     rep_f[r, PF_ITER_START] = t
     rep_f[r, PF_BUSY_UNTIL] = t + dt
-    _tree_update(rep_i, rep_f, cfg, r)
     rep_f[r, PF_BUSY_TIME] += dt
     if dt > rep_f[r, PF_LONGEST]:
         rep_f[r, PF_LONGEST] = dt
@@ -1329,8 +1336,7 @@ def _end_iteration(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cach
         rep_i[r, PI_DECODE_CONTEXT] -= req_i[i, RI_PROMPT] + req_i[i, RI_OUTPUT]
         _complete(req_i, req_f, rep_i, running, cache_i, sorder, glob, cfg, pool_f, r, i, seen)
     rep_i[r, PI_IN_FLIGHT] = 0
-    rep_f[r, PF_BUSY_UNTIL] = INF
-    _tree_update(rep_i, rep_f, cfg, r)
+    rep_f[r, PF_BUSY_UNTIL] = INF  # the caller tells the tournament tree
     return t
 
 
@@ -1370,7 +1376,8 @@ def _stretch_at(rep_i, rep_f, cfg, r, k):
     """Put replica r at iteration k of its decode stretch: the state k iteration ends after the
     stretch's first iteration started, every counter from the stretch's start in closed form
     (integers exact; times to the rounding of one product), so that iteration k's state is the
-    same however it was reached (by events, a run ahead in one jump or several, a rewind)."""
+    same however it was reached (by events, a run ahead in one jump or several, a rewind).
+    The caller tells the tournament tree."""
     n = rep_i[r, PI_S_N]
     c0 = rep_i[r, PI_S_CONTEXT]
     start = rep_f[r, PF_S_START]
@@ -1390,7 +1397,6 @@ def _stretch_at(rep_i, rep_f, cfg, r, k):
     rep_f[r, PF_WORK_PAIRS] = rep_f[r, PF_S_PAIRS] + pairs
     rep_f[r, PF_WORK_KV] = rep_f[r, PF_S_KV] + pairs + (k + 1) * n
     rep_f[r, PF_WORK_LOGITS] = rep_f[r, PF_S_LOGITS] + (k + 1) * n
-    _tree_update(rep_i, rep_f, cfg, r)
 
 
 @no_refcount_jit(inline="always")
@@ -1460,6 +1466,7 @@ def _stretch_ahead(rep_i, rep_f, hk, queues, cfg, pool_i, r, t_end, next_arrival
     target = _stretch_first_end(rep_i, rep_f, r, k, last, t_end, next_arrival)
     if target > k:
         _stretch_at(rep_i, rep_f, cfg, r, target)
+        _tree_update(rep_i, rep_f, cfg, r)
     return target - k
 
 
@@ -1559,6 +1566,7 @@ def _rewind(rep_i, rep_f, hk, queues, cfg, pool_i, params, r, ta, iteration_s):
     if cfg[C_ROOFLINE] == 1:  # the first iteration since the run started that ends at or after ta
         k = _stretch_first_end(rep_i, rep_f, r, rep_i[r, PI_S_RUN_K], rep_i[r, PI_S_K] - 1, ta, ta)
         _stretch_at(rep_i, rep_f, cfg, r, k)
+        _tree_update(rep_i, rep_f, cfg, r)
         return
     rep_i[r, PI_ITERATIONS] = rep_i[r, PI_CK_ITERATIONS]
     rep_i[r, PI_DECODE_STEPS] = rep_i[r, PI_CK_STEPS]
@@ -1978,12 +1986,13 @@ def _advance(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, q
             # started, so it admits only what had arrived by then; with nothing to run, the
             # scheduler looks again at once
             cutoff = rep_f[rmin, PF_ITER_START] if pool_i[rep_i[rmin, PI_POOL], Q_ASYNC] == 1 else te
-            if not _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
-                            prefix_tokens_of_group, glob, cfg, pool_i, params, rmin, te, cutoff,
-                            iteration_s) and cutoff < te:
-                _compose(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
-                         prefix_tokens_of_group, glob, cfg, pool_i, params, rmin, te, te, iteration_s)
+            if not _compose_untracked(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
+                                      prefix_tokens_of_group, glob, cfg, pool_i, params, rmin, te, cutoff,
+                                      iteration_s) and cutoff < te:
+                _compose_untracked(req_i, req_f, rep_i, rep_f, running, prefilling, hk, hr, cache_i, queues,
+                                   prefix_tokens_of_group, glob, cfg, pool_i, params, rmin, te, te, iteration_s)
             _run_ahead(rep_i, rep_f, hk, queues, cfg, pool_i, params, rmin, t_end, INF, iteration_s)
+            _tree_update(rep_i, rep_f, cfg, rmin)  # once, for all of the above
     return events
 
 
