@@ -1438,6 +1438,10 @@ def _stretch_first_end(rep_i, rep_f, r, lo, hi, t_end, at):
     end = start + _stretch_span(rep_i, rep_f, r, lo)
     if end > t_end or end >= at:
         return lo
+    if hi - lo > 1:  # most often nothing before hi is: one look instead of the bisection
+        end = start + _stretch_span(rep_i, rep_f, r, hi - 1)
+        if not (end > t_end or end >= at):
+            return hi
     while hi - lo > 1:  # lo does not end past the limits; hi is the answer if nothing before it is
         mid = lo + (hi - lo) // 2
         end = start + _stretch_span(rep_i, rep_f, r, mid)
