@@ -83,7 +83,9 @@ replica's pool's settings):
  3. An empty batch leaves the replica idle. Otherwise the iteration ends after the time the
     service model gives it: `step_time(...)` (sim.kernels.roofline) with the pool's
     parameters for the roofline, or, in service-time mode, the service time of its single
-    request.
+    request. (Under the roofline a decode-only iteration's end is computed in closed form
+    from the start of its stretch, see Speed: the same as summing `step_time` to the last
+    bits, so the oracle, which sums, agrees to 1e-9 s rather than bit for bit.)
 A draining or offline replica admits nothing; a draining one finishes what it runs.
 
 Async scheduling (a pool whose engine has `async_scheduling`, as vLLM V1 does by default
@@ -188,31 +190,26 @@ and no client timeout, everything above is unchanged, and the oracle need not mo
 Every request ends exactly once: DONE, REJECTED or FAILED, or it is still PENDING, WAITING or
 RUNNING at the end of the run (unfinished).
 
-Speed (`benchmarks/serving.py`: 1M requests, 4 replicas, 80% load; measured in November 2026
-on the shared 2-core machine, where absolute times move by up to 2x with load, so comparisons
-are paired runs, medians of 3). A request costs 3.77 events: its send, its arrival and 1.77
-iteration ends (1.97 iterations per request; `_run_ahead` takes 0.2 of them without an
-event). Before routing at send time (commit fb2c4b5) it cost 2.77: no send. Sampling the
-run (perf, gdb) puts most of the kernel's time in numba's reference counting
-(`NRT_incref`/`NRT_decref`, one atomic operation each), not in the simulation: every call of
-a compiled function that is not inlined increfs and decrefs the arrays it passes, and every
-array view made for a call (a row of `params` for the service model, the router's
-arguments) does too. `_send`, `_choose_pool`, `_over_threshold`, `_try_admit`,
-`_end_iteration` and `_run_ahead` pass 10-20 arrays each, once or more per event: they are
-inlined (`inline="always"`; results bit-identical). `_compose` is not: it is called at four
-places in `advance`, and inlining it too more than doubled the cold compile (30 s to 72 s)
-for no measurable gain. With that, and the request rows written from a template, the kernel
-run (build + `advance`) takes 0.83x the time it took (3.6-4.2 s, now 3.1-3.3 s; `advance`
-0.85-0.95 us an event, now 0.74-0.82 us), about 0.65-0.7x the speed of the kernel before
-routing (main: 0.58x in the same hour; the target is 0.8x), whose `advance` took 2.0 s for
-2.77M events (0.72 us an event). What did not help measurably: taking a zero-delay
-send and its arrival as one step (the look for the next event, over 4 replicas, is cheap)
-and a shortcut of the pool choice for a single pool. Reference counting still dominated the
-samples after inlining (26 of 30 stops): next, the remaining views and calls per event. The limit of this design
-is events per request x cost per event: at 3.77 events and 0.8 us, about 3 us a request
-here; 3M requests per second would need about 0.09 us (some 250 cycles) an event, out of
-reach of one loop that looks for the next event and touches a request's rows at each; it
-would take fewer events per request (a replica's iteration ends batched) and a cheaper event.
+Speed (`benchmarks/serving.py`: 1M requests, 4 replicas, 80% load; November 2026, on a
+shared 2-core machine where absolute times move by up to 2x with load: compare paired runs).
+The loop allocates nothing and runs without numba's reference counting (`sim.jit`): the
+increments and decrements of every array view were three quarters of its time. A request
+costs 3.5 events (its send, its arrival and 1.5 iteration ends) at 120-180 ns an event, for
+2 engine iterations. The next iteration end comes from a tournament tree over the replicas
+(walked once per iteration end, after its compose and run ahead), `least_outstanding` from a
+second one, so an event costs O(log R): 280-330 ns at 400 replicas, where what grows is the
+memory latency of rows no longer in cache. A decode-only iteration under the roofline takes
+a + b (context + n) (`roofline.decode_line`), so a run of them (a *stretch*: the same n
+sequences, one token further each time) is timed in closed form from its start, and a
+replica runs ahead through its stretch past arrivals elsewhere in one jump, to the iteration
+that completes a sequence or finds no KV, or until an arrival joins its queue and takes it
+back (`_rewind`). Iterations without events are then nearly free: at 409 replicas and low
+load (66 iterations per request) the kernel's time fell 2.6x. The limit of this design is
+(events per request) x (cost of an event): a send, an arrival, the iteration in flight when
+it arrives, its prefill and its completion are each an event that touches its request's
+rows and its replica's; 3M requests per second would need about 100 ns per request, a
+third of one event's cost. Taking a zero-delay send and its arrival as one step did not help
+measurably (the look for the next event is cheap).
 """
 
 from __future__ import annotations
