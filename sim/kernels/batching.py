@@ -1564,6 +1564,12 @@ def _rewind(rep_i, rep_f, hk, queues, cfg, pool_i, params, r, ta, iteration_s):
     same order, so bit-identical."""
     if rep_i[r, PI_AHEAD] == 0 or rep_f[r, PF_ITER_START] < ta:
         return
+    _rewind_run(rep_i, rep_f, hk, queues, cfg, pool_i, params, r, ta, iteration_s)
+
+
+@no_refcount_jit()  # a call: inlined at both of `_arrive`'s call sites it lengthened the cold compile by a third
+def _rewind_run(rep_i, rep_f, hk, queues, cfg, pool_i, params, r, ta, iteration_s):
+    """`_rewind`'s work, once it must take r back."""
     if cfg[C_ROOFLINE] == 1:  # the first iteration since the run started that ends at or after ta
         k = _stretch_first_end(rep_i, rep_f, r, rep_i[r, PI_S_RUN_K], rep_i[r, PI_S_K] - 1, ta, ta)
         _stretch_at(rep_i, rep_f, cfg, r, k)
