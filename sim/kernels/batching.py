@@ -2785,6 +2785,10 @@ class ClusterKernel:
     def state(self, r: int) -> int:
         return int(self.rep_i[r, PI_STATE])
 
+    def states(self, first: int, count: int) -> np.ndarray:
+        """The states of replicas first .. first + count - 1 (a copy)."""
+        return self.rep_i[first:first + count, PI_STATE].copy()
+
     # -- results ----------------------------------------------------------------------------
 
     @property

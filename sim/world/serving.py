@@ -200,7 +200,8 @@ class ServingPool:
         self.kernel.advance_to(self.env.now)
 
     def replicas_in(self, state: int) -> list[int]:
-        return [r for r in range(self.replicas) if self.state(r) == state]
+        # one array read, not a call per replica: the control plane asks this at every tick
+        return np.flatnonzero(self.kernel.states(self._first, self.replicas) == state).tolist()
 
     def active_replicas(self) -> list[int]:
         self.sync()
