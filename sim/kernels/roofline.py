@@ -249,7 +249,6 @@ def step_time(
     return t
 
 
-
 @no_refcount_jit(inline="always")
 def decode_line(params: np.ndarray, decode_seqs: int) -> tuple[float, float]:
     """(a, b) such that a decode-only iteration of n = `decode_seqs` sequences with summed
