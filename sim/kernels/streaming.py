@@ -34,10 +34,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+from numba import njit
 
 from sim.kernels.batching import (
     C_DEADLINES,
@@ -64,14 +66,18 @@ from sim.kernels.batching import (
     RF_DEADLINE,
     RF_LINK_SEND,
     RF_SEND,
+    RF_SIZE,
     RI_NEXT,
     RI_POOL,
+    RI_SIZE,
     RI_STATUS,
     ClusterKernel,
     PoolConfig,
 )
 
 ENDED = (DONE, REJECTED, FAILED)
+Item = TypeVar("Item")
+Prepared = TypeVar("Prepared")
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,6 +117,78 @@ class EndedRows:
         return len(self.request)
 
 
+@dataclass(frozen=True, eq=False)
+class Fed:
+    """A chunk on its way in, with its kernel rows (`ClusterKernel.request_rows`)."""
+
+    chunk: RequestChunk
+    req_i: np.ndarray
+    req_f: np.ndarray
+
+
+@njit(cache=True, nogil=True)
+def _columns_of(req_i, req_f, index):
+    """Rows `index` of req_i and req_f, column by column (`[c, k]` is row index[k]'s field c):
+    one pass over the rows, where numpy's gather and then a copy per column read each row
+    once per column."""
+    n = index.shape[0]
+    columns_i = np.empty((req_i.shape[1], n), dtype=req_i.dtype)
+    columns_f = np.empty((req_f.shape[1], n), dtype=req_f.dtype)
+    for k in range(n):
+        j = index[k]
+        for c in range(req_i.shape[1]):
+            columns_i[c, k] = req_i[j, c]
+        for c in range(req_f.shape[1]):
+            columns_f[c, k] = req_f[j, c]
+    return columns_i, columns_f
+
+
+@njit(cache=True, nogil=True)
+def _remap_sequences(remap, rep_i, running, prefilling, heap_req):
+    """Every replica's running and prefilling sequences and admission heap, through `remap`."""
+    for r in range(running.shape[0]):
+        for k in range(rep_i[r, PI_RUNNING]):
+            running[r, k] = remap[running[r, k]]
+        for k in range(rep_i[r, PI_PREFILLING]):
+            prefilling[r, k] = remap[prefilling[r, k]]
+        for k in range(rep_i[r, PI_HEAP]):
+            heap_req[r, k] = remap[heap_req[r, k]]
+
+
+class ReadAhead(Iterator[Prepared]):
+    """`prepare(item)` for each item of `items`, each made on a thread of its own while the
+    caller works on the one before: a streamed run's next chunk is drawn and its kernel rows
+    written on the second core while the kernel, which releases the GIL, runs the requests
+    before it. The same items are prepared in the same order: results do not change. `close`
+    stops it early (it stops by itself when `items` ends)."""
+
+    def __init__(self, items: Iterator[Item], prepare: Callable[[Item], Prepared]) -> None:
+        self._items = items
+        self._prepare = prepare
+        self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead")
+        self._next: Future[tuple[Prepared] | None] = self._pool.submit(self._make)
+
+    def _make(self) -> tuple[Prepared] | None:
+        for item in self._items:
+            return (self._prepare(item),)
+        return None
+
+    def __next__(self) -> Prepared:
+        if self._pool is None:
+            raise StopIteration
+        made = self._next.result()
+        if made is None:
+            self.close()
+            raise StopIteration
+        self._next = self._pool.submit(self._make)
+        return made[0]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
 class StreamingCluster(ClusterKernel):
     """A `ClusterKernel` over a window of requests (see the module docstring).
 
@@ -128,7 +206,6 @@ class StreamingCluster(ClusterKernel):
         for name in ("clients", "deadline_s", "service_s"):
             if cluster.get(name) not in (None, 0):
                 raise ValueError(f"a streaming cluster cannot take {name}: it needs every request up front")
-        self._chunks = chunks
         self._on_ended = on_ended
         self._holds = holds
         self._timeout_s = float(timeout_s)
@@ -148,7 +225,8 @@ class StreamingCluster(ClusterKernel):
         self.fed = first.first + len(first)  # requests taken in so far
         self.capacity_max = len(first)  # the most rows held at once (memory stays bounded)
         self._ended_in_pool = np.zeros(self.n_pools, dtype=np.int64)  # counted as rows are reported
-        self._pending: RequestChunk | None = None
+        self._chunks = ReadAhead(chunks, self._with_rows)
+        self._pending: Fed | None = None
         self._next_chunk()
 
     @staticmethod
@@ -158,18 +236,28 @@ class StreamingCluster(ClusterKernel):
                 "router_u": chunk.router_u, "route_u": chunk.route_u, "api_z": chunk.api_z,
                 "jitter_z": chunk.jitter_z}
 
+    def _with_rows(self, chunk: RequestChunk) -> Fed:
+        """A chunk and its kernel rows (made on the read-ahead thread: they depend on the
+        cluster's configuration only)."""
+        if not len(chunk):
+            return Fed(chunk, np.empty((0, RI_SIZE), dtype=np.int32), np.empty((0, RF_SIZE)))
+        req_i, req_f = self.request_rows(chunk.send_s, chunk.prompt_tokens, chunk.output_tokens,
+                                         **self._kernel_inputs(chunk))
+        req_f[:, RF_DEADLINE] = req_f[:, RF_SEND] + self._timeout_s
+        return Fed(chunk, req_i, req_f)
+
     def _next_chunk(self) -> None:
         """Hold the next non-empty chunk, if any, until its first send is due."""
         self._pending = None
-        for chunk in self._chunks:
-            if len(chunk):
-                self._pending = chunk
+        for fed in self._chunks:
+            if len(fed.chunk):
+                self._pending = fed
                 return
 
     @property
     def next_send_s(self) -> float:
         """The send time of the first request not taken in yet (inf: all are in)."""
-        return float(self._pending.send_s[0]) if self._pending is not None else math.inf
+        return float(self._pending.chunk.send_s[0]) if self._pending is not None else math.inf
 
     # -- the clock ---------------------------------------------------------------------------
 
@@ -178,9 +266,9 @@ class StreamingCluster(ClusterKernel):
         while self._pending is not None and self.next_send_s <= t:
             just_before = float(np.nextafter(self.next_send_s, -math.inf))
             super().advance_to(max(just_before, self.now))
-            chunk = self._pending
+            fed = self._pending
             self._next_chunk()
-            self._compact(chunk)
+            self._compact(fed)
         super().advance_to(t)
 
     def next_event_time(self) -> float:
@@ -207,11 +295,13 @@ class StreamingCluster(ClusterKernel):
         if keep.any():
             self._on_ended(self._rows(np.flatnonzero(keep)))
         self.reported[:] = True
+        self._chunks.close()
 
     # -- compaction --------------------------------------------------------------------------
 
     def _rows(self, index: np.ndarray) -> EndedRows:
-        return EndedRows(self.request[index], self.req_i[index], self.req_f[index],
+        req_i, req_f = _columns_of(self.req_i, self.req_f, index)
+        return EndedRows(self.request[index], req_i.T, req_f.T,
                          {name: values[index] for name, values in self.columns.items()})
 
     def _referenced(self) -> np.ndarray:
@@ -232,7 +322,7 @@ class StreamingCluster(ClusterKernel):
                     held |= (self.req_i[:, RI_POOL] == p) & (self.req_f[:, RF_LINK_SEND] >= self.req_f[head, RF_LINK_SEND])
         return held
 
-    def _compact(self, chunk: RequestChunk | None, final: bool = False) -> None:
+    def _compact(self, fed: Fed | None, final: bool = False) -> None:
         """Report newly ended rows, drop those nothing refers to, renumber the rest in order
         and append `chunk`'s rows (see the module docstring). Rows the caller still `holds`
         (given this cluster and whether the run is over) wait."""
@@ -247,17 +337,17 @@ class StreamingCluster(ClusterKernel):
             self._on_ended(self._rows(fresh))
             self.reported[fresh] = True
         keep = ~ended | self._referenced()
-        if chunk is None and keep.all():
+        if fed is None and keep.all():
             return
         kept = np.flatnonzero(keep)
         remap = np.full(len(keep) + 1, -1, dtype=np.int64)  # remap[-1] (no request) stays -1
         remap[kept] = np.arange(len(kept), dtype=np.int64)
-        self._renumber(kept, remap, chunk)
+        self._renumber(kept, remap, fed)
 
-    def _renumber(self, kept: np.ndarray, remap: np.ndarray, chunk: RequestChunk | None) -> None:
+    def _renumber(self, kept: np.ndarray, remap: np.ndarray, fed: Fed | None) -> None:
         glob = self.glob
         n_kept = len(kept)
-        added = len(chunk) if chunk is not None else 0
+        added = len(fed.chunk) if fed is not None else 0
         rows = n_kept + added
         # every array of request indices, rewritten through `remap` (-1 maps to -1)
         unsent = remap[self.sorder[glob[G_NEXT_SEND]:glob[G_SENDS]]]
@@ -276,24 +366,21 @@ class StreamingCluster(ClusterKernel):
         self.queues[:, QU_TAIL] = remap[self.queues[:, QU_TAIL]]
         self.pool_i[:, Q_WINDOW_HEAD] = remap[self.pool_i[:, Q_WINDOW_HEAD]]
         self.pool_i[:, Q_WINDOW_TAIL] = remap[self.pool_i[:, Q_WINDOW_TAIL]]
-        for r in range(self.replicas):
-            for array, count in ((self.running, PI_RUNNING), (self.prefilling, PI_PREFILLING),
-                                 (self.heap_req, PI_HEAP)):
-                k = int(self.rep_i[r, count])
-                array[r, :k] = remap[array[r, :k]]
-        req_i = self.req_i[kept]
-        req_i[:, RI_NEXT] = remap[req_i[:, RI_NEXT]]
-        req_f = self.req_f[kept]
+        _remap_sequences(remap, self.rep_i, self.running, self.prefilling, self.heap_req)
+        # the kept rows, then the chunk's, written once into the new window
+        req_i = np.empty((rows, RI_SIZE), dtype=self.req_i.dtype)
+        req_f = np.empty((rows, RF_SIZE), dtype=self.req_f.dtype)
+        np.take(self.req_i, kept, axis=0, out=req_i[:n_kept])
+        np.take(self.req_f, kept, axis=0, out=req_f[:n_kept])
+        req_i[:n_kept, RI_NEXT] = remap[req_i[:n_kept, RI_NEXT]]
         request = self.request[kept]
         columns = {name: values[kept] for name, values in self.columns.items()}
         reported = self.reported[kept]
         new_sends = np.empty(0, dtype=np.int64)
-        if chunk is not None:
-            more_i, more_f = self.request_rows(chunk.send_s, chunk.prompt_tokens, chunk.output_tokens,
-                                               **self._kernel_inputs(chunk))
-            more_f[:, RF_DEADLINE] = more_f[:, RF_SEND] + self._timeout_s
-            req_i = np.concatenate([req_i, more_i])
-            req_f = np.concatenate([req_f, more_f])
+        if fed is not None:
+            chunk = fed.chunk
+            req_i[n_kept:] = fed.req_i
+            req_f[n_kept:] = fed.req_f
             request = np.concatenate([request, chunk.first + np.arange(added, dtype=np.int64)])
             columns = {name: np.concatenate([values, np.asarray(chunk.columns[name])])
                        for name, values in columns.items()}
