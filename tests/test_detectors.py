@@ -22,6 +22,7 @@ from sim.detectors import (
     FACTORIES,
     PSI,
     SIGNALS,
+    _adwin_core,
     check_params,
     check_signal,
     detect,
@@ -339,3 +340,39 @@ def test_kswin_is_reproducible_through_its_seed(feature: np.ndarray) -> None:
     assert default.tolist() == detect("kswin", feature, seed=0).tolist()
     assert default.tolist() == river_hits(drift.KSWIN(seed=0), feature)
     assert feed(make_detector("kswin", {"seed": 5}, seed=0), feature) == river_hits(drift.KSWIN(seed=5), feature)
+
+
+def test_adwin_fed_without_its_wrapper_is_adwin_driven_by_hand() -> None:
+    """`feed` drives ADWIN's Rust core itself (`_run_adwin`): over a stream with four changes,
+    fed in batches, it fires where ADWIN's own `update` does and leaves the detector in the
+    same state (window, sum, variance, detections, flag), so feeding on by hand agrees too."""
+    rng = np.random.default_rng(7)
+    values = np.concatenate([rng.random(20_000) < p for p in (0.05, 0.3, 0.1, 0.5, 0.02)]).astype(float)
+    fast, slow = drift.ADWIN(), drift.ADWIN()
+    assert _adwin_core(fast)
+    hits = [start + i for start in range(0, len(values), 7_001) for i in feed(fast, values[start:start + 7_001])]
+    assert hits == river_hits(slow, values)
+    assert len(hits) >= 4
+
+    def state(d: Any) -> tuple[Any, ...]:
+        return d.width, d.total, d.variance, d.n_detections, d.drift_detected
+
+    assert state(fast) == state(slow)
+    tail = (rng.random(5_000) < 0.9).astype(float)
+    assert feed(fast, tail) == [i for i, x in enumerate(tail) if slow.update(x) or slow.drift_detected]
+    assert state(fast) == state(slow)
+
+
+def test_a_detector_that_only_looks_like_adwin_is_fed_through_its_update() -> None:
+    """A subclass of ADWIN may change `update`: it is not given the shortcut."""
+    calls: list[float] = []
+
+    class Counting(drift.ADWIN):  # type: ignore[misc]
+        def update(self, x: float) -> None:
+            calls.append(x)
+            super().update(x)
+
+    detector = Counting()
+    assert not _adwin_core(detector)
+    feed(detector, np.zeros(10))
+    assert calls == [0.0] * 10
