@@ -155,6 +155,35 @@ def _remap_sequences(remap, rep_i, running, prefilling, heap_req):
             heap_req[r, k] = remap[heap_req[r, k]]
 
 
+@njit(cache=True, nogil=True)
+def due_back(pool, status, first, done, first_back, done_back, site_of_pool, frontier):
+    """The rows whose first token (`first`), and those whose whole response (`done`, of a
+    request DONE), is to go back to its client now: not back yet, sent by `frontier`, from a
+    pool whose site has a path back (`site_of_pool[p]` >= 0; `site_of_pool[-1]`, for no pool,
+    is -1). Returns both, in row order, and which rows still wait for either (a streamed
+    world's `_carry_back`, in one pass over the window)."""
+    n = pool.shape[0]
+    due_first = np.empty(n, dtype=np.int64)
+    due_done = np.empty(n, dtype=np.int64)
+    held = np.zeros(n, dtype=np.bool_)
+    n_first = n_done = 0
+    for j in range(n):
+        has_path = site_of_pool[pool[j]] >= 0
+        if not first_back[j] and not np.isnan(first[j]):
+            if has_path and first[j] <= frontier:
+                due_first[n_first] = j
+                n_first += 1
+            else:
+                held[j] = True
+        if status[j] == DONE and not done_back[j] and not np.isnan(done[j]):
+            if has_path and done[j] <= frontier:
+                due_done[n_done] = j
+                n_done += 1
+            else:
+                held[j] = True
+    return due_first[:n_first], due_done[:n_done], held
+
+
 class ReadAhead(Iterator[Prepared]):
     """`prepare(item)` for each item of `items`, each made on a thread of its own while the
     caller works on the one before: a streamed run's next chunk is drawn and its kernel rows
@@ -327,7 +356,7 @@ class StreamingCluster(ClusterKernel):
         and append `chunk`'s rows (see the module docstring). Rows the caller still `holds`
         (given this cluster and whether the run is over) wait."""
         status = self.req_i[:, RI_STATUS]
-        ended = np.isin(status, ENDED)
+        ended = (status == DONE) | (status == REJECTED) | (status == FAILED)  # ENDED, without isin's sort
         if self._holds is not None:
             ended &= ~self._holds(self, final)
         fresh = np.flatnonzero(ended & ~self.reported)

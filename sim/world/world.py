@@ -76,7 +76,7 @@ from sim.kernels.batching import (
 )
 from sim.kernels.links import carry, carry_from
 from sim.kernels.replica import pool_config
-from sim.kernels.streaming import EndedRows, RequestChunk, StreamingCluster
+from sim.kernels.streaming import EndedRows, RequestChunk, StreamingCluster, due_back
 from sim.kernels.windows import window_containing
 from sim.record import AUTOSCALE_COLUMNS, RequestTable, RunRecord, empty_frame
 from sim.spec.errors import SpecError
@@ -293,25 +293,26 @@ class World:
         at least the front end's least lag after now, so everything sent up to now plus that
         lag is in (at the end of the run, everything)."""
         c = kernel.columns
-        status, pool = kernel.req_i[:, RI_STATUS], kernel.req_i[:, RI_POOL]
-        first = kernel.req_f[:, RF_FIRST_TOKEN]
-        done = np.where(status == DONE, kernel.req_f[:, RF_DONE], np.nan)
+        pool, first, done = kernel.req_i[:, RI_POOL], kernel.req_f[:, RF_FIRST_TOKEN], kernel.req_f[:, RF_DONE]
         frontier = math.inf if final else kernel.now + kernel.frontend_min_lag_s
+        sites = list(self.paths)
+        site_of_pool = np.array([sites.index(site) if site in sites else -1 for site in self.pool_sites()] + [-1],
+                                dtype=np.int64)
+        due_first, due_done, held = due_back(pool, kernel.req_i[:, RI_STATUS], first, done, c["first_back"],
+                                             c["done_back"], site_of_pool, frontier)
         workload = self.scenario.workload
-        first_bytes = np.full(len(status), workload.bytes_per_token + workload.request_overhead)
-        site_of = self.pool_sites()
-        for site, path in self.paths.items():
-            mine = np.isin(pool, [p for p, s in enumerate(site_of) if s == site])
-            for kind, send, back, out, size in ((0, first, "first_back", "client_first", first_bytes),
-                                                (1, done, "done_back", "client_done", c["response_bytes"])):
-                with np.errstate(invalid="ignore"):
-                    due = np.flatnonzero(mine & ~c[back] & (send <= frontier))
+        for k, (site, path) in enumerate(self.paths.items()):
+            for kind, due, send, back, out in ((0, due_first, first, "first_back", "client_first"),
+                                               (1, due_done, done, "done_back", "client_done")):
+                if len(sites) > 1:
+                    due = due[site_of_pool[pool[due]] == k]
                 if len(due):
+                    size = (np.full(len(due), float(workload.bytes_per_token + workload.request_overhead))
+                            if kind == 0 else c["response_bytes"][due])
                     jitter = None if "down_z" not in c else path.jitter_s * c["down_z"][due]
-                    c[out][due] = self._carry(site, kind, send[due], size[due], path, jitter)
+                    c[out][due] = self._carry(site, kind, send[due], size, path, jitter)
                     c[back][due] = True
-        with np.errstate(invalid="ignore"):
-            return (~np.isnan(first) & ~c["first_back"]) | (~np.isnan(done) & ~c["done_back"])
+        return held
 
     def _jitter_streams(self) -> tuple[np.random.Generator | None, np.random.Generator | None]:
         """A streamed run's jitter draws, the exact run's (`_jitter`: n draws for the way there,
