@@ -156,27 +156,25 @@ def _remap_sequences(remap, rep_i, running, prefilling, heap_req):
 
 
 @njit(cache=True, nogil=True)
-def due_back(pool, status, first, done, first_back, done_back, site_of_pool, frontier):
+def due_back(status, first, done, first_back, done_back, frontier):
     """The rows whose first token (`first`), and those whose whole response (`done`, of a
-    request DONE), is to go back to its client now: not back yet, sent by `frontier`, from a
-    pool whose site has a path back (`site_of_pool[p]` >= 0; `site_of_pool[-1]`, for no pool,
-    is -1). Returns both, in row order, and which rows still wait for either (a streamed
-    world's `_carry_back`, in one pass over the window)."""
-    n = pool.shape[0]
+    request DONE), is to go back to its client now: not back yet and sent by `frontier`.
+    Returns both, in row order, and which rows still wait for either (a streamed world's
+    `_carry_back`, in one pass over the window)."""
+    n = status.shape[0]
     due_first = np.empty(n, dtype=np.int64)
     due_done = np.empty(n, dtype=np.int64)
     held = np.zeros(n, dtype=np.bool_)
     n_first = n_done = 0
     for j in range(n):
-        has_path = site_of_pool[pool[j]] >= 0
         if not first_back[j] and not np.isnan(first[j]):
-            if has_path and first[j] <= frontier:
+            if first[j] <= frontier:
                 due_first[n_first] = j
                 n_first += 1
             else:
                 held[j] = True
         if status[j] == DONE and not done_back[j] and not np.isnan(done[j]):
-            if has_path and done[j] <= frontier:
+            if done[j] <= frontier:
                 due_done[n_done] = j
                 n_done += 1
             else:

@@ -295,11 +295,10 @@ class World:
         c = kernel.columns
         pool, first, done = kernel.req_i[:, RI_POOL], kernel.req_f[:, RF_FIRST_TOKEN], kernel.req_f[:, RF_DONE]
         frontier = math.inf if final else kernel.now + kernel.frontend_min_lag_s
-        sites = list(self.paths)
-        site_of_pool = np.array([sites.index(site) if site in sites else -1 for site in self.pool_sites()] + [-1],
-                                dtype=np.int64)
-        due_first, due_done, held = due_back(pool, kernel.req_i[:, RI_STATUS], first, done, c["first_back"],
-                                             c["done_back"], site_of_pool, frontier)
+        due_first, due_done, held = due_back(kernel.req_i[:, RI_STATUS], first, done, c["first_back"],
+                                             c["done_back"], frontier)
+        sites = list(self.paths)  # one per site with a pool: every request that has a token has a pool
+        site_of_pool = np.array([sites.index(site) for site in self.pool_sites()], dtype=np.int64)
         workload = self.scenario.workload
         for k, (site, path) in enumerate(self.paths.items()):
             for kind, due, send, back, out in ((0, due_first, first, "first_back", "client_first"),
