@@ -445,3 +445,55 @@ def test_the_tally_thread_takes_chunks_in_order_bounded_and_raises_what_the_tall
         for k in range(5):
             behind(None, np.array([k]))  # type: ignore[arg-type]
         behind.join()
+
+
+def test_read_ahead_prepares_the_next_item_on_its_thread_in_order_and_stops() -> None:
+    """`ReadAhead` (a streamed run's next chunk drawn and its rows written while the kernel runs):
+    items come prepared, in order, each made on a thread of its own before the caller asks for
+    it; an error in the items or in `prepare` comes back at that item; `close` stops it with
+    at most one item read ahead."""
+    import threading
+
+    from sim.kernels.streaming import ReadAhead
+
+    threads: set[int] = set()
+    asked: list[int] = []
+    ready = {k: threading.Event() for k in range(6)}
+
+    def items() -> Any:
+        for k in range(6):
+            asked.append(k)
+            yield k
+
+    def prepare(k: int) -> int:
+        threads.add(threading.get_ident())
+        ready[k].set()
+        return k * k
+
+    ahead = ReadAhead(items(), prepare)
+    got = []
+    for value in ahead:
+        k = len(got)
+        got.append(value)
+        if k + 1 < 6:  # the next one is made while the caller still holds this one
+            assert ready[k + 1].wait(5.0)
+    assert got == [k * k for k in range(6)]
+    assert threads and threading.get_ident() not in threads
+    assert next(ahead, None) is None  # exhausted, and stays so
+
+    def broken() -> Any:
+        yield 1
+        raise ValueError("chunk 2 cannot be drawn")
+
+    ahead = ReadAhead(broken(), lambda k: k)
+    assert next(ahead) == 1
+    with pytest.raises(ValueError, match="chunk 2"):
+        next(ahead)
+    assert next(ahead, None) is None  # and it stopped
+
+    asked.clear()
+    ahead = ReadAhead(items(), lambda k: k)
+    assert next(ahead) == 0
+    ahead.close()
+    assert asked in ([0], [0, 1])  # at most the one read ahead
+    assert next(ahead, None) is None

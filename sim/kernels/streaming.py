@@ -187,7 +187,7 @@ class ReadAhead(Iterator[Prepared]):
     caller works on the one before: a streamed run's next chunk is drawn and its kernel rows
     written on the second core while the kernel, which releases the GIL, runs the requests
     before it. The same items are prepared in the same order: results do not change. `close`
-    stops it early (it stops by itself when `items` ends)."""
+    stops it early (it stops by itself when `items` ends or raises)."""
 
     def __init__(self, items: Iterator[Item], prepare: Callable[[Item], Prepared]) -> None:
         self._items = items
@@ -203,7 +203,11 @@ class ReadAhead(Iterator[Prepared]):
     def __next__(self) -> Prepared:
         if self._pool is None:
             raise StopIteration
-        made = self._next.result()
+        try:
+            made = self._next.result()
+        except BaseException:
+            self.close()
+            raise
         if made is None:
             self.close()
             raise StopIteration
