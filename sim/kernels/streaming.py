@@ -4,7 +4,8 @@
 at 1,000 req/s (86M requests) cannot fit. `StreamingCluster` is the same kernel, driven by the
 same `advance` function, that holds only a *window* of requests: those sent or about to be
 sent and not yet ended. The world gives it the requests as an iterator of `RequestChunk`s in
-send order; the cluster takes in the next chunk just before the first of its sends is due,
+send order (the cluster draws each chunk and writes its kernel rows one ahead, on a thread of
+its own: `ReadAhead`); it takes in the next chunk just before the first of its sends is due,
 and, when it does (and whenever `collect_ended` asks), hands every request that ended since
 (done, rejected or failed) to `on_ended` and drops the rows nothing refers to any more. A
 caller that still needs an ended row (the world carries responses back over their path in
