@@ -162,3 +162,32 @@ def test_records_carry_what_moved_where_and_when() -> None:
         "start_s": 3.0, "from_site": "b", "to_site": "a", "data_class": "model_weights",
         "bytes": 250.0, "records": 1.0, "purpose": "artifact", "end_s": 3.0 + 2.5 + ONE_WAY_S, "dataset": "",
     })
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 400), cuts=st.lists(st.floats(0.0, 10.0), max_size=6))
+def test_a_link_carries_time_ordered_batches_as_it_carries_them_at_once(seed: int, n: int, cuts: list[float]) -> None:
+    """`carry_from` (a streamed run's way back, batch after batch): payloads split at any times
+    into batches, each carried from where the one before left the link, arrive exactly when
+    they do carried at once (a thin link, so that payloads queue; sends on a coarse grid, so
+    that many tie; some never sent). `send_order` is a stable sort by send time."""
+    import numpy as np
+
+    from sim.kernels.links import carry, carry_from, send_order
+
+    rng = np.random.default_rng(seed)
+    send = np.round(rng.random(n) * 10.0, 1)
+    send[rng.random(n) < 0.1] = np.nan
+    size = rng.integers(1_000, 50_000, n).astype(np.float64)
+    jitter = rng.normal(0.0, 0.002, n)
+    bandwidth, one_way = 1e6, 0.005  # 1 MB/s: a payload holds the link for 1-50 ms
+    valid = np.flatnonzero(~np.isnan(send))
+    assert np.array_equal(send_order(send), valid[np.argsort(send[valid], kind="stable")])
+    whole = carry(send, size, bandwidth, one_way, jitter)
+    pieces = np.full(n, np.nan)
+    free_at = -np.inf
+    bounds = [-np.inf, *sorted(cuts), np.inf]
+    for low, high in zip(bounds[:-1], bounds[1:], strict=True):
+        batch = np.flatnonzero((send > low) & (send <= high))
+        pieces[batch], free_at = carry_from(send[batch], size[batch], bandwidth, one_way, jitter[batch], free_at)
+    np.testing.assert_array_equal(pieces, whole)

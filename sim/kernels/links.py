@@ -20,15 +20,10 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True)
-def fifo_link(send_s, size_bytes, order, bandwidth_bytes_per_s, one_way_s, jitter_s):
-    """Arrival times of payloads sent at `send_s`, taken in `order` (indices, by send time)."""
-    return _fifo(send_s, size_bytes, order, bandwidth_bytes_per_s, one_way_s, jitter_s, -np.inf)[0]
-
-
 @njit(cache=True, nogil=True)
-def _fifo(send_s, size_bytes, order, bandwidth_bytes_per_s, one_way_s, jitter_s, free_at):
-    """`fifo_link` on a link busy until `free_at`; returns the arrivals and when it is free again."""
+def fifo_link(send_s, size_bytes, order, bandwidth_bytes_per_s, one_way_s, jitter_s, free_at):
+    """Arrival times of payloads sent at `send_s`, taken in `order` (indices, by send time), on
+    a link busy until `free_at` (-inf: idle); and when it is free again."""
     n = send_s.shape[0]
     arrive = np.full(n, np.nan)
     for k in range(order.shape[0]):
@@ -91,6 +86,6 @@ def carry_from(send_s: np.ndarray, size_bytes: np.ndarray, bandwidth_bytes_per_s
     if not len(order):
         return np.full(len(send_s), np.nan), free_at
     jitter = np.zeros(len(send_s)) if jitter_s is None else np.asarray(jitter_s, dtype=np.float64)
-    arrive, free_at = _fifo(send_s, np.asarray(size_bytes, dtype=np.float64), order, float(bandwidth_bytes_per_s),
+    arrive, free_at = fifo_link(send_s, np.asarray(size_bytes, dtype=np.float64), order, float(bandwidth_bytes_per_s),
                             float(one_way_s), jitter, float(free_at))
     return arrive, float(free_at)
