@@ -2224,19 +2224,12 @@ def _fill_rows(req_i, req_f, row_i, row_f, int_fields, int_values, float_fields,
 
 
 def request_arrays(n: int, row_i: np.ndarray, ints: Mapping[int, np.ndarray], row_f: np.ndarray,
-                   floats: Mapping[int, np.ndarray], out: tuple[np.ndarray, np.ndarray] | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   floats: Mapping[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """`req_i` (int32) and `req_f` (float64) for n requests: every row the template (`row_i`,
     `row_f`) with each request's values of the fields in `ints` and `floats` (field -> one
-    value per request), written into `out` if given (n rows each)."""
-    if out is None:
-        req_i = np.empty((n, RI_SIZE), dtype=np.int32)
-        req_f = np.empty((n, RF_SIZE), dtype=np.float64)
-    else:
-        req_i, req_f = out
-        if req_i.shape != (n, RI_SIZE) or req_f.shape != (n, RF_SIZE):
-            raise ValueError(f"request_arrays: out must be {n} rows of req_i and req_f, "
-                             f"got {req_i.shape} and {req_f.shape}")
+    value per request)."""
+    req_i = np.empty((n, RI_SIZE), dtype=np.int32)
+    req_f = np.empty((n, RF_SIZE), dtype=np.float64)
     int_values = np.empty((len(ints), n), dtype=np.int32)
     for k, values in enumerate(ints.values()):
         int_values[k] = values
@@ -2556,11 +2549,9 @@ class ClusterKernel:
                      prefix_tokens: np.ndarray | None = None, service_s: np.ndarray | None = None,
                      router_u: np.ndarray | None = None, route_u: np.ndarray | None = None,
                      jitter_z: np.ndarray | None = None, request_bytes: np.ndarray | None = None,
-                     api_z: np.ndarray | None = None, out: tuple[np.ndarray, np.ndarray] | None = None
-                     ) -> tuple[np.ndarray, np.ndarray]:
+                     api_z: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The kernel rows (`req_i`, `req_f`) of requests not yet sent: the constructor's, and
-        a streaming run's later chunks (`sim.kernels.streaming`, written straight into its new
-        window: `out`). Deadlines are set apart."""
+        a streaming run's later chunks (`sim.kernels.streaming`). Deadlines are set apart."""
         n = len(send_s)
         # Each row is the template, then the request's own values: written in one pass in row
         # order (`request_arrays`); numpy's column writes took a quarter of building a
@@ -2592,7 +2583,7 @@ class ClusterKernel:
         else:
             z = np.asarray(api_z, dtype=np.float64).reshape(n, 2)
             floats.update({RF_TTFT_Z: z[:, 0], RF_TPOT_Z: z[:, 1]})
-        return request_arrays(n, row_i, ints, row_f, floats, out)
+        return request_arrays(n, row_i, ints, row_f, floats)
 
     def _set_api(self, p: int, pool: PoolConfig) -> None:
         """Pool p's API settings (nothing for a pool of GPUs)."""

@@ -76,7 +76,6 @@ from sim.kernels.batching import (
     PoolConfig,
 )
 
-ENDED = (DONE, REJECTED, FAILED)
 Item = TypeVar("Item")
 Prepared = TypeVar("Prepared")
 
@@ -271,8 +270,6 @@ class StreamingCluster(ClusterKernel):
     def _with_rows(self, chunk: RequestChunk) -> Fed:
         """A chunk and its kernel rows (made on the read-ahead thread: they depend on the
         cluster's configuration only)."""
-        if not len(chunk):
-            return Fed(chunk, np.empty((0, RI_SIZE), dtype=np.int32), np.empty((0, RF_SIZE)))
         req_i, req_f = self.request_rows(chunk.send_s, chunk.prompt_tokens, chunk.output_tokens,
                                          **self._kernel_inputs(chunk))
         req_f[:, RF_DEADLINE] = req_f[:, RF_SEND] + self._timeout_s
@@ -356,10 +353,10 @@ class StreamingCluster(ClusterKernel):
 
     def _compact(self, fed: Fed | None, final: bool = False) -> None:
         """Report newly ended rows, drop those nothing refers to, renumber the rest in order
-        and append `chunk`'s rows (see the module docstring). Rows the caller still `holds`
+        and append the rows of the chunk `fed` (see the module docstring). Rows the caller still `holds`
         (given this cluster and whether the run is over) wait."""
         status = self.req_i[:, RI_STATUS]
-        ended = (status == DONE) | (status == REJECTED) | (status == FAILED)  # ENDED, without isin's sort
+        ended = (status == DONE) | (status == REJECTED) | (status == FAILED)
         if self._holds is not None:
             ended &= ~self._holds(self, final)
         fresh = np.flatnonzero(ended & ~self.reported)
